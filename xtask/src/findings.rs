@@ -1,0 +1,189 @@
+//! What every stage reports about a config: a stable code, a severity, where
+//! in the config (attribute path, and file:line:col when Nix knows it), what is
+//! wrong and how to fix it.
+
+use std::fmt;
+
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// A place in a Nix file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: Utf8PathBuf,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// An attribute path such as `disko.devices.disk.main.content.partitions.ESP`,
+/// kept as segments and printed the way Nix would accept it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttrPath(Vec<String>);
+
+impl AttrPath {
+    pub fn root() -> Self {
+        AttrPath(Vec::new())
+    }
+
+    pub fn new<I, S>(segments: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        AttrPath(segments.into_iter().map(Into::into).collect())
+    }
+
+    /// This path with one more segment.
+    pub fn join(&self, segment: impl Into<String>) -> Self {
+        let mut segments = self.0.clone();
+        segments.push(segment.into());
+        AttrPath(segments)
+    }
+
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Whether `segment` can be written bare in a Nix attribute path.
+fn is_bare_identifier(segment: &str) -> bool {
+    let mut chars = segment.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '\'' | '-'))
+}
+
+impl fmt::Display for AttrPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            if i > 0 && !segment.starts_with('[') {
+                f.write_str(".")?;
+            }
+            if segment.starts_with('[') || is_bare_identifier(segment) {
+                f.write_str(segment)?;
+            } else {
+                // serde_json's string escaping is a valid Nix string literal
+                // for everything but `${`, which Nix would interpolate.
+                let quoted = serde_json::to_string(segment).map_err(|_| fmt::Error)?;
+                f.write_str(&quoted.replace("${", "\\${"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for AttrPath {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub code: &'static str,
+    pub severity: Severity,
+    /// The attribute path in the evaluated config the finding is about.
+    pub path: AttrPath,
+    pub message: String,
+    /// What to change to fix it.
+    pub hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+impl Finding {
+    pub fn new(
+        code: &'static str,
+        severity: Severity,
+        path: AttrPath,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Finding {
+            code,
+            severity,
+            path,
+            message: message.into(),
+            hint: hint.into(),
+            location: None,
+        }
+    }
+
+    pub fn at(mut self, location: Option<Location>) -> Self {
+        self.location = location;
+        self
+    }
+}
+
+/// Findings sorted the way reports show them: errors first, then by code and path.
+pub fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.code.cmp(b.code))
+            .then_with(|| a.path.cmp(&b.path))
+            .then_with(|| a.message.cmp(&b.message))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_paths_quote_what_nix_would_quote() {
+        let path = AttrPath::new(["disko", "devices", "disk", "main"])
+            .join("content")
+            .join("subvolumes")
+            .join("@root");
+        assert_eq!(
+            path.to_string(),
+            r#"disko.devices.disk.main.content.subvolumes."@root""#
+        );
+        assert_eq!(
+            AttrPath::new(["fileSystems", "/persist", "neededForBoot"]).to_string(),
+            r#"fileSystems."/persist".neededForBoot"#
+        );
+        assert_eq!(
+            AttrPath::new(["a", "${x}\"y"]).to_string(),
+            r#"a."\${x}\"y""#
+        );
+        assert_eq!(
+            AttrPath::new(["mountOptions", "[2]"]).to_string(),
+            "mountOptions[2]"
+        );
+    }
+
+    #[test]
+    fn errors_sort_first() {
+        let mut findings = vec![
+            Finding::new("B1", Severity::Warning, AttrPath::root(), "w", ""),
+            Finding::new("A1", Severity::Error, AttrPath::root(), "e", ""),
+        ];
+        sort(&mut findings);
+        assert_eq!(findings[0].code, "A1");
+    }
+}

@@ -1,0 +1,263 @@
+//! The hosts of the flake: every directory under hosts/ that holds a
+//! disko.nix, with its optional persistence.nix and machine.nix.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context as _, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Deserialize;
+
+use crate::layout::size::parse_disk_size;
+use crate::project::project_root;
+
+pub const DEFAULT_HOST: &str = "hetzner-cloud";
+pub const LAYOUT_FILE: &str = "disko.nix";
+pub const PERSISTENCE_FILE: &str = "persistence.nix";
+pub const MACHINE_FILE: &str = "machine.nix";
+/// How deep below hosts/ host directories may sit.
+const MAX_DEPTH: usize = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub dir: Utf8PathBuf,
+    pub layout_file: Utf8PathBuf,
+    pub persistence_file: Option<Utf8PathBuf>,
+    pub machine_file: Option<Utf8PathBuf>,
+}
+
+/// The facts of machine.nix that the xtask reads.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    pub flake_attribute: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// As sold, e.g. "480GB"; or one size per disk attribute name.
+    pub disk_size: Option<DiskSizes>,
+    #[serde(default)]
+    pub firmware: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DiskSizes {
+    All(String),
+    PerDisk(BTreeMap<String, String>),
+}
+
+impl Machine {
+    /// The size of disk `key` in bytes, from `diskSize`.
+    pub fn disk_bytes(&self, key: &str) -> Result<Option<u64>> {
+        let given = match &self.disk_size {
+            None => return Ok(None),
+            Some(DiskSizes::All(size)) => size,
+            Some(DiskSizes::PerDisk(sizes)) => match sizes.get(key) {
+                Some(size) => size,
+                None => return Ok(None),
+            },
+        };
+        parse_disk_size(given)
+            .map(Some)
+            .with_context(|| format!("machine.nix: diskSize {given:?} for disk {key:?}"))
+    }
+}
+
+/// Every host under `<root>/hosts`, sorted by name. Directory symlinks are
+/// followed once: a loop is visited once, not forever.
+pub fn discover(root: &Utf8Path) -> Result<Vec<Host>> {
+    let hosts_dir = root.join("hosts");
+    let mut found = Vec::new();
+    let mut visited = BTreeSet::new();
+    walk(&hosts_dir, 0, &mut visited, &mut found)?;
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    for pair in found.windows(2) {
+        if pair[0].name == pair[1].name {
+            bail!(
+                "two hosts are named {:?}: {} and {}; rename one directory",
+                pair[0].name,
+                pair[0].dir,
+                pair[1].dir
+            );
+        }
+    }
+    Ok(found)
+}
+
+fn walk(
+    dir: &Utf8Path,
+    depth: usize,
+    visited: &mut BTreeSet<Utf8PathBuf>,
+    found: &mut Vec<Host>,
+) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    let Ok(canonical) = dir.canonicalize_utf8() else {
+        // A dangling symlink: nothing to find there.
+        return Ok(());
+    };
+    if !visited.insert(canonical) {
+        return Ok(());
+    }
+    if dir.join(LAYOUT_FILE).is_file() {
+        found.push(host_at(dir)?);
+    }
+    let entries = match dir.read_dir_utf8() {
+        Ok(entries) => entries,
+        Err(error) if depth == 0 && error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error).with_context(|| format!("reading {dir}")),
+    };
+    let mut children: Vec<Utf8PathBuf> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.into_path())
+        .filter(|path| path.is_dir())
+        .collect();
+    children.sort();
+    for child in children {
+        walk(&child, depth + 1, visited, found)?;
+    }
+    Ok(())
+}
+
+fn host_at(dir: &Utf8Path) -> Result<Host> {
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{dir} has no name"))?
+        .to_owned();
+    let optional = |file: &str| Some(dir.join(file)).filter(|p| p.is_file());
+    Ok(Host {
+        name,
+        dir: dir.to_owned(),
+        layout_file: dir.join(LAYOUT_FILE),
+        persistence_file: optional(PERSISTENCE_FILE),
+        machine_file: optional(MACHINE_FILE),
+    })
+}
+
+/// The host called `name`, with the names of all hosts in the error when it is unknown.
+pub fn find(name: &str) -> Result<Host> {
+    let hosts = discover(&project_root())?;
+    if let Some(host) = hosts.iter().find(|h| h.name == name) {
+        return Ok(host.clone());
+    }
+    let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    bail!(
+        "no host {name:?} under hosts/ (a host is a directory with a {LAYOUT_FILE}); known hosts: {}",
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+    )
+}
+
+/// Every .nix file of the repository (not target/, .git/ or result links).
+pub fn nix_files(root: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    let mut files = Vec::new();
+    let mut visited = BTreeSet::new();
+    collect_nix_files(root, root, 0, &mut visited, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+fn collect_nix_files(
+    root: &Utf8Path,
+    dir: &Utf8Path,
+    depth: usize,
+    visited: &mut BTreeSet<Utf8PathBuf>,
+    files: &mut Vec<Utf8PathBuf>,
+) -> Result<()> {
+    if depth > 12 {
+        return Ok(());
+    }
+    let Ok(canonical) = dir.canonicalize_utf8() else {
+        return Ok(());
+    };
+    if !visited.insert(canonical) {
+        return Ok(());
+    }
+    let entries = dir
+        .read_dir_utf8()
+        .with_context(|| format!("reading {dir}"))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.into_path();
+        let name = path.file_name().unwrap_or_default();
+        if dir == root && matches!(name, "target" | ".git" | "result") {
+            continue;
+        }
+        if name.starts_with("result-") || name.starts_with('.') && name != ".ci" {
+            continue;
+        }
+        // Fixtures under xtask/tests are broken on purpose.
+        if path.starts_with(root.join("xtask").join("tests")) {
+            continue;
+        }
+        if path.is_dir() {
+            collect_nix_files(root, &path, depth + 1, visited, files)?;
+        } else if name.ends_with(".nix") && path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_repos_host() {
+        let hosts = discover(&project_root()).unwrap();
+        let host = hosts
+            .iter()
+            .find(|h| h.name == DEFAULT_HOST)
+            .expect("the default host");
+        assert!(host
+            .layout_file
+            .ends_with("hosts/servers/hetzner-cloud/disko.nix"));
+        assert!(host.persistence_file.is_some());
+        assert!(host.machine_file.is_some());
+    }
+
+    #[test]
+    fn survives_symlink_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(dir.path()).unwrap();
+        let host = root.join("hosts").join("a");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join(LAYOUT_FILE), "{}").unwrap();
+        std::os::unix::fs::symlink(root.join("hosts"), host.join("loop")).unwrap();
+        std::os::unix::fs::symlink(host.join("nowhere"), root.join("hosts").join("dangling"))
+            .unwrap();
+        let hosts = discover(root).unwrap();
+        assert_eq!(hosts.len(), 1);
+        let files = nix_files(root).unwrap();
+        assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn unknown_hosts_list_the_known_ones() {
+        let error = find("no-such-host").unwrap_err().to_string();
+        assert!(error.contains(DEFAULT_HOST), "{error}");
+    }
+
+    #[test]
+    fn disk_sizes_per_disk_or_for_all() {
+        let all = Machine {
+            disk_size: Some(DiskSizes::All("480GB".into())),
+            ..Machine::default()
+        };
+        assert_eq!(all.disk_bytes("main").unwrap(), Some(480_000_000_000));
+        let per = Machine {
+            disk_size: Some(DiskSizes::PerDisk(BTreeMap::from([(
+                "data".into(),
+                "1TB".into(),
+            )]))),
+            ..Machine::default()
+        };
+        assert_eq!(per.disk_bytes("main").unwrap(), None);
+        assert_eq!(per.disk_bytes("data").unwrap(), Some(1_000_000_000_000));
+        let bad = Machine {
+            disk_size: Some(DiskSizes::All("lots".into())),
+            ..Machine::default()
+        };
+        assert!(bad.disk_bytes("main").is_err());
+    }
+}

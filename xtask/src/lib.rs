@@ -1,0 +1,17 @@
+//! The xtask of the Hetzner CPX52 flake: one crate, one vocabulary (the
+//! layout), one module per subcommand. `main.rs` only parses arguments.
+
+pub mod bench;
+pub mod check;
+pub mod checklist;
+pub mod docs;
+pub mod findings;
+pub mod hosts;
+pub mod layout;
+pub mod nix;
+pub mod project;
+pub mod report;
+pub mod results;
+pub mod rules;
+pub mod setup;
+pub mod vm_test;

@@ -1,0 +1,98 @@
+//! Where the project is and what revision it is at.
+
+use anyhow::{Context as _, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::{cmd, Shell};
+
+/// The repository root: the parent of the xtask crate.
+pub fn project_root() -> Utf8PathBuf {
+    let manifest = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_owned()
+}
+
+/// `target/xtask`, where results, caches and logs go.
+pub fn xtask_dir() -> Utf8PathBuf {
+    project_root().join("target").join("xtask")
+}
+
+/// A shell rooted at the project.
+pub fn shell() -> Result<Shell> {
+    let sh = Shell::new().context("creating a shell for child processes")?;
+    sh.change_dir(project_root());
+    Ok(sh)
+}
+
+/// The state of the git checkout, recorded with every result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revision {
+    /// `git rev-parse HEAD`, or `None` outside git or before the first commit.
+    pub commit: Option<String>,
+    /// Whether tracked or untracked files differ from HEAD.
+    pub dirty: bool,
+}
+
+/// Reads HEAD and whether the working tree is clean. Outside git, both are unknown.
+pub fn revision() -> Revision {
+    let Ok(sh) = shell() else {
+        return Revision {
+            commit: None,
+            dirty: true,
+        };
+    };
+    let commit = cmd!(sh, "git rev-parse --verify --quiet HEAD")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .filter(|c| !c.is_empty());
+    let dirty = cmd!(sh, "git status --porcelain --untracked-files=normal")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|status| !status.trim().is_empty())
+        .unwrap_or(true);
+    Revision { commit, dirty }
+}
+
+/// `path` relative to the project root when it is inside it, for messages.
+pub fn display_path(path: &Utf8Path) -> String {
+    let root = project_root();
+    path.strip_prefix(&root)
+        .map(|p| p.to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so
+/// that readers never see half a file.
+pub fn write_atomically(path: &Utf8Path, contents: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{path} has no parent directory"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    let mut temporary = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {dir}"))?;
+    std::io::Write::write_all(&mut temporary, contents)
+        .with_context(|| format!("writing {path}"))?;
+    temporary
+        .persist(path)
+        .with_context(|| format!("replacing {path}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_holds_the_workspace() {
+        assert!(project_root().join("Cargo.toml").is_file());
+        assert!(project_root().join("xtask").is_dir());
+    }
+
+    #[test]
+    fn paths_inside_the_project_are_shown_relative() {
+        let inside = project_root().join("hosts").join("x.nix");
+        assert_eq!(display_path(&inside), "hosts/x.nix");
+        assert_eq!(display_path(Utf8Path::new("/elsewhere/x")), "/elsewhere/x");
+    }
+}

@@ -1,0 +1,350 @@
+//! The tables every subcommand shows about a layout: partitions with their
+//! real geometry, subvolumes with the options that really take effect, other
+//! mounts and swap. `check` prints them, `docs` writes them, `vm-test`
+//! compares the guest against them.
+
+use serde::Serialize;
+
+use crate::layout::geometry::DiskGeometry;
+use crate::layout::mount_options::{compression, has_nodatacow};
+use crate::layout::size::human;
+use crate::layout::{Content, DiskContent, Layout, MountSource};
+use crate::rules::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
+use crate::rules::Context;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tables {
+    pub disks: Vec<DiskTable>,
+    pub filesystems: Vec<BtrfsTable>,
+    pub other_mounts: Vec<MountRow>,
+    pub swaps: Vec<SwapRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskTable {
+    pub key: String,
+    pub device: String,
+    /// The size the geometry was computed for; `None` when unknown.
+    pub size_bytes: Option<u64>,
+    pub partitions: Vec<PartitionRow>,
+    pub unallocated_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionRow {
+    pub number: u32,
+    pub key: String,
+    pub label: String,
+    pub type_code: String,
+    pub type_name: &'static str,
+    /// As written (`1G`, `100%`).
+    pub size_text: String,
+    pub start_sector: Option<u64>,
+    pub end_sector: Option<u64>,
+    pub start_bytes: Option<u64>,
+    pub end_bytes: Option<u64>,
+    pub size_bytes: Option<u64>,
+    pub content: String,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BtrfsTable {
+    pub device: String,
+    /// The mountpoint whose filesystem-wide options take effect.
+    pub options_decided_by: Option<String>,
+    pub subvolumes: Vec<SubvolumeRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubvolumeRow {
+    /// `@nix`, or `(top level)` for subvolid 5.
+    pub name: String,
+    pub mountpoint: Option<String>,
+    pub options_in_effect: Vec<String>,
+    pub compression: Option<String>,
+    /// No_COW for new files (a `+C` tmpfiles rule on the mountpoint).
+    pub nocow: bool,
+    pub needed_for_boot: bool,
+    pub lifecycle: Lifecycle,
+    pub purpose: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Moved to @old_roots and replaced at every boot.
+    WipedAtBoot,
+    /// Old roots, deleted after the retention period.
+    Retained,
+    Persistent,
+}
+
+impl Lifecycle {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Lifecycle::WipedAtBoot => "wiped at every boot",
+            Lifecycle::Retained => "old roots, deleted after 30 days",
+            Lifecycle::Persistent => "persistent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MountRow {
+    pub mountpoint: String,
+    pub fs_type: String,
+    pub device: String,
+    pub options_in_effect: Vec<String>,
+    pub needed_for_boot: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapRow {
+    pub device: String,
+    pub size_bytes: Option<u64>,
+    pub random_encryption: bool,
+}
+
+/// What a mountpoint usually holds on this kind of server.
+pub fn purpose(name: &str, mountpoint: Option<&str>) -> &'static str {
+    if name == OLD_ROOTS_SUBVOLUME {
+        return "previous roots, one per boot, for recovering files";
+    }
+    match mountpoint {
+        Some("/") => "the root filesystem: fresh and empty at every boot",
+        Some("/nix") => "the Nix store and database",
+        Some("/persist") => "state kept across boots (impermanence binds it into /)",
+        Some("/var/log") => "logs and the systemd journal",
+        Some("/var/lib/containers") => "container images, layers and volumes (podman)",
+        Some("/var/lib/caddy") => "caddy's certificates, keys and state",
+        Some("/.snapshots") => "read-only snapshots of @persist",
+        Some("/btrfs_tmp") => "the top level, for managing subvolumes",
+        Some("/boot") => "GRUB, kernels and initrds",
+        _ => "",
+    }
+}
+
+pub fn type_name(code: &str) -> &'static str {
+    match code.to_ascii_uppercase().as_str() {
+        "EF02" => "BIOS boot",
+        "EF00" => "EFI system",
+        "8200" => "Linux swap",
+        "8300" => "Linux filesystem",
+        "8304" => "Linux x86-64 root",
+        "FD00" => "Linux RAID",
+        "8E00" => "Linux LVM",
+        _ => "other",
+    }
+}
+
+fn content_summary(content: Option<&Content>) -> String {
+    match content {
+        None => "(none)".to_owned(),
+        Some(Content::Filesystem(fs)) => match &fs.mountpoint {
+            Some(mp) => format!("{} at {mp}", fs.format),
+            None => fs.format.clone(),
+        },
+        Some(Content::Btrfs(btrfs)) => format!("btrfs, {} subvolumes", btrfs.subvolumes.len()),
+        Some(Content::Swap(swap)) => {
+            if swap.random_encryption {
+                "swap, random encryption".to_owned()
+            } else {
+                "swap, unencrypted".to_owned()
+            }
+        }
+    }
+}
+
+impl Tables {
+    pub fn new(context: &Context) -> Tables {
+        let layout = context.layout;
+        let disks = layout
+            .disks
+            .iter()
+            .map(|disk| disk_table(disk, context.geometry.get(&disk.key)))
+            .collect();
+        Tables {
+            disks,
+            filesystems: btrfs_tables(layout, context),
+            other_mounts: context
+                .mounts
+                .iter()
+                .filter(|m| m.fs_type != "btrfs")
+                .map(|m| MountRow {
+                    mountpoint: m.mountpoint.clone(),
+                    fs_type: m.fs_type.clone(),
+                    device: m.device.clone(),
+                    options_in_effect: context
+                        .effective
+                        .get(&m.mountpoint)
+                        .map(|e| e.options.clone())
+                        .unwrap_or_default(),
+                    needed_for_boot: m.needed_for_boot,
+                })
+                .collect(),
+            swaps: swap_rows(context),
+        }
+    }
+}
+
+fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> DiskTable {
+    let partitions = match &disk.content {
+        Some(DiskContent::Gpt(gpt)) => gpt
+            .partitions
+            .iter()
+            .map(|p| {
+                let extent = geometry.and_then(|g| g.extent(p.number));
+                PartitionRow {
+                    number: p.number,
+                    key: p.key.clone(),
+                    label: p.label.clone(),
+                    type_code: p.type_code.clone(),
+                    type_name: type_name(&p.type_code),
+                    size_text: p.size_text.clone(),
+                    start_sector: extent.map(|e| e.start_sector),
+                    end_sector: extent.map(|e| e.end_sector),
+                    start_bytes: extent.map(|e| e.start_bytes()),
+                    end_bytes: extent.map(|e| e.end_bytes()),
+                    size_bytes: extent.map(|e| e.size_bytes()),
+                    content: content_summary(p.content.as_ref()),
+                    device: p.device.clone(),
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    DiskTable {
+        key: disk.key.clone(),
+        device: disk.device.clone(),
+        size_bytes: geometry.map(|g| g.disk_bytes),
+        partitions,
+        unallocated_bytes: geometry
+            .filter(|g| g.problems.is_empty())
+            .map(|g| g.unallocated_bytes()),
+    }
+}
+
+fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
+    layout
+        .btrfs_filesystems()
+        .map(|btrfs| {
+            let nocow = |mountpoint: Option<&str>| {
+                mountpoint.is_some_and(|mp| layout.nocow_paths.iter().any(|n| n.target == mp))
+            };
+            let row = |name: String, mountpoint: Option<&str>| {
+                let mount =
+                    mountpoint.and_then(|mp| context.mounts.iter().find(|m| m.mountpoint == mp));
+                let options = mountpoint
+                    .and_then(|mp| context.effective.get(mp))
+                    .map(|e| e.options.clone())
+                    .unwrap_or_default();
+                let lifecycle = if name == ROOT_SUBVOLUME {
+                    Lifecycle::WipedAtBoot
+                } else if name == OLD_ROOTS_SUBVOLUME {
+                    Lifecycle::Retained
+                } else {
+                    Lifecycle::Persistent
+                };
+                SubvolumeRow {
+                    purpose: purpose(&name, mountpoint),
+                    compression: if has_nodatacow(&options) || nocow(mountpoint) {
+                        None
+                    } else {
+                        compression(&options)
+                    },
+                    nocow: nocow(mountpoint) || has_nodatacow(&options),
+                    needed_for_boot: mount.is_some_and(|m| m.needed_for_boot),
+                    options_in_effect: options,
+                    mountpoint: mountpoint.map(str::to_owned),
+                    lifecycle,
+                    name,
+                }
+            };
+            let mut subvolumes = Vec::new();
+            if btrfs.mountpoint.is_some() {
+                subvolumes.push(row("(top level)".to_owned(), btrfs.mountpoint.as_deref()));
+            }
+            for subvolume in &btrfs.subvolumes {
+                subvolumes.push(row(subvolume.name.clone(), subvolume.mountpoint.as_deref()));
+            }
+            let decided_by = context
+                .mounts
+                .iter()
+                .find(|m| m.device == btrfs.device && m.fs_type == "btrfs")
+                .map(|m| m.mountpoint.clone());
+            BtrfsTable {
+                device: btrfs.device.clone(),
+                options_decided_by: decided_by,
+                subvolumes,
+            }
+        })
+        .collect()
+}
+
+fn swap_rows(context: &Context) -> Vec<SwapRow> {
+    let mut rows = Vec::new();
+    for (disk, partition, content) in context.layout.contents() {
+        if let Content::Swap(swap) = content {
+            let size = partition.and_then(|p| {
+                context
+                    .geometry
+                    .get(&disk.key)
+                    .and_then(|g| g.extent(p.number))
+                    .map(|e| e.size_bytes())
+            });
+            rows.push(SwapRow {
+                device: swap.device.clone(),
+                size_bytes: size,
+                random_encryption: swap.random_encryption,
+            });
+        }
+    }
+    rows
+}
+
+/// `414.0 GiB (444563718144 B)`, or `?` when unknown.
+pub fn bytes_cell(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "?".to_owned(), |b| format!("{} ({b} B)", human(b)))
+}
+
+/// Whether the mount comes from a subvolume (for tables that group by it).
+pub fn is_subvolume(source: &MountSource) -> bool {
+    matches!(source, MountSource::Subvolume { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::layout::testing::host_layout;
+    use crate::rules::{Context, Firmware};
+
+    #[test]
+    fn the_hosts_tables() {
+        let layout = host_layout();
+        let sizes = BTreeMap::from([("main".to_owned(), 480_000_000_000)]);
+        let context = Context::new(&layout, &sizes, Firmware::default());
+        let tables = Tables::new(&context);
+        let root = &tables.disks[0].partitions[3];
+        assert_eq!(root.key, "root");
+        assert_eq!(root.size_bytes, Some(444_563_718_144));
+        let btrfs = &tables.filesystems[0];
+        assert_eq!(btrfs.options_decided_by.as_deref(), Some("/"));
+        let containers = btrfs
+            .subvolumes
+            .iter()
+            .find(|s| s.name == "@containers")
+            .unwrap();
+        assert!(containers.nocow);
+        assert_eq!(containers.compression, None);
+        let nix = btrfs.subvolumes.iter().find(|s| s.name == "@nix").unwrap();
+        assert_eq!(nix.compression.as_deref(), Some("zstd:1"));
+        assert!(nix.needed_for_boot);
+        let root_row = btrfs.subvolumes.iter().find(|s| s.name == "@root").unwrap();
+        assert_eq!(root_row.lifecycle, Lifecycle::WipedAtBoot);
+        assert_eq!(tables.swaps[0].size_bytes, Some(32 << 30));
+        assert_eq!(tables.other_mounts[0].mountpoint, "/boot");
+    }
+}

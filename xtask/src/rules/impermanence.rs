@@ -1,0 +1,438 @@
+//! The root is wiped at every boot: `/` must be a subvolume the rollback can
+//! move away, everything that must survive must sit outside it and be
+//! mounted before impermanence needs it, and the management mount must
+//! reach the top level where @root and @old_roots live.
+
+use super::{is_at_or_below, is_normalised_absolute, Context, Issue};
+use crate::findings::AttrPath;
+use crate::layout::{Btrfs, Layout, Mount, MountSource};
+
+/// The rollback module's defaults (nix/modules/btrfs-rollback).
+pub const ROOT_SUBVOLUME: &str = "@root";
+pub const OLD_ROOTS_SUBVOLUME: &str = "@old_roots";
+pub const PERSIST_SUBVOLUME: &str = "@persist";
+pub const PERSIST_MOUNTPOINT: &str = "/persist";
+pub const MANAGEMENT_MOUNTPOINT: &str = "/btrfs_tmp";
+/// Mounts that must be up in the initrd: impermanence's storage, the journal, the store.
+pub const NEEDED_FOR_BOOT: &[&str] = &["/persist", "/var/log", "/nix"];
+
+fn mount_at<'a>(context: &'a Context, mountpoint: &str) -> Option<&'a Mount> {
+    context.mounts.iter().find(|m| m.mountpoint == mountpoint)
+}
+
+/// The Btrfs filesystem that holds `/`, if `/` is on Btrfs.
+fn root_filesystem<'a>(layout: &'a Layout, context: &Context) -> Option<&'a Btrfs> {
+    let root = mount_at(context, "/")?;
+    layout
+        .btrfs_filesystems()
+        .find(|btrfs| btrfs.device == root.device && root.fs_type == "btrfs")
+}
+
+fn disko_path(context: &Context) -> AttrPath {
+    context
+        .layout
+        .disks
+        .first()
+        .map(|d| d.path.clone())
+        .unwrap_or_else(|| AttrPath::new(["disko", "devices"]))
+}
+
+pub fn root_is_subvolume(context: &Context) -> Vec<Issue> {
+    let hint = format!("Mount the subvolume {ROOT_SUBVOLUME:?} at \"/\": `\"{ROOT_SUBVOLUME}\" = {{ mountpoint = \"/\"; ... }};`");
+    match mount_at(context, "/") {
+        None => vec![Issue::new(
+            disko_path(context),
+            "nothing is mounted at /",
+            hint,
+        )],
+        Some(mount) => match &mount.source {
+            MountSource::Subvolume { name } if name == ROOT_SUBVOLUME => Vec::new(),
+            MountSource::Subvolume { name } => vec![Issue::new(
+                mount.path.clone(),
+                format!("/ is the subvolume {name:?}, but the rollback rotates {ROOT_SUBVOLUME:?}: the root would never be wiped"),
+                hint,
+            )],
+            _ => vec![Issue::new(
+                mount.path.join("mountpoint"),
+                format!("/ is a {} mount, not a Btrfs subvolume the rollback can move away", mount.fs_type),
+                hint,
+            )],
+        },
+    }
+}
+
+pub fn persist_survives(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let Some(btrfs) = root_filesystem(context.layout, context) else {
+        return issues;
+    };
+    let persist = btrfs
+        .subvolumes
+        .iter()
+        .find(|s| s.name == PERSIST_SUBVOLUME);
+    match persist {
+        None => issues.push(Issue::new(
+            btrfs.path.join("subvolumes"),
+            format!("the root's filesystem has no {PERSIST_SUBVOLUME:?} subvolume: nothing would survive a reboot"),
+            format!("Add `\"{PERSIST_SUBVOLUME}\" = {{ mountpoint = \"{PERSIST_MOUNTPOINT}\"; mountOptions = ...; }};`"),
+        )),
+        Some(subvolume) if subvolume.mountpoint.as_deref() != Some(PERSIST_MOUNTPOINT) => {
+            issues.push(Issue::new(
+                subvolume.path.join("mountpoint"),
+                format!(
+                    "{PERSIST_SUBVOLUME:?} is mounted at {:?}, not {PERSIST_MOUNTPOINT}",
+                    subvolume.mountpoint
+                ),
+                format!("Set mountpoint = \"{PERSIST_MOUNTPOINT}\"."),
+            ))
+        }
+        Some(_) => {}
+    }
+    let nested_prefix = format!("{ROOT_SUBVOLUME}/");
+    for subvolume in &btrfs.subvolumes {
+        if subvolume.name.starts_with(&nested_prefix) {
+            issues.push(Issue::new(
+                subvolume.path.join("name"),
+                format!(
+                    "subvolume {:?} is nested inside {ROOT_SUBVOLUME}: the rollback moves it away with the old root at every boot",
+                    subvolume.name
+                ),
+                "Make it a top-level subvolume (\"@name\").",
+            ));
+        }
+    }
+    issues
+}
+
+pub fn old_roots_exist(context: &Context) -> Vec<Issue> {
+    let Some(btrfs) = root_filesystem(context.layout, context) else {
+        return Vec::new();
+    };
+    if btrfs
+        .subvolumes
+        .iter()
+        .any(|s| s.name == OLD_ROOTS_SUBVOLUME)
+    {
+        return Vec::new();
+    }
+    vec![Issue::new(
+        btrfs.path.join("subvolumes"),
+        format!("the root's filesystem has no {OLD_ROOTS_SUBVOLUME:?} subvolume for the rollback to move old roots into"),
+        format!("Add `\"{OLD_ROOTS_SUBVOLUME}\" = {{ }};` (unmounted; reached through {MANAGEMENT_MOUNTPOINT})."),
+    )]
+}
+
+pub fn needed_for_boot(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for mountpoint in NEEDED_FOR_BOOT {
+        match mount_at(context, mountpoint) {
+            None => issues.push(Issue::new(
+                AttrPath::new(["fileSystems", mountpoint]),
+                format!("{mountpoint} is not a mount of its own, so it sits on the root and is wiped at every boot"),
+                format!("Mount a subvolume at {mountpoint} and set fileSystems.\"{mountpoint}\".neededForBoot = true."),
+            )),
+            Some(mount) if !mount.needed_for_boot_explicit => issues.push(Issue::new(
+                AttrPath::new(["fileSystems", mountpoint, "neededForBoot"]),
+                format!("{mountpoint} does not set neededForBoot, so it may be mounted after impermanence and the journal need it"),
+                format!("Set fileSystems.\"{mountpoint}\".neededForBoot = true beside the layout."),
+            )),
+            Some(_) => {}
+        }
+    }
+    issues
+}
+
+pub fn management_mount(context: &Context) -> Vec<Issue> {
+    let hint = format!("Set the Btrfs content's mountpoint = \"{MANAGEMENT_MOUNTPOINT}\" with mountOptions [ ... \"subvolid=5\" ].");
+    let root_device = mount_at(context, "/").map(|m| m.device.clone());
+    match mount_at(context, MANAGEMENT_MOUNTPOINT) {
+        None => vec![Issue::new(
+            disko_path(context),
+            format!("nothing is mounted at {MANAGEMENT_MOUNTPOINT}; old roots and snapshots are unreachable"),
+            hint,
+        )],
+        Some(mount) => {
+            let selects_other = mount.options.iter().any(|o| {
+                o.strip_prefix("subvolid=").is_some_and(|id| id != "5")
+                    || o.strip_prefix("subvol=").is_some_and(|s| s != "/")
+            });
+            if mount.source != MountSource::BtrfsTopLevel || selects_other {
+                vec![Issue::new(
+                    mount.path.clone(),
+                    format!("{MANAGEMENT_MOUNTPOINT} does not mount the top level (subvolid=5)"),
+                    hint,
+                )]
+            } else if root_device.as_deref().is_some_and(|d| d != mount.device) {
+                vec![Issue::new(
+                    mount.path.clone(),
+                    format!("{MANAGEMENT_MOUNTPOINT} mounts {}, not the root's filesystem", mount.device),
+                    hint,
+                )]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+pub fn explicit_top_level(context: &Context) -> Vec<Issue> {
+    context
+        .mounts
+        .iter()
+        .filter(|m| m.source == MountSource::BtrfsTopLevel)
+        .filter(|m| !m.options.iter().any(|o| o == "subvolid=5"))
+        .map(|mount| {
+            Issue::new(
+                mount.path.join("mountOptions"),
+                format!("{} mounts the default subvolume, which is the top level only until someone runs `btrfs subvolume set-default`", mount.mountpoint),
+                "Add \"subvolid=5\" to its mountOptions.",
+            )
+        })
+        .collect()
+}
+
+pub fn storage_mounted_early(context: &Context) -> Vec<Issue> {
+    context
+        .layout
+        .persistence
+        .iter()
+        .filter_map(|root| match mount_at(context, &root.storage_path) {
+            Some(mount) if mount.needed_for_boot => None,
+            Some(_) => Some(Issue::new(
+                AttrPath::new(["fileSystems", root.storage_path.as_str(), "neededForBoot"]),
+                format!("persistence root {} is mounted too late: impermanence binds from it during activation", root.storage_path),
+                format!("Set fileSystems.\"{}\".neededForBoot = true.", root.storage_path),
+            )),
+            None => Some(Issue::new(
+                root.path.clone(),
+                format!("persistence root {} is not a mount, so it is part of the wiped root", root.storage_path),
+                "Point environment.persistence at the mountpoint of @persist.",
+            )),
+        })
+        .collect()
+}
+
+pub fn old_roots_unmounted(context: &Context) -> Vec<Issue> {
+    context
+        .mounts
+        .iter()
+        .filter(|m| matches!(&m.source, MountSource::Subvolume { name } if name == OLD_ROOTS_SUBVOLUME))
+        .map(|mount| {
+            Issue::new(
+                mount.path.join("mountpoint"),
+                format!("{OLD_ROOTS_SUBVOLUME} is mounted at {}", mount.mountpoint),
+                format!("Remove its mountpoint; reach old roots at {MANAGEMENT_MOUNTPOINT}/{OLD_ROOTS_SUBVOLUME}."),
+            )
+        })
+        .collect()
+}
+
+/// The deepest mount at or above `path`.
+fn containing_mount<'a>(context: &'a Context, path: &str) -> Option<&'a Mount> {
+    context
+        .mounts
+        .iter()
+        .filter(|m| is_at_or_below(path, &m.mountpoint))
+        .max_by_key(|m| m.mountpoint.len())
+}
+
+pub fn persisted_on_wiped_root(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for root in &context.layout.persistence {
+        for entry in &root.entries {
+            if !is_normalised_absolute(&entry.target)
+                || is_at_or_below(&entry.target, &root.storage_path)
+            {
+                continue;
+            }
+            let Some(mount) = containing_mount(context, &entry.target) else {
+                continue;
+            };
+            if mount.mountpoint != "/" {
+                issues.push(Issue::new(
+                    entry.path.clone(),
+                    format!(
+                        "{} is on the mount {}, which is not wiped; binding it from {} would hide what is there",
+                        entry.target, mount.mountpoint, root.storage_path
+                    ),
+                    "Remove it from environment.persistence: its own subvolume already keeps it.",
+                ));
+            }
+        }
+    }
+    issues
+}
+
+pub fn persisted_paths_valid(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for root in &context.layout.persistence {
+        if !is_normalised_absolute(&root.storage_path) || root.storage_path == "/" {
+            issues.push(Issue::new(
+                root.path.clone(),
+                format!(
+                    "persistence root {:?} is not a normalised absolute path below /",
+                    root.storage_path
+                ),
+                "Use the mountpoint of @persist, \"/persist\".",
+            ));
+            continue;
+        }
+        for entry in &root.entries {
+            if !is_normalised_absolute(&entry.target) || entry.target == "/" {
+                issues.push(Issue::new(
+                    entry.path.clone(),
+                    format!(
+                        "persisted path {:?} is not a normalised absolute path",
+                        entry.target
+                    ),
+                    "Write it as /a/b (user entries relative to the home, without `..`).",
+                ));
+            } else if is_at_or_below(&entry.target, &root.storage_path) {
+                issues.push(Issue::new(
+                    entry.path.clone(),
+                    format!(
+                        "persisted path {} is inside the storage path {}",
+                        entry.target, root.storage_path
+                    ),
+                    "List the path as it appears in the running system, e.g. /var/lib/foo.",
+                ));
+            }
+        }
+    }
+    issues
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::rules::testing::*;
+
+    #[test]
+    fn root_must_be_the_rotated_subvolume() {
+        let codes = codes_after(|e| {
+            let root = subvolume(e, "@root").clone();
+            let subvolumes = btrfs(e)["subvolumes"].as_object_mut().unwrap();
+            subvolumes.remove("@root");
+            subvolumes.insert("@".into(), root);
+        });
+        assert!(codes.contains(&"IMP001"), "{codes:?}");
+    }
+
+    #[test]
+    fn persist_missing_or_nested() {
+        let codes = codes_after(|e| {
+            btrfs(e)["subvolumes"]
+                .as_object_mut()
+                .unwrap()
+                .remove("@persist");
+        });
+        assert!(codes.contains(&"IMP002"), "{codes:?}");
+        let codes = codes_after(|e| subvolume(e, "@persist")["name"] = json!("@root/persist"));
+        assert!(codes.contains(&"IMP002"), "{codes:?}");
+    }
+
+    #[test]
+    fn missing_old_roots() {
+        let codes = codes_after(|e| {
+            btrfs(e)["subvolumes"]
+                .as_object_mut()
+                .unwrap()
+                .remove("@old_roots");
+        });
+        assert_eq!(codes, vec!["IMP003"]);
+    }
+
+    #[test]
+    fn missing_needed_for_boot() {
+        let findings = findings_after(|e| {
+            e["layout"]["fileSystems"]
+                .as_object_mut()
+                .unwrap()
+                .remove("/var/log");
+        });
+        let codes: Vec<_> = findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["IMP004"]);
+        assert_eq!(
+            findings[0].path.to_string(),
+            r#"fileSystems."/var/log".neededForBoot"#
+        );
+        let codes = codes_after(|e| {
+            e["layout"]["fileSystems"]
+                .as_object_mut()
+                .unwrap()
+                .remove("/persist");
+        });
+        assert!(
+            codes.contains(&"IMP004") && codes.contains(&"IMP007"),
+            "{codes:?}"
+        );
+    }
+
+    #[test]
+    fn management_mount() {
+        let codes = codes_after(|e| btrfs(e)["mountpoint"] = json!("/mnt/top"));
+        assert!(codes.contains(&"IMP005"), "{codes:?}");
+        let codes = codes_after(|e| {
+            btrfs(e)["mountOptions"] = json!([
+                "compress=zstd:1",
+                "noatime",
+                "ssd",
+                "space_cache=v2",
+                "discard=async"
+            ])
+        });
+        assert_eq!(codes, vec!["IMP006"]);
+        let codes = codes_after(|e| {
+            btrfs(e)["mountOptions"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("subvolid=256"))
+        });
+        assert!(codes.contains(&"IMP005"), "{codes:?}");
+    }
+
+    #[test]
+    fn old_roots_mounted() {
+        let codes = codes_after(|e| {
+            subvolume(e, "@old_roots")["mountpoint"] = json!("/old");
+            subvolume(e, "@old_roots")["mountOptions"] =
+                subvolume(e, "@nix")["mountOptions"].clone();
+        });
+        assert_eq!(codes, vec!["IMP008"]);
+    }
+
+    #[test]
+    fn persisting_what_a_subvolume_keeps() {
+        let codes = codes_after(|e| {
+            e["persistence"]["/persist"]["directories"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/var/lib/caddy"))
+        });
+        assert_eq!(codes, vec!["IMP009"]);
+    }
+
+    #[test]
+    fn persisted_paths() {
+        let codes = codes_after(|e| {
+            e["persistence"]["/persist"]["directories"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/var/lib/../etc"))
+        });
+        assert_eq!(codes, vec!["IMP010"]);
+        let codes = codes_after(|e| {
+            e["persistence"]["/persist"]["files"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("/persist/foo"))
+        });
+        assert_eq!(codes, vec!["IMP010"]);
+        let codes = codes_after(|e| {
+            let root = e["persistence"]["/persist"].clone();
+            e["persistence"] = json!({ "/data": root });
+        });
+        assert!(codes.contains(&"IMP007"), "{codes:?}");
+    }
+}

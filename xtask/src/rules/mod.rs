@@ -1,0 +1,316 @@
+//! The rules `check` applies to a layout. A rule is a small function from the
+//! layout (with what is derived from it once: mounts, effective options,
+//! geometry) to issues; it is registered in `RULES` with one code that never
+//! changes meaning. Codes emitted while loading (Nix, model) are listed too,
+//! so the catalogue in docs/reference/rules.md is complete.
+
+pub mod btrfs;
+pub mod devices;
+pub mod esp;
+pub mod impermanence;
+pub mod partitions;
+pub mod swap;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::findings::{AttrPath, Finding, Severity};
+use crate::layout::geometry::{self, DiskGeometry};
+use crate::layout::mount_options::{self, Effective};
+use crate::layout::{DiskContent, Layout, Mount};
+
+/// What a rule found: the registry adds its code and severity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: AttrPath,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Issue {
+    pub fn new(path: AttrPath, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Issue {
+            path,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Nix,
+    Model,
+    Partitions,
+    Esp,
+    Swap,
+    Btrfs,
+    Impermanence,
+    Devices,
+}
+
+impl Family {
+    pub fn title(self) -> &'static str {
+        match self {
+            Family::Nix => "Nix",
+            Family::Model => "Model",
+            Family::Partitions => "Partitions",
+            Family::Esp => "EFI system partition",
+            Family::Swap => "Swap",
+            Family::Btrfs => "Btrfs",
+            Family::Impermanence => "Impermanence",
+            Family::Devices => "Devices",
+        }
+    }
+}
+
+pub type Check = fn(&Context) -> Vec<Issue>;
+
+pub struct Rule {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub family: Family,
+    pub summary: &'static str,
+    /// `None` for codes that loading emits (syntax, evaluation, model).
+    pub check: Option<Check>,
+}
+
+/// What the rules look at: the layout and what is derived from it once.
+pub struct Context<'a> {
+    pub layout: &'a Layout,
+    pub mounts: Vec<Mount>,
+    pub effective: BTreeMap<String, Effective>,
+    /// By disk key, for GPT disks.
+    pub geometry: BTreeMap<String, DiskGeometry>,
+    /// Whether the machine boots with BIOS, UEFI or both.
+    pub firmware: Firmware,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Firmware {
+    pub bios: bool,
+    pub uefi: bool,
+}
+
+impl Default for Firmware {
+    fn default() -> Self {
+        Firmware {
+            bios: true,
+            uefi: true,
+        }
+    }
+}
+
+impl<'a> Context<'a> {
+    /// Derives mounts, effective options and geometry; `disk_bytes` gives each
+    /// disk's size by key (disks without a size get no geometry).
+    pub fn new(layout: &'a Layout, disk_bytes: &BTreeMap<String, u64>, firmware: Firmware) -> Self {
+        let geometry = layout
+            .disks
+            .iter()
+            .filter_map(|disk| match (&disk.content, disk_bytes.get(&disk.key)) {
+                (Some(DiskContent::Gpt(gpt)), Some(bytes)) => {
+                    Some((disk.key.clone(), geometry::compute(gpt, *bytes)))
+                }
+                _ => None,
+            })
+            .collect();
+        Context {
+            layout,
+            mounts: layout.mounts(),
+            effective: mount_options::effective(layout),
+            geometry,
+            firmware,
+        }
+    }
+}
+
+macro_rules! rule {
+    ($code:literal, $severity:ident, $family:ident, $summary:literal) => {
+        Rule {
+            code: $code,
+            severity: Severity::$severity,
+            family: Family::$family,
+            summary: $summary,
+            check: None,
+        }
+    };
+    ($code:literal, $severity:ident, $family:ident, $summary:literal, $check:path) => {
+        Rule {
+            code: $code,
+            severity: Severity::$severity,
+            family: Family::$family,
+            summary: $summary,
+            check: Some($check),
+        }
+    };
+}
+
+/// Every code, in the order the catalogue lists them.
+pub const RULES: &[Rule] = &[
+    rule!("NIX001", Error, Nix, "A .nix file of the repository does not parse."),
+    rule!("NIX002", Error, Nix, "The layout does not evaluate (undefined variable, type error, missing file, …)."),
+    rule!("MODEL001", Error, Model, "A value has the wrong type for disko's option, or a required option is missing."),
+    rule!("MODEL002", Error, Model, "A content type is unknown, or is disko but not part of this layout."),
+    rule!("MODEL003", Error, Model, "An attribute is not an option of its disko type (usually a typo)."),
+    rule!("MODEL004", Error, Model, "The layout declares no disko.devices.disk."),
+    rule!("PART001", Error, Partitions, "A partition size does not parse as a disko size.", partitions::size_parses),
+    rule!("PART002", Error, Partitions, "The partitions do not fit on the disk.", partitions::fits_disk),
+    rule!("PART003", Error, Partitions, "A GPT disk needs exactly one partition of size \"100%\".", partitions::one_rest_partition),
+    rule!("PART004", Error, Partitions, "A partition has size zero (disko's default when size is missing).", partitions::nonzero_size),
+    rule!("PART005", Error, Partitions, "Two partitions share a GPT label, so /dev/disk/by-partlabel is ambiguous.", partitions::unique_labels),
+    rule!("PART006", Error, Partitions, "BIOS boot needs an EF02 partition, first on the disk and at least 1 MiB.", partitions::bios_boot),
+    rule!("PART007", Warning, Partitions, "A start or end form this tool does not place; the geometry is not predicted.", partitions::geometry_predicted),
+    rule!("ESP001", Error, Esp, "UEFI boot needs an EF00 partition.", esp::present),
+    rule!("ESP002", Error, Esp, "The ESP must hold a vfat filesystem.", esp::vfat),
+    rule!("ESP003", Error, Esp, "The ESP must be mounted at /boot (or /boot/efi).", esp::mounted),
+    rule!("ESP004", Error, Esp, "The ESP must be mounted with restrictive permissions (umask=0077, or fmask and dmask).", esp::permissions),
+    rule!("ESP005", Warning, Esp, "The ESP is small for kernels and initrds of several generations.", esp::size),
+    rule!("SWAP001", Error, Swap, "Swap must use randomEncryption.", swap::encrypted),
+    rule!("SWAP002", Error, Swap, "Randomly encrypted swap cannot be a resume device (no hibernation).", swap::no_resume_flag),
+    rule!("SWAP003", Error, Swap, "boot.resumeDevice is set while swap is randomly encrypted.", swap::no_boot_resume),
+    rule!("BTRFS001", Error, Btrfs, "Two filesystems or subvolumes share a mountpoint.", btrfs::unique_mountpoints),
+    rule!("BTRFS002", Error, Btrfs, "A mountpoint is not a normalised absolute path.", btrfs::absolute_mountpoints),
+    rule!("BTRFS003", Error, Btrfs, "Subvolume names are flat @names: no `/`, no `..`.", btrfs::flat_names),
+    rule!("BTRFS004", Error, Btrfs, "A subvolume's mountOptions select a subvolume themselves (disko adds subvol=).", btrfs::no_selector_options),
+    rule!("BTRFS005", Error, Btrfs, "A Btrfs mount lacks a universal option (noatime, ssd, space_cache=v2, discard=async).", btrfs::universal_options),
+    rule!("BTRFS006", Error, Btrfs, "A filesystem-wide option differs from the first mount's and would silently not apply.", btrfs::consistent_filesystem_options),
+    rule!("BTRFS007", Error, Btrfs, "nodatacow and compress together: no-COW data is never compressed.", btrfs::nocow_with_compress),
+    rule!("BTRFS008", Warning, Btrfs, "nodatacow as a mount option applies to the whole filesystem or to nothing; use chattr +C.", btrfs::nocow_option),
+    rule!("BTRFS009", Error, Btrfs, "A compress option names an unknown algorithm or level.", btrfs::compression_valid),
+    rule!("IMP001", Error, Impermanence, "/ must be the root subvolume (@root) of a Btrfs filesystem.", impermanence::root_is_subvolume),
+    rule!("IMP002", Error, Impermanence, "@persist must be a top-level subvolume at /persist; nothing that must survive may be nested in @root.", impermanence::persist_survives),
+    rule!("IMP003", Error, Impermanence, "@old_roots must exist as a top-level subvolume on the root's filesystem.", impermanence::old_roots_exist),
+    rule!("IMP004", Error, Impermanence, "/persist, /var/log and /nix must set neededForBoot.", impermanence::needed_for_boot),
+    rule!("IMP005", Error, Impermanence, "/btrfs_tmp must mount the top level (subvolid=5) of the root's filesystem.", impermanence::management_mount),
+    rule!("IMP006", Warning, Impermanence, "The top-level mount should say subvolid=5: the default subvolume can be changed.", impermanence::explicit_top_level),
+    rule!("IMP007", Error, Impermanence, "A persistence root must be a mount with neededForBoot.", impermanence::storage_mounted_early),
+    rule!("IMP008", Warning, Impermanence, "@old_roots is mounted; it is meant to be reached through /btrfs_tmp only.", impermanence::old_roots_unmounted),
+    rule!("IMP009", Warning, Impermanence, "A persisted path is already on a persistent subvolume; the bind mount would hide it.", impermanence::persisted_on_wiped_root),
+    rule!("IMP010", Error, Impermanence, "A persisted path is not a normalised absolute path outside the storage path.", impermanence::persisted_paths_valid),
+    rule!("DEV001", Error, Devices, "A device is not a plain /dev path.", devices::plain_dev_paths),
+];
+
+pub fn find(code: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|rule| rule.code == code)
+}
+
+/// Runs every rule on the layout.
+pub fn run(context: &Context) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for rule in RULES {
+        let Some(check) = rule.check else { continue };
+        for issue in check(context) {
+            findings.push(Finding::new(
+                rule.code,
+                rule.severity,
+                issue.path,
+                issue.message,
+                issue.hint,
+            ));
+        }
+    }
+    findings
+}
+
+/// A path is a normalised absolute path: `/`, or `/a/b` without empty, `.` or `..` parts.
+pub fn is_normalised_absolute(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && !path.ends_with('/')
+            && path[1..]
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != ".."))
+}
+
+/// Whether `path` is `base` or below it.
+pub fn is_at_or_below(path: &str, base: &str) -> bool {
+    base == "/"
+        || path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+pub mod testing {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::layout::testing::{host_evaluation, layout_of};
+
+    pub const CPX52_BYTES: u64 = 480_000_000_000;
+
+    /// Runs one rule on the repo's host after `edit` changed its evaluation.
+    pub fn codes_after(edit: impl FnOnce(&mut Value)) -> Vec<&'static str> {
+        findings_after(edit).iter().map(|f| f.code).collect()
+    }
+
+    pub fn findings_after(edit: impl FnOnce(&mut Value)) -> Vec<Finding> {
+        let mut evaluation = host_evaluation();
+        edit(&mut evaluation);
+        let (layout, mut findings) = layout_of(&evaluation);
+        if let Some(layout) = layout {
+            let sizes = BTreeMap::from([("main".to_owned(), CPX52_BYTES)]);
+            let context = Context::new(&layout, &sizes, Firmware::default());
+            findings.extend(run(&context));
+        }
+        findings
+    }
+
+    /// The JSON of the root partition's Btrfs content.
+    pub fn btrfs(evaluation: &mut Value) -> &mut Value {
+        &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"]
+            ["root"]["content"]
+    }
+
+    pub fn subvolume<'a>(evaluation: &'a mut Value, name: &str) -> &'a mut Value {
+        &mut btrfs(evaluation)["subvolumes"][name]
+    }
+
+    pub fn partition<'a>(evaluation: &'a mut Value, key: &str) -> &'a mut Value {
+        &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"][key]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn the_repos_host_is_clean() {
+        let findings = findings_after(|_| {});
+        assert!(findings.is_empty(), "{findings:#?}");
+    }
+
+    #[test]
+    fn codes_are_unique_and_well_formed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for rule in RULES {
+            assert!(seen.insert(rule.code), "duplicate code {}", rule.code);
+            let digits = rule
+                .code
+                .trim_start_matches(|c: char| c.is_ascii_uppercase());
+            assert_eq!(digits.len(), 3, "{}", rule.code);
+            assert!(rule.summary.ends_with('.'), "{}", rule.code);
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert!(is_normalised_absolute("/"));
+        assert!(is_normalised_absolute("/var/lib"));
+        for bad in ["", "var", "/var/", "//var", "/var/../etc", "/./x"] {
+            assert!(!is_normalised_absolute(bad), "{bad:?}");
+        }
+        assert!(is_at_or_below("/var/lib/caddy/x", "/var/lib/caddy"));
+        assert!(is_at_or_below("/var/lib/caddy", "/var/lib/caddy"));
+        assert!(!is_at_or_below("/var/lib/caddyx", "/var/lib/caddy"));
+        assert!(is_at_or_below("/anything", "/"));
+    }
+}
