@@ -44,6 +44,55 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// `target/xtask/vm-test.json`: what `cargo xtask vm-test` measured in the guest.
+/// `deploy-checklist` reads it; `vm-test` writes it (schema `SCHEMA`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmTestResults {
+    #[serde(flatten)]
+    pub header: Header,
+    /// `lab` (our initramfs under qemu) or `nixos` (the flake's NixOS test).
+    pub backend: String,
+    /// `kvm` or `tcg`.
+    pub accelerator: String,
+    /// The kernel the guest booted, e.g. `6.1.0-56-cloud-amd64`.
+    pub kernel: String,
+    /// The size of the virtual disk, in bytes.
+    pub disk_bytes: u64,
+    pub boots: Vec<BootRecord>,
+    /// Every in-VM check, in the order they ran.
+    pub checks: Vec<CheckRecord>,
+    /// Named figures: `rotation_ms.boot2`, `compression.@nix.percent`, `trim.freed_bytes`, `vm.peak_rss_bytes`, …
+    pub figures: std::collections::BTreeMap<String, f64>,
+    pub wall_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootRecord {
+    /// 1 for the install boot, 2.. for rotation boots.
+    pub number: u32,
+    /// `install` or `rotate`.
+    pub kind: String,
+    pub wall_ms: u64,
+    pub steps: Vec<StepRecord>,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub boot: u32,
+    /// Stable, e.g. `partition-table`, `subvolumes`, `mount-options:/nix`.
+    pub name: String,
+    pub passed: bool,
+    pub measured: String,
+    pub expected: String,
+}
+
 /// `target/xtask/<kind>.json`.
 pub fn path(kind: &str) -> Utf8PathBuf {
     xtask_dir().join(format!("{kind}.json"))

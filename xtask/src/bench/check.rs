@@ -1,0 +1,94 @@
+//! `check` latency next to a bare `nix-instantiate --eval` of the same
+//! disko.nix (target: warm check ≤ 3× the bare eval).
+
+use std::process::Command;
+
+use anyhow::{ensure, Context as _, Result};
+use camino::Utf8PathBuf;
+
+use super::{median, time_ms, Figure, Section};
+use crate::hosts::{self, DEFAULT_HOST};
+use crate::nix::Nix;
+
+fn run_quietly(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    ensure!(
+        output.status.code().is_some_and(|c| c <= 1),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Drops the page cache (root only); whether it did.
+fn drop_page_cache() -> bool {
+    if !crate::setup::is_root() {
+        return false;
+    }
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+pub fn measure(runs: u32) -> Result<Vec<Figure>> {
+    let nix = Nix::locate()?;
+    let host = hosts::find(DEFAULT_HOST)?;
+    let xtask = Utf8PathBuf::try_from(std::env::current_exe()?)?;
+    let check = || {
+        let mut command = Command::new(&xtask);
+        command.args(["check", "--mode", "standalone", "--json"]);
+        command
+    };
+    // Cold: with the page cache dropped (as root), so Nix and the files come from disk.
+    let dropped = drop_page_cache();
+    let cold = time_ms(1, || run_quietly(&mut check()))?;
+    let warm = time_ms(runs, || run_quietly(&mut check()))?;
+    let bare = time_ms(runs, || {
+        run_quietly(
+            Command::new(&nix.instantiate)
+                .args(["--eval", "--strict", "--json"])
+                .arg(host.layout_file.as_str()),
+        )
+    })?;
+    let warm_median = median(&warm);
+    let bare_median = median(&bare);
+    Ok(vec![
+        Figure::new(
+            Section::Check,
+            "bare nix-instantiate --eval --strict --json disko.nix",
+            bare_median,
+            "ms",
+            runs,
+            "",
+        ),
+        Figure::new(
+            Section::Check,
+            "check, cold",
+            cold[0],
+            "ms",
+            1,
+            if dropped {
+                "page cache dropped first"
+            } else {
+                "page cache NOT dropped (not root)"
+            },
+        ),
+        Figure::new(
+            Section::Check,
+            "check, warm",
+            warm_median,
+            "ms",
+            runs,
+            "parse all .nix + eval + rules",
+        ),
+        Figure::new(
+            Section::Check,
+            "check ÷ bare eval",
+            warm_median / bare_median,
+            "×",
+            runs,
+            "target ≤ 3",
+        ),
+    ])
+}
