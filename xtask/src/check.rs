@@ -277,7 +277,7 @@ pub fn check(args: &Args) -> Result<CheckReport> {
 }
 
 /// The firmware a machine boots with; both when machine.nix does not say.
-fn firmware(machine: &Machine) -> Firmware {
+pub fn firmware(machine: &Machine) -> Firmware {
     if machine.firmware.is_empty() {
         return Firmware::default();
     }

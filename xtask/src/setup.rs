@@ -118,6 +118,29 @@ pub const ZSTD: Tool = Tool {
     package: "zstd",
 };
 
+pub const UMOUNT: Tool = Tool {
+    program: "umount",
+    package: "mount",
+};
+pub const SWAPOFF: Tool = Tool {
+    program: "swapoff",
+    package: "mount",
+};
+pub const LDD: Tool = Tool {
+    program: "ldd",
+    package: "libc-bin",
+};
+/// Optional: shrinks the guest agent in the VM image.
+pub const STRIP: Tool = Tool {
+    program: "strip",
+    package: "binutils",
+};
+/// For kernels whose modules are xz-compressed (NixOS).
+pub const XZ: Tool = Tool {
+    program: "xz",
+    package: "xz-utils",
+};
+
 /// Tools found, by program name.
 #[derive(Debug, Clone, Default)]
 pub struct Found(BTreeMap<&'static str, Utf8PathBuf>);
@@ -168,6 +191,11 @@ fn locate(program: &str) -> Option<Utf8PathBuf> {
         .ok()
         .or_else(|| which::which_in(program, Some("/usr/local/sbin:/usr/sbin:/sbin"), "/").ok())?;
     Utf8PathBuf::from_path_buf(found).ok()
+}
+
+/// Where an optional tool is, without installing anything.
+pub fn find(tool: Tool) -> Option<Utf8PathBuf> {
+    locate(tool.program)
 }
 
 fn installing_allowed() -> bool {

@@ -1,12 +1,172 @@
-//! `cargo xtask vm-test`: boots the real layout in VMs (issue 4; being built).
+//! `cargo xtask vm-test`: boots the real layout in VMs and runs the in-VM
+//! checks: the partition table, all subvolumes, the mount options that take
+//! effect, the ESP's permissions, encrypted swap, compression, No_COW, TRIM
+//! down to the host's image, and the root's rotation at every boot.
+//! Exit codes: 0 every check passed, 1 a check failed, 2 could not run.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use camino::Utf8PathBuf;
+
+use crate::hosts::DEFAULT_HOST;
+use crate::project::display_path;
+use crate::vm::accel::Choice;
+use crate::vm::lab::{self, Verdict};
+use crate::vm::nixos;
+use crate::vm::realise::Tamper;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The host's kernel and tools under qemu; needs no Nix store and no KVM.
+    Lab,
+    /// The flake's NixOS VM test (`nix build .#checks.x86_64-linux.vm-test`).
+    Nixos,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The host whose layout is booted (a directory under hosts/).
+    #[arg(long, default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// Boots in all: the install boot, then rotation boots.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub boots: u32,
+    /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
+    #[arg(long)]
+    pub disk_size: Option<String>,
+    /// The kernel to boot (else XTASK_VM_KERNEL, the NixOS system's, or /boot/vmlinuz-*).
+    #[arg(long)]
+    pub kernel: Option<Utf8PathBuf>,
+    /// Its modules: the lib/modules/<version> directory (else XTASK_VM_MODULES, or derived).
+    #[arg(long, requires = "kernel")]
+    pub modules: Option<Utf8PathBuf>,
+    /// Print the results (target/xtask/vm-test.json) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = Backend::Lab)]
+    pub backend: Backend,
+    /// Keep the console and protocol logs under target/xtask/ after a pass too.
+    #[arg(long)]
+    pub keep_logs: bool,
+    /// KVM or TCG (default: KVM when a probe shows it works; also XTASK_VM_ACCEL).
+    #[arg(long, value_enum)]
+    pub accel: Option<Choice>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub cpus: u32,
+    /// Each boot's time limit in seconds (default: 300 install / 150 rotate under TCG).
+    #[arg(long)]
+    pub boot_timeout: Option<u64>,
+    /// Create something other than what is expected, to prove a check catches it
+    /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION). For tests.
+    #[arg(long, hide = true)]
+    pub tamper: Vec<Tamper>,
+}
 
-pub fn run(_args: Args) -> Result<ExitCode> {
-    bail!("vm-test is not built yet")
+impl Args {
+    pub fn lab_options(&self) -> lab::Options {
+        lab::Options {
+            host: self.host.clone(),
+            boots: self.boots,
+            disk_size: self.disk_size.clone(),
+            kernel: self.kernel.clone(),
+            modules: self.modules.clone(),
+            accel: self.accel,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            boot_timeout: self.boot_timeout.map(Duration::from_secs),
+            keep_logs: self.keep_logs,
+            tamper: self.tamper.clone(),
+            progress: true,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if args.backend == Backend::Nixos {
+        return nixos::run(&args.host);
+    }
+    let outcome = lab::run(&args.lab_options())?;
+    let results = &outcome.results;
+    for (what, value) in &outcome.setup {
+        eprintln!("{what:>12}: {value}");
+    }
+    let failed: Vec<_> = results.checks.iter().filter(|c| !c.passed).collect();
+    let passed = results.checks.len() - failed.len();
+    for check in &failed {
+        eprintln!(
+            "FAIL boot {} {}\n       measured: {}\n       expected: {}",
+            check.boot, check.name, check.measured, check.expected
+        );
+    }
+    let figure = |name: &str| results.figures.get(name).copied();
+    let mut highlights = Vec::new();
+    for boot in &results.boots {
+        highlights.push(format!(
+            "boot {} {}: {:.1} s",
+            boot.number,
+            boot.kind,
+            boot.wall_ms as f64 / 1000.0
+        ));
+        if let Some(ms) = figure(&format!("rotation_ms.boot{}", boot.number)) {
+            highlights.push(format!("rotation at boot {}: {ms:.0} ms", boot.number));
+        }
+    }
+    if let Some(percent) = figure("compression.@nix.percent") {
+        highlights.push(format!("@nix compression: {percent:.1}% saved"));
+    }
+    if let Some(freed) = figure("trim.freed_bytes") {
+        highlights.push(format!(
+            "TRIM gave back {:.1} MiB to the host image",
+            freed / 1048576.0
+        ));
+    }
+    if let Some(peak) = figure("vm.peak_rss_bytes") {
+        highlights.push(format!("qemu peak memory: {:.0} MiB", peak / 1048576.0));
+    }
+    for line in highlights {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "{}: {passed} checks passed, {} failed, {:.1} s in all; results in {}",
+        match outcome.verdict {
+            Verdict::Passed => "vm-test passed",
+            Verdict::ChecksFailed => "vm-test FAILED",
+            Verdict::CouldNotRun(_) => "vm-test could not run",
+        },
+        failed.len(),
+        results.wall_ms as f64 / 1000.0,
+        display_path(&outcome.results_path)
+    );
+    if let Verdict::CouldNotRun(reason) = &outcome.verdict {
+        eprintln!("error: {reason}");
+    }
+    if outcome.verdict != Verdict::Passed {
+        if let Some((log, lines)) = &outcome.failing_console {
+            eprintln!(
+                "last {} console lines of {}:",
+                lines.len(),
+                display_path(log)
+            );
+            for line in lines {
+                eprintln!("  | {line}");
+            }
+        }
+    }
+    if outcome.logs_kept {
+        eprintln!("logs: {}", display_path(&outcome.log_dir));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+    }
+    Ok(match outcome.verdict {
+        Verdict::Passed => ExitCode::SUCCESS,
+        Verdict::ChecksFailed => ExitCode::from(1),
+        Verdict::CouldNotRun(_) => ExitCode::from(2),
+    })
 }

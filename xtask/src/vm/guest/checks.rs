@@ -1,0 +1,661 @@
+//! The in-VM checks: each measures one thing the plan expects and reports
+//! it as a named check with the measured and the expected value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
+
+use super::parse;
+use super::{run_ok, run_program, say, send, Random};
+use crate::vm::plan::{Check, Expect, ExpectedPartition, Plan, RollbackStep, TOP_LEVEL_MOUNT};
+use crate::vm::protocol::Event;
+
+fn report(name: &str, passed: bool, measured: impl Into<String>, expected: impl Into<String>) {
+    let (measured, expected) = (measured.into(), expected.into());
+    say(&format!(
+        "{} {name}: measured {measured}; expected {expected}",
+        if passed { "PASS" } else { "FAIL" }
+    ));
+    send(&Event::Check {
+        name: name.to_owned(),
+        passed,
+        measured,
+        expected,
+    });
+}
+
+fn figure(name: String, value: f64) {
+    send(&Event::Figure { name, value });
+}
+
+/// Runs one check; a check that cannot measure fails with the reason.
+pub fn run(plan: &Plan, check: &Check) {
+    if let Err(error) = measure(plan, check) {
+        report(
+            &check.name,
+            false,
+            format!("could not measure: {error:#}"),
+            describe(&check.expect),
+        );
+    }
+}
+
+fn describe(expect: &Expect) -> String {
+    serde_json::to_string(expect).unwrap_or_default()
+}
+
+fn measure(plan: &Plan, check: &Check) -> Result<()> {
+    let name = check.name.as_str();
+    let tools = &plan.tools;
+    match &check.expect {
+        Expect::PartitionTable { disk, partitions } => {
+            partition_table(plan, name, disk, partitions)
+        }
+        Expect::Subvolumes { device, names } => {
+            let listed = with_top_level(plan, device, |top| {
+                let ran = run_ok(&[
+                    tools.btrfs.clone(),
+                    "subvolume".into(),
+                    "list".into(),
+                    top.into(),
+                ])?;
+                Ok(parse::subvolume_list(&ran.stdout))
+            })?;
+            let top: Vec<&str> = listed
+                .iter()
+                .filter(|(_, parent, _)| *parent == 5)
+                .map(|(_, _, path)| path.as_str())
+                .collect();
+            let measured: BTreeSet<&str> = top.iter().copied().collect();
+            let expected: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            let once = measured.len() == top.len();
+            let missing: Vec<&str> = expected.difference(&measured).copied().collect();
+            let extra: Vec<&str> = measured.difference(&expected).copied().collect();
+            let mut text = format!("{} at the top level: {}", top.len(), top.join(" "));
+            if !missing.is_empty() {
+                text.push_str(&format!("; missing {}", missing.join(" ")));
+            }
+            if !extra.is_empty() {
+                text.push_str(&format!("; unexpected {}", extra.join(" ")));
+            }
+            report(
+                name,
+                missing.is_empty() && extra.is_empty() && once,
+                text,
+                format!("exactly {} once each: {}", names.len(), names.join(" ")),
+            );
+            Ok(())
+        }
+        Expect::MountOptions {
+            mountpoint,
+            fs_type,
+            options,
+        } => {
+            let mounts = parse::proc_mounts(&std::fs::read_to_string("/proc/self/mounts")?);
+            let Some(entry) = mounts.iter().rev().find(|m| &m.mountpoint == mountpoint) else {
+                report(
+                    name,
+                    false,
+                    format!("{mountpoint} is not mounted"),
+                    options.join(","),
+                );
+                return Ok(());
+            };
+            let missing: Vec<&String> = options
+                .iter()
+                .filter(|o| !entry.options.contains(o))
+                .collect();
+            let type_ok = &entry.fs_type == fs_type;
+            let mut measured = format!("{} {}", entry.fs_type, entry.options.join(","));
+            if !missing.is_empty() {
+                measured.push_str(&format!(
+                    " (missing {})",
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+            }
+            report(
+                name,
+                type_ok && missing.is_empty(),
+                measured,
+                format!("{fs_type} with {}", options.join(",")),
+            );
+            Ok(())
+        }
+        Expect::Permissions {
+            directory,
+            directory_mode,
+            file_mode,
+        } => {
+            let probe = Path::new(directory).join("xtask-permissions-probe");
+            let _ = std::fs::remove_dir_all(&probe);
+            std::fs::create_dir(&probe).with_context(|| format!("creating {}", probe.display()))?;
+            let file = probe.join("file");
+            std::fs::write(&file, b"probe").context("creating a file on the ESP")?;
+            let dir_mode = std::fs::metadata(&probe)?.permissions().mode() & 0o7777;
+            let f_mode = std::fs::metadata(&file)?.permissions().mode() & 0o7777;
+            std::fs::remove_dir_all(&probe)?;
+            let private = dir_mode & 0o077 == 0 && f_mode & 0o077 == 0;
+            report(
+                name,
+                dir_mode == *directory_mode && f_mode == *file_mode && private,
+                format!("directories {dir_mode:04o}, files {f_mode:04o}"),
+                format!("directories {directory_mode:04o}, files {file_mode:04o} (as the mount options say); nothing for group or others"),
+            );
+            Ok(())
+        }
+        Expect::SwapEncrypted {
+            mapper,
+            device,
+            cipher,
+            sectors,
+        } => {
+            let mapping = mapper.rsplit('/').next().unwrap_or(mapper);
+            let ran = run_program(
+                &[tools.cryptsetup.clone(), "status".into(), mapping.into()],
+                &BTreeMap::new(),
+            )?;
+            let status = parse::colon_fields(&ran.stdout);
+            let get = |k: &str| status.get(k).map(String::as_str).unwrap_or("?");
+            let real_device = std::fs::canonicalize(device)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| device.clone());
+            let size: u64 = get("size")
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let mapper_rdev = std::fs::metadata(mapper).map(|m| m.rdev()).ok();
+            let swaps = parse::proc_swaps(&std::fs::read_to_string("/proc/swaps")?);
+            let in_use = swaps.iter().find(|(file, _)| {
+                std::fs::metadata(file).ok().map(|m| m.rdev()) == mapper_rdev
+                    && mapper_rdev.is_some()
+                    && std::fs::metadata(file).is_ok_and(|m| m.file_type().is_block_device())
+            });
+            let passed = ran.ok()
+                && get("type") == "PLAIN"
+                && get("cipher") == cipher
+                && get("device") == real_device
+                && size == *sectors
+                && in_use.is_some();
+            if let Some((_, kib)) = in_use {
+                figure("swap.bytes".into(), (*kib * 1024) as f64);
+            }
+            report(
+                name,
+                passed,
+                format!(
+                    "{} {} {} key on {}, {} sectors; /proc/swaps: {}",
+                    get("type"),
+                    get("cipher"),
+                    get("keysize"),
+                    get("device"),
+                    size,
+                    in_use.map_or("not in use".to_owned(), |(f, k)| format!("{f} {k} KiB"))
+                ),
+                format!("PLAIN {cipher} on {real_device}, {sectors} sectors, in use as swap"),
+            );
+            Ok(())
+        }
+        Expect::SwapFreshKey { mapper } => {
+            let ran = run_program(
+                &[
+                    tools.blkid.clone(),
+                    "-p".into(),
+                    "-o".into(),
+                    "export".into(),
+                    mapper.clone(),
+                ],
+                &BTreeMap::new(),
+            )?;
+            let found = parse::key_values(&ran.stdout);
+            let signature = found.get("TYPE").cloned();
+            report(
+                name,
+                signature.is_none(),
+                signature.map_or(
+                    "no signature: the last boot's swap reads as noise".to_owned(),
+                    |t| format!("a {t} signature: the key is the last boot's"),
+                ),
+                "no signature through a fresh random key",
+            );
+            Ok(())
+        }
+        Expect::Compression {
+            path,
+            subvolume,
+            algorithm,
+            min_saving_percent,
+        } => {
+            let ran = run_program(
+                &[
+                    tools.compsize.clone(),
+                    "-b".into(),
+                    "-x".into(),
+                    path.clone(),
+                ],
+                &BTreeMap::new(),
+            )?;
+            let Some(sizes) = parse::compsize(&ran.stdout) else {
+                report(
+                    name,
+                    false,
+                    format!("compsize found no data: {}", ran.describe()),
+                    "data to measure",
+                );
+                return Ok(());
+            };
+            let saving = sizes.saving_percent();
+            figure(
+                format!("compression.{subvolume}.percent"),
+                (saving * 10.0).round() / 10.0,
+            );
+            figure(
+                format!("compression.{subvolume}.disk_bytes"),
+                sizes.disk_bytes as f64,
+            );
+            figure(
+                format!("compression.{subvolume}.uncompressed_bytes"),
+                sizes.uncompressed_bytes as f64,
+            );
+            let types = sizes.compressed_types();
+            let measured = format!(
+                "{saving:.1}% saved ({} of {} bytes on disk), types: {}",
+                sizes.disk_bytes,
+                sizes.uncompressed_bytes,
+                sizes.types.keys().cloned().collect::<Vec<_>>().join(",")
+            );
+            let (passed, expected) = match algorithm {
+                Some(algorithm) => {
+                    let minimum = min_saving_percent.unwrap_or(0.0);
+                    (
+                        types.contains(&algorithm.as_str()) && saving > minimum,
+                        format!("{algorithm} in use, more than {minimum}% saved"),
+                    )
+                }
+                None => (types.is_empty(), "stored uncompressed (No_COW)".to_owned()),
+            };
+            report(name, passed, measured, expected);
+            Ok(())
+        }
+        Expect::NoCow { directory } => {
+            let probe = Path::new(directory).join("xtask-nocow-probe");
+            let mut text = Vec::new();
+            Random::new(99).fill_log(&mut text, 1 << 20);
+            std::fs::write(&probe, &text)
+                .with_context(|| format!("writing {}", probe.display()))?;
+            std::fs::File::open(&probe)?.sync_all()?;
+            let probe_path = probe.display().to_string();
+            let flags = run_ok(&[tools.lsattr.clone(), probe_path.clone()])
+                .map(|r| parse::lsattr_flags(&r.stdout).unwrap_or_default())?;
+            let sizes = run_program(
+                &[tools.compsize.clone(), "-b".into(), probe_path],
+                &BTreeMap::new(),
+            )
+            .ok()
+            .and_then(|r| parse::compsize(&r.stdout));
+            let compressed = sizes
+                .as_ref()
+                .map(|s| s.compressed_types().join(","))
+                .unwrap_or_default();
+            std::fs::remove_file(&probe)?;
+            report(
+                name,
+                flags.contains('C') && compressed.is_empty(),
+                format!(
+                    "lsattr {flags}; {}",
+                    if compressed.is_empty() {
+                        "stored uncompressed".to_owned()
+                    } else {
+                        format!("compressed with {compressed}")
+                    }
+                ),
+                "C (No_COW) on a new file, stored uncompressed",
+            );
+            Ok(())
+        }
+        Expect::Fstrim {
+            mountpoint,
+            min_bytes,
+        } => {
+            let started = Instant::now();
+            let ran = run_program(
+                &[tools.fstrim.clone(), "-v".into(), mountpoint.clone()],
+                &BTreeMap::new(),
+            )?;
+            let ms = started.elapsed().as_millis();
+            let trimmed = parse::fstrim_bytes(&ran.stdout);
+            let figure_name = if *min_bytes == 0 {
+                "trim.fstrim_after_delete_bytes"
+            } else {
+                "trim.fstrim_bytes"
+            };
+            if let Some(bytes) = trimmed {
+                figure(figure_name.into(), bytes as f64);
+            }
+            report(
+                name,
+                ran.ok() && trimmed.is_some_and(|b| b >= *min_bytes),
+                match trimmed {
+                    Some(bytes) => format!("{bytes} bytes trimmed in {ms} ms"),
+                    None => format!("fstrim: {}", ran.describe()),
+                },
+                format!("exit 0, at least {min_bytes} bytes trimmed"),
+            );
+            Ok(())
+        }
+        Expect::AsyncDiscard { mountpoint } => {
+            let mounts = parse::proc_mounts(&std::fs::read_to_string("/proc/self/mounts")?);
+            let option = mounts
+                .iter()
+                .rev()
+                .find(|m| &m.mountpoint == mountpoint)
+                .is_some_and(|m| m.options.iter().any(|o| o == "discard=async"));
+            // /sys/fs/btrfs/<fsid>/discard/ counts what waits for the async discard worker.
+            let mut queued = None;
+            for entry in std::fs::read_dir("/sys/fs/btrfs")?.flatten() {
+                let dir = entry.path().join("discard");
+                if let Ok(text) = std::fs::read_to_string(dir.join("discardable_bytes")) {
+                    let bytes: u64 = text.trim().parse().unwrap_or(0);
+                    let extents: u64 = std::fs::read_to_string(dir.join("discardable_extents"))
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok())
+                        .unwrap_or(0);
+                    queued = Some((bytes, extents));
+                }
+            }
+            if let Some((bytes, _)) = queued {
+                figure("trim.async_discardable_bytes".into(), bytes as f64);
+            }
+            let passed = option && queued.is_none_or(|(bytes, extents)| bytes > 0 || extents > 0);
+            report(
+                name,
+                passed,
+                format!(
+                    "discard=async {}; {}",
+                    if option {
+                        "in /proc/mounts"
+                    } else {
+                        "NOT in /proc/mounts"
+                    },
+                    queued.map_or("no discard counters in sysfs".to_owned(), |(b, e)| format!(
+                        "{e} extents ({b} bytes) queued after the delete"
+                    ))
+                ),
+                "discard=async in effect, freed extents queued for discard",
+            );
+            Ok(())
+        }
+        Expect::Absent { paths } => {
+            let present: Vec<&String> = paths.iter().filter(|p| Path::new(p).exists()).collect();
+            report(
+                name,
+                present.is_empty(),
+                if present.is_empty() {
+                    format!("none of {} files from earlier boots", paths.len())
+                } else {
+                    format!(
+                        "still there: {}",
+                        present
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                },
+                format!(
+                    "none of {} files written into / by earlier boots",
+                    paths.len()
+                ),
+            );
+            Ok(())
+        }
+        Expect::Digest { path, sha256 } => {
+            let measured = match std::fs::read(path) {
+                Ok(bytes) => crate::vm::initramfs::hex(&Sha256::digest(&bytes)),
+                Err(error) => format!("unreadable: {error}"),
+            };
+            report(
+                name,
+                &measured == sha256,
+                format!("sha256 {measured}"),
+                format!("sha256 {sha256}"),
+            );
+            Ok(())
+        }
+        Expect::OldRoots {
+            device,
+            directory,
+            count,
+            newest_holds,
+        } => {
+            let (names, all_subvolumes, newest_missing) = with_top_level(plan, device, |top| {
+                let dir = Path::new(top).join(directory);
+                let mut names: Vec<String> = std::fs::read_dir(&dir)
+                    .with_context(|| format!("listing {}", dir.display()))?
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                // A subvolume's root directory is inode 256.
+                let all_subvolumes = names
+                    .iter()
+                    .all(|n| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.ino() == 256));
+                let newest_missing: Vec<String> = match names.last() {
+                    Some(newest) => newest_holds
+                        .iter()
+                        .filter(|p| !dir.join(newest).join(p).exists())
+                        .cloned()
+                        .collect(),
+                    None => newest_holds.clone(),
+                };
+                Ok((names, all_subvolumes, newest_missing))
+            })?;
+            send(&Event::Data {
+                name: "old_roots".into(),
+                value: serde_json::json!(names),
+            });
+            let well_named = names.iter().all(|n| parse::is_old_root_name(n));
+            let passed = names.len() == *count as usize
+                && well_named
+                && all_subvolumes
+                && newest_missing.is_empty();
+            let mut measured = format!("{} old roots: {}", names.len(), names.join(" "));
+            if !well_named {
+                measured.push_str("; some not named YYYYMMDDTHHMMSSZ[-NN]");
+            }
+            if !all_subvolumes {
+                measured.push_str("; some are not subvolumes");
+            }
+            if !newest_missing.is_empty() {
+                measured.push_str(&format!("; the newest lacks {}", newest_missing.join(" ")));
+            }
+            report(
+                name,
+                passed,
+                measured,
+                format!("{count} subvolumes named YYYYMMDDTHHMMSSZ[-NN]; the newest holds the last boot's root ({})", newest_holds.join(" ")),
+            );
+            Ok(())
+        }
+    }
+}
+
+fn partition_table(
+    plan: &Plan,
+    name: &str,
+    disk: &str,
+    expected: &[ExpectedPartition],
+) -> Result<()> {
+    let ran = run_ok(&[plan.tools.sgdisk.clone(), "-p".into(), disk.into()])?;
+    let rows = parse::sgdisk_print(&ran.stdout);
+    let disk_name = disk.rsplit('/').next().unwrap_or(disk);
+    let mut measured = Vec::new();
+    let mut passed = rows.len() == expected.len();
+    for row in &rows {
+        // The kernel's view too: what the partitions really are after the re-read.
+        let sysfs = |field: &str| -> Option<u64> {
+            std::fs::read_to_string(format!(
+                "/sys/class/block/{disk_name}{}/{field}",
+                row.number
+            ))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+        };
+        let kernel_agrees =
+            sysfs("start") == Some(row.start) && sysfs("size") == Some(row.end - row.start + 1);
+        measured.push(format!(
+            "{}:{}-{} {} {}{}",
+            row.number,
+            row.start,
+            row.end,
+            row.code,
+            row.name,
+            if kernel_agrees {
+                ""
+            } else {
+                " (kernel differs)"
+            }
+        ));
+        let matches = expected.iter().any(|e| {
+            e.number == row.number
+                && e.start_sector == row.start
+                && e.end_sector == row.end
+                && e.label == row.name
+                && (e.type_code.eq_ignore_ascii_case(&row.code) || e.type_code.len() > 4)
+        });
+        passed &= matches && kernel_agrees;
+    }
+    // GUID type codes are not printed by `sgdisk -p`: compare them with `sgdisk -i`.
+    for e in expected.iter().filter(|e| e.type_code.len() > 4) {
+        let info = run_ok(&[
+            plan.tools.sgdisk.clone(),
+            format!("--info={}", e.number),
+            disk.into(),
+        ])?;
+        passed &= info
+            .stdout
+            .to_ascii_uppercase()
+            .contains(&e.type_code.to_ascii_uppercase());
+    }
+    let expected_text: Vec<String> = expected
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}-{} {} {}",
+                e.number, e.start_sector, e.end_sector, e.type_code, e.label
+            )
+        })
+        .collect();
+    report(name, passed, measured.join("; "), expected_text.join("; "));
+    Ok(())
+}
+
+/// Mounts the top level (subvolid=5) of `device` at a private place for `f`.
+fn with_top_level<T>(plan: &Plan, device: &str, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    std::fs::create_dir_all(TOP_LEVEL_MOUNT)?;
+    run_ok(&[
+        plan.tools.mount.clone(),
+        "-t".into(),
+        "btrfs".into(),
+        "-o".into(),
+        "subvolid=5".into(),
+        device.into(),
+        TOP_LEVEL_MOUNT.into(),
+    ])?;
+    let result = f(TOP_LEVEL_MOUNT);
+    let unmounted = run_ok(&[plan.tools.umount.clone(), TOP_LEVEL_MOUNT.into()]);
+    let value = result?;
+    unmounted?;
+    Ok(value)
+}
+
+/// Runs the rollback script as the initrd would and checks what it did.
+pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
+    let boot = plan.boot;
+    let bytes = std::fs::read(&step.script).with_context(|| format!("reading {}", step.script))?;
+    let sha256 = crate::vm::initramfs::hex(&Sha256::digest(&bytes));
+    report(
+        "rollback-script",
+        sha256 == step.script_sha256,
+        format!("sha256 {sha256}"),
+        format!(
+            "sha256 {} (nix/modules/btrfs-rollback/rollback.sh)",
+            step.script_sha256
+        ),
+    );
+    let started = Instant::now();
+    let ran = run_program(&step.argv, &step.env)?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    for line in ran.stdout.lines() {
+        say(&format!("  rollback: {line}"));
+    }
+    figure(
+        format!("rotation_ms.boot{boot}"),
+        (ms * 10.0).round() / 10.0,
+    );
+    let summary = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("btrfs-rollback: "))
+        .map(str::to_owned);
+    report(
+        "rollback-exit",
+        ran.ok() && summary.is_some(),
+        format!(
+            "{}; {}",
+            ran.status,
+            summary
+                .clone()
+                .unwrap_or_else(|| "no summary line".to_owned())
+        ),
+        "exit 0 and one line starting `btrfs-rollback: `",
+    );
+    let status_file = Path::new(&step.status_dir).join("status");
+    let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+    let fields = parse::key_values(&status);
+    let failed_marker = Path::new(&step.status_dir).join("failed").exists();
+    send(&Event::Data {
+        name: "rollback_status".into(),
+        value: serde_json::json!(fields),
+    });
+    if let Some(script_ms) = fields.get("ms").and_then(|m| m.parse::<f64>().ok()) {
+        figure(format!("rotation_script_ms.boot{boot}"), script_ms);
+    }
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    report(
+        "rollback-status",
+        get("result") == "ok"
+            && get("clock") == "ok"
+            && !failed_marker
+            && parse::is_old_root_name(get("rotated_to")),
+        if status.is_empty() {
+            format!("no {}", status_file.display())
+        } else {
+            status.lines().collect::<Vec<_>>().join(" ")
+        },
+        "result=ok clock=ok rotated_to=YYYYMMDDTHHMMSSZ[-NN], no `failed` marker",
+    );
+    report(
+        "rotation-time",
+        ms < step.max_ms as f64,
+        format!("{ms:.0} ms"),
+        format!(
+            "under {} ms (the roadmap's limit; expected far under 1 s)",
+            step.max_ms
+        ),
+    );
+    if !ran.ok() {
+        bail!("the rollback script failed: {}", ran.describe());
+    }
+    Ok(summary)
+}

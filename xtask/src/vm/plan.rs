@@ -1,0 +1,265 @@
+//! The plan: what the host tells the guest agent to do in one boot, as typed
+//! data. The host builds it from the evaluated layout (`super::realise`); the
+//! guest executes it step by step and never derives anything from the layout
+//! itself. Commands are argument vectors with absolute program paths, run
+//! without a shell.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when the plan changes incompatibly (host and guest are one binary,
+/// so this only guards against a stale image).
+pub const SCHEMA: u32 = 1;
+/// The qemu fw_cfg file that carries the plan into the guest.
+pub const FW_CFG_NAME: &str = "opt/xtask/plan.json";
+/// Where the guest mounts the system it boots, like NixOS's /mnt-root.
+pub const SYSROOT: &str = "/sysroot";
+/// Where the agent mounts a Btrfs top level for its own checks.
+pub const TOP_LEVEL_MOUNT: &str = "/run/xtask/top";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema: u32,
+    pub host: String,
+    /// 1 for the install boot.
+    pub boot: u32,
+    pub boots: u32,
+    pub kind: BootKind,
+    pub tools: GuestTools,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootKind {
+    /// Realise the layout as disko would, then mount and fill it.
+    Install,
+    /// Run the rollback script before mounting, as NixOS's initrd does.
+    Rotate,
+}
+
+impl BootKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootKind::Install => "install",
+            BootKind::Rotate => "rotate",
+        }
+    }
+}
+
+/// Absolute paths of the programs in the image: where they were on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestTools {
+    pub busybox: String,
+    pub sgdisk: String,
+    pub mkfs_btrfs: String,
+    pub btrfs: String,
+    pub mkfs_vfat: String,
+    pub cryptsetup: String,
+    pub mkswap: String,
+    pub swapon: String,
+    pub swapoff: String,
+    pub mount: String,
+    pub umount: String,
+    pub blkid: String,
+    pub findmnt: String,
+    pub lsattr: String,
+    pub chattr: String,
+    pub compsize: String,
+    pub fstrim: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Stable and unique within the boot: `sgdisk:2`, `mount:/nix`, `check:subvolumes`.
+    pub name: String,
+    /// Whether the boot goes on when this step fails. Creating the disk
+    /// stops it; a mount or a check does not, so later checks still report.
+    pub on_failure: OnFailure,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    Stop,
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Run a program; success is exit status 0.
+    Run {
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+    /// Wait until a block device appears (virtio probes asynchronously).
+    WaitForDevice {
+        path: String,
+        timeout_ms: u64,
+    },
+    /// What udev does for GPT partitions: /dev/disk/by-partlabel/<label>
+    /// links, after checking that the kernel sees each partition's name.
+    LinkPartitions {
+        disk: String,
+        links: Vec<PartitionLink>,
+    },
+    MakeDirectories {
+        paths: Vec<String>,
+    },
+    /// Writes a file, creating its parent directories.
+    WriteFile {
+        path: String,
+        contents: String,
+    },
+    /// Incompressible bytes from a seeded generator.
+    WriteRandom {
+        path: String,
+        bytes: u64,
+        seed: u64,
+    },
+    /// Journal-like text lines from a seeded generator.
+    WriteLogText {
+        path: String,
+        bytes: u64,
+        seed: u64,
+    },
+    /// Copies the guest's own files (binaries, libraries, modules) into a
+    /// store-like tree: real bytes, like /nix/store.
+    CopyTree {
+        sources: Vec<String>,
+        destination: String,
+    },
+    Remove {
+        path: String,
+    },
+    /// sync(2): every filesystem's dirty data reaches the disk.
+    Sync,
+    Rollback(RollbackStep),
+    /// Flush `device` (sync alone does not flush a disk whose
+    /// filesystems are clean), then let the host measure the disk image.
+    Measure {
+        point: String,
+        device: String,
+    },
+    Check(Check),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLink {
+    pub number: u32,
+    /// The GPT partition name the kernel must report.
+    pub label: String,
+    /// The path the layout uses, e.g. /dev/disk/by-partlabel/disk-main-root.
+    pub link: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackStep {
+    /// The script as embedded in the image, and its SHA-256 on the host.
+    pub script: String,
+    pub script_sha256: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub status_dir: String,
+    /// The roadmap's limit for one rotation.
+    pub max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// Stable, e.g. `partition-table`, `mount-options:/nix`, `compression:@nix`.
+    pub name: String,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expect {
+    /// `sgdisk -p` and the kernel (sysfs) both show exactly these partitions.
+    PartitionTable {
+        disk: String,
+        partitions: Vec<ExpectedPartition>,
+    },
+    /// The top level of `device` holds exactly these subvolumes, each once.
+    Subvolumes { device: String, names: Vec<String> },
+    /// /proc/self/mountinfo shows every one of `options` (as the kernel
+    /// prints them) on `mountpoint`.
+    MountOptions {
+        mountpoint: String,
+        fs_type: String,
+        options: Vec<String>,
+    },
+    /// New directories and files under `directory` get these modes.
+    Permissions {
+        directory: String,
+        directory_mode: u32,
+        file_mode: u32,
+    },
+    /// `cryptsetup status` shows a plain dm-crypt mapping of `device` with
+    /// `cipher`, and /proc/swaps uses it.
+    SwapEncrypted {
+        mapper: String,
+        device: String,
+        cipher: String,
+        sectors: u64,
+    },
+    /// Right after opening, the mapping shows no swap signature: the key is
+    /// not the one the last swap signature was written with.
+    SwapFreshKey { mapper: String },
+    /// compsize of `path`: the algorithm in use, and the minimum saving.
+    Compression {
+        path: String,
+        subvolume: String,
+        /// `None`: the data must be stored uncompressed.
+        algorithm: Option<String>,
+        min_saving_percent: Option<f64>,
+    },
+    /// A new file in `directory` gets the No_COW attribute (lsattr shows C)
+    /// and is stored uncompressed.
+    NoCow { directory: String },
+    /// fstrim succeeds and discards at least `min_bytes`.
+    Fstrim { mountpoint: String, min_bytes: u64 },
+    /// The filesystem queues freed extents for asynchronous discard.
+    AsyncDiscard { mountpoint: String },
+    /// None of these exist.
+    Absent { paths: Vec<String> },
+    /// The file holds exactly the bytes with this SHA-256.
+    Digest { path: String, sha256: String },
+    /// @old_roots holds `count` roots named YYYYMMDDTHHMMSSZ[-NN]; the newest
+    /// holds `newest_holds` (the files the previous boot wrote into /).
+    OldRoots {
+        device: String,
+        directory: String,
+        count: u32,
+        newest_holds: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedPartition {
+    pub number: u32,
+    pub start_sector: u64,
+    pub end_sector: u64,
+    /// sgdisk's 4-hex-digit code (`EF02`) or a GUID.
+    pub type_code: String,
+    pub label: String,
+}
+
+impl Plan {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// `/sysroot` + an absolute path of the booted system.
+pub fn in_sysroot(path: &str) -> String {
+    if path == "/" {
+        SYSROOT.to_owned()
+    } else {
+        format!("{SYSROOT}{path}")
+    }
+}

@@ -1,0 +1,389 @@
+//! One boot of the lab VM: qemu with the kernel, the initramfs, the plan in
+//! fw_cfg and the disk; the console to a log file, the protocol port to a
+//! pipe read line by line. The VM is always killed and reaped: on timeout,
+//! on Ctrl-C, on a power cut, when the host side panics, and when the
+//! xtask process itself dies (PR_SET_PDEATHSIG).
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::accel::Accel;
+use super::plan::FW_CFG_NAME;
+use super::protocol::{self, Event, Line, LineBuffer};
+
+/// Set by the Ctrl-C / SIGTERM handler.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C and SIGTERM handler (once per process).
+pub fn handle_interrupts() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub qemu: Utf8PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub kernel: Utf8PathBuf,
+    pub initrd: Utf8PathBuf,
+    pub disk: Utf8PathBuf,
+    pub plan: Utf8PathBuf,
+    pub console_log: Utf8PathBuf,
+    pub protocol_log: Utf8PathBuf,
+    pub timeout: Duration,
+}
+
+/// The kernel command line: the console on ttyS0, a panic ends the VM,
+/// and `guest` reaches /init (the agent) as its argument.
+pub const KERNEL_COMMAND_LINE: &str =
+    "console=ttyS0 loglevel=5 panic=-1 mitigations=off rdinit=/init -- guest";
+
+impl VmConfig {
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-nic",
+            "none",
+            "-machine",
+            "pc",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(self.accel.qemu_args().iter().map(|s| (*s).to_owned()));
+        let drive = format!(
+            "file={},if=none,id=disk0,format=qcow2,discard=unmap,cache=writeback",
+            escape_option(self.disk.as_str())
+        );
+        args.extend([
+            "-m".to_owned(),
+            self.memory_mib.to_string(),
+            "-smp".to_owned(),
+            self.cpus.to_string(),
+            "-kernel".to_owned(),
+            self.kernel.to_string(),
+            "-initrd".to_owned(),
+            self.initrd.to_string(),
+            "-append".to_owned(),
+            KERNEL_COMMAND_LINE.to_owned(),
+            "-drive".to_owned(),
+            drive,
+            "-device".to_owned(),
+            "virtio-blk-pci,drive=disk0".to_owned(),
+            "-object".to_owned(),
+            "rng-random,id=rng0,filename=/dev/urandom".to_owned(),
+            "-device".to_owned(),
+            "virtio-rng-pci,rng=rng0".to_owned(),
+            "-fw_cfg".to_owned(),
+            format!(
+                "name={FW_CFG_NAME},file={}",
+                escape_option(self.plan.as_str())
+            ),
+            "-chardev".to_owned(),
+            format!(
+                "file,id=console,path={}",
+                escape_option(self.console_log.as_str())
+            ),
+            "-serial".to_owned(),
+            "chardev:console".to_owned(),
+            "-chardev".to_owned(),
+            "stdio,id=protocol,signal=off".to_owned(),
+            "-serial".to_owned(),
+            "chardev:protocol".to_owned(),
+        ]);
+        args
+    }
+}
+
+/// qemu's option syntax doubles commas inside values.
+fn escape_option(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// How a boot ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest powered off.
+    Exited {
+        code: Option<i32>,
+    },
+    TimedOut,
+    Interrupted,
+    /// Killed on purpose (a power cut).
+    Killed {
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct BootRun {
+    pub events: Vec<Event>,
+    pub ending: Ending,
+    pub wall: Duration,
+    /// qemu's VmHWM: the most memory it held at once.
+    pub peak_rss_bytes: Option<u64>,
+    pub malformed: Vec<String>,
+    pub qemu_stderr: String,
+}
+
+/// What an event handler may do to the running VM.
+pub struct Control<'a> {
+    stdin: &'a mut Option<ChildStdin>,
+    kill_at: &'a mut Option<(Instant, String)>,
+}
+
+impl Control<'_> {
+    /// Lets a guest waiting after `measure` go on.
+    pub fn answer(&mut self) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("qemu's stdin is closed")?;
+        stdin.write_all(format!("{}\n", protocol::CONTINUE).as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Pulls the plug (SIGKILL) at `at`.
+    pub fn kill_at(&mut self, at: Instant, reason: impl Into<String>) {
+        *self.kill_at = Some((at, reason.into()));
+    }
+}
+
+/// Kills and reaps qemu whatever happens to the caller.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// qemu's VmHWM in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Boots the VM once and feeds every protocol event to `on_event`.
+pub fn boot(
+    config: &VmConfig,
+    mut on_event: impl FnMut(&Event, &mut Control) -> Result<()>,
+) -> Result<BootRun> {
+    let mut command = Command::new(&config.qemu);
+    command
+        .args(config.args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Ctrl-C reaches the xtask, which kills qemu itself, after cleaning up.
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill qemu when we die.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {}", config.qemu))?;
+    let mut vm = Reaper(child);
+    let pid = vm.0.id();
+    let mut stdin = vm.0.stdin.take();
+    let stdout = vm.0.stdout.take().context("qemu's stdout")?;
+    let stderr = vm.0.stderr.take().context("qemu's stderr")?;
+
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    let protocol_log = config.protocol_log.clone();
+    let reader = std::thread::spawn(move || read_lines(stdout, &protocol_log, lines_tx));
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(stderr)
+            .take(64 * 1024)
+            .read_to_string(&mut text);
+        text
+    });
+
+    let deadline = started + config.timeout;
+    let mut events = Vec::new();
+    let mut malformed = Vec::new();
+    let mut peak = None;
+    let mut kill_at: Option<(Instant, String)> = None;
+    let mut next_sample = Instant::now();
+    let mut handle = |line: String,
+                      events: &mut Vec<Event>,
+                      malformed: &mut Vec<String>,
+                      stdin: &mut Option<ChildStdin>,
+                      kill_at: &mut Option<(Instant, String)>|
+     -> Result<()> {
+        match protocol::decode(&line) {
+            Line::Event(event) => {
+                let mut control = Control { stdin, kill_at };
+                on_event(&event, &mut control)?;
+                events.push(event);
+            }
+            Line::Malformed { line, error } => malformed.push(format!("{line} ({error})")),
+            Line::Other => {}
+        }
+        Ok(())
+    };
+    let ending = loop {
+        let wait = kill_at
+            .as_ref()
+            .map_or(Duration::from_millis(50), |(at, _)| {
+                at.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50))
+            });
+        match lines_rx.recv_timeout(wait) {
+            Ok(line) => {
+                handle(line, &mut events, &mut malformed, &mut stdin, &mut kill_at)?;
+                // Drain what else is there before looking at the clock.
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if Instant::now() >= next_sample {
+            peak = peak.max(peak_rss(pid));
+            next_sample = Instant::now() + Duration::from_millis(200);
+        }
+        if let Some((at, reason)) = &kill_at {
+            if Instant::now() >= *at {
+                let _ = vm.0.kill();
+                break Ending::Killed {
+                    reason: reason.clone(),
+                };
+            }
+        }
+        if let Some(status) = vm.0.try_wait()? {
+            break Ending::Exited {
+                code: status.code(),
+            };
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            let _ = vm.0.kill();
+            break Ending::Interrupted;
+        }
+        if Instant::now() > deadline {
+            let _ = vm.0.kill();
+            break Ending::TimedOut;
+        }
+    };
+    let _ = vm.0.wait();
+    let wall = started.elapsed();
+    drop(stdin);
+    // qemu is gone: the reader ends at EOF; take what it still had.
+    let _ = reader.join();
+    if !matches!(ending, Ending::Killed { .. }) {
+        while let Ok(line) = lines_rx.try_recv() {
+            handle(line, &mut events, &mut malformed, &mut None, &mut None)?;
+        }
+    }
+    let qemu_stderr = stderr_reader.join().unwrap_or_default();
+    Ok(BootRun {
+        events,
+        ending,
+        wall,
+        peak_rss_bytes: peak,
+        malformed,
+        qemu_stderr,
+    })
+}
+
+/// Reads the protocol port, logs every byte, and sends whole lines.
+fn read_lines(mut stdout: impl std::io::Read, log: &Utf8Path, lines: mpsc::Sender<String>) {
+    let mut file = std::fs::File::create(log).ok();
+    let mut buffer = LineBuffer::default();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(file) = file.as_mut() {
+                    let _ = file.write_all(&chunk[..n]);
+                }
+                for line in buffer.push(&chunk[..n]) {
+                    if lines.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(rest) = buffer.rest() {
+        let _ = lines.send(rest);
+    }
+}
+
+/// The last `count` lines of a log (the console after a failure).
+pub fn tail(path: &Utf8Path, count: usize) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect();
+    lines[lines.len().saturating_sub(count)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_has_no_network_and_discard_unmap() {
+        let config = VmConfig {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            cpus: 2,
+            kernel: "/boot/vmlinuz".into(),
+            initrd: "/t/initrd.cpio".into(),
+            disk: "/t/a,b.qcow2".into(),
+            plan: "/t/plan.json".into(),
+            console_log: "/t/console.log".into(),
+            protocol_log: "/t/protocol.log".into(),
+            timeout: Duration::from_secs(60),
+        };
+        let args = config.args();
+        let joined = args.join(" ");
+        assert!(joined.contains("-nic none"));
+        assert!(joined.contains("file=/t/a,,b.qcow2,if=none,id=disk0,format=qcow2,discard=unmap"));
+        assert!(joined.contains("virtio-rng-pci"));
+        assert!(joined.contains("-cpu max"));
+        assert!(joined.contains("name=opt/xtask/plan.json,file=/t/plan.json"));
+        assert!(!joined.contains("netdev"));
+        let memory = args.iter().position(|a| a == "-m").unwrap();
+        assert!(args[memory + 1].parse::<u32>().unwrap() <= 1024);
+    }
+
+    #[test]
+    fn tails_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("log")).unwrap();
+        std::fs::write(&path, "a\r\nb\nc\n").unwrap();
+        assert_eq!(tail(&path, 2), ["b", "c"]);
+        assert!(tail(&path.with_file_name("missing"), 5).is_empty());
+    }
+}

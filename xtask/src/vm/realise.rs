@@ -1,0 +1,1318 @@
+//! From the evaluated layout to the plans of each boot: what disko does to
+//! create it, what NixOS does to mount it at every boot (the rollback first,
+//! then `/`, the neededForBoot mounts, the rest, the +C tmpfiles rules and
+//! randomly encrypted swap), and what the guest must find afterwards.
+//!
+//! Everything here comes from the model that `check` judged: the partition
+//! geometry (`geometry::compute`), the options that take effect
+//! (`mount_options::effective`) and the mounts in NixOS order (`Layout::mounts`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
+
+use super::initramfs::{hex, EmbeddedScript};
+use super::plan::*;
+use crate::layout::geometry::DiskGeometry;
+use crate::layout::mount_options::{compression, has_nodatacow};
+use crate::layout::{Btrfs, Content, Disk, DiskContent, Layout, Mount, MountSource, Partition};
+use crate::rules::impermanence::{MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT};
+use crate::rules::Context;
+
+/// The layout's disk is the VM's first virtio disk.
+pub const GUEST_DISK: &str = "/dev/vda";
+/// Incompressible data written, deleted and trimmed to see the host image shrink.
+pub const TRIM_PROBE_BYTES: u64 = 64 << 20;
+/// The roadmap: more than 30% saved on /nix-like data.
+pub const MIN_STORE_SAVING_PERCENT: f64 = 30.0;
+/// The roadmap: a rotation takes less than 10 s.
+pub const MAX_ROTATION_MS: u64 = 10_000;
+/// Where disko mounts the top level to create subvolumes.
+const DISKO_MOUNT: &str = "/run/xtask/disko";
+const ROLLBACK_STATUS_DIR: &str = "/run/btrfs-rollback";
+/// Searched by the rollback script; busybox's applets come first in its shell anyway.
+const GUEST_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+const MARKER_NAME: &str = ".xtask-marker";
+
+/// A deliberate difference between what is created and what is expected,
+/// to prove the in-VM checks catch it (`vm-test --tamper`, tests only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tamper {
+    /// Do not create this subvolume.
+    DropSubvolume(String),
+    /// Mount `mountpoint` without `option`.
+    DropMountOption { mountpoint: String, option: String },
+}
+
+impl FromStr for Tamper {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once('=') {
+            Some(("drop-subvolume", name)) if !name.is_empty() => {
+                Ok(Tamper::DropSubvolume(name.to_owned()))
+            }
+            Some(("drop-mount-option", rest)) => match rest.split_once(':') {
+                Some((mountpoint, option)) if !option.is_empty() => Ok(Tamper::DropMountOption {
+                    mountpoint: mountpoint.to_owned(),
+                    option: option.to_owned(),
+                }),
+                _ => Err(format!(
+                    "{text:?}: expected drop-mount-option=/MOUNTPOINT:OPTION"
+                )),
+            },
+            _ => Err(format!(
+                "{text:?}: expected drop-subvolume=NAME or drop-mount-option=/MOUNTPOINT:OPTION"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Tamper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tamper::DropSubvolume(name) => write!(f, "drop-subvolume={name}"),
+            Tamper::DropMountOption { mountpoint, option } => {
+                write!(f, "drop-mount-option={mountpoint}:{option}")
+            }
+        }
+    }
+}
+
+/// What the plans are made from: the layout and what `check` derived from it.
+pub struct Realisation<'a> {
+    pub layout: &'a Layout,
+    pub context: &'a Context<'a>,
+    pub disk: &'a Disk,
+    pub geometry: &'a DiskGeometry,
+    pub tools: GuestTools,
+    pub rollback: Option<EmbeddedScript>,
+    pub boots: u32,
+    /// Makes this run's markers unique.
+    pub nonce: String,
+    pub tamper: Vec<Tamper>,
+}
+
+/// What the host checks itself, outside the guest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostExpectations {
+    /// Bytes the image must give back after the trim probe is deleted and trimmed.
+    pub trim_freed_min_bytes: u64,
+}
+
+impl<'a> Realisation<'a> {
+    /// Checks that the lab backend can realise this layout, and builds the context.
+    pub fn new(
+        layout: &'a Layout,
+        context: &'a Context<'a>,
+        tools: GuestTools,
+        rollback: Option<EmbeddedScript>,
+        boots: u32,
+        nonce: String,
+        tamper: Vec<Tamper>,
+    ) -> Result<Realisation<'a>> {
+        let [disk] = layout.disks.as_slice() else {
+            bail!(
+                "the lab VM has one disk; the layout declares {} (use --backend nixos)",
+                layout.disks.len()
+            );
+        };
+        let Some(DiskContent::Gpt(_)) = &disk.content else {
+            bail!(
+                "the lab VM realises GPT disks; disk {:?} is not one",
+                disk.key
+            );
+        };
+        let geometry = context
+            .geometry
+            .get(&disk.key)
+            .with_context(|| format!("no geometry for disk {:?}: its size is unknown", disk.key))?;
+        if !geometry.problems.is_empty() {
+            bail!(
+                "the partitions of disk {:?} cannot be placed ({:?}); `cargo xtask check` explains",
+                disk.key,
+                geometry.problems
+            );
+        }
+        for (_, _, content) in layout.contents() {
+            if let Content::Filesystem(fs) = content {
+                if fs.format != "vfat" {
+                    bail!(
+                        "the lab VM formats vfat, Btrfs and swap; {} is {}",
+                        fs.device,
+                        fs.format
+                    );
+                }
+            }
+        }
+        if boots > 1 && rollback.is_none() {
+            bail!("rotation boots need the rollback script (nix/modules/btrfs-rollback/rollback.sh), which is not in this checkout yet; run with --boots 1 or merge it");
+        }
+        Ok(Realisation {
+            layout,
+            context,
+            disk,
+            geometry,
+            tools,
+            rollback,
+            boots,
+            nonce,
+            tamper,
+        })
+    }
+
+    pub fn host_expectations(&self) -> HostExpectations {
+        HostExpectations {
+            // Metadata and alignment may keep a little; 90% must come back.
+            trim_freed_min_bytes: TRIM_PROBE_BYTES / 10 * 9,
+        }
+    }
+
+    fn partitions(&self) -> &[Partition] {
+        match &self.disk.content {
+            Some(DiskContent::Gpt(gpt)) => &gpt.partitions,
+            _ => &[],
+        }
+    }
+
+    /// The Btrfs filesystem that holds `/`.
+    fn root_btrfs(&self) -> Option<&'a Btrfs> {
+        let root = self.context.mounts.iter().find(|m| m.mountpoint == "/")?;
+        self.layout
+            .btrfs_filesystems()
+            .find(|b| b.device == root.device)
+    }
+
+    pub fn plan(&self, boot: u32) -> Result<Plan> {
+        let kind = if boot == 1 {
+            BootKind::Install
+        } else {
+            BootKind::Rotate
+        };
+        let mut steps = Vec::new();
+        steps.push(step(
+            "wait:disk",
+            OnFailure::Stop,
+            Action::WaitForDevice {
+                path: GUEST_DISK.to_owned(),
+                timeout_ms: 20_000,
+            },
+        ));
+        match kind {
+            BootKind::Install => {
+                self.create(&mut steps);
+                self.link_partitions(&mut steps);
+                self.format(&mut steps);
+                self.mount_all(&mut steps, boot);
+                self.fill(&mut steps, boot);
+                self.install_checks(&mut steps);
+                self.trim_probe(&mut steps);
+            }
+            BootKind::Rotate => {
+                self.link_partitions(&mut steps);
+                self.rollback(&mut steps)?;
+                self.mount_all(&mut steps, boot);
+                self.rotate_checks(&mut steps, boot);
+                self.write_root_files(&mut steps, boot);
+            }
+        }
+        steps.push(step("sync", OnFailure::Continue, Action::Sync));
+        unique_names(&mut steps);
+        Ok(Plan {
+            schema: SCHEMA,
+            host: self.layout.host.clone(),
+            boot,
+            boots: self.boots,
+            kind,
+            tools: self.tools.clone(),
+            steps,
+        })
+    }
+
+    fn run(&self, argv: Vec<String>) -> Action {
+        Action::Run {
+            argv,
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// disko's gpt `_create`: one sgdisk call per partition, in creation order.
+    fn create(&self, steps: &mut Vec<Step>) {
+        let sgdisk = &self.tools.sgdisk;
+        steps.push(step(
+            "sgdisk:clear",
+            OnFailure::Stop,
+            self.run(strings([sgdisk, "--clear", GUEST_DISK])),
+        ));
+        for partition in self.partitions() {
+            let n = partition.number;
+            let mut argv = strings([sgdisk, "--align-end"]);
+            if partition.alignment != 0 {
+                argv.push(format!("--set-alignment={}", partition.alignment));
+            }
+            argv.push(format!("--new={n}:{}:{}", partition.start, partition.end));
+            argv.push(format!("--change-name={n}:{}", partition.label));
+            argv.push(format!("--typecode={n}:{}", partition.type_code));
+            argv.push(GUEST_DISK.to_owned());
+            steps.push(step(
+                &format!("sgdisk:{n}"),
+                OnFailure::Stop,
+                self.run(argv),
+            ));
+        }
+    }
+
+    /// What udev does: /dev/disk/by-partlabel/<label> for each partition.
+    fn link_partitions(&self, steps: &mut Vec<Step>) {
+        let links = self
+            .partitions()
+            .iter()
+            .map(|p| PartitionLink {
+                number: p.number,
+                label: p.label.clone(),
+                link: p.device.clone(),
+            })
+            .collect();
+        steps.push(step(
+            "udev:partlabels",
+            OnFailure::Stop,
+            Action::LinkPartitions {
+                disk: GUEST_DISK.to_owned(),
+                links,
+            },
+        ));
+    }
+
+    /// The contents' `_create`, in partition order: mkfs.vfat, mkswap,
+    /// mkfs.btrfs and the subvolumes (sorted by name, as disko creates them).
+    fn format(&self, steps: &mut Vec<Step>) {
+        for partition in self.partitions() {
+            let Some(content) = &partition.content else {
+                continue;
+            };
+            let key = &partition.key;
+            match content {
+                Content::Filesystem(fs) => {
+                    let mut argv = vec![self.tools.mkfs_vfat.clone()];
+                    argv.extend(fs.extra_args.iter().cloned());
+                    argv.push(fs.device.clone());
+                    steps.push(step(
+                        &format!("mkfs:{key}"),
+                        OnFailure::Stop,
+                        self.run(argv),
+                    ));
+                }
+                Content::Swap(swap) => {
+                    steps.push(step(
+                        &format!("mkswap:{key}"),
+                        OnFailure::Stop,
+                        self.run(strings([&self.tools.mkswap, &swap.device])),
+                    ));
+                }
+                Content::Btrfs(btrfs) => {
+                    let mut argv = strings([&self.tools.mkfs_btrfs, &btrfs.device]);
+                    argv.extend(btrfs.extra_args.iter().cloned());
+                    // disko lets mkfs discard the whole device; on a fresh
+                    // sparse image that only costs time (the prototype's trap).
+                    argv.push("--nodiscard".to_owned());
+                    steps.push(step(
+                        &format!("mkfs:{key}"),
+                        OnFailure::Stop,
+                        self.run(argv),
+                    ));
+                    steps.push(step(
+                        "disko:mount-top-level",
+                        OnFailure::Stop,
+                        Action::MakeDirectories {
+                            paths: vec![DISKO_MOUNT.to_owned()],
+                        },
+                    ));
+                    steps.push(step(
+                        "disko:mount",
+                        OnFailure::Stop,
+                        self.run(strings([
+                            &self.tools.mount,
+                            "-t",
+                            "btrfs",
+                            "-o",
+                            "subvol=/",
+                            &btrfs.device,
+                            DISKO_MOUNT,
+                        ])),
+                    ));
+                    for subvolume in &btrfs.subvolumes {
+                        if self
+                            .tamper
+                            .contains(&Tamper::DropSubvolume(subvolume.name.clone()))
+                        {
+                            continue;
+                        }
+                        let mut argv = strings([
+                            &self.tools.btrfs,
+                            "subvolume",
+                            "create",
+                            &format!("{DISKO_MOUNT}/{}", subvolume.name),
+                        ]);
+                        argv.extend(subvolume.extra_args.iter().cloned());
+                        steps.push(step(
+                            &format!("subvolume:{}", subvolume.name),
+                            OnFailure::Stop,
+                            self.run(argv),
+                        ));
+                    }
+                    steps.push(step(
+                        "disko:umount",
+                        OnFailure::Stop,
+                        self.run(strings([&self.tools.umount, DISKO_MOUNT])),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The rollback, as the initrd's postDeviceCommands run it: before any mount.
+    fn rollback(&self, steps: &mut Vec<Step>) -> Result<()> {
+        let script = self
+            .rollback
+            .as_ref()
+            .context("the rollback script is not in the image")?;
+        let btrfs = self
+            .root_btrfs()
+            .context("/ is not on Btrfs; there is nothing to roll back")?;
+        let root_subvolume = self
+            .context
+            .mounts
+            .iter()
+            .find_map(|m| match (&m.source, m.mountpoint.as_str()) {
+                (MountSource::Subvolume { name }, "/") => Some(name.clone()),
+                _ => None,
+            })
+            .context("/ is not a subvolume")?;
+        let mountpoint = self
+            .context
+            .mounts
+            .iter()
+            .find(|m| m.source == MountSource::BtrfsTopLevel && m.device == btrfs.device)
+            .map_or(MANAGEMENT_MOUNTPOINT.to_owned(), |m| m.mountpoint.clone());
+        let env: BTreeMap<String, String> = [
+            ("PATH", GUEST_PATH.to_owned()),
+            ("BTRFS_ROLLBACK_MOUNTPOINT", mountpoint),
+            ("BTRFS_ROLLBACK_ROOT_SUBVOLUME", root_subvolume),
+            (
+                "BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME",
+                OLD_ROOTS_SUBVOLUME.to_owned(),
+            ),
+            ("BTRFS_ROLLBACK_STATUS_DIR", ROLLBACK_STATUS_DIR.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        steps.push(step(
+            "rollback",
+            OnFailure::Continue,
+            Action::Rollback(RollbackStep {
+                script: script.guest_path.clone(),
+                script_sha256: script.sha256.clone(),
+                argv: strings([&self.tools.busybox, "sh", &script.guest_path, &btrfs.device]),
+                env,
+                status_dir: ROLLBACK_STATUS_DIR.to_owned(),
+                max_ms: MAX_ROTATION_MS,
+            }),
+        ));
+        Ok(())
+    }
+
+    fn mount_argv(&self, mount: &Mount) -> Vec<String> {
+        let options: Vec<&str> = mount
+            .options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| !o.is_empty())
+            .filter(|o| {
+                !self.tamper.iter().any(|t| {
+                    matches!(t, Tamper::DropMountOption { mountpoint, option }
+                        if *mountpoint == mount.mountpoint && option == o)
+                })
+            })
+            .collect();
+        let mut argv = strings([&self.tools.mount, "-t", &mount.fs_type]);
+        if !options.is_empty() {
+            argv.push("-o".to_owned());
+            argv.push(options.join(","));
+        }
+        argv.push(mount.device.clone());
+        argv.push(in_sysroot(&mount.mountpoint));
+        argv
+    }
+
+    /// Stage 1 and 2 of NixOS: the mounts in order, tmpfiles' +C, swap.
+    fn mount_all(&self, steps: &mut Vec<Step>, boot: u32) {
+        for mount in &self.context.mounts {
+            let stop = if mount.mountpoint == "/" {
+                OnFailure::Stop
+            } else {
+                OnFailure::Continue
+            };
+            steps.push(step(
+                &format!("mkdir:{}", mount.mountpoint),
+                stop,
+                Action::MakeDirectories {
+                    paths: vec![in_sysroot(&mount.mountpoint)],
+                },
+            ));
+            steps.push(step(
+                &format!("mount:{}", mount.mountpoint),
+                stop,
+                self.run(self.mount_argv(mount)),
+            ));
+        }
+        for nocow in &self.layout.nocow_paths {
+            // tmpfiles' `h` only sets attributes; a mountpoint already exists.
+            if !self
+                .context
+                .mounts
+                .iter()
+                .any(|m| m.mountpoint == nocow.target)
+            {
+                steps.push(step(
+                    &format!("mkdir:{}", nocow.target),
+                    OnFailure::Continue,
+                    Action::MakeDirectories {
+                        paths: vec![in_sysroot(&nocow.target)],
+                    },
+                ));
+            }
+            steps.push(step(
+                &format!("tmpfiles:+C {}", nocow.target),
+                OnFailure::Continue,
+                self.run(strings([
+                    &self.tools.chattr,
+                    "+C",
+                    &in_sysroot(&nocow.target),
+                ])),
+            ));
+        }
+        for (_, partition, content) in self.layout.contents() {
+            let Content::Swap(swap) = content else {
+                continue;
+            };
+            let key = partition.map_or("swap", |p| p.key.as_str());
+            let mut swapon = vec![self.tools.swapon.clone()];
+            if let Some(priority) = swap.priority {
+                swapon.push(format!("--priority={priority}"));
+            }
+            if let Some(policy) = &swap.discard_policy {
+                swapon.push(format!("--discard={policy}"));
+            }
+            if swap.random_encryption {
+                // nixos/modules/config/swap.nix: a plain mapping keyed from
+                // /dev/urandom at every boot, then mkswap on it.
+                let name = systemd_device_name(&swap.device);
+                let mapper = format!("/dev/mapper/{name}");
+                steps.push(step(
+                    &format!("swap:open {key}"),
+                    OnFailure::Continue,
+                    self.run(strings([
+                        &self.tools.cryptsetup,
+                        "plainOpen",
+                        "-c",
+                        "aes-xts-plain64",
+                        "-d",
+                        "/dev/urandom",
+                        &swap.device,
+                        &name,
+                    ])),
+                ));
+                steps.push(check(
+                    "swap-fresh-key",
+                    Expect::SwapFreshKey {
+                        mapper: mapper.clone(),
+                    },
+                ));
+                steps.push(step(
+                    &format!("swap:mkswap {key}"),
+                    OnFailure::Continue,
+                    self.run(strings([&self.tools.mkswap, &mapper])),
+                ));
+                swapon.push(mapper.clone());
+                steps.push(step(
+                    &format!("swap:on {key}"),
+                    OnFailure::Continue,
+                    self.run(swapon),
+                ));
+                let sectors = partition
+                    .and_then(|p| self.geometry.extent(p.number))
+                    .map_or(0, |e| e.sectors());
+                steps.push(check(
+                    "swap-encrypted",
+                    Expect::SwapEncrypted {
+                        mapper,
+                        device: swap.device.clone(),
+                        cipher: "aes-xts-plain64".to_owned(),
+                        sectors,
+                    },
+                ));
+            } else {
+                swapon.push(swap.device.clone());
+                steps.push(step(
+                    &format!("swap:on {key}"),
+                    OnFailure::Continue,
+                    self.run(swapon),
+                ));
+            }
+        }
+        let _ = boot;
+    }
+
+    /// Mounts that persist across boots and get a marker: all but `/` and
+    /// the management mount of the top level.
+    fn persistent_mounts(&self) -> Vec<&'a Mount> {
+        self.context
+            .mounts
+            .iter()
+            .filter(|m| m.mountpoint != "/" && m.source != MountSource::BtrfsTopLevel)
+            .collect()
+    }
+
+    fn marker_contents(&self, mount: &Mount) -> String {
+        format!(
+            "xtask vm-test marker\nhost: {}\nmountpoint: {}\nrun: {}\n",
+            self.layout.host, mount.mountpoint, self.nonce
+        )
+    }
+
+    /// Files written into `/` at `boot`: on the root subvolume, never below another mount.
+    pub fn root_files(&self, boot: u32) -> Vec<String> {
+        [
+            format!("/etc/xtask-boot-{boot}"),
+            format!("/root/xtask/boot-{boot}.txt"),
+            format!("/var/tmp/xtask-boot-{boot}"),
+            format!("/xtask-boot-{boot}"),
+        ]
+        .into_iter()
+        .filter(|path| {
+            !self
+                .context
+                .mounts
+                .iter()
+                .any(|m| m.mountpoint != "/" && crate::rules::is_at_or_below(path, &m.mountpoint))
+        })
+        .collect()
+    }
+
+    fn write_root_files(&self, steps: &mut Vec<Step>, boot: u32) {
+        for path in self.root_files(boot) {
+            let target = in_sysroot(&path);
+            steps.push(step(
+                &format!("write:{path}"),
+                OnFailure::Continue,
+                Action::WriteFile {
+                    path: target,
+                    contents: format!("written into / at boot {boot} of run {}\n", self.nonce),
+                },
+            ));
+        }
+    }
+
+    /// Boot 1's data: markers, files in /, a store-like /nix and text where logs and state go.
+    fn fill(&self, steps: &mut Vec<Step>, boot: u32) {
+        for mount in self.persistent_mounts() {
+            steps.push(step(
+                &format!("marker:{}", mount.mountpoint),
+                OnFailure::Continue,
+                Action::WriteFile {
+                    path: format!("{}/{MARKER_NAME}", in_sysroot(&mount.mountpoint)),
+                    contents: self.marker_contents(mount),
+                },
+            ));
+        }
+        self.write_root_files(steps, boot);
+        for mount in self.data_mounts() {
+            let dir = format!("{}/xtask-data", in_sysroot(&mount.mountpoint));
+            // Each action creates the directories it writes into.
+            let action = if mount.mountpoint == "/nix" {
+                Action::CopyTree {
+                    sources: strings(["/usr", "/bin", "/lib", "/lib64", "/etc/xtask"]),
+                    destination: format!("{}/store", in_sysroot("/nix")),
+                }
+            } else {
+                Action::WriteLogText {
+                    path: format!("{dir}/journal.txt"),
+                    bytes: 4 << 20,
+                    seed: u64::from(mount.mountpoint.len() as u32) * 7919 + 17,
+                }
+            };
+            steps.push(step(
+                &format!("fill:{}", mount.mountpoint),
+                OnFailure::Continue,
+                action,
+            ));
+        }
+        steps.push(step("sync", OnFailure::Continue, Action::Sync));
+    }
+
+    /// Btrfs subvolume mounts that get data: all but the snapshots' and the top level.
+    fn data_mounts(&self) -> Vec<&'a Mount> {
+        self.context
+            .mounts
+            .iter()
+            .filter(|m| matches!(m.source, MountSource::Subvolume { .. }))
+            .filter(|m| m.mountpoint != "/.snapshots")
+            .collect()
+    }
+
+    fn is_nocow(&self, mountpoint: &str) -> bool {
+        self.layout
+            .nocow_paths
+            .iter()
+            .any(|n| n.target == mountpoint)
+    }
+
+    fn install_checks(&self, steps: &mut Vec<Step>) {
+        let partitions = self
+            .partitions()
+            .iter()
+            .filter_map(|p| {
+                let extent = self.geometry.extent(p.number)?;
+                Some(ExpectedPartition {
+                    number: p.number,
+                    start_sector: extent.start_sector,
+                    end_sector: extent.end_sector,
+                    type_code: p.type_code.clone(),
+                    label: p.label.clone(),
+                })
+            })
+            .collect();
+        steps.push(check(
+            "partition-table",
+            Expect::PartitionTable {
+                disk: GUEST_DISK.to_owned(),
+                partitions,
+            },
+        ));
+        self.subvolume_check(steps);
+        self.mount_option_checks(steps);
+        for mount in &self.context.mounts {
+            if mount.fs_type != "vfat" {
+                continue;
+            }
+            let options = self
+                .context
+                .effective
+                .get(&mount.mountpoint)
+                .map(|e| e.options.clone())
+                .unwrap_or_default();
+            let (directory_mode, file_mode) = vfat_modes(&options);
+            steps.push(check(
+                &format!("esp-permissions:{}", mount.mountpoint),
+                Expect::Permissions {
+                    directory: in_sysroot(&mount.mountpoint),
+                    directory_mode,
+                    file_mode,
+                },
+            ));
+        }
+        for mount in self.data_mounts() {
+            let MountSource::Subvolume { name } = &mount.source else {
+                continue;
+            };
+            let options = self
+                .context
+                .effective
+                .get(&mount.mountpoint)
+                .map(|e| e.options.clone())
+                .unwrap_or_default();
+            // No_COW data is never compressed, whatever the mount says.
+            let algorithm = if self.is_nocow(&mount.mountpoint) || has_nodatacow(&options) {
+                None
+            } else {
+                compression(&options).map(|c| c.split(':').next().unwrap_or(&c).to_owned())
+            };
+            let min_saving_percent = (mount.mountpoint == "/nix" && algorithm.is_some())
+                .then_some(MIN_STORE_SAVING_PERCENT);
+            steps.push(check(
+                &format!("compression:{name}"),
+                Expect::Compression {
+                    path: in_sysroot(&mount.mountpoint),
+                    subvolume: name.clone(),
+                    algorithm,
+                    min_saving_percent,
+                },
+            ));
+        }
+        for nocow in &self.layout.nocow_paths {
+            steps.push(check(
+                &format!("nocow:{}", nocow.target),
+                Expect::NoCow {
+                    directory: in_sysroot(&nocow.target),
+                },
+            ));
+        }
+    }
+
+    fn subvolume_check(&self, steps: &mut Vec<Step>) {
+        for btrfs in self.layout.btrfs_filesystems() {
+            steps.push(check(
+                "subvolumes",
+                Expect::Subvolumes {
+                    device: btrfs.device.clone(),
+                    names: btrfs.subvolumes.iter().map(|s| s.name.clone()).collect(),
+                },
+            ));
+        }
+    }
+
+    fn mount_option_checks(&self, steps: &mut Vec<Step>) {
+        for mount in &self.context.mounts {
+            let Some(effective) = self.context.effective.get(&mount.mountpoint) else {
+                continue;
+            };
+            steps.push(check(
+                &format!("mount-options:{}", mount.mountpoint),
+                Expect::MountOptions {
+                    mountpoint: in_sysroot(&mount.mountpoint),
+                    fs_type: mount.fs_type.clone(),
+                    options: kernel_forms(&mount.fs_type, &effective.options),
+                },
+            ));
+        }
+    }
+
+    /// Delete-and-trim on the root: fstrim works, async discard queues the
+    /// freed extents, and the host image gives the space back.
+    fn trim_probe(&self, steps: &mut Vec<Step>) {
+        let root = in_sysroot("/");
+        let probe = in_sysroot("/var/tmp/xtask-trim-probe");
+        steps.push(check(
+            "trim:fstrim",
+            Expect::Fstrim {
+                mountpoint: root.clone(),
+                min_bytes: 1,
+            },
+        ));
+        steps.push(step(
+            "trim:write",
+            OnFailure::Continue,
+            Action::WriteRandom {
+                path: probe.clone(),
+                bytes: TRIM_PROBE_BYTES,
+                seed: 0x5eed,
+            },
+        ));
+        steps.push(step(
+            "trim:measure-before",
+            OnFailure::Continue,
+            Action::Measure {
+                point: "trim.before".to_owned(),
+                device: GUEST_DISK.to_owned(),
+            },
+        ));
+        steps.push(step(
+            "trim:delete",
+            OnFailure::Continue,
+            Action::Remove { path: probe },
+        ));
+        steps.push(step("trim:sync", OnFailure::Continue, Action::Sync));
+        steps.push(check(
+            "trim:discard-async",
+            Expect::AsyncDiscard {
+                mountpoint: root.clone(),
+            },
+        ));
+        steps.push(check(
+            "trim:fstrim-after-delete",
+            Expect::Fstrim {
+                mountpoint: root,
+                min_bytes: 0,
+            },
+        ));
+        steps.push(step(
+            "trim:measure-after",
+            OnFailure::Continue,
+            Action::Measure {
+                point: "trim.after".to_owned(),
+                device: GUEST_DISK.to_owned(),
+            },
+        ));
+    }
+
+    fn rotate_checks(&self, steps: &mut Vec<Step>, boot: u32) {
+        let previous: Vec<String> = (1..boot).flat_map(|b| self.root_files(b)).collect();
+        steps.push(check(
+            "root-wiped",
+            Expect::Absent {
+                paths: previous.iter().map(|p| in_sysroot(p)).collect(),
+            },
+        ));
+        for mount in self.persistent_mounts() {
+            let name = if mount.mountpoint == PERSIST_MOUNTPOINT {
+                "persist-marker".to_owned()
+            } else {
+                format!("marker:{}", mount.mountpoint)
+            };
+            steps.push(check(
+                &name,
+                Expect::Digest {
+                    path: format!("{}/{MARKER_NAME}", in_sysroot(&mount.mountpoint)),
+                    sha256: hex(&Sha256::digest(self.marker_contents(mount).as_bytes())),
+                },
+            ));
+        }
+        if let Some(btrfs) = self.root_btrfs() {
+            steps.push(check(
+                "old-roots",
+                Expect::OldRoots {
+                    device: btrfs.device.clone(),
+                    directory: OLD_ROOTS_SUBVOLUME.to_owned(),
+                    count: boot - 1,
+                    newest_holds: self
+                        .root_files(boot - 1)
+                        .iter()
+                        .map(|p| p.trim_start_matches('/').to_owned())
+                        .collect(),
+                },
+            ));
+        }
+        self.subvolume_check(steps);
+        self.mount_option_checks(steps);
+    }
+}
+
+/// Step names are unique within a boot: a repeated one gets `#2`, `#3`, ….
+fn unique_names(steps: &mut [Step]) {
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for step in steps {
+        let count = seen.entry(step.name.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            step.name = format!("{}#{count}", step.name);
+        }
+    }
+}
+
+fn step(name: &str, on_failure: OnFailure, action: Action) -> Step {
+    Step {
+        name: name.to_owned(),
+        on_failure,
+        action,
+    }
+}
+
+fn check(name: &str, expect: Expect) -> Step {
+    step(
+        &format!("check:{name}"),
+        OnFailure::Continue,
+        Action::Check(Check {
+            name: name.to_owned(),
+            expect,
+        }),
+    )
+}
+
+fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The options as /proc/self/mountinfo prints them: `subvol=/@nix` with its
+/// slash, vfat's `umask` as `fmask` and `dmask`, zstd without a level as
+/// level 3. Userspace-only options never reach the kernel.
+pub fn kernel_forms(fs_type: &str, options: &[String]) -> Vec<String> {
+    let mut forms = Vec::new();
+    for option in options {
+        let (key, value) = match option.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (option.as_str(), None),
+        };
+        if key == "defaults" || key == "nofail" || key.starts_with("x-") {
+            continue;
+        }
+        match (fs_type, key, value) {
+            ("btrfs", "subvol", Some(v)) if !v.starts_with('/') => {
+                forms.push(format!("subvol=/{v}"))
+            }
+            ("btrfs", "compress" | "compress-force", Some("zstd")) => {
+                forms.push(format!("{key}=zstd:3"))
+            }
+            ("btrfs", "compress" | "compress-force", None) => forms.push(format!("{key}=zlib:3")),
+            ("btrfs", "compress" | "compress-force", Some("zlib")) => {
+                forms.push(format!("{key}=zlib:3"))
+            }
+            ("vfat", "umask", Some(v)) => {
+                let mask = parse_octal(v).map_or(v.to_owned(), |m| format!("{m:04o}"));
+                forms.push(format!("fmask={mask}"));
+                forms.push(format!("dmask={mask}"));
+            }
+            ("vfat", "fmask" | "dmask", Some(v)) => {
+                let mask = parse_octal(v).map_or(v.to_owned(), |m| format!("{m:04o}"));
+                forms.push(format!("{key}={mask}"));
+            }
+            _ => forms.push(option.clone()),
+        }
+    }
+    forms.dedup();
+    forms
+}
+
+fn parse_octal(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok()
+}
+
+/// The modes vfat gives new directories and files: 0777 less dmask and
+/// fmask (umask sets both; without either, the mounting process's umask,
+/// 022). vfat has no execute bit, so files keep x unless `showexec`.
+pub fn vfat_modes(options: &[String]) -> (u32, u32) {
+    let mut umask = 0o022;
+    let (mut fmask, mut dmask) = (None, None);
+    let mut showexec = false;
+    for option in options {
+        match option.split_once('=') {
+            Some(("umask", v)) => umask = parse_octal(v).unwrap_or(umask),
+            Some(("fmask", v)) => fmask = parse_octal(v),
+            Some(("dmask", v)) => dmask = parse_octal(v),
+            None if option == "showexec" => showexec = true,
+            _ => {}
+        }
+    }
+    let directory = 0o777 & !dmask.unwrap_or(umask);
+    let mut file = 0o777 & !fmask.unwrap_or(umask);
+    if showexec {
+        file &= !0o111;
+    }
+    (directory, file)
+}
+
+/// NixOS's name for a randomly encrypted swap device's mapping:
+/// `utils.escapeSystemdPath device` without the backslashes
+/// (/dev/disk/by-partlabel/disk-main-swap → dev-disk-byx2dpartlabel-diskx2dmainx2dswap).
+pub fn systemd_device_name(device: &str) -> String {
+    let trimmed = device.trim_matches('/');
+    let mut out = String::new();
+    for (index, c) in trimmed.chars().enumerate() {
+        match c {
+            '/' => out.push('-'),
+            '.' if index == 0 => out.push_str("x2e"),
+            c if " !\"#$%&'()*+,;<=>@[\\]^`{|}~-".contains(c) => {
+                out.push_str(&format!("x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::testing::host_layout;
+
+    fn realisation_of<'a>(
+        layout: &'a Layout,
+        context: &'a Context<'a>,
+        tamper: Vec<Tamper>,
+    ) -> Realisation<'a> {
+        let tools = GuestTools {
+            sgdisk: "/usr/sbin/sgdisk".into(),
+            mount: "/usr/bin/mount".into(),
+            busybox: "/usr/bin/busybox".into(),
+            ..GuestTools::default()
+        };
+        let script = EmbeddedScript {
+            guest_path: "/etc/xtask/btrfs-rollback.sh".into(),
+            host_path: "nix/modules/btrfs-rollback/rollback.sh".into(),
+            sha256: "00".into(),
+        };
+        Realisation::new(
+            layout,
+            context,
+            tools,
+            Some(script),
+            3,
+            "n0nce".into(),
+            tamper,
+        )
+        .unwrap()
+    }
+
+    fn context_of(layout: &Layout) -> Context<'_> {
+        let sizes = [("main".to_owned(), 480_000_000_000u64)]
+            .into_iter()
+            .collect();
+        Context::new(layout, &sizes, crate::rules::Firmware::default())
+    }
+
+    fn argv_of<'p>(plan: &'p Plan, name: &str) -> &'p [String] {
+        plan.steps
+            .iter()
+            .find_map(|s| match (&s.action, s.name == name) {
+                (Action::Run { argv, .. }, true) => Some(argv.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no step {name}"))
+    }
+
+    fn expectation<'p>(plan: &'p Plan, name: &str) -> &'p Expect {
+        plan.steps
+            .iter()
+            .find_map(|s| match &s.action {
+                Action::Check(c) if c.name == name => Some(&c.expect),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    #[test]
+    fn install_runs_sgdisk_as_disko_and_expects_the_computed_geometry() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let plan = realisation_of(&layout, &context, vec![]).plan(1).unwrap();
+        assert_eq!(plan.kind, BootKind::Install);
+        assert_eq!(
+            argv_of(&plan, "sgdisk:1"),
+            [
+                "/usr/sbin/sgdisk",
+                "--align-end",
+                "--new=1:0:+1M",
+                "--change-name=1:disk-main-boot",
+                "--typecode=1:EF02",
+                "/dev/vda"
+            ]
+        );
+        assert_eq!(argv_of(&plan, "sgdisk:4")[2], "--new=4:0:-0");
+        let Expect::PartitionTable { partitions, .. } = expectation(&plan, "partition-table")
+        else {
+            panic!()
+        };
+        let sectors: Vec<(u64, u64)> = partitions
+            .iter()
+            .map(|p| (p.start_sector, p.end_sector))
+            .collect();
+        assert_eq!(
+            sectors,
+            [
+                (2048, 4095),
+                (4096, 2101247),
+                (2101248, 69210111),
+                (69210112, 937498623)
+            ]
+        );
+        // All 8 subvolumes, / mounted first with the model's options.
+        let Expect::Subvolumes { names, .. } = expectation(&plan, "subvolumes") else {
+            panic!()
+        };
+        assert_eq!(names.len(), 8);
+        let first_mount = plan
+            .steps
+            .iter()
+            .find(|s| s.name.starts_with("mount:"))
+            .unwrap();
+        assert_eq!(first_mount.name, "mount:/");
+        assert_eq!(
+            argv_of(&plan, "mount:/nix"),
+            [
+                "/usr/bin/mount",
+                "-t",
+                "btrfs",
+                "-o",
+                "compress=zstd:1,noatime,ssd,space_cache=v2,discard=async,subvol=@nix",
+                "/dev/disk/by-partlabel/disk-main-root",
+                "/sysroot/nix"
+            ]
+        );
+        // What check predicts, in the kernel's words.
+        let Expect::MountOptions { options, .. } = expectation(&plan, "mount-options:/nix") else {
+            panic!()
+        };
+        for option in [
+            "noatime",
+            "subvol=/@nix",
+            "compress=zstd:1",
+            "ssd",
+            "space_cache=v2",
+            "discard=async",
+        ] {
+            assert!(
+                options.contains(&option.to_owned()),
+                "{option} not in {options:?}"
+            );
+        }
+        let Expect::MountOptions { options, .. } = expectation(&plan, "mount-options:/boot") else {
+            panic!()
+        };
+        assert_eq!(options, &["fmask=0077", "dmask=0077"]);
+        let Expect::Compression {
+            min_saving_percent,
+            algorithm,
+            ..
+        } = expectation(&plan, "compression:@nix")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (algorithm.as_deref(), *min_saving_percent),
+            (Some("zstd"), Some(30.0))
+        );
+        let Expect::Compression { algorithm, .. } = expectation(&plan, "compression:@containers")
+        else {
+            panic!()
+        };
+        assert_eq!(*algorithm, None, "No_COW data is stored uncompressed");
+        assert!(matches!(
+            expectation(&plan, "nocow:/var/lib/containers"),
+            Expect::NoCow { .. }
+        ));
+        let Expect::Permissions {
+            directory_mode,
+            file_mode,
+            ..
+        } = expectation(&plan, "esp-permissions:/boot")
+        else {
+            panic!()
+        };
+        assert_eq!((*directory_mode, *file_mode), (0o700, 0o700));
+        let Expect::SwapEncrypted {
+            sectors, mapper, ..
+        } = expectation(&plan, "swap-encrypted")
+        else {
+            panic!()
+        };
+        assert_eq!(*sectors, 32 << 21);
+        assert_eq!(
+            mapper,
+            "/dev/mapper/dev-disk-byx2dpartlabel-diskx2dmainx2dswap"
+        );
+        // No shell anywhere: every program is an absolute path.
+        for s in &plan.steps {
+            if let Action::Run { argv, .. } = &s.action {
+                assert!(argv[0].starts_with('/') || argv[0].is_empty(), "{argv:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_runs_the_script_before_mounting_and_expects_the_old_roots() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let plan = realisation_of(&layout, &context, vec![]).plan(3).unwrap();
+        assert_eq!(plan.kind, BootKind::Rotate);
+        let position = |prefix: &str| {
+            plan.steps
+                .iter()
+                .position(|s| s.name.starts_with(prefix))
+                .unwrap()
+        };
+        assert!(position("rollback") < position("mount:"));
+        assert!(!plan
+            .steps
+            .iter()
+            .any(|s| s.name.starts_with("sgdisk") || s.name.starts_with("mkfs")));
+        let Action::Rollback(rollback) = &plan.steps[position("rollback")].action else {
+            panic!()
+        };
+        assert_eq!(
+            rollback.argv,
+            [
+                "/usr/bin/busybox",
+                "sh",
+                "/etc/xtask/btrfs-rollback.sh",
+                "/dev/disk/by-partlabel/disk-main-root"
+            ]
+        );
+        assert_eq!(rollback.env["BTRFS_ROLLBACK_MOUNTPOINT"], "/btrfs_tmp");
+        assert_eq!(rollback.env["BTRFS_ROLLBACK_ROOT_SUBVOLUME"], "@root");
+        let Expect::OldRoots {
+            count,
+            newest_holds,
+            ..
+        } = expectation(&plan, "old-roots")
+        else {
+            panic!()
+        };
+        assert_eq!(*count, 2);
+        assert!(newest_holds.contains(&"etc/xtask-boot-2".to_owned()));
+        let Expect::Absent { paths } = expectation(&plan, "root-wiped") else {
+            panic!()
+        };
+        assert!(paths.contains(&"/sysroot/etc/xtask-boot-1".to_owned()));
+        assert!(paths.contains(&"/sysroot/etc/xtask-boot-2".to_owned()));
+        assert!(matches!(
+            expectation(&plan, "persist-marker"),
+            Expect::Digest { .. }
+        ));
+    }
+
+    #[test]
+    fn root_files_stay_on_the_root_subvolume() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let files = realisation_of(&layout, &context, vec![]).root_files(1);
+        assert!(!files.is_empty());
+        for file in files {
+            assert!(
+                !file.starts_with("/nix")
+                    && !file.starts_with("/var/log")
+                    && !file.starts_with("/persist")
+            );
+        }
+    }
+
+    #[test]
+    fn tampering_changes_the_steps_not_the_expectations() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let tamper = vec![
+            "drop-subvolume=@caddy".parse().unwrap(),
+            "drop-mount-option=/nix:noatime".parse().unwrap(),
+        ];
+        let plan = realisation_of(&layout, &context, tamper).plan(1).unwrap();
+        assert!(!plan.steps.iter().any(|s| s.name == "subvolume:@caddy"));
+        let Expect::Subvolumes { names, .. } = expectation(&plan, "subvolumes") else {
+            panic!()
+        };
+        assert!(names.contains(&"@caddy".to_owned()));
+        assert!(!argv_of(&plan, "mount:/nix")[4].contains("noatime"));
+        let Expect::MountOptions { options, .. } = expectation(&plan, "mount-options:/nix") else {
+            panic!()
+        };
+        assert!(options.contains(&"noatime".to_owned()));
+        assert!("drop-everything".parse::<Tamper>().is_err());
+        assert!("drop-mount-option=/nix".parse::<Tamper>().is_err());
+    }
+
+    #[test]
+    fn kernel_forms_and_vfat_modes() {
+        let given: Vec<String> = [
+            "subvol=@nix",
+            "compress=zstd",
+            "noatime",
+            "x-systemd.automount",
+            "defaults",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            kernel_forms("btrfs", &given),
+            ["subvol=/@nix", "compress=zstd:3", "noatime"]
+        );
+        assert_eq!(
+            kernel_forms("vfat", &["umask=077".to_owned()]),
+            ["fmask=0077", "dmask=0077"]
+        );
+        assert_eq!(vfat_modes(&["umask=0077".to_owned()]), (0o700, 0o700));
+        assert_eq!(
+            vfat_modes(&["fmask=0177".to_owned(), "dmask=0077".to_owned()]),
+            (0o700, 0o600)
+        );
+        assert_eq!(vfat_modes(&[]), (0o755, 0o755));
+    }
+
+    #[test]
+    fn systemd_names_like_nixos() {
+        assert_eq!(
+            systemd_device_name("/dev/disk/by-partlabel/disk-main-swap"),
+            "dev-disk-byx2dpartlabel-diskx2dmainx2dswap"
+        );
+        assert_eq!(systemd_device_name("/dev/sda3"), "dev-sda3");
+    }
+}
