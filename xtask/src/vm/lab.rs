@@ -303,6 +303,28 @@ fn progress_bar(show: bool) -> ProgressBar {
     progress
 }
 
+/// Run directories are `.vm-test-run-<pid>-<random>` under target/xtask.
+const RUN_DIR_PREFIX: &str = ".vm-test-run-";
+
+/// Removes run directories whose xtask was killed (SIGKILL skips every
+/// cleanup; PR_SET_PDEATHSIG took qemu down with it).
+fn remove_abandoned_run_dirs() {
+    let Ok(entries) = xtask_dir().read_dir_utf8() else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(rest) = entry.file_name().strip_prefix(RUN_DIR_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Utf8Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A short random id for this run's markers.
 fn nonce() -> String {
     let mut bytes = [0u8; 8];
@@ -367,8 +389,9 @@ pub fn run(options: &Options) -> Result<Outcome> {
     }
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {log_dir}"))?;
     // Removed when dropped: on success, failure, error and panic.
+    remove_abandoned_run_dirs();
     let run_dir = tempfile::Builder::new()
-        .prefix(".vm-test-run-")
+        .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
         .tempdir_in(xtask_dir())
         .context("creating the run directory")?;
     let run_dir_path = Utf8PathBuf::from_path_buf(run_dir.path().to_owned())

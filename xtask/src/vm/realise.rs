@@ -25,7 +25,7 @@ use crate::rules::Context;
 /// The layout's disk is the VM's first virtio disk.
 pub const GUEST_DISK: &str = "/dev/vda";
 /// Incompressible data written, deleted and trimmed to see the host image shrink.
-pub const TRIM_PROBE_BYTES: u64 = 64 << 20;
+pub const TRIM_PROBE_BYTES: u64 = 32 << 20;
 /// The roadmap: more than 30% saved on /nix-like data.
 pub const MIN_STORE_SAVING_PERCENT: f64 = 30.0;
 /// The roadmap: a rotation takes less than 10 s.

@@ -634,8 +634,10 @@ impl Random {
     }
 
     pub fn fill_bytes(&mut self, buffer: &mut Vec<u8>, len: usize) {
-        while buffer.len() < len {
-            buffer.extend_from_slice(&self.next_u64().to_le_bytes());
+        let start = buffer.len();
+        buffer.resize(start + len.div_ceil(8) * 8, 0);
+        for word in buffer[start..].chunks_exact_mut(8) {
+            word.copy_from_slice(&self.next_u64().to_le_bytes());
         }
     }
 
