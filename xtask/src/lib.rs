@@ -14,4 +14,5 @@ pub mod report;
 pub mod results;
 pub mod rules;
 pub mod setup;
+pub mod test_cmd;
 pub mod vm_test;
