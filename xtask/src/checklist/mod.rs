@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::check::CheckResults;
 use crate::docs::{self, Subject, REFERENCE_DIR};
 use crate::hosts::DEFAULT_HOST;
-use crate::project::{display_path, project_root, revision, write_atomically, xtask_dir, Revision};
+use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
 use crate::results::{self, VmTestResults};
 
 use gates::{DocsState, Found, Gate, Observed, Status};
@@ -116,7 +116,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     match &args.out {
         Some(path) => {
-            write_atomically(path, text.as_bytes())?;
+            docs::write_readable(path, text.as_bytes())?;
             eprintln!(
                 "wrote {} ({}); gates: {}",
                 display_path(path),

@@ -186,12 +186,21 @@ pub fn generate(root: &Utf8Path, name: &str) -> Result<Generated> {
     Ok(render::pages(&subject))
 }
 
+/// Writes `contents` atomically and leaves the file readable by everyone
+/// (0644), like a file git checks out; the temporary file starts as 0600.
+pub fn write_readable(path: &Utf8Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    write_atomically(path, contents)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("making {path} readable"))
+}
+
 /// Writes the generated files into `dir` and removes files that are no
 /// longer generated; returns the removed paths.
 pub fn write(dir: &Utf8Path, generated: &Generated) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
     for (path, contents) in generated {
-        write_atomically(&dir.join(path), contents.as_bytes())?;
+        write_readable(&dir.join(path), contents.as_bytes())?;
     }
     let mut removed = Vec::new();
     for path in compare::files_below(dir)? {
