@@ -60,13 +60,26 @@ impl Nix {
                 // No location: it is about the first file Nix could not read.
                 None => (remaining[0].clone(), &remaining[1..]),
             };
+            // Nix resolves names while parsing, so an unknown name fails here too.
+            let (code, hint) = if error.message.starts_with("undefined variable") {
+                (
+                    "NIX003",
+                    "Define the name (in a `let`, or as a function argument) or fix its spelling.",
+                )
+            } else {
+                ("NIX001", "Fix the syntax at the position shown (`nix-instantiate --parse <file>` shows it too).")
+            };
             findings.push(
                 Finding::new(
-                    "NIX001",
+                    code,
                     Severity::Error,
                     AttrPath::root(),
-                    format!("{} does not parse: {}", crate::project::display_path(&file), error.message),
-                    "Fix the syntax at the position shown (`nix-instantiate --parse <file>` shows it too).",
+                    format!(
+                        "{} does not parse: {}",
+                        crate::project::display_path(&file),
+                        error.message
+                    ),
+                    hint,
                 )
                 .at(error.location.or(Some(Location {
                     file,
