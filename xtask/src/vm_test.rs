@@ -66,6 +66,17 @@ pub struct Args {
     /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION). For tests.
     #[arg(long, hide = true)]
     pub tamper: Vec<Tamper>,
+    /// After the normal boots, SIGKILL the VM at N instants spread over the
+    /// rollback of a rotation boot, boot again normally and check that
+    /// nothing was lost (each cut costs two boots; try 20 for a soak run).
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "3", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=500))]
+    pub power_cuts: u32,
+    /// Boot a what-if layout whose Btrfs mounts all use this compression
+    /// (zstd:3, none, …) instead of the layout's; for comparisons such as
+    /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
+    #[arg(long, hide = true)]
+    pub compression: Option<String>,
 }
 
 impl Args {
@@ -82,6 +93,8 @@ impl Args {
             boot_timeout: self.boot_timeout.map(Duration::from_secs),
             keep_logs: self.keep_logs,
             tamper: self.tamper.clone(),
+            power_cuts: self.power_cuts,
+            compression: self.compression.clone(),
             progress: true,
         }
     }
@@ -124,6 +137,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         highlights.push(format!(
             "TRIM gave back {:.1} MiB to the host image",
             freed / 1048576.0
+        ));
+    }
+    if let (Some(survived), Some(total)) =
+        (figure("power_cuts.survived"), figure("power_cuts.total"))
+    {
+        highlights.push(format!(
+            "power cuts in the rollback survived: {survived}/{total}"
         ));
     }
     if let Some(peak) = figure("vm.peak_rss_bytes") {

@@ -39,9 +39,9 @@ fn check<'r>(results: &'r VmTestResults, boot: u32, name: &str) -> &'r CheckReco
 }
 
 #[test]
-fn the_lab_vm_test_passes_on_the_real_layout() {
+fn the_lab_vm_test_passes_on_the_real_layout_and_survives_power_cuts() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let (output, results) = vm_test(&[]);
+    let (output, results) = vm_test(&["--power-cuts", "2"]);
     let failed: Vec<&CheckRecord> = results.checks.iter().filter(|c| !c.passed).collect();
     assert!(
         output.status.success() && failed.is_empty(),
@@ -52,7 +52,18 @@ fn the_lab_vm_test_passes_on_the_real_layout() {
     assert_eq!(results.backend, "lab");
     assert_eq!(results.disk_bytes, 480_000_000_000);
     let kinds: Vec<&str> = results.boots.iter().map(|b| b.kind.as_str()).collect();
-    assert_eq!(kinds, ["install", "rotate", "rotate"]);
+    assert_eq!(
+        kinds,
+        [
+            "install",
+            "rotate",
+            "rotate",
+            "power-cut",
+            "rotate",
+            "power-cut",
+            "rotate"
+        ]
+    );
 
     // Every check the issue names, at the boots it belongs to.
     for name in [
@@ -86,6 +97,23 @@ fn the_lab_vm_test_passes_on_the_real_layout() {
         }
     }
     assert!(check(&results, 3, "old-roots-kept").passed);
+    // Each power cut (boots 4 and 6) is followed by a normal boot that finds everything.
+    for (boot, cut) in [(5, 1), (7, 2)] {
+        let survived = check(&results, boot, &format!("power-cut:{cut}"));
+        assert!(
+            survived.passed && survived.measured.contains("SIGKILL"),
+            "{survived:?}"
+        );
+        for name in [
+            "boot-completed",
+            "root-fresh",
+            "persist-marker",
+            "subvolumes",
+            "old-roots-kept",
+        ] {
+            assert!(check(&results, boot, name).passed, "{name} after cut {cut}");
+        }
+    }
 
     let figure = |name: &str| {
         *results
@@ -98,6 +126,8 @@ fn the_lab_vm_test_passes_on_the_real_layout() {
     assert!(figure("rotation_ms.boot2") < 10_000.0);
     assert!(figure("vm.peak_rss_bytes") > 0.0);
     assert!(figure("boot_ms.boot1") > 0.0);
+    assert_eq!(figure("power_cuts.survived"), 2.0);
+    assert_eq!(figure("power_cuts.total"), 2.0);
 
     // The file the deploy checklist reads says the same.
     let written: VmTestResults = xtask::results::read(&xtask::results::path("vm-test"))

@@ -101,6 +101,7 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
             note,
         ));
     }
+    figures.extend(compression_settings()?);
     if let Some(results) = last {
         for (name, note) in [
             (
@@ -121,6 +122,55 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
                 figures.push(Figure::new(Section::Vm, name, *value, unit, 1, note));
             }
         }
+    }
+    Ok(figures)
+}
+
+/// The same /nix corpus under each setting that really takes effect: the
+/// install boot of a what-if layout per setting (zstd:1 is the layout's own).
+fn compression_settings() -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for setting in ["zstd:1", "zstd:3", "none"] {
+        eprintln!("bench vm: install boot with compress={setting}");
+        let options = lab::Options {
+            accel: Some(Choice::Tcg),
+            progress: false,
+            boots: 1,
+            compression: Some(setting.to_owned()),
+            ..lab::Options::default()
+        };
+        let outcome = lab::run(&options)?;
+        if outcome.verdict != Verdict::Passed {
+            bail!(
+                "the install boot with compress={setting} did not pass ({:?})",
+                outcome.verdict
+            );
+        }
+        let get = |name: &str| {
+            outcome
+                .results
+                .figures
+                .get(name)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let note = format!(
+            "{:.1} of {:.1} MiB on disk",
+            get("compression.@nix.disk_bytes") / 1048576.0,
+            get("compression.@nix.uncompressed_bytes") / 1048576.0
+        );
+        figures.push(Figure::new(
+            Section::Vm,
+            format!("@nix saved with {setting}"),
+            get("compression.@nix.percent"),
+            "%",
+            1,
+            if setting == "zstd:1" {
+                format!("{note}; the layout's setting, roadmap > 30%")
+            } else {
+                note
+            },
+        ));
     }
     Ok(figures)
 }

@@ -19,7 +19,7 @@ use super::modules::{self, Index};
 use super::plan::{BootKind, Plan};
 use super::protocol::Event;
 use super::qemu::{self, BootRun, Ending, VmConfig};
-use super::realise::{Realisation, Tamper};
+use super::realise::{History, Realisation, Tamper};
 use crate::check;
 use crate::findings::Severity;
 use crate::hosts;
@@ -53,6 +53,10 @@ pub struct Options {
     pub boot_timeout: Option<Duration>,
     pub keep_logs: bool,
     pub tamper: Vec<Tamper>,
+    /// Power cuts during the rollback after the normal boots (`--power-cuts`).
+    pub power_cuts: u32,
+    /// A what-if layout: every Btrfs mount with this compression (`none`: without).
+    pub compression: Option<String>,
     /// Show a spinner with step names on stderr.
     pub progress: bool,
 }
@@ -71,6 +75,8 @@ impl Default for Options {
             boot_timeout: None,
             keep_logs: false,
             tamper: Vec::new(),
+            power_cuts: 0,
+            compression: None,
             progress: true,
         }
     }
@@ -126,13 +132,16 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         .filter(|f| f.severity == Severity::Error)
         .map(|f| format!("{} {}: {}", f.code, f.path, f.message))
         .collect();
-    let Some(layout) = loaded.layout else {
+    let Some(mut layout) = loaded.layout else {
         bail!(
             "the layout of {} does not build: {}",
             host.name,
             errors.join("; ")
         );
     };
+    if let Some(setting) = &options.compression {
+        layout = with_compression(&layout, setting);
+    }
     let mut disk_bytes = BTreeMap::new();
     for disk in &layout.disks {
         let bytes = match &options.disk_size {
@@ -195,6 +204,50 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
     })
 }
 
+/// The layout with every Btrfs mount's compression replaced by `setting`
+/// (`zstd:3`, `lzo`, …; `none` removes it). Steps and expectations are both
+/// made from the result, so the VM measures what that setting would do.
+pub fn with_compression(layout: &crate::layout::Layout, setting: &str) -> crate::layout::Layout {
+    use crate::layout::{Content, DiskContent};
+    let is_compress = |o: &String| {
+        o.starts_with("compress=") || o.starts_with("compress-force=") || o == "compress"
+    };
+    // Btrfs mounts always get the setting; NixOS's extra options only lose theirs.
+    let replace = |options: &mut Vec<String>, btrfs_mount: bool| {
+        let had = options.iter().any(is_compress);
+        options.retain(|o| !is_compress(o));
+        if (had || btrfs_mount) && setting != "none" {
+            options.insert(0, format!("compress={setting}"));
+        }
+    };
+    let mut layout = layout.clone();
+    for disk in &mut layout.disks {
+        let contents: Vec<&mut Content> = match &mut disk.content {
+            Some(DiskContent::Gpt(gpt)) => gpt
+                .partitions
+                .iter_mut()
+                .filter_map(|p| p.content.as_mut())
+                .collect(),
+            Some(DiskContent::Whole(content)) => vec![content],
+            None => Vec::new(),
+        };
+        for content in contents {
+            if let Content::Btrfs(btrfs) = content {
+                replace(&mut btrfs.mount_options, true);
+                for subvolume in &mut btrfs.subvolumes {
+                    replace(&mut subvolume.mount_options, true);
+                }
+            }
+        }
+    }
+    for flags in layout.file_systems.values_mut() {
+        if flags.options.iter().any(is_compress) {
+            flags.options.retain(|o| !is_compress(o));
+        }
+    }
+    layout
+}
+
 /// A boot's default time limit: generous, because CI machines are slow.
 fn boot_timeout(options: &Options, accel: Accel, kind: BootKind) -> Duration {
     if let Some(timeout) = options.boot_timeout {
@@ -214,13 +267,14 @@ pub struct BootOutcome {
     pub run: BootRun,
     pub collected: Collected,
     pub console_log: Utf8PathBuf,
+    /// From the host's receipt of the rollback's start to its end.
+    pub rollback_span: Option<Duration>,
 }
 
 /// The VM runs of one `vm-test`: the disk and plans live in a private
 /// directory that is removed at the end, logs in the log directory.
 pub struct Session<'a> {
     pub prepared: &'a Prepared,
-    pub realisation: &'a Realisation<'a>,
     pub options: &'a Options,
     pub run_dir: &'a Utf8Path,
     pub log_dir: &'a Utf8Path,
@@ -262,9 +316,19 @@ impl Session<'_> {
         let disk = self.disk.clone();
         let progress = self.progress.clone();
         let measurements = &mut self.measurements;
+        let mut rollback_started = None;
+        let mut rollback_span = None;
         let run = qemu::boot(&config, |event, control| {
             match event {
-                Event::StepStarted { name } => progress.set_message(format!("{title}: {name}")),
+                Event::StepStarted { name } => {
+                    if name == "rollback" {
+                        rollback_started = Some(Instant::now());
+                    }
+                    progress.set_message(format!("{title}: {name}"));
+                }
+                Event::StepFinished { name, .. } if name == "rollback" => {
+                    rollback_span = rollback_started.map(|at: Instant| at.elapsed());
+                }
                 Event::Measure { point } => {
                     progress.set_message(format!("{title}: measuring the image ({point})"));
                     let allocation = disk::allocation(&qemu_img, &disk)?;
@@ -285,7 +349,130 @@ impl Session<'_> {
             run,
             collected,
             console_log,
+            rollback_span,
         })
+    }
+}
+
+/// Everything the boots recorded, in the shape of vm-test.json.
+#[derive(Default)]
+struct Tally {
+    boots: Vec<BootRecord>,
+    checks: Vec<CheckRecord>,
+    figures: BTreeMap<String, f64>,
+    /// `old_roots` as each boot saw it, by boot number.
+    old_roots: BTreeMap<u32, Vec<String>>,
+    peak: u64,
+    failing_console: Option<(Utf8PathBuf, Vec<String>)>,
+    could_not_run: Option<String>,
+}
+
+impl Tally {
+    /// Records a boot that should have run to the end; whether it did.
+    fn completed(
+        &mut self,
+        plan: &Plan,
+        outcome: &BootOutcome,
+        options: &Options,
+        accel: Accel,
+    ) -> Result<bool> {
+        let BootOutcome {
+            run,
+            collected,
+            console_log,
+            ..
+        } = outcome;
+        let boot = plan.boot;
+        self.measure(boot, run, collected);
+        let mut record = collected.record.clone();
+        self.checks.extend(collected.checks.iter().cloned());
+        let problem = match (&run.ending, collected.finished) {
+            (Ending::Exited { .. }, true) => None,
+            (Ending::Interrupted, _) => {
+                bail!("interrupted; the VM was stopped and its files removed")
+            }
+            (Ending::TimedOut, _) => Some(format!(
+                "did not finish within {} s",
+                boot_timeout(options, accel, plan.kind).as_secs()
+            )),
+            (Ending::Killed { reason }, _) => Some(format!("killed: {reason}")),
+            (Ending::Exited { code }, false) => Some(format!(
+                "qemu exited ({}) before the agent finished{}",
+                code.map_or("signal".to_owned(), |c| format!("status {c}")),
+                collected
+                    .fatal
+                    .as_ref()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default()
+            )),
+        };
+        if !collected.started {
+            self.could_not_run = Some(format!(
+                "boot {boot}: the guest agent never started ({}){}{}",
+                problem.unwrap_or_else(|| "no hello".to_owned()),
+                collected
+                    .fatal
+                    .as_ref()
+                    .map(|f| format!("; agent: {f}"))
+                    .unwrap_or_default(),
+                if run.qemu_stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; qemu: {}", run.qemu_stderr.trim())
+                }
+            ));
+            self.failing_console = Some((console_log.clone(), qemu::tail(console_log, 40)));
+            self.boots.push(record);
+            return Ok(false);
+        }
+        self.checks.push(host_check(
+            boot,
+            "boot-completed",
+            problem.is_none(),
+            problem
+                .clone()
+                .unwrap_or_else(|| format!("powered off after {:.1} s", run.wall.as_secs_f64())),
+            "the agent runs the plan and powers off".to_owned(),
+        ));
+        if problem.is_some() {
+            record.passed = false;
+        }
+        if !record.passed && self.failing_console.is_none() {
+            self.failing_console = Some((console_log.clone(), qemu::tail(console_log, 40)));
+        }
+        print_boot(&record, collected, plan.boots);
+        self.boots.push(record);
+        Ok(problem.is_none())
+    }
+
+    fn measure(&mut self, boot: u32, run: &BootRun, collected: &Collected) {
+        if let Some(bytes) = run.peak_rss_bytes {
+            self.peak = self.peak.max(bytes);
+            self.figures
+                .insert(format!("vm.peak_rss_bytes.boot{boot}"), bytes as f64);
+        }
+        self.figures
+            .insert(format!("boot_ms.boot{boot}"), run.wall.as_millis() as f64);
+        self.figures.extend(collected.figures.clone());
+        if let Some(names) = collected
+            .data
+            .get("old_roots")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        {
+            self.old_roots.insert(boot, names);
+        }
+    }
+
+    /// Old roots that `earlier` saw and `later` does not.
+    fn lost_old_roots(&self, earlier: u32, later: u32) -> Option<(Vec<String>, usize, usize)> {
+        let before = self.old_roots.get(&earlier)?;
+        let now = self.old_roots.get(&later)?;
+        let lost = before
+            .iter()
+            .filter(|n| !now.contains(n))
+            .cloned()
+            .collect();
+        Some((lost, before.len(), now.len()))
     }
 }
 
@@ -355,6 +542,10 @@ pub fn run(options: &Options) -> Result<Outcome> {
     let started = Instant::now();
     qemu::handle_interrupts();
     anyhow::ensure!(options.boots >= 1, "--boots must be at least 1");
+    anyhow::ensure!(
+        options.power_cuts == 0 || options.boots >= 2,
+        "--power-cuts needs a normal rotation first: --boots 2 or more"
+    );
     let prepared = prepare(options)?;
     let disk_key = prepared
         .layout
@@ -368,18 +559,21 @@ pub fn run(options: &Options) -> Result<Outcome> {
         &prepared.disk_bytes,
         check::firmware(&prepared.machine),
     );
+    let total_boots = options.boots + 2 * options.power_cuts;
     let realisation = Realisation::new(
         &prepared.layout,
         &context,
         prepared.tools.clone(),
         prepared.image.rollback.clone(),
-        options.boots,
+        total_boots,
         nonce(),
         options.tamper.clone(),
     )?;
-    let tampered = !options.tamper.is_empty();
-    let kind = if tampered {
+    // Only a run of the layout as it is may stand as the vm-test result.
+    let kind = if !options.tamper.is_empty() {
         "vm-test-tampered"
+    } else if options.compression.is_some() {
+        "vm-test-what-if"
     } else {
         "vm-test"
     };
@@ -399,7 +593,94 @@ pub fn run(options: &Options) -> Result<Outcome> {
     let disk_path = run_dir_path.join("disk.qcow2");
     disk::create(&prepared.qemu_img, &disk_path, disk_bytes)?;
 
-    let setup = vec![
+    let setup = describe_setup(&prepared, options, disk_bytes);
+    let mut session = Session {
+        prepared: &prepared,
+        options,
+        run_dir: &run_dir_path,
+        log_dir: &log_dir,
+        disk: disk_path,
+        progress: progress_bar(options.progress),
+        measurements: BTreeMap::new(),
+    };
+    let mut tally = Tally::default();
+    let mut rollback_spans = Vec::new();
+    let mut all_completed = true;
+    for boot in 1..=options.boots {
+        let plan = realisation.plan(boot)?;
+        let outcome = session.boot(&plan, &format!("boot{boot}"), |_, _| Ok(()))?;
+        let completed = session
+            .progress
+            .suspend(|| tally.completed(&plan, &outcome, options, prepared.accel))?;
+        rollback_spans.extend(outcome.rollback_span);
+        if boot >= 3 {
+            old_roots_kept(&mut tally, boot - 1, boot, 1);
+        }
+        if !completed {
+            all_completed = false;
+            break;
+        }
+    }
+    if all_completed && tally.could_not_run.is_none() && options.power_cuts > 0 {
+        let reference = rollback_spans
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(Duration::from_millis(500));
+        power_cuts(&mut session, &realisation, &mut tally, reference)?;
+    }
+    session.progress.finish_and_clear();
+    let mut figures = std::mem::take(&mut tally.figures);
+    if tally.peak > 0 {
+        figures.insert("vm.peak_rss_bytes".to_owned(), tally.peak as f64);
+    }
+    figures.insert("vm.memory_mib".to_owned(), f64::from(options.memory_mib));
+    figures.insert("initramfs.bytes".to_owned(), prepared.image.bytes as f64);
+    trim_reached_the_host(&session, &realisation, &mut tally, &mut figures);
+
+    let verdict = if let Some(reason) = tally.could_not_run.take() {
+        Verdict::CouldNotRun(reason)
+    } else if tally.checks.iter().any(|c| !c.passed) || tally.boots.iter().any(|b| !b.passed) {
+        Verdict::ChecksFailed
+    } else {
+        Verdict::Passed
+    };
+    let passed = verdict == Verdict::Passed;
+    let results = VmTestResults {
+        header: Header::now(kind, &prepared.layout.host, passed),
+        backend: "lab".to_owned(),
+        accelerator: prepared.accel.to_string(),
+        kernel: prepared.kernel.version.clone(),
+        disk_bytes,
+        boots: tally.boots,
+        checks: tally.checks,
+        figures,
+        wall_ms: started.elapsed().as_millis() as u64,
+    };
+    let results_path = crate::results::write(kind, &results)?;
+    let logs_kept = options.keep_logs || !passed;
+    if !logs_kept {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    drop(session);
+    drop(run_dir);
+    Ok(Outcome {
+        verdict,
+        results,
+        results_path,
+        log_dir,
+        logs_kept,
+        failing_console: tally.failing_console,
+        setup,
+    })
+}
+
+fn describe_setup(
+    prepared: &Prepared,
+    options: &Options,
+    disk_bytes: u64,
+) -> Vec<(String, String)> {
+    vec![
         ("host".to_owned(), prepared.layout.host.clone()),
         ("kernel".to_owned(), prepared.kernel.to_string()),
         (
@@ -431,209 +712,187 @@ pub fn run(options: &Options) -> Result<Outcome> {
                 options.memory_mib, options.cpus
             ),
         ),
-    ];
+    ]
+}
 
-    let mut session = Session {
-        prepared: &prepared,
-        realisation: &realisation,
-        options,
-        run_dir: &run_dir_path,
-        log_dir: &log_dir,
-        disk: disk_path,
-        progress: progress_bar(options.progress),
-        measurements: BTreeMap::new(),
+/// Host check: `later` kept every old root `earlier` saw, and added `added`.
+fn old_roots_kept(tally: &mut Tally, earlier: u32, later: u32, added: usize) {
+    let Some((lost, before, now)) = tally.lost_old_roots(earlier, later) else {
+        return;
     };
-    let mut boots: Vec<BootRecord> = Vec::new();
-    let mut checks: Vec<CheckRecord> = Vec::new();
-    let mut figures: BTreeMap<String, f64> = BTreeMap::new();
-    let mut data: Vec<BTreeMap<String, serde_json::Value>> = Vec::new();
-    let mut verdict = Verdict::Passed;
-    let mut failing_console = None;
-    let mut peak = 0u64;
-    for boot in 1..=options.boots {
-        let plan = realisation.plan(boot)?;
-        let outcome = session.boot(&plan, &format!("boot{boot}"), |_, _| Ok(()))?;
-        let BootOutcome {
-            run,
-            collected,
-            console_log,
-        } = outcome;
-        if let Some(bytes) = run.peak_rss_bytes {
-            peak = peak.max(bytes);
-            figures.insert(format!("vm.peak_rss_bytes.boot{boot}"), bytes as f64);
-        }
-        figures.insert(format!("boot_ms.boot{boot}"), run.wall.as_millis() as f64);
-        figures.extend(collected.figures.clone());
-        let mut record = collected.record.clone();
-        checks.extend(collected.checks.clone());
-        data.push(collected.data.clone());
-        let summary = match (&run.ending, collected.finished) {
-            (Ending::Exited { .. }, true) => None,
-            (Ending::Interrupted, _) => {
-                bail!("interrupted; the VM was stopped and its files removed")
+    tally.checks.push(host_check(
+        later,
+        "old-roots-kept",
+        lost.is_empty() && now == before + added,
+        format!(
+            "{before} before, {now} now{}",
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!("; lost {}", lost.join(" "))
             }
-            (Ending::TimedOut, _) => Some(format!(
-                "did not finish within {} s",
-                boot_timeout(options, prepared.accel, plan.kind).as_secs()
-            )),
-            (Ending::Killed { reason }, _) => Some(format!("killed: {reason}")),
-            (Ending::Exited { code }, false) => Some(format!(
-                "qemu exited ({}) before the agent finished{}",
-                code.map_or("signal".to_owned(), |c| format!("status {c}")),
-                collected
-                    .fatal
-                    .as_ref()
-                    .map(|f| format!(": {f}"))
-                    .unwrap_or_default()
-            )),
-        };
-        if !collected.started {
-            session.progress.finish_and_clear();
-            let reason = format!(
-                "boot {boot}: the guest agent never started ({}){}{}",
-                summary.unwrap_or_else(|| "no hello".to_owned()),
-                collected
-                    .fatal
-                    .as_ref()
-                    .map(|f| format!("; agent: {f}"))
-                    .unwrap_or_default(),
-                if run.qemu_stderr.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!("; qemu: {}", run.qemu_stderr.trim())
-                }
-            );
-            verdict = Verdict::CouldNotRun(reason);
-            failing_console = Some((console_log.clone(), qemu::tail(&console_log, 40)));
-            boots.push(record);
-            break;
-        }
-        checks.push(host_check(
-            boot,
-            "boot-completed",
-            summary.is_none(),
-            summary
-                .clone()
-                .unwrap_or_else(|| format!("powered off after {:.1} s", run.wall.as_secs_f64())),
-            "the agent runs the plan and powers off".to_owned(),
-        ));
-        if summary.is_some() {
-            record.passed = false;
-        }
-        if !record.passed && failing_console.is_none() {
-            failing_console = Some((console_log.clone(), qemu::tail(&console_log, 40)));
-        }
-        session
-            .progress
-            .suspend(|| print_boot(&record, &collected, plan.boots));
-        boots.push(record);
-        if summary.is_some() {
-            break;
-        }
-    }
-    session.progress.finish_and_clear();
-    if peak > 0 {
-        figures.insert("vm.peak_rss_bytes".to_owned(), peak as f64);
-    }
-    figures.insert("vm.memory_mib".to_owned(), f64::from(options.memory_mib));
-    figures.insert("initramfs.bytes".to_owned(), prepared.image.bytes as f64);
+        ),
+        format!("every old root of boot {earlier} kept, {added} more"),
+    ));
+}
 
-    // Host-side checks: the image shrinks after delete + trim; no old root is lost.
-    if let (Some(before), Some(after)) = (
+/// Host check: the qcow2 gave the deleted and trimmed probe's space back.
+fn trim_reached_the_host(
+    session: &Session,
+    realisation: &Realisation,
+    tally: &mut Tally,
+    figures: &mut BTreeMap<String, f64>,
+) {
+    let (Some(before), Some(after)) = (
         session.measurements.get("trim.before"),
         session.measurements.get("trim.after"),
-    ) {
-        let freed = before.data_bytes.saturating_sub(after.data_bytes);
-        let file_freed = before.file_bytes.saturating_sub(after.file_bytes);
-        figures.insert(
-            "trim.image_data_before_bytes".into(),
-            before.data_bytes as f64,
+    ) else {
+        return;
+    };
+    let freed = before.data_bytes.saturating_sub(after.data_bytes);
+    let file_freed = before.file_bytes.saturating_sub(after.file_bytes);
+    figures.insert(
+        "trim.image_data_before_bytes".into(),
+        before.data_bytes as f64,
+    );
+    figures.insert(
+        "trim.image_data_after_bytes".into(),
+        after.data_bytes as f64,
+    );
+    figures.insert("trim.freed_bytes".into(), freed as f64);
+    figures.insert("trim.host_file_freed_bytes".into(), file_freed as f64);
+    let minimum = realisation.host_expectations().trim_freed_min_bytes;
+    tally.checks.push(host_check(
+        1,
+        "trim:host-freed",
+        freed >= minimum,
+        format!(
+            "qcow2 data {} → {} bytes: {freed} freed ({file_freed} bytes of the host file)",
+            before.data_bytes, after.data_bytes
+        ),
+        format!("at least {minimum} bytes given back to the host after delete + fstrim"),
+    ));
+}
+
+/// `--power-cuts N`: SIGKILLs the VM at N instants spread over the rollback
+/// of a rotation boot, then boots normally and checks that the boot
+/// completes with a fresh root, /persist is intact, no old root is lost and
+/// there is exactly one @root.
+fn power_cuts(
+    session: &mut Session,
+    realisation: &Realisation,
+    tally: &mut Tally,
+    reference: Duration,
+) -> Result<()> {
+    let cuts = session.options.power_cuts;
+    let mut boot = session.options.boots;
+    let mut last_completed = boot;
+    let mut survived = 0u32;
+    for cut in 1..=cuts {
+        let delay = reference.mul_f64(f64::from(cut) / f64::from(cuts + 1));
+        boot += 1;
+        let plan = realisation.plan(boot)?;
+        let reason = format!(
+            "power cut {cut}/{cuts}, {} ms into the rollback",
+            delay.as_millis()
         );
-        figures.insert(
-            "trim.image_data_after_bytes".into(),
-            after.data_bytes as f64,
-        );
-        figures.insert("trim.freed_bytes".into(), freed as f64);
-        figures.insert("trim.host_file_freed_bytes".into(), file_freed as f64);
-        let minimum = realisation.host_expectations().trim_freed_min_bytes;
-        checks.push(host_check(
-            1,
-            "trim:host-freed",
-            freed >= minimum,
-            format!(
-                "qcow2 data {} → {} bytes: {freed} freed ({file_freed} bytes of the host file)",
-                before.data_bytes, after.data_bytes
-            ),
-            format!("at least {minimum} bytes given back to the host after delete + fstrim"),
-        ));
-    }
-    for boot in 3..=(data.len() as u32) {
-        let names = |b: u32| -> Vec<String> {
-            data[(b - 1) as usize]
-                .get("old_roots")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default()
+        let outcome = session.boot(&plan, &format!("boot{boot}-cut{cut}"), |event, control| {
+            if matches!(event, Event::StepStarted { name } if name == "rollback") {
+                control.kill_at(Instant::now() + delay, reason.clone());
+            }
+            Ok(())
+        })?;
+        if outcome.run.ending == Ending::Interrupted {
+            bail!("interrupted; the VM was stopped and its files removed");
+        }
+        let cut_landed = matches!(outcome.run.ending, Ending::Killed { .. });
+        let when = if !cut_landed {
+            "the VM ended before the cut".to_owned()
+        } else if outcome.rollback_span.is_some() {
+            "after the rollback had finished".to_owned()
+        } else {
+            "during the rollback".to_owned()
         };
-        let (before, now) = (names(boot - 1), names(boot));
-        let lost: Vec<&String> = before.iter().filter(|n| !now.contains(n)).collect();
-        let added = now.len() as i64 - before.len() as i64;
-        checks.push(host_check(
+        tally.measure(boot, &outcome.run, &outcome.collected);
+        let mut record = outcome.collected.record.clone();
+        record.kind = "power-cut".to_owned();
+        record.passed = cut_landed;
+        tally.boots.push(record);
+        // What the cut boot reported before it died was true when reported.
+        tally
+            .checks
+            .extend(outcome.collected.checks.iter().cloned());
+
+        boot += 1;
+        let history = History::AfterPowerCut {
+            old_roots_before: tally
+                .old_roots
+                .get(&last_completed)
+                .map_or(0, |n| n.len() as u32),
+            last_completed_boot: last_completed,
+        };
+        let plan = realisation.plan_with_history(boot, history)?;
+        let checks_before = tally.checks.len();
+        let outcome = session.boot(&plan, &format!("boot{boot}-after-cut{cut}"), |_, _| Ok(()))?;
+        let completed = session.progress.suspend(|| {
+            tally.completed(&plan, &outcome, session.options, session.prepared.accel)
+        })?;
+        if let Some((lost, before, now)) = tally.lost_old_roots(last_completed, boot) {
+            tally.checks.push(host_check(
+                boot,
+                "old-roots-kept",
+                lost.is_empty(),
+                format!(
+                    "{before} before the cut, {now} after{}",
+                    if lost.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; lost {}", lost.join(" "))
+                    }
+                ),
+                "no old root lost (nothing is past retention)".to_owned(),
+            ));
+        }
+        let failed: Vec<String> = tally.checks[checks_before..]
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.clone())
+            .collect();
+        let ok = completed && failed.is_empty();
+        survived += u32::from(ok);
+        tally.checks.push(host_check(
             boot,
-            "old-roots-kept",
-            lost.is_empty() && added == 1,
+            &format!("power-cut:{cut}"),
+            ok && cut_landed,
             format!(
-                "{} before, {} now{}",
-                before.len(),
-                now.len(),
-                if lost.is_empty() {
-                    String::new()
+                "SIGKILL {} ms after the rollback started ({when}); the next boot {}",
+                delay.as_millis(),
+                if ok {
+                    "completed with a fresh root, /persist intact, every old root kept, one @root"
+                        .to_owned()
                 } else {
-                    format!(
-                        "; lost {}",
-                        lost.iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )
+                    format!("failed: {}", failed.join(", "))
                 }
             ),
-            "every old root of the last boot kept, one more added".to_owned(),
+            "a power cut in the rollback leaves a system that boots normally with nothing lost"
+                .to_owned(),
         ));
+        if !completed || tally.could_not_run.is_some() {
+            break;
+        }
+        last_completed = boot;
     }
-    if verdict == Verdict::Passed && checks.iter().any(|c| !c.passed) {
-        verdict = Verdict::ChecksFailed;
-    }
-    if verdict == Verdict::Passed && boots.iter().any(|b| !b.passed) {
-        verdict = Verdict::ChecksFailed;
-    }
-    let passed = verdict == Verdict::Passed;
-    let results = VmTestResults {
-        header: Header::now(kind, &prepared.layout.host, passed),
-        backend: "lab".to_owned(),
-        accelerator: prepared.accel.to_string(),
-        kernel: prepared.kernel.version.clone(),
-        disk_bytes,
-        boots,
-        checks,
-        figures,
-        wall_ms: started.elapsed().as_millis() as u64,
-    };
-    let results_path = crate::results::write(kind, &results)?;
-    let logs_kept = options.keep_logs || !passed;
-    if !logs_kept {
-        let _ = std::fs::remove_dir_all(&log_dir);
-    }
-    drop(session);
-    drop(run_dir);
-    Ok(Outcome {
-        verdict,
-        results,
-        results_path,
-        log_dir,
-        logs_kept,
-        failing_console,
-        setup,
-    })
+    tally
+        .figures
+        .insert("power_cuts.total".to_owned(), f64::from(cuts));
+    tally
+        .figures
+        .insert("power_cuts.survived".to_owned(), f64::from(survived));
+    tally.figures.insert(
+        "power_cuts.reference_ms".to_owned(),
+        reference.as_millis() as f64,
+    );
+    Ok(())
 }
 
 /// One boot's times: the boot, then every step.
@@ -654,5 +913,36 @@ fn print_boot(record: &BootRecord, collected: &Collected, boots: u32) {
     for row in cells.chunks(3) {
         let line: Vec<String> = row.iter().map(|c| format!("{c:<44}")).collect();
         eprintln!("  {}", line.join("").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::mount_options::{compression, effective};
+    use crate::layout::testing::host_layout;
+
+    #[test]
+    fn what_if_compression_changes_every_btrfs_mount() {
+        let layout = host_layout();
+        let zstd3 = with_compression(&layout, "zstd:3");
+        for (mountpoint, e) in effective(&zstd3) {
+            if mountpoint != "/boot" {
+                assert_eq!(
+                    compression(&e.options).as_deref(),
+                    Some("zstd:3"),
+                    "{mountpoint}"
+                );
+            }
+        }
+        let none = with_compression(&layout, "none");
+        assert!(effective(&none)
+            .values()
+            .all(|e| compression(&e.options).is_none()));
+        // The original is untouched.
+        assert_eq!(
+            compression(&effective(&layout)["/nix"].options).as_deref(),
+            Some("zstd:1")
+        );
     }
 }

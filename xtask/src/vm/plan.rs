@@ -167,6 +167,9 @@ pub struct RollbackStep {
     pub status_dir: String,
     /// The roadmap's limit for one rotation.
     pub max_ms: u64,
+    /// Whether a root must be moved. After a power cut between the move and
+    /// the new root's creation there is none to move, and that is right.
+    pub rotation_required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,14 +232,19 @@ pub enum Expect {
     Absent { paths: Vec<String> },
     /// The file holds exactly the bytes with this SHA-256.
     Digest { path: String, sha256: String },
-    /// @old_roots holds `count` roots named YYYYMMDDTHHMMSSZ[-NN]; the newest
-    /// holds `newest_holds` (the files the previous boot wrote into /).
+    /// @old_roots holds `min_count..=max_count` subvolumes named
+    /// YYYYMMDDTHHMMSSZ[-NN]; the newest holds `newest_holds` and some old
+    /// root holds `some_holds` (the files an earlier boot wrote into /).
     OldRoots {
         device: String,
         directory: String,
-        count: u32,
+        min_count: u32,
+        max_count: u32,
         newest_holds: Vec<String>,
+        some_holds: Vec<String>,
     },
+    /// / holds nothing but the directories the mounts need: a new, empty root.
+    FreshRoot { path: String, allowed: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,6 +95,20 @@ pub struct Realisation<'a> {
     pub tamper: Vec<Tamper>,
 }
 
+/// What a rotation boot may expect of the boots before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// Every earlier boot completed: boot N finds N-1 old roots.
+    Clean,
+    /// The boot before this one lost power somewhere in its rollback.
+    AfterPowerCut {
+        /// Old roots the last completed boot saw, plus the one it left.
+        old_roots_before: u32,
+        /// The last boot that completed and wrote its files into /.
+        last_completed_boot: u32,
+    },
+}
+
 /// What the host checks itself, outside the guest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostExpectations {
@@ -186,6 +200,10 @@ impl<'a> Realisation<'a> {
     }
 
     pub fn plan(&self, boot: u32) -> Result<Plan> {
+        self.plan_with_history(boot, History::Clean)
+    }
+
+    pub fn plan_with_history(&self, boot: u32, history: History) -> Result<Plan> {
         let kind = if boot == 1 {
             BootKind::Install
         } else {
@@ -212,9 +230,9 @@ impl<'a> Realisation<'a> {
             }
             BootKind::Rotate => {
                 self.link_partitions(&mut steps);
-                self.rollback(&mut steps)?;
+                self.rollback(&mut steps, history)?;
                 self.mount_all(&mut steps, boot);
-                self.rotate_checks(&mut steps, boot);
+                self.rotate_checks(&mut steps, boot, history);
                 self.write_root_files(&mut steps, boot);
             }
         }
@@ -373,7 +391,7 @@ impl<'a> Realisation<'a> {
     }
 
     /// The rollback, as the initrd's postDeviceCommands run it: before any mount.
-    fn rollback(&self, steps: &mut Vec<Step>) -> Result<()> {
+    fn rollback(&self, steps: &mut Vec<Step>, history: History) -> Result<()> {
         let script = self
             .rollback
             .as_ref()
@@ -419,6 +437,7 @@ impl<'a> Realisation<'a> {
                 env,
                 status_dir: ROLLBACK_STATUS_DIR.to_owned(),
                 max_ms: MAX_ROTATION_MS,
+                rotation_required: history == History::Clean,
             }),
         ));
         Ok(())
@@ -838,7 +857,31 @@ impl<'a> Realisation<'a> {
         ));
     }
 
-    fn rotate_checks(&self, steps: &mut Vec<Step>, boot: u32) {
+    fn rotate_checks(&self, steps: &mut Vec<Step>, boot: u32, history: History) {
+        let mut allowed: Vec<String> = self
+            .context
+            .mounts
+            .iter()
+            .filter_map(|m| m.mountpoint.trim_start_matches('/').split('/').next())
+            .filter(|first| !first.is_empty())
+            .map(str::to_owned)
+            .collect();
+        allowed.extend(
+            self.layout
+                .nocow_paths
+                .iter()
+                .filter_map(|n| n.target.trim_start_matches('/').split('/').next())
+                .map(str::to_owned),
+        );
+        allowed.sort();
+        allowed.dedup();
+        steps.push(check(
+            "root-fresh",
+            Expect::FreshRoot {
+                path: in_sysroot("/"),
+                allowed,
+            },
+        ));
         let previous: Vec<String> = (1..boot).flat_map(|b| self.root_files(b)).collect();
         steps.push(check(
             "root-wiped",
@@ -860,20 +903,37 @@ impl<'a> Realisation<'a> {
                 },
             ));
         }
+        let relative = |boot: u32| -> Vec<String> {
+            self.root_files(boot)
+                .iter()
+                .map(|p| p.trim_start_matches('/').to_owned())
+                .collect()
+        };
         if let Some(btrfs) = self.root_btrfs() {
-            steps.push(check(
-                "old-roots",
-                Expect::OldRoots {
+            let expect = match history {
+                History::Clean => Expect::OldRoots {
                     device: btrfs.device.clone(),
                     directory: OLD_ROOTS_SUBVOLUME.to_owned(),
-                    count: boot - 1,
-                    newest_holds: self
-                        .root_files(boot - 1)
-                        .iter()
-                        .map(|p| p.trim_start_matches('/').to_owned())
-                        .collect(),
+                    min_count: boot - 1,
+                    max_count: boot - 1,
+                    newest_holds: relative(boot - 1),
+                    some_holds: Vec::new(),
                 },
-            ));
+                // The cut boot may or may not have moved its root; this boot moves
+                // one unless the cut fell between the move and the new root.
+                History::AfterPowerCut {
+                    old_roots_before,
+                    last_completed_boot,
+                } => Expect::OldRoots {
+                    device: btrfs.device.clone(),
+                    directory: OLD_ROOTS_SUBVOLUME.to_owned(),
+                    min_count: old_roots_before + 1,
+                    max_count: old_roots_before + 2,
+                    newest_holds: Vec::new(),
+                    some_holds: relative(last_completed_boot),
+                },
+            };
+            steps.push(check("old-roots", expect));
         }
         self.subvolume_check(steps);
         self.mount_option_checks(steps);
@@ -1012,11 +1072,25 @@ mod tests {
         context: &'a Context<'a>,
         tamper: Vec<Tamper>,
     ) -> Realisation<'a> {
+        let at = |name: &str| format!("/usr/sbin/{name}");
         let tools = GuestTools {
             sgdisk: "/usr/sbin/sgdisk".into(),
             mount: "/usr/bin/mount".into(),
             busybox: "/usr/bin/busybox".into(),
-            ..GuestTools::default()
+            mkfs_btrfs: at("mkfs.btrfs"),
+            btrfs: at("btrfs"),
+            mkfs_vfat: at("mkfs.vfat"),
+            cryptsetup: at("cryptsetup"),
+            mkswap: at("mkswap"),
+            swapon: at("swapon"),
+            swapoff: at("swapoff"),
+            umount: at("umount"),
+            blkid: at("blkid"),
+            findmnt: at("findmnt"),
+            lsattr: at("lsattr"),
+            chattr: at("chattr"),
+            compsize: at("compsize"),
+            fstrim: at("fstrim"),
         };
         let script = EmbeddedScript {
             guest_path: "/etc/xtask/btrfs-rollback.sh".into(),
@@ -1222,14 +1296,15 @@ mod tests {
         assert_eq!(rollback.env["BTRFS_ROLLBACK_MOUNTPOINT"], "/btrfs_tmp");
         assert_eq!(rollback.env["BTRFS_ROLLBACK_ROOT_SUBVOLUME"], "@root");
         let Expect::OldRoots {
-            count,
+            min_count,
+            max_count,
             newest_holds,
             ..
         } = expectation(&plan, "old-roots")
         else {
             panic!()
         };
-        assert_eq!(*count, 2);
+        assert_eq!((*min_count, *max_count), (2, 2));
         assert!(newest_holds.contains(&"etc/xtask-boot-2".to_owned()));
         let Expect::Absent { paths } = expectation(&plan, "root-wiped") else {
             panic!()
@@ -1240,6 +1315,56 @@ mod tests {
             expectation(&plan, "persist-marker"),
             Expect::Digest { .. }
         ));
+        let Expect::FreshRoot { allowed, .. } = expectation(&plan, "root-fresh") else {
+            panic!()
+        };
+        assert_eq!(
+            allowed,
+            &[".snapshots", "boot", "btrfs_tmp", "nix", "persist", "var"]
+        );
+        // Checked before this boot writes its own files.
+        let position = |prefix: &str| {
+            plan.steps
+                .iter()
+                .position(|s| s.name.starts_with(prefix))
+                .unwrap()
+        };
+        assert!(position("check:root-fresh") < position("write:"));
+    }
+
+    #[test]
+    fn after_a_power_cut_the_old_roots_may_be_one_or_two_more() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let history = History::AfterPowerCut {
+            old_roots_before: 2,
+            last_completed_boot: 3,
+        };
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_with_history(5, history)
+            .unwrap();
+        let Expect::OldRoots {
+            min_count,
+            max_count,
+            newest_holds,
+            some_holds,
+            ..
+        } = expectation(&plan, "old-roots")
+        else {
+            panic!()
+        };
+        assert_eq!((*min_count, *max_count), (3, 4));
+        assert!(newest_holds.is_empty());
+        assert!(some_holds.contains(&"etc/xtask-boot-3".to_owned()));
+        let rollback = plan
+            .steps
+            .iter()
+            .find_map(|s| match &s.action {
+                Action::Rollback(r) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert!(!rollback.rotation_required);
     }
 
     #[test]
@@ -1278,6 +1403,56 @@ mod tests {
         assert!(options.contains(&"noatime".to_owned()));
         assert!("drop-everything".parse::<Tamper>().is_err());
         assert!("drop-mount-option=/nix".parse::<Tamper>().is_err());
+    }
+
+    #[test]
+    fn hostile_strings_stay_single_arguments_and_no_shell_runs_them() {
+        // Shell metacharacters in names, labels and options reach the guest as
+        // data: each one argument of an argument vector, never shell text.
+        let mut evaluation = crate::layout::testing::host_evaluation();
+        let hostile = "@x;$(reboot)`id` \"'|&>*";
+        let btrfs = &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]
+            ["partitions"]["root"]["content"];
+        btrfs["subvolumes"][hostile] = serde_json::json!({ "mountpoint": "/srv/a b;c" });
+        btrfs["mountOptions"]
+            .as_array_mut()
+            .unwrap()
+            .push("x-note=$(halt)".into());
+        let (layout, _) = crate::layout::testing::layout_of(&evaluation);
+        let layout = layout.unwrap();
+        let context = context_of(&layout);
+        let plan = realisation_of(&layout, &context, vec![]).plan(1).unwrap();
+        let mut seen_subvolume = false;
+        for step in &plan.steps {
+            if let Action::Run { argv, .. } = &step.action {
+                let program = argv[0].rsplit('/').next().unwrap();
+                assert!(argv[0].starts_with('/'), "{argv:?}");
+                assert!(
+                    !["sh", "bash", "dash", "busybox"].contains(&program),
+                    "a shell runs {argv:?}"
+                );
+                if argv
+                    .iter()
+                    .any(|a| a == &format!("/run/xtask/disko/{hostile}"))
+                {
+                    seen_subvolume = true;
+                }
+                for argument in argv {
+                    assert!(!argument.contains('\n'), "{argument:?}");
+                }
+            }
+        }
+        assert!(
+            seen_subvolume,
+            "the hostile subvolume is created from one argument"
+        );
+        assert_eq!(
+            argv_of(&plan, "mount:/srv/a b;c").last().unwrap(),
+            "/sysroot/srv/a b;c"
+        );
+        // The plan survives JSON unchanged, as the guest reads it.
+        let back: Plan = serde_json::from_str(&plan.to_json()).unwrap();
+        assert_eq!(back, plan);
     }
 
     #[test]

@@ -433,40 +433,50 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
         Expect::OldRoots {
             device,
             directory,
-            count,
+            min_count,
+            max_count,
             newest_holds,
+            some_holds,
         } => {
-            let (names, all_subvolumes, newest_missing) = with_top_level(plan, device, |top| {
-                let dir = Path::new(top).join(directory);
-                let mut names: Vec<String> = std::fs::read_dir(&dir)
-                    .with_context(|| format!("listing {}", dir.display()))?
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                // A subvolume's root directory is inode 256.
-                let all_subvolumes = names
-                    .iter()
-                    .all(|n| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.ino() == 256));
-                let newest_missing: Vec<String> = match names.last() {
-                    Some(newest) => newest_holds
+            let (names, all_subvolumes, newest_missing, some_missing) =
+                with_top_level(plan, device, |top| {
+                    let dir = Path::new(top).join(directory);
+                    let mut names: Vec<String> = std::fs::read_dir(&dir)
+                        .with_context(|| format!("listing {}", dir.display()))?
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.sort();
+                    // A subvolume's root directory is inode 256.
+                    let all_subvolumes = names
                         .iter()
-                        .filter(|p| !dir.join(newest).join(p).exists())
+                        .all(|n| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.ino() == 256));
+                    let newest_missing: Vec<String> = match names.last() {
+                        Some(newest) => newest_holds
+                            .iter()
+                            .filter(|p| !dir.join(newest).join(p).exists())
+                            .cloned()
+                            .collect(),
+                        None => newest_holds.clone(),
+                    };
+                    let some_missing: Vec<String> = some_holds
+                        .iter()
+                        .filter(|p| !names.iter().any(|n| dir.join(n).join(p).exists()))
                         .cloned()
-                        .collect(),
-                    None => newest_holds.clone(),
-                };
-                Ok((names, all_subvolumes, newest_missing))
-            })?;
+                        .collect();
+                    Ok((names, all_subvolumes, newest_missing, some_missing))
+                })?;
             send(&Event::Data {
                 name: "old_roots".into(),
                 value: serde_json::json!(names),
             });
             let well_named = names.iter().all(|n| parse::is_old_root_name(n));
-            let passed = names.len() == *count as usize
+            let count = names.len() as u32;
+            let passed = (*min_count..=*max_count).contains(&count)
                 && well_named
                 && all_subvolumes
-                && newest_missing.is_empty();
+                && newest_missing.is_empty()
+                && some_missing.is_empty();
             let mut measured = format!("{} old roots: {}", names.len(), names.join(" "));
             if !well_named {
                 measured.push_str("; some not named YYYYMMDDTHHMMSSZ[-NN]");
@@ -477,11 +487,57 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
             if !newest_missing.is_empty() {
                 measured.push_str(&format!("; the newest lacks {}", newest_missing.join(" ")));
             }
+            if !some_missing.is_empty() {
+                measured.push_str(&format!("; no old root holds {}", some_missing.join(" ")));
+            }
+            let counted = if min_count == max_count {
+                format!("{min_count}")
+            } else {
+                format!("{min_count} to {max_count}")
+            };
+            let mut expected = format!("{counted} subvolumes named YYYYMMDDTHHMMSSZ[-NN]");
+            if !newest_holds.is_empty() {
+                expected.push_str(&format!(
+                    "; the newest holds the last boot's root ({})",
+                    newest_holds.join(" ")
+                ));
+            }
+            if !some_holds.is_empty() {
+                expected.push_str(&format!(
+                    "; one holds the last completed boot's root ({})",
+                    some_holds.join(" ")
+                ));
+            }
+            report(name, passed, measured, expected);
+            Ok(())
+        }
+        Expect::FreshRoot { path, allowed } => {
+            let mut found: Vec<String> = std::fs::read_dir(path)
+                .with_context(|| format!("listing {path}"))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            found.sort();
+            let unexpected: Vec<&String> = found.iter().filter(|n| !allowed.contains(n)).collect();
             report(
                 name,
-                passed,
-                measured,
-                format!("{count} subvolumes named YYYYMMDDTHHMMSSZ[-NN]; the newest holds the last boot's root ({})", newest_holds.join(" ")),
+                unexpected.is_empty(),
+                if unexpected.is_empty() {
+                    format!("/ holds only {}", found.join(" "))
+                } else {
+                    format!(
+                        "/ also holds {}",
+                        unexpected
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                },
+                format!(
+                    "nothing but the mountpoints' directories ({})",
+                    allowed.join(" ")
+                ),
             );
             Ok(())
         }
@@ -643,7 +699,11 @@ pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
         } else {
             status.lines().collect::<Vec<_>>().join(" ")
         },
-        "result=ok clock=ok rotated_to=YYYYMMDDTHHMMSSZ[-NN], no `failed` marker",
+        if step.rotation_required {
+            "result=ok clock=ok rotated_to=YYYYMMDDTHHMMSSZ[-NN], no `failed` marker"
+        } else {
+            "result=ok clock=ok, rotated_to a name or empty (after a power cut), no `failed` marker"
+        },
     );
     report(
         "rotation-time",
