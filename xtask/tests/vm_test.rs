@@ -186,3 +186,28 @@ fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
     // The real results are not overwritten by a tampered run.
     assert_eq!(std::fs::read(xtask::results::path("vm-test")).ok(), before);
 }
+
+#[test]
+fn the_nixos_backend_fails_fast_and_says_what_is_missing_without_nixpkgs() {
+    let started = std::time::Instant::now();
+    let output = Command::cargo_bin("xtask")
+        .expect("the xtask binary")
+        .args(["vm-test", "--backend", "nixos"])
+        .output()
+        .expect("running cargo xtask vm-test --backend nixos");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        return; // a machine with the flake's inputs ran the NixOS test
+    }
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("NixOS backend cannot run here"), "{stderr}");
+    assert!(
+        stderr.contains("flake") || stderr.contains("nixpkgs"),
+        "names what is missing: {stderr}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 200,
+        "not fast: {:?}",
+        started.elapsed()
+    );
+}

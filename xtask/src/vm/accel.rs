@@ -51,7 +51,7 @@ impl Accel {
     pub fn qemu_args(self) -> Vec<&'static str> {
         match self {
             Accel::Kvm => vec!["-accel", "kvm", "-cpu", "host"],
-            Accel::Tcg => vec!["-accel", "tcg,thread=multi", "-cpu", "max"],
+            Accel::Tcg => vec!["-accel", "tcg,thread=multi,tb-size=128", "-cpu", "max"],
         }
     }
 }

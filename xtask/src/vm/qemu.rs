@@ -256,17 +256,19 @@ pub fn boot(
                 at.saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(50))
             });
-        match lines_rx.recv_timeout(wait) {
-            Ok(line) => {
-                handle(line, &mut events, &mut malformed, &mut stdin, &mut kill_at)?;
-                // Drain what else is there before looking at the clock.
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        }
+        // VmHWM only grows, and is gone once qemu exits: read it often.
         if Instant::now() >= next_sample {
             peak = peak.max(peak_rss(pid));
-            next_sample = Instant::now() + Duration::from_millis(200);
+            next_sample = Instant::now() + Duration::from_millis(100);
+        }
+        match lines_rx.recv_timeout(wait) {
+            Ok(line) => {
+                if line.contains("\"event\":\"done\"") {
+                    peak = peak.max(peak_rss(pid));
+                }
+                handle(line, &mut events, &mut malformed, &mut stdin, &mut kill_at)?;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
         if let Some((at, reason)) = &kill_at {
             if Instant::now() >= *at {
