@@ -103,24 +103,23 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
     }
     figures.extend(compression_settings()?);
     if let Some(results) = last {
-        for (name, note) in [
-            (
-                "compression.@nix.percent",
-                "saved by zstd:1 on the /nix corpus (roadmap > 30%)",
-            ),
-            (
-                "trim.freed_bytes",
-                "qcow2 data freed after delete + fstrim of a 32 MiB file",
-            ),
-        ] {
-            if let Some(value) = results.figures.get(name) {
-                let unit = if name.ends_with("percent") {
-                    "%"
-                } else {
-                    "bytes"
-                };
-                figures.push(Figure::new(Section::Vm, name, *value, unit, 1, note));
-            }
+        let figure = |name: &str| results.figures.get(name).copied();
+        if let (Some(before), Some(after)) = (
+            figure("trim.image_data_before_bytes"),
+            figure("trim.image_data_after_bytes"),
+        ) {
+            figures.push(Figure::new(
+                Section::Vm,
+                "TRIM: qcow2 data before → after delete + fstrim",
+                (before - after) / 1048576.0,
+                "MiB freed",
+                1,
+                format!(
+                    "{:.1} → {:.1} MiB allocated; a 32 MiB file deleted",
+                    before / 1048576.0,
+                    after / 1048576.0
+                ),
+            ));
         }
     }
     Ok(figures)
