@@ -217,9 +217,7 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
     let evaluator = project_root().join("nix").join("lib").join("eval-flake.nix");
     // `nix eval --file` does not call a function with --argstr; the
     // arguments go through the environment so that no path is quoted into Nix.
-    let expression = format!(
-        "import {evaluator} {{ flake = builtins.getEnv \"XTASK_FLAKE\"; host = builtins.getEnv \"XTASK_FLAKE_HOST\"; }}"
-    );
+    let expression = "import (builtins.getEnv \"XTASK_FLAKE_EVALUATOR\") { flake = builtins.getEnv \"XTASK_FLAKE\"; host = builtins.getEnv \"XTASK_FLAKE_HOST\"; }";
     let mut child = Command::new(nix.as_str())
         .args([
             "--extra-experimental-features",
@@ -229,8 +227,9 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
             "--impure",
             "--offline",
             "--expr",
-            &expression,
+            expression,
         ])
+        .env("XTASK_FLAKE_EVALUATOR", evaluator.as_str())
         .env("XTASK_FLAKE", root.as_str())
         .env("XTASK_FLAKE_HOST", attribute)
         .stdout(std::process::Stdio::piped())
