@@ -68,7 +68,7 @@ pub struct Args {
     pub tamper: Vec<Tamper>,
     /// After the normal boots, SIGKILL the VM at N instants spread over the
     /// rollback of a rotation boot, boot again normally and check that
-    /// nothing was lost (each cut costs two boots; try 20 for a soak run).
+    /// nothing was lost. Without N: 3. Each cut costs two boots; 20 makes a soak run.
     #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "3", value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=500))]
     pub power_cuts: u32,

@@ -15,9 +15,11 @@ pub const KERNEL_ENV: &str = "XTASK_VM_KERNEL";
 pub const MODULES_ENV: &str = "XTASK_VM_MODULES";
 
 /// How to get a kernel when none is found.
-pub const HOW_TO_GET_ONE: &str = "on Debian: sudo apt-get install linux-image-cloud-amd64 \
-     (Ubuntu: linux-image-virtual); on NixOS the running system's kernel is used; \
-     or pass --kernel PATH --modules DIR (XTASK_VM_KERNEL / XTASK_VM_MODULES)";
+pub const HOW_TO_GET_ONE: &str = concat!(
+    "on Debian: sudo apt-get install linux-image-cloud-amd64 (Ubuntu: linux-image-virtual); ",
+    "on NixOS the running system's kernel is used; ",
+    "or pass --kernel PATH --modules DIR (XTASK_VM_KERNEL / XTASK_VM_MODULES)"
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kernel {
@@ -407,6 +409,11 @@ pub(crate) mod tests {
         if let Ok(kernel) = discover_in(&Places::system(), None, None) {
             assert_eq!(bzimage_version(&kernel.image).unwrap(), kernel.version);
         }
+    }
+
+    #[test]
+    fn the_hint_names_setups_kernel_package() {
+        assert!(HOW_TO_GET_ONE.contains(crate::setup::KERNEL_PACKAGE));
     }
 
     #[test]

@@ -175,7 +175,15 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
             );
         }
     }
-    let kernel = kernel::discover(options.kernel.as_deref(), options.modules.as_deref())?;
+    let kernel = match kernel::discover(options.kernel.as_deref(), options.modules.as_deref()) {
+        Ok(kernel) => kernel,
+        // None anywhere: install Debian's cloud kernel when setup may install.
+        Err(error) if options.kernel.is_none() && !setup::kernel_installed() => {
+            setup::ensure_kernel().context(error)?;
+            kernel::discover(None, None)?
+        }
+        Err(error) => return Err(error),
+    };
     let index = Index::load(&kernel.modules)?;
     let resolved = index.resolve(modules::WANTED)?;
     let tools = initramfs::host_tools()?;
