@@ -438,7 +438,7 @@ fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
             Ok(Some(format!("{bytes} bytes")))
         }
         Action::WriteLogText { path, bytes, seed } => {
-            write_generated(path, *bytes, &mut Random::new(*seed), Random::fill_log)?;
+            write_repeated_log(path, *bytes, *seed)?;
             Ok(Some(format!("{bytes} bytes")))
         }
         Action::CopyTree {
@@ -609,6 +609,31 @@ fn write_generated(
         fill(random, &mut buffer, chunk);
         buffer.truncate(chunk);
         file.write_all(&buffer)
+            .with_context(|| format!("writing {path}"))?;
+        left -= chunk;
+    }
+    file.sync_all().with_context(|| format!("syncing {path}"))?;
+    Ok(())
+}
+
+/// Btrfs compresses each 128 KiB of a file on its own, so a 256 KiB block of
+/// unique journal text written over and over compresses exactly as much as
+/// all-unique text, at a sixteenth of the cost of generating it (the agent
+/// is a debug build running under TCG).
+const LOG_BLOCK: usize = 256 << 10;
+
+fn write_repeated_log(path: &str, bytes: u64, seed: u64) -> Result<()> {
+    if let Some(parent) = Path::new(path).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut block = Vec::with_capacity(LOG_BLOCK + 256);
+    Random::new(seed).fill_log(&mut block, LOG_BLOCK);
+    block.truncate(LOG_BLOCK);
+    let mut file = File::create(path).with_context(|| format!("creating {path}"))?;
+    let mut left = bytes as usize;
+    while left > 0 {
+        let chunk = left.min(block.len());
+        file.write_all(&block[..chunk])
             .with_context(|| format!("writing {path}"))?;
         left -= chunk;
     }
