@@ -256,7 +256,9 @@ impl<'a> Realisation<'a> {
         }
     }
 
-    /// disko's gpt `_create`: one sgdisk call per partition, in creation order.
+    /// disko's gpt `_create`: `sgdisk --clear` on a disk without a table,
+    /// then one sgdisk call per partition, in creation order (disko's
+    /// lib/types/gpt.nix, with the arguments in its order).
     fn create(&self, steps: &mut Vec<Step>) {
         let sgdisk = &self.tools.sgdisk;
         steps.push(step(
@@ -271,8 +273,11 @@ impl<'a> Realisation<'a> {
                 argv.push(format!("--set-alignment={}", partition.alignment));
             }
             argv.push(format!("--new={n}:{}:{}", partition.start, partition.end));
+            // The model keeps no `uuid` or `attributes`: disko's defaults.
+            argv.push(format!("--partition-guid={n}:R"));
             argv.push(format!("--change-name={n}:{}", partition.label));
             argv.push(format!("--typecode={n}:{}", partition.type_code));
+            argv.push(format!("--attributes={n}:=:0"));
             argv.push(GUEST_DISK.to_owned());
             steps.push(step(
                 &format!("sgdisk:{n}"),
@@ -303,8 +308,10 @@ impl<'a> Realisation<'a> {
         ));
     }
 
-    /// The contents' `_create`, in partition order: mkfs.vfat, mkswap,
-    /// mkfs.btrfs and the subvolumes (sorted by name, as disko creates them).
+    /// The contents' `_create`, in partition order, after every partition
+    /// exists: mkfs.vfat, mkswap (not for randomly encrypted swap), mkfs.btrfs
+    /// and the subvolumes (sorted by name, as disko creates them; disko mounts
+    /// the top level once per subvolume, here once for all, to the same effect).
     fn format(&self, steps: &mut Vec<Step>) {
         for partition in self.partitions() {
             let Some(content) = &partition.content else {
@@ -322,13 +329,15 @@ impl<'a> Realisation<'a> {
                         self.run(argv),
                     ));
                 }
-                Content::Swap(swap) => {
+                // disko leaves randomly encrypted swap to NixOS, which sets it up at every boot.
+                Content::Swap(swap) if !swap.random_encryption => {
                     steps.push(step(
                         &format!("mkswap:{key}"),
                         OnFailure::Stop,
                         self.run(strings([&self.tools.mkswap, &swap.device])),
                     ));
                 }
+                Content::Swap(_) => {}
                 Content::Btrfs(btrfs) => {
                     let mut argv = strings([&self.tools.mkfs_btrfs, &btrfs.device]);
                     argv.extend(btrfs.extra_args.iter().cloned());
@@ -522,8 +531,10 @@ impl<'a> Realisation<'a> {
             if let Some(priority) = swap.priority {
                 swapon.push(format!("--priority={priority}"));
             }
-            if let Some(policy) = &swap.discard_policy {
-                swapon.push(format!("--discard={policy}"));
+            match swap.discard_policy.as_deref() {
+                Some("both") => swapon.push("--discard".to_owned()),
+                Some(policy) => swapon.push(format!("--discard={policy}")),
+                None => {}
             }
             if swap.random_encryption {
                 // nixos/modules/config/swap.nix: a plain mapping keyed from
@@ -1148,12 +1159,16 @@ mod tests {
                 "/usr/sbin/sgdisk",
                 "--align-end",
                 "--new=1:0:+1M",
+                "--partition-guid=1:R",
                 "--change-name=1:disk-main-boot",
                 "--typecode=1:EF02",
+                "--attributes=1:=:0",
                 "/dev/vda"
             ]
         );
         assert_eq!(argv_of(&plan, "sgdisk:4")[2], "--new=4:0:-0");
+        // Randomly encrypted swap gets no mkswap from disko; NixOS makes it at each boot.
+        assert!(!plan.steps.iter().any(|s| s.name.starts_with("mkswap:")));
         let Expect::PartitionTable { partitions, .. } = expectation(&plan, "partition-table")
         else {
             panic!()
