@@ -214,7 +214,10 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
         Ok(found) => found.path(setup::NIX)?.clone(),
         Err(error) => return Ok(FlakeEvaluation::NotRun(format!("{error:#}"))),
     };
-    let evaluator = project_root().join("nix").join("lib").join("eval-flake.nix");
+    let evaluator = project_root()
+        .join("nix")
+        .join("lib")
+        .join("eval-flake.nix");
     // `nix eval --file` does not call a function with --argstr; the
     // arguments go through the environment so that no path is quoted into Nix.
     let expression = "import (builtins.getEnv \"XTASK_FLAKE_EVALUATOR\") { flake = builtins.getEnv \"XTASK_FLAKE\"; host = builtins.getEnv \"XTASK_FLAKE_HOST\"; }";
