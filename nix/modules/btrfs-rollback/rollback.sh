@@ -48,6 +48,9 @@
 # mkdir, mv, sort, stat, date, sync. Process calls do not grow with the
 # number of old roots.
 
+# $NAME_GLOB is a pattern on purpose wherever it is unquoted in a case.
+# shellcheck disable=SC2254
+
 # Byte order for globs and sort: names must sort the same everywhere.
 LC_ALL=C
 export LC_ALL
@@ -59,6 +62,8 @@ CLOCK_FLOOR=1767225600
 CLOCK_CEILING=4102444800
 NL='
 '
+# The shape of an old root's name (without the -NN suffix).
+NAME_GLOB='[0-9][0-9][0-9][0-9][0-1][0-9][0-3][0-9]T[0-2][0-9][0-5][0-9][0-5][0-9]Z'
 
 result=running
 rotated_to=
@@ -69,7 +74,7 @@ clock=ok
 message=
 mounted=
 finished=
-_ino='' _sel='' _listed=''
+_ino='' _sel='' _listed='' _key=''
 
 start_ms=0
 status_dir=
@@ -139,10 +144,10 @@ days_from_civil() {
 # 1 when the name is not one this script gives.
 parse_name() {
 	case $1 in
-	[0-9][0-9][0-9][0-9][0-1][0-9][0-3][0-9]T[0-2][0-9][0-5][0-9][0-5][0-9]Z)
+	$NAME_GLOB)
 		_b=$1 _sfx=0
 		;;
-	[0-9][0-9][0-9][0-9][0-1][0-9][0-3][0-9]T[0-2][0-9][0-5][0-9][0-5][0-9]Z-[0-9][0-9])
+	$NAME_GLOB-[0-9][0-9])
 		_b=${1%-*}
 		_sfx=$((1${1##*-} - 100))
 		[ "$_sfx" -ge 1 ] || return 1
@@ -178,6 +183,7 @@ parse_name() {
 	[ "$_D" -le "$_dim" ] || return 1
 	days_from_civil "$_Y" "$_M" "$_D"
 	name_epoch=$((_days * 86400 + _h * 3600 + _mi * 60 + _s))
+	# shellcheck disable=SC2034 # read through eval
 	name_key=$((name_epoch * 100 + _sfx))
 }
 
@@ -203,7 +209,8 @@ name_of_key() {
 	fi
 }
 
-# A shell variable name for a valid old-root name ([0-9TZ] and one '-').
+# A shell variable name for a name of the old-root shape ([0-9TZ] and one
+# '-'): per-name facts live in variables key_<var>, ino_<var>, sel_<var>.
 var_of() {
 	case $1 in
 	*-*) var=${1%-*}_${1##*-} ;;
@@ -349,6 +356,8 @@ if [ -d "$old_path" ]; then
 		_n=${_e##*/}
 		if parse_name "$_n"; then
 			names="$names $_n"
+			var_of "$_n"
+			eval "key_$var=\$name_key"
 		else
 			skipped=$((skipped + 1))
 			skipped_names="$skipped_names '$_n'"
@@ -372,7 +381,9 @@ for _l in $stat_out; do
 	"$mountpoint") top_ino=$_ino ;;
 	"$root_path") root_ino=$_ino ;;
 	"$old_path"/*)
-		var_of "${_p#"$old_path"/}"
+		_n=${_p#"$old_path"/}
+		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) ;; *) continue ;; esac
+		var_of "$_n"
 		eval "ino_$var=\$_ino"
 		;;
 	esac
@@ -389,10 +400,8 @@ if [ -n "$names" ]; then
 	# shellcheck disable=SC2086 # one word per name
 	sorted=$(printf '%s\n' $names | sort) || fail "sort failed"
 	for _n in $sorted; do
-		parse_name "$_n"
-		newest_key=$name_key
 		var_of "$_n"
-		eval "_ino=\${ino_$var-}"
+		eval "newest_key=\$key_$var _ino=\${ino_$var-}"
 		if [ "$_ino" = 256 ]; then
 			roots="$roots $_n"
 			count=$((count + 1))
@@ -453,6 +462,8 @@ if [ -n "$root_ino" ]; then
 	fi
 	mv "$root_path" "$old_path/$target" || fail "cannot move $root_sv to $old_sv/$target"
 	rotated_to=$target
+	var_of "$target"
+	eval "key_$var=\$target_key"
 	roots="$roots $target"
 	count=$((count + 1))
 fi
@@ -475,9 +486,9 @@ if [ "$clock" = ok ]; then
 	for _n in $roots; do
 		[ "$_i" -lt "$oldest_kept_index" ] || break
 		_i=$((_i + 1))
-		parse_name "$_n"
-		[ "$name_epoch" -lt "$cutoff" ] || continue
 		var_of "$_n"
+		eval "_key=\$key_$var"
+		[ $((_key / 100)) -lt "$cutoff" ] || continue
 		eval "sel_$var=1"
 		selected=$((selected + 1))
 	done
@@ -495,7 +506,7 @@ if [ "$selected" -gt 0 ]; then
 		case $_p in "$old_sv"/*) ;; *) continue ;; esac
 		_rest=${_p#"$old_sv"/}
 		_n=${_rest%%/*}
-		parse_name "$_n" || continue
+		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) ;; *) continue ;; esac
 		var_of "$_n"
 		eval "_sel=\${sel_$var-}"
 		[ "$_sel" = 1 ] || continue
