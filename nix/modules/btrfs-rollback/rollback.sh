@@ -74,7 +74,7 @@ clock=ok
 message=
 mounted=
 finished=
-_ino='' _sel='' _listed='' _key=''
+_ino='' _sel='' _key=''
 
 start_ms=0
 status_dir=
@@ -209,14 +209,12 @@ name_of_key() {
 	fi
 }
 
-# A shell variable name for a name of the old-root shape ([0-9TZ] and one
-# '-'): per-name facts live in variables key_<var>, ino_<var>, sel_<var>.
-var_of() {
-	case $1 in
-	*-*) var=${1%-*}_${1##*-} ;;
-	*) var=$1 ;;
-	esac
-}
+# Per-name facts live in variables key_<v>, ino_<v>, sel_<v>, listed_<v>,
+# where <v> is ${name%-*}_${name#*-} (20260101T000000Z-01 gives
+# 20260101T000000Z_01, and a name without suffix gives NAME_NAME). It is
+# written out inline in the loops because function calls are slow in bash,
+# and only ever applied to names of the old-root shape, so eval sees
+# nothing but [0-9TZ_].
 
 write_status() {
 	[ -n "$status_dir" ] || return 0
@@ -356,8 +354,7 @@ if [ -d "$old_path" ]; then
 		_n=${_e##*/}
 		if parse_name "$_n"; then
 			names="$names $_n"
-			var_of "$_n"
-			eval "key_$var=\$name_key"
+			eval "key_${_n%-*}_${_n#*-}=\$name_key"
 		else
 			skipped=$((skipped + 1))
 			skipped_names="$skipped_names '$_n'"
@@ -368,12 +365,16 @@ fi
 
 # One stat for the top level, the root and every candidate: a subvolume's
 # top directory is inode 256, any other file or directory has a higher one.
-set -- "$mountpoint"
-[ -e "$root_path" ] || [ -L "$root_path" ] && set -- "$@" "$root_path"
-for _n in $names; do set -- "$@" "$old_path/$_n"; done
+# Arguments are joined with newlines and split once ("set -- "$@" x" in a
+# loop is quadratic); no path here holds a newline.
+_args=$mountpoint
+if [ -e "$root_path" ] || [ -L "$root_path" ]; then _args=$_args$NL$root_path; fi
+for _n in $names; do _args=$_args$NL$old_path/$_n; done
+IFS=$NL
+# shellcheck disable=SC2086 # split on newlines only
+set -- $_args
 stat_out=$(stat -c '%i %n' "$@") || fail "stat failed on the top level of $device"
 top_ino='' root_ino=''
-IFS=$NL
 for _l in $stat_out; do
 	_ino=${_l%% *}
 	_p=${_l#* }
@@ -383,8 +384,7 @@ for _l in $stat_out; do
 	"$old_path"/*)
 		_n=${_p#"$old_path"/}
 		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) ;; *) continue ;; esac
-		var_of "$_n"
-		eval "ino_$var=\$_ino"
+		eval "ino_${_n%-*}_${_n#*-}=\$_ino"
 		;;
 	esac
 done
@@ -400,8 +400,7 @@ if [ -n "$names" ]; then
 	# shellcheck disable=SC2086 # one word per name
 	sorted=$(printf '%s\n' $names | sort) || fail "sort failed"
 	for _n in $sorted; do
-		var_of "$_n"
-		eval "newest_key=\$key_$var _ino=\${ino_$var-}"
+		eval "newest_key=\$key_${_n%-*}_${_n#*-} _ino=\${ino_${_n%-*}_${_n#*-}-}"
 		if [ "$_ino" = 256 ]; then
 			roots="$roots $_n"
 			count=$((count + 1))
@@ -462,8 +461,7 @@ if [ -n "$root_ino" ]; then
 	fi
 	mv "$root_path" "$old_path/$target" || fail "cannot move $root_sv to $old_sv/$target"
 	rotated_to=$target
-	var_of "$target"
-	eval "key_$var=\$target_key"
+	eval "key_${target%-*}_${target#*-}=\$target_key"
 	roots="$roots $target"
 	count=$((count + 1))
 fi
@@ -486,15 +484,15 @@ if [ "$clock" = ok ]; then
 	for _n in $roots; do
 		[ "$_i" -lt "$oldest_kept_index" ] || break
 		_i=$((_i + 1))
-		var_of "$_n"
-		eval "_key=\$key_$var"
+		eval "_key=\$key_${_n%-*}_${_n#*-}"
 		[ $((_key / 100)) -lt "$cutoff" ] || continue
-		eval "sel_$var=1"
+		eval "sel_${_n%-*}_${_n#*-}=1"
 		selected=$((selected + 1))
 	done
 fi
 
 failed_deletes=0
+listed=0
 if [ "$selected" -gt 0 ]; then
 	# One listing of the whole filesystem finds the subvolumes nested in the
 	# selected roots (systemd and container tools create them).
@@ -507,28 +505,28 @@ if [ "$selected" -gt 0 ]; then
 		_rest=${_p#"$old_sv"/}
 		_n=${_rest%%/*}
 		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) ;; *) continue ;; esac
-		var_of "$_n"
-		eval "_sel=\${sel_$var-}"
+		eval "_sel=\${sel_${_n%-*}_${_n#*-}-}"
 		[ "$_sel" = 1 ] || continue
 		case /$_rest/ in
-		*/./* | */../* | *//*) warn "skipping odd path $_p" && continue ;;
+		*/./* | */../* | *//*) fail "odd path in the subvolume list: $_p" ;;
 		esac
-		[ "$_rest" = "$_n" ] && eval "listed_$var=1"
-		paths="$paths$NL$mountpoint/$_p"
+		if [ "$_rest" = "$_n" ]; then
+			eval "listed_${_n%-*}_${_n#*-}=1"
+			listed=$((listed + 1))
+		fi
+		paths=$paths$NL$mountpoint/$_p
 	done
-	# Every path is @old_roots/<selected name>[/...] of a root that the
-	# listing showed as a subvolume, deepest first (a parent sorts before
-	# its children, so reverse order deletes children first).
-	set --
+	# stat and the listing must agree that every selected root is a
+	# subvolume; otherwise something is off and nothing is deleted.
+	[ "$listed" -eq "$selected" ] ||
+		fail "$selected old roots selected but $listed of them listed as subvolumes; deleted nothing"
+	# Every path is @old_roots/<selected name>[/...], deepest first: a
+	# parent sorts before its children, so reverse order deletes children
+	# first.
 	# shellcheck disable=SC2086 # one word per line (IFS is a newline)
 	sorted=$(printf '%s\n' $paths | sort -r) || fail "sort failed"
-	for _p in $sorted; do
-		_rest=${_p#"$old_path"/}
-		[ "$_rest" != "$_p" ] || continue
-		var_of "${_rest%%/*}"
-		eval "_listed=\${listed_$var-}"
-		[ "$_listed" = 1 ] && set -- "$@" "$_p"
-	done
+	# shellcheck disable=SC2086 # split on newlines only
+	set -- $sorted
 	unset IFS
 	if [ $# -gt 0 ] && ! btrfs subvolume delete "$@" >/dev/null; then
 		warn "btrfs subvolume delete reported errors"
@@ -536,8 +534,7 @@ if [ "$selected" -gt 0 ]; then
 	# A root is deleted when its name is gone; what is left is finished at a
 	# later boot, since it stays selected.
 	for _n in $roots; do
-		var_of "$_n"
-		eval "_sel=\${sel_$var-}"
+		eval "_sel=\${sel_${_n%-*}_${_n#*-}-}"
 		[ "$_sel" = 1 ] || continue
 		if [ -e "$old_path/$_n" ]; then
 			failed_deletes=$((failed_deletes + 1))
