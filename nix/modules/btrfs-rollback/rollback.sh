@@ -127,64 +127,35 @@ read_ms() {
 	esac
 }
 
-# days_from_civil (proleptic Gregorian, years >= 1): sets _days.
-days_from_civil() {
-	_y=$1 _m=$2 _dd=$3
-	if [ "$_m" -le 2 ]; then _y=$((_y - 1)); fi
-	_era=$((_y / 400))
-	_yoe=$((_y - _era * 400))
-	if [ "$_m" -gt 2 ]; then _mp=$((_m - 3)); else _mp=$((_m + 9)); fi
-	_doy=$(((153 * _mp + 2) / 5 + _dd - 1))
-	_doe=$((_yoe * 365 + _yoe / 4 - _yoe / 100 + _doy))
-	_days=$((_era * 146097 + _doe - 719468))
-}
-
-# Parses an old root's name. Sets name_epoch and name_key (epoch * 100 +
-# suffix, which orders names exactly as they sort) and returns 0, or returns
-# 1 when the name is not one this script gives.
+# Parses an old root's name. Sets name_key (epoch * 100 + suffix, which
+# orders names exactly as they sort) and returns 0, or returns 1 when the
+# name is not one this script gives (bad shape, no such date, year < 1970,
+# suffix -00). It runs once per entry, so it is a few commands with many
+# expansions: command dispatch is what costs in a shell.
 parse_name() {
 	case $1 in
-	$NAME_GLOB)
-		_b=$1 _sfx=0
-		;;
-	$NAME_GLOB-[0-9][0-9])
-		_b=${1%-*}
-		_sfx=$((1${1##*-} - 100))
-		[ "$_sfx" -ge 1 ] || return 1
-		;;
+	$NAME_GLOB) _b=$1 _n2=00 _min=0 ;;
+	$NAME_GLOB-[0-9][0-9]) _b=${1%-*} _n2=${1##*-} _min=1 ;;
 	*) return 1 ;;
 	esac
-	# Fixed-width fields, cut with patterns (dash has no ${v:o:l}); the
-	# leading 1 keeps zero-padded fields decimal.
-	_r=${_b#????}
-	_Y=$((1${_b%????????????} - 10000))
-	_M=$((1${_r%??????????} - 100))
-	_r=${_r#??}
-	_D=$((1${_r%????????} - 100))
-	_r=${_r#??T}
-	_h=$((1${_r%?????} - 100))
-	_r=${_r#??}
-	_mi=$((1${_r%???} - 100))
-	_r=${_r#??}
-	_s=$((1${_r%?} - 100))
-	[ "$_Y" -ge 1970 ] && [ "$_M" -ge 1 ] && [ "$_M" -le 12 ] && [ "$_D" -ge 1 ] &&
-		[ "$_h" -le 23 ] || return 1
-	case $_M in
-	4 | 6 | 9 | 11) _dim=30 ;;
-	2)
-		if [ $((_Y % 4)) -eq 0 ] && { [ $((_Y % 100)) -ne 0 ] || [ $((_Y % 400)) -eq 0 ]; }; then
-			_dim=29
-		else
-			_dim=28
-		fi
-		;;
-	*) _dim=31 ;;
-	esac
-	[ "$_D" -le "$_dim" ] || return 1
-	days_from_civil "$_Y" "$_M" "$_D"
-	name_epoch=$((_days * 86400 + _h * 3600 + _mi * 60 + _s))
+	# Fixed-width fields cut with patterns (dash has no ${v:o:l}):
+	# _r=MMDDTHHMMSSZ, _dd=DDTHHMMSSZ, _t=HHMMSSZ, _mm=MMSSZ, _ss=SSZ.
+	_r=${_b#????} _t=${_b#????????T}
+	_dd=${_r#??} _mm=${_t#??} _ss=${_t#????}
+	# A leading 1 keeps zero-padded fields decimal (08 is bad octal).
+	: $((_Y = 1${_b%????????????} - 10000)) $((_M = 1${_r%??????????} - 100)) \
+		$((_D = 1${_dd%????????} - 100)) $((_h = 1${_t%?????} - 100)) \
+		$((_mi = 1${_mm%???} - 100)) $((_s = 1${_ss%?} - 100)) $((_sfx = 1$_n2 - 100))
+	# Days in the month: February by the leap rule, else 30 + (M + M/8) % 2.
+	[ $((_Y >= 1970 && _M >= 1 && _M <= 12 && _D >= 1 && _h <= 23 && _sfx >= _min &&
+		_D <= (_M == 2 ? 28 + (_Y % 4 == 0 && (_Y % 100 != 0 || _Y % 400 == 0)) : 30 + (_M + _M / 8) % 2))) -eq 1 ] ||
+		return 1
+	# Days since 1970-01-01 (days_from_civil, proleptic Gregorian).
+	: $((_y = _Y - (_M <= 2))) $((_era = _y / 400)) $((_yoe = _y - _era * 400)) \
+		$((_doy = (153 * ((_M + 9) % 12) + 2) / 5 + _D - 1)) \
+		$((_days = _era * 146097 + _yoe * 365 + _yoe / 4 - _yoe / 100 + _doy - 719468))
 	# shellcheck disable=SC2034 # read through eval
-	name_key=$((name_epoch * 100 + _sfx))
+	name_key=$(((_days * 86400 + _h * 3600 + _mi * 60 + _s) * 100 + _sfx))
 }
 
 # The name for key $1 (epoch * 100 + suffix), in $key_name.
