@@ -95,36 +95,38 @@ is_count() {
 	[ ${#1} -le 12 ]
 }
 
-# $1 without leading zeros: shell arithmetic reads 08 as bad octal.
+# $1 without leading zeros (shell arithmetic reads 08 as bad octal), in
+# $_dec. A variable, not output: command substitution forks.
 decimal() {
-	_d=$1
+	_dec=$1
 	while :; do
-		case $_d in 0?*) _d=${_d#0} ;; *) break ;; esac
+		case $_dec in 0?*) _dec=${_dec#0} ;; *) break ;; esac
 	done
-	printf '%s' "$_d"
 }
 
 # Milliseconds on a clock that only moves forward during the run, in
-# $now_ms. GNU date has %N; busybox date prints it literally, so fall back
-# to /proc/uptime (centiseconds), then to whole seconds.
+# $now_ms, without a process where possible: bash's $EPOCHREALTIME (the
+# systemd initrd), else /proc/uptime (centiseconds; the scripted initrd),
+# else `date +%s` (whole seconds). Other shells leave EPOCHREALTIME unset.
+# shellcheck disable=SC3028
 read_ms() {
-	_t=$(date +%s%N 2>/dev/null) || _t=
-	case $_t in
-	'' | *[!0-9]*)
-		if [ -r /proc/uptime ] && read -r _up _rest </proc/uptime; then
-			case $_up in
-			*.[0-9][0-9])
-				_cs=$(decimal "${_up%.*}${_up#*.}")
-				now_ms=$((_cs * 10))
-				return
-				;;
-			esac
-		fi
-		_t=${_t%%[!0-9]*}
-		now_ms=$(($(decimal "${_t:-0}") * 1000))
+	case ${EPOCHREALTIME-} in
+	[0-9]*.[0-9][0-9][0-9][0-9][0-9][0-9])
+		now_ms=$((${EPOCHREALTIME%.*} * 1000 + (1${EPOCHREALTIME#*.} - 1000000) / 1000))
+		return
 		;;
-	*) now_ms=$((_t / 1000000)) ;;
 	esac
+	if [ -r /proc/uptime ] && read -r _up _rest </proc/uptime; then
+		case $_up in
+		[0-9]*.[0-9][0-9])
+			now_ms=$((${_up%.*} * 1000 + (1${_up#*.} - 100) * 10))
+			return
+			;;
+		esac
+	fi
+	_t=$(date +%s 2>/dev/null) || _t=
+	case $_t in '' | *[!0-9]*) _t=0 ;; esac
+	now_ms=$((_t * 1000))
 }
 
 # Parses an old root's name. Sets name_key (epoch * 100 + suffix, which
@@ -173,11 +175,12 @@ name_of_key() {
 	if [ "$_mp" -lt 10 ]; then _M=$((_mp + 3)); else _M=$((_mp - 9)); fi
 	_Y=$((_yoe + _era * 400))
 	if [ "$_M" -le 2 ]; then _Y=$((_Y + 1)); fi
-	key_name=$(printf '%04d%02d%02dT%02d%02d%02dZ' "$_Y" "$_M" "$_D" \
-		$((_sod / 3600)) $((_sod % 3600 / 60)) $((_sod % 60)))
-	if [ "$_sfx" -gt 0 ]; then
-		key_name=$key_name-$(printf '%02d' "$_sfx")
-	fi
+	# Zero-padding without printf (command substitution forks): the digits
+	# after a leading 1 of 10000 + Y, 100 + M, ...
+	_f=$((10000 + _Y)) _f2=$((100 + _M)) _f3=$((100 + _D)) _f4=$((100 + _sod / 3600))
+	_f5=$((100 + _sod % 3600 / 60)) _f6=$((100 + _sod % 60)) _f7=$((100 + _sfx))
+	key_name=${_f#1}${_f2#1}${_f3#1}T${_f4#1}${_f5#1}${_f6#1}Z
+	if [ "$_sfx" -gt 0 ]; then key_name=$key_name-${_f7#1}; fi
 }
 
 # Per-name facts live in variables key_<v>, ino_<v>, sel_<v>, listed_<v>,
@@ -261,7 +264,7 @@ case $status_dir_wanted in
 /*) ;;
 *) fail "BTRFS_ROLLBACK_STATUS_DIR must be an absolute path" ;;
 esac
-if mkdir -p "$status_dir_wanted"; then
+if [ -d "$status_dir_wanted" ] || mkdir -p "$status_dir_wanted"; then
 	status_dir=$status_dir_wanted
 	# A failed marker from an earlier run in this boot is history now.
 	if [ -e "$status_dir/failed" ]; then
@@ -294,9 +297,12 @@ done
 is_count "$retention_days" || fail "BTRFS_ROLLBACK_RETENTION_DAYS is not a number: '$retention_days'"
 is_count "$keep_at_least" || fail "BTRFS_ROLLBACK_KEEP_AT_LEAST is not a number: '$keep_at_least'"
 is_count "$now" || fail "the current time is not a number of epoch seconds: '$now'"
-retention_days=$(decimal "$retention_days")
-keep_at_least=$(decimal "$keep_at_least")
-now=$(decimal "$now")
+decimal "$retention_days"
+retention_days=$_dec
+decimal "$keep_at_least"
+keep_at_least=$_dec
+decimal "$now"
+now=$_dec
 [ "$retention_days" -le 1000000 ] || fail "BTRFS_ROLLBACK_RETENTION_DAYS is too large"
 
 root_path=$mountpoint/$root_sv
@@ -304,7 +310,7 @@ old_path=$mountpoint/$old_sv
 
 # --- Mount the top level ---------------------------------------------------
 
-mkdir -p "$mountpoint" || fail "cannot create $mountpoint"
+[ -d "$mountpoint" ] || mkdir -p "$mountpoint" || fail "cannot create $mountpoint"
 mount -t btrfs -o subvolid=5,noatime "$device" "$mountpoint" ||
 	fail "cannot mount the top level of $device at $mountpoint"
 mounted=1
@@ -318,12 +324,17 @@ if [ -L "$old_path" ] || { [ -e "$old_path" ] && [ ! -d "$old_path" ]; }; then
 	fail "$old_path exists but is not a directory"
 fi
 skipped_names=
+in_order=1 _last_key=-1
 if [ -d "$old_path" ]; then
 	set +f
 	for _e in "$old_path"/* "$old_path"/.[!.]* "$old_path"/..?*; do
 		[ -e "$_e" ] || [ -L "$_e" ] || continue
 		_n=${_e##*/}
 		if parse_name "$_n"; then
+			# Globs sort in byte order (LC_ALL=C), which for our names is
+			# time order; sort(1) is the fallback if that ever fails.
+			[ "$name_key" -gt "$_last_key" ] || in_order=
+			_last_key=$name_key
 			names="$names $_n"
 			eval "key_${_n%-*}_${_n#*-}=\$name_key"
 		else
@@ -368,8 +379,11 @@ roots=
 count=0
 newest_key=
 if [ -n "$names" ]; then
-	# shellcheck disable=SC2086 # one word per name
-	sorted=$(printf '%s\n' $names | sort) || fail "sort failed"
+	sorted=$names
+	if [ -z "$in_order" ]; then
+		# shellcheck disable=SC2086 # one word per name
+		sorted=$(printf '%s\n' $names | sort) || fail "sort failed"
+	fi
 	for _n in $sorted; do
 		eval "newest_key=\$key_${_n%-*}_${_n#*-} _ino=\${ino_${_n%-*}_${_n#*-}-}"
 		if [ "$_ino" = 256 ]; then

@@ -96,12 +96,20 @@ pub struct LoopDevice {
 }
 
 impl LoopDevice {
-    /// Attaches a new sparse file of `bytes` bytes.
+    /// Attaches a new sparse file of `bytes` bytes in the temporary directory.
     pub fn create(lab: &Lab, bytes: u64) -> Result<LoopDevice> {
-        let dir = tempfile::Builder::new()
-            .prefix("xtask-loop-")
-            .tempdir()
-            .context("creating a directory for a disk image")?;
+        LoopDevice::create_in(lab, bytes, None)
+    }
+
+    /// Like `create`, with the image in a directory below `parent` when given.
+    pub fn create_in(lab: &Lab, bytes: u64, parent: Option<&Utf8Path>) -> Result<LoopDevice> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("xtask-loop-");
+        let dir = match parent {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .context("creating a directory for a disk image")?;
         let image = utf8(dir.path().join("disk.img"))?;
         let file = fs::File::create(&image).with_context(|| format!("creating {image}"))?;
         file.set_len(bytes)
@@ -209,7 +217,12 @@ impl BtrfsFixture {
     /// Formats a new sparse file of `bytes` bytes (at least 128 MiB for
     /// mkfs.btrfs) and mounts its top level.
     pub fn create(lab: &Lab, bytes: u64) -> Result<BtrfsFixture> {
-        let device = LoopDevice::create(lab, bytes)?;
+        BtrfsFixture::create_in(lab, bytes, None)
+    }
+
+    /// Like `create`, with the image file below `parent` when given.
+    pub fn create_in(lab: &Lab, bytes: u64, parent: Option<&Utf8Path>) -> Result<BtrfsFixture> {
+        let device = LoopDevice::create_in(lab, bytes, parent)?;
         let dirs = tempfile::Builder::new()
             .prefix("xtask-btrfs-")
             .tempdir()
