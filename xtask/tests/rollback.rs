@@ -557,6 +557,45 @@ fn a_bad_clock_on_an_empty_old_roots_uses_the_floor() {
 }
 
 #[test]
+fn a_clock_before_1970_from_date_still_rotates() {
+    // busybox sh runs its own `date` applet, so only dash and bash can be
+    // given this `date`.
+    let lab = lab();
+    for interpreter in [Interpreter::Dash, Interpreter::Bash] {
+        let case = Case::new(&lab, interpreter);
+        let l = &case.label;
+        let path = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(case.runner.tool_dir()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != "date" {
+                symlink(entry.path(), path.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let date = path.path().join("date");
+        fs::write(&date, "#!/bin/sh\necho -86400\n").unwrap();
+        fs::set_permissions(&date, fs::Permissions::from_mode(0o755)).unwrap();
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.now = None;
+        settings.keep_at_least = Some(0);
+        let command = case.runner.command(
+            case.fs.device(),
+            &settings,
+            false,
+            Some(Utf8Path::from_path(path.path()).unwrap()),
+        );
+        let run = case.runner.run_command(command, &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert_eq!(status.get("rotated_to"), name_n(NOW - 40 * DAY, 1), "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        case.check_persist();
+    }
+}
+
+#[test]
 fn a_clock_in_the_far_future_deletes_nothing() {
     for_each_interpreter(|case| {
         let l = &case.label;

@@ -257,6 +257,8 @@ keep_at_least=${BTRFS_ROLLBACK_KEEP_AT_LEAST:-5}
 now=${BTRFS_ROLLBACK_NOW:-}
 if [ -z "$now" ]; then
 	now=$(date +%s) || now=
+	# A clock before 1970, or none, is merely implausible: rotate anyway.
+	is_count "$now" || now=0
 fi
 status_dir_wanted=${BTRFS_ROLLBACK_STATUS_DIR:-/run/btrfs-rollback}
 
