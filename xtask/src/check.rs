@@ -214,7 +214,7 @@ pub fn check(args: &Args) -> Result<CheckReport> {
 
     let mut files = hosts::nix_files(&root)?;
     if let Some(path) = &disko_override {
-        if !path.starts_with(&root) {
+        if !files.contains(path) {
             files.push(path.clone());
         }
     }

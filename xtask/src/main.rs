@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, check, checklist, docs, setup, vm_test};
+use xtask::{bench, check, checklist, docs, setup, test_cmd, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
@@ -30,6 +30,8 @@ enum Command {
     DeployChecklist(checklist::Args),
     /// Measure check latency, rollback time, VM boots, compression and TRIM; write docs/benchmarks.md.
     Bench(bench::Args),
+    /// Install what the tests need, then run every test (cargo test --workspace).
+    Test(test_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Docs(args) => docs::run(args),
         Command::DeployChecklist(args) => checklist::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Test(args) => test_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -60,13 +60,26 @@ impl Nix {
                 // No location: it is about the first file Nix could not read.
                 None => (remaining[0].clone(), &remaining[1..]),
             };
+            // Nix resolves names while parsing, so an unknown name fails here too.
+            let (code, hint) = if error.message.starts_with("undefined variable") {
+                (
+                    "NIX003",
+                    "Define the name (in a `let`, or as a function argument) or fix its spelling.",
+                )
+            } else {
+                ("NIX001", "Fix the syntax at the position shown (`nix-instantiate --parse <file>` shows it too).")
+            };
             findings.push(
                 Finding::new(
-                    "NIX001",
+                    code,
                     Severity::Error,
                     AttrPath::root(),
-                    format!("{} does not parse: {}", crate::project::display_path(&file), error.message),
-                    "Fix the syntax at the position shown (`nix-instantiate --parse <file>` shows it too).",
+                    format!(
+                        "{} does not parse: {}",
+                        crate::project::display_path(&file),
+                        error.message
+                    ),
+                    hint,
                 )
                 .at(error.location.or(Some(Location {
                     file,
@@ -201,10 +214,10 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
         Ok(found) => found.path(setup::NIX)?.clone(),
         Err(error) => return Ok(FlakeEvaluation::NotRun(format!("{error:#}"))),
     };
-    let expression = project_root()
-        .join("nix")
-        .join("lib")
-        .join("eval-flake.nix");
+    let evaluator = project_root().join("nix").join("lib").join("eval-flake.nix");
+    // `nix eval --file` does not call a function with --argstr; the
+    // arguments go through the environment so that no path is quoted into Nix.
+    let expression = "import (builtins.getEnv \"XTASK_FLAKE_EVALUATOR\") { flake = builtins.getEnv \"XTASK_FLAKE\"; host = builtins.getEnv \"XTASK_FLAKE_HOST\"; }";
     let mut child = Command::new(nix.as_str())
         .args([
             "--extra-experimental-features",
@@ -213,15 +226,12 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
             "--json",
             "--impure",
             "--offline",
-            "--file",
-            expression.as_str(),
-            "--argstr",
-            "flake",
-            root.as_str(),
-            "--argstr",
-            "host",
-            attribute,
+            "--expr",
+            expression,
         ])
+        .env("XTASK_FLAKE_EVALUATOR", evaluator.as_str())
+        .env("XTASK_FLAKE", root.as_str())
+        .env("XTASK_FLAKE_HOST", attribute)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

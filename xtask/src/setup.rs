@@ -118,6 +118,36 @@ pub const ZSTD: Tool = Tool {
     package: "zstd",
 };
 
+/// Debian's kernel for VMs; the lab VM boots it under qemu.
+pub const KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
+
+/// Whether a kernel with its modules is installed where the lab VM looks
+/// (/boot/vmlinuz-<ver> and /lib/modules/<ver>).
+pub fn kernel_installed() -> bool {
+    let Ok(entries) = std::fs::read_dir("/boot") else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        name.strip_prefix("vmlinuz-")
+            .is_some_and(|version| std::path::Path::new("/lib/modules").join(version).is_dir())
+    })
+}
+
+/// Makes sure a kernel for the lab VM is installed (installing Debian's cloud kernel when allowed).
+pub fn ensure_kernel() -> Result<()> {
+    if kernel_installed() {
+        return Ok(());
+    }
+    if let Some(reason) = cannot_install_because() {
+        bail!(
+            "no kernel for the lab VM (/boot/vmlinuz-<version> with /lib/modules/<version>): {reason}\n  on Debian or Ubuntu: sudo apt-get install {KERNEL_PACKAGE}\n  or pass --kernel and --modules to vm-test"
+        );
+    }
+    install_packages(&[KERNEL_PACKAGE])
+}
+
 /// Tools found, by program name.
 #[derive(Debug, Clone, Default)]
 pub struct Found(BTreeMap<&'static str, Utf8PathBuf>);

@@ -335,7 +335,7 @@ impl Layout {
                 Content::Swap(_) => {}
             }
         }
-        mounts.sort_by(|a, b| mount_order_key(a).cmp(&mount_order_key(b)));
+        mounts.sort_by_key(mount_order_key);
         mounts
     }
 

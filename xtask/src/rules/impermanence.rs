@@ -90,7 +90,10 @@ pub fn persist_survives(context: &Context) -> Vec<Issue> {
     }
     let nested_prefix = format!("{ROOT_SUBVOLUME}/");
     for subvolume in &btrfs.subvolumes {
-        if subvolume.name.starts_with(&nested_prefix) {
+        // Names with `..` are BTRFS003's; this is about real nesting.
+        if subvolume.name.starts_with(&nested_prefix)
+            && !subvolume.name.split('/').any(|part| part == "..")
+        {
             issues.push(Issue::new(
                 subvolume.path.join("name"),
                 format!(

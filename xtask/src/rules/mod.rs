@@ -151,7 +151,8 @@ macro_rules! rule {
 /// Every code, in the order the catalogue lists them.
 pub const RULES: &[Rule] = &[
     rule!("NIX001", Error, Nix, "A .nix file of the repository does not parse."),
-    rule!("NIX002", Error, Nix, "The layout does not evaluate (undefined variable, type error, missing file, …)."),
+    rule!("NIX002", Error, Nix, "The layout does not evaluate (type error, missing file, failed assertion, …)."),
+    rule!("NIX003", Error, Nix, "A .nix file uses a variable that is not defined."),
     rule!("MODEL001", Error, Model, "A value has the wrong type for disko's option, or a required option is missing."),
     rule!("MODEL002", Error, Model, "A content type is unknown, or is disko but not part of this layout."),
     rule!("MODEL003", Error, Model, "An attribute is not an option of its disko type (usually a typo)."),
