@@ -29,14 +29,7 @@
       "/etc/ssh/ssh_host_rsa_key"
       "/etc/ssh/ssh_host_rsa_key.pub"
     ];
-    # Keys added on the server survive; the declared ones come from default.nix
-    # (NixOS puts those in /etc/ssh/authorized_keys.d). sshd wants ~/.ssh
-    # private, and impermanence creates it when it is missing.
-    users.hbohlen.files = [
-      {
-        file = ".ssh/authorized_keys";
-        parentDirectory.mode = "0700";
-      }
-    ];
+    # Keys added on the server survive; the declared ones come from default.nix.
+    users.hbohlen.files = [ ".ssh/authorized_keys" ];
   };
 }
