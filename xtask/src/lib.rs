@@ -7,6 +7,7 @@ pub mod checklist;
 pub mod docs;
 pub mod findings;
 pub mod hosts;
+pub mod lab;
 pub mod layout;
 pub mod names;
 pub mod nix;

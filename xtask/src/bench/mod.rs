@@ -3,6 +3,7 @@
 //! docs/benchmarks.md with the machine it was measured on.
 
 mod check;
+mod rollback;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ use crate::project::{project_root, revision, write_atomically};
 pub enum Section {
     /// `check` latency, cold and warm, next to a bare nix-instantiate eval.
     Check,
+    /// Root rotation time with 30, 120 and 1000 old roots on loop-device Btrfs (root only).
+    Rollback,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +178,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("bench: {section:?}");
         let measured = match section {
             Section::Check => check::measure(args.runs),
+            Section::Rollback => rollback::measure(args.runs),
         }
         .with_context(|| format!("measuring {section:?}"))?;
         figures.extend(measured);
