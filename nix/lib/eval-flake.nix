@@ -72,7 +72,9 @@ let
     }) root.users;
   };
   persistence = config.environment.persistence or { };
-  enabledRoots = builtins.filter (name: persistence.${name}.enable) (builtins.attrNames persistence);
+  enabledRoots = builtins.filter (name: persistence.${name}.enable) (
+    builtins.attrNames persistence
+  );
 in
 {
   layout = {

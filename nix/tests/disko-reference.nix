@@ -11,67 +11,67 @@
 let
   inherit (pkgs) lib;
 
+  # One line per difference; none when equal.
   compare =
     what: actual: expected:
-    lib.optional (actual != expected) "${what}: the host has ${builtins.toJSON actual}, the reference ${builtins.toJSON expected}";
+    let
+      shown = builtins.toJSON;
+    in
+    lib.optional (actual != expected)
+      "${what}: the host has ${shown actual}, the reference ${shown expected}";
 
-  partitionMismatches = lib.concatMap (
+  diskMismatches =
     disk:
     let
       partitions = config.disko.devices.disk.${disk.key}.content.partitions;
+      at = "disko.devices.disk.${disk.key}.content.partitions";
+      partitionMismatches =
+        expected:
+        let
+          actual = partitions.${expected.key};
+          here = "${at}.${expected.key}";
+        in
+        compare "${here}._index" actual._index expected.index
+        ++ compare "${here}.label" actual.label expected.label
+        ++ compare "${here}.device" actual.device expected.device
+        ++ compare "${here}.type" actual.type expected.type;
+      expectedNames = lib.sort (a: b: a < b) (map (p: p.key) disk.partitions);
     in
-    lib.concatMap (
-      expected:
-      let
-        actual = partitions.${expected.key};
-        at = "disko.devices.disk.${disk.key}.content.partitions.${expected.key}";
-      in
-      compare "${at}._index" actual._index expected.index
-      ++ compare "${at}.label" actual.label expected.label
-      ++ compare "${at}.device" actual.device expected.device
-      ++ compare "${at}.type" actual.type expected.type
-    ) disk.partitions
-    ++ compare "disko.devices.disk.${disk.key}.content.partitions (names)" (lib.attrNames partitions) (
-      lib.sort (a: b: a < b) (map (p: p.key) disk.partitions)
-    )
-  ) reference.disks;
+    compare "${at} (names)" (lib.attrNames partitions) expectedNames
+    ++ lib.concatMap partitionMismatches disk.partitions;
 
   fileSystemMismatches =
-    lib.concatLists (
-      lib.mapAttrsToList (
-        mountpoint: expected:
-        let
-          actual = config.fileSystems.${mountpoint} or null;
-          at = "fileSystems.\"${mountpoint}\"";
-        in
-        if actual == null then
-          [ "${at}: missing from the host" ]
-        else
-          compare "${at}.device" actual.device expected.device
-          ++ compare "${at}.fsType" actual.fsType expected.fsType
-          ++ compare "${at}.options" actual.options expected.options
-          ++ compare "${at}.neededForBoot" actual.neededForBoot expected.neededForBoot
-      ) reference.fileSystems
-    )
-    # Every disk-backed mount of the host is one disko generated.
-    ++ compare "fileSystems (mountpoints on disko's devices)" (lib.attrNames (
-      lib.filterAttrs (
-        _: fs: lib.any (expected: expected.device == fs.device) (lib.attrValues reference.fileSystems)
-      ) config.fileSystems
-    )) (lib.attrNames reference.fileSystems);
+    mountpoint: expected:
+    let
+      actual = config.fileSystems.${mountpoint} or null;
+      at = "fileSystems.\"${mountpoint}\"";
+    in
+    if actual == null then
+      [ "${at}: missing from the host" ]
+    else
+      compare "${at}.device" actual.device expected.device
+      ++ compare "${at}.fsType" actual.fsType expected.fsType
+      ++ compare "${at}.options" actual.options expected.options
+      ++ compare "${at}.neededForBoot" actual.neededForBoot expected.neededForBoot;
 
-  swapMismatches = compare "swapDevices (device, randomEncryption.enable)" (map (swap: {
+  # Every mount of the host on one of disko's devices is one disko generated.
+  diskoDevices = map (fs: fs.device) (lib.attrValues reference.fileSystems);
+  mountsOnDiskoDevices = lib.attrNames (
+    lib.filterAttrs (_: fs: lib.elem fs.device diskoDevices) config.fileSystems
+  );
+
+  swaps = map (swap: {
     inherit (swap) device;
     randomEncryption = swap.randomEncryption.enable;
-  }) config.swapDevices) (map (swap: {
-    inherit (swap) device;
-    randomEncryption = swap.randomEncryption.enable;
-  }) reference.swapDevices);
+  });
 
   mismatches =
-    partitionMismatches
-    ++ fileSystemMismatches
-    ++ swapMismatches
+    lib.concatMap diskMismatches reference.disks
+    ++ lib.concatLists (lib.mapAttrsToList fileSystemMismatches reference.fileSystems)
+    ++ compare "fileSystems on disko's devices" mountsOnDiskoDevices (
+      lib.attrNames reference.fileSystems
+    )
+    ++ compare "swapDevices" (swaps config.swapDevices) (swaps reference.swapDevices)
     ++ compare "boot.loader.grub.devices" config.boot.loader.grub.devices reference.grubDevices
     ++ compare "boot.resumeDevice" config.boot.resumeDevice reference.resumeDevice;
 in
@@ -84,7 +84,8 @@ pkgs.runCommand "disko-reference"
     if [ -s "$reportPath" ]; then
       echo "The host no longer matches xtask/tests/fixtures/disko-reference.json:" >&2
       cat "$reportPath" >&2
-      echo "Regenerate the fixture (xtask/tests/disko_reference.rs says how) and fix the Rust model if its test fails." >&2
+      echo "Regenerate the fixture (see xtask/tests/disko_reference.rs)," >&2
+      echo "then make the Rust model pass its test against it." >&2
       exit 1
     fi
     touch $out

@@ -19,9 +19,10 @@ let
   common = {
     # VM only: the console needs a password; the server has none.
     users.users.hbohlen.password = "hbohlen";
-    # QEMU's user network (DHCP on whatever the NIC is called), no IPv6 of Hetzner's.
+    # QEMU's user network: DHCP on eth0 (qemu-vm.nix turns predictable
+    # interface names off), and no IPv6 of Hetzner's.
     hetzner.network = {
-      interface = "en*";
+      interface = "eth0";
       ipv6Address = null;
     };
     # No tailnet login from a throwaway VM.
@@ -35,10 +36,10 @@ in
 {
   virtualisation.vmVariant = {
     imports = [ common ];
-    # The VM's disk has no Btrfs and no disko partitions.
+    # The VM's disk has no Btrfs and no disko partitions (qemu-vm.nix
+    # replaces fileSystems and swapDevices with its own).
     boot.btrfsRollback.enable = lib.mkForce false;
     services.btrfs.autoScrub.enable = lib.mkForce false;
-    swapDevices = lib.mkForce [ ];
     virtualisation.diskSize = 8192;
   };
 
