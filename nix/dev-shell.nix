@@ -2,12 +2,12 @@
 # lab `cargo xtask vm-test` call, so that on a Nix machine nothing needs apt.
 { pkgs }:
 let
-  # The lab VM's initramfs embeds busybox. Only its one binary goes on PATH:
-  # the whole package would put busybox's mount, ls, find … ahead of
-  # util-linux and coreutils in the shell.
+  # The lab VM's initramfs embeds busybox (with its shared libraries). Only
+  # its one binary goes on PATH: the whole package would put busybox's
+  # mount, ls, find … ahead of util-linux and coreutils in the shell.
   busyboxOnly = pkgs.runCommand "busybox-binary-only" { } ''
     mkdir -p $out/bin
-    ln -s ${pkgs.pkgsStatic.busybox}/bin/busybox $out/bin/busybox
+    ln -s ${pkgs.busybox}/bin/busybox $out/bin/busybox
   '';
 in
 pkgs.mkShell {
