@@ -8,6 +8,7 @@ pub mod docs;
 pub mod findings;
 pub mod hosts;
 pub mod layout;
+pub mod names;
 pub mod nix;
 pub mod project;
 pub mod report;
