@@ -335,7 +335,8 @@ impl Layout {
                 Content::Swap(_) => {}
             }
         }
-        mounts.sort_by(|a, b| mount_order_key(a).cmp(&mount_order_key(b)));
+        // The key holds a copy of the mountpoint: compute it once per mount.
+        mounts.sort_by_cached_key(mount_order_key);
         mounts
     }
 
