@@ -43,18 +43,29 @@ pub const INVALID_MARKER: &str = "__xtaskInvalid";
 /// of module arguments (`{ lib, ... }:`), which standalone mode cannot call.
 const CANNOT_CALL: &str = "standalone mode cannot call ";
 
-/// What one nix-instantiate run left behind.
+/// The limits of one run of a Nix program.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout: Duration,
+    /// `GC_MAXIMUM_HEAP_SIZE`; `None` leaves the evaluator unbounded (flake
+    /// mode evaluates all of NixOS).
+    max_heap_bytes: Option<u64>,
+    max_output_bytes: u64,
+}
+
+/// What one run of a Nix program left behind.
 struct Ran {
-    /// `None` when it was stopped after `timeout`.
+    program: String,
+    /// `None` when it was stopped after `limits.timeout`.
     status: Option<ExitStatus>,
     stdout: Vec<u8>,
     stderr: String,
-    timeout: Duration,
+    limits: Limits,
 }
 
 impl Ran {
     fn output_too_large(&self) -> bool {
-        self.stdout.len() as u64 > MAX_OUTPUT_BYTES
+        self.stdout.len() as u64 > self.limits.max_output_bytes
     }
 
     fn success(&self) -> bool {
@@ -70,18 +81,20 @@ impl Ran {
         if self.output_too_large() {
             return ended(format!(
                 "the evaluated config is larger than {} MiB of JSON; check reads no more",
-                MAX_OUTPUT_BYTES >> 20
+                self.limits.max_output_bytes >> 20
             ));
         }
         match self.status {
             None => ended(format!(
-                "nix-instantiate did not finish within {} s and was stopped (a config that loops or computes without end; set {TIMEOUT_ENV}=<seconds> to allow longer)",
-                self.timeout.as_secs()
+                "{} did not finish within {} s and was stopped (a config that loops or computes without end; set {TIMEOUT_ENV}=<seconds> to allow longer)",
+                self.program,
+                self.limits.timeout.as_secs()
             )),
             Some(status) if status.code().is_none() => {
                 let said = NixError::parse(&self.stderr);
                 ended(format!(
-                    "nix-instantiate was killed ({status}){}",
+                    "{} was killed ({status}){}",
+                    self.program,
                     if self.stderr.trim().is_empty() {
                         String::new()
                     } else {
@@ -127,61 +140,12 @@ impl Nix {
 
     /// Runs nix-instantiate within the limits above.
     fn run(&self, args: &[&str]) -> Result<Ran> {
-        let timeout = timeout()?;
-        let mut child = Command::new(&self.instantiate)
-            .args(args)
-            .current_dir(project_root())
-            .env("GC_MAXIMUM_HEAP_SIZE", MAX_HEAP_BYTES.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", self.instantiate))?;
-        let stdout = child.stdout.take().context("nix-instantiate's output")?;
-        let mut stderr = child.stderr.take().context("nix-instantiate's errors")?;
-        // Read both pipes while waiting, or a large output would block the child.
-        let reading = std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            // One byte past the limit tells that there was more; dropping the
-            // pipe then ends a child that keeps writing.
-            stdout
-                .take(MAX_OUTPUT_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .map(|_| bytes)
-        });
-        let reading_errors = std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = (&mut stderr).take(MAX_ERROR_BYTES).read_to_end(&mut bytes);
-            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-            bytes
-        });
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if started.elapsed() > timeout {
-                child.kill().ok();
-                child.wait().ok();
-                break None;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+        let limits = Limits {
+            timeout: timeout()?,
+            max_heap_bytes: Some(MAX_HEAP_BYTES),
+            max_output_bytes: MAX_OUTPUT_BYTES,
         };
-        let stdout = reading
-            .join()
-            .map_err(|_| anyhow::anyhow!("the thread reading nix-instantiate's output panicked"))?
-            .context("reading nix-instantiate's output")?;
-        let stderr = reading_errors
-            .join()
-            .map_err(|_| anyhow::anyhow!("the thread reading nix-instantiate's errors panicked"))?;
-        Ok(Ran {
-            status,
-            stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            timeout,
-        })
+        run_limited(&self.instantiate, args, limits)
     }
 
     /// Parses the files (`nix-instantiate --parse`) and reports every syntax
@@ -300,6 +264,96 @@ impl Nix {
             )
         })
     }
+}
+
+/// Runs a Nix program within `limits`, reading its output while it runs.
+fn run_limited(program: &Utf8Path, args: &[&str], limits: Limits) -> Result<Ran> {
+    let name = program.file_name().unwrap_or(program.as_str()).to_owned();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(project_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(bytes) = limits.max_heap_bytes {
+        command.env("GC_MAXIMUM_HEAP_SIZE", bytes.to_string());
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("{name}'s output"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .with_context(|| format!("{name}'s errors"))?;
+    let timeout = limits.timeout;
+    let max_output_bytes = limits.max_output_bytes;
+    // Read both pipes while waiting, or a large output would block the child.
+    let (finished, output_closed) = std::sync::mpsc::channel();
+    let reading = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // One byte past the limit tells that there was more; dropping the
+        // pipe then ends a child that keeps writing.
+        let read = stdout
+            .take(max_output_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map(|_| bytes);
+        let _ = finished.send(());
+        read
+    });
+    let reading_errors = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut stderr).take(MAX_ERROR_BYTES).read_to_end(&mut bytes);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        bytes
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        // Wakes as soon as the output closes, which is when the program ends
+        // (or when the limit stops the reading); otherwise looks again soon.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+            output_closed.recv_timeout(Duration::from_millis(50))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    if status.is_none() {
+        // Stopped: what it printed does not matter, and a process it started
+        // may still hold the pipes open, so the readers are left to finish alone.
+        return Ok(Ran {
+            program: name,
+            status,
+            stdout: Vec::new(),
+            stderr: String::new(),
+            limits,
+        });
+    }
+    let stdout = reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread reading {name}'s output panicked"))?
+        .with_context(|| format!("reading {name}'s output"))?;
+    let stderr = reading_errors
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread reading {name}'s errors panicked"))?;
+    Ok(Ran {
+        program: name,
+        status,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        limits,
+    })
 }
 
 /// Where our Nix wrappers live (nix/lib).
@@ -669,52 +723,43 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
         .join("nix")
         .join("lib")
         .join("eval-flake.nix");
-    let mut child = Command::new(nix.as_str())
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--json",
-            "--impure",
-            "--offline",
-            "--file",
-            expression.as_str(),
-            "--argstr",
-            "flake",
-            root.as_str(),
-            "--argstr",
-            "host",
-            attribute,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {nix}"))?;
-    let started = std::time::Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if started.elapsed() > timeout {
-            child.kill().ok();
-            child.wait().ok();
-            return Ok(FlakeEvaluation::NotRun(format!(
-                "nix eval took longer than {} s",
-                timeout.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let args = [
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "eval",
+        "--json",
+        "--impure",
+        "--offline",
+        "--file",
+        expression.as_str(),
+        "--argstr",
+        "flake",
+        root.as_str(),
+        "--argstr",
+        "host",
+        attribute,
+    ];
+    // Read while it runs: a fleet's configuration is more than a pipe holds.
+    let limits = Limits {
+        timeout,
+        max_heap_bytes: None,
+        max_output_bytes: MAX_OUTPUT_BYTES,
+    };
+    let ran = run_limited(&nix, &args, limits)?;
+    if ran.status.is_none() {
+        return Ok(FlakeEvaluation::NotRun(format!(
+            "nix eval took longer than {} s",
+            timeout.as_secs()
+        )));
     }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        let error = NixError::parse(&String::from_utf8_lossy(&output.stderr));
+    if !ran.success() {
         return Ok(FlakeEvaluation::NotRun(format!(
             "the flake does not evaluate here: {}",
-            error.message
+            ran.error().message
         )));
     }
     Ok(FlakeEvaluation::Evaluated(
-        serde_json::from_slice(&output.stdout).context("reading nix eval's JSON")?,
+        serde_json::from_slice(&ran.stdout).context("reading nix eval's JSON")?,
     ))
 }
 
@@ -824,6 +869,62 @@ mod tests {
         );
         assert!(read_evaluation(br#"{"layout":{"a":"b"}}"#).unwrap().is_ok());
         assert!(read_evaluation(b"{\"layout\":inf}").is_err());
+    }
+
+    fn limits(seconds: u64, max_output_bytes: u64) -> Limits {
+        Limits {
+            timeout: Duration::from_secs(seconds),
+            max_heap_bytes: None,
+            max_output_bytes,
+        }
+    }
+
+    #[test]
+    fn output_larger_than_a_pipe_is_read_while_it_runs() {
+        let sh = Utf8Path::new("/bin/sh");
+        let ran = run_limited(
+            sh,
+            &["-c", "head -c 1000000 /dev/zero; echo oops >&2; exit 3"],
+            limits(60, 1 << 20),
+        )
+        .unwrap();
+        assert_eq!(ran.stdout.len(), 1_000_000);
+        assert_eq!(ran.status.and_then(|s| s.code()), Some(3));
+        assert!(!ran.success());
+        assert_eq!(ran.error().message, "oops");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_not_read() {
+        let ran = run_limited(
+            Utf8Path::new("/bin/sh"),
+            &["-c", "cat /dev/zero"],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert!(ran.output_too_large());
+        assert!(!ran.success());
+        assert!(
+            ran.error().message.contains("larger than"),
+            "{}",
+            ran.error().message
+        );
+    }
+
+    #[test]
+    fn runs_past_the_time_limit_are_stopped() {
+        let started = Instant::now();
+        let ran = run_limited(
+            Utf8Path::new("/bin/sh"),
+            &["-c", "sleep 30"],
+            limits(1, 4096),
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(ran.status.is_none());
+        let message = ran.error().message;
+        assert!(message.contains("did not finish within 1 s"), "{message}");
+        assert!(message.contains(TIMEOUT_ENV), "{message}");
     }
 
     #[test]
