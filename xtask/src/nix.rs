@@ -758,9 +758,17 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
             ran.error().message
         )));
     }
-    Ok(FlakeEvaluation::Evaluated(
-        serde_json::from_slice(&ran.stdout).context("reading nix eval's JSON")?,
-    ))
+    match read_evaluation(&ran.stdout).context("reading nix eval's JSON")? {
+        Ok(value) => Ok(FlakeEvaluation::Evaluated(value)),
+        Err(findings) => Ok(FlakeEvaluation::NotRun(format!(
+            "the merged configuration holds values check cannot read: {}",
+            findings
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
 }
 
 #[cfg(test)]
