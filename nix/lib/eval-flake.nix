@@ -1,6 +1,12 @@
 # What `cargo xtask check` reads in flake mode: the merged NixOS configuration
 # of one nixosConfigurations entry, in the shape nix/lib/eval-host.nix gives
-# for the standalone files. Run with `nix eval --impure --json --file`.
+# for the standalone files.
+#
+# This file is a function, and `nix eval --file` does not call a function at
+# the top (it applies --arg/--argstr only while walking an attribute path), so
+# call it through an expression:
+#   nix eval --impure --json --expr \
+#     'import ./nix/lib/eval-flake.nix { flake = ./.; host = "hetzner-vps"; }'
 { flake, host }:
 let
   self = builtins.getFlake (toString flake);
@@ -22,24 +28,72 @@ let
       null
     else
       value;
+
+  # The fileSystems entries disko generates from disko.devices. disko's
+  # module assigns them to fileSystems as one mkMerge of single-mountpoint
+  # sets, so the merged config.fileSystems already contains their options.
+  diskoFileSystems = builtins.foldl' (merged: entry: merged // entry) { } (
+    config.disko.devices._config.fileSystems.contents or [ ]
+  );
+
+  # The layout model appends fileSystems.<p>.options to what disko generates,
+  # as in the standalone files where they are only what the host adds. Hand
+  # it the same here: the merged options minus disko's own.
+  addedOptions =
+    mountpoint: fs:
+    let
+      fromDisko = diskoFileSystems.${mountpoint}.options or [ ];
+    in
+    builtins.filter (option: !(builtins.elem option fromDisko)) fs.options;
+
+  # impermanence's submodules declare removed options (allowOther, home, …)
+  # that throw when read, so take only what the model reads, never the
+  # whole submodule.
+  directoryEntry = entry: {
+    inherit (entry)
+      directory
+      dirPath
+      user
+      group
+      mode
+      ;
+  };
+  fileEntry = entry: {
+    inherit (entry) file filePath;
+  };
+  persistenceRoot = root: {
+    inherit (root) persistentStoragePath hideMounts;
+    directories = map directoryEntry root.directories;
+    files = map fileEntry root.files;
+    users = builtins.mapAttrs (user: entries: {
+      inherit (config.users.users.${user}) home;
+      directories = map directoryEntry entries.directories;
+      files = map fileEntry entries.files;
+    }) root.users;
+  };
+  persistence = config.environment.persistence or { };
+  enabledRoots = builtins.filter (name: persistence.${name}.enable) (
+    builtins.attrNames persistence
+  );
 in
 {
   layout = {
     disko.devices = clean config.disko.devices;
-    fileSystems = builtins.mapAttrs (_: fs: {
-      inherit (fs)
-        neededForBoot
-        options
-        device
-        fsType
-        ;
+    fileSystems = builtins.mapAttrs (mountpoint: fs: {
+      inherit (fs) neededForBoot device fsType;
+      options = addedOptions mountpoint fs;
     }) config.fileSystems;
     systemd.tmpfiles = {
       inherit (config.systemd.tmpfiles) settings rules;
     };
     boot.resumeDevice = config.boot.resumeDevice;
   };
-  persistence = clean (config.environment.persistence or { });
+  persistence = builtins.listToAttrs (
+    map (name: {
+      inherit name;
+      value = persistenceRoot persistence.${name};
+    }) enabledRoots
+  );
   positions = [ ];
   machine = null;
 }

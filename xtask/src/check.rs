@@ -201,7 +201,14 @@ pub fn check(args: &Args) -> Result<CheckReport> {
                     .context("the current directory is not UTF-8")?
                     .join(path)
             };
-            anyhow::ensure!(absolute.is_file(), "--disko {path}: no such file");
+            anyhow::ensure!(
+                absolute.exists(),
+                "--disko {path}: no such file; give the path of a layout .nix file"
+            );
+            anyhow::ensure!(
+                absolute.is_file(),
+                "--disko {path}: not a regular file (a directory, device or pipe); give the path of a layout .nix file"
+            );
             Some(absolute)
         }
         None => None,
@@ -297,12 +304,12 @@ pub struct Loaded {
 
 /// Evaluates and builds a host's layout (standalone mode).
 pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
-    let evaluation = match nix.evaluate_host(host, layout_file)? {
+    let mut evaluation = match nix.evaluate_host(host, layout_file)? {
         Ok(value) => value,
-        Err(finding) => {
+        Err(findings) => {
             return Ok(Loaded {
                 layout: None,
-                findings: vec![finding],
+                findings,
                 machine: Machine::default(),
                 positions: Positions::default(),
             })
@@ -322,12 +329,11 @@ pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
             Machine::default()
         }
     };
-    let positions = Positions::new(
-        evaluation["positions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    );
+    // Taken, not cloned: for huge layouts the position trees are most of the evaluation.
+    let positions = Positions::new(match evaluation.get_mut("positions").map(Value::take) {
+        Some(Value::Array(trees)) => trees,
+        _ => Vec::new(),
+    });
     let (layout, built) = build(&Evaluated {
         host: &host.name,
         source: layout_file,
@@ -497,8 +503,34 @@ pub fn render_finding(out: &mut String, finding: &Finding) {
     }
 }
 
-/// Left-aligned columns.
+/// The widest a table cell is printed; the JSON report keeps the whole value.
+const MAX_CELL_CHARS: usize = 120;
+
+/// `cell`, cut to `MAX_CELL_CHARS` characters with the rest counted.
+fn fit_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.chars().any(char::is_control) {
+        // A newline in a mountpoint must not break the table.
+        let escaped: String = cell.chars().flat_map(char::escape_debug).collect();
+        return std::borrow::Cow::Owned(fit_cell(&escaped).into_owned());
+    }
+    let count = cell.chars().count();
+    if count <= MAX_CELL_CHARS {
+        return std::borrow::Cow::Borrowed(cell);
+    }
+    let kept: String = cell.chars().take(MAX_CELL_CHARS - 20).collect();
+    std::borrow::Cow::Owned(format!(
+        "{kept}… (+{} chars)",
+        count - (MAX_CELL_CHARS - 20)
+    ))
+}
+
+/// Left-aligned columns; a long cell is cut, so that one long value cannot
+/// widen every row of a table with thousands of rows.
 pub fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| fit_cell(cell)).collect())
+        .collect();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -530,7 +562,12 @@ fn render_tables(out: &mut String, tables: &Tables) {
             || "size unknown".to_owned(),
             |b| format!("{} = {}", human_decimal(b), human(b)),
         );
-        let _ = writeln!(out, "\ndisk {} {} ({size}), GPT:", disk.key, disk.device);
+        let _ = writeln!(
+            out,
+            "\ndisk {} {} ({size}), GPT:",
+            fit_cell(&disk.key),
+            fit_cell(&disk.device)
+        );
         let mut rows = vec![[
             "#",
             "partition",
@@ -566,10 +603,12 @@ fn render_tables(out: &mut String, tables: &Tables) {
         let _ = writeln!(
             out,
             "\nbtrfs on {} (filesystem-wide options decided by the mount at {}):",
-            fs.device,
-            fs.options_decided_by
-                .as_deref()
-                .unwrap_or("(nothing mounted)")
+            fit_cell(&fs.device),
+            fit_cell(
+                fs.options_decided_by
+                    .as_deref()
+                    .unwrap_or("(nothing mounted)")
+            )
         );
         let mut rows = vec![[
             "subvolume",
@@ -648,5 +687,23 @@ mod tests {
             vec!["aaa".to_owned(), "b".to_owned(), "".to_owned()],
         ];
         assert_eq!(table(&rows), "  a    bb  c\n  aaa  b\n");
+    }
+
+    #[test]
+    fn long_cells_are_cut() {
+        let long = "x".repeat(1 << 20);
+        let rows = vec![
+            vec![long, "end".to_owned()],
+            vec!["a".to_owned(), "b".to_owned()],
+        ];
+        let printed = table(&rows);
+        assert!(printed.len() < 400, "{} bytes", printed.len());
+        assert!(
+            printed.contains(&format!("(+{} chars)", (1 << 20) - 100)),
+            "{printed}"
+        );
+        assert!(printed.contains("end"), "{printed}");
+        let rows = vec![vec!["/srv/a\nb".to_owned(), "x".to_owned()]];
+        assert_eq!(table(&rows), "  /srv/a\\nb  x\n");
     }
 }

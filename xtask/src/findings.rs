@@ -69,6 +69,9 @@ impl AttrPath {
     }
 }
 
+/// The longest attribute name a printed path shows in full.
+const MAX_SEGMENT_CHARS: usize = 200;
+
 /// Whether `segment` can be written bare in a Nix attribute path.
 fn is_bare_identifier(segment: &str) -> bool {
     let mut chars = segment.chars();
@@ -86,8 +89,10 @@ impl fmt::Display for AttrPath {
                 f.write_str(segment)?;
             } else {
                 // serde_json's string escaping is a valid Nix string literal
-                // for everything but `${`, which Nix would interpolate.
-                let quoted = serde_json::to_string(segment).map_err(|_| fmt::Error)?;
+                // for everything but `${`, which Nix would interpolate. A
+                // huge name is cut (the path then no longer reads back).
+                let segment = elide(segment.clone(), MAX_SEGMENT_CHARS);
+                let quoted = serde_json::to_string(&segment).map_err(|_| fmt::Error)?;
                 f.write_str(&quoted.replace("${", "\\${"))?;
             }
         }
@@ -114,6 +119,20 @@ pub struct Finding {
     pub location: Option<Location>,
 }
 
+/// The longest message a finding keeps: one that quotes a huge value from
+/// the config is cut, so that reports stay readable and small.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// `text` cut to `max` characters, saying how much was left out.
+pub fn elide(text: String, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text;
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({} more characters)", count - max)
+}
+
 impl Finding {
     pub fn new(
         code: &'static str,
@@ -126,7 +145,7 @@ impl Finding {
             code,
             severity,
             path,
-            message: message.into(),
+            message: elide(message.into(), MAX_MESSAGE_CHARS),
             hint: hint.into(),
             location: None,
         }
@@ -175,6 +194,17 @@ mod tests {
             AttrPath::new(["mountOptions", "[2]"]).to_string(),
             "mountOptions[2]"
         );
+    }
+
+    #[test]
+    fn huge_messages_and_names_are_cut() {
+        let huge = "x".repeat(100_000);
+        let finding = Finding::new("A1", Severity::Error, AttrPath::root(), huge.clone(), "");
+        assert!(finding.message.len() < MAX_MESSAGE_CHARS + 100);
+        assert!(finding.message.ends_with("(98000 more characters)"));
+        let path = AttrPath::new(["a", &format!("/{huge}")]).to_string();
+        assert!(path.len() < 300, "{}", path.len());
+        assert_eq!(elide("short".to_owned(), 10), "short");
     }
 
     #[test]

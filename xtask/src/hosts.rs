@@ -182,6 +182,12 @@ fn collect_nix_files(
         if dir == root && matches!(name, "target" | ".git" | "result") {
             continue;
         }
+        // cargo-fuzz's build, corpus and crash inputs: thousands of files, no Nix.
+        if dir == root.join("fuzz")
+            && matches!(name, "target" | "corpus" | "artifacts" | "coverage")
+        {
+            continue;
+        }
         if name.starts_with("result-") || name.starts_with('.') && name != ".ci" {
             continue;
         }
@@ -230,6 +236,24 @@ mod tests {
         assert_eq!(hosts.len(), 1);
         let files = nix_files(root).unwrap();
         assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn fuzzing_output_is_not_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(dir.path()).unwrap();
+        for skipped in ["target", "corpus", "artifacts", "coverage"] {
+            let inside = root.join("fuzz").join(skipped).join("x");
+            std::fs::create_dir_all(&inside).unwrap();
+            std::fs::write(inside.join("a.nix"), "{}").unwrap();
+        }
+        std::fs::create_dir_all(root.join("fuzz").join("seeds")).unwrap();
+        std::fs::write(root.join("fuzz").join("seeds").join("kept.nix"), "{}").unwrap();
+        let files = nix_files(root).unwrap();
+        assert_eq!(
+            files,
+            vec![root.join("fuzz").join("seeds").join("kept.nix")]
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, check, checklist, docs, setup, test_cmd, vm, vm_test};
+use xtask::{bench, check, checklist, docs, fuzz, setup, test_cmd, vm, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
@@ -32,6 +32,8 @@ enum Command {
     Bench(bench::Args),
     /// Install what the tests need, then run every test (cargo test --workspace).
     Test(test_cmd::Args),
+    /// Fuzz the size parsers, the model, the geometry and the JSON reader (cargo-fuzz; docs/fuzzing.md).
+    Fuzz(fuzz::Args),
     /// The vm-test VM's /init (runs only as PID 1 inside the VM).
     #[command(hide = true)]
     Guest(vm::guest::Args),
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::DeployChecklist(args) => checklist::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test_cmd::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Guest(args) => vm::guest::run(args),
     };
     match result {

@@ -1,8 +1,14 @@
 //! Locating and running Nix, and turning its errors into findings that name
 //! the file, line and column.
+//!
+//! A config is a program: it may loop, allocate without end or print values
+//! JSON cannot hold. Every nix-instantiate therefore runs with a time limit
+//! (`XTASK_NIX_TIMEOUT`), a heap limit for its garbage collector and a limit
+//! on the output read, and what it prints is checked before it is trusted.
 
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::io::Read as _;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -12,6 +18,110 @@ use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::Host;
 use crate::project::project_root;
 use crate::setup;
+
+/// Seconds one nix-instantiate may run before `check` stops it.
+pub const TIMEOUT_ENV: &str = "XTASK_NIX_TIMEOUT";
+/// The repo's host evaluates in well under a second, 100 000 subvolumes in about one.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Boehm GC's heap limit for the evaluator (`GC_MAXIMUM_HEAP_SIZE`): a config
+/// that allocates without end stops with Nix's "out of memory" instead of
+/// taking the machine's memory. 100 000 subvolumes need about 300 MiB.
+const MAX_HEAP_BYTES: u64 = 2 << 30;
+/// The most JSON read from one evaluation; the repo's host prints about 10 KiB,
+/// 100 000 subvolumes about 40 MiB.
+pub const MAX_OUTPUT_BYTES: u64 = 256 << 20;
+/// Nix's messages are cut here (a `throw` may carry a huge string).
+const MAX_ERROR_BYTES: u64 = 1 << 20;
+/// serde_json stops reading JSON nested 128 deep; then the place is looked
+/// for, and reported from this depth on. A disko layout needs about 12 levels,
+/// and nix/lib/eval-host.nix keeps its own position trees shallower than this.
+pub const MAX_DEPTH: usize = 100;
+/// What nix/lib/eval-host.nix puts in place of a value JSON cannot carry
+/// faithfully (a path literal, a float that is not finite).
+pub const INVALID_MARKER: &str = "__xtaskInvalid";
+/// How nix/lib/eval-host.nix starts the error for a layout that is a function
+/// of module arguments (`{ lib, ... }:`), which standalone mode cannot call.
+const CANNOT_CALL: &str = "standalone mode cannot call ";
+
+/// The limits of one run of a Nix program.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout: Duration,
+    /// `GC_MAXIMUM_HEAP_SIZE`; `None` leaves the evaluator unbounded (flake
+    /// mode evaluates all of NixOS).
+    max_heap_bytes: Option<u64>,
+    max_output_bytes: u64,
+}
+
+/// What one run of a Nix program left behind.
+struct Ran {
+    program: String,
+    /// `None` when it was stopped after `limits.timeout`.
+    status: Option<ExitStatus>,
+    stdout: Vec<u8>,
+    stderr: String,
+    limits: Limits,
+}
+
+impl Ran {
+    fn output_too_large(&self) -> bool {
+        self.stdout.len() as u64 > self.limits.max_output_bytes
+    }
+
+    fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success()) && !self.output_too_large()
+    }
+
+    /// Why it failed: Nix's own message, or how the process ended.
+    fn error(&self) -> NixError {
+        let ended = |message: String| NixError {
+            message,
+            location: None,
+        };
+        if self.output_too_large() {
+            return ended(format!(
+                "the evaluated config is larger than {} MiB of JSON; check reads no more",
+                self.limits.max_output_bytes >> 20
+            ));
+        }
+        match self.status {
+            None => ended(format!(
+                "{} did not finish within {} s and was stopped (a config that loops or computes without end; set {TIMEOUT_ENV}=<seconds> to allow longer)",
+                self.program,
+                self.limits.timeout.as_secs()
+            )),
+            Some(status) if status.code().is_none() => {
+                let said = NixError::parse(&self.stderr);
+                ended(format!(
+                    "{} was killed ({status}){}",
+                    self.program,
+                    if self.stderr.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", said.message)
+                    }
+                ))
+            }
+            Some(_) => NixError::parse(&self.stderr),
+        }
+    }
+}
+
+/// The time limit from `XTASK_NIX_TIMEOUT`, or the default.
+fn timeout() -> Result<Duration> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(value) => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|seconds| *seconds > 0)
+            .map(Duration::from_secs)
+            .with_context(|| {
+                format!("{TIMEOUT_ENV}={value:?}: give a whole number of seconds, e.g. {TIMEOUT_ENV}=300")
+            }),
+    }
+}
 
 /// The Nix tools `check` runs.
 #[derive(Debug, Clone)]
@@ -28,12 +138,14 @@ impl Nix {
         })
     }
 
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.instantiate)
-            .args(args)
-            .current_dir(project_root())
-            .output()
-            .with_context(|| format!("running {}", self.instantiate))
+    /// Runs nix-instantiate within the limits above.
+    fn run(&self, args: &[&str]) -> Result<Ran> {
+        let limits = Limits {
+            timeout: timeout()?,
+            max_heap_bytes: Some(MAX_HEAP_BYTES),
+            max_output_bytes: MAX_OUTPUT_BYTES,
+        };
+        run_limited(&self.instantiate, args, &[], limits)
     }
 
     /// Parses the files (`nix-instantiate --parse`) and reports every syntax
@@ -44,12 +156,23 @@ impl Nix {
         while !remaining.is_empty() {
             let mut args = vec!["--parse"];
             args.extend(remaining.iter().map(|f| f.as_str()));
-            let output = self.run(&args)?;
-            if output.status.success() {
+            let ran = self.run(&args)?;
+            if ran.success() {
                 break;
             }
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let error = NixError::parse(&stderr);
+            if ran.status.is_none_or(|s| s.code().is_none()) {
+                // Stopped or killed: no file to blame.
+                anyhow::bail!(
+                    "nix-instantiate --parse {}: {}",
+                    remaining
+                        .iter()
+                        .map(|f| crate::project::display_path(f))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    ran.error().message
+                );
+            }
+            let error = ran.error();
             // Nix stops at the first broken file; continue after it.
             let broken = error
                 .location
@@ -66,26 +189,31 @@ impl Nix {
                     "NIX003",
                     "Define the name (in a `let`, or as a function argument) or fix its spelling.",
                 )
+            } else if is_blank(&file) {
+                ("NIX001", "Write the layout as an attribute set, e.g. `{ disko.devices.disk.main = { device = \"/dev/sda\"; ... }; }`, or delete the file.")
             } else {
                 ("NIX001", "Fix the syntax at the position shown (`nix-instantiate --parse <file>` shows it too).")
             };
-            findings.push(
-                Finding::new(
-                    code,
-                    Severity::Error,
-                    AttrPath::root(),
-                    format!(
-                        "{} does not parse: {}",
-                        crate::project::display_path(&file),
-                        error.message
-                    ),
-                    hint,
+            let message = if is_blank(&file) {
+                format!(
+                    "{} is empty (nothing but whitespace and comments), so it is no Nix expression",
+                    crate::project::display_path(&file)
                 )
-                .at(error.location.or(Some(Location {
-                    file,
-                    line: 0,
-                    column: 0,
-                }))),
+            } else {
+                format!(
+                    "{} does not parse: {}",
+                    crate::project::display_path(&file),
+                    error.message
+                )
+            };
+            findings.push(
+                Finding::new(code, Severity::Error, AttrPath::root(), message, hint).at(error
+                    .location
+                    .or(Some(Location {
+                        file,
+                        line: 0,
+                        column: 0,
+                    }))),
             );
             remaining = rest;
         }
@@ -93,17 +221,20 @@ impl Nix {
     }
 
     /// Evaluates a host's standalone files to JSON through nix/lib/eval-host.nix.
-    /// An evaluation error is a finding, not a failure to run.
+    /// An evaluation error, or a value JSON cannot carry, is a finding, not a
+    /// failure to run.
     pub fn evaluate_host(
         &self,
         host: &Host,
         layout_file: &Utf8Path,
-    ) -> Result<Result<Value, Finding>> {
+    ) -> Result<Result<Value, Vec<Finding>>> {
         let wrapper = project_root().join("nix").join("lib").join("eval-host.nix");
         let mut args: Vec<&str> = vec![
             "--eval",
             "--strict",
             "--json",
+            // Names the file being evaluated when an error has no position (throw, abort).
+            "--show-trace",
             wrapper.as_str(),
             "--argstr",
             "layoutFile",
@@ -115,23 +246,376 @@ impl Nix {
         if let Some(machine) = &host.machine_file {
             args.extend(["--argstr", "machineFile", machine.as_str()]);
         }
-        let output = self.run(&args)?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let error = NixError::parse(&stderr);
-            return Ok(Err(Finding::new(
-                "NIX002",
-                Severity::Error,
-                AttrPath::root(),
-                format!("the layout does not evaluate: {}", error.message),
-                "Fix the expression at the position shown; `nix-instantiate --eval --strict <file> --show-trace` tells more.",
-            )
-            .at(error.location)));
+        let ran = self.run(&args)?;
+        if !ran.success() {
+            let error = match ran.status {
+                // Positions in our own wrapper are never where the config is wrong.
+                Some(status) if status.code().is_some() => {
+                    NixError::parse_skipping(&ran.stderr, |file| file.starts_with(wrapper_dir()))
+                }
+                _ => ran.error(),
+            };
+            return Ok(Err(vec![evaluation_finding(error)]));
         }
-        let value = serde_json::from_slice(&output.stdout)
-            .context("reading the JSON nix-instantiate printed")?;
-        Ok(Ok(value))
+        read_evaluation(&ran.stdout).with_context(|| {
+            format!(
+                "reading the JSON nix-instantiate printed for {}",
+                crate::project::display_path(layout_file)
+            )
+        })
     }
+}
+
+/// Runs a Nix program within `limits`, reading its output while it runs.
+fn run_limited(
+    program: &Utf8Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limits: Limits,
+) -> Result<Ran> {
+    let name = program.file_name().unwrap_or(program.as_str()).to_owned();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(project_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .envs(env.iter().copied());
+    if let Some(bytes) = limits.max_heap_bytes {
+        command.env("GC_MAXIMUM_HEAP_SIZE", bytes.to_string());
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("{name}'s output"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .with_context(|| format!("{name}'s errors"))?;
+    let timeout = limits.timeout;
+    let max_output_bytes = limits.max_output_bytes;
+    // Read both pipes while waiting, or a large output would block the child.
+    let (finished, output_closed) = std::sync::mpsc::channel();
+    let reading = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // One byte past the limit tells that there was more; dropping the
+        // pipe then ends a child that keeps writing.
+        let read = stdout
+            .take(max_output_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map(|_| bytes);
+        let _ = finished.send(());
+        read
+    });
+    let reading_errors = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut stderr).take(MAX_ERROR_BYTES).read_to_end(&mut bytes);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        bytes
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        // Wakes as soon as the output closes, which is when the program ends
+        // (or when the limit stops the reading); otherwise looks again soon.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+            output_closed.recv_timeout(Duration::from_millis(50))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    if status.is_none() {
+        // Stopped: what it printed does not matter, and a process it started
+        // may still hold the pipes open, so the readers are left to finish alone.
+        return Ok(Ran {
+            program: name,
+            status,
+            stdout: Vec::new(),
+            stderr: String::new(),
+            limits,
+        });
+    }
+    let stdout = reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread reading {name}'s output panicked"))?
+        .with_context(|| format!("reading {name}'s output"))?;
+    let stderr = reading_errors
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread reading {name}'s errors panicked"))?;
+    Ok(Ran {
+        program: name,
+        status,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        limits,
+    })
+}
+
+/// Where our Nix wrappers live (nix/lib).
+fn wrapper_dir() -> Utf8PathBuf {
+    project_root().join("nix").join("lib")
+}
+
+/// The finding for an evaluation that failed.
+fn evaluation_finding(error: NixError) -> Finding {
+    if let Some(rest) = error.message.strip_prefix(CANNOT_CALL) {
+        let file = rest.split_once(": ").map(|(file, _)| file).unwrap_or(rest);
+        let location = Some(Location {
+            file: Utf8PathBuf::from(file),
+            line: 0,
+            column: 0,
+        })
+        .filter(|l| l.file.is_absolute());
+        return Finding::new(
+            "NIX004",
+            Severity::Error,
+            AttrPath::root(),
+            error.message.clone(),
+            "Run `cargo xtask check --mode flake` where the flake's inputs can be evaluated (after `nix flake lock`), or write the file as a plain attribute set without `{ lib, ... }:` (as hosts/servers/hetzner-cloud/disko.nix is), so that it evaluates without nixpkgs.",
+        )
+        .at(location);
+    }
+    let hint = if error.message.contains("out of memory") {
+        format!("The config allocates without end (a huge builtins.genList, a string doubled again and again); check stops Nix at {} GiB of heap.", MAX_HEAP_BYTES >> 30)
+    } else if error.message.contains("stack overflow")
+        || error.message.contains("infinite recursion")
+    {
+        "Look for a value defined in terms of itself, or a recursion without a base case, at the position shown.".to_owned()
+    } else if error.message.contains(TIMEOUT_ENV) {
+        "Look for a recursion or a computation that never ends; a layout evaluates in well under a second.".to_owned()
+    } else {
+        "Fix the expression at the position shown; `nix-instantiate --eval --strict <file> --show-trace` tells more.".to_owned()
+    };
+    Finding::new(
+        "NIX002",
+        Severity::Error,
+        AttrPath::root(),
+        format!("the layout does not evaluate: {}", error.message),
+        hint,
+    )
+    .at(error.location)
+}
+
+/// Whether a file holds nothing but whitespace and comments (or cannot be read).
+fn is_blank(file: &Utf8Path) -> bool {
+    match std::fs::read(file) {
+        Ok(bytes) => is_blank_nix(&String::from_utf8_lossy(&bytes)),
+        Err(_) => false,
+    }
+}
+
+/// Whether Nix source is nothing but whitespace, `# …` and `/* … */` comments.
+fn is_blank_nix(text: &str) -> bool {
+    let mut rest = text.trim_start();
+    loop {
+        if rest.is_empty() {
+            return true;
+        }
+        if let Some(comment) = rest.strip_prefix('#') {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            match comment.split_once("*/") {
+                Some((_, after)) => rest = after,
+                // An unclosed comment is a syntax error, not an empty file.
+                None => return false,
+            }
+        } else {
+            return false;
+        }
+        rest = rest.trim_start();
+    }
+}
+
+/// The evaluation as JSON, or findings for what JSON could not carry: bytes
+/// that are not UTF-8, values nested deeper than `MAX_DEPTH`, and the
+/// values nix/lib/eval-host.nix marked (path literals, infinite floats).
+/// `Err` only for output that is not JSON at all.
+pub fn read_evaluation(stdout: &[u8]) -> Result<Result<Value, Vec<Finding>>> {
+    let (text, utf8) = match std::str::from_utf8(stdout) {
+        Ok(text) => (std::borrow::Cow::Borrowed(text), true),
+        Err(_) => (String::from_utf8_lossy(stdout), false),
+    };
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(error) => {
+            // serde_json stops at 128 levels; say where, in the config's terms.
+            if let Some(path) = too_deep(text.as_bytes(), MAX_DEPTH) {
+                return Ok(Err(vec![too_deep_finding(&path)]));
+            }
+            return Err(error.into());
+        }
+    };
+    let mut findings = Vec::new();
+    for (key, base) in [
+        ("layout", AttrPath::root()),
+        ("persistence", AttrPath::new(["environment", "persistence"])),
+        ("machine", AttrPath::new(["machine"])),
+    ] {
+        if let Some(part) = value.get(key) {
+            unreadable_values(part, &base, !utf8, &mut findings);
+        }
+    }
+    if findings.is_empty() {
+        return Ok(Ok(value));
+    }
+    let positions = crate::layout::positions::Positions::new(
+        value
+            .get("positions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    );
+    for finding in &mut findings {
+        finding.location = positions.locate(&finding.path);
+    }
+    Ok(Err(findings))
+}
+
+fn too_deep_finding(path: &[String]) -> Finding {
+    let at = evaluated_path(path);
+    Finding::new(
+        "MODEL006",
+        Severity::Error,
+        at.clone(),
+        format!(
+            "the value at {at} nests more than {MAX_DEPTH} attribute sets or lists deep; a disko layout needs about 12"
+        ),
+        "Look for a recursive function or a generated value at this place; write the layout as a few levels of plain attribute sets.",
+    )
+}
+
+/// The attribute path of the config for a path in eval-host.nix's output.
+fn evaluated_path(path: &[String]) -> AttrPath {
+    let (base, rest) = match path.split_first() {
+        Some((first, rest)) if first == "layout" => (AttrPath::root(), rest),
+        Some((first, rest)) if first == "persistence" => {
+            (AttrPath::new(["environment", "persistence"]), rest)
+        }
+        _ => (AttrPath::root(), path),
+    };
+    rest.iter()
+        .fold(base, |path, segment| path.join(segment.clone()))
+}
+
+/// Walks the evaluation for marked values and, when the output was not
+/// UTF-8, for the strings and names that held the bad bytes.
+fn unreadable_values(value: &Value, path: &AttrPath, lossy: bool, findings: &mut Vec<Finding>) {
+    const REPLACED: char = char::REPLACEMENT_CHARACTER;
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(what)) = map.get(INVALID_MARKER) {
+                findings.push(Finding::new(
+                    "MODEL001",
+                    Severity::Error,
+                    path.clone(),
+                    format!("{path} is {what}"),
+                    "Give the value the type disko's option has: a string in quotes for paths and sizes, an integer or a boolean where those are expected.",
+                ));
+                return;
+            }
+            for (key, item) in map {
+                let item_path = path.join(key.clone());
+                if lossy && key.contains(REPLACED) {
+                    findings.push(not_utf8(&item_path, "the attribute name"));
+                }
+                unreadable_values(item, &item_path, lossy, findings);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                unreadable_values(item, &path.join(format!("[{index}]")), lossy, findings);
+            }
+        }
+        Value::String(text) if lossy && text.contains(REPLACED) => {
+            findings.push(not_utf8(path, &format!("the string {text:?}")));
+        }
+        _ => {}
+    }
+}
+
+fn not_utf8(path: &AttrPath, what: &str) -> Finding {
+    Finding::new(
+        "MODEL005",
+        Severity::Error,
+        path.clone(),
+        format!("{what} at {path} is not valid UTF-8 (the bytes that are not are shown as U+FFFD); devices, names and mountpoints must be text"),
+        "Remove the bytes: they usually come from builtins.substring cutting a character in two, or from a file saved in Latin-1 rather than UTF-8.",
+    )
+}
+
+/// The path (keys and `[index]`es) to the first place where `json` nests
+/// more than `limit` deep, without parsing it (serde_json would stop there).
+pub fn too_deep(json: &[u8], limit: usize) -> Option<Vec<String>> {
+    // One entry per open container: the key or index of the value being read.
+    let mut stack: Vec<Option<String>> = Vec::new();
+    let mut in_object: Vec<bool> = Vec::new();
+    let mut index = 0;
+    while index < json.len() {
+        match json[index] {
+            b'"' => {
+                let start = index;
+                index += 1;
+                while index < json.len() && json[index] != b'"' {
+                    index += if json[index] == b'\\' { 2 } else { 1 };
+                }
+                let end = index.min(json.len());
+                // A string right after `{` or `,` in an object is a key.
+                let is_key = in_object.last().copied().unwrap_or(false)
+                    && stack.last().is_some_and(Option::is_none);
+                if is_key {
+                    let raw = &json[start..=end.min(json.len() - 1)];
+                    let key = serde_json::from_slice::<String>(raw).unwrap_or_else(|_| {
+                        String::from_utf8_lossy(&json[start + 1..end]).into_owned()
+                    });
+                    if let Some(top) = stack.last_mut() {
+                        *top = Some(key);
+                    }
+                }
+            }
+            open @ (b'{' | b'[') => {
+                if stack.len() >= limit {
+                    return Some(stack.into_iter().map(Option::unwrap_or_default).collect());
+                }
+                in_object.push(open == b'{');
+                stack.push(if open == b'[' {
+                    Some("[0]".to_owned())
+                } else {
+                    None
+                });
+            }
+            b'}' | b']' => {
+                stack.pop();
+                in_object.pop();
+            }
+            b',' => {
+                if let (Some(top), Some(object)) = (stack.last_mut(), in_object.last()) {
+                    *top = if *object {
+                        None
+                    } else {
+                        let next = top
+                            .as_deref()
+                            .and_then(|t| t.trim_matches(['[', ']']).parse::<usize>().ok())
+                            .map_or(0, |i| i + 1);
+                        Some(format!("[{next}]"))
+                    };
+                }
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    None
 }
 
 fn same_file(a: &Utf8Path, b: &Utf8Path) -> bool {
@@ -153,6 +637,13 @@ impl NixError {
     /// Reads an error as Nix 2.8 and later print it:
     /// `error: <message>` … `at /path/file.nix:LINE:COL:`.
     pub fn parse(stderr: &str) -> NixError {
+        NixError::parse_skipping(stderr, |_| false)
+    }
+
+    /// Like `parse`, but ignores positions in files `skip` names; without a
+    /// position, the file of `… while evaluating the file '<file>'` (from
+    /// `--show-trace`), with line 0.
+    pub fn parse_skipping(stderr: &str, skip: impl Fn(&Utf8Path) -> bool) -> NixError {
         let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
         // Newer Nix prints a trace first and the cause as the last `error:`.
         let cause = lines.iter().enumerate().rev().find_map(|(index, line)| {
@@ -171,10 +662,15 @@ impl NixError {
                     .to_owned(),
             ),
         };
-        let location = lines[after..]
-            .iter()
-            .chain(lines[..after].iter())
-            .find_map(|line| parse_position(line));
+        let ordered = || lines[after..].iter().chain(lines[..after].iter());
+        let location = ordered()
+            .filter_map(|line| parse_position(line))
+            .find(|location| !skip(&location.file))
+            .or_else(|| {
+                ordered()
+                    .filter_map(|line| evaluated_file(line))
+                    .find(|location| !skip(&location.file))
+            });
         NixError { message, location }
     }
 }
@@ -191,6 +687,21 @@ fn parse_position(line: &str) -> Option<Location> {
         file: Utf8PathBuf::from(file),
         line,
         column,
+    })
+}
+
+/// `… while evaluating the file '/path/file.nix':` → that file, line 0.
+fn evaluated_file(line: &str) -> Option<Location> {
+    let rest = line
+        .trim_start_matches(['…', '.', ' '])
+        .strip_prefix("while evaluating the file '")?;
+    let file = rest
+        .strip_suffix("':")
+        .or_else(|| rest.strip_suffix('\''))?;
+    file.starts_with('/').then(|| Location {
+        file: Utf8PathBuf::from(file),
+        line: 0,
+        column: 0,
     })
 }
 
@@ -220,51 +731,51 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
         .join("eval-flake.nix");
     // `nix eval --file` does not call a function with --argstr; the
     // arguments go through the environment so that no path is quoted into Nix.
-    let expression = "import (builtins.getEnv \"XTASK_FLAKE_EVALUATOR\") { flake = builtins.getEnv \"XTASK_FLAKE\"; host = builtins.getEnv \"XTASK_FLAKE_HOST\"; }";
-    let mut child = Command::new(nix.as_str())
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--json",
-            "--impure",
-            "--offline",
-            "--expr",
-            expression,
-        ])
-        .env("XTASK_FLAKE_EVALUATOR", evaluator.as_str())
-        .env("XTASK_FLAKE", root.as_str())
-        .env("XTASK_FLAKE_HOST", attribute)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {nix}"))?;
-    let started = std::time::Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if started.elapsed() > timeout {
-            child.kill().ok();
-            child.wait().ok();
-            return Ok(FlakeEvaluation::NotRun(format!(
-                "nix eval took longer than {} s",
-                timeout.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        let error = NixError::parse(&String::from_utf8_lossy(&output.stderr));
+    let args = [
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "eval",
+        "--json",
+        "--impure",
+        "--offline",
+        "--expr",
+        "import (builtins.getEnv \"XTASK_FLAKE_EVALUATOR\") { flake = builtins.getEnv \"XTASK_FLAKE\"; host = builtins.getEnv \"XTASK_FLAKE_HOST\"; }",
+    ];
+    let env = [
+        ("XTASK_FLAKE_EVALUATOR", evaluator.as_str()),
+        ("XTASK_FLAKE", root.as_str()),
+        ("XTASK_FLAKE_HOST", attribute),
+    ];
+    // Read while it runs: a fleet's configuration is more than a pipe holds.
+    let limits = Limits {
+        timeout,
+        max_heap_bytes: None,
+        max_output_bytes: MAX_OUTPUT_BYTES,
+    };
+    let ran = run_limited(&nix, &args, &env, limits)?;
+    if ran.status.is_none() {
         return Ok(FlakeEvaluation::NotRun(format!(
-            "the flake does not evaluate here: {}",
-            error.message
+            "nix eval took longer than {} s",
+            timeout.as_secs()
         )));
     }
-    Ok(FlakeEvaluation::Evaluated(
-        serde_json::from_slice(&output.stdout).context("reading nix eval's JSON")?,
-    ))
+    if !ran.success() {
+        return Ok(FlakeEvaluation::NotRun(format!(
+            "the flake does not evaluate here: {}",
+            ran.error().message
+        )));
+    }
+    match read_evaluation(&ran.stdout).context("reading nix eval's JSON")? {
+        Ok(value) => Ok(FlakeEvaluation::Evaluated(value)),
+        Err(findings) => Ok(FlakeEvaluation::NotRun(format!(
+            "the merged configuration holds values check cannot read: {}",
+            findings
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +803,146 @@ mod tests {
         assert!(error.location.is_none());
         let error = NixError::parse("something odd\n");
         assert_eq!(error.message, "something odd");
+    }
+
+    #[test]
+    fn positions_in_skipped_files_give_way_to_the_evaluated_file() {
+        let stderr = "error: nope\n\n       … while evaluating the file '/x/throw.nix':\n\n       … while evaluating 'load'\n\n       at /repo/nix/lib/eval-host.nix:14:5:\n";
+        let error = NixError::parse_skipping(stderr, |f| f.starts_with("/repo/nix/lib"));
+        assert_eq!(error.message, "nope");
+        let location = error.location.unwrap();
+        assert_eq!((location.file.as_str(), location.line), ("/x/throw.nix", 0));
+        // Without skipping, the first position wins as before.
+        assert_eq!(NixError::parse(stderr).location.unwrap().line, 14);
+    }
+
+    #[test]
+    fn blank_files() {
+        for blank in [
+            "",
+            "  \n",
+            "# only a comment\n",
+            "/* a */ # b\n/* c\n d */\n",
+        ] {
+            assert!(is_blank_nix(blank), "{blank:?}");
+        }
+        for code in ["{ }", "# x\n{ }", "/* unclosed", "x # y"] {
+            assert!(!is_blank_nix(code), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn deep_json_is_found_with_its_path() {
+        let deep = format!(
+            "{{\"layout\":{{\"a\":[1,\"x]\",{}{}]}}}}",
+            "{\"k\\\"\":".repeat(200),
+            "}".repeat(200)
+        );
+        let path = too_deep(deep.as_bytes(), MAX_DEPTH).unwrap();
+        assert_eq!(path.len(), MAX_DEPTH);
+        assert_eq!(&path[..4], ["layout", "a", "[2]", "k\""]);
+        assert_eq!(evaluated_path(&path[..3]).to_string(), "a[2]");
+        assert!(too_deep(br#"{"layout":{"a":[[["x"]]]}}"#, MAX_DEPTH).is_none());
+        assert!(too_deep(b"[[[[", 3).is_some());
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_findings_at_their_path() {
+        let stdout = b"{\"layout\":{\"disk\":{\"main\":{\"device\":\"/dev/sd\xff\",\"ok\":\"x\"},\"k\xc3\":1}},\"positions\":[]}";
+        let findings = read_evaluation(stdout).unwrap().unwrap_err();
+        let found: Vec<(&str, String)> = findings
+            .iter()
+            .map(|f| (f.code, f.path.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("MODEL005", "disk.\"k\u{fffd}\"".to_owned()),
+                ("MODEL005", "disk.main.device".to_owned())
+            ]
+        );
+        assert!(findings[1].message.contains("/dev/sd\u{fffd}"));
+    }
+
+    #[test]
+    fn marked_values_are_type_findings() {
+        let stdout = br#"{"layout":{"d":{"device":{"__xtaskInvalid":"the path literal /dev/sda"}}},"persistence":{"/p":{"files":[{"__xtaskInvalid":"the float inf"}]}},"positions":[]}"#;
+        let findings = read_evaluation(stdout).unwrap().unwrap_err();
+        let found: Vec<(&str, String)> = findings
+            .iter()
+            .map(|f| (f.code, f.path.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("MODEL001", "d.device".to_owned()),
+                (
+                    "MODEL001",
+                    "environment.persistence.\"/p\".files[0]".to_owned()
+                )
+            ]
+        );
+        assert!(read_evaluation(br#"{"layout":{"a":"b"}}"#).unwrap().is_ok());
+        assert!(read_evaluation(b"{\"layout\":inf}").is_err());
+    }
+
+    fn limits(seconds: u64, max_output_bytes: u64) -> Limits {
+        Limits {
+            timeout: Duration::from_secs(seconds),
+            max_heap_bytes: None,
+            max_output_bytes,
+        }
+    }
+
+    #[test]
+    fn output_larger_than_a_pipe_is_read_while_it_runs() {
+        let sh = Utf8Path::new("/bin/sh");
+        let ran = run_limited(
+            sh,
+            &["-c", "head -c 1000000 /dev/zero; echo oops >&2; exit 3"],
+            &[],
+            limits(60, 1 << 20),
+        )
+        .unwrap();
+        assert_eq!(ran.stdout.len(), 1_000_000);
+        assert_eq!(ran.status.and_then(|s| s.code()), Some(3));
+        assert!(!ran.success());
+        assert_eq!(ran.error().message, "oops");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_not_read() {
+        let ran = run_limited(
+            Utf8Path::new("/bin/sh"),
+            &["-c", "cat /dev/zero"],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert!(ran.output_too_large());
+        assert!(!ran.success());
+        assert!(
+            ran.error().message.contains("larger than"),
+            "{}",
+            ran.error().message
+        );
+    }
+
+    #[test]
+    fn runs_past_the_time_limit_are_stopped() {
+        let started = Instant::now();
+        let ran = run_limited(
+            Utf8Path::new("/bin/sh"),
+            &["-c", "sleep 30"],
+            &[],
+            limits(1, 4096),
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(ran.status.is_none());
+        let message = ran.error().message;
+        assert!(message.contains("did not finish within 1 s"), "{message}");
+        assert!(message.contains(TIMEOUT_ENV), "{message}");
     }
 
     #[test]

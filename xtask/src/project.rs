@@ -4,8 +4,18 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
-/// The repository root: the parent of the xtask crate.
+/// Makes the xtask work on another copy of the repository (a directory with
+/// hosts/ and nix/), e.g. a temporary tree in tests.
+pub const ROOT_ENV: &str = "XTASK_PROJECT_ROOT";
+
+/// The repository root: the parent of the xtask crate, or `XTASK_PROJECT_ROOT`.
 pub fn project_root() -> Utf8PathBuf {
+    if let Some(root) = std::env::var_os(ROOT_ENV).filter(|root| !root.is_empty()) {
+        // An override that is not UTF-8 cannot name our paths; keep the checkout.
+        if let Ok(root) = Utf8PathBuf::try_from(std::path::PathBuf::from(root)) {
+            return root;
+        }
+    }
     let manifest = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_owned()
 }

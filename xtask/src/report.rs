@@ -3,12 +3,14 @@
 //! mounts and swap. `check` prints them, `docs` writes them, `vm-test`
 //! compares the guest against them.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Serialize;
 
 use crate::layout::geometry::DiskGeometry;
 use crate::layout::mount_options::{compression, has_nodatacow};
 use crate::layout::size::human;
-use crate::layout::{Content, DiskContent, Layout, MountSource};
+use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
 use crate::rules::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
 use crate::rules::Context;
 
@@ -226,15 +228,26 @@ fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> Di
 }
 
 fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
+    // The first mount at each mountpoint, found once: layouts may have
+    // thousands of subvolumes.
+    let mut first_mount: BTreeMap<&str, &Mount> = BTreeMap::new();
+    for mount in &context.mounts {
+        first_mount
+            .entry(mount.mountpoint.as_str())
+            .or_insert(mount);
+    }
+    let nocow_targets: BTreeSet<&str> = layout
+        .nocow_paths
+        .iter()
+        .map(|n| n.target.as_str())
+        .collect();
     layout
         .btrfs_filesystems()
         .map(|btrfs| {
-            let nocow = |mountpoint: Option<&str>| {
-                mountpoint.is_some_and(|mp| layout.nocow_paths.iter().any(|n| n.target == mp))
-            };
+            let nocow =
+                |mountpoint: Option<&str>| mountpoint.is_some_and(|mp| nocow_targets.contains(mp));
             let row = |name: String, mountpoint: Option<&str>| {
-                let mount =
-                    mountpoint.and_then(|mp| context.mounts.iter().find(|m| m.mountpoint == mp));
+                let mount = mountpoint.and_then(|mp| first_mount.get(mp).copied());
                 let options = mountpoint
                     .and_then(|mp| context.effective.get(mp))
                     .map(|e| e.options.clone())

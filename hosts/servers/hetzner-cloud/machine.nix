@@ -14,4 +14,20 @@
     "bios"
     "uefi"
   ];
+
+  # networking.hostName of the server.
+  hostName = "hetzner-vps";
+  # The public network interface as NixOS names Hetzner Cloud's virtio NIC.
+  # A private network, if attached, appears as a second interface.
+  publicInterface = "enp1s0";
+  # Hetzner Cloud routes a /64 to every server but leaves configuring an
+  # address of it to the server: one address with its prefix length, from
+  # the Cloud Console (Networking), e.g. "2a01:4f8:c012:3456::1/64". The
+  # gateway is fe80::1. null: IPv4 only.
+  ipv6Address = null;
+  # SSH public keys of hbohlen, the one login. The server has no passwords,
+  # so without a key nobody can log in: the build refuses an empty list.
+  adminSshKeys = [
+    # "ssh-ed25519 AAAA... hbohlen@laptop"
+  ];
 }

@@ -3,6 +3,7 @@
 //! docs/benchmarks.md with the machine it was measured on.
 
 mod check;
+mod rollback;
 pub mod vm;
 
 use std::fmt::Write as _;
@@ -19,6 +20,8 @@ use crate::project::{project_root, revision, write_atomically};
 pub enum Section {
     /// `check` latency, cold and warm, next to a bare nix-instantiate eval.
     Check,
+    /// Root rotation time with 30, 120 and 1000 old roots on loop-device Btrfs (root only).
+    Rollback,
     /// vm-test under TCG: time per boot and per phase, qemu's peak memory.
     Vm,
 }
@@ -178,6 +181,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("bench: {section:?}");
         let measured = match section {
             Section::Check => check::measure(args.runs),
+            Section::Rollback => rollback::measure(args.runs),
             Section::Vm => vm::measure(args.runs),
         }
         .with_context(|| format!("measuring {section:?}"))?;

@@ -98,6 +98,9 @@ const DEVICE_KINDS: &[&str] = &[
     "bcachefs_filesystems",
 ];
 
+/// How many unknown options of one attribute set are reported one by one.
+const MAX_UNKNOWN_KEYS: usize = 20;
+
 /// What a layout file evaluated to, split the way `nix/lib/eval-host.nix` returns it.
 pub struct Evaluated<'a> {
     pub host: &'a str,
@@ -217,6 +220,40 @@ fn default_mount_options() -> Vec<String> {
     vec!["defaults".to_owned()]
 }
 
+/// Mount options as the kernel gets them: NixOS joins the list with commas,
+/// so one element `"noatime,subvol=@x"` is two options.
+fn split_options(options: Vec<String>) -> Vec<String> {
+    if !options.iter().any(|o| o.contains(',') || o.is_empty()) {
+        return options;
+    }
+    options
+        .iter()
+        .flat_map(|option| option.split(','))
+        .filter(|option| !option.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A content's `mountOptions`, disko's default when unset.
+fn mount_options(given: Option<Vec<String>>) -> Vec<String> {
+    given.map_or_else(default_mount_options, split_options)
+}
+
+/// `8-4-4-4-12` hex digits, as sgdisk takes a GUID.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// disko's partition `type`: an sgdisk code of 4 hex digits, or a GUID.
+fn is_type_code(text: &str) -> bool {
+    (text.len() == 4 && text.chars().all(|c| c.is_ascii_hexdigit())) || is_guid(text)
+}
+
 impl Builder {
     fn push(&mut self, finding: Finding) {
         self.findings.push(finding);
@@ -255,10 +292,24 @@ impl Builder {
         path: &AttrPath,
         what: &str,
     ) {
-        for key in map.keys() {
-            if allowed.contains(&key.as_str()) || HOOKS.contains(&key.as_str()) {
-                continue;
-            }
+        let unknown: Vec<&String> = map
+            .keys()
+            .filter(|key| !allowed.contains(&key.as_str()) && !HOOKS.contains(&key.as_str()))
+            .collect();
+        // A generated attribute set may hold thousands; name a few, count the rest.
+        if unknown.len() > MAX_UNKNOWN_KEYS {
+            let more = unknown.len() - MAX_UNKNOWN_KEYS;
+            self.push(model_error(
+                "MODEL003",
+                path.clone(),
+                format!(
+                    "{what} has {} options disko does not know; {more} more besides the {MAX_UNKNOWN_KEYS} listed",
+                    unknown.len()
+                ),
+                &format!("Remove them; known options: {}.", allowed.join(", ")),
+            ));
+        }
+        for key in unknown.into_iter().take(MAX_UNKNOWN_KEYS) {
             let suggestion = closest(key, allowed)
                 .map(|s| format!("Did you mean `{s}`? "))
                 .unwrap_or_default();
@@ -472,6 +523,25 @@ impl Builder {
         let content_type = content_value
             .and_then(|c| c.get("type"))
             .and_then(Value::as_str);
+        // disko's types refuse these, and sgdisk would get them as arguments.
+        if let Some(code) = fields.type_code.as_deref().filter(|c| !is_type_code(c)) {
+            self.broken = true;
+            self.push(model_error(
+                "MODEL001",
+                path.join("type"),
+                format!("partition type {code:?} is neither 4 hex digits nor a GUID"),
+                "Use an sgdisk type code such as \"EF00\", \"EF02\", \"8200\" or \"8300\" (sgdisk -L lists them), or a type GUID.",
+            ));
+        }
+        if let Some(uuid) = fields.uuid.as_deref().filter(|u| !is_guid(u)) {
+            self.broken = true;
+            self.push(model_error(
+                "MODEL001",
+                path.join("uuid"),
+                format!("partition uuid {uuid:?} is not a GUID"),
+                "Write it as 8-4-4-4-12 hex digits (e.g. from `uuidgen`), or leave uuid out.",
+            ));
+        }
         let name = fields.name.unwrap_or_else(|| key.to_owned());
         let size_text = fields.size.unwrap_or_else(|| "0".to_owned());
         let type_code = fields.type_code.unwrap_or_else(|| {
@@ -588,7 +658,7 @@ impl Builder {
                     device: fields.device.unwrap_or_else(|| device.to_owned()),
                     format,
                     mountpoint: fields.mountpoint,
-                    mount_options: fields.mount_options.unwrap_or_else(default_mount_options),
+                    mount_options: mount_options(fields.mount_options),
                     extra_args: fields.extra_args.unwrap_or_default(),
                     path,
                 }))
@@ -612,7 +682,7 @@ impl Builder {
                     device: fields.device.unwrap_or_else(|| device.to_owned()),
                     extra_args: fields.extra_args.unwrap_or_default(),
                     mountpoint: fields.mountpoint,
-                    mount_options: fields.mount_options.unwrap_or_else(default_mount_options),
+                    mount_options: mount_options(fields.mount_options),
                     subvolumes,
                     path,
                 }))
@@ -626,7 +696,7 @@ impl Builder {
                     resume_device: fields.resume_device.unwrap_or(false),
                     discard_policy: fields.discard_policy,
                     priority: fields.priority,
-                    mount_options: fields.mount_options.unwrap_or_else(default_mount_options),
+                    mount_options: mount_options(fields.mount_options),
                     path,
                 }))
             }
@@ -674,7 +744,7 @@ impl Builder {
             key: key.to_owned(),
             name: fields.name.unwrap_or_else(|| key.to_owned()),
             mountpoint: fields.mountpoint,
-            mount_options: fields.mount_options.unwrap_or_else(default_mount_options),
+            mount_options: mount_options(fields.mount_options),
             extra_args: fields.extra_args.unwrap_or_default(),
             path,
         })
@@ -703,7 +773,7 @@ impl Builder {
                     FileSystemFlags {
                         path: entry_path,
                         needed_for_boot: fields.needed_for_boot,
-                        options: fields.options.unwrap_or_default(),
+                        options: split_options(fields.options.unwrap_or_default()),
                         device: fields.device,
                         fs_type: fields.fs_type,
                     },
@@ -1084,6 +1154,91 @@ mod tests {
         assert_eq!(
             wrong.path.to_string(),
             "disko.devices.disk.main.content.partitions.a.size"
+        );
+    }
+
+    #[test]
+    fn comma_joined_options_are_separate_options() {
+        assert_eq!(
+            split_options(vec!["noatime,subvol=@x".into(), "".into(), "ssd,".into()]),
+            vec!["noatime", "subvol=@x", "ssd"]
+        );
+        let plain = vec!["noatime".to_owned(), "ssd".to_owned()];
+        assert_eq!(split_options(plain.clone()), plain);
+        assert_eq!(mount_options(None), vec!["defaults"]);
+    }
+
+    #[test]
+    fn type_codes_and_uuids_as_disko_types_them() {
+        for good in [
+            "EF00",
+            "ef02",
+            "8300",
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+        ] {
+            assert!(is_type_code(good), "{good}");
+        }
+        for bad in [
+            "",
+            "EF0",
+            "EF000",
+            "EF02; reboot",
+            "GGGG",
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE",
+        ] {
+            assert!(!is_type_code(bad), "{bad}");
+        }
+        assert!(is_guid("e4fbd4b2-3b50-4a9b-9d1f-0c4f6c2f7a10"));
+        for bad in [
+            "garbage",
+            "e4fbd4b2-3b50-4a9b-9d1f",
+            "e4fbd4b2-3b50-4a9b-9d1f-0c4f6c2f7a1x",
+            "-----",
+        ] {
+            assert!(!is_guid(bad), "{bad}");
+        }
+        let (layout, findings) = build_json(json!({
+            "disko": { "devices": { "disk": { "main": { "device": "/dev/sda", "content": {
+                "type": "gpt",
+                "partitions": {
+                    "a": { "size": "1G", "type": "EF02;reboot" },
+                    "b": { "size": "100%", "uuid": "not-a-guid" }
+                }
+            }}}}}
+        }));
+        assert!(layout.is_none());
+        let paths: Vec<String> = findings
+            .iter()
+            .map(|f| format!("{} {}", f.code, f.path))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "MODEL001 disko.devices.disk.main.content.partitions.a.type",
+                "MODEL001 disko.devices.disk.main.content.partitions.b.uuid"
+            ]
+        );
+    }
+
+    #[test]
+    fn thousands_of_unknown_options_are_counted_not_listed() {
+        let junk: Map<String, Value> = (0..5000)
+            .map(|i| (format!("option{i}"), json!(i)))
+            .collect();
+        let (_, findings) = build_json(json!({
+            "disko": { "devices": { "disk": { "main": { "device": "/dev/sda", "content": {
+                "type": "gpt", "partitions": { "root": junk }
+            }}}}}
+        }));
+        assert_eq!(findings.len(), MAX_UNKNOWN_KEYS + 1, "{findings:?}");
+        assert!(findings.iter().all(|f| f.code == "MODEL003"));
+        let summary = findings
+            .iter()
+            .find(|f| f.message.contains("4980 more"))
+            .expect("a summary");
+        assert_eq!(
+            summary.path.to_string(),
+            "disko.devices.disk.main.content.partitions.root"
         );
     }
 

@@ -18,6 +18,8 @@ use super::size::{parse_partition_size, PartitionSize, SECTOR_BYTES};
 
 /// sgdisk's default alignment, in sectors.
 pub const DEFAULT_ALIGNMENT: u64 = 2048;
+/// Entries in the partition table sgdisk creates (and disko never resizes).
+pub const MAX_PARTITIONS: usize = 128;
 /// Sectors GPT reserves at each end: protective MBR + header + 32 sectors
 /// of partition entries in front, entries + header at the back.
 const GPT_FRONT: u64 = 34;
@@ -65,6 +67,8 @@ pub enum Problem {
     },
     /// A size of zero.
     Empty { key: String },
+    /// More partitions than the table has entries; `key` is the first that has none.
+    TooMany { key: String, count: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,7 +115,14 @@ pub fn compute(gpt: &Gpt, disk_bytes: u64) -> DiskGeometry {
         }
         return geometry;
     }
-    for partition in &gpt.partitions {
+    for (index, partition) in gpt.partitions.iter().enumerate() {
+        if index == MAX_PARTITIONS {
+            geometry.problems.push(Problem::TooMany {
+                key: partition.key.clone(),
+                count: gpt.partitions.len(),
+            });
+            break;
+        }
         match place(partition, &geometry) {
             Ok(extent) => geometry.extents.push(extent),
             Err(problem) => {
@@ -339,6 +350,28 @@ mod tests {
         assert!(!tiny.problems.is_empty());
         let zero = compute(&gpt, 0);
         assert!(!zero.problems.is_empty());
+    }
+
+    #[test]
+    fn a_gpt_table_holds_128_partitions() {
+        let keys: Vec<String> = (0..200).map(|i| format!("p{i:03}")).collect();
+        let gpt = Gpt {
+            path: AttrPath::root(),
+            partitions: keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| partition(u32::try_from(i + 1).unwrap(), key, "1M"))
+                .collect(),
+        };
+        let geometry = compute(&gpt, 480_000_000_000);
+        assert_eq!(geometry.extents.len(), MAX_PARTITIONS);
+        assert_eq!(
+            geometry.problems,
+            vec![Problem::TooMany {
+                key: "p128".into(),
+                count: 200
+            }]
+        );
     }
 
     #[test]

@@ -335,7 +335,8 @@ impl Layout {
                 Content::Swap(_) => {}
             }
         }
-        mounts.sort_by_key(mount_order_key);
+        // The key holds a copy of the mountpoint: compute it once per mount.
+        mounts.sort_by_cached_key(mount_order_key);
         mounts
     }
 

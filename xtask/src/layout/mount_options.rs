@@ -89,7 +89,11 @@ pub struct Ignored {
 /// The options that take effect on every Btrfs mount of the layout, keyed by
 /// mountpoint; other filesystems keep the options they are given.
 pub fn effective(layout: &Layout) -> BTreeMap<String, Effective> {
-    let mounts = layout.mounts();
+    effective_for(&layout.mounts())
+}
+
+/// `effective` for the mounts of a layout (`Layout::mounts`), when they are at hand.
+pub fn effective_for(mounts: &[Mount]) -> BTreeMap<String, Effective> {
     let mut result = BTreeMap::new();
     // The first mount of each Btrfs device in mount order decides.
     let mut first_by_device: BTreeMap<&str, &Mount> = BTreeMap::new();
@@ -98,7 +102,12 @@ pub fn effective(layout: &Layout) -> BTreeMap<String, Effective> {
             .entry(mount.device.as_str())
             .or_insert(mount);
     }
-    for mount in &mounts {
+    // What each decider sets, worked out once per filesystem.
+    let decided: BTreeMap<&str, BTreeMap<String, String>> = first_by_device
+        .iter()
+        .map(|(device, decider)| (*device, filesystem_settings(decider)))
+        .collect();
+    for mount in mounts {
         let given: Vec<&str> = mount
             .options
             .iter()
@@ -126,7 +135,7 @@ pub fn effective(layout: &Layout) -> BTreeMap<String, Effective> {
             .iter()
             .filter(|o| matches!(btrfs_scope(o), Scope::PerMount | Scope::Selector))
             .map(|o| (*o).to_owned());
-        let fs_wide = filesystem_settings(decider);
+        let fs_wide = &decided[mount.device.as_str()];
         let mut options: Vec<String> = own_per_mount.collect();
         options.extend(fs_wide.values().cloned());
         let mut ignored = Vec::new();

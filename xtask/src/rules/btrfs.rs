@@ -52,6 +52,7 @@ pub fn absolute_mountpoints(context: &Context) -> Vec<Issue> {
 pub fn is_flat_name(name: &str) -> bool {
     name.strip_prefix('@').is_some_and(|rest| {
         !rest.is_empty()
+            && name.len() <= super::devices::NAME_MAX
             && rest != "."
             && rest != ".."
             && rest
@@ -79,28 +80,63 @@ pub fn flat_names(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
+/// The selectors that keep a top-level mount on the top level.
+fn selects_top_level(option: &str) -> bool {
+    matches!(option, "subvolid=5" | "subvol=/")
+}
+
 pub fn no_selector_options(context: &Context) -> Vec<Issue> {
-    context
-        .layout
-        .btrfs_filesystems()
-        .flat_map(|btrfs| &btrfs.subvolumes)
-        .flat_map(|subvolume| {
-            subvolume
-                .mount_options
-                .iter()
-                .filter(|o| btrfs_scope(o) == Scope::Selector)
-                .map(move |option| {
-                    Issue::new(
-                        subvolume.path.join("mountOptions"),
-                        format!(
-                            "subvolume {:?} has {option:?} in its mountOptions; disko adds subvol={} itself, and a second selector mounts something else",
-                            subvolume.name, subvolume.name
-                        ),
-                        "Remove subvol=/subvolid= from mountOptions; the attribute name picks the subvolume.",
-                    )
-                })
-        })
-        .collect()
+    let mut issues = Vec::new();
+    fn selectors(options: &[String]) -> impl Iterator<Item = &String> {
+        options.iter().filter(|o| btrfs_scope(o) == Scope::Selector)
+    }
+    for btrfs in context.layout.btrfs_filesystems() {
+        // The top-level mount: anything but subvolid=5 mounts a subvolume instead.
+        for option in selectors(&btrfs.mount_options) {
+            if !selects_top_level(option) {
+                issues.push(Issue::new(
+                    btrfs.path.join("mountOptions"),
+                    format!(
+                        "the top-level mount{} has {option:?}, so it mounts a subvolume instead of the top level where @root and @old_roots live",
+                        btrfs.mountpoint.as_deref().map(|m| format!(" at {m}")).unwrap_or_default()
+                    ),
+                    "Use \"subvolid=5\" as the top-level mount's only selector; mount subvolumes through `subvolumes`.",
+                ));
+            }
+        }
+        for subvolume in &btrfs.subvolumes {
+            for option in selectors(&subvolume.mount_options) {
+                issues.push(Issue::new(
+                    subvolume.path.join("mountOptions"),
+                    format!(
+                        "subvolume {:?} has {option:?} in its mountOptions; disko adds subvol={} itself, and a second selector mounts something else",
+                        subvolume.name, subvolume.name
+                    ),
+                    "Remove subvol=/subvolid= from mountOptions; the attribute name picks the subvolume.",
+                ));
+            }
+        }
+    }
+    // fileSystems.<mountpoint>.options are added to the options disko generates.
+    for mount in context.mounts.iter().filter(|m| m.fs_type == "btrfs") {
+        let Some(flags) = context.layout.file_systems.get(&mount.mountpoint) else {
+            continue;
+        };
+        for option in selectors(&flags.options) {
+            if mount.source == MountSource::BtrfsTopLevel && selects_top_level(option) {
+                continue;
+            }
+            issues.push(Issue::new(
+                flags.path.join("options"),
+                format!(
+                    "fileSystems.{:?}.options has {option:?}, which is added to what disko mounts at {} and selects another subvolume",
+                    mount.mountpoint, mount.mountpoint
+                ),
+                "Remove subvol=/subvolid= from fileSystems options; the layout's subvolumes pick what is mounted where.",
+            ));
+        }
+    }
+    issues
 }
 
 pub fn universal_options(context: &Context) -> Vec<Issue> {
@@ -320,6 +356,36 @@ mod tests {
                 .push(json!("subvol=@persist"))
         });
         assert!(codes.contains(&"BTRFS004"), "{codes:?}");
+    }
+
+    #[test]
+    fn smuggled_subvol_elsewhere() {
+        // The top-level mount, through fileSystems, and hidden behind a comma.
+        let codes = codes_after(|e| {
+            let options = btrfs(e)["mountOptions"].as_array_mut().unwrap();
+            options.retain(|o| o != "subvolid=5");
+            options.push(json!("subvol=@root"));
+        });
+        assert!(codes.contains(&"BTRFS004"), "{codes:?}");
+        let codes = codes_after(|e| {
+            e["layout"]["fileSystems"]["/nix"]["options"] = json!(["subvol=@persist"]);
+        });
+        assert_eq!(codes, vec!["BTRFS004"]);
+        let codes = codes_after(|e| {
+            subvolume(e, "@nix")["mountOptions"][1] = json!("noatime,subvolid=258");
+        });
+        assert_eq!(codes, vec!["BTRFS004"]);
+        // subvolid=5 on the top level, also through fileSystems, is what it should say.
+        let codes = codes_after(|e| {
+            e["layout"]["fileSystems"]["/btrfs_tmp"] = json!({ "options": ["subvolid=5"] });
+        });
+        assert!(codes.is_empty(), "{codes:?}");
+    }
+
+    #[test]
+    fn names_within_linux_limits() {
+        assert!(is_flat_name(&format!("@{}", "a".repeat(254))));
+        assert!(!is_flat_name(&format!("@{}", "a".repeat(255))));
     }
 
     #[test]

@@ -117,10 +117,11 @@ impl<'a> Context<'a> {
                 _ => None,
             })
             .collect();
+        let mounts = layout.mounts();
         Context {
             layout,
-            mounts: layout.mounts(),
-            effective: mount_options::effective(layout),
+            effective: mount_options::effective_for(&mounts),
+            mounts,
             geometry,
             firmware,
         }
@@ -153,10 +154,13 @@ pub const RULES: &[Rule] = &[
     rule!("NIX001", Error, Nix, "A .nix file of the repository does not parse."),
     rule!("NIX002", Error, Nix, "The layout does not evaluate (type error, missing file, failed assertion, …)."),
     rule!("NIX003", Error, Nix, "A .nix file uses a variable that is not defined."),
+    rule!("NIX004", Error, Nix, "The layout is a function of module arguments (lib, pkgs, config, …), which standalone mode cannot supply."),
     rule!("MODEL001", Error, Model, "A value has the wrong type for disko's option, or a required option is missing."),
     rule!("MODEL002", Error, Model, "A content type is unknown, or is disko but not part of this layout."),
     rule!("MODEL003", Error, Model, "An attribute is not an option of its disko type (usually a typo)."),
     rule!("MODEL004", Error, Model, "The layout declares no disko.devices.disk."),
+    rule!("MODEL005", Error, Model, "A string or attribute name of the evaluated config is not valid UTF-8."),
+    rule!("MODEL006", Error, Model, "The evaluated config nests deeper than any disko option (more than 100 levels)."),
     rule!("PART001", Error, Partitions, "A partition size does not parse as a disko size.", partitions::size_parses),
     rule!("PART002", Error, Partitions, "The partitions do not fit on the disk.", partitions::fits_disk),
     rule!("PART003", Error, Partitions, "A GPT disk needs exactly one partition of size \"100%\".", partitions::one_rest_partition),
@@ -164,6 +168,7 @@ pub const RULES: &[Rule] = &[
     rule!("PART005", Error, Partitions, "Two partitions share a GPT label, so /dev/disk/by-partlabel is ambiguous.", partitions::unique_labels),
     rule!("PART006", Error, Partitions, "BIOS boot needs an EF02 partition, first on the disk and at least 1 MiB.", partitions::bios_boot),
     rule!("PART007", Warning, Partitions, "A start or end form this tool does not place; the geometry is not predicted.", partitions::geometry_predicted),
+    rule!("PART008", Error, Partitions, "A disk declares more partitions than its GPT table holds (128).", partitions::table_entries),
     rule!("ESP001", Error, Esp, "UEFI boot needs an EF00 partition.", esp::present),
     rule!("ESP002", Error, Esp, "The ESP must hold a vfat filesystem.", esp::vfat),
     rule!("ESP003", Error, Esp, "The ESP must be mounted at /boot (or /boot/efi).", esp::mounted),
@@ -191,7 +196,8 @@ pub const RULES: &[Rule] = &[
     rule!("IMP008", Warning, Impermanence, "@old_roots is mounted; it is meant to be reached through /btrfs_tmp only.", impermanence::old_roots_unmounted),
     rule!("IMP009", Warning, Impermanence, "A persisted path is already on a persistent subvolume; the bind mount would hide it.", impermanence::persisted_on_wiped_root),
     rule!("IMP010", Error, Impermanence, "A persisted path is not a normalised absolute path outside the storage path.", impermanence::persisted_paths_valid),
-    rule!("DEV001", Error, Devices, "A device is not a plain /dev path.", devices::plain_dev_paths),
+    rule!("DEV001", Error, Devices, "A device is not a plain /dev path, or a partition label is not a plain GPT name.", devices::plain_dev_paths),
+    rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
 ];
 
 pub fn find(code: &str) -> Option<&'static Rule> {

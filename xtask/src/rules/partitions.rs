@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{Context, Issue};
-use crate::layout::geometry::Problem;
+use crate::layout::geometry::{Problem, MAX_PARTITIONS};
 use crate::layout::size::{human, MIB};
 use crate::layout::DiskContent;
 
@@ -215,6 +215,28 @@ pub fn geometry_predicted(context: &Context) -> Vec<Issue> {
     issues
 }
 
+pub fn table_entries(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for disk in &context.layout.disks {
+        let Some(DiskContent::Gpt(gpt)) = &disk.content else {
+            continue;
+        };
+        if let Some(first_without) = gpt.partitions.get(MAX_PARTITIONS) {
+            issues.push(Issue::new(
+                gpt.path.join("partitions"),
+                format!(
+                    "disk {:?} declares {} partitions, but its GPT table holds {MAX_PARTITIONS}: sgdisk fails at {:?}, the first in creation order without an entry",
+                    disk.key,
+                    gpt.partitions.len(),
+                    first_without.key
+                ),
+                format!("Declare at most {MAX_PARTITIONS} partitions; use Btrfs subvolumes for more separate trees."),
+            ));
+        }
+    }
+    issues
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -279,6 +301,37 @@ mod tests {
                 .remove("boot");
         });
         assert!(codes.contains(&"PART006"), "{codes:?}");
+    }
+
+    #[test]
+    fn more_partitions_than_gpt_entries() {
+        let findings = findings_after(|e| {
+            let partitions = e["layout"]["disko"]["devices"]["disk"]["main"]["content"]
+                ["partitions"]
+                .as_object_mut()
+                .unwrap();
+            for i in 0..200 {
+                partitions.insert(format!("extra{i:03}"), json!({ "size": "1M" }));
+            }
+        });
+        let entries = findings
+            .iter()
+            .find(|f| f.code == "PART008")
+            .expect("PART008");
+        assert!(entries.message.contains("204 partitions"), "{entries:?}");
+        // 128 fit, so nothing else is wrong with the table.
+        let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["PART008"]);
+        let codes = codes_after(|e| {
+            let partitions = e["layout"]["disko"]["devices"]["disk"]["main"]["content"]
+                ["partitions"]
+                .as_object_mut()
+                .unwrap();
+            for i in 0..124 {
+                partitions.insert(format!("extra{i:03}"), json!({ "size": "1M" }));
+            }
+        });
+        assert!(codes.is_empty(), "{codes:?}");
     }
 
     #[test]

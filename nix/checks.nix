@@ -1,0 +1,40 @@
+# checks.x86_64-linux of the flake. `nix flake check` runs them all; one runs
+# with `nix build -L .#checks.x86_64-linux.<name>`.
+{
+  self,
+  pkgs,
+  disko,
+  machine,
+}:
+let
+  inherit (pkgs) lib;
+  host = self.nixosConfigurations.${machine.flakeAttribute};
+
+  vmTest =
+    firmware:
+    import ./tests/vm-test.nix {
+      inherit pkgs disko firmware;
+      hostModule = self.nixosModules.hetzner-cloud;
+    };
+in
+{
+  # The real host installed with disko onto a virtual disk and booted three
+  # times: with SeaBIOS (how Hetzner Cloud boots by default) …
+  vm-test = vmTest "bios";
+  # … and with OVMF (a Hetzner Cloud server switched to UEFI).
+  vm-test-uefi = vmTest "uefi";
+
+  # The system the server runs: it builds, and its assertions hold (one of
+  # them refuses to build without an SSH key for hbohlen in machine.nix).
+  toplevel = host.config.system.build.toplevel;
+
+  # What disko and NixOS make of our layout, compared with the reference data
+  # the Rust model is tested against (xtask/tests/disko_reference.rs). If
+  # this fails after an update of disko or nixpkgs, the model, or the
+  # fixture, no longer describes the real system.
+  disko-reference = import ./tests/disko-reference.nix {
+    inherit pkgs;
+    inherit (host) config;
+    reference = lib.importJSON ../xtask/tests/fixtures/disko-reference.json;
+  };
+}

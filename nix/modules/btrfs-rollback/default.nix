@@ -1,0 +1,268 @@
+# Root rollback at boot: in the initrd, before / is mounted, move the root
+# subvolume to the old-roots subvolume under the time of the move, create an
+# empty root, and delete old roots past their retention. The work is done by
+# ./rollback.sh, the very file the loop-device tests run; docs/rollback.md
+# explains it.
+#
+# With boot.initrd.systemd.enable (the default since NixOS 26.05) it is an
+# initrd service ordered before sysroot.mount; otherwise it runs from
+# boot.initrd.postDeviceCommands under busybox. Either way it fails open:
+# a failed rotation is loud (console, journal, /run/btrfs-rollback/failed,
+# and btrfs-rollback-status.service failing in the running system) but the
+# machine still boots, on the old root.
+{
+  config,
+  lib,
+  pkgs,
+  utils,
+  ...
+}:
+let
+  cfg = config.boot.btrfsRollback;
+
+  # The deployed file is the tested file: copied to the store as it is.
+  rollbackScript = builtins.path {
+    path = ./rollback.sh;
+    name = "btrfs-rollback.sh";
+  };
+
+  # Survives switch-root: the systemd initrd and the scripted initrd both
+  # hand /run over to the running system.
+  statusDir = "/run/btrfs-rollback";
+
+  environment = {
+    BTRFS_ROLLBACK_MOUNTPOINT = cfg.mountPoint;
+    BTRFS_ROLLBACK_ROOT_SUBVOLUME = cfg.rootSubvolume;
+    BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME = cfg.oldRootsSubvolume;
+    BTRFS_ROLLBACK_RETENTION_DAYS = toString cfg.retentionDays;
+    BTRFS_ROLLBACK_KEEP_AT_LEAST = toString cfg.keepAtLeast;
+    BTRFS_ROLLBACK_STATUS_DIR = statusDir;
+  };
+
+  device = if cfg.device == null then "" else cfg.device;
+
+  systemdInitrd = config.boot.initrd.systemd.enable;
+
+  # Where the scripted initrd finds the script (boot.initrd.extraFiles).
+  scriptedInitrdPath = "/etc/btrfs-rollback.sh";
+
+  subvolumeName = lib.types.strMatching "[^/[:space:]]+";
+in
+{
+  options.boot.btrfsRollback = {
+    enable = lib.mkEnableOption ''
+      wiping the root at every boot: in the initrd, the Btrfs root subvolume
+      is moved to the old-roots subvolume, named by the UTC time of the move,
+      an empty root subvolume takes its place, and old roots past the
+      retention are deleted (see docs/rollback.md)
+    '';
+
+    device = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = config.fileSystems."/".device or null;
+      defaultText = lib.literalExpression ''config.fileSystems."/".device or null'';
+      example = "/dev/disk/by-partlabel/disk-main-root";
+      description = ''
+        The Btrfs block device that holds the root subvolume. The default
+        is the device of the root file system, which disko sets to the
+        root partition's /dev/disk/by-partlabel path.
+      '';
+    };
+
+    rootSubvolume = lib.mkOption {
+      type = subvolumeName;
+      default = "@root";
+      description = "The subvolume mounted at /, directly below the top level.";
+    };
+
+    oldRootsSubvolume = lib.mkOption {
+      type = subvolumeName;
+      default = "@old_roots";
+      description = ''
+        The subvolume below the top level that old roots are moved into. It
+        is created on the first boot if it is missing.
+      '';
+    };
+
+    retentionDays = lib.mkOption {
+      type = lib.types.ints.unsigned;
+      default = 30;
+      description = ''
+        Old roots older than this many days are deleted. The age comes from
+        an old root's name (the time it was moved), never from a
+        modification time.
+      '';
+    };
+
+    keepAtLeast = lib.mkOption {
+      type = lib.types.ints.unsigned;
+      default = 5;
+      description = ''
+        The newest this many old roots (counting the one moved at this
+        boot) are never deleted, whatever their age, so that a server that
+        was off for longer than the retention keeps its recent history.
+      '';
+    };
+
+    mountPoint = lib.mkOption {
+      type = lib.types.strMatching "/.+";
+      default = "/btrfs_tmp";
+      description = ''
+        Where the initrd mounts the top level (subvolid=5) while it rotates
+        the root; it is unmounted again before the root is mounted.
+      '';
+    };
+
+    mountsNeededForBoot = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [
+        "/persist"
+        "/var/log"
+      ];
+      description = ''
+        Mount points that must be mounted in the initrd
+        (`fileSystems.<path>.neededForBoot`): what survives the wipe must be
+        there before impermanence binds from it and the journal writes.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      {
+        assertions = [
+          {
+            assertion = cfg.device != null && lib.hasPrefix "/" device;
+            message = ''
+              boot.btrfsRollback.device is not set to an absolute device path (got ${
+                if cfg.device == null then "null" else cfg.device
+              }); set it, or define fileSystems."/".device (disko does).
+            '';
+          }
+          {
+            assertion = cfg.rootSubvolume != cfg.oldRootsSubvolume;
+            message = "boot.btrfsRollback.rootSubvolume and oldRootsSubvolume must differ.";
+          }
+          {
+            assertion = systemdInitrd || config.boot.resumeDevice == "";
+            message = ''
+              boot.btrfsRollback with the scripted initrd runs in
+              postDeviceCommands, before resuming from hibernation, and would
+              rotate a root that a hibernated system still has mounted. Use
+              boot.initrd.systemd.enable = true or do not set boot.resumeDevice.
+            '';
+          }
+        ]
+        ++ map (path: {
+          assertion = (config.fileSystems.${path} or { neededForBoot = false; }).neededForBoot;
+          message = ''
+            boot.btrfsRollback wipes / at every boot, so ${path} must be a
+            mount of its own with fileSystems."${path}".neededForBoot = true.
+          '';
+        }) cfg.mountsNeededForBoot;
+
+        warnings =
+          let
+            rootOptions = config.fileSystems."/".options or [ ];
+          in
+          lib.optional
+            (
+              !lib.elem "subvol=${cfg.rootSubvolume}" rootOptions
+              && !lib.elem "subvol=/${cfg.rootSubvolume}" rootOptions
+            )
+            ''
+              boot.btrfsRollback rotates the subvolume ${cfg.rootSubvolume}, but
+              fileSystems."/".options has no subvol=${cfg.rootSubvolume}.
+            '';
+
+        # Makes a failure in the initrd visible in the running system:
+        # `systemctl --failed` lists this unit and the journal has why.
+        systemd.services.btrfs-rollback-status = {
+          description = "Report the root rollback done in the initrd";
+          wantedBy = [ "multi-user.target" ];
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+          };
+          script = ''
+            status=${lib.escapeShellArg "${statusDir}/status"}
+            failed=${lib.escapeShellArg "${statusDir}/failed"}
+            if [ ! -e "$status" ]; then
+              echo "btrfs-rollback: no $status: the root rollback did not run in the initrd" >&2
+              exit 1
+            fi
+            cat "$status"
+            if [ -e "$failed" ]; then
+              echo "btrfs-rollback: the root rollback FAILED: $(cat "$failed")" >&2
+              exit 1
+            fi
+            if ! grep -qx 'result=ok' "$status"; then
+              echo "btrfs-rollback: the root rollback did not finish (stopped in the initrd)" >&2
+              exit 1
+            fi
+          '';
+        };
+      }
+
+      (lib.mkIf systemdInitrd {
+        boot.initrd.systemd.initrdBin = [ pkgs.btrfs-progs ];
+        boot.initrd.systemd.storePaths = [
+          rollbackScript
+          "${pkgs.bash}/bin/bash"
+        ];
+        boot.initrd.systemd.services.btrfs-rollback = {
+          description = "Move the old root aside and create an empty one";
+          wantedBy = [ "initrd.target" ];
+          requires = [ "${utils.escapeSystemdPath device}.device" ];
+          after = [
+            "${utils.escapeSystemdPath device}.device"
+            # Never rotate a root that a hibernated system still has mounted.
+            "systemd-hibernate-resume.service"
+          ];
+          before = [
+            "sysroot.mount"
+            "shutdown.target"
+          ];
+          conflicts = [ "shutdown.target" ];
+          unitConfig.DefaultDependencies = false;
+          inherit environment;
+          serviceConfig = {
+            Type = "oneshot";
+            # Tools come from the initrd's /bin: coreutils, util-linux's
+            # mount and umount, and btrfs-progs (initrdBin above).
+            ExecStart = utils.escapeSystemdExecArgs [
+              "${pkgs.bash}/bin/bash"
+              rollbackScript
+              device
+            ];
+            StandardOutput = "journal+console";
+            StandardError = "journal+console";
+            # Fails open: only wanted by initrd.target, so a failure is
+            # reported and the boot goes on.
+          };
+        };
+      })
+
+      (lib.mkIf (!systemdInitrd) {
+        boot.initrd.extraFiles.${scriptedInitrdPath}.source = rollbackScript;
+        # After `btrfs device scan` (added by NixOS's Btrfs support), which
+        # runs at normal priority. busybox provides every tool but btrfs.
+        boot.initrd.postDeviceCommands = lib.mkAfter ''
+          btrfs_rollback_device=${lib.escapeShellArg device}
+          btrfs_rollback_wait=0
+          while [ ! -e "$btrfs_rollback_device" ] && [ "$btrfs_rollback_wait" -lt 10 ]; do
+            sleep 1
+            btrfs_rollback_wait=$((btrfs_rollback_wait + 1))
+          done
+          if ! ${
+            lib.concatStringsSep " " (
+              lib.mapAttrsToList (name: value: "${name}=${lib.escapeShellArg value}") environment
+            )
+          } ash ${scriptedInitrdPath} "$btrfs_rollback_device"; then
+            echo "btrfs-rollback: FAILED; booting on (see ${statusDir}/status)"
+          fi
+        '';
+      })
+    ]
+  );
+}

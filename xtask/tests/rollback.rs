@@ -1,0 +1,1296 @@
+//! The rollback script (nix/modules/btrfs-rollback/rollback.sh) on real
+//! Btrfs: loop devices over sparse files, each scenario under busybox sh
+//! (busybox applets), dash and bash (GNU tools). Needs root; without root,
+//! btrfs-progs, busybox, dash or loop devices these tests fail and say what
+//! to install. @persist is checksummed around every run.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::{symlink, PermissionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use sha2::{Digest as _, Sha256};
+use xtask::lab::loopback::{is_mountpoint, is_subvolume, BtrfsFixture, Lab};
+use xtask::lab::rollback::{
+    old_root_name, required_tools, Interpreter, Run, Runner, Settings, Status,
+};
+
+const DAY: i64 = 86_400;
+/// The fake clock: 2026-05-28T20:26:40Z.
+const NOW: i64 = 1_780_000_000;
+const FLOOR_NAME: &str = "20260101T000000Z";
+const FIXTURE_BYTES: u64 = 384 << 20;
+
+fn lab() -> Lab {
+    Lab::prepare(&required_tools())
+        .unwrap_or_else(|e| panic!("the rollback tests cannot run on this machine:\n{e:#}"))
+}
+
+fn runner(interpreter: Interpreter) -> Rc<Runner> {
+    Rc::new(Runner::new(interpreter).expect("preparing the interpreter"))
+}
+
+fn name(epoch: i64) -> String {
+    old_root_name(epoch, 0).unwrap()
+}
+
+fn name_n(epoch: i64, suffix: u8) -> String {
+    old_root_name(epoch, suffix).unwrap()
+}
+
+/// One fresh filesystem, one interpreter, and the @persist digest.
+struct Case {
+    label: String,
+    fs: BtrfsFixture,
+    runner: Rc<Runner>,
+    settings: Settings,
+    persist: String,
+}
+
+impl Case {
+    fn new(lab: &Lab, interpreter: Interpreter) -> Case {
+        Case::with_runner(lab, runner(interpreter))
+    }
+
+    fn with_runner(lab: &Lab, runner: Rc<Runner>) -> Case {
+        let interpreter = runner.interpreter;
+        let fs = BtrfsFixture::create(lab, FIXTURE_BYTES).expect("creating a loop-device Btrfs");
+        let mut settings = Settings::under(fs.scratch());
+        settings.now = Some(NOW);
+        fs.forget_on_drop(&settings.mountpoint);
+        // @persist: files, a directory, a symlink and a nested subvolume.
+        let persist = fs.create_subvolume("@persist").unwrap();
+        fs::create_dir_all(persist.join("etc/ssh")).unwrap();
+        fs::write(persist.join("etc/machine-id"), "0123456789abcdef\n").unwrap();
+        fs::write(persist.join("etc/ssh/ssh_host_ed25519_key"), "secret\n").unwrap();
+        fs::set_permissions(
+            persist.join("etc/ssh/ssh_host_ed25519_key"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        symlink("machine-id", persist.join("etc/machine-id.link")).unwrap();
+        fs::create_dir_all(persist.join("var/lib")).unwrap();
+        fs.create_subvolume("@persist/var/lib/data").unwrap();
+        fs::write(persist.join("var/lib/data/db"), vec![7u8; 100_000]).unwrap();
+        let digest = tree_digest(&persist);
+        Case {
+            label: format!("[{}]", interpreter.name()),
+            fs,
+            runner,
+            settings,
+            persist: digest,
+        }
+    }
+
+    fn top(&self) -> &Utf8Path {
+        self.fs.top()
+    }
+
+    fn root(&self) -> Utf8PathBuf {
+        self.top().join("@root")
+    }
+
+    fn old(&self, name: &str) -> Utf8PathBuf {
+        self.top().join("@old_roots").join(name)
+    }
+
+    fn run(&self) -> Run {
+        self.runner
+            .run(self.fs.device(), &self.settings)
+            .unwrap_or_else(|e| panic!("{} {e:#}", self.label))
+    }
+
+    /// A run that must succeed; checks the summary against the status file
+    /// and that @persist did not change.
+    fn run_ok(&self) -> Status {
+        let run = self.run();
+        assert_eq!(run.code, Some(0), "{} {}", self.label, run.transcript());
+        let status = run.status().unwrap().clone();
+        assert_eq!(
+            status.get("result"),
+            "ok",
+            "{} {}",
+            self.label,
+            run.transcript()
+        );
+        assert!(
+            !status.failed_marker,
+            "{} failed marker after success",
+            self.label
+        );
+        self.check_summary(&run, &status);
+        self.check_persist();
+        assert!(
+            !is_mountpoint(&self.settings.mountpoint),
+            "{} the script left {} mounted",
+            self.label,
+            self.settings.mountpoint
+        );
+        assert!(
+            is_subvolume(&self.root()),
+            "{} no @root after a run",
+            self.label
+        );
+        assert_eq!(
+            entries(&self.root()),
+            Vec::<String>::new(),
+            "{} @root is not empty",
+            self.label
+        );
+        status
+    }
+
+    fn check_summary(&self, run: &Run, status: &Status) {
+        let summary = run.summary().unwrap_or_else(|| {
+            panic!(
+                "{} stdout is not one summary line: {}",
+                self.label,
+                run.transcript()
+            )
+        });
+        for key in [
+            "result",
+            "rotated_to",
+            "deleted",
+            "kept",
+            "skipped",
+            "clock",
+            "ms",
+            "message",
+        ] {
+            assert_eq!(
+                summary.get(key).map(String::as_str),
+                Some(status.get(key)),
+                "{} summary and status disagree on {key}: {}",
+                self.label,
+                run.transcript()
+            );
+        }
+        assert!(
+            status.number("ms").is_some(),
+            "{} ms is not a number",
+            self.label
+        );
+    }
+
+    fn check_persist(&self) {
+        assert_eq!(
+            tree_digest(&self.top().join("@persist")),
+            self.persist,
+            "{} @persist changed",
+            self.label
+        );
+    }
+
+    /// An old root named `name` with a marker file and nested subvolumes
+    /// (paths inside the root, parents first).
+    fn old_root(&self, name: &str, nested: &[&str]) {
+        if !self.top().join("@old_roots").exists() {
+            self.fs.create_subvolume("@old_roots").unwrap();
+        }
+        self.fs
+            .create_subvolume(&format!("@old_roots/{name}"))
+            .unwrap();
+        fill_root(&self.fs, &format!("@old_roots/{name}"), name, nested);
+    }
+
+    /// @root with a marker and nested subvolumes.
+    fn current_root(&self, marker: &str, nested: &[&str]) {
+        if !self.root().exists() {
+            self.fs.create_subvolume("@root").unwrap();
+        }
+        fill_root(&self.fs, "@root", marker, nested);
+    }
+
+    /// Sorted entries of @old_roots.
+    fn old_roots(&self) -> Vec<String> {
+        entries(&self.top().join("@old_roots"))
+    }
+
+    /// Whether the old root `name` is complete: marker and every nested subvolume.
+    fn intact(&self, name: &str, marker: &str, nested: &[&str]) -> bool {
+        let root = self.old(name);
+        is_subvolume(&root)
+            && fs::read_to_string(root.join("marker")).ok().as_deref() == Some(marker)
+            && nested.iter().all(|n| {
+                is_subvolume(&root.join(n))
+                    && fs::read_to_string(root.join(n).join("marker"))
+                        .ok()
+                        .as_deref()
+                        == Some(&format!("{marker}:{n}")[..])
+            })
+    }
+
+    /// Subvolumes at or below @old_roots/<name>.
+    fn subvolumes_of(&self, name: &str) -> Vec<String> {
+        let prefix = format!("@old_roots/{name}");
+        self.fs
+            .subvolumes()
+            .unwrap()
+            .into_iter()
+            .filter(|p| *p == prefix || p.starts_with(&format!("{prefix}/")))
+            .collect()
+    }
+}
+
+fn fill_root(fs: &BtrfsFixture, relative: &str, marker: &str, nested: &[&str]) {
+    let root = fs.top().join(relative);
+    fs::write(root.join("marker"), marker).unwrap();
+    for n in nested {
+        let path = root.join(n);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs.create_subvolume(&format!("{relative}/{n}")).unwrap();
+        fs::write(path.join("marker"), format!("{marker}:{n}")).unwrap();
+    }
+}
+
+fn entries(dir: &Utf8Path) -> Vec<String> {
+    let Ok(read) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = read
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A digest of a tree: names, types, modes, file contents and link targets.
+fn tree_digest(dir: &Utf8Path) -> String {
+    let mut hasher = Sha256::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for name in entries(&current) {
+            let path = current.join(&name);
+            let meta = fs::symlink_metadata(&path).unwrap();
+            hasher.update(format!("{path}\0{:o}\0", meta.permissions().mode()).as_bytes());
+            if meta.file_type().is_symlink() {
+                hasher.update(fs::read_link(&path).unwrap().as_os_str().as_encoded_bytes());
+            } else if meta.is_dir() {
+                stack.push(path);
+            } else {
+                hasher.update(fs::read(&path).unwrap());
+            }
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn set_mtime(path: &Utf8Path, at: SystemTime) {
+    fs::File::open(path).unwrap().set_modified(at).unwrap();
+}
+
+fn for_each_interpreter(mut scenario: impl FnMut(&Case)) {
+    let lab = lab();
+    for interpreter in Interpreter::ALL {
+        let case = Case::new(&lab, interpreter);
+        scenario(&case);
+    }
+}
+
+// --- Scenarios -----------------------------------------------------------
+
+#[test]
+fn first_boot_then_a_normal_rotation() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let status = case.run_ok();
+        assert_eq!(status.get("rotated_to"), "", "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        assert_eq!(status.number("kept"), Some(0), "{l}");
+        assert_eq!(status.number("skipped"), Some(0), "{l}");
+        assert_eq!(status.get("clock"), "ok", "{l}");
+        assert!(
+            is_subvolume(&case.top().join("@old_roots")),
+            "{l} no @old_roots"
+        );
+        assert_eq!(
+            entries(case.top()),
+            ["@old_roots", "@persist", "@root"],
+            "{l}"
+        );
+        assert!(case.old_roots().is_empty(), "{l}");
+
+        case.current_root("boot 1", &["var/lib/machines"]);
+        let mut settings = case.settings.clone();
+        settings.now = Some(NOW + 60);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(status.get("rotated_to"), name(NOW + 60), "{l}");
+        assert_eq!(status.number("kept"), Some(1), "{l}");
+        assert!(
+            run.stdout.starts_with(&format!(
+                "btrfs-rollback: result=ok rotated_to={} deleted=0 kept=1 ",
+                name(NOW + 60)
+            )),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(
+            case.intact(&name(NOW + 60), "boot 1", &["var/lib/machines"]),
+            "{l}"
+        );
+        assert!(is_subvolume(&case.root()), "{l}");
+        assert!(
+            entries(&case.root()).is_empty(),
+            "{l} the new root is not empty"
+        );
+        case.check_persist();
+    });
+}
+
+#[test]
+fn three_rotations_in_the_same_second() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.run_ok();
+        let expected = [name(NOW), name_n(NOW, 1), name_n(NOW, 2)];
+        for (i, want) in expected.iter().enumerate() {
+            case.current_root(&format!("boot {i}"), &[]);
+            let status = case.run_ok();
+            assert_eq!(status.get("rotated_to"), want, "{l}");
+        }
+        assert_eq!(case.old_roots(), expected, "{l}");
+        for (i, want) in expected.iter().enumerate() {
+            assert!(case.intact(want, &format!("boot {i}"), &[]), "{l} {want}");
+            // Nothing nested: each holds only its marker.
+            assert_eq!(entries(&case.old(want)), ["marker"], "{l} {want}");
+        }
+    });
+}
+
+#[test]
+fn an_old_mtime_is_not_an_old_root() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let forty_days_ago = SystemTime::UNIX_EPOCH + Duration::from_secs((NOW - 40 * DAY) as u64);
+        case.old_root(&name(NOW - DAY), &[]);
+        set_mtime(&case.old(&name(NOW - DAY)).join("marker"), forty_days_ago);
+        set_mtime(&case.old(&name(NOW - DAY)), forty_days_ago);
+        case.current_root("untouched for 40 days", &[]);
+        set_mtime(&case.root().join("marker"), forty_days_ago);
+        set_mtime(&case.root(), forty_days_ago);
+        case.fs.sync().unwrap();
+
+        let mut keep_none = case.settings.clone();
+        keep_none.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &keep_none).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(
+            status.number("deleted"),
+            Some(0),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(case.intact(&name(NOW - DAY), &name(NOW - DAY), &[]), "{l}");
+        assert!(case.intact(&name(NOW), "untouched for 40 days", &[]), "{l}");
+
+        // And on the next boot, the root that sat still for 40 days is one day old.
+        keep_none.now = Some(NOW + DAY);
+        let run = case.runner.run(case.fs.device(), &keep_none).unwrap();
+        assert_eq!(
+            run.status().unwrap().number("deleted"),
+            Some(0),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(case.intact(&name(NOW), "untouched for 40 days", &[]), "{l}");
+        case.check_persist();
+    });
+}
+
+#[test]
+fn retention_at_29_and_31_days() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        for (age, nested) in [
+            (31, &["var/lib/machines"][..]),
+            (30, &[][..]),
+            (29, &[][..]),
+        ] {
+            case.old_root(&name(NOW - age * DAY), nested);
+        }
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        settings.retention_days = Some(30);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(
+            status.number("deleted"),
+            Some(1),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(status.number("kept"), Some(3), "{l}");
+        assert_eq!(
+            case.old_roots(),
+            [name(NOW - 30 * DAY), name(NOW - 29 * DAY), name(NOW)],
+            "{l} only the 31-day-old root goes (exactly 30 days is not past)"
+        );
+        assert!(case.subvolumes_of(&name(NOW - 31 * DAY)).is_empty(), "{l}");
+        assert!(
+            case.intact(&name(NOW - 29 * DAY), &name(NOW - 29 * DAY), &[]),
+            "{l}"
+        );
+        case.check_persist();
+    });
+}
+
+#[test]
+fn keep_at_least_protects_the_newest_whatever_their_age() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        // The server was off for two months: every old root is past retention.
+        for age in [90, 80, 70, 61] {
+            case.old_root(&name(NOW - age * DAY), &["srv"]);
+        }
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(3);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(
+            status.number("deleted"),
+            Some(2),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(status.number("kept"), Some(3), "{l}");
+        assert_eq!(
+            case.old_roots(),
+            [name(NOW - 70 * DAY), name(NOW - 61 * DAY), name(NOW)],
+            "{l} the three newest stay (the one just moved counts)"
+        );
+        for age in [70, 61] {
+            assert!(
+                case.intact(&name(NOW - age * DAY), &name(NOW - age * DAY), &["srv"]),
+                "{l}"
+            );
+        }
+
+        // With the default (5), the rest survive the next boot too.
+        case.current_root("next", &[]);
+        settings.keep_at_least = None;
+        settings.now = Some(NOW + DAY);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert_eq!(
+            run.status().unwrap().number("deleted"),
+            Some(0),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(case.old_roots().len(), 4, "{l}");
+        case.check_persist();
+    });
+}
+
+#[test]
+fn a_clock_in_1970_deletes_nothing_and_names_after_the_newest() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        case.old_root(&name(NOW - 10 * DAY), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.now = Some(100 * DAY);
+        settings.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        assert_eq!(status.get("rotated_to"), name_n(NOW - 10 * DAY, 1), "{l}");
+        assert!(
+            run.stderr.contains("btrfs-rollback: warning: the clock"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(
+            case.intact(&name(NOW - 40 * DAY), &name(NOW - 40 * DAY), &[]),
+            "{l}"
+        );
+
+        // Once the clock is right again, the 40-day-old root goes; the root
+        // named during the bad clock is as old as the newest before it.
+        settings.now = Some(NOW);
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("clock"), "ok", "{l}");
+        assert_eq!(status.number("deleted"), Some(1), "{l}");
+        assert_eq!(
+            case.old_roots(),
+            [name(NOW - 10 * DAY), name_n(NOW - 10 * DAY, 1), name(NOW)],
+            "{l}"
+        );
+    });
+}
+
+#[test]
+fn a_bad_clock_on_an_empty_old_roots_uses_the_floor() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.now = Some(0);
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert_eq!(status.get("rotated_to"), FLOOR_NAME, "{l}");
+        case.current_root("again", &[]);
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("rotated_to"), format!("{FLOOR_NAME}-01"), "{l}");
+    });
+}
+
+#[test]
+fn a_clock_before_1970_from_date_still_rotates() {
+    // busybox sh runs its own `date` applet, so only dash and bash can be
+    // given this `date`.
+    let lab = lab();
+    for interpreter in [Interpreter::Dash, Interpreter::Bash] {
+        let case = Case::new(&lab, interpreter);
+        let l = &case.label;
+        let path = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(case.runner.tool_dir()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != "date" {
+                symlink(entry.path(), path.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let date = path.path().join("date");
+        fs::write(&date, "#!/bin/sh\necho -86400\n").unwrap();
+        fs::set_permissions(&date, fs::Permissions::from_mode(0o755)).unwrap();
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.now = None;
+        settings.keep_at_least = Some(0);
+        let command = case.runner.command(
+            case.fs.device(),
+            &settings,
+            false,
+            Some(Utf8Path::from_path(path.path()).unwrap()),
+        );
+        let run = case.runner.run_command(command, &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert_eq!(status.get("rotated_to"), name_n(NOW - 40 * DAY, 1), "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        case.check_persist();
+    }
+}
+
+#[test]
+fn a_clock_in_the_far_future_deletes_nothing() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        // 2100-01-01T03:25:45Z: past the ceiling.
+        settings.now = Some(4_102_444_800 + 12_345);
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        assert_eq!(status.get("rotated_to"), name_n(NOW - 40 * DAY, 1), "{l}");
+        assert!(
+            case.intact(&name(NOW - 40 * DAY), &name(NOW - 40 * DAY), &[]),
+            "{l}"
+        );
+    });
+}
+
+#[test]
+fn a_clock_behind_the_newest_old_root_deletes_nothing() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        case.old_root(&name_n(NOW + DAY, 99), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        // After suffix 99 comes the next second.
+        assert_eq!(status.get("rotated_to"), name(NOW + DAY + 1), "{l}");
+        assert!(
+            case.intact(&name(NOW - 40 * DAY), &name(NOW - 40 * DAY), &[]),
+            "{l}"
+        );
+    });
+}
+
+#[test]
+fn nested_subvolumes_two_levels_deep() {
+    let nested = ["var/lib/machines", "var/lib/machines/inner", "srv/data"];
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        for age in [40, 35, 1] {
+            case.old_root(&name(NOW - age * DAY), &nested);
+        }
+        case.current_root("current", &nested);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let status = case.run_with(&settings);
+        assert_eq!(status.number("deleted"), Some(2), "{l}");
+        for age in [40, 35] {
+            assert!(
+                case.subvolumes_of(&name(NOW - age * DAY)).is_empty(),
+                "{l} {age} days"
+            );
+            assert!(!case.old(&name(NOW - age * DAY)).exists(), "{l}");
+        }
+        assert!(
+            case.intact(&name(NOW - DAY), &name(NOW - DAY), &nested),
+            "{l}"
+        );
+        assert!(case.intact(&name(NOW), "current", &nested), "{l}");
+        assert_eq!(case.subvolumes_of(&name(NOW)).len(), 4, "{l}");
+    });
+}
+
+#[test]
+fn entries_that_are_not_old_roots_are_left_and_reported() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        let old_roots = case.top().join("@old_roots");
+        fs::write(old_roots.join("notes.txt"), "hello").unwrap();
+        fs::create_dir(old_roots.join("manual-backup")).unwrap();
+        fs::write(old_roots.join("manual-backup/file"), "data").unwrap();
+        // Our name, old, but a plain directory.
+        fs::create_dir(old_roots.join(name(NOW - 60 * DAY))).unwrap();
+        fs::write(old_roots.join(name(NOW - 60 * DAY)).join("file"), "data").unwrap();
+        // Subvolumes with names that are not ours.
+        case.fs.create_subvolume("@old_roots/keep-me").unwrap();
+        case.fs
+            .create_subvolume(&format!("@old_roots/{}-00", name(NOW - 50 * DAY)))
+            .unwrap();
+        // Our shape, but no such time: 30 February, month 13, hour 24.
+        for impossible in ["20250230T000000Z", "20251301T000000Z", "20250101T240000Z"] {
+            case.fs
+                .create_subvolume(&format!("@old_roots/{impossible}"))
+                .unwrap();
+        }
+        // A symlink to @persist: never followed.
+        symlink("../@persist", old_roots.join(name(NOW - 45 * DAY))).unwrap();
+        case.current_root("current", &[]);
+        let before: BTreeSet<String> = case.old_roots().into_iter().collect();
+
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert_eq!(
+            status.number("skipped"),
+            Some(9),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(status.number("deleted"), Some(1), "{l}");
+        assert!(
+            run.stderr.contains("btrfs-rollback: warning: "),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(run.stderr.contains("keep-me"), "{l} {}", run.transcript());
+        let after: BTreeSet<String> = case.old_roots().into_iter().collect();
+        let mut expected = before.clone();
+        expected.remove(&name(NOW - 40 * DAY));
+        expected.insert(name(NOW));
+        assert_eq!(after, expected, "{l}");
+        assert_eq!(
+            fs::read_to_string(old_roots.join("manual-backup/file")).unwrap(),
+            "data"
+        );
+        assert_eq!(
+            fs::read_to_string(old_roots.join(name(NOW - 60 * DAY)).join("file")).unwrap(),
+            "data"
+        );
+        assert!(is_subvolume(&old_roots.join("keep-me")), "{l}");
+        case.check_persist();
+    });
+}
+
+#[test]
+fn names_and_ages_at_calendar_edges() {
+    // 2028-02-29T23:59:59Z, 2028-03-01T00:00:00Z, 2030-12-31T23:59:59Z, 2099-12-31T23:59:59Z.
+    let moments = [1_835_481_599, 1_835_481_600, 1_924_991_999, 4_102_444_799];
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.run_ok();
+        for now in moments {
+            let mut settings = case.settings.clone();
+            settings.now = Some(now);
+            case.current_root("edge", &[]);
+            let status = case.run_with(&settings);
+            assert_eq!(status.get("rotated_to"), name(now), "{l} at {now}");
+            assert_eq!(status.get("clock"), "ok", "{l} at {now}");
+        }
+    });
+    // Ages from names across a leap day: exactly 31 days + 1 s goes, 31 days - 1 s stays.
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let leap_noon = 1_835_438_400; // 2028-02-29T12:00:00Z
+        case.old_root(&name_n(leap_noon, 5), &[]);
+        case.old_root(&name(leap_noon + 2), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        settings.retention_days = Some(31);
+        settings.now = Some(leap_noon + 31 * DAY + 1);
+        let status = case.run_with(&settings);
+        assert_eq!(status.number("deleted"), Some(1), "{l}");
+        assert_eq!(
+            case.old_roots(),
+            [name(leap_noon + 2), name(leap_noon + 31 * DAY + 1)],
+            "{l}"
+        );
+    });
+}
+
+#[test]
+fn failures_are_reported_and_marked() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        // A device that is not there: nothing is touched.
+        let run = case
+            .runner
+            .run(Utf8Path::new("/dev/xtask-no-such-device"), &case.settings)
+            .unwrap();
+        let status = run.status().unwrap();
+        assert_ne!(run.code, Some(0), "{l} {}", run.transcript());
+        assert_eq!(status.get("result"), "failed", "{l}");
+        assert!(status.failed_marker, "{l} no failed marker");
+        assert!(
+            run.stdout.starts_with("btrfs-rollback: result=failed "),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(run.stdout.lines().count(), 1, "{l} {}", run.transcript());
+
+        // A plain directory where @root should be: left as it is.
+        fs::create_dir(case.root()).unwrap();
+        fs::write(case.root().join("file"), "x").unwrap();
+        let run = case.run();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "failed", "{l} {}", run.transcript());
+        assert!(
+            status.get("message").contains("not a subvolume"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(entries(&case.root()), ["file"], "{l}");
+        assert!(case.old_roots().is_empty(), "{l}");
+        assert!(
+            !is_mountpoint(&case.settings.mountpoint),
+            "{l} left mounted"
+        );
+
+        // A bad setting stops before anything is mounted.
+        let mut settings = case.settings.clone();
+        settings.old_roots_subvolume = Some("a/b".to_owned());
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert_eq!(
+            run.status().unwrap().get("result"),
+            "failed",
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(!is_mountpoint(&case.settings.mountpoint), "{l}");
+
+        // A later good run replaces the marker.
+        fs::remove_dir_all(case.root()).unwrap();
+        let status = case.run_ok();
+        assert!(!status.failed_marker, "{l}");
+        case.check_persist();
+    });
+}
+
+#[test]
+fn other_subvolume_names_are_honoured() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.fs.create_subvolume("root").unwrap();
+        fs::write(case.top().join("root/marker"), "x").unwrap();
+        let mut settings = case.settings.clone();
+        settings.root_subvolume = Some("root".to_owned());
+        settings.old_roots_subvolume = Some("old".to_owned());
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        assert_eq!(
+            fs::read_to_string(case.top().join("old").join(name(NOW)).join("marker")).unwrap(),
+            "x"
+        );
+        assert!(!case.top().join("@root").exists(), "{l} touched @root");
+    });
+}
+
+impl Case {
+    /// `run_ok` with other settings (the @root emptiness check included).
+    fn run_with(&self, settings: &Settings) -> Status {
+        let run = self
+            .runner
+            .run(self.fs.device(), settings)
+            .unwrap_or_else(|e| panic!("{} {e:#}", self.label));
+        assert_eq!(run.code, Some(0), "{} {}", self.label, run.transcript());
+        let status = run.status().unwrap().clone();
+        assert_eq!(
+            status.get("result"),
+            "ok",
+            "{} {}",
+            self.label,
+            run.transcript()
+        );
+        self.check_summary(&run, &status);
+        self.check_persist();
+        let root = self
+            .top()
+            .join(settings.root_subvolume.as_deref().unwrap_or("@root"));
+        assert!(is_subvolume(&root), "{} no root after a run", self.label);
+        assert!(
+            entries(&root).is_empty(),
+            "{} the root is not empty",
+            self.label
+        );
+        status
+    }
+}
+
+// --- Process calls -----------------------------------------------------------
+
+/// Wrappers in place of each tool: they log every call and, at call
+/// `XTASK_HOOK_CRASH_AT`, kill the whole run (its process group) before the
+/// tool runs, or, with `XTASK_HOOK_HALF=1` on a `btrfs subvolume delete`,
+/// after deleting the first half of its paths. The script is unchanged.
+struct Hooks {
+    dir: tempfile::TempDir,
+}
+
+impl Hooks {
+    fn new(runner: &Runner) -> Hooks {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(runner.tool_dir()).unwrap() {
+            let entry = entry.unwrap();
+            let program = entry.file_name().to_string_lossy().into_owned();
+            let real = entry.path();
+            let wrapper = format!(
+                r#"#!/bin/sh
+n=0
+[ -r "$XTASK_HOOK_COUNTER" ] && read -r n < "$XTASK_HOOK_COUNTER"
+n=$((n + 1))
+echo "$n" > "$XTASK_HOOK_COUNTER"
+echo "{program} $*" >> "$XTASK_HOOK_LOG"
+if [ "$n" -eq "${{XTASK_HOOK_CRASH_AT:-0}}" ]; then
+    if [ "${{XTASK_HOOK_HALF:-}}" = 1 ] && [ "${{1:-}} ${{2:-}}" = "subvolume delete" ]; then
+        shift 2
+        half=$((($# + 1) / 2))
+        i=0
+        for p in "$@"; do
+            i=$((i + 1))
+            [ "$i" -le "$half" ] || break
+            '{real}' subvolume delete "$p" >/dev/null
+        done
+    fi
+    kill -KILL 0
+fi
+exec '{real}' "$@"
+"#,
+                real = real.display()
+            );
+            let path = dir.path().join(&program);
+            fs::write(&path, wrapper).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Hooks { dir }
+    }
+
+    fn path(&self) -> &Utf8Path {
+        Utf8Path::from_path(self.dir.path()).unwrap()
+    }
+
+    /// Runs with the hooks; returns the run and the logged calls.
+    fn run(
+        &self,
+        case: &Case,
+        settings: &Settings,
+        crash_at: usize,
+        half: bool,
+    ) -> (Run, Vec<String>) {
+        let counter = case.fs.scratch().join("hook-counter");
+        let log = case.fs.scratch().join("hook-log");
+        let _ = fs::remove_file(&counter);
+        let _ = fs::remove_file(&log);
+        let mut command = case
+            .runner
+            .command(case.fs.device(), settings, false, Some(self.path()));
+        command
+            .env("XTASK_HOOK_COUNTER", &counter)
+            .env("XTASK_HOOK_LOG", &log)
+            .env("XTASK_HOOK_CRASH_AT", crash_at.to_string())
+            .env("XTASK_HOOK_HALF", if half { "1" } else { "0" })
+            // Its own process group: `kill 0` must not reach the test.
+            .process_group(0);
+        let run = case.runner.run_command(command, settings).unwrap();
+        let calls = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        (run, calls)
+    }
+}
+
+#[test]
+fn process_calls_do_not_grow_with_old_roots() {
+    let lab = lab();
+    for interpreter in Interpreter::ALL {
+        let mut counts = Vec::new();
+        for roots in [3, 40] {
+            let case = Case::new(&lab, interpreter);
+            let l = &case.label;
+            for i in 0..roots {
+                case.old_root(&name(NOW - (40 + i) * DAY), &["var/lib/machines"]);
+            }
+            case.current_root("current", &[]);
+            let hooks = Hooks::new(&case.runner);
+            let mut settings = case.settings.clone();
+            settings.keep_at_least = Some(0);
+            let (run, calls) = hooks.run(&case, &settings, 0, false);
+            let status = run.status().unwrap();
+            assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+            assert_eq!(status.number("deleted"), Some(roots as u64), "{l}");
+            let btrfs: Vec<&String> = calls.iter().filter(|c| c.starts_with("btrfs ")).collect();
+            assert_eq!(btrfs.len(), 4, "{l} create, list, delete, sync: {btrfs:#?}");
+            assert!(
+                btrfs
+                    .iter()
+                    .any(|c| c.starts_with("btrfs subvolume delete ")),
+                "{l} {btrfs:#?}"
+            );
+            counts.push(calls.len());
+        }
+        assert_eq!(
+            counts[0],
+            counts[1],
+            "[{}] process calls grew with the number of old roots",
+            interpreter.name()
+        );
+    }
+}
+
+// --- Crashes -------------------------------------------------------------------
+
+/// The crash scenario, small because it runs once per traced line: an old
+/// root past retention with subvolumes nested two levels deep, a recent
+/// one, a file, and a root with a nested subvolume; keepAtLeast 1.
+const PAST: [(i64, &[&str]); 1] = [(40, &["a", "a/b"])];
+const RECENT: [(i64, &[&str]); 1] = [(2, &["d"])];
+const CURRENT_NESTED: &[&str] = &["var/lib/machines"];
+
+fn crash_case(lab: &Lab, runner: &Rc<Runner>) -> (Case, Settings) {
+    let case = Case::with_runner(lab, Rc::clone(runner));
+    for (age, nested) in PAST.iter().chain(RECENT.iter()) {
+        case.old_root(&name(NOW - age * DAY), nested);
+    }
+    fs::write(case.top().join("@old_roots/notes.txt"), "keep").unwrap();
+    case.current_root("current", CURRENT_NESTED);
+    let mut settings = case.settings.clone();
+    settings.keep_at_least = Some(1);
+    (case, settings)
+}
+
+/// Where the content of the root that was current before the crash is.
+fn holders_of_current(case: &Case) -> Vec<Utf8PathBuf> {
+    let mut places = Vec::new();
+    if fs::read_to_string(case.root().join("marker"))
+        .ok()
+        .as_deref()
+        == Some("current")
+    {
+        places.push(case.root());
+    }
+    for n in case.old_roots() {
+        if fs::read_to_string(case.old(&n).join("marker"))
+            .ok()
+            .as_deref()
+            == Some("current")
+        {
+            places.push(case.old(&n));
+        }
+    }
+    places
+}
+
+/// After a crash at `at` and one normal run: the invariants.
+fn check_after_crash(case: &Case, settings: &Settings, at: &str) {
+    let l = format!("{} crash at {at}:", case.label);
+    // Right after the crash: the current root is in exactly one place.
+    let holders = holders_of_current(case);
+    assert_eq!(holders.len(), 1, "{l} the current root is at {holders:?}");
+    case.check_persist();
+
+    // A reboot: the crashed run's mount is gone.
+    case.fs.unmount_all(&settings.mountpoint).unwrap();
+    let run = case.runner.run(case.fs.device(), settings).unwrap();
+    let status = run.status().unwrap();
+    assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+
+    assert_eq!(
+        entries(case.top()),
+        ["@old_roots", "@persist", "@root"],
+        "{l}"
+    );
+    assert!(is_subvolume(&case.root()), "{l} no @root");
+    assert!(entries(&case.root()).is_empty(), "{l} @root not fresh");
+    case.check_persist();
+    let subvolumes = case.fs.subvolumes().unwrap();
+    for (age, _) in PAST {
+        let past = format!("@old_roots/{}", name(NOW - age * DAY));
+        assert!(
+            !subvolumes
+                .iter()
+                .any(|p| *p == past || p.starts_with(&format!("{past}/"))),
+            "{l} {age}-day root left: {subvolumes:#?}"
+        );
+        assert!(
+            !case.old(&name(NOW - age * DAY)).exists(),
+            "{l} {age}-day root left"
+        );
+    }
+    for (age, nested) in RECENT {
+        assert!(
+            case.intact(&name(NOW - age * DAY), &name(NOW - age * DAY), nested),
+            "{l} {age}-day root damaged"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(case.top().join("@old_roots/notes.txt")).unwrap(),
+        "keep",
+        "{l}"
+    );
+    let holders = holders_of_current(case);
+    assert_eq!(holders.len(), 1, "{l} the current root is at {holders:?}");
+    let moved_to = holders[0].file_name().unwrap().to_owned();
+    assert!(case.intact(&moved_to, "current", CURRENT_NESTED), "{l}");
+    // Anything else is a fresh root rotated again after the crash: empty, named after.
+    for n in case.old_roots() {
+        let known = n == "notes.txt"
+            || n == moved_to
+            || RECENT.iter().any(|(age, _)| n == name(NOW - age * DAY));
+        if !known {
+            assert!(n.starts_with(&name(NOW)), "{l} unexpected {n}");
+            assert!(
+                is_subvolume(&case.old(&n)) && entries(&case.old(&n)).is_empty(),
+                "{l} {n} is not an empty root"
+            );
+        }
+    }
+    for path in &subvolumes {
+        let allowed = path == "@root"
+            || path == "@old_roots"
+            || path.starts_with("@persist")
+            || path.starts_with("@old_roots/");
+        assert!(allowed, "{l} stray subvolume {path}");
+    }
+}
+
+/// One test per interpreter, so that the slow crash tests run in parallel.
+macro_rules! per_interpreter {
+    ($module:ident, $scenario:ident) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn busybox_sh() {
+                $scenario(Interpreter::Busybox)
+            }
+
+            #[test]
+            fn dash() {
+                $scenario(Interpreter::Dash)
+            }
+
+            #[test]
+            fn bash() {
+                $scenario(Interpreter::Bash)
+            }
+        }
+    };
+}
+
+per_interpreter!(
+    a_crash_before_any_command_is_finished_by_the_next_run,
+    crash_before_each_command
+);
+per_interpreter!(
+    a_kill_at_every_traced_line_is_finished_by_the_next_run,
+    kill_at_every_traced_line
+);
+
+fn crash_before_each_command(interpreter: Interpreter) {
+    let lab = lab();
+    let runner = runner(interpreter);
+    {
+        // How many tool calls a whole run makes.
+        let (case, settings) = crash_case(&lab, &runner);
+        let hooks = Hooks::new(&case.runner);
+        let (run, calls) = hooks.run(&case, &settings, 0, false);
+        assert_eq!(
+            run.status().unwrap().get("result"),
+            "ok",
+            "{}",
+            run.transcript()
+        );
+        // busybox sh runs its own applets without PATH, so only btrfs is
+        // hooked there; the traced-line test covers every line of it.
+        let mut wanted = vec![
+            "btrfs subvolume create",
+            "btrfs subvolume delete",
+            "btrfs filesystem sync",
+        ];
+        if interpreter != Interpreter::Busybox {
+            wanted.extend(["mount ", "mv ", "umount "]);
+        }
+        for want in wanted {
+            assert!(
+                calls.iter().any(|c| c.starts_with(want)),
+                "[{}] no call of {want:?} among {calls:#?}",
+                interpreter.name()
+            );
+        }
+        drop(case);
+        for k in 1..=calls.len() {
+            let halves: &[bool] = if calls[k - 1].starts_with("btrfs subvolume delete") {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &half in halves {
+                let (case, settings) = crash_case(&lab, &runner);
+                let hooks = Hooks::new(&case.runner);
+                let (run, _) = hooks.run(&case, &settings, k, half);
+                assert_eq!(
+                    run.code,
+                    None,
+                    "{} call {k} was not killed: {}",
+                    case.label,
+                    run.transcript()
+                );
+                let at = format!(
+                    "call {k} ({}){}",
+                    calls[k - 1],
+                    if half { ", half done" } else { "" }
+                );
+                if half {
+                    // The kill came in the middle: some paths went, the roots did not all go.
+                    let left: usize = PAST
+                        .iter()
+                        .map(|(age, _)| case.subvolumes_of(&name(NOW - age * DAY)).len())
+                        .sum();
+                    assert!(
+                        left > 0 && left < 3,
+                        "{} {at}: {left} subvolumes of the past root left",
+                        case.label
+                    );
+                }
+                check_after_crash(&case, &settings, &at);
+            }
+        }
+    }
+}
+
+fn kill_at_every_traced_line(interpreter: Interpreter) {
+    let lab = lab();
+    let runner = runner(interpreter);
+    {
+        let (case, settings) = crash_case(&lab, &runner);
+        let lines = traced_run(&case, &settings, usize::MAX);
+        assert!(lines > 50, "{} only {lines} traced lines", case.label);
+        drop(case);
+        for k in 1..=lines {
+            let (case, settings) = crash_case(&lab, &runner);
+            traced_run(&case, &settings, k);
+            check_after_crash(&case, &settings, &format!("traced line {k} of {lines}"));
+        }
+    }
+}
+
+/// Runs under `-x` and SIGKILLs the run's process group when the `kill_at`-th
+/// traced line appears; returns how many traced lines were seen.
+fn traced_run(case: &Case, settings: &Settings, kill_at: usize) -> usize {
+    let mut command = case.runner.command(case.fs.device(), settings, true, None);
+    command
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let group = child.id() as libc::pid_t;
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = 0;
+    for line in BufReader::new(stderr).split(b'\n') {
+        let line = line.unwrap();
+        if line.first() == Some(&b'+') {
+            seen += 1;
+            if seen == kill_at {
+                // SAFETY: kill(2) on the run's own process group, created above.
+                let killed = unsafe { libc::kill(-group, libc::SIGKILL) };
+                assert_eq!(killed, 0, "{} could not kill the run", case.label);
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    wait_until_gone(group);
+    seen
+}
+
+/// Waits until no live process is left in the process group (a killed
+/// `mount` or `btrfs` may still be leaving the kernel), as after a power cut.
+fn wait_until_gone(group: libc::pid_t) {
+    for _ in 0..1000 {
+        if !group_alive(group) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("process group {group} is still alive 5 s after SIGKILL");
+}
+
+/// Whether a process that is not a zombie is in the group (from /proc).
+fn group_alive(group: libc::pid_t) -> bool {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.filter_map(Result::ok).any(|p| {
+        let Ok(stat) = fs::read_to_string(p.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<libc::pid_t>().ok());
+        pgrp == Some(group) && state != Some("Z")
+    })
+}
