@@ -19,7 +19,7 @@ use super::modules::{self, Index};
 use super::plan::{BootKind, Plan};
 use super::protocol::Event;
 use super::qemu::{self, BootRun, Ending, VmConfig};
-use super::realise::{History, Realisation, Tamper};
+use super::realise::{History, Realisation, RollbackSettings, RunInputs, Tamper};
 use crate::check;
 use crate::findings::Severity;
 use crate::hosts;
@@ -29,6 +29,7 @@ use crate::project::{project_root, xtask_dir};
 use crate::results::{BootRecord, CheckRecord, Header, VmTestResults};
 use crate::rules::{self, Context};
 use crate::setup;
+use xshell::cmd;
 
 /// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.
 pub fn rollback_script() -> Utf8PathBuf {
@@ -116,6 +117,7 @@ pub struct Prepared {
     pub qemu: Utf8PathBuf,
     pub qemu_img: Utf8PathBuf,
     pub tools: super::plan::GuestTools,
+    pub rollback_settings: RollbackSettings,
 }
 
 /// Evaluates the host, finds the kernel and tools, builds (or reuses) the image.
@@ -198,6 +200,7 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, options.accel)?;
+    let rollback_settings = rollback_settings(&nix, &host)?;
     Ok(Prepared {
         layout,
         machine: loaded.machine,
@@ -209,7 +212,36 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         qemu,
         qemu_img,
         tools,
+        rollback_settings,
     })
+}
+
+/// The host's `boot.btrfsRollback` (rollback.nix beside disko.nix, a plain
+/// attribute set like it), or the module's defaults when there is none.
+fn rollback_settings(nix: &Nix, host: &hosts::Host) -> Result<RollbackSettings> {
+    let file = host.dir.join("rollback.nix");
+    if !file.is_file() {
+        return Ok(RollbackSettings::default());
+    }
+    let sh = crate::project::shell()?;
+    let instantiate = &nix.instantiate;
+    let json = cmd!(sh, "{instantiate} --eval --strict --json {file}")
+        .quiet()
+        .ignore_stderr()
+        .read();
+    let source = crate::project::display_path(&file);
+    match json {
+        Ok(json) => {
+            let value: serde_json::Value =
+                serde_json::from_str(&json).with_context(|| format!("reading {source}"))?;
+            RollbackSettings::from_evaluation(&value, &source)
+        }
+        // A module that needs NixOS's arguments: the defaults, and say so.
+        Err(_) => Ok(RollbackSettings {
+            source: format!("the module's defaults ({source} needs the NixOS module system)"),
+            ..RollbackSettings::default()
+        }),
+    }
 }
 
 /// The layout with every Btrfs mount's compression replaced by `setting`
@@ -571,11 +603,14 @@ pub fn run(options: &Options) -> Result<Outcome> {
     let realisation = Realisation::new(
         &prepared.layout,
         &context,
-        prepared.tools.clone(),
-        prepared.image.rollback.clone(),
-        total_boots,
-        nonce(),
-        options.tamper.clone(),
+        RunInputs {
+            tools: prepared.tools.clone(),
+            rollback: prepared.image.rollback.clone(),
+            rollback_settings: prepared.rollback_settings.clone(),
+            boots: total_boots,
+            nonce: nonce(),
+            tamper: options.tamper.clone(),
+        },
     )?;
     // Only a run of the layout as it is may stand as the vm-test result.
     let kind = if !options.tamper.is_empty() {
@@ -720,6 +755,18 @@ fn describe_setup(
                 options.memory_mib, options.cpus
             ),
         ),
+        ("rollback".to_owned(), {
+            let r = &prepared.rollback_settings;
+            format!(
+                "{} → {}, top level at {}, retention {} days, keep at least {} (from {})",
+                r.root_subvolume,
+                r.old_roots_subvolume,
+                r.mount_point,
+                r.retention_days,
+                r.keep_at_least,
+                r.source
+            )
+        }),
     ]
 }
 

@@ -89,10 +89,86 @@ pub struct Realisation<'a> {
     pub geometry: &'a DiskGeometry,
     pub tools: GuestTools,
     pub rollback: Option<EmbeddedScript>,
+    pub rollback_settings: RollbackSettings,
     pub boots: u32,
     /// Makes this run's markers unique.
     pub nonce: String,
     pub tamper: Vec<Tamper>,
+}
+
+/// `boot.btrfsRollback` of the host (hosts/<host>/rollback.nix), which the
+/// NixOS module turns into the script's environment; the module's defaults
+/// when the host does not set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackSettings {
+    pub mount_point: String,
+    pub root_subvolume: String,
+    pub old_roots_subvolume: String,
+    pub retention_days: u64,
+    pub keep_at_least: u64,
+    /// Where they were read from, for the report.
+    pub source: String,
+}
+
+impl Default for RollbackSettings {
+    /// nix/modules/btrfs-rollback/default.nix's option defaults.
+    fn default() -> Self {
+        RollbackSettings {
+            mount_point: MANAGEMENT_MOUNTPOINT.to_owned(),
+            root_subvolume: "@root".to_owned(),
+            old_roots_subvolume: OLD_ROOTS_SUBVOLUME.to_owned(),
+            retention_days: 30,
+            keep_at_least: 5,
+            source: "the module's defaults".to_owned(),
+        }
+    }
+}
+
+impl RollbackSettings {
+    /// Reads `boot.btrfsRollback` from an evaluated rollback.nix; unset
+    /// options keep the module's defaults.
+    pub fn from_evaluation(value: &serde_json::Value, source: &str) -> anyhow::Result<Self> {
+        let mut settings = RollbackSettings {
+            source: source.to_owned(),
+            ..RollbackSettings::default()
+        };
+        let Some(config) = value.pointer("/boot/btrfsRollback") else {
+            return Ok(settings);
+        };
+        let text = |key: &str| -> anyhow::Result<Option<String>> {
+            match config.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_str()
+                    .map(|s| Some(s.to_owned()))
+                    .with_context(|| format!("{source}: boot.btrfsRollback.{key} is not a string")),
+            }
+        };
+        let number = |key: &str| -> anyhow::Result<Option<u64>> {
+            match config.get(key) {
+                None => Ok(None),
+                Some(v) => v.as_u64().map(Some).with_context(|| {
+                    format!("{source}: boot.btrfsRollback.{key} is not a whole number")
+                }),
+            }
+        };
+        if let Some(v) = text("mountPoint")? {
+            settings.mount_point = v;
+        }
+        if let Some(v) = text("rootSubvolume")? {
+            settings.root_subvolume = v;
+        }
+        if let Some(v) = text("oldRootsSubvolume")? {
+            settings.old_roots_subvolume = v;
+        }
+        if let Some(v) = number("retentionDays")? {
+            settings.retention_days = v;
+        }
+        if let Some(v) = number("keepAtLeast")? {
+            settings.keep_at_least = v;
+        }
+        Ok(settings)
+    }
 }
 
 /// What a rotation boot may expect of the boots before it.
@@ -116,17 +192,32 @@ pub struct HostExpectations {
     pub trim_freed_min_bytes: u64,
 }
 
+/// What a run adds to the layout: the image's tools and script, the host's
+/// rollback settings, how many boots, and any deliberate tampering.
+pub struct RunInputs {
+    pub tools: GuestTools,
+    pub rollback: Option<EmbeddedScript>,
+    pub rollback_settings: RollbackSettings,
+    pub boots: u32,
+    pub nonce: String,
+    pub tamper: Vec<Tamper>,
+}
+
 impl<'a> Realisation<'a> {
-    /// Checks that the lab backend can realise this layout, and builds the context.
+    /// Checks that the lab backend can realise this layout.
     pub fn new(
         layout: &'a Layout,
         context: &'a Context<'a>,
-        tools: GuestTools,
-        rollback: Option<EmbeddedScript>,
-        boots: u32,
-        nonce: String,
-        tamper: Vec<Tamper>,
+        inputs: RunInputs,
     ) -> Result<Realisation<'a>> {
+        let RunInputs {
+            tools,
+            rollback,
+            rollback_settings,
+            boots,
+            nonce,
+            tamper,
+        } = inputs;
         let [disk] = layout.disks.as_slice() else {
             bail!(
                 "the lab VM has one disk; the layout declares {} (use --backend nixos)",
@@ -171,6 +262,7 @@ impl<'a> Realisation<'a> {
             geometry,
             tools,
             rollback,
+            rollback_settings,
             boots,
             nonce,
             tamper,
@@ -408,28 +500,26 @@ impl<'a> Realisation<'a> {
         let btrfs = self
             .root_btrfs()
             .context("/ is not on Btrfs; there is nothing to roll back")?;
-        let root_subvolume = self
-            .context
-            .mounts
-            .iter()
-            .find_map(|m| match (&m.source, m.mountpoint.as_str()) {
-                (MountSource::Subvolume { name }, "/") => Some(name.clone()),
-                _ => None,
-            })
-            .context("/ is not a subvolume")?;
-        let mountpoint = self
-            .context
-            .mounts
-            .iter()
-            .find(|m| m.source == MountSource::BtrfsTopLevel && m.device == btrfs.device)
-            .map_or(MANAGEMENT_MOUNTPOINT.to_owned(), |m| m.mountpoint.clone());
+        // The environment the NixOS module gives the script.
+        let settings = &self.rollback_settings;
         let env: BTreeMap<String, String> = [
             ("PATH", GUEST_PATH.to_owned()),
-            ("BTRFS_ROLLBACK_MOUNTPOINT", mountpoint),
-            ("BTRFS_ROLLBACK_ROOT_SUBVOLUME", root_subvolume),
+            ("BTRFS_ROLLBACK_MOUNTPOINT", settings.mount_point.clone()),
+            (
+                "BTRFS_ROLLBACK_ROOT_SUBVOLUME",
+                settings.root_subvolume.clone(),
+            ),
             (
                 "BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME",
-                OLD_ROOTS_SUBVOLUME.to_owned(),
+                settings.old_roots_subvolume.clone(),
+            ),
+            (
+                "BTRFS_ROLLBACK_RETENTION_DAYS",
+                settings.retention_days.to_string(),
+            ),
+            (
+                "BTRFS_ROLLBACK_KEEP_AT_LEAST",
+                settings.keep_at_least.to_string(),
             ),
             ("BTRFS_ROLLBACK_STATUS_DIR", ROLLBACK_STATUS_DIR.to_owned()),
         ]
@@ -924,7 +1014,7 @@ impl<'a> Realisation<'a> {
             let expect = match history {
                 History::Clean => Expect::OldRoots {
                     device: btrfs.device.clone(),
-                    directory: OLD_ROOTS_SUBVOLUME.to_owned(),
+                    directory: self.rollback_settings.old_roots_subvolume.clone(),
                     min_count: boot - 1,
                     max_count: boot - 1,
                     newest_holds: relative(boot - 1),
@@ -937,7 +1027,7 @@ impl<'a> Realisation<'a> {
                     last_completed_boot,
                 } => Expect::OldRoots {
                     device: btrfs.device.clone(),
-                    directory: OLD_ROOTS_SUBVOLUME.to_owned(),
+                    directory: self.rollback_settings.old_roots_subvolume.clone(),
                     min_count: old_roots_before + 1,
                     max_count: old_roots_before + 2,
                     newest_holds: Vec::new(),
@@ -1108,16 +1198,15 @@ mod tests {
             host_path: "nix/modules/btrfs-rollback/rollback.sh".into(),
             sha256: "00".into(),
         };
-        Realisation::new(
-            layout,
-            context,
+        let inputs = RunInputs {
             tools,
-            Some(script),
-            3,
-            "n0nce".into(),
+            rollback: Some(script),
+            rollback_settings: RollbackSettings::default(),
+            boots: 3,
+            nonce: "n0nce".into(),
             tamper,
-        )
-        .unwrap()
+        };
+        Realisation::new(layout, context, inputs).unwrap()
     }
 
     fn context_of(layout: &Layout) -> Context<'_> {
@@ -1310,6 +1399,8 @@ mod tests {
         );
         assert_eq!(rollback.env["BTRFS_ROLLBACK_MOUNTPOINT"], "/btrfs_tmp");
         assert_eq!(rollback.env["BTRFS_ROLLBACK_ROOT_SUBVOLUME"], "@root");
+        assert_eq!(rollback.env["BTRFS_ROLLBACK_RETENTION_DAYS"], "30");
+        assert_eq!(rollback.env["BTRFS_ROLLBACK_KEEP_AT_LEAST"], "5");
         let Expect::OldRoots {
             min_count,
             max_count,
@@ -1495,6 +1586,21 @@ mod tests {
             (0o700, 0o600)
         );
         assert_eq!(vfat_modes(&[]), (0o755, 0o755));
+    }
+
+    #[test]
+    fn rollback_settings_from_the_host_or_the_module_defaults() {
+        let value = serde_json::json!({ "boot": { "btrfsRollback": {
+            "enable": true, "mountPoint": "/mnt/top", "retentionDays": 7, "keepAtLeast": 2
+        }}});
+        let settings = RollbackSettings::from_evaluation(&value, "rollback.nix").unwrap();
+        assert_eq!(settings.mount_point, "/mnt/top");
+        assert_eq!((settings.retention_days, settings.keep_at_least), (7, 2));
+        assert_eq!(settings.root_subvolume, "@root");
+        let bad = serde_json::json!({ "boot": { "btrfsRollback": { "keepAtLeast": "five" } } });
+        assert!(RollbackSettings::from_evaluation(&bad, "rollback.nix").is_err());
+        let none = RollbackSettings::from_evaluation(&serde_json::json!({}), "x").unwrap();
+        assert_eq!(none.mount_point, RollbackSettings::default().mount_point);
     }
 
     #[test]
