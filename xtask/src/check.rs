@@ -362,6 +362,21 @@ fn check_host(
         machine,
         positions,
     } = load(nix, host, layout_file)?;
+    if machine.admin_ssh_keys.as_ref().is_some_and(Vec::is_empty) {
+        findings.push(
+            Finding::new(
+                "HOST001",
+                Severity::Warning,
+                crate::findings::AttrPath::new(["adminSshKeys"]),
+                format!(
+                    "{} has no SSH key for hbohlen, the one login: the server has no passwords, so the build refuses it",
+                    host.machine_file.as_deref().map(display_path).unwrap_or_default()
+                ),
+                "Add your public key to adminSshKeys in machine.nix before deploying (e.g. \"ssh-ed25519 AAAA… you@laptop\").",
+            )
+            .at(host.machine_file.clone().map(|file| crate::findings::Location { file, line: 0, column: 0 })),
+        );
+    }
     let mut notes = Vec::new();
     let mut disk_sizes = BTreeMap::new();
     let mut tables = None;
