@@ -134,14 +134,23 @@ pub struct HostSummary {
     pub findings: Vec<String>,
 }
 
-fn write_results(args: &Args, report: &CheckReport) -> Result<()> {
+fn write_results(
+    args: &Args,
+    report: &CheckReport,
+    revision: crate::project::Revision,
+) -> Result<()> {
     // A check of another file says nothing about the repository's hosts.
     if args.disko.is_some() {
         return Ok(());
     }
     let names: Vec<&str> = report.hosts.iter().map(|h| h.host.as_str()).collect();
     let results = CheckResults {
-        header: crate::results::Header::now("check", &names.join(","), report.errors == 0),
+        header: crate::results::Header::at_revision(
+            "check",
+            &names.join(","),
+            report.errors == 0,
+            revision,
+        ),
         disk_size_override: args
             .disk_size
             .as_deref()
@@ -166,8 +175,13 @@ fn write_results(args: &Args, report: &CheckReport) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    // git takes as long as the check itself: ask it meanwhile.
+    let revision = std::thread::spawn(crate::project::revision);
     let report = check(&args)?;
-    write_results(&args, &report)?;
+    let revision = revision
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the git revision panicked"))?;
+    write_results(&args, &report, revision)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
