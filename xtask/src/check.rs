@@ -134,14 +134,23 @@ pub struct HostSummary {
     pub findings: Vec<String>,
 }
 
-fn write_results(args: &Args, report: &CheckReport) -> Result<()> {
+fn write_results(
+    args: &Args,
+    report: &CheckReport,
+    revision: crate::project::Revision,
+) -> Result<()> {
     // A check of another file says nothing about the repository's hosts.
     if args.disko.is_some() {
         return Ok(());
     }
     let names: Vec<&str> = report.hosts.iter().map(|h| h.host.as_str()).collect();
     let results = CheckResults {
-        header: crate::results::Header::now("check", &names.join(","), report.errors == 0),
+        header: crate::results::Header::at_revision(
+            "check",
+            &names.join(","),
+            report.errors == 0,
+            revision,
+        ),
         disk_size_override: args
             .disk_size
             .as_deref()
@@ -166,8 +175,13 @@ fn write_results(args: &Args, report: &CheckReport) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    // git takes as long as the check itself: ask it meanwhile.
+    let revision = std::thread::spawn(crate::project::revision);
     let report = check(&args)?;
-    write_results(&args, &report)?;
+    let revision = revision
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the git revision panicked"))?;
+    write_results(&args, &report, revision)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -362,6 +376,21 @@ fn check_host(
         machine,
         positions,
     } = load(nix, host, layout_file)?;
+    if machine.admin_ssh_keys.as_ref().is_some_and(Vec::is_empty) {
+        findings.push(
+            Finding::new(
+                "HOST001",
+                Severity::Warning,
+                crate::findings::AttrPath::new(["adminSshKeys"]),
+                format!(
+                    "{} has no SSH key for hbohlen, the one login: the server has no passwords, so the build refuses it",
+                    host.machine_file.as_deref().map(display_path).unwrap_or_default()
+                ),
+                "Add your public key to adminSshKeys in machine.nix before deploying (e.g. \"ssh-ed25519 AAAA… you@laptop\").",
+            )
+            .at(host.machine_file.clone().map(|file| crate::findings::Location { file, line: 0, column: 0 })),
+        );
+    }
     let mut notes = Vec::new();
     let mut disk_sizes = BTreeMap::new();
     let mut tables = None;

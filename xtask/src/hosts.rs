@@ -37,6 +37,8 @@ pub struct Machine {
     pub disk_size: Option<DiskSizes>,
     #[serde(default)]
     pub firmware: Vec<String>,
+    /// hbohlen's SSH public keys; `None` when machine.nix does not say.
+    pub admin_ssh_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]

@@ -27,11 +27,16 @@ pub struct Header {
 
 impl Header {
     pub fn now(kind: &str, host: &str, passed: bool) -> Header {
+        Header::at_revision(kind, host, passed, revision())
+    }
+
+    /// With a revision read earlier (e.g. in parallel with the work).
+    pub fn at_revision(kind: &str, host: &str, passed: bool, revision: Revision) -> Header {
         Header {
             schema: SCHEMA,
             kind: kind.to_owned(),
             host: host.to_owned(),
-            revision: revision(),
+            revision,
             finished_at: now_rfc3339(),
             passed,
         }

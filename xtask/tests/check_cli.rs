@@ -22,7 +22,9 @@ fn the_repos_host_passes_with_real_geometry() {
         .args(["check"])
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("findings: none"))
+        .stdout(predicate::str::contains("ok: 0 error(s)"))
+        // Only the reminder that the repository cannot know the admin's key.
+        .stdout(predicate::str::contains("warning[HOST001] adminSshKeys"))
         // The CPX52's 480 GB disk leaves 414 GiB for Btrfs, not the roadmap's 447.
         .stdout(predicate::str::is_match(r"4  root .* 69210112 +937498623 ").unwrap())
         .stdout(predicate::str::contains("414.0 GiB (444563718144 B)"))

@@ -600,7 +600,11 @@ fn a_layout_path_full_of_shell_characters_is_passed_as_it_is() {
     );
     run.assert_no_panic("check");
     assert_eq!(run.code, Some(0), "{}", run.describe());
-    assert!(run.stdout_text().contains("findings: none"));
+    assert!(
+        run.stdout_text().contains("ok: 0 error(s)"),
+        "{}",
+        run.describe()
+    );
     assert!(!dir.path().join("pwned").exists());
     assert!(!odd.join("pwned").exists());
 }

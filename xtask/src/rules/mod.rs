@@ -49,6 +49,7 @@ pub enum Family {
     Btrfs,
     Impermanence,
     Devices,
+    Host,
 }
 
 impl Family {
@@ -62,6 +63,7 @@ impl Family {
             Family::Btrfs => "Btrfs",
             Family::Impermanence => "Impermanence",
             Family::Devices => "Devices",
+            Family::Host => "Host",
         }
     }
 }
@@ -197,6 +199,7 @@ pub const RULES: &[Rule] = &[
     rule!("IMP009", Warning, Impermanence, "A persisted path is already on a persistent subvolume; the bind mount would hide it.", impermanence::persisted_on_wiped_root),
     rule!("IMP010", Error, Impermanence, "A persisted path is not a normalised absolute path outside the storage path.", impermanence::persisted_paths_valid),
     rule!("DEV001", Error, Devices, "A device is not a plain /dev path, or a partition label is not a plain GPT name.", devices::plain_dev_paths),
+    rule!("HOST001", Warning, Host, "machine.nix lists no SSH key for the admin user: the build refuses it, and nobody could log in."),
     rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
 ];
 
