@@ -37,6 +37,9 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::CHATTR,
     setup::DEPMOD,
     setup::ZSTD,
+    setup::UMOUNT,
+    setup::SWAPOFF,
+    setup::LDD,
 ];
 
 #[derive(Debug, clap::Args)]
