@@ -150,6 +150,7 @@ disko.lib.testLib.makeDiskoTest {
 
         with subtest(f"boot {boot}: ESP, GRUB and No_COW"):
             machine.succeed("test \"$(stat -c %a /boot)\" = 700")
+            machine.succeed("test \"$(stat -c %a /boot/grub/grub.cfg)\" = 600")
             machine.succeed("test -e /boot/grub/i386-pc/core.img")
             machine.succeed("test -e /boot/EFI/BOOT/BOOTX64.EFI")
             machine.succeed("${lsattr} -d /var/lib/containers | cut -d' ' -f1 | grep -q C")

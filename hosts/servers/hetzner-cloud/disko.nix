@@ -44,8 +44,13 @@ in
             type = "filesystem";
             format = "vfat";
             mountpoint = "/boot";
-            # Kernels, initrds and the GRUB config are readable by root only.
-            mountOptions = [ "umask=0077" ];
+            # Kernels, initrds and the GRUB config are for root only:
+            # directories 0700 and files 0600 (vfat has no execute bit,
+            # so umask=0077 alone would leave files 0700).
+            mountOptions = [
+              "fmask=0177"
+              "dmask=0077"
+            ];
           };
         };
         swap = {

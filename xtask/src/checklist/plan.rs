@@ -473,7 +473,7 @@ pub fn verification(subject: &Subject, measured: Option<&Measured>) -> Vec<Step>
             Some(mask) => format!(
                 "{node}  with OPTIONS including fmask={mask:0>4},dmask={mask:0>4}   (the kernel shows umask={mask} this way)"
             ),
-            None => format!("{node}  with OPTIONS {}", m.options_in_effect.join(",")),
+            None => format!("{node}  with OPTIONS including {}", m.options_in_effect.join(",")),
         });
         steps.push(s);
     }
@@ -721,7 +721,7 @@ mod tests {
         assert!(text.contains("device:  /dev/sda3\n"));
         assert!(text.contains("size:    67108864 sectors\n"));
         assert!(text.contains("/dev/dm-<N>  partition  34359734272 "));
-        assert!(text.contains("/dev/sda2  with OPTIONS including fmask=0077,dmask=0077"));
+        assert!(text.contains("/dev/sda2  with OPTIONS including fmask=0177,dmask=0077"));
         assert!(text.contains("lsattr -d /var/lib/containers\n"));
         assert!(text.contains("compsize -x /nix\n"));
         assert!(text.contains("measured by vm-test at 0123456789ab: compression.@nix.percent = 47"));

@@ -27,7 +27,7 @@ pub fn present(context: &Context) -> Vec<Issue> {
     vec![Issue::new(
         path,
         "the machine can boot with UEFI but no disk has an EFI system partition (EF00)",
-        "Add an ESP: `ESP = { size = \"1G\"; type = \"EF00\"; content = { type = \"filesystem\"; format = \"vfat\"; mountpoint = \"/boot\"; mountOptions = [ \"umask=0077\" ]; }; };`",
+        "Add an ESP: `ESP = { size = \"1G\"; type = \"EF00\"; content = { type = \"filesystem\"; format = \"vfat\"; mountpoint = \"/boot\"; mountOptions = [ \"fmask=0177\" \"dmask=0077\" ]; }; };`",
     )]
 }
 
@@ -115,7 +115,7 @@ pub fn permissions(context: &Context) -> Vec<Issue> {
                         "the ESP at {mountpoint} is mounted with {:?}: other users could read kernels, initrd secrets and the random seed",
                         options
                     ),
-                    "Add \"umask=0077\" (or \"fmask=0077\" and \"dmask=0077\") to mountOptions.",
+                    "Add \"fmask=0177\" and \"dmask=0077\" to mountOptions (files 0600, directories 0700), or at least \"umask=0077\".",
                 )
             })
         })

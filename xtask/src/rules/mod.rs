@@ -174,7 +174,7 @@ pub const RULES: &[Rule] = &[
     rule!("ESP001", Error, Esp, "UEFI boot needs an EF00 partition.", esp::present),
     rule!("ESP002", Error, Esp, "The ESP must hold a vfat filesystem.", esp::vfat),
     rule!("ESP003", Error, Esp, "The ESP must be mounted at /boot (or /boot/efi).", esp::mounted),
-    rule!("ESP004", Error, Esp, "The ESP must be mounted with restrictive permissions (umask=0077, or fmask and dmask).", esp::permissions),
+    rule!("ESP004", Error, Esp, "The ESP must be mounted with restrictive permissions (fmask=0177 and dmask=0077, or umask=0077).", esp::permissions),
     rule!("ESP005", Warning, Esp, "The ESP is small for kernels and initrds of several generations.", esp::size),
     rule!("SWAP001", Error, Swap, "Swap must use randomEncryption.", swap::encrypted),
     rule!("SWAP002", Error, Swap, "Randomly encrypted swap cannot be a resume device (no hibernation).", swap::no_resume_flag),

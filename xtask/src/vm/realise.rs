@@ -1318,7 +1318,7 @@ mod tests {
         let Expect::MountOptions { options, .. } = expectation(&plan, "mount-options:/boot") else {
             panic!()
         };
-        assert_eq!(options, &["fmask=0077", "dmask=0077"]);
+        assert_eq!(options, &["fmask=0177", "dmask=0077"]);
         let Expect::Compression {
             min_saving_percent,
             algorithm,
@@ -1348,7 +1348,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((*directory_mode, *file_mode), (0o700, 0o700));
+        assert_eq!((*directory_mode, *file_mode), (0o700, 0o600));
         let Expect::SwapEncrypted {
             sectors, mapper, ..
         } = expectation(&plan, "swap-encrypted")
