@@ -26,6 +26,7 @@
     ./network.nix
     ./users.nix
     ./services.nix
+    ./snapshots.nix
     ./vm.nix
   ];
 
