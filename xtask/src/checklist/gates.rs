@@ -148,30 +148,56 @@ fn absent(id: &'static str, title: &'static str, status: Status, detail: String)
     }
 }
 
+/// The results and their gate when they are present and fresh; otherwise
+/// the STALE gate that says why and how to refresh them.
+fn fresh<'a, T>(
+    id: &'static str,
+    title: &'static str,
+    found: &'a Found<T>,
+    header: impl Fn(&T) -> &Header,
+    file: &str,
+    observed: &Observed,
+    rerun: &str,
+) -> Result<(&'a T, Gate), Gate> {
+    let results = match found {
+        Found::Missing => {
+            return Err(absent(
+                id,
+                title,
+                Status::Stale,
+                format!("no {}/{file}: {rerun}", observed.results_dir),
+            ))
+        }
+        Found::Unreadable(why) => {
+            return Err(absent(id, title, Status::Stale, format!("{why}: {rerun}")))
+        }
+        Found::Present(results) => results,
+    };
+    let mut gate = from_header(id, title, header(results));
+    if let Some(why) = staleness(header(results), &observed.head, &observed.host) {
+        gate.status = Status::Stale;
+        gate.detail = format!("{why}: {rerun}");
+        return Err(gate);
+    }
+    Ok((results, gate))
+}
+
 fn check_gate(observed: &Observed) -> Gate {
     const ID: &str = "check";
     const TITLE: &str = "`cargo xtask check` is clean";
     let rerun = format!("run `cargo xtask check --host {}`", observed.host);
-    let results = match &observed.check {
-        Found::Missing => {
-            return absent(
-                ID,
-                TITLE,
-                Status::Stale,
-                format!("no {}/check.json: {rerun}", observed.results_dir),
-            )
-        }
-        Found::Unreadable(why) => {
-            return absent(ID, TITLE, Status::Stale, format!("{why}: {rerun}"))
-        }
-        Found::Present(results) => results,
+    let (results, mut gate) = match fresh(
+        ID,
+        TITLE,
+        &observed.check,
+        |r| &r.header,
+        "check.json",
+        observed,
+        &rerun,
+    ) {
+        Ok(fresh) => fresh,
+        Err(gate) => return gate,
     };
-    let mut gate = from_header(ID, TITLE, &results.header);
-    if let Some(why) = staleness(&results.header, &observed.head, &observed.host) {
-        gate.status = Status::Stale;
-        gate.detail = format!("{why}: {rerun}");
-        return gate;
-    }
     if let Some(override_bytes) = results.disk_size_override {
         let mismatched: Vec<String> = observed
             .disk_bytes
@@ -227,26 +253,18 @@ fn vm_test_gate(observed: &Observed) -> Gate {
     const ID: &str = "vm-test";
     const TITLE: &str = "`cargo xtask vm-test` passed";
     let rerun = "run `cargo xtask vm-test`";
-    let results = match &observed.vm_test {
-        Found::Missing => {
-            return absent(
-                ID,
-                TITLE,
-                Status::Stale,
-                format!("no {}/vm-test.json: {rerun}", observed.results_dir),
-            )
-        }
-        Found::Unreadable(why) => {
-            return absent(ID, TITLE, Status::Stale, format!("{why}: {rerun}"))
-        }
-        Found::Present(results) => results,
+    let (results, mut gate) = match fresh(
+        ID,
+        TITLE,
+        &observed.vm_test,
+        |r| &r.header,
+        "vm-test.json",
+        observed,
+        rerun,
+    ) {
+        Ok(fresh) => fresh,
+        Err(gate) => return gate,
     };
-    let mut gate = from_header(ID, TITLE, &results.header);
-    if let Some(why) = staleness(&results.header, &observed.head, &observed.host) {
-        gate.status = Status::Stale;
-        gate.detail = format!("{why}: {rerun}");
-        return gate;
-    }
     let failed_checks: Vec<String> = results
         .checks
         .iter()
