@@ -177,11 +177,7 @@ impl Tables {
                     mountpoint: m.mountpoint.clone(),
                     fs_type: m.fs_type.clone(),
                     device: m.device.clone(),
-                    options_in_effect: context
-                        .effective
-                        .get(&m.mountpoint)
-                        .map(|e| e.options.clone())
-                        .unwrap_or_default(),
+                    options_in_effect: context.options_in_effect(&m.mountpoint),
                     needed_for_boot: m.needed_for_boot,
                 })
                 .collect(),
@@ -249,8 +245,7 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
             let row = |name: String, mountpoint: Option<&str>| {
                 let mount = mountpoint.and_then(|mp| first_mount.get(mp).copied());
                 let options = mountpoint
-                    .and_then(|mp| context.effective.get(mp))
-                    .map(|e| e.options.clone())
+                    .map(|mp| context.options_in_effect(mp))
                     .unwrap_or_default();
                 let lifecycle = if name == ROOT_SUBVOLUME {
                     Lifecycle::WipedAtBoot

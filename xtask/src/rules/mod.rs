@@ -106,6 +106,14 @@ impl Default for Firmware {
 }
 
 impl<'a> Context<'a> {
+    /// The options in effect on the mount at `mountpoint` (none if nothing is mounted there).
+    pub fn options_in_effect(&self, mountpoint: &str) -> Vec<String> {
+        self.effective
+            .get(mountpoint)
+            .map(|e| e.options.clone())
+            .unwrap_or_default()
+    }
+
     /// Derives mounts, effective options and geometry; `disk_bytes` gives each
     /// disk's size by key (disks without a size get no geometry).
     pub fn new(layout: &'a Layout, disk_bytes: &BTreeMap<String, u64>, firmware: Firmware) -> Self {

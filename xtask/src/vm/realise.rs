@@ -818,12 +818,7 @@ impl<'a> Realisation<'a> {
             if mount.fs_type != "vfat" {
                 continue;
             }
-            let options = self
-                .context
-                .effective
-                .get(&mount.mountpoint)
-                .map(|e| e.options.clone())
-                .unwrap_or_default();
+            let options = self.context.options_in_effect(&mount.mountpoint);
             let (directory_mode, file_mode) = vfat_modes(&options);
             steps.push(check(
                 &format!("esp-permissions:{}", mount.mountpoint),
@@ -838,12 +833,7 @@ impl<'a> Realisation<'a> {
             let MountSource::Subvolume { name } = &mount.source else {
                 continue;
             };
-            let options = self
-                .context
-                .effective
-                .get(&mount.mountpoint)
-                .map(|e| e.options.clone())
-                .unwrap_or_default();
+            let options = self.context.options_in_effect(&mount.mountpoint);
             // No_COW data is never compressed, whatever the mount says.
             let algorithm = if self.is_nocow(&mount.mountpoint) || has_nodatacow(&options) {
                 None
