@@ -235,6 +235,20 @@ pub fn deployment(subject: &Subject) -> Vec<Step> {
         .collect();
     let mut steps = Vec::new();
 
+    // The repository cannot know the admin's key or the server's IPv6 address.
+    if let Some(machine_file) = subject.sources.iter().find(|s| s.ends_with("machine.nix")) {
+        steps.push(
+            step(format!("Give the server its own facts in {machine_file}"))
+                .note("adminSshKeys: hbohlen's SSH public key. The server has no passwords, so the build refuses an empty list (check reports HOST001).")
+                .note("ipv6Address: the address of the server's /64 from the Cloud Console (Networking), with its prefix, e.g. \"2a01:4f8:c012:3456::1/64\"; null keeps the server on IPv4.")
+                .note("Commit the change: the gates above are for a clean tree at that commit.")
+                .run(local(format!(
+                    "nix-instantiate --eval --strict --json -E '(import ./{machine_file}).adminSshKeys'"
+                )))
+                .expect("[\"ssh-ed25519 AAAA… you@laptop\"]   (at least one key)"),
+        );
+    }
+
     steps.push(
         step("Save what must outlive the install")
             .note(format!(
@@ -705,6 +719,9 @@ mod tests {
         assert!(text.contains("[ -d /sys/firmware/efi ] && echo UEFI || echo BIOS"));
         assert!(text.contains("BIOS or UEFI"));
         assert!(text.contains("btrfs send /btrfs_tmp/@snapshots/@persist.pre-install"));
+        assert!(text.contains(
+            "nix-instantiate --eval --strict --json -E '(import ./hosts/servers/hetzner-cloud/machine.nix).adminSshKeys'"
+        ), "{text}");
     }
 
     #[test]

@@ -128,11 +128,16 @@ pub fn markdown(checklist: &Checklist) -> String {
             if measured.passed { "" } else { "; **the run failed**" }
         );
         if !measured.boots.is_empty() {
-            out.push_str("| boot | kind | wall time | passed | steps |\n|---:|---|---:|---|---|\n");
+            out.push_str(
+                "| boot | kind | wall time | passed | longest steps |\n|---:|---|---:|---|---|\n",
+            );
             for boot in &measured.boots {
-                let steps: Vec<String> = boot
-                    .steps
+                // The whole step list is in vm-test.json; the longest tell where time went.
+                let mut longest: Vec<_> = boot.steps.iter().collect();
+                longest.sort_by_key(|s| std::cmp::Reverse(s.ms));
+                let steps: Vec<String> = longest
                     .iter()
+                    .take(5)
                     .map(|s| format!("{} {}", s.name, seconds(s.ms)))
                     .collect();
                 let _ = writeln!(
