@@ -850,10 +850,7 @@ mod tests {
     fn bytes_that_are_not_utf8_are_findings_at_their_path() {
         let stdout = b"{\"layout\":{\"disk\":{\"main\":{\"device\":\"/dev/sd\xff\",\"ok\":\"x\"},\"k\xc3\":1}},\"positions\":[]}";
         let findings = read_evaluation(stdout).unwrap().unwrap_err();
-        let found: Vec<(&str, String)> = findings
-            .iter()
-            .map(|f| (f.code, f.path.to_string()))
-            .collect();
+        let found = codes_and_paths(&findings);
         assert_eq!(
             found,
             vec![
@@ -868,10 +865,7 @@ mod tests {
     fn marked_values_are_type_findings() {
         let stdout = br#"{"layout":{"d":{"device":{"__xtaskInvalid":"the path literal /dev/sda"}}},"persistence":{"/p":{"files":[{"__xtaskInvalid":"the float inf"}]}},"positions":[]}"#;
         let findings = read_evaluation(stdout).unwrap().unwrap_err();
-        let found: Vec<(&str, String)> = findings
-            .iter()
-            .map(|f| (f.code, f.path.to_string()))
-            .collect();
+        let found = codes_and_paths(&findings);
         assert_eq!(
             found,
             vec![
@@ -884,6 +878,13 @@ mod tests {
         );
         assert!(read_evaluation(br#"{"layout":{"a":"b"}}"#).unwrap().is_ok());
         assert!(read_evaluation(b"{\"layout\":inf}").is_err());
+    }
+
+    fn codes_and_paths(findings: &[Finding]) -> Vec<(&'static str, String)> {
+        findings
+            .iter()
+            .map(|f| (f.code, f.path.to_string()))
+            .collect()
     }
 
     fn limits(seconds: u64, max_output_bytes: u64) -> Limits {

@@ -46,6 +46,21 @@ fn merge(mut base: Value, extra: Value) -> Value {
     base
 }
 
+/// `deploy-checklist --allow-stale --format json` on the results in `dir`.
+fn json_checklist(dir: &camino::Utf8Path) -> std::process::Output {
+    xtask()
+        .args([
+            "deploy-checklist",
+            "--results-dir",
+            dir.as_str(),
+            "--allow-stale",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn missing_results_withhold_the_checklist() {
     let (_keep, dir) = results_dir();
@@ -69,17 +84,7 @@ fn missing_results_withhold_the_checklist() {
 #[test]
 fn allow_stale_prints_json_with_the_gates_marked() {
     let (_keep, dir) = results_dir();
-    let output = xtask()
-        .args([
-            "deploy-checklist",
-            "--results-dir",
-            dir.as_str(),
-            "--allow-stale",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let output = json_checklist(&dir);
     assert!(
         matches!(output.status.code(), Some(1) | Some(3)),
         "{output:?}"
@@ -149,17 +154,7 @@ fn passing_results_pass_their_gates() {
     );
     std::fs::write(dir.join("check.json"), check.to_string()).unwrap();
     std::fs::write(dir.join("vm-test.json"), vm.to_string()).unwrap();
-    let output = xtask()
-        .args([
-            "deploy-checklist",
-            "--results-dir",
-            dir.as_str(),
-            "--allow-stale",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let output = json_checklist(&dir);
     let checklist: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(checklist["gates"][0]["status"], "PASS", "{checklist:#}");
     assert_eq!(checklist["gates"][1]["status"], "PASS", "{checklist:#}");

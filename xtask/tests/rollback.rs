@@ -291,6 +291,24 @@ fn set_mtime(path: &Utf8Path, at: SystemTime) {
     fs::File::open(path).unwrap().set_modified(at).unwrap();
 }
 
+/// The run succeeded and deleted and kept these many old roots.
+fn assert_ok_with(run: &xtask::lab::rollback::Run, label: &str, deleted: u64, kept: u64) {
+    let status = run.status().unwrap();
+    assert_eq!(status.get("result"), "ok", "{label} {}", run.transcript());
+    assert_eq!(
+        status.number("deleted"),
+        Some(deleted),
+        "{label} {}",
+        run.transcript()
+    );
+    assert_eq!(
+        status.number("kept"),
+        Some(kept),
+        "{label} {}",
+        run.transcript()
+    );
+}
+
 fn for_each_interpreter(mut scenario: impl FnMut(&Case)) {
     let lab = lab();
     for interpreter in Interpreter::ALL {
@@ -428,15 +446,7 @@ fn retention_at_29_and_31_days() {
         settings.keep_at_least = Some(0);
         settings.retention_days = Some(30);
         let run = case.runner.run(case.fs.device(), &settings).unwrap();
-        let status = run.status().unwrap();
-        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
-        assert_eq!(
-            status.number("deleted"),
-            Some(1),
-            "{l} {}",
-            run.transcript()
-        );
-        assert_eq!(status.number("kept"), Some(3), "{l}");
+        assert_ok_with(&run, l, 1, 3);
         assert_eq!(
             case.old_roots(),
             [name(NOW - 30 * DAY), name(NOW - 29 * DAY), name(NOW)],
@@ -463,15 +473,7 @@ fn keep_at_least_protects_the_newest_whatever_their_age() {
         let mut settings = case.settings.clone();
         settings.keep_at_least = Some(3);
         let run = case.runner.run(case.fs.device(), &settings).unwrap();
-        let status = run.status().unwrap();
-        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
-        assert_eq!(
-            status.number("deleted"),
-            Some(2),
-            "{l} {}",
-            run.transcript()
-        );
-        assert_eq!(status.number("kept"), Some(3), "{l}");
+        assert_ok_with(&run, l, 2, 3);
         assert_eq!(
             case.old_roots(),
             [name(NOW - 70 * DAY), name(NOW - 61 * DAY), name(NOW)],
