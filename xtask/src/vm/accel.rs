@@ -1,23 +1,28 @@
-//! KVM or TCG. /dev/kvm can exist and still not work (nested virtualisation
-//! that hangs, no permission), so the probe boots a 64 KiB firmware that
-//! runs one `out` instruction to qemu's isa-debug-exit port: if qemu exits
-//! with that code in time, KVM runs guest code here.
+//! KVM or TCG. /dev/kvm can exist and still not work: nested
+//! virtualisation that runs a few real-mode instructions but hangs once a
+//! Linux kernel switches to long mode (seen on our CI machines), or no
+//! permission. So the probe boots the very kernel the VM will boot, without
+//! an initramfs: a working accelerator reaches the kernel's "no root" panic
+//! and, with `panic=-1 -no-reboot`, qemu exits. Anything else within the
+//! timeout means TCG. The verdict is cached per host boot, qemu and kernel.
 
 use std::fmt;
+use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use camino::Utf8Path;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `auto`, `kvm` or `tcg`: overrides the probe (also `--accel`).
 pub const ACCEL_ENV: &str = "XTASK_VM_ACCEL";
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// isa-debug-exit turns the value v written to its port into exit status 2v+1.
-const PROBE_VALUE: u8 = 0x31;
+/// A KVM boot reaches the panic in about a second; TCG in about four.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the kernel prints when it has run far enough to look for a root.
+const PROBE_MARKER: &str = "Kernel panic";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -56,8 +61,12 @@ impl Accel {
     }
 }
 
-/// The accelerator to use, and why.
-pub fn choose(qemu: &Utf8Path, choice: Option<Choice>) -> Result<(Accel, String)> {
+/// The accelerator to use for booting `kernel`, and why.
+pub fn choose(
+    qemu: &Utf8Path,
+    kernel: &Utf8Path,
+    choice: Option<Choice>,
+) -> Result<(Accel, String)> {
     let choice = match choice {
         Some(choice) => choice,
         None => match std::env::var(ACCEL_ENV).ok().as_deref() {
@@ -70,41 +79,112 @@ pub fn choose(qemu: &Utf8Path, choice: Option<Choice>) -> Result<(Accel, String)
     match choice {
         Choice::Tcg => Ok((Accel::Tcg, "asked for".to_owned())),
         Choice::Kvm => {
-            probe(qemu, Accel::Kvm).context("KVM was asked for but does not work here")?;
+            probe(qemu, kernel, Accel::Kvm).context("KVM was asked for but does not work here")?;
             Ok((Accel::Kvm, "asked for".to_owned()))
         }
         Choice::Auto => {
             if !Utf8Path::new("/dev/kvm").exists() {
                 return Ok((Accel::Tcg, "no /dev/kvm".to_owned()));
             }
-            match probe(qemu, Accel::Kvm) {
-                Ok(elapsed) => Ok((
-                    Accel::Kvm,
-                    format!("probe ran in {} ms", elapsed.as_millis()),
-                )),
-                Err(error) => Ok((Accel::Tcg, format!("KVM probe failed: {error:#}"))),
+            let cache = ProbeCache::key(qemu, kernel);
+            if let Some(verdict) = cache.as_ref().and_then(ProbeCache::read) {
+                return Ok(verdict);
             }
+            let verdict = match probe(qemu, kernel, Accel::Kvm) {
+                Ok(elapsed) => (
+                    Accel::Kvm,
+                    format!("the kernel booted under KVM in {} ms", elapsed.as_millis()),
+                ),
+                Err(error) => (Accel::Tcg, format!("KVM probe failed: {error:#}")),
+            };
+            if let Some(cache) = cache {
+                cache.write(&verdict);
+            }
+            Ok(verdict)
         }
     }
 }
 
-/// The probe firmware: zeros, and at the reset vector (the last 16 bytes)
-/// `mov al, 0x31; out 0xf4, al; hlt; jmp $`.
-pub fn probe_firmware() -> Vec<u8> {
-    let mut image = vec![0u8; 64 * 1024];
-    let code = [0xB0, PROBE_VALUE, 0xE6, 0xF4, 0xF4, 0xEB, 0xFE];
-    image[0xFFF0..0xFFF0 + code.len()].copy_from_slice(&code);
-    image
+/// The probe's verdict, valid for one boot of this host, one qemu and one
+/// kernel image (a kernel or qemu upgrade, or a reboot, probes again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ProbeCache {
+    boot_id: String,
+    qemu: String,
+    kernel: String,
+    #[serde(default)]
+    accel: Option<Accel>,
+    #[serde(default)]
+    reason: String,
 }
 
-/// Boots the probe firmware under `accel`; how long it took.
-pub fn probe(qemu: &Utf8Path, accel: Accel) -> Result<Duration> {
-    let mut firmware = tempfile::Builder::new()
-        .prefix("xtask-accel-probe-")
-        .suffix(".bin")
-        .tempfile()
-        .context("creating the probe firmware")?;
-    std::io::Write::write_all(&mut firmware, &probe_firmware())?;
+impl ProbeCache {
+    fn key(qemu: &Utf8Path, kernel: &Utf8Path) -> Option<ProbeCache> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let identity = |path: &Utf8Path| -> Option<String> {
+            let meta = std::fs::metadata(path).ok()?;
+            let modified = meta
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            Some(format!("{path} {} {}", meta.len(), modified.as_nanos()))
+        };
+        Some(ProbeCache {
+            boot_id: boot_id.trim().to_owned(),
+            qemu: identity(qemu)?,
+            kernel: identity(kernel)?,
+            accel: None,
+            reason: String::new(),
+        })
+    }
+
+    fn path() -> camino::Utf8PathBuf {
+        crate::project::xtask_dir().join("accel-probe.json")
+    }
+
+    fn read(&self) -> Option<(Accel, String)> {
+        let text = std::fs::read_to_string(Self::path()).ok()?;
+        let cached: ProbeCache = serde_json::from_str(&text).ok()?;
+        let same = cached.boot_id == self.boot_id
+            && cached.qemu == self.qemu
+            && cached.kernel == self.kernel;
+        let accel = cached.accel.filter(|_| same)?;
+        Some((
+            accel,
+            format!("{} (probed earlier in this boot)", cached.reason),
+        ))
+    }
+
+    /// Best effort: without a cache the next run probes again.
+    fn write(&self, (accel, reason): &(Accel, String)) {
+        let entry = ProbeCache {
+            accel: Some(*accel),
+            reason: reason.clone(),
+            ..self.clone()
+        };
+        if let Ok(json) = serde_json::to_string_pretty(&entry) {
+            let path = Self::path();
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::write(path, json);
+        }
+    }
+}
+
+/// Boots `kernel` without an initramfs under `accel` until it panics for
+/// want of a root; how long it took.
+pub fn probe(qemu: &Utf8Path, kernel: &Utf8Path, accel: Accel) -> Result<Duration> {
+    probe_within(qemu, kernel, accel, PROBE_TIMEOUT)
+}
+
+fn probe_within(
+    qemu: &Utf8Path,
+    kernel: &Utf8Path,
+    accel: Accel,
+    timeout: Duration,
+) -> Result<Duration> {
     let mut command = Command::new(qemu);
     command
         .args([
@@ -115,43 +195,70 @@ pub fn probe(qemu: &Utf8Path, accel: Accel) -> Result<Duration> {
             "-machine",
             "pc",
             "-m",
-            "16",
+            "256",
+            "-no-reboot",
+            "-serial",
+            "stdio",
         ])
         .args(accel.qemu_args())
-        .arg("-bios")
-        .arg(firmware.path())
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {qemu}"))?;
-    loop {
+    // Drained while qemu runs, so a chatty kernel never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let status = loop {
         if let Some(status) = child.try_wait()? {
-            let expected = i32::from(PROBE_VALUE) * 2 + 1;
-            if status.code() == Some(expected) {
-                return Ok(started.elapsed());
-            }
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            anyhow::bail!(
-                "qemu -accel {accel} exited with {status}: {}",
-                stderr.trim()
-            );
+            break Some(status);
         }
-        if started.elapsed() > PROBE_TIMEOUT {
+        if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::bail!(
-                "qemu -accel {accel} did not run 2 instructions in {} s (a hanging /dev/kvm)",
-                PROBE_TIMEOUT.as_secs()
-            );
+            break None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let console = stdout.join().unwrap_or_default();
+    let errors = stderr.join().unwrap_or_default();
+    match status {
+        Some(_) if console.contains(PROBE_MARKER) => Ok(elapsed),
+        Some(status) => anyhow::bail!(
+            "qemu -accel {accel} exited with {status} before {kernel} reached its panic: {}",
+            errors.trim()
+        ),
+        None => anyhow::bail!(
+            "{kernel} did not boot to its panic under qemu -accel {accel} within {} s (a /dev/kvm that hangs real kernels)",
+            timeout.as_secs()
+        ),
     }
 }
 
@@ -160,20 +267,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn firmware_jumps_to_the_exit_port() {
-        let image = probe_firmware();
-        assert_eq!(image.len(), 65536);
-        assert_eq!(&image[0xFFF0..0xFFF4], &[0xB0, 0x31, 0xE6, 0xF4]);
+    fn tcg_boots_the_vm_kernel_to_its_panic() {
+        let found = crate::setup::ensure(&[crate::setup::QEMU])
+            .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
+        let kernel = crate::vm::kernel::discover(None, None)
+            .expect("a VM kernel is needed: apt-get install linux-image-cloud-amd64");
+        let qemu = found.path(crate::setup::QEMU).unwrap();
+        probe(qemu, &kernel.image, Accel::Tcg).unwrap();
+        let (accel, _) = choose(qemu, &kernel.image, Some(Choice::Tcg)).unwrap();
+        assert_eq!(accel, Accel::Tcg);
     }
 
     #[test]
-    fn tcg_always_runs_the_probe() {
-        let Ok(found) = crate::setup::ensure(&[crate::setup::QEMU]) else {
-            return; // the integration test fails loudly without qemu
-        };
-        probe(found.path(crate::setup::QEMU).unwrap(), Accel::Tcg).unwrap();
-        let (accel, _) =
-            choose(found.path(crate::setup::QEMU).unwrap(), Some(Choice::Tcg)).unwrap();
-        assert_eq!(accel, Accel::Tcg);
+    fn a_file_that_is_not_a_kernel_fails_the_probe() {
+        let found = crate::setup::ensure(&[crate::setup::QEMU])
+            .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
+        let qemu = found.path(crate::setup::QEMU).unwrap();
+        let not_a_kernel = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not_a_kernel.path(), vec![0u8; 4096]).unwrap();
+        let path = Utf8Path::from_path(not_a_kernel.path()).unwrap();
+        assert!(probe_within(qemu, path, Accel::Tcg, Duration::from_secs(2)).is_err());
     }
 }

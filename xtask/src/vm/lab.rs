@@ -199,7 +199,7 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         rollback_script: script.is_file().then_some(script),
         cache_dir: xtask_dir().join("initramfs"),
     })?;
-    let (accel, accel_reason) = accel::choose(&qemu, options.accel)?;
+    let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
     let rollback_settings = rollback_settings(&nix, &host)?;
     Ok(Prepared {
         layout,
