@@ -36,15 +36,43 @@ let
     config.disko.devices._config.fileSystems.contents or [ ]
   );
 
+  # What nixos/modules/tasks/filesystems.nix (fileSystemOpts) adds to a
+  # file system's options itself (nixpkgs master 0148e16d1446): x-initrd.mount
+  # for the mounts of stage 1 (nixos/lib/utils.nix fsNeededForBoot),
+  # x-systemd.growfs for autoResize, x-systemd.makefs for autoFormat.
+  pathsNeededForBoot = [
+    "/"
+    "/nix"
+    "/nix/store"
+    "/var"
+    "/var/log"
+    "/var/lib"
+    "/var/lib/nixos"
+    "/etc"
+    "/usr"
+  ];
+  addedByNixos =
+    mountpoint: fs:
+    (
+      if fs.neededForBoot || builtins.elem (fs.mountPoint or mountpoint) pathsNeededForBoot then
+        [ "x-initrd.mount" ]
+      else
+        [ ]
+    )
+    ++ (if fs.autoResize or false then [ "x-systemd.growfs" ] else [ ])
+    ++ (if fs.autoFormat or false then [ "x-systemd.makefs" ] else [ ]);
+
   # The layout model appends fileSystems.<p>.options to what disko generates,
   # as in the standalone files where they are only what the host adds. Hand
-  # it the same here: the merged options minus disko's own.
+  # it the same here: the merged options minus disko's own and minus what
+  # NixOS adds by itself.
   addedOptions =
     mountpoint: fs:
     let
       fromDisko = diskoFileSystems.${mountpoint}.options or [ ];
+      notWritten = fromDisko ++ addedByNixos mountpoint fs;
     in
-    builtins.filter (option: !(builtins.elem option fromDisko)) fs.options;
+    builtins.filter (option: !(builtins.elem option notWritten)) fs.options;
 
   # impermanence's submodules declare removed options (allowOther, home, …)
   # that throw when read, so take only what the model reads, never the

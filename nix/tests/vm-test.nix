@@ -43,6 +43,11 @@ let
       option:
       if option == "defaults" then
         [ ]
+      # x-* options (x-initrd.mount, which NixOS adds to every stage-1 mount)
+      # are for userspace only: mount(8) passes them neither to the kernel nor
+      # to utab, so mountinfo never shows them.
+      else if lib.hasPrefix "x-" option then
+        [ ]
       else if lib.hasPrefix "subvol=" option then
         [ "subvol=/${lib.removePrefix "subvol=" option}" ]
       else if lib.hasPrefix "umask=" option then
@@ -90,6 +95,10 @@ disko.lib.testLib.makeDiskoTest {
     # No Hetzner network and no tailnet in the test VM.
     services.tailscale.enable = lib.mkForce false;
     hetzner.network.ipv6Address = null;
+    # eth0 is QEMU's user network; eth1, the test VLAN, keeps the addresses
+    # the test framework gives it (its own networkd file, which the
+    # uplink's default `en* eth*` would otherwise take over).
+    hetzner.network.interface = "eth0";
     systemd.network.wait-online.enable = false;
     users.users.hbohlen.openssh.authorizedKeys.keys = [ testKey ];
     # makeDiskoTest sets these to its UEFI flag; the host wants both boot

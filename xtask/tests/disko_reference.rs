@@ -6,13 +6,32 @@ tests/fixtures/disko-reference.json is what disko's own NixOS module
 hosts/servers/hetzner-cloud/disko.nix: partition numbers, labels, devices,
 the sgdisk arguments of its create script, subvolume creation order, and the
 fileSystems, swapDevices and boot.loader.grub.devices it hands to NixOS. The
-NixOS options it writes into are stand-ins with the types nixpkgs declares
-(fileSystems.<p>.options is a non-empty list of strings, and so on); the flake
-check `disko-reference` compares the same file against the real NixOS config.
+flake check `disko-reference` (nix/tests/disko-reference.nix) compares the
+same file against the real NixOS configuration, so the fixture must say what
+NixOS, not only disko, makes of the layout.
 
-Regenerate it whenever disko.nix changes or disko is updated. From the
-repository root, with DISKO and NIXPKGS_LIB set to checkouts (work trees) of
-disko and of nixpkgs or nixpkgs.lib, run everything between the lines:
+No nixpkgs can be evaluated where the fixture is made, so the NixOS options
+disko writes into are a stand-in (the `nixos` module below). It follows these
+upstream files, read at the revisions named; the fixture records them in
+`nixosStandIn`:
+- nixos/modules/tasks/filesystems.nix (NixOS/nixpkgs 0148e16d1446): the
+  fileSystems.<p> submodule; its fileSystemOpts add "x-initrd.mount" to the
+  options of every file system that utils.fsNeededForBoot selects.
+- nixos/lib/utils.nix (NixOS/nixpkgs 0229f9ed9a89): fsNeededForBoot is
+  `fs.neededForBoot || elem fs.mountPoint pathsNeededForBoot`, with
+  pathsNeededForBoot = / /nix /nix/store /var /var/log /var/lib
+  /var/lib/nixos /etc /usr.
+- nixos/modules/system/boot/stage-1.nix: fileSystems.<p>.neededForBoot, a
+  bool defaulting to false.
+The real module also handles autoResize, autoFormat, depends and label; disko
+and this host set none of them, and nix/tests/disko-reference.nix would catch
+a difference.
+
+Regenerate it whenever disko.nix changes, disko or nixpkgs is updated, or the
+stand-in no longer matches the files above. From the repository root, with
+DISKO and NIXPKGS_LIB set to checkouts (work trees) of disko and of nixpkgs
+or nixpkgs.lib, at the revisions flake.nix pins (disko) and follows
+(nixpkgs), run everything between the lines:
 
 ----------------------------------------------------------------------------
 nix-instantiate --eval --strict --json \
@@ -25,16 +44,24 @@ let
   lib = import <nixpkgs-lib/lib>;
   inherit (lib) mkOption types;
   opt = type: default: mkOption { inherit type default; };
+  # nixos/lib/utils.nix: pathsNeededForBoot and fsNeededForBoot.
+  pathsNeededForBoot = [ "/" "/nix" "/nix/store" "/var" "/var/log" "/var/lib" "/var/lib/nixos" "/etc" "/usr" ];
+  fsNeededForBoot = fs: fs.neededForBoot || lib.elem fs.mountPoint pathsNeededForBoot;
+  # nixos/modules/tasks/filesystems.nix (coreFileSystemOpts, fileSystemOpts)
+  # and stage-1.nix (neededForBoot), reduced to what disko sets.
+  fileSystem = { name, config, ... }: {
+    options = {
+      mountPoint = opt types.str name;
+      device = opt (types.nullOr types.nonEmptyStr) null;
+      fsType = opt types.nonEmptyStr "auto";
+      options = opt (types.nonEmptyListOf types.nonEmptyStr) [ "defaults" ];
+      neededForBoot = opt types.bool false;
+    };
+    config.options = lib.mkMerge [ (lib.mkIf (fsNeededForBoot config) [ "x-initrd.mount" ]) ];
+  };
   nixos = {
     options = {
-      fileSystems = opt (types.attrsOf (types.submodule {
-        options = {
-          device = opt (types.nullOr types.nonEmptyStr) null;
-          fsType = opt types.nonEmptyStr "auto";
-          options = opt (types.nonEmptyListOf types.nonEmptyStr) [ "defaults" ];
-          neededForBoot = opt types.bool false;
-        };
-      })) { };
+      fileSystems = opt (types.attrsOf (types.submodule fileSystem)) { };
       swapDevices = opt (types.listOf (types.attrsOf types.anything)) [ ];
       boot.loader.grub.devices = opt (types.listOf types.str) [ ];
       boot.resumeDevice = opt types.str "";
@@ -80,6 +107,7 @@ in
 {
   about = "disko evaluation of hosts/servers/hetzner-cloud/disko.nix: see xtask/tests/disko_reference.rs";
   inherit diskoRev libRev;
+  nixosStandIn = "fileSystems.<p> as nixos/modules/tasks/filesystems.nix (NixOS/nixpkgs 0148e16d1446) and nixos/lib/utils.nix (NixOS/nixpkgs 0229f9ed9a89) define it: see xtask/tests/disko_reference.rs";
   input = import ./hosts/servers/hetzner-cloud/disko.nix;
   disks = lib.mapAttrsToList disk config.disko.devices.disk;
   fileSystems = lib.mapAttrs (_: fs: { inherit (fs) device fsType options neededForBoot; }) config.fileSystems;
@@ -379,6 +407,30 @@ fn contents_match_disko() {
     }
 }
 
+/// The options NixOS mounts with: the model's (disko's, then the host's)
+/// behind what nixos/modules/tasks/filesystems.nix adds itself, which is
+/// "x-initrd.mount" for every file system stage 1 mounts (the submodule's
+/// own definition comes before those of disko's module).
+fn nixos_options(mount: &xtask::layout::Mount) -> Vec<String> {
+    let added = mount.needed_for_boot.then(|| "x-initrd.mount".to_owned());
+    added.into_iter().chain(mount.options.iter().cloned()).collect()
+}
+
+/// The fixture is of the NixOS the flake builds: x-initrd.mount on exactly
+/// the mounts stage 1 makes (the cause of a failing `nix flake check` when
+/// the stand-in lacked it).
+#[test]
+fn the_reference_has_the_options_nixos_adds() {
+    let reference = reference();
+    let in_initrd: Vec<&str> = reference
+        .file_systems
+        .iter()
+        .filter(|(_, fs)| fs.options.iter().any(|o| o == "x-initrd.mount"))
+        .map(|(mountpoint, _)| mountpoint.as_str())
+        .collect();
+    assert_eq!(in_initrd, ["/", "/nix", "/persist", "/var/log"]);
+}
+
 #[test]
 fn mounts_match_the_file_systems_disko_generates() {
     let reference = reference();
@@ -401,7 +453,7 @@ fn mounts_match_the_file_systems_disko_generates() {
         let at = &mount.mountpoint;
         assert_eq!(mount.device, want.device, "{at}: device");
         assert_eq!(mount.fs_type, want.fs_type, "{at}: fsType");
-        assert_eq!(mount.options, want.options, "{at}: options");
+        assert_eq!(nixos_options(mount), want.options, "{at}: options");
         assert_eq!(
             mount.needed_for_boot_explicit, want.needed_for_boot,
             "{at}: neededForBoot"

@@ -17,9 +17,13 @@
 
   # networking.hostName of the server.
   hostName = "hetzner-vps";
-  # The public network interface as NixOS names Hetzner Cloud's virtio NIC.
-  # A private network, if attached, appears as a second interface.
-  publicInterface = "enp1s0";
+  # The MAC address of the public network interface, e.g.
+  # "96:00:01:23:45:67" (`ip link` on the server or in the rescue system).
+  # null: the uplink is whichever Ethernet interface is named en* or eth*
+  # (enp1s0 on today's Hetzner Cloud), so a renamed interface cannot cut
+  # the server off. Set it when a Hetzner private network is attached (a
+  # second en* interface), so that the public address stays on one link.
+  publicMacAddress = null;
   # Hetzner Cloud routes a /64 to every server but leaves configuring an
   # address of it to the server: one address with its prefix length, from
   # the Cloud Console (Networking), e.g. "2a01:4f8:c012:3456::1/64". The

@@ -1,6 +1,13 @@
 # Hetzner Cloud networking with systemd-networkd: IPv4 by DHCP, IPv6 static
 # (Hetzner routes a /64 to the server and expects it to configure an
 # address itself, with fe80::1 as the gateway).
+#
+# The server has no passwords: a boot without network leaves only the
+# rescue system (docs/troubleshooting.md). So the uplink is matched the way
+# established Hetzner configurations do (srvos' hetzner-cloud module:
+# Name = "en* eth0"), not by one exact name that a change of naming scheme
+# or of the virtual hardware could break, or by its MAC address when
+# machine.nix knows it; and any other Ethernet interface still gets DHCPv4.
 { config, lib, ... }:
 let
   machine = import ./machine.nix;
@@ -10,12 +17,27 @@ in
   options.hetzner.network = {
     interface = lib.mkOption {
       type = lib.types.str;
-      default = machine.publicInterface;
-      defaultText = lib.literalExpression "(import ./machine.nix).publicInterface";
+      default = "en* eth*";
       example = "enp1s0";
       description = ''
-        The public interface, as systemd-networkd matches it (a name or a
-        glob). It gets DHCPv4 and the static IPv6 address.
+        The public interface when {option}`hetzner.network.macAddress` is
+        null: names or shell-style globs, separated by spaces, as the Name=
+        of a systemd.network(5) [Match] section. The default covers the
+        predictable names (enp1s0 on Hetzner Cloud) and the kernel's (eth0).
+        It gets DHCPv4 and the static IPv6 address.
+      '';
+    };
+
+    macAddress = lib.mkOption {
+      type = lib.types.nullOr (lib.types.strMatching "([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}");
+      default = machine.publicMacAddress or null;
+      defaultText = lib.literalExpression "(import ./machine.nix).publicMacAddress";
+      example = "96:00:01:23:45:67";
+      description = ''
+        The MAC address of the public interface. When set, the uplink is
+        matched by it (MACAddress= in [Match]) instead of by name, so that a
+        second interface (a Hetzner private network) never gets the public
+        IPv6 address.
       '';
     };
 
@@ -41,15 +63,17 @@ in
     networking.hostName = machine.hostName;
 
     networking.useNetworkd = true;
-    # Only the interface below is configured. Without this, networkd would
-    # also run DHCP on every other Ethernet interface. A Hetzner private
-    # network (a second interface, DHCP) needs its own entry here.
+    # The networks below are all there is: without this, NixOS would add
+    # its own DHCP network for every interface besides them.
     networking.useDHCP = false;
 
     systemd.network = {
       enable = true;
+      # networkd applies the first .network file (in lexical order) whose
+      # [Match] fits a link, so 10-uplink wins over 90-ethernet.
       networks."10-uplink" = {
-        matchConfig.Name = cfg.interface;
+        matchConfig =
+          if cfg.macAddress != null then { MACAddress = cfg.macAddress; } else { Name = cfg.interface; };
         networkConfig = {
           DHCP = "ipv4";
           # The IPv6 address and route are static; no autoconfiguration
@@ -60,6 +84,20 @@ in
         routes = lib.optional (cfg.ipv6Address != null) { Gateway = cfg.ipv6Gateway; };
         # network-online.target waits for a usable address on this link.
         linkConfig.RequiredForOnline = "routable";
+      };
+      # Every other Ethernet interface: DHCPv4 only. A Hetzner private
+      # network is configured this way, and if the uplink's match ever
+      # misses (a wrong MAC address), the public interface still gets its
+      # IPv4 address and SSH stays reachable. Its routes rank below the
+      # uplink's (networkd's default metric is 1024).
+      networks."90-ethernet" = {
+        matchConfig.Type = "ether";
+        networkConfig = {
+          DHCP = "ipv4";
+          IPv6AcceptRA = false;
+        };
+        dhcpV4Config.RouteMetric = 2048;
+        linkConfig.RequiredForOnline = "no";
       };
     };
 

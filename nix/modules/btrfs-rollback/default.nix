@@ -6,7 +6,7 @@
 #
 # With boot.initrd.systemd.enable (the default since NixOS 26.05) it is an
 # initrd service ordered before sysroot.mount; otherwise it runs from
-# boot.initrd.postDeviceCommands under busybox. Either way it fails open:
+# boot.initrd.postResumeCommands under busybox. Either way it fails open:
 # a failed rotation is loud (console, journal, /run/btrfs-rollback/failed,
 # and btrfs-rollback-status.service failing in the running system) but the
 # machine still boots, on the old root.
@@ -47,6 +47,8 @@ let
   scriptedInitrdPath = "/etc/btrfs-rollback.sh";
 
   subvolumeName = lib.types.strMatching "[^/[:space:]]+";
+
+  bash = "${pkgs.bashInteractive}/bin/bash";
 in
 {
   options.boot.btrfsRollback = {
@@ -143,15 +145,6 @@ in
             assertion = cfg.rootSubvolume != cfg.oldRootsSubvolume;
             message = "boot.btrfsRollback.rootSubvolume and oldRootsSubvolume must differ.";
           }
-          {
-            assertion = systemdInitrd || config.boot.resumeDevice == "";
-            message = ''
-              boot.btrfsRollback with the scripted initrd runs in
-              postDeviceCommands, before resuming from hibernation, and would
-              rotate a root that a hibernated system still has mounted. Use
-              boot.initrd.systemd.enable = true or do not set boot.resumeDevice.
-            '';
-          }
         ]
         ++ map (path: {
           assertion = (config.fileSystems.${path} or { neededForBoot = false; }).neededForBoot;
@@ -174,6 +167,12 @@ in
               boot.btrfsRollback rotates the subvolume ${cfg.rootSubvolume}, but
               fileSystems."/".options has no subvol=${cfg.rootSubvolume}.
             '';
+
+        # btrfs-progs in the initrd: nixos/modules/tasks/filesystems/btrfs.nix
+        # (nixpkgs master, 2026) adds it to boot.initrd.systemd.initrdBin, or
+        # copies `btrfs` into the scripted initrd's extra-utils, for every
+        # filesystem type listed here.
+        boot.initrd.supportedFilesystems.btrfs = true;
 
         # Makes a failure in the initrd visible in the running system:
         # `systemctl --failed` lists this unit and the journal has why.
@@ -205,10 +204,12 @@ in
       }
 
       (lib.mkIf systemdInitrd {
-        boot.initrd.systemd.initrdBin = [ pkgs.btrfs-progs ];
         boot.initrd.systemd.storePaths = [
           rollbackScript
-          "${pkgs.bash}/bin/bash"
+          # The bash of the initrd's /bin (nixos/modules/system/boot/systemd/
+          # initrd.nix puts pkgs.bashInteractive into initrdBin), so nothing
+          # is copied twice; listed so that the unit does not rely on it.
+          bash
         ];
         boot.initrd.systemd.services.btrfs-rollback = {
           description = "Move the old root aside and create an empty one";
@@ -228,10 +229,11 @@ in
           inherit environment;
           serviceConfig = {
             Type = "oneshot";
-            # Tools come from the initrd's /bin: coreutils, util-linux's
-            # mount and umount, and btrfs-progs (initrdBin above).
+            # Tools come from the initrd's /bin (PATH=/bin:/sbin): coreutils
+            # and util-linux's mount and umount from initrd.nix, btrfs-progs
+            # from btrfs.nix (supportedFilesystems above).
             ExecStart = utils.escapeSystemdExecArgs [
-              "${pkgs.bash}/bin/bash"
+              bash
               rollbackScript
               device
             ];
@@ -245,9 +247,16 @@ in
 
       (lib.mkIf (!systemdInitrd) {
         boot.initrd.extraFiles.${scriptedInitrdPath}.source = rollbackScript;
-        # After `btrfs device scan` (added by NixOS's Btrfs support), which
-        # runs at normal priority. busybox provides every tool but btrfs.
-        boot.initrd.postDeviceCommands = lib.mkAfter ''
+        # stage-1-init.sh runs postDeviceCommands (where btrfs.nix puts
+        # `btrfs device scan`), then tries to resume from hibernation, then
+        # postResumeCommands, then mounts the file systems. The rotation
+        # belongs after the resume: a hibernated system still has its root
+        # mounted (nixpkgs commit 2a4b82c46141, "nixos/boot: add
+        # postResumeCommands option", in NixOS since 24.05, added the hook
+        # for exactly this). The text is pasted into stage-1-init.sh by
+        # substitutions of @name@ placeholders: never write one here.
+        # busybox provides every tool but btrfs.
+        boot.initrd.postResumeCommands = lib.mkAfter ''
           btrfs_rollback_device=${lib.escapeShellArg device}
           btrfs_rollback_wait=0
           while [ ! -e "$btrfs_rollback_device" ] && [ "$btrfs_rollback_wait" -lt 10 ]; do
