@@ -1,11 +1,14 @@
 # Evaluates a host's standalone files for `cargo xtask`, without nixpkgs:
 # the layout module (disko.devices with the NixOS flags beside it), the
-# persistence module, the machine facts, and where each attribute of the
-# layout is written, so that findings can name a file and a line.
+# persistence module, the machine facts, the root rollback's settings, and
+# where each attribute is written, so that findings can name a file and a
+# line. Every file is evaluated whole (--strict): an error anywhere in one
+# fails the evaluation with Nix's position, and `check` reports it (NIX002).
 {
   layoutFile,
   persistenceFile ? null,
   machineFile ? null,
+  rollbackFile ? null,
 }:
 let
   # A module may be a function of the module arguments; standalone mode can
@@ -19,13 +22,22 @@ let
       required = builtins.filter (name: !arguments.${name}) (builtins.attrNames arguments);
     in
     if !builtins.isFunction value then
-      value
+      whole file value
     else if required == [ ] then
-      value { }
+      whole file (value { })
     else
       throw "standalone mode cannot call ${toString file}: it is a function of the module arguments ${
         builtins.concatStringsSep ", " required
       }, which only the NixOS module system (flake mode) supplies";
+
+  # The file's value, forced completely where the error trace can still say
+  # which file it is: a `throw` has no position of its own, and `check`
+  # reads the file from this context (`… while evaluating the file '…'`).
+  whole =
+    file: value:
+    builtins.addErrorContext "while evaluating the file '${toString file}'" (
+      builtins.deepSeq value value
+    );
 
   # Values JSON cannot carry faithfully become a marker that `check` reports
   # where it is written: a path literal (Nix would copy the file into the
@@ -59,6 +71,8 @@ let
 
   layout = load layoutFile;
   persistence = if persistenceFile == null then { } else load persistenceFile;
+  machine = if machineFile == null then null else whole machineFile (import machineFile);
+  rollback = if rollbackFile == null then null else load rollbackFile;
 in
 {
   layout = plain layout;
@@ -69,5 +83,11 @@ in
     ]
   );
   persistence = plain (persistence.environment.persistence or { });
-  machine = if machineFile == null then null else plain (import machineFile);
+  machine = if machine == null then null else plain machine;
+  # rollback.nix whole (a NixOS module, like disko.nix); vm-test reads its
+  # boot.btrfsRollback.
+  rollback = if rollback == null then null else plain rollback;
+  # Kept apart from `positions`: the files may set the same top-level names.
+  machinePositions = map (positionsOf 0) (builtins.filter builtins.isAttrs [ machine ]);
+  rollbackPositions = map (positionsOf 0) (builtins.filter builtins.isAttrs [ rollback ]);
 }

@@ -308,12 +308,16 @@ pub fn firmware(machine: &Machine) -> Firmware {
     }
 }
 
-/// The evaluated layout, its findings, and where its attributes are written.
+/// The evaluated layout, its findings (the host rules' included), and
+/// where its attributes are written.
 pub struct Loaded {
     pub layout: Option<Layout>,
     pub findings: Vec<Finding>,
     pub machine: Machine,
     pub positions: Positions,
+    /// rollback.nix, evaluated: `None` when the host has none, or when the
+    /// evaluation failed (then `findings` say why).
+    pub rollback: Option<Value>,
 }
 
 /// Evaluates and builds a host's layout (standalone mode).
@@ -326,6 +330,7 @@ pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
                 findings,
                 machine: Machine::default(),
                 positions: Positions::default(),
+                rollback: None,
             })
         }
     };
@@ -338,10 +343,20 @@ pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
                 Severity::Error,
                 crate::findings::AttrPath::new(["machine"]),
                 format!("{}: {error}", host.machine_file.as_deref().map(display_path).unwrap_or_default()),
-                "machine.nix holds plain data: strings for flakeAttribute and diskSize, a list of strings for firmware.",
+                "machine.nix holds plain data: strings for flakeAttribute and diskSize, a list of strings for firmware, partitionSizes with strings for biosBoot, esp, swap and btrfs, partitionSizeDeviations with { size; reason; } for those.",
             ));
             Machine::default()
         }
+    };
+    let mut trees = |key: &str| match evaluation.get_mut(key).map(Value::take) {
+        Some(Value::Array(trees)) => Positions::new(trees),
+        _ => Positions::default(),
+    };
+    let machine_positions = trees("machinePositions");
+    let rollback_positions = trees("rollbackPositions");
+    let rollback = match evaluation.get_mut("rollback").map(Value::take) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value),
     };
     // Taken, not cloned: for huge layouts the position trees are most of the evaluation.
     let positions = Positions::new(match evaluation.get_mut("positions").map(Value::take) {
@@ -355,11 +370,22 @@ pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
         persistence: &evaluation["persistence"],
     });
     findings.extend(built);
+    findings.extend(rules::host::findings(
+        layout.as_ref(),
+        &rules::host::HostFiles {
+            host,
+            machine: &machine,
+            machine_positions: &machine_positions,
+            rollback: rollback.as_ref(),
+            rollback_positions: &rollback_positions,
+        },
+    ));
     Ok(Loaded {
         layout,
         findings,
         machine,
         positions,
+        rollback,
     })
 }
 
@@ -375,22 +401,8 @@ fn check_host(
         mut findings,
         machine,
         positions,
+        ..
     } = load(nix, host, layout_file)?;
-    if machine.admin_ssh_keys.as_ref().is_some_and(Vec::is_empty) {
-        findings.push(
-            Finding::new(
-                "HOST001",
-                Severity::Warning,
-                crate::findings::AttrPath::new(["adminSshKeys"]),
-                format!(
-                    "{} has no SSH key for hbohlen, the one login: the server has no passwords, so the build refuses it",
-                    host.machine_file.as_deref().map(display_path).unwrap_or_default()
-                ),
-                "Add your public key to adminSshKeys in machine.nix before deploying (e.g. \"ssh-ed25519 AAAA… you@laptop\").",
-            )
-            .at(host.machine_file.clone().map(|file| crate::findings::Location { file, line: 0, column: 0 })),
-        );
-    }
     let mut notes = Vec::new();
     let mut disk_sizes = BTreeMap::new();
     let mut tables = None;

@@ -1,5 +1,5 @@
 //! The hosts of the flake: every directory under hosts/ that holds a
-//! disko.nix, with its optional persistence.nix and machine.nix.
+//! disko.nix, with its optional persistence.nix, machine.nix and rollback.nix.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +14,9 @@ pub const DEFAULT_HOST: &str = "hetzner-cloud";
 pub const LAYOUT_FILE: &str = "disko.nix";
 pub const PERSISTENCE_FILE: &str = "persistence.nix";
 pub const MACHINE_FILE: &str = "machine.nix";
+/// `boot.btrfsRollback` of the host: a plain attribute set that NixOS
+/// imports as a module and vm-test reads.
+pub const ROLLBACK_FILE: &str = "rollback.nix";
 /// How deep below hosts/ host directories may sit.
 const MAX_DEPTH: usize = 6;
 
@@ -24,6 +27,7 @@ pub struct Host {
     pub layout_file: Utf8PathBuf,
     pub persistence_file: Option<Utf8PathBuf>,
     pub machine_file: Option<Utf8PathBuf>,
+    pub rollback_file: Option<Utf8PathBuf>,
 }
 
 /// The facts of machine.nix that the xtask reads.
@@ -39,6 +43,42 @@ pub struct Machine {
     pub firmware: Vec<String>,
     /// hbohlen's SSH public keys; `None` when machine.nix does not say.
     pub admin_ssh_keys: Option<Vec<String>>,
+    /// The partition sizes required of the host (disko sizes).
+    pub partition_sizes: Option<PartitionSizes>,
+    /// Deliberate departures from `partition_sizes`, with their reasons.
+    pub partition_size_deviations: Option<PartitionSizeDeviations>,
+}
+
+/// machine.nix `partitionSizes`: one disko size per partition role.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PartitionSizes {
+    /// The BIOS boot partition (type EF02).
+    pub bios_boot: Option<String>,
+    /// The EFI system partition (type EF00).
+    pub esp: Option<String>,
+    /// The partition holding swap.
+    pub swap: Option<String>,
+    /// The partition holding Btrfs.
+    pub btrfs: Option<String>,
+}
+
+/// machine.nix `partitionSizeDeviations`: per role, the size the layout
+/// has on purpose and why.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PartitionSizeDeviations {
+    pub bios_boot: Option<Deviation>,
+    pub esp: Option<Deviation>,
+    pub swap: Option<Deviation>,
+    pub btrfs: Option<Deviation>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Deviation {
+    pub size: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -134,6 +174,7 @@ fn host_at(dir: &Utf8Path) -> Result<Host> {
         layout_file: dir.join(LAYOUT_FILE),
         persistence_file: optional(PERSISTENCE_FILE),
         machine_file: optional(MACHINE_FILE),
+        rollback_file: optional(ROLLBACK_FILE),
     })
 }
 
@@ -222,6 +263,7 @@ mod tests {
             .ends_with("hosts/servers/hetzner-cloud/disko.nix"));
         assert!(host.persistence_file.is_some());
         assert!(host.machine_file.is_some());
+        assert!(host.rollback_file.is_some());
     }
 
     #[test]

@@ -246,6 +246,9 @@ impl Nix {
         if let Some(machine) = &host.machine_file {
             args.extend(["--argstr", "machineFile", machine.as_str()]);
         }
+        if let Some(rollback) = &host.rollback_file {
+            args.extend(["--argstr", "rollbackFile", rollback.as_str()]);
+        }
         let ran = self.run(&args)?;
         if !ran.success() {
             let error = match ran.status {
@@ -397,11 +400,17 @@ fn evaluation_finding(error: NixError) -> Finding {
     } else {
         "Fix the expression at the position shown; `nix-instantiate --eval --strict <file> --show-trace` tells more.".to_owned()
     };
+    // Name the host file that fails (disko.nix, persistence.nix,
+    // machine.nix, rollback.nix), as Nix's position shows it.
+    let what = match &error.location {
+        Some(location) => format!("{} does", crate::project::display_path(&location.file)),
+        None => "the host's files do".to_owned(),
+    };
     Finding::new(
         "NIX002",
         Severity::Error,
         AttrPath::root(),
-        format!("the layout does not evaluate: {}", error.message),
+        format!("{what} not evaluate: {}", error.message),
         hint,
     )
     .at(error.location)
@@ -457,27 +466,46 @@ pub fn read_evaluation(stdout: &[u8]) -> Result<Result<Value, Vec<Finding>>> {
         }
     };
     let mut findings = Vec::new();
-    for (key, base) in [
-        ("layout", AttrPath::root()),
-        ("persistence", AttrPath::new(["environment", "persistence"])),
-        ("machine", AttrPath::new(["machine"])),
+    let positions_of = |key: &str| {
+        crate::layout::positions::Positions::new(
+            value
+                .get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        )
+    };
+    for (key, base, positions) in [
+        ("layout", AttrPath::root(), "positions"),
+        (
+            "persistence",
+            AttrPath::new(["environment", "persistence"]),
+            "positions",
+        ),
+        ("machine", AttrPath::new(["machine"]), "machinePositions"),
+        ("rollback", AttrPath::root(), "rollbackPositions"),
     ] {
-        if let Some(part) = value.get(key) {
-            unreadable_values(part, &base, !utf8, &mut findings);
+        let Some(part) = value.get(key) else { continue };
+        let mut found = Vec::new();
+        unreadable_values(part, &base, !utf8, &mut found);
+        if found.is_empty() {
+            continue;
         }
+        let positions = positions_of(positions);
+        for finding in &mut found {
+            // machine.nix's own trees start below `machine`.
+            let path = match finding.path.segments().split_first() {
+                Some((first, rest)) if key == "machine" && first == "machine" => {
+                    AttrPath::new(rest.iter().cloned())
+                }
+                _ => finding.path.clone(),
+            };
+            finding.location = positions.locate(&path);
+        }
+        findings.extend(found);
     }
     if findings.is_empty() {
         return Ok(Ok(value));
-    }
-    let positions = crate::layout::positions::Positions::new(
-        value
-            .get("positions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
-    );
-    for finding in &mut findings {
-        finding.location = positions.locate(&finding.path);
     }
     Ok(Err(findings))
 }

@@ -413,7 +413,10 @@ fn contents_match_disko() {
 /// own definition comes before those of disko's module).
 fn nixos_options(mount: &xtask::layout::Mount) -> Vec<String> {
     let added = mount.needed_for_boot.then(|| "x-initrd.mount".to_owned());
-    added.into_iter().chain(mount.options.iter().cloned()).collect()
+    added
+        .into_iter()
+        .chain(mount.options.iter().cloned())
+        .collect()
 }
 
 /// The fixture is of the NixOS the flake builds: x-initrd.mount on exactly

@@ -23,6 +23,7 @@ fn the_fixture_is_the_real_evaluation_of_the_host() {
             &format!("{host}/persistence.nix"),
         ])
         .args(["--argstr", "machineFile", &format!("{host}/machine.nix")])
+        .args(["--argstr", "rollbackFile", &format!("{host}/rollback.nix")])
         .output()
         .expect("nix-instantiate runs (on Debian: apt-get install nix-bin)");
     assert!(
@@ -31,7 +32,10 @@ fn the_fixture_is_the_real_evaluation_of_the_host() {
         String::from_utf8_lossy(&output.stderr)
     );
     let mut evaluated: Value = serde_json::from_slice(&output.stdout).unwrap();
-    evaluated.as_object_mut().unwrap().remove("positions");
+    // Positions name absolute paths of this checkout.
+    for positions in ["positions", "machinePositions", "rollbackPositions"] {
+        evaluated.as_object_mut().unwrap().remove(positions);
+    }
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/hetzner-cloud.eval.json")).unwrap();
     assert!(

@@ -7,6 +7,7 @@
 pub mod btrfs;
 pub mod devices;
 pub mod esp;
+pub mod host;
 pub mod impermanence;
 pub mod partitions;
 pub mod swap;
@@ -162,7 +163,7 @@ macro_rules! rule {
 /// Every code, in the order the catalogue lists them.
 pub const RULES: &[Rule] = &[
     rule!("NIX001", Error, Nix, "A .nix file of the repository does not parse."),
-    rule!("NIX002", Error, Nix, "The layout does not evaluate (type error, missing file, failed assertion, …)."),
+    rule!("NIX002", Error, Nix, "A host file check reads (disko.nix, persistence.nix, machine.nix, rollback.nix) does not evaluate (type error, infinite recursion, missing file, …)."),
     rule!("NIX003", Error, Nix, "A .nix file uses a variable that is not defined."),
     rule!("NIX004", Error, Nix, "The layout is a function of module arguments (lib, pkgs, config, …), which standalone mode cannot supply."),
     rule!("MODEL001", Error, Model, "A value has the wrong type for disko's option, or a required option is missing."),
@@ -208,6 +209,9 @@ pub const RULES: &[Rule] = &[
     rule!("IMP010", Error, Impermanence, "A persisted path is not a normalised absolute path outside the storage path.", impermanence::persisted_paths_valid),
     rule!("DEV001", Error, Devices, "A device is not a plain /dev path, or a partition label is not a plain GPT name.", devices::plain_dev_paths),
     rule!("HOST001", Warning, Host, "machine.nix lists no SSH key for the admin user: the build refuses it, and nobody could log in."),
+    rule!("HOST002", Error, Host, "A partition's size differs from what machine.nix requires of the host (partitionSizes), or a required partition is missing."),
+    rule!("HOST003", Warning, Host, "A partition deviates from partitionSizes on purpose (partitionSizeDeviations gives its reason), or a listed deviation no longer applies."),
+    rule!("HOST004", Error, Host, "rollback.nix gives boot.btrfsRollback an option it does not have or a value of the wrong type."),
     rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
 ];
 

@@ -29,7 +29,6 @@ use crate::project::{project_root, xtask_dir};
 use crate::results::{BootRecord, CheckRecord, Header, VmTestResults};
 use crate::rules::{self, Context};
 use crate::setup;
-use xshell::cmd;
 
 /// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.
 pub fn rollback_script() -> Utf8PathBuf {
@@ -128,6 +127,9 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
     let nix = Nix::locate()?;
     let host = hosts::find(&options.host)?;
     let loaded = check::load(&nix, &host, &host.layout_file)?;
+    // Before the layout's errors: settings that would differ from the
+    // server's stop the run even when the layout is fine.
+    let rollback_settings = rollback_settings(&host, &loaded)?;
     let errors: Vec<String> = loaded
         .findings
         .iter()
@@ -200,7 +202,6 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
-    let rollback_settings = rollback_settings(&nix, &host)?;
     Ok(Prepared {
         layout,
         machine: loaded.machine,
@@ -216,32 +217,55 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
     })
 }
 
-/// The host's `boot.btrfsRollback` (rollback.nix beside disko.nix, a plain
-/// attribute set like it), or the module's defaults when there is none.
-fn rollback_settings(nix: &Nix, host: &hosts::Host) -> Result<RollbackSettings> {
-    let file = host.dir.join("rollback.nix");
-    if !file.is_file() {
-        return Ok(RollbackSettings::default());
-    }
-    let sh = crate::project::shell()?;
-    let instantiate = &nix.instantiate;
-    let json = cmd!(sh, "{instantiate} --eval --strict --json {file}")
-        .quiet()
-        .ignore_stderr()
-        .read();
-    let source = crate::project::display_path(&file);
-    match json {
-        Ok(json) => {
-            let value: serde_json::Value =
-                serde_json::from_str(&json).with_context(|| format!("reading {source}"))?;
-            RollbackSettings::from_evaluation(&value, &source)
-        }
-        // A module that needs NixOS's arguments: the defaults, and say so.
-        Err(_) => Ok(RollbackSettings {
-            source: format!("the module's defaults ({source} needs the NixOS module system)"),
+/// The host's `boot.btrfsRollback`, from rollback.nix as `check::load`
+/// evaluated it, or the module's defaults when the host has no rollback.nix.
+/// A rollback.nix that does not evaluate, or that check rejects (NIX002,
+/// NIX004, HOST004), stops vm-test: booting with the defaults instead would
+/// prove something about a server that is not ours.
+fn rollback_settings(host: &hosts::Host, loaded: &check::Loaded) -> Result<RollbackSettings> {
+    let Some(file) = &host.rollback_file else {
+        return Ok(RollbackSettings {
+            source: format!(
+                "the module's defaults ({} has no {})",
+                crate::project::display_path(&host.dir),
+                hosts::ROLLBACK_FILE
+            ),
             ..RollbackSettings::default()
-        }),
+        });
+    };
+    let source = crate::project::display_path(file);
+    let refused: Vec<String> = loaded
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| {
+            f.code == "HOST004"
+                || f.location
+                    .as_ref()
+                    .is_some_and(|location| location.file == *file)
+        })
+        .map(|f| {
+            let at = f
+                .location
+                .as_ref()
+                .filter(|location| location.line > 0)
+                .map(|location| format!(" ({source}:{}:{})", location.line, location.column))
+                .unwrap_or_default();
+            format!("{}{at}: {}", f.code, f.message)
+        })
+        .collect();
+    if !refused.is_empty() {
+        bail!(
+            "{source} does not give the rollback's settings (`cargo xtask check` reports it); vm-test does not fall back to the module's defaults:\n  {}",
+            refused.join("\n  ")
+        );
     }
+    let Some(value) = &loaded.rollback else {
+        bail!(
+            "{source} was not evaluated (the host's files do not evaluate: run `cargo xtask check`); vm-test does not fall back to the module's defaults"
+        );
+    };
+    RollbackSettings::from_evaluation(value, &source)
 }
 
 /// The layout with every Btrfs mount's compression replaced by `setting`

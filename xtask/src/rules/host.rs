@@ -1,0 +1,623 @@
+//! Rules about the host's own files beside the layout: machine.nix (the
+//! machine's facts, among them the partition sizes required of the host) and
+//! rollback.nix (the settings of the root rollback). `check::load` runs them
+//! with the layout, so `check` reports them and `vm-test` refuses what they
+//! reject; they are not in the registry's per-layout pass because a layout
+//! alone (`--disko`, the fuzzers) has no machine.nix.
+
+use serde_json::Value;
+
+use crate::findings::{AttrPath, Finding, Location, Severity};
+use crate::hosts::{Deviation, Host, Machine};
+use crate::layout::positions::Positions;
+use crate::layout::size::parse_partition_size;
+use crate::layout::{Content, Layout, Partition};
+use crate::project::display_path;
+
+/// What the host rules read besides the layout.
+pub struct HostFiles<'a> {
+    pub host: &'a Host,
+    pub machine: &'a Machine,
+    /// Where machine.nix writes each attribute.
+    pub machine_positions: &'a Positions,
+    /// rollback.nix, evaluated; `None` when the host has none.
+    pub rollback: Option<&'a Value>,
+    pub rollback_positions: &'a Positions,
+}
+
+/// Every host finding for the layout (`None` when it did not build: then
+/// only the layout-independent rules run).
+pub fn findings(layout: Option<&Layout>, files: &HostFiles) -> Vec<Finding> {
+    let mut found = admin_keys(files);
+    if let Some(layout) = layout {
+        found.extend(partition_sizes(layout, files));
+    }
+    found.extend(rollback_settings(files));
+    found
+}
+
+fn machine_location(files: &HostFiles, path: &[&str]) -> Option<Location> {
+    let located = files
+        .machine_positions
+        .locate(&AttrPath::new(path.iter().copied()));
+    located.or_else(|| {
+        files.host.machine_file.clone().map(|file| Location {
+            file,
+            line: 0,
+            column: 0,
+        })
+    })
+}
+
+fn machine_name(files: &HostFiles) -> String {
+    files
+        .host
+        .machine_file
+        .as_deref()
+        .map(display_path)
+        .unwrap_or_else(|| "machine.nix".to_owned())
+}
+
+/// HOST001: nobody could log in.
+fn admin_keys(files: &HostFiles) -> Vec<Finding> {
+    if !files
+        .machine
+        .admin_ssh_keys
+        .as_ref()
+        .is_some_and(Vec::is_empty)
+    {
+        return Vec::new();
+    }
+    vec![Finding::new(
+        "HOST001",
+        Severity::Warning,
+        AttrPath::new(["adminSshKeys"]),
+        format!(
+            "{} has no SSH key for hbohlen, the one login: the server has no passwords, so the build refuses it",
+            machine_name(files)
+        ),
+        "Add your public key to adminSshKeys in machine.nix before deploying (e.g. \"ssh-ed25519 AAAA… you@laptop\").",
+    )
+    .at(machine_location(files, &["adminSshKeys"]))]
+}
+
+/// The partitions machine.nix can require a size of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    BiosBoot,
+    Esp,
+    Swap,
+    Btrfs,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::BiosBoot, Role::Esp, Role::Swap, Role::Btrfs];
+
+    /// The attribute of `partitionSizes` and `partitionSizeDeviations`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::BiosBoot => "biosBoot",
+            Role::Esp => "esp",
+            Role::Swap => "swap",
+            Role::Btrfs => "btrfs",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Role::BiosBoot => "BIOS boot partition (EF02)",
+            Role::Esp => "EFI system partition (EF00)",
+            Role::Swap => "swap partition",
+            Role::Btrfs => "Btrfs partition",
+        }
+    }
+
+    /// What the size is for, so that a deviation is judged with it in view.
+    fn why(self) -> &'static str {
+        match self {
+            Role::BiosBoot => "GRUB embeds its core image there when the server boots with BIOS",
+            Role::Esp => "it holds the kernels and initrds of every generation GRUB offers",
+            Role::Swap => "the machine has no other swap and no zram",
+            Role::Btrfs => "everything else lives on it; \"100%\" gives it the rest of the disk",
+        }
+    }
+
+    fn matches(self, partition: &Partition) -> bool {
+        match self {
+            Role::BiosBoot => partition.type_code.eq_ignore_ascii_case("EF02"),
+            Role::Esp => partition.type_code.eq_ignore_ascii_case("EF00"),
+            Role::Swap => matches!(partition.content, Some(Content::Swap(_))),
+            Role::Btrfs => matches!(partition.content, Some(Content::Btrfs(_))),
+        }
+    }
+
+    fn required(self, machine: &Machine) -> Option<&String> {
+        let sizes = machine.partition_sizes.as_ref()?;
+        match self {
+            Role::BiosBoot => sizes.bios_boot.as_ref(),
+            Role::Esp => sizes.esp.as_ref(),
+            Role::Swap => sizes.swap.as_ref(),
+            Role::Btrfs => sizes.btrfs.as_ref(),
+        }
+    }
+
+    fn deviation(self, machine: &Machine) -> Option<&Deviation> {
+        let deviations = machine.partition_size_deviations.as_ref()?;
+        match self {
+            Role::BiosBoot => deviations.bios_boot.as_ref(),
+            Role::Esp => deviations.esp.as_ref(),
+            Role::Swap => deviations.swap.as_ref(),
+            Role::Btrfs => deviations.btrfs.as_ref(),
+        }
+    }
+}
+
+/// A size as disko reads it, for comparing `1G` with `1024M`.
+fn same_size(a: &str, b: &str) -> bool {
+    match (parse_partition_size(a), parse_partition_size(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// HOST002 (the layout differs from what machine.nix requires) and HOST003
+/// (it differs on purpose, with the reason; or a listed deviation is stale).
+fn partition_sizes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
+    let machine = files.machine;
+    let mut found = Vec::new();
+    for role in Role::ALL {
+        let Some(required) = role.required(machine) else {
+            continue;
+        };
+        let key = role.key();
+        let required_path = ["partitionSizes", key];
+        if parse_partition_size(required).is_err() {
+            found.push(
+                Finding::new(
+                    "HOST002",
+                    Severity::Error,
+                    AttrPath::new(required_path),
+                    format!(
+                        "{}: partitionSizes.{key} = {required:?} is not a disko size",
+                        machine_name(files)
+                    ),
+                    "Write a size as disko.nix does: a number with K, M, G or T (\"32G\"), or \"100%\" for the rest of the disk.",
+                )
+                .at(machine_location(files, &required_path)),
+            );
+            continue;
+        }
+        let deviation = role.deviation(machine);
+        let deviation_path = ["partitionSizeDeviations", key];
+        let partitions: Vec<&Partition> = layout
+            .partitions()
+            .map(|(_, partition)| partition)
+            .filter(|partition| role.matches(partition))
+            .collect();
+        if partitions.is_empty() {
+            found.push(Finding::new(
+                "HOST002",
+                Severity::Error,
+                AttrPath::new(["disko", "devices"]),
+                format!(
+                    "the layout has no {} but {} requires one of {required} ({})",
+                    role.describe(),
+                    machine_name(files),
+                    role.why()
+                ),
+                format!(
+                    "Add the partition to disko.nix, or remove partitionSizes.{key} from machine.nix if this host does without it."
+                ),
+            ));
+            continue;
+        }
+        let mut any_deviates = false;
+        for partition in partitions {
+            let actual = &partition.size_text;
+            // A size disko cannot read is PART001's finding.
+            if partition.size.is_err() || same_size(actual, required) {
+                continue;
+            }
+            any_deviates = true;
+            let path = partition.path.join("size");
+            match deviation {
+                Some(deviation) if same_size(actual, &deviation.size) => found.push(
+                    Finding::new(
+                        "HOST003",
+                        Severity::Warning,
+                        path,
+                        format!(
+                            "the {} {:?} is {actual}, not the {required} the host requires ({}); deliberate, says {}: {}",
+                            role.describe(),
+                            partition.key,
+                            role.why(),
+                            machine_name(files),
+                            deviation.reason
+                        ),
+                        format!(
+                            "Nothing to do if the reason still holds; to go back to the requirement, set size = \"{required}\" and remove partitionSizeDeviations.{key}."
+                        ),
+                    )
+                    .at(machine_location(files, &deviation_path)),
+                ),
+                _ => found.push(Finding::new(
+                    "HOST002",
+                    Severity::Error,
+                    path,
+                    format!(
+                        "the {} {:?} is {actual}, but {} requires {required} of this host ({}){}",
+                        role.describe(),
+                        partition.key,
+                        machine_name(files),
+                        role.why(),
+                        match deviation {
+                            Some(deviation) => format!(
+                                "; partitionSizeDeviations.{key} allows {} only",
+                                deviation.size
+                            ),
+                            None => String::new(),
+                        }
+                    ),
+                    format!(
+                        "Set size = \"{required}\" on the partition in disko.nix; if {actual} is deliberate, add partitionSizeDeviations.{key} = {{ size = \"{actual}\"; reason = \"…\"; }}; to machine.nix."
+                    ),
+                )),
+            }
+        }
+        if let (Some(deviation), false) = (deviation, any_deviates) {
+            found.push(
+                Finding::new(
+                    "HOST003",
+                    Severity::Warning,
+                    AttrPath::new(deviation_path),
+                    format!(
+                        "{} lists partitionSizeDeviations.{key} ({}: {}), but the layout has the required {required}",
+                        machine_name(files),
+                        deviation.size,
+                        deviation.reason
+                    ),
+                    format!("Remove partitionSizeDeviations.{key} from machine.nix."),
+                )
+                .at(machine_location(files, &deviation_path)),
+            );
+        }
+    }
+    found
+}
+
+/// The options of boot.btrfsRollback (nix/modules/btrfs-rollback/default.nix)
+/// and what each accepts; a test keeps the list equal to the module's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionType {
+    Bool,
+    /// `nullOr str`
+    NullOrString,
+    /// `strMatching "[^/[:space:]]+"`
+    SubvolumeName,
+    /// `ints.unsigned`
+    Unsigned,
+    /// `strMatching "/.+"`
+    AbsolutePath,
+    /// `listOf str`
+    Strings,
+}
+
+pub const ROLLBACK_OPTIONS: &[(&str, OptionType)] = &[
+    ("enable", OptionType::Bool),
+    ("device", OptionType::NullOrString),
+    ("rootSubvolume", OptionType::SubvolumeName),
+    ("oldRootsSubvolume", OptionType::SubvolumeName),
+    ("retentionDays", OptionType::Unsigned),
+    ("keepAtLeast", OptionType::Unsigned),
+    ("mountPoint", OptionType::AbsolutePath),
+    ("mountsNeededForBoot", OptionType::Strings),
+];
+
+impl OptionType {
+    fn accepts(self, value: &Value) -> bool {
+        match self {
+            OptionType::Bool => value.is_boolean(),
+            OptionType::NullOrString => value.is_null() || value.is_string(),
+            OptionType::SubvolumeName => value.as_str().is_some_and(|name| {
+                !name.is_empty() && !name.chars().any(|c| c == '/' || c.is_whitespace())
+            }),
+            OptionType::Unsigned => value.is_u64(),
+            OptionType::AbsolutePath => value.as_str().is_some_and(|path| {
+                path.starts_with('/') && path.chars().count() > 1 && !path.contains('\n')
+            }),
+            OptionType::Strings => value
+                .as_array()
+                .is_some_and(|items| items.iter().all(Value::is_string)),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            OptionType::Bool => "true or false",
+            OptionType::NullOrString => "a string (a device path) or null",
+            OptionType::SubvolumeName => "a subvolume name: a string without `/` or spaces",
+            OptionType::Unsigned => "a whole number, 0 or more",
+            OptionType::AbsolutePath => "an absolute path other than `/`, as a string",
+            OptionType::Strings => "a list of strings",
+        }
+    }
+}
+
+/// HOST004: rollback.nix gives boot.btrfsRollback something its NixOS
+/// option would refuse (the build fails), or something vm-test would boot
+/// with instead of what the server gets.
+fn rollback_settings(files: &HostFiles) -> Vec<Finding> {
+    let Some(rollback) = files.rollback else {
+        return Vec::new();
+    };
+    let file = files
+        .host
+        .rollback_file
+        .as_deref()
+        .map(display_path)
+        .unwrap_or_else(|| "rollback.nix".to_owned());
+    let locate = |path: &AttrPath| {
+        files.rollback_positions.locate(path).or_else(|| {
+            files.host.rollback_file.clone().map(|file| Location {
+                file,
+                line: 0,
+                column: 0,
+            })
+        })
+    };
+    let base = AttrPath::new(["boot", "btrfsRollback"]);
+    let settings = match rollback.pointer("/boot/btrfsRollback") {
+        None => return Vec::new(),
+        Some(Value::Object(settings)) => settings,
+        Some(_) => {
+            return vec![Finding::new(
+                "HOST004",
+                Severity::Error,
+                base.clone(),
+                format!("{file}: boot.btrfsRollback is not an attribute set"),
+                "Write boot.btrfsRollback = { enable = true; … }; (nix/modules/btrfs-rollback/default.nix lists the options).",
+            )
+            .at(locate(&base))]
+        }
+    };
+    let mut found = Vec::new();
+    for (name, value) in settings {
+        let path = base.join(name.clone());
+        match ROLLBACK_OPTIONS.iter().find(|(option, _)| option == name) {
+            None => {
+                let known: Vec<&str> = ROLLBACK_OPTIONS.iter().map(|(option, _)| *option).collect();
+                found.push(
+                    Finding::new(
+                        "HOST004",
+                        Severity::Error,
+                        path.clone(),
+                        format!("{file}: boot.btrfsRollback has no option {name:?}: NixOS refuses to build"),
+                        format!("Use one of: {}.", known.join(", ")),
+                    )
+                    .at(locate(&path)),
+                );
+            }
+            Some((_, kind)) if !kind.accepts(value) => found.push(
+                Finding::new(
+                    "HOST004",
+                    Severity::Error,
+                    path.clone(),
+                    format!(
+                        "{file}: boot.btrfsRollback.{name} is {value}, but the option takes {}: NixOS refuses to build",
+                        kind.describe()
+                    ),
+                    format!("Give boot.btrfsRollback.{name} {}.", kind.describe()),
+                )
+                .at(locate(&path)),
+            ),
+            Some(_) => {}
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::{PartitionSizeDeviations, PartitionSizes};
+    use crate::layout::testing::{host_evaluation, layout_of};
+    use camino::Utf8PathBuf;
+    use serde_json::json;
+
+    fn host() -> Host {
+        Host {
+            name: "test".into(),
+            dir: Utf8PathBuf::from("/h"),
+            layout_file: Utf8PathBuf::from("/h/disko.nix"),
+            persistence_file: None,
+            machine_file: Some(Utf8PathBuf::from("/h/machine.nix")),
+            rollback_file: Some(Utf8PathBuf::from("/h/rollback.nix")),
+        }
+    }
+
+    fn roadmap() -> Machine {
+        Machine {
+            partition_sizes: Some(PartitionSizes {
+                bios_boot: Some("1M".into()),
+                esp: Some("1G".into()),
+                swap: Some("32G".into()),
+                btrfs: Some("100%".into()),
+            }),
+            ..Machine::default()
+        }
+    }
+
+    /// Host findings for the repo's layout with the swap partition's size set to `swap`.
+    fn run(machine: &Machine, swap: &str, rollback: Option<Value>) -> Vec<Finding> {
+        let mut evaluation = host_evaluation();
+        evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"]["swap"]
+            ["size"] = json!(swap);
+        let (layout, built) = layout_of(&evaluation);
+        assert!(built.is_empty(), "{built:#?}");
+        let host = host();
+        let none = Positions::default();
+        findings(
+            layout.as_ref(),
+            &HostFiles {
+                host: &host,
+                machine,
+                machine_positions: &none,
+                rollback: rollback.as_ref(),
+                rollback_positions: &none,
+            },
+        )
+    }
+
+    fn codes(findings: &[Finding]) -> Vec<(&'static str, Severity)> {
+        findings.iter().map(|f| (f.code, f.severity)).collect()
+    }
+
+    #[test]
+    fn the_roadmaps_sizes_pass() {
+        assert!(run(&roadmap(), "32G", None).is_empty());
+        // The same size written differently is the same size.
+        assert!(run(&roadmap(), "32768M", None).is_empty());
+        // Without requirements there is nothing to compare.
+        assert!(run(&Machine::default(), "1G", None).is_empty());
+    }
+
+    #[test]
+    fn a_smaller_swap_is_an_error() {
+        let found = run(&roadmap(), "1G", None);
+        assert_eq!(codes(&found), [("HOST002", Severity::Error)]);
+        let finding = &found[0];
+        assert!(finding.message.contains("is 1G"), "{}", finding.message);
+        assert!(
+            finding.message.contains("requires 32G"),
+            "{}",
+            finding.message
+        );
+        assert!(
+            finding.path.to_string().ends_with("partitions.swap.size"),
+            "{}",
+            finding.path
+        );
+        assert!(
+            finding.hint.contains("partitionSizeDeviations.swap"),
+            "{}",
+            finding.hint
+        );
+    }
+
+    #[test]
+    fn a_deliberate_deviation_warns_with_its_reason() {
+        let mut machine = roadmap();
+        machine.partition_size_deviations = Some(PartitionSizeDeviations {
+            swap: Some(Deviation {
+                size: "16G".into(),
+                reason: "a test machine with less disk".into(),
+            }),
+            ..PartitionSizeDeviations::default()
+        });
+        let found = run(&machine, "16G", None);
+        assert_eq!(codes(&found), [("HOST003", Severity::Warning)]);
+        assert!(found[0].message.contains("a test machine with less disk"));
+        // A deviation covers its own size only.
+        let found = run(&machine, "1G", None);
+        assert_eq!(codes(&found), [("HOST002", Severity::Error)]);
+        assert!(
+            found[0].message.contains("allows 16G only"),
+            "{}",
+            found[0].message
+        );
+        // And one that no longer deviates is stale.
+        let found = run(&machine, "32G", None);
+        assert_eq!(codes(&found), [("HOST003", Severity::Warning)]);
+        assert!(found[0].hint.contains("Remove"), "{}", found[0].hint);
+    }
+
+    #[test]
+    fn a_required_partition_that_is_missing_or_unreadable_is_an_error() {
+        let mut machine = roadmap();
+        machine.partition_sizes.as_mut().unwrap().swap = Some("lots".into());
+        let found = run(&machine, "32G", None);
+        assert_eq!(codes(&found), [("HOST002", Severity::Error)]);
+        assert!(found[0].message.contains("not a disko size"));
+
+        let mut evaluation = host_evaluation();
+        evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"]
+            .as_object_mut()
+            .unwrap()
+            .remove("swap");
+        let (layout, _) = layout_of(&evaluation);
+        let host = host();
+        let none = Positions::default();
+        let found = findings(
+            layout.as_ref(),
+            &HostFiles {
+                host: &host,
+                machine: &roadmap(),
+                machine_positions: &none,
+                rollback: None,
+                rollback_positions: &none,
+            },
+        );
+        assert_eq!(codes(&found), [("HOST002", Severity::Error)]);
+        assert!(
+            found[0].message.contains("no swap partition"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn rollback_settings_of_the_wrong_type_or_name_are_errors() {
+        let good = json!({ "boot": { "btrfsRollback": {
+            "enable": true, "rootSubvolume": "@root", "oldRootsSubvolume": "@old_roots",
+            "mountPoint": "/btrfs_tmp", "retentionDays": 30, "keepAtLeast": 5, "device": null
+        } } });
+        assert!(run(&roadmap(), "32G", Some(good)).is_empty());
+        for (name, value) in [
+            ("keepAtLeast", json!("5")),
+            ("keepAtLeast", json!(-1)),
+            ("retentionDays", json!(1.5)),
+            ("rootSubvolume", json!("@root/x")),
+            ("rootSubvolume", json!("")),
+            ("mountPoint", json!("/")),
+            ("mountPoint", json!("btrfs_tmp")),
+            ("enable", json!("yes")),
+            ("mountsNeededForBoot", json!(["/persist", 1])),
+            ("keepAtleast", json!(5)),
+        ] {
+            let mut settings = serde_json::Map::new();
+            settings.insert(name.to_owned(), value.clone());
+            let rollback = json!({ "boot": { "btrfsRollback": settings } });
+            let found = run(&roadmap(), "32G", Some(rollback));
+            assert_eq!(
+                codes(&found),
+                [("HOST004", Severity::Error)],
+                "{name} = {value}"
+            );
+            assert!(
+                found[0].path.to_string().ends_with(name),
+                "{}",
+                found[0].path
+            );
+        }
+    }
+
+    /// The option list above is the module's: every `<name> = lib.mkOption`
+    /// or `lib.mkEnableOption` under options.boot.btrfsRollback.
+    #[test]
+    fn the_rollback_options_are_the_modules() {
+        let module = std::fs::read_to_string(
+            crate::project::project_root().join("nix/modules/btrfs-rollback/default.nix"),
+        )
+        .unwrap();
+        let start = module.find("options.boot.btrfsRollback = {").unwrap();
+        let end = start + module[start..].find("\n  };").unwrap();
+        let declared: Vec<&str> = module[start..end]
+            .lines()
+            .filter(|line| line.starts_with("    ") && !line.starts_with("     "))
+            .filter(|line| line.contains("= lib.mkOption") || line.contains("= lib.mkEnableOption"))
+            .filter_map(|line| line.trim().split(' ').next())
+            .collect();
+        let ours: Vec<&str> = ROLLBACK_OPTIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(declared, ours);
+    }
+}
