@@ -28,6 +28,17 @@ in
   # them refuses to build without an SSH key for hbohlen in machine.nix).
   toplevel = host.config.system.build.toplevel;
 
+  # The interactive VMs of hosts/servers/hetzner-cloud/vm.nix evaluate and
+  # their assertions hold (build-vm, and vmWithDisko, whose mounts
+  # qemu-vm.nix replaces): only their derivation paths are computed here,
+  # without the string context that would make them inputs to build.
+  vm-variants-evaluate = pkgs.runCommand "vm-variants-evaluate" {
+    variants = map builtins.unsafeDiscardStringContext [
+      host.config.virtualisation.vmVariant.system.build.vm.drvPath
+      host.config.virtualisation.vmVariantWithDisko.system.build.vmWithDisko.drvPath
+    ];
+  } "touch $out";
+
   # What disko and NixOS make of our layout, compared with the reference data
   # the Rust model is tested against (xtask/tests/disko_reference.rs). If
   # this fails after an update of disko or nixpkgs, the model, or the

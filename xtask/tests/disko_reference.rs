@@ -23,6 +23,7 @@ upstream files, read at the revisions named; the fixture records them in
   /var/lib/nixos /etc /usr.
 - nixos/modules/system/boot/stage-1.nix: fileSystems.<p>.neededForBoot, a
   bool defaulting to false.
+
 The real module also handles autoResize, autoFormat, depends and label; disko
 and this host set none of them, and nix/tests/disko-reference.nix would catch
 a difference.
