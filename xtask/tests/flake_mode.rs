@@ -97,3 +97,41 @@ fn flake_mode_that_cannot_run_says_why() {
             "flake mode not run: no flake.lock yet",
         ));
 }
+
+/// What nixos/modules/tasks/filesystems.nix adds to a mount's options by
+/// itself (x-initrd.mount on every stage-1 mount) is not taken for options
+/// the host wrote: nix/lib/eval-flake.nix hands the model only the host's.
+#[test]
+fn options_nixos_adds_itself_are_not_the_hosts() {
+    let repository =
+        stand_in_repository(r#"{ fileSystems."/nix".options = [ "x-systemd.automount" ]; }"#);
+    let root = repository.path();
+    let output = std::process::Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--impure",
+            "--offline",
+            "--expr",
+        ])
+        .arg(format!(
+            "(import {}/nix/lib/eval-flake.nix {{ flake = {}; host = \"hetzner-vps\"; }}).layout.fileSystems",
+            root.display(),
+            root.display()
+        ))
+        .current_dir(root)
+        .output()
+        .expect("nix runs (on Debian: apt-get install nix-bin)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file_systems: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let options = |mountpoint: &str| file_systems[mountpoint]["options"].clone();
+    assert_eq!(options("/"), serde_json::json!([]));
+    assert_eq!(options("/persist"), serde_json::json!([]));
+    assert_eq!(options("/nix"), serde_json::json!(["x-systemd.automount"]));
+}
