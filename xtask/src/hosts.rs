@@ -37,7 +37,9 @@ pub struct Machine {
     pub disk_size: Option<DiskSizes>,
     #[serde(default)]
     pub firmware: Vec<String>,
-    /// hbohlen's SSH public keys; `None` when machine.nix does not say.
+    /// The one login of the server (`adminUser`).
+    pub admin_user: Option<String>,
+    /// The admin's SSH public keys; `None` when machine.nix does not say.
     pub admin_ssh_keys: Option<Vec<String>>,
 }
 

@@ -165,6 +165,7 @@ pub const RULES: &[Rule] = &[
     rule!("NIX002", Error, Nix, "The layout does not evaluate (type error, missing file, failed assertion, …)."),
     rule!("NIX003", Error, Nix, "A .nix file uses a variable that is not defined."),
     rule!("NIX004", Error, Nix, "The layout is a function of module arguments (lib, pkgs, config, …), which standalone mode cannot supply."),
+    rule!("NIX005", Error, Nix, "The NixOS system (`nixosConfigurations.<attr>.config.system.build.toplevel`) does not evaluate with the flake's pinned inputs: a failed assertion, a type error, … (`--mode flake` only)."),
     rule!("MODEL001", Error, Model, "A value has the wrong type for disko's option, or a required option is missing."),
     rule!("MODEL002", Error, Model, "A content type is unknown, or is disko but not part of this layout."),
     rule!("MODEL003", Error, Model, "An attribute is not an option of its disko type (usually a typo)."),
@@ -207,7 +208,7 @@ pub const RULES: &[Rule] = &[
     rule!("IMP009", Warning, Impermanence, "A persisted path is already on a persistent subvolume; the bind mount would hide it.", impermanence::persisted_on_wiped_root),
     rule!("IMP010", Error, Impermanence, "A persisted path is not a normalised absolute path outside the storage path.", impermanence::persisted_paths_valid),
     rule!("DEV001", Error, Devices, "A device is not a plain /dev path, or a partition label is not a plain GPT name.", devices::plain_dev_paths),
-    rule!("HOST001", Warning, Host, "machine.nix lists no SSH key for the admin user: the build refuses it, and nobody could log in."),
+    rule!("HOST001", Warning, Host, "machine.nix lists no SSH key for the admin user: the build refuses it, and nobody could log in. A warning, so that `check` passes on a fresh clone; the deploy checklist's `login` and `check` gates fail on it."),
     rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
 ];
 
