@@ -304,7 +304,7 @@ fn decide<T: Proof>(
     }
     // A fresh result that cannot prove the gate, or that failed.
     if let Some((file, result)) = candidates.iter().find(|(_, r)| fresh(r)) {
-        let gate = Gate { ..template.clone() }.from(file, result.header());
+        let gate = template.clone().from(file, result.header());
         if let Some(shortfall) = result.shortfall(observed) {
             return Gate {
                 status: Status::NotRun,

@@ -29,6 +29,11 @@
 //!   procedure as not run, never as passed.
 //! - `shows` is the human text of what the command prints; it may round or
 //!   abbreviate, the expectations are what counts.
+//!
+//! A runner builds the same procedures the checklist prints:
+//! `verification(&subject, &facts, None)` and `rollback(&subject, &facts)`,
+//! with the host's [`crate::docs::Subject`] and
+//! [`HostFacts::load`](super::facts::HostFacts::load).
 
 use serde::Serialize;
 
