@@ -68,8 +68,14 @@ pub struct Args {
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum FlakeStatus {
     NotRequested,
-    Ran { attribute: String },
-    NotRun { reason: String },
+    Ran {
+        attribute: String,
+        /// `--mode flake` only: the whole system's evaluation (the NixOS gate).
+        system: Option<crate::flake_eval::SystemEvaluation>,
+    },
+    NotRun {
+        reason: String,
+    },
 }
 
 /// Everything `check` found about one host.
@@ -170,7 +176,9 @@ fn write_results(
             })
             .collect(),
     };
-    crate::results::write("check", &results)?;
+    // The proof the deploy gate reads: a clean check of the sizes in machine.nix.
+    let proof = report.errors == 0 && args.disk_size.is_none();
+    crate::results::record("check", &results, proof)?;
     Ok(())
 }
 
@@ -181,7 +189,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let revision = revision
         .join()
         .map_err(|_| anyhow::anyhow!("reading the git revision panicked"))?;
-    write_results(&args, &report, revision)?;
+    write_results(&args, &report, revision.clone())?;
+    if args.disko.is_none() {
+        for host in &report.hosts {
+            if let FlakeStatus::Ran {
+                attribute,
+                system: Some(system),
+            } = &host.flake
+            {
+                crate::flake_eval::record(
+                    &project_root(),
+                    &host.host,
+                    attribute,
+                    system,
+                    revision.clone(),
+                )?;
+            }
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -447,7 +472,11 @@ fn check_host(
                         let context = Context::new(flake_layout, &disk_sizes, firmware(&machine));
                         findings.extend(rules::run(&context));
                     }
-                    FlakeStatus::Ran { attribute }
+                    let system = match mode {
+                        Mode::Flake => Some(system_evaluation(host, &attribute, &mut findings)?),
+                        _ => None,
+                    };
+                    FlakeStatus::Ran { attribute, system }
                 }
                 FlakeEvaluation::NotRun(reason) if mode == Mode::Flake => {
                     anyhow::bail!("flake mode for {attribute} could not run: {reason}");
@@ -477,6 +506,44 @@ fn check_host(
     })
 }
 
+/// `--mode flake`: evaluates the whole system (`toplevel.drvPath`), as the
+/// NixOS gate of the deploy checklist needs; a failure is finding NIX005.
+fn system_evaluation(
+    host: &Host,
+    attribute: &str,
+    findings: &mut Vec<Finding>,
+) -> Result<crate::flake_eval::SystemEvaluation> {
+    use crate::flake_eval::{self, SystemEvaluation};
+    let evaluation = flake_eval::evaluate(&project_root(), attribute)?;
+    match &evaluation {
+        SystemEvaluation::Evaluated { .. } => {}
+        SystemEvaluation::Failed { message } => findings.push(
+            Finding::new(
+                "NIX005",
+                Severity::Error,
+                crate::findings::AttrPath::new(["nixosConfigurations", attribute]),
+                format!(
+                    "the NixOS system of {} does not evaluate, so it cannot be built or installed: {message}",
+                    host.name
+                ),
+                format!(
+                    "Fix what Nix names; `{}` shows the same error with --show-trace for the trace.",
+                    flake_eval::nix_command(attribute)
+                ),
+            )
+            .at(Some(crate::findings::Location {
+                file: project_root().join("flake.nix"),
+                line: 0,
+                column: 0,
+            })),
+        ),
+        SystemEvaluation::NotRun { reason } => anyhow::bail!(
+            "flake mode for {attribute} could not evaluate the NixOS system: {reason}"
+        ),
+    }
+    Ok(evaluation)
+}
+
 /// The human-readable report.
 pub fn render(report: &CheckReport) -> String {
     let mut out = String::new();
@@ -498,9 +565,16 @@ pub fn render(report: &CheckReport) -> String {
 fn render_host(out: &mut String, host: &HostReport) {
     let mode = match &host.flake {
         FlakeStatus::NotRequested => "standalone mode".to_owned(),
-        FlakeStatus::Ran { attribute } => {
-            format!("standalone and flake mode (nixosConfigurations.{attribute})")
-        }
+        FlakeStatus::Ran { attribute, system } => format!(
+            "standalone and flake mode (nixosConfigurations.{attribute}){}",
+            match system {
+                Some(crate::flake_eval::SystemEvaluation::Evaluated { drv_path }) =>
+                    format!("; the system evaluates: {drv_path}"),
+                Some(crate::flake_eval::SystemEvaluation::Failed { .. }) =>
+                    "; the system does NOT evaluate (NIX005)".to_owned(),
+                _ => String::new(),
+            }
+        ),
         FlakeStatus::NotRun { reason } => format!("standalone mode; flake mode not run: {reason}"),
     };
     let _ = writeln!(out, "== {} ({}), {mode}", host.host, host.source);

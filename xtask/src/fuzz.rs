@@ -81,10 +81,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
             command.arg(format!("-dict={dict}"));
         }
         println!("fuzzing {target} for {} s", args.seconds);
+        // A crash leaves its input in fuzz/artifacts/<target>/; a failure
+        // without one (a build error) means the fuzzer could not run: exit 2.
+        let artifacts = dir.join("artifacts").join(target);
+        let inputs = |dir: &Utf8Path| dir.read_dir_utf8().map_or(0, |entries| entries.count());
+        let before = inputs(&artifacts);
         let status = command
             .status()
             .context("running cargo fuzz (cargo install cargo-fuzz)")?;
         if !status.success() {
+            if inputs(&artifacts) <= before {
+                bail!(
+                    "cargo fuzz run {target} failed ({status}) without leaving a crash input in {artifacts}: it could not run; its output above says why"
+                );
+            }
             crashed.push(target);
         }
     }

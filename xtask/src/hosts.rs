@@ -41,7 +41,9 @@ pub struct Machine {
     pub disk_size: Option<DiskSizes>,
     #[serde(default)]
     pub firmware: Vec<String>,
-    /// hbohlen's SSH public keys; `None` when machine.nix does not say.
+    /// The one login of the server (`adminUser`).
+    pub admin_user: Option<String>,
+    /// The admin's SSH public keys; `None` when machine.nix does not say.
     pub admin_ssh_keys: Option<Vec<String>>,
     /// The partition sizes required of the host (disko sizes).
     pub partition_sizes: Option<PartitionSizes>,

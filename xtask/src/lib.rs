@@ -6,6 +6,7 @@ pub mod check;
 pub mod checklist;
 pub mod docs;
 pub mod findings;
+pub mod flake_eval;
 pub mod fuzz;
 pub mod hosts;
 pub mod lab;

@@ -806,9 +806,123 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
     }
 }
 
+/// How one `nix eval --raw <installable>` ended (the NixOS evaluation gate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawEvaluation {
+    /// It printed this (trimmed).
+    Printed(String),
+    /// Nix exited with an error: its message.
+    Failed(String),
+    /// It could not run to the end here: Nix is missing, it was stopped
+    /// after the time limit or killed. The reason.
+    NotRun(String),
+}
+
+/// Runs `nix eval --raw <installable>` in the repository, within `timeout`,
+/// with the flake's inputs as flake.lock pins them.
+pub fn eval_raw(installable: &str, timeout: Duration) -> Result<RawEvaluation> {
+    let nix = match setup::ensure(&[setup::NIX]) {
+        Ok(found) => found.path(setup::NIX)?.clone(),
+        Err(error) => return Ok(RawEvaluation::NotRun(format!("{error:#}"))),
+    };
+    let args = [
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "eval",
+        // The inputs as flake.lock pins them, or an error: never a fresh lock.
+        "--no-update-lock-file",
+        "--raw",
+        installable,
+    ];
+    let limits = Limits {
+        timeout,
+        max_heap_bytes: None,
+        max_output_bytes: 1 << 20,
+    };
+    let ran = run_limited(&nix, &args, &[], limits)?;
+    Ok(match ran.status {
+        Some(status) if status.success() && !ran.output_too_large() => {
+            RawEvaluation::Printed(String::from_utf8_lossy(&ran.stdout).trim().to_owned())
+        }
+        Some(status) if status.code().is_some() && !ran.output_too_large() => {
+            RawEvaluation::Failed(whole_message(&ran.stderr))
+        }
+        _ => RawEvaluation::NotRun(ran.error().message),
+    })
+}
+
+/// The last `error:` of `stderr` with the lines that continue it (NixOS
+/// lists failed assertions one per line below `error:`).
+fn whole_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    let Some(start) = lines.iter().rposition(|l| l.starts_with("error:")) else {
+        return NixError::parse(stderr).message;
+    };
+    let first = lines[start].trim_start_matches("error:").trim();
+    let mut message: Vec<&str> = Vec::new();
+    if !first.is_empty() {
+        message.push(first);
+    }
+    for line in &lines[start + 1..] {
+        if line.is_empty() {
+            if message.is_empty() {
+                continue;
+            }
+            break;
+        }
+        message.push(line);
+    }
+    let mut text = message.join("\n");
+    if text.len() > 4000 {
+        let cut = (0..=4000)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push_str(" …");
+    }
+    if text.is_empty() {
+        NixError::parse(stderr).message
+    } else {
+        text
+    }
+}
+
+impl Nix {
+    /// Evaluates a Nix file of ours (`nix-instantiate --eval --strict --json`)
+    /// with string arguments, within the limits above. `Ok(Err)` is Nix's error.
+    pub fn evaluate_file(
+        &self,
+        file: &Utf8Path,
+        args: &[(&str, &str)],
+    ) -> Result<Result<Value, NixError>> {
+        let mut argv: Vec<&str> = vec!["--eval", "--strict", "--json", file.as_str()];
+        for (name, value) in args {
+            argv.extend(["--argstr", name, value]);
+        }
+        let ran = self.run(&argv)?;
+        if !ran.success() {
+            return Ok(Err(ran.error()));
+        }
+        Ok(Ok(serde_json::from_slice(&ran.stdout).with_context(
+            || format!("reading the JSON nix-instantiate printed for {file}"),
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_every_failed_assertion() {
+        let stderr = "warning: x\nerror:\n       … while evaluating\n\n       error:\n       Failed assertions:\n       - a\n       - b\n";
+        assert_eq!(whole_message(stderr), "Failed assertions:\n- a\n- b");
+        assert_eq!(
+            whole_message("error: Failed assertions:\n       - hbohlen has no SSH key\n"),
+            "Failed assertions:\n- hbohlen has no SSH key"
+        );
+    }
 
     #[test]
     fn reads_nix_2_8_errors() {

@@ -1,28 +1,56 @@
-//! Results files under target/xtask/: what `check` and `vm-test` really
-//! measured, with the git revision and a schema version, so that
-//! `deploy-checklist` can tell fresh results from stale ones.
+//! Results files under target/xtask/: what `check`, the NixOS evaluation and
+//! `vm-test` really measured, with the git revision, the hashes of the files
+//! they rest on and a schema version, so that `deploy-checklist` can tell
+//! fresh results from stale ones.
+//!
+//! Every command keeps two files per kind apart:
+//! - `<kind>.json`: the last run, whatever it was (failed, partial, passed);
+//! - `<kind>.pass.json`: the last run that passed and counts as proof (for
+//!   vm-test: the full default run on the host's own disk size).
+//!
+//! A failed or partial run is visible in the first and never replaces the
+//! second, so one bad run does not lose the last good proof.
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::project::{revision, write_atomically, xtask_dir, Revision};
+use crate::project::{project_root, revision, write_atomically, xtask_dir, Revision};
 
-/// Bumped when a results file changes incompatibly.
-pub const SCHEMA: u32 = 1;
+/// Bumped when a results file changes incompatibly (2: `inputs` in the header,
+/// `requested` in vm-test results).
+pub const SCHEMA: u32 = 2;
+
+/// The files a result rests on, by path relative to the repository root, with
+/// the SHA-256 of their contents when the result was made.
+pub type Inputs = BTreeMap<String, String>;
+
+/// The boots of the default `vm-test` run: the install boot and two rotations.
+/// A run with fewer is partial and proves no rotation after a rotation.
+pub const FULL_VM_TEST_BOOTS: u32 = 3;
+
+/// The kinds of boot the default `vm-test` run goes through; a passing run
+/// missing one of them is not the full test.
+pub const VM_TEST_BOOT_KINDS: &[&str] = &["install", "rotate"];
 
 /// What every results file starts with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub schema: u32,
-    /// `check`, `vm-test`, …
+    /// `check`, `vm-test`, `flake-eval`, …
     pub kind: String,
     pub host: String,
     pub revision: Revision,
     /// RFC 3339, UTC.
     pub finished_at: String,
     pub passed: bool,
+    /// The files the result rests on (`input_files`), hashed: a change to
+    /// any of them, committed or not, makes the result stale.
+    pub inputs: Inputs,
 }
 
 impl Header {
@@ -39,6 +67,7 @@ impl Header {
             revision,
             finished_at: now_rfc3339(),
             passed,
+            inputs: current_inputs(&project_root(), kind, host),
         }
     }
 }
@@ -47,6 +76,114 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// The files that feed a result of `kind` for `host` (`a,b` for several):
+/// - `check`: every .nix file it parses (any of them can break it);
+/// - `vm-test` (and its variants): the host's directory, the rollback module
+///   with its script, and nix/lib, which evaluates the host;
+/// - `flake-eval`: flake.nix, flake.lock, hosts/ and nix/, everything the
+///   NixOS system is evaluated from.
+///
+/// The xtask's own code is covered by the revision: results made with
+/// uncommitted changes are never fresh.
+pub fn input_files(root: &Utf8Path, kind: &str, host: &str) -> Result<Vec<Utf8PathBuf>> {
+    let mut files = Vec::new();
+    match kind {
+        "check" => files = crate::hosts::nix_files(root)?,
+        "flake-eval" => {
+            for file in ["flake.nix", "flake.lock"] {
+                if root.join(file).is_file() {
+                    files.push(root.join(file));
+                }
+            }
+            files_below(&root.join("hosts"), &mut files)?;
+            files_below(&root.join("nix"), &mut files)?;
+        }
+        kind if kind.starts_with("vm-test") => {
+            for name in host.split(',') {
+                let dir = crate::hosts::discover(root)?
+                    .into_iter()
+                    .find(|h| h.name == name)
+                    .map(|h| h.dir)
+                    .with_context(|| format!("no host {name:?} under {root}/hosts"))?;
+                files_below(&dir, &mut files)?;
+            }
+            files_below(&root.join("nix").join("modules"), &mut files)?;
+            files_below(&root.join("nix").join("lib"), &mut files)?;
+        }
+        other => anyhow::bail!("no input files are defined for results of kind {other:?}"),
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// Regular files below `dir` (following symlinks, skipping hidden entries), in any order.
+fn files_below(dir: &Utf8Path, files: &mut Vec<Utf8PathBuf>) -> Result<()> {
+    fn walk(dir: &Utf8Path, depth: usize, files: &mut Vec<Utf8PathBuf>) -> Result<()> {
+        if depth > 16 {
+            return Ok(());
+        }
+        let entries = match dir.read_dir_utf8() {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error).with_context(|| format!("reading {dir}")),
+        };
+        for entry in entries {
+            let path = entry.with_context(|| format!("reading {dir}"))?.into_path();
+            if path.file_name().is_some_and(|n| n.starts_with('.')) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, depth + 1, files)?;
+            } else if path.is_file() {
+                files.push(path);
+            }
+        }
+        Ok(())
+    }
+    walk(dir, 0, files)
+}
+
+/// `files` hashed, by path relative to `root`.
+pub fn hash_files(root: &Utf8Path, files: &[Utf8PathBuf]) -> Result<Inputs> {
+    let mut inputs = Inputs::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let relative = file.strip_prefix(root).unwrap_or(file);
+        inputs.insert(relative.to_string(), hex);
+    }
+    Ok(inputs)
+}
+
+/// The inputs of a `kind` result for `host` as the files are now. When they
+/// cannot be read, one entry names the error: such a result never matches the
+/// files and so is never fresh.
+pub fn current_inputs(root: &Utf8Path, kind: &str, host: &str) -> Inputs {
+    input_files(root, kind, host)
+        .and_then(|files| hash_files(root, &files))
+        .unwrap_or_else(|error| Inputs::from([("<unreadable>".to_owned(), format!("{error:#}"))]))
+}
+
+/// How `recorded` differs from `current`, one phrase per file; empty when equal.
+pub fn changed_inputs(recorded: &Inputs, current: &Inputs) -> Vec<String> {
+    let mut changes = Vec::new();
+    for (path, hash) in current {
+        match recorded.get(path) {
+            None => changes.push(format!("{path} is new")),
+            Some(old) if old != hash => changes.push(format!("{path} changed")),
+            Some(_) => {}
+        }
+    }
+    for path in recorded.keys() {
+        if !current.contains_key(path) {
+            changes.push(format!("{path} is gone"));
+        }
+    }
+    changes
 }
 
 /// `target/xtask/vm-test.json`: what `cargo xtask vm-test` measured in the guest.
@@ -63,12 +200,95 @@ pub struct VmTestResults {
     pub kernel: String,
     /// The size of the virtual disk, in bytes.
     pub disk_bytes: u64,
+    /// What the run was asked to do.
+    pub requested: VmTestRequest,
     pub boots: Vec<BootRecord>,
     /// Every in-VM check, in the order they ran.
     pub checks: Vec<CheckRecord>,
     /// Named figures: `rotation_ms.boot2`, `compression.@nix.percent`, `trim.freed_bytes`, `vm.peak_rss_bytes`, …
-    pub figures: std::collections::BTreeMap<String, f64>,
+    pub figures: BTreeMap<String, f64>,
     pub wall_ms: u64,
+}
+
+/// The options of a vm-test run that decide what it can prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmTestRequest {
+    /// `--boots`: normal boots asked for (the power-cut boots come on top).
+    pub boots: u32,
+    /// `--disk-size`, when it replaced the size in machine.nix.
+    pub disk_size: Option<String>,
+    /// `--power-cuts`.
+    pub power_cuts: u32,
+    /// `--boot-timeout`, in seconds, when given.
+    pub boot_timeout_s: Option<u64>,
+}
+
+/// Why a vm-test run, even a passing one, is not the full test of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortfall {
+    /// Fewer boots than the default run (`--boots 1`).
+    Partial { boots: u32 },
+    /// A boot kind of the default run never happened.
+    MissingBootKinds(Vec<String>),
+    /// The virtual disk was not the size of the host's disk.
+    OtherDiskSize { vm: u64, host: Vec<u64> },
+    /// Not the lab backend's boots (e.g. the NixOS backend, which records none).
+    NoBoots,
+}
+
+impl Shortfall {
+    pub fn describe(&self) -> String {
+        match self {
+            Shortfall::Partial { boots } => format!(
+                "a partial run (--boots {boots}; the full test boots {FULL_VM_TEST_BOOTS} times, through every rotation)"
+            ),
+            Shortfall::MissingBootKinds(kinds) => {
+                format!("a run without a boot of kind {}", kinds.join(", "))
+            }
+            Shortfall::OtherDiskSize { vm, host } => format!(
+                "a run on a {vm}-byte disk, not the host's {} bytes (--disk-size)",
+                host.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            Shortfall::NoBoots => "a run that recorded no boots".to_owned(),
+        }
+    }
+}
+
+impl VmTestResults {
+    /// Why this run is not the full default test of a host whose disks have
+    /// `host_disk_bytes`; `None` when it is. Says nothing about pass or fail.
+    pub fn shortfall(&self, host_disk_bytes: &BTreeMap<String, u64>) -> Option<Shortfall> {
+        if self.requested.boots < FULL_VM_TEST_BOOTS {
+            return Some(Shortfall::Partial {
+                boots: self.requested.boots,
+            });
+        }
+        let sizes: Vec<u64> = host_disk_bytes.values().copied().collect();
+        if !sizes.is_empty() && !sizes.contains(&self.disk_bytes) {
+            return Some(Shortfall::OtherDiskSize {
+                vm: self.disk_bytes,
+                host: sizes,
+            });
+        }
+        if self.boots.is_empty() {
+            return Some(Shortfall::NoBoots);
+        }
+        // A failed run may stop before a kind of boot; only a pass must have them all.
+        if self.header.passed {
+            let missing: Vec<String> = VM_TEST_BOOT_KINDS
+                .iter()
+                .filter(|kind| !self.boots.iter().any(|b| b.kind == **kind))
+                .map(|kind| (*kind).to_owned())
+                .collect();
+            if !missing.is_empty() {
+                return Some(Shortfall::MissingBootKinds(missing));
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,17 +318,57 @@ pub struct CheckRecord {
     pub expected: String,
 }
 
-/// `target/xtask/<kind>.json`.
+/// `target/xtask/<kind>.json`: the last run.
 pub fn path(kind: &str) -> Utf8PathBuf {
-    xtask_dir().join(format!("{kind}.json"))
+    xtask_dir().join(file_name(kind))
 }
 
-/// Writes a results document (a struct with a flattened `Header`) atomically.
-pub fn write<T: Serialize>(kind: &str, results: &T) -> Result<Utf8PathBuf> {
-    let path = path(kind);
+/// `target/xtask/<kind>.pass.json`: the last run that passed and counts as proof.
+pub fn pass_path(kind: &str) -> Utf8PathBuf {
+    xtask_dir().join(pass_file_name(kind))
+}
+
+pub fn file_name(kind: &str) -> String {
+    format!("{kind}.json")
+}
+
+pub fn pass_file_name(kind: &str) -> String {
+    format!("{kind}.pass.json")
+}
+
+/// Where a run's results were written.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The last-run file.
+    pub run: Utf8PathBuf,
+    /// The proof file, when this run became the proof.
+    pub pass: Option<Utf8PathBuf>,
+}
+
+/// Writes a run's results (a struct with a flattened `Header`) atomically as
+/// the last run of `kind`, and also as its proof when `proof` (the run passed
+/// and is the full test; the caller decides, since only it knows its kind).
+pub fn record<T: Serialize>(kind: &str, results: &T, proof: bool) -> Result<Recorded> {
+    record_in(&xtask_dir(), kind, results, proof)
+}
+
+fn record_in<T: Serialize>(
+    dir: &Utf8Path,
+    kind: &str,
+    results: &T,
+    proof: bool,
+) -> Result<Recorded> {
     let json = serde_json::to_vec_pretty(results).context("serialising results")?;
-    write_atomically(&path, &json)?;
-    Ok(path)
+    let run = dir.join(file_name(kind));
+    write_atomically(&run, &json)?;
+    let pass = if proof {
+        let pass = dir.join(pass_file_name(kind));
+        write_atomically(&pass, &json)?;
+        Some(pass)
+    } else {
+        None
+    };
+    Ok(Recorded { run, pass })
 }
 
 /// Reads a results document; `Ok(None)` when there is none yet.
@@ -139,7 +399,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().join("x.json")).unwrap();
         let example = Example {
-            header: Header::now("example", "h", true),
+            header: Header::now("check", "h", true),
             figure: 7,
         };
         write_atomically(&path, &serde_json::to_vec(&example).unwrap()).unwrap();
@@ -149,5 +409,84 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(back.header.finished_at.ends_with('Z'));
+        assert!(
+            back.header
+                .inputs
+                .contains_key("hosts/servers/hetzner-cloud/disko.nix"),
+            "{:?}",
+            back.header.inputs.keys()
+        );
+    }
+
+    #[test]
+    fn each_kind_rests_on_its_own_files() {
+        let root = project_root();
+        let names = |kind: &str| -> Vec<String> {
+            input_files(&root, kind, "hetzner-cloud")
+                .unwrap()
+                .iter()
+                .map(|p| p.strip_prefix(&root).unwrap().to_string())
+                .collect()
+        };
+        let check = names("check");
+        assert!(check.contains(&"hosts/servers/hetzner-cloud/disko.nix".to_owned()));
+        assert!(check.contains(&"flake.nix".to_owned()));
+        assert!(check.iter().all(|p| p.ends_with(".nix")), "{check:?}");
+        let vm = names("vm-test");
+        assert!(vm.contains(&"hosts/servers/hetzner-cloud/disko.nix".to_owned()));
+        assert!(vm.contains(&"nix/modules/btrfs-rollback/rollback.sh".to_owned()));
+        assert!(vm.contains(&"nix/lib/eval-host.nix".to_owned()));
+        assert!(!vm.contains(&"flake.nix".to_owned()));
+        let flake = names("flake-eval");
+        assert!(flake.contains(&"flake.nix".to_owned()));
+        assert!(flake.contains(&"nix/modules/btrfs-rollback/rollback.sh".to_owned()));
+        assert!(input_files(&root, "bench", "hetzner-cloud").is_err());
+    }
+
+    #[test]
+    fn changes_name_the_file() {
+        let recorded = Inputs::from([
+            ("a.nix".to_owned(), "1".to_owned()),
+            ("b.nix".to_owned(), "2".to_owned()),
+        ]);
+        let current = Inputs::from([
+            ("a.nix".to_owned(), "1".to_owned()),
+            ("b.nix".to_owned(), "3".to_owned()),
+            ("c.nix".to_owned(), "4".to_owned()),
+        ]);
+        assert_eq!(
+            changed_inputs(&recorded, &current),
+            vec!["b.nix changed", "c.nix is new"]
+        );
+        assert_eq!(
+            changed_inputs(&current, &recorded),
+            vec!["b.nix changed", "c.nix is gone"]
+        );
+        assert!(changed_inputs(&recorded, &recorded).is_empty());
+    }
+
+    #[test]
+    fn a_run_records_its_proof_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let example = |figure| Example {
+            header: Header::at_revision(
+                "check",
+                "h",
+                true,
+                Revision {
+                    commit: None,
+                    dirty: true,
+                },
+            ),
+            figure,
+        };
+        let first = record_in(dir, "check", &example(1), true).unwrap();
+        assert!(first.pass.is_some());
+        let second = record_in(dir, "check", &example(2), false).unwrap();
+        assert!(second.pass.is_none());
+        let run: Example = read(&first.run).unwrap().unwrap();
+        let pass: Example = read(first.pass.as_ref().unwrap()).unwrap().unwrap();
+        assert_eq!((run.figure, pass.figure), (2, 1));
     }
 }

@@ -163,6 +163,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         results.wall_ms as f64 / 1000.0,
         display_path(&outcome.results_path)
     );
+    match &outcome.proof_path {
+        Some(proof) => eprintln!("the deploy gate's proof now: {}", display_path(proof)),
+        None => eprintln!(
+            "not a proof for the deploy gate (only a full default run that passes is): {} kept",
+            crate::results::pass_file_name("vm-test")
+        ),
+    }
     if let Verdict::CouldNotRun(reason) = &outcome.verdict {
         eprintln!("error: {reason}");
     }

@@ -43,8 +43,12 @@
   # the Cloud Console (Networking), e.g. "2a01:4f8:c012:3456::1/64". The
   # gateway is fe80::1. null: IPv4 only.
   ipv6Address = null;
-  # SSH public keys of hbohlen, the one login. The server has no passwords,
-  # so without a key nobody can log in: the build refuses an empty list.
+  # The one login of the server: users.nix creates it (wheel, sudo without
+  # a password), persistence.nix keeps its authorized_keys, and the deploy
+  # checklist prints `ssh <adminUser>@<IP>` and `sudo` for every server command.
+  adminUser = "hbohlen";
+  # SSH public keys of the admin. The server has no passwords, so without a
+  # key nobody can log in: the build refuses an empty list.
   adminSshKeys = [
     # "ssh-ed25519 AAAA... hbohlen@laptop"
   ];

@@ -1,10 +1,14 @@
 # What survives the root wipe: impermanence bind-mounts these from /persist
-# into the fresh root at every boot. A plain attribute set like disko.nix, so
-# it is a NixOS module and `cargo xtask docs` and `check` read it without nixpkgs.
+# into the fresh root at every boot. A plain attribute set like disko.nix (it
+# reads only machine.nix, which is plain data), so it is a NixOS module and
+# `cargo xtask docs` and `check` read it without nixpkgs.
 #
 # Data that lives on its own subvolume is already persistent and is not listed:
 # /nix, /var/log, /var/lib/containers, /var/lib/caddy (caddy's certificates and
 # state) and /.snapshots. docs/persistence.md says how to add a path.
+let
+  machine = import ./machine.nix;
+in
 {
   environment.persistence."/persist" = {
     # Keep the bind mounts out of `mount`, `df` and file managers.
@@ -30,6 +34,6 @@
       "/etc/ssh/ssh_host_rsa_key.pub"
     ];
     # Keys added on the server survive; the declared ones come from default.nix.
-    users.hbohlen.files = [ ".ssh/authorized_keys" ];
+    users.${machine.adminUser}.files = [ ".ssh/authorized_keys" ];
   };
 }

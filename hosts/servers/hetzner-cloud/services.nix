@@ -45,7 +45,8 @@
       "nix-command"
       "flakes"
     ];
-    # Deploying as hbohlen (nixos-rebuild --target-host, --use-remote-sudo).
+    # Deploying as machine.nix's adminUser, a member of wheel
+    # (nixos-rebuild --target-host <adminUser>@<IP> --sudo).
     trusted-users = [ "@wheel" ];
   };
 

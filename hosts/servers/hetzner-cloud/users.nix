@@ -1,8 +1,8 @@
-# One login, hbohlen, by SSH key only. No account has a password.
+# One login, machine.nix's adminUser, by SSH key only. No account has a password.
 { config, ... }:
 let
   machine = import ./machine.nix;
-  admin = config.users.users.hbohlen;
+  admin = config.users.users.${machine.adminUser};
 in
 {
   # Users and groups come from this configuration alone. The root is wiped
@@ -15,7 +15,7 @@ in
   # Locked: no password login as root, on the console or anywhere.
   users.users.root.hashedPassword = "!";
 
-  users.users.hbohlen = {
+  users.users.${machine.adminUser} = {
     isNormalUser = true;
     # Fixed, so that files in /persist keep their owner even if the uid map
     # in /var/lib/nixos is ever lost.
@@ -38,7 +38,7 @@ in
         || admin.hashedPassword != null
         || admin.hashedPasswordFile != null;
       message = ''
-        hbohlen has no SSH key, and no account on this server has a
+        ${machine.adminUser} has no SSH key, and no account on this server has a
         password: nobody could log in after installation. Add a public key
         to adminSshKeys in hosts/servers/hetzner-cloud/machine.nix.
       '';

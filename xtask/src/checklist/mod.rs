@@ -1,21 +1,29 @@
 //! `cargo xtask deploy-checklist`: the deployment and rollback checklist of
 //! a host, gated on results that were really measured.
 //!
-//! Gates: `check` clean, `vm-test` passed (both at HEAD, made from a clean
-//! tree), docs/reference/ fresh, the working tree clean. Each is PASS, FAIL or
-//! STALE (missing, unreadable, or not made at HEAD from a clean tree).
+//! Gates (`gates`): the admin can log in (the host's own files), `check`
+//! clean with nothing that fails the build, the NixOS system evaluates with
+//! the pinned inputs, the full vm-test passed, docs/reference/ fresh, the
+//! working tree clean. Each is PASS, FAIL, STALE or NOT RUN; READY only when
+//! all are PASS.
 //!
 //! Exit codes (the same with or without `--allow-stale`):
-//! - 0: every gate passes; the checklist is printed (or written to `--out`);
-//! - 1: a gate fails;
-//! - 3: no gate fails but one is stale;
-//! - 2: could not run (unknown host, layout does not build, `--out` not writable).
+//! - 0: READY, every gate passes; the checklist is printed (or written to `--out`);
+//! - 1: NOT READY, a gate is not PASS;
+//! - 2: could not run (unknown host, the layout does not build, `--out` not writable).
 //!
-//! When a gate does not pass, only the gates are printed (on stderr), unless
+//! When NOT READY, only the gates are printed (on stderr), unless
 //! `--allow-stale` asks for the whole checklist anyway, marked NOT READY.
+//!
+//! Every command it prints takes the login, `sudo`, the port and the paths
+//! from the host (`facts`, the layout); `procedures` is the one source of
+//! the steps, which a VM can execute as well.
 
+pub mod consistency;
+pub mod facts;
 pub mod gates;
 pub mod plan;
+pub mod procedures;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -27,60 +35,86 @@ use serde::Serialize;
 
 use crate::check::CheckResults;
 use crate::docs::{self, Subject, REFERENCE_DIR};
+use crate::flake_eval::{self, FlakeEvalResults};
 use crate::hosts::DEFAULT_HOST;
 use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
 use crate::results::{self, VmTestResults};
 
-use gates::{DocsState, Found, Gate, Observed, Status};
-use plan::{Measured, Step};
+use facts::HostFacts;
+use gates::{DocsState, Evidence, Found, Gate, Observed, Status};
+use plan::Measured;
+use procedures::Procedure;
 
-/// Version of the `--format json` document.
-pub const SCHEMA: u32 = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Markdown, to read or to paste into a ticket.
-    Md,
-    /// One JSON document (schema in docs/deploy-checklist.md).
-    Json,
-}
+/// Version of the `--json` document (2: `ready`, NOT RUN, procedures with expectations).
+pub const SCHEMA: u32 = 2;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The host to deploy.
     #[arg(long, default_value = DEFAULT_HOST)]
     pub host: String,
-    #[arg(long, value_enum, default_value_t = Format::Md)]
-    pub format: Format,
+    /// Print one JSON document (schema in docs/deploy-checklist.md) instead of Markdown.
+    #[arg(long)]
+    pub json: bool,
     /// Write the checklist to this file instead of stdout.
     #[arg(long)]
     pub out: Option<Utf8PathBuf>,
-    /// Print the checklist even when a gate is STALE or FAILs (marked NOT
-    /// READY); the exit code still says so (1 a gate fails, 3 one is stale).
+    /// Print the checklist even when it is NOT READY (marked so); the exit
+    /// code is still 1.
     #[arg(long)]
     pub allow_stale: bool,
-    /// Where check.json and vm-test.json are read from (default: target/xtask).
+    /// Where the results files are read from (default: target/xtask).
     #[arg(long)]
     pub results_dir: Option<Utf8PathBuf>,
 }
 
-/// The whole checklist, as `--format json` prints it.
+/// The whole checklist, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Checklist {
     pub schema: u32,
     pub host: String,
     pub flake_attribute: String,
     pub head: Revision,
-    /// PASS only when every gate passes.
+    /// Every gate passes.
+    pub ready: bool,
+    /// The worst gate status (FAIL, then STALE, then NOT RUN); PASS when ready.
     pub status: Status,
     pub gates: Vec<Gate>,
-    /// What vm-test measured (when vm-test.json is readable), whatever its gate says.
+    /// Who logs in and how: what every printed command is derived from.
+    pub facts: HostFacts,
+    /// What vm-test measured (the proof, else the last run), whatever its gate says.
     pub measured: Option<Measured>,
     /// Values to fill in: `<IP>` and the like.
     pub placeholders: BTreeMap<&'static str, &'static str>,
-    pub deployment: Vec<Step>,
-    pub verification: Vec<Step>,
-    pub rollback: Vec<Step>,
+    pub deployment: Vec<Procedure>,
+    pub verification: Vec<Procedure>,
+    pub rollback: Vec<Procedure>,
+}
+
+impl Checklist {
+    /// The checklist step of procedure `id`: `3.1` for `verify.units`.
+    pub fn step_of(&self, id: &str) -> Option<String> {
+        [
+            (2, &self.deployment),
+            (3, &self.verification),
+            (4, &self.rollback),
+        ]
+        .iter()
+        .find_map(|(section, steps)| {
+            steps
+                .iter()
+                .position(|p| p.id == id)
+                .map(|i| format!("{section}.{}", i + 1))
+        })
+    }
+
+    /// Every procedure, in checklist order.
+    pub fn procedures(&self) -> impl Iterator<Item = &Procedure> {
+        self.deployment
+            .iter()
+            .chain(&self.verification)
+            .chain(&self.rollback)
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -92,12 +126,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => xtask_dir(),
     };
-    let subject = docs::load_subject(&root, &args.host)?;
-    let observed = observe(&root, &subject, &results_dir, revision());
-    let checklist = build(&subject, &observed);
-    let code = checklist.status.exit_code();
+    let loaded = load(&root, &args.host)?;
+    let observed = observe(&root, &loaded, &results_dir, revision());
+    let checklist = build(&loaded.subject, &observed);
+    let code = if checklist.ready { 0 } else { 1 };
 
-    if checklist.status != Status::Pass && !args.allow_stale {
+    if !checklist.ready && !args.allow_stale {
         eprint!("{}", render::gates_text(&checklist));
         eprintln!(
             "NOT READY ({}): fix the gates above, or pass --allow-stale to print the checklist anyway.",
@@ -105,31 +139,55 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(code));
     }
-    let text = match args.format {
-        Format::Md => render::markdown(&checklist),
-        Format::Json => {
-            let mut json =
-                serde_json::to_string_pretty(&checklist).context("serialising the checklist")?;
-            json.push('\n');
-            json
-        }
+    let text = if args.json {
+        let mut json =
+            serde_json::to_string_pretty(&checklist).context("serialising the checklist")?;
+        json.push('\n');
+        json
+    } else {
+        render::markdown(&checklist)
     };
     match &args.out {
         Some(path) => {
             docs::write_readable(path, text.as_bytes())?;
             eprintln!(
-                "wrote {} ({}); gates: {}",
+                "wrote {} ({}); {}",
                 display_path(path),
-                match args.format {
-                    Format::Md => "markdown",
-                    Format::Json => "json",
-                },
-                checklist.status.label()
+                if args.json { "json" } else { "markdown" },
+                if checklist.ready {
+                    "READY".to_owned()
+                } else {
+                    format!("NOT READY ({})", checklist.status.label())
+                }
             );
         }
         None => print!("{text}"),
     }
     Ok(ExitCode::from(code))
+}
+
+/// A host as the checklist needs it: its layout and its login facts.
+pub struct Loaded {
+    pub subject: Subject,
+    pub facts: HostFacts,
+    /// The host's directory.
+    pub dir: Utf8PathBuf,
+}
+
+/// Evaluates host `name` of the repository at `root` (exit 2 when it cannot).
+pub fn load(root: &Utf8Path, name: &str) -> Result<Loaded> {
+    let subject = docs::load_subject(root, name)?;
+    let host = crate::hosts::discover(root)?
+        .into_iter()
+        .find(|h| h.name == name)
+        .with_context(|| format!("no host {name:?} under {root}/hosts"))?;
+    let nix = crate::nix::Nix::locate()?;
+    let facts = HostFacts::load(&nix, root, &host.dir)?;
+    Ok(Loaded {
+        subject,
+        facts,
+        dir: host.dir,
+    })
 }
 
 /// Reads a results file without failing: a broken file is a stale gate.
@@ -141,27 +199,58 @@ fn read_results<T: serde::de::DeserializeOwned>(path: &Utf8Path) -> Found<T> {
     }
 }
 
+fn evidence<T: serde::de::DeserializeOwned>(dir: &Utf8Path, kind: &str) -> Evidence<T> {
+    Evidence {
+        pass: read_results(&dir.join(results::pass_file_name(kind))),
+        last: read_results(&dir.join(results::file_name(kind))),
+    }
+}
+
 /// Gathers what the gates look at: the results files in `results_dir`, the
-/// docs regenerated in memory against `root`/docs/reference, and `head`.
+/// files they rest on as they are now, the docs regenerated in memory
+/// against `root`/docs/reference, and `head`.
 pub fn observe(
     root: &Utf8Path,
-    subject: &Subject,
+    loaded: &Loaded,
     results_dir: &Utf8Path,
     head: Revision,
 ) -> Observed {
+    let subject = &loaded.subject;
     let generated = docs::render::pages(subject);
     let docs = match docs::compare(&root.join(REFERENCE_DIR), &generated) {
         Ok(drift) if drift.is_empty() => DocsState::Fresh,
         Ok(drift) => DocsState::Drifted(drift.summary()),
         Err(error) => DocsState::Unknown(format!("{error:#}")),
     };
+    let current = ["check", flake_eval::KIND, "vm-test"]
+        .iter()
+        .map(|kind| {
+            (
+                kind.to_string(),
+                results::current_inputs(root, kind, &subject.host),
+            )
+        })
+        .collect();
+    let machine_file = subject
+        .sources
+        .iter()
+        .find(|s| s.ends_with("machine.nix"))
+        .cloned()
+        .unwrap_or_else(|| format!("{}/machine.nix", display_path(&loaded.dir)));
     Observed {
         host: subject.host.clone(),
+        flake_attribute: subject.flake_attribute().to_owned(),
+        machine_file,
         head,
-        check: read_results::<CheckResults>(&results_dir.join("check.json")),
-        vm_test: read_results::<VmTestResults>(&results_dir.join("vm-test.json")),
+        facts: loaded.facts.clone(),
+        check: evidence::<CheckResults>(results_dir, "check"),
+        nixos: evidence::<FlakeEvalResults>(results_dir, flake_eval::KIND),
+        vm_test: evidence::<VmTestResults>(results_dir, "vm-test"),
         docs,
         disk_bytes: subject.disk_sizes.clone(),
+        current,
+        nixos_blocked: flake_eval::cannot_run_here(root),
+        nixos_how: flake_eval::how_to_run(root, &subject.host),
         results_dir: display_path(results_dir),
     }
 }
@@ -169,20 +258,28 @@ pub fn observe(
 /// The checklist for `subject` given what was observed.
 pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
     let gates = gates::gates(observed);
-    let measured = match &observed.vm_test {
-        Found::Present(results) => Some(Measured::new(results)),
+    let measured = [
+        (results::pass_file_name("vm-test"), &observed.vm_test.pass),
+        (results::file_name("vm-test"), &observed.vm_test.last),
+    ]
+    .into_iter()
+    .find_map(|(file, found)| match found {
+        Found::Present(results) => Some(Measured::new(&file, results)),
         _ => None,
-    };
+    });
+    let status = gates::overall(&gates);
     Checklist {
         schema: SCHEMA,
         host: subject.host.clone(),
         flake_attribute: subject.flake_attribute().to_owned(),
         head: observed.head.clone(),
-        status: gates::overall(&gates),
+        ready: status == Status::Pass,
+        status,
         gates,
-        deployment: plan::deployment(subject),
-        verification: plan::verification(subject, measured.as_ref()),
-        rollback: plan::rollback(subject),
+        facts: observed.facts.clone(),
+        deployment: plan::deployment(subject, &observed.facts),
+        verification: procedures::verification(subject, &observed.facts, measured.as_ref()),
+        rollback: procedures::rollback(subject, &observed.facts),
         measured,
         placeholders: plan::PLACEHOLDERS.iter().copied().collect(),
     }
@@ -190,6 +287,7 @@ pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
 
 #[cfg(test)]
 mod tests {
+    use super::facts::testing::{host_facts, with_key};
     use super::gates::testing::revision as at;
     use super::gates::testing::{check_results, passing, vm_results, HEAD, OLD};
     use super::*;
@@ -200,6 +298,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
         (dir, path)
+    }
+
+    fn loaded(facts: HostFacts) -> Loaded {
+        Loaded {
+            subject: host_subject(),
+            facts,
+            dir: project_root().join("hosts/servers/hetzner-cloud"),
+        }
     }
 
     /// A repository root whose docs/reference/ is what the subject generates.
@@ -215,62 +321,103 @@ mod tests {
 
     #[test]
     fn gates_read_real_files_in_an_injected_results_dir() {
-        let subject = host_subject();
-        let (_keep_root, root) = root_with_fresh_docs(&subject);
+        let loaded = loaded(with_key());
+        let (_keep_root, root) = root_with_fresh_docs(&loaded.subject);
         let (_keep_results, results) = temp();
         let head = at(HEAD, false);
+        let id = |c: &Checklist, id: &str| c.gates.iter().find(|g| g.id == id).unwrap().clone();
 
         // Missing.
-        let checklist = build(&subject, &observe(&root, &subject, &results, head.clone()));
-        assert_eq!(checklist.status, Status::Stale);
-        assert_eq!(
-            checklist.gates[2].status,
-            Status::Pass,
-            "{:?}",
-            checklist.gates[2]
-        );
+        let observed = observe(&root, &loaded, &results, head.clone());
+        let checklist = build(&loaded.subject, &observed);
+        assert_eq!(checklist.status, Status::NotRun);
+        assert!(!checklist.ready);
+        assert_eq!(id(&checklist, "docs").status, Status::Pass);
+        assert_eq!(id(&checklist, "login").status, Status::Pass);
+        // The temporary root has no flake.lock: the NixOS gate cannot run there.
+        let nixos = id(&checklist, "nixos");
+        assert!(nixos.detail.contains("no flake.lock"), "{}", nixos.detail);
 
-        // Passing.
-        put(&results, "check.json", &check_results(HEAD, 0));
-        put(&results, "vm-test.json", &vm_results(HEAD, true));
-        let checklist = build(&subject, &observe(&root, &subject, &results, head.clone()));
-        assert_eq!(checklist.status, Status::Pass, "{:#?}", checklist.gates);
-        assert!(checklist.measured.is_some());
+        // Files written as the commands write them, with the inputs of `root` now.
+        let stamp = |mut header: crate::results::Header, kind: &str| {
+            header.inputs = observed.current[kind].clone();
+            header
+        };
+        let mut check = check_results(HEAD, 0);
+        check.header = stamp(check.header, "check");
+        let mut vm = vm_results(HEAD, true);
+        vm.header = stamp(vm.header, "vm-test");
+        let mut nixos = gates::testing::nixos_results(HEAD, true);
+        nixos.header = stamp(nixos.header, flake_eval::KIND);
+        put(&results, "check.pass.json", &check);
+        put(&results, "vm-test.pass.json", &vm);
+        put(&results, "flake-eval.pass.json", &nixos);
+        let checklist = build(
+            &loaded.subject,
+            &observe(&root, &loaded, &results, head.clone()),
+        );
+        assert!(checklist.ready, "{:#?}", checklist.gates);
+        assert_eq!(
+            checklist.measured.as_ref().unwrap().file,
+            "vm-test.pass.json"
+        );
 
         // Stale: HEAD moved on.
         let moved = build(
-            &subject,
-            &observe(&root, &subject, &results, at(OLD, false)),
+            &loaded.subject,
+            &observe(&root, &loaded, &results, at(OLD, false)),
         );
         assert_eq!(moved.status, Status::Stale);
 
-        // Failed.
-        put(&results, "vm-test.json", &vm_results(HEAD, false));
-        let failed = build(&subject, &observe(&root, &subject, &results, head.clone()));
-        assert_eq!(failed.status, Status::Fail);
+        // Stale: a file the results rest on changed.
+        std::fs::create_dir_all(root.join("hosts")).unwrap();
+        std::fs::write(root.join("hosts/new.nix"), "{ }").unwrap();
+        let edited = build(
+            &loaded.subject,
+            &observe(&root, &loaded, &results, head.clone()),
+        );
+        assert_eq!(id(&edited, "check").status, Status::Stale);
+        assert!(
+            id(&edited, "check").detail.contains("hosts/new.nix is new"),
+            "{}",
+            id(&edited, "check").detail
+        );
+        std::fs::remove_file(root.join("hosts/new.nix")).unwrap();
+
+        // A failed last run stays visible beside the proof.
+        let mut failed = vm_results(HEAD, false);
+        failed.header = stamp(failed.header, "vm-test");
+        failed.header.finished_at = "2026-11-29T00:00:00Z".to_owned();
+        put(&results, "vm-test.json", &failed);
+        let shown = build(
+            &loaded.subject,
+            &observe(&root, &loaded, &results, head.clone()),
+        );
+        assert!(shown.ready);
+        assert!(id(&shown, "vm-test").detail.contains("did not pass"));
 
         // Unreadable.
-        std::fs::write(results.join("check.json"), "{ not json").unwrap();
-        let broken = build(&subject, &observe(&root, &subject, &results, head));
-        assert_eq!(broken.gates[0].status, Status::Stale);
+        std::fs::write(results.join("check.pass.json"), "{ not json").unwrap();
+        let broken = build(&loaded.subject, &observe(&root, &loaded, &results, head));
+        assert_eq!(id(&broken, "check").status, Status::Stale);
         assert!(
-            broken.gates[0].detail.contains("check.json"),
+            id(&broken, "check").detail.contains("check.pass.json"),
             "{}",
-            broken.gates[0].detail
+            id(&broken, "check").detail
         );
     }
 
     #[test]
     fn edited_docs_fail_the_docs_gate() {
-        let subject = host_subject();
-        let (_keep, root) = root_with_fresh_docs(&subject);
+        let loaded = loaded(host_facts());
+        let (_keep, root) = root_with_fresh_docs(&loaded.subject);
         std::fs::write(
             root.join(REFERENCE_DIR).join("layout.md"),
             "edited by hand\n",
         )
         .unwrap();
         std::fs::write(root.join(REFERENCE_DIR).join("notes.md"), "extra\n").unwrap();
-        let observed = observe(&root, &subject, &root.join("none"), at(HEAD, false));
+        let observed = observe(&root, &loaded, &root.join("none"), at(HEAD, false));
         match &observed.docs {
             DocsState::Drifted(summary) => {
                 assert_eq!(summary, "changed: layout.md; extra: notes.md")
@@ -284,18 +431,52 @@ mod tests {
         let subject = host_subject();
         let checklist = build(&subject, &passing());
         let json = serde_json::to_value(&checklist).unwrap();
-        assert_eq!(json["schema"], 1);
+        assert_eq!(json["schema"], 2);
+        assert_eq!(json["ready"], true);
         assert_eq!(json["status"], "PASS");
         assert_eq!(json["flake_attribute"], "hetzner-vps");
-        assert_eq!(json["gates"][1]["id"], "vm-test");
-        assert_eq!(json["gates"][1]["status"], "PASS");
+        let ids: Vec<&str> = json["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["login", "check", "nixos", "vm-test", "docs", "tree"]);
+        assert_eq!(json["gates"][3]["status"], "PASS");
+        assert_eq!(json["facts"]["adminUser"], "hbohlen");
         assert_eq!(
             json["measured"]["figures"]["compression.@nix.percent"],
             47.0
         );
-        assert_eq!(json["deployment"][3]["commands"][0]["where"], "local");
-        assert!(json["verification"].as_array().unwrap().len() >= 6);
-        assert!(json["rollback"].as_array().unwrap().len() == 5);
+        assert_eq!(json["measured"]["thresholds"][0]["met"], true);
+        assert_eq!(json["deployment"][0]["id"], "deploy.facts");
+        assert_eq!(json["verification"][0]["id"], "verify.units");
+        assert_eq!(json["verification"][0]["commands"][0]["where"], "server");
+        assert_eq!(
+            json["verification"][0]["commands"][0]["expect"][0]["kind"],
+            "empty"
+        );
+        assert!(json["verification"].as_array().unwrap().len() >= 9);
+        assert_eq!(json["rollback"].as_array().unwrap().len(), 5);
         assert!(json["placeholders"]["<IP>"].is_string());
+        assert_eq!(checklist.step_of("verify.units").as_deref(), Some("3.1"));
+        assert_eq!(
+            checklist.step_of("rollback.file-from-old-root").as_deref(),
+            Some("4.3")
+        );
+        assert_eq!(
+            checklist.step_of("rollback.restore-persist").as_deref(),
+            Some("4.4")
+        );
+        assert_eq!(
+            checklist.step_of("rollback.reinstall").as_deref(),
+            Some("4.5")
+        );
+        let ids: Vec<&str> = checklist.procedures().map(|p| p.id.as_str()).collect();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        // One filesystem: every id appears once.
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
     }
 }

@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
+use super::facts::Where;
 use super::gates::{short, Status};
-use super::plan::{figure, seconds, Step};
+use super::plan::{figure_text, seconds};
+use super::procedures::{Expect, Procedure};
 use super::Checklist;
 
 fn revision_of(commit: Option<&str>) -> String {
@@ -31,11 +33,14 @@ pub fn gates_text(checklist: &Checklist) -> String {
     for gate in &checklist.gates {
         let _ = writeln!(
             out,
-            "  {:<5}  {:<width$}  {}",
+            "  {:<7}  {:<width$}  {}",
             gate.status.label(),
             gate.id,
-            gate.detail
+            gate.detail.replace('\n', " ")
         );
+        if let Some(command) = &gate.command {
+            let _ = writeln!(out, "  {:<7}  {:<width$}  to fix: {command}", "", "");
+        }
     }
     out
 }
@@ -47,34 +52,90 @@ fn banner(checklist: &Checklist) -> String {
         .filter(|g| g.status != Status::Pass)
         .map(|g| format!("{} is {}", g.id, g.status.label()))
         .collect();
-    match checklist.status {
-        Status::Pass => "> **READY**: every gate passes at this revision.\n".to_owned(),
-        status => format!(
+    if checklist.ready {
+        "> **READY**: every gate passes at this revision.\n".to_owned()
+    } else {
+        format!(
             "> **NOT READY ({})**: {}. Do not deploy from this checklist; it was printed with `--allow-stale`.\n",
-            status.label(),
+            checklist.status.label(),
             failing.join(", ")
+        )
+    }
+}
+
+/// One expectation as the reader sees it, when the command shows nothing else.
+fn describe(expect: &Expect) -> String {
+    match expect {
+        Expect::Exit { status } => format!("exit status {status}"),
+        Expect::Empty => "(nothing)".to_owned(),
+        Expect::Line { pattern } => pattern.clone(),
+        Expect::NoLine { pattern } => format!("no line like `{pattern}`"),
+        Expect::Fields { first, include } => format!("{first}  {}", include.join(",")),
+        Expect::AtMost {
+            pattern,
+            field,
+            max,
+        } => format!(
+            "`{pattern}` with field {field} at most {}",
+            figure_text(*max)
         ),
     }
 }
 
-fn steps(out: &mut String, number: usize, steps: &[Step]) {
+fn steps(out: &mut String, number: usize, steps: &[Procedure]) {
     for (index, step) in steps.iter().enumerate() {
-        let _ = writeln!(out, "### {number}.{} {}\n", index + 1, step.title);
+        let _ = writeln!(
+            out,
+            "### {number}.{} {} (`{}`)\n",
+            index + 1,
+            step.title,
+            step.id
+        );
         for note in &step.notes {
             let _ = writeln!(out, "{note}\n");
         }
-        if !step.commands.is_empty() {
-            out.push_str("- [ ] Run:\n\n  ```sh\n");
-            for command in &step.commands {
-                let _ = writeln!(out, "  {} {}", command.at.prompt(), command.line);
+        if !step.parameters.is_empty() {
+            for parameter in &step.parameters {
+                let _ = writeln!(out, "- `{}`: {}", parameter.name, parameter.meaning);
             }
-            out.push_str("  ```\n\n");
+            out.push('\n');
         }
-        if !step.expected.is_empty() {
-            out.push_str("  Expected:\n\n  ```text\n");
-            for line in &step.expected {
-                let _ = writeln!(out, "  {line}");
+        // Commands in runs; a command with expected output closes its run.
+        let mut open = false;
+        for command in &step.commands {
+            if !open {
+                out.push_str("- [ ] Run:\n\n  ```sh\n");
+                open = true;
             }
+            // Says where a login goes, for the reader (and the consistency test).
+            let comment = match command.reaches {
+                Some(Where::Rescue) if !command.line.contains("nixos-anywhere") => {
+                    "   # the rescue system"
+                }
+                _ if command.reboots => "   # then log in again",
+                _ => "",
+            };
+            let _ = writeln!(out, "  {} {}{comment}", command.at.prompt(), command.line);
+            let expected: Vec<String> = if command.shows.is_empty() {
+                command
+                    .expect
+                    .iter()
+                    .filter(|e| !matches!(e, Expect::Exit { status: 0 }))
+                    .map(describe)
+                    .collect()
+            } else {
+                command.shows.clone()
+            };
+            if !expected.is_empty() {
+                out.push_str("  ```\n\n  Expected:\n\n  ```text\n");
+                for line in &expected {
+                    let _ = writeln!(out, "  {line}");
+                }
+                out.push_str("  ```\n\n");
+                open = false;
+            }
+        }
+        if open {
             out.push_str("  ```\n\n");
         }
         for note in &step.afterwards {
@@ -83,8 +144,63 @@ fn steps(out: &mut String, number: usize, steps: &[Step]) {
     }
 }
 
+fn measured(out: &mut String, checklist: &Checklist) {
+    let Some(measured) = &checklist.measured else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "### What vm-test measured\n\n{} (`{}`): revision {}, finished {}, {} backend under {}, kernel {}, a {}-byte virtual disk, {} boot(s) asked for, {} in all{}. Every figure is in the JSON (`--json`).\n",
+        if measured.file.contains(".pass.") { "The proof" } else { "The last run" },
+        measured.file,
+        revision_of(measured.revision.as_deref()),
+        measured.finished_at,
+        measured.backend,
+        measured.accelerator,
+        measured.kernel,
+        measured.disk_bytes,
+        measured.requested.boots,
+        seconds(measured.wall_ms),
+        if measured.passed { "" } else { "; **the run failed**" }
+    );
+    if !measured.boots.is_empty() {
+        out.push_str(
+            "| boot | kind | time | checks passed | rotation |\n|---:|---|---:|---:|---:|\n",
+        );
+        for boot in &measured.boots {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {}/{}{} | {} |",
+                boot.number,
+                boot.kind,
+                seconds(boot.wall_ms),
+                boot.checks_passed,
+                boot.checks,
+                if boot.passed { "" } else { " **failed**" },
+                boot.rotation_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{} ms", figure_text(ms)))
+            );
+        }
+        out.push('\n');
+    }
+    if !measured.thresholds.is_empty() {
+        out.push_str("| roadmap | measured | |\n|---|---|---|\n");
+        for t in &measured.thresholds {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                t.roadmap,
+                t.measured,
+                if t.met { "met" } else { "**not met**" }
+            );
+        }
+        out.push('\n');
+    }
+}
+
 pub fn markdown(checklist: &Checklist) -> String {
     let mut out = String::new();
+    let facts = &checklist.facts;
     let _ = writeln!(
         out,
         "# Deployment checklist: {} (`nixosConfigurations.{}`)\n",
@@ -104,67 +220,29 @@ pub fn markdown(checklist: &Checklist) -> String {
     out.push_str("\n## 1. Pre-flight gates\n\n");
     out.push_str("| gate | status | revision | detail |\n|---|---|---|---|\n");
     for gate in &checklist.gates {
+        let mut detail = gate.detail.clone();
+        if let Some(command) = &gate.command {
+            detail.push_str(&format!(". To fix: {command}"));
+        }
         let _ = writeln!(
             out,
             "| {} | **{}** | {} | {} |",
             gate.title,
             gate.status.label(),
             revision_of(gate.revision.as_deref()),
-            gate.detail.replace('|', "\\|")
+            detail.replace('|', "\\|").replace('\n', " ")
         );
     }
     out.push('\n');
-    if let Some(measured) = &checklist.measured {
-        let _ = writeln!(
-            out,
-            "### What vm-test measured\n\nAt revision {}, finished {}, {} backend under {}, kernel {}, a {}-byte virtual disk, {} in all{}.\n",
-            revision_of(measured.revision.as_deref()),
-            measured.finished_at,
-            measured.backend,
-            measured.accelerator,
-            measured.kernel,
-            measured.disk_bytes,
-            seconds(measured.wall_ms),
-            if measured.passed { "" } else { "; **the run failed**" }
-        );
-        if !measured.boots.is_empty() {
-            out.push_str(
-                "| boot | kind | wall time | passed | longest steps |\n|---:|---|---:|---|---|\n",
-            );
-            for boot in &measured.boots {
-                // The whole step list is in vm-test.json; the longest tell where time went.
-                let mut longest: Vec<_> = boot.steps.iter().collect();
-                longest.sort_by_key(|s| std::cmp::Reverse(s.ms));
-                let steps: Vec<String> = longest
-                    .iter()
-                    .take(5)
-                    .map(|s| format!("{} {}", s.name, seconds(s.ms)))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} |",
-                    boot.number,
-                    boot.kind,
-                    seconds(boot.wall_ms),
-                    if boot.passed { "yes" } else { "**no**" },
-                    steps.join(", ")
-                );
-            }
-            out.push('\n');
-        }
-        if !measured.figures.is_empty() {
-            out.push_str("| figure | value |\n|---|---:|\n");
-            for (name, value) in &measured.figures {
-                let _ = writeln!(out, "| `{name}` | {} |", figure(*value));
-            }
-            out.push('\n');
-        }
-    }
+    measured(&mut out, checklist);
 
     out.push_str("## 2. Deployment\n\n");
-    out.push_str(
-        "`local$` runs on your workstation, in this repository at the revision above; `server#` runs on the \
-         server as root. Fill in:\n\n",
+    let _ = writeln!(
+        out,
+        "`local$` runs on your workstation, in this repository at the revision above; `rescue#` in the Hetzner rescue system, as root (`ssh root@<IP>` while rescue mode is on); `server$` on the installed server as {admin} (`{login}`), where root cannot log in (PermitRootLogin {permit:?}): every server command that needs root starts with `sudo`. Fill in:\n",
+        admin = facts.admin_user,
+        login = facts.ssh_server(),
+        permit = facts.permit_root_login,
     );
     for (name, meaning) in &checklist.placeholders {
         let _ = writeln!(out, "- `{name}`: {meaning}");
@@ -174,8 +252,9 @@ pub fn markdown(checklist: &Checklist) -> String {
 
     out.push_str("## 3. Post-deploy verification\n\n");
     out.push_str(
-        "Each expected output is computed from the layout; `<n>` and `<N>` stand for numbers that differ \
-         from machine to machine.\n\n",
+        "Each expected output is computed from the layout; `<n>` stands for a number that differs \
+         from machine to machine, `<old-root>` for an old root's name, `<*>` for any text. \
+         The procedure name after each title is its stable id (docs/deploy-checklist.md).\n\n",
     );
     steps(&mut out, 3, &checklist.verification);
 
@@ -191,8 +270,9 @@ pub fn markdown(checklist: &Checklist) -> String {
 mod tests {
     use super::*;
     use crate::checklist::build;
+    use crate::checklist::facts::testing::host_facts;
     use crate::checklist::gates::testing::passing;
-    use crate::checklist::gates::Found;
+    use crate::checklist::gates::Evidence;
     use crate::docs::testing::host_subject;
 
     #[test]
@@ -206,34 +286,52 @@ mod tests {
         assert!(md.contains(
             "| `cargo xtask check` is clean | **PASS** | `0123456789ab` | no findings |"
         ));
-        assert!(md.contains("| `compression.@nix.percent` | 47 |"));
-        assert!(md.contains("| 2 | rotate | 12.0 s | yes |  |"));
+        assert!(
+            md.contains("| compression saves > 30 % on /nix | 47% saved | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2 | rotate | 12.0 s | 1/1 | 310 ms |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("trim.freed_bytes"),
+            "the figure dump stays in the JSON"
+        );
         assert!(md.contains("## 2. Deployment"));
         assert!(md.contains("  local$ nix run github:nix-community/nixos-anywhere -- --flake .#hetzner-vps --target-host root@<IP>\n"));
+        assert!(md.contains("  local$ ssh hbohlen@<IP>\n"));
+        assert!(md.contains("  rescue# [ -d /sys/firmware/efi ] && echo UEFI || echo BIOS\n"));
         assert!(md.contains("## 3. Post-deploy verification"));
-        assert!(md.contains("  server# swapon --show=NAME,TYPE,SIZE --bytes\n"));
+        assert!(md.contains("### 3.1 The system came up clean (`verify.units`)"));
+        assert!(md.contains("  server$ sudo swapon --show=NAME,TYPE,SIZE --bytes --noheadings\n"));
         assert!(md.contains("## 4. Rollback plan"));
-        assert!(md.contains("  server# nixos-rebuild switch --rollback\n"));
+        assert!(md.contains("  server$ sudo nixos-rebuild switch --rollback\n"));
+        assert!(md.contains("- `<old-root>`: an old root in /btrfs_tmp/@old_roots"));
     }
 
     #[test]
-    fn a_stale_checklist_says_so_everywhere() {
+    fn a_not_ready_checklist_says_so_everywhere() {
         let mut observed = passing();
-        observed.vm_test = Found::Missing;
+        observed.vm_test = Evidence::none();
+        observed.facts = host_facts();
         let checklist = build(&host_subject(), &observed);
         let md = markdown(&checklist);
         assert!(
-            md.contains("> **NOT READY (STALE)**: vm-test is STALE."),
+            md.contains("> **NOT READY (FAIL)**: login is FAIL, vm-test is NOT RUN."),
             "{md}"
         );
         assert!(!md.contains("What vm-test measured"));
         let text = gates_text(&checklist);
         assert!(
-            text.contains(
-                "  STALE  vm-test  no target/xtask/vm-test.json: run `cargo xtask vm-test`"
-            ),
+            text.contains("  NOT RUN  vm-test  no result in target/xtask: never run here\n"),
             "{text}"
         );
-        assert!(text.contains("  PASS   check    no findings"), "{text}");
+        assert!(
+            text.contains("to fix: cargo xtask vm-test --host hetzner-cloud"),
+            "{text}"
+        );
+        assert!(text.contains("  FAIL     login    hosts/servers/hetzner-cloud/machine.nix has no SSH key for hbohlen"), "{text}");
+        assert!(text.contains("  PASS     check    no findings"), "{text}");
     }
 }

@@ -73,8 +73,9 @@ fn admin_keys(files: &HostFiles) -> Vec<Finding> {
         Severity::Warning,
         AttrPath::new(["adminSshKeys"]),
         format!(
-            "{} has no SSH key for hbohlen, the one login: the server has no passwords, so the build refuses it",
-            machine_name(files)
+            "{} has no SSH key for {}, the one login: the server has no passwords, so the build refuses it",
+            machine_name(files),
+            files.machine.admin_user.as_deref().unwrap_or("the admin user")
         ),
         "Add your public key to adminSshKeys in machine.nix before deploying (e.g. \"ssh-ed25519 AAAA… you@laptop\").",
     )

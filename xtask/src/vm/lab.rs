@@ -96,6 +96,8 @@ pub struct Outcome {
     pub verdict: Verdict,
     pub results: VmTestResults,
     pub results_path: Utf8PathBuf,
+    /// Where the run was also recorded as the deploy gate's proof (a full pass).
+    pub proof_path: Option<Utf8PathBuf>,
     pub log_dir: Utf8PathBuf,
     pub logs_kept: bool,
     /// The console log of the first boot that failed, and its last lines.
@@ -719,12 +721,26 @@ pub fn run(options: &Options) -> Result<Outcome> {
         accelerator: prepared.accel.to_string(),
         kernel: prepared.kernel.version.clone(),
         disk_bytes,
+        requested: crate::results::VmTestRequest {
+            boots: options.boots,
+            disk_size: options.disk_size.clone(),
+            power_cuts: options.power_cuts,
+            boot_timeout_s: options.boot_timeout.map(|t| t.as_secs()),
+        },
         boots: tally.boots,
         checks: tally.checks,
         figures,
         wall_ms: started.elapsed().as_millis() as u64,
     };
-    let results_path = crate::results::write(kind, &results)?;
+    // The proof the deploy gate reads is only ever replaced by another full pass.
+    let host_disks: BTreeMap<String, u64> = prepared
+        .layout
+        .disks
+        .iter()
+        .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
+        .collect();
+    let proof = kind == "vm-test" && passed && results.shortfall(&host_disks).is_none();
+    let recorded = crate::results::record(kind, &results, proof)?;
     let logs_kept = options.keep_logs || !passed;
     if !logs_kept {
         let _ = std::fs::remove_dir_all(&log_dir);
@@ -734,7 +750,8 @@ pub fn run(options: &Options) -> Result<Outcome> {
     Ok(Outcome {
         verdict,
         results,
-        results_path,
+        results_path: recorded.run,
+        proof_path: recorded.pass,
         log_dir,
         logs_kept,
         failing_console: tally.failing_console,
