@@ -273,7 +273,8 @@ mod tests {
         let kernel = crate::vm::kernel::discover(None, None)
             .expect("a VM kernel is needed: apt-get install linux-image-cloud-amd64");
         let qemu = found.path(crate::setup::QEMU).unwrap();
-        probe(qemu, &kernel.image, Accel::Tcg).unwrap();
+        // TCG takes about 4 s on an idle machine; the margin is for a loaded one.
+        probe_within(qemu, &kernel.image, Accel::Tcg, Duration::from_secs(120)).unwrap();
         let (accel, _) = choose(qemu, &kernel.image, Some(Choice::Tcg)).unwrap();
         assert_eq!(accel, Accel::Tcg);
     }
