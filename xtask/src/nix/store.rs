@@ -63,7 +63,7 @@ fn classify_in(stderr: &str, state_dir: &str) -> Option<StoreFailure> {
         let Some(message) = line.trim().strip_prefix("error:") else {
             return false;
         };
-        message.contains(state_dir)
+        names_the_state_dir(message, state_dir)
             || message.contains("SQLite")
             || message.contains("daemon-socket")
             || message.contains("nix-daemon")
@@ -71,6 +71,20 @@ fn classify_in(stderr: &str, state_dir: &str) -> Option<StoreFailure> {
             || message.contains("big-lock")
     });
     unusable.then_some(StoreFailure::Unusable)
+}
+
+/// Whether a quoted path of the message is the state directory, inside it,
+/// or one of its parents (Nix creates those too: "creating directory '/nix/var'").
+fn names_the_state_dir(message: &str, state_dir: &str) -> bool {
+    let state = Utf8Path::new(state_dir);
+    message
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(Utf8Path::new)
+        .filter(|path| path.is_absolute() && *path != Utf8Path::new("/"))
+        .any(|path| path.starts_with(state) || state.starts_with(path))
+        || message.contains(state_dir)
 }
 
 /// Whether the local store has been initialised: its database, schema and
@@ -212,6 +226,7 @@ mod tests {
             "error: syntax error, unexpected '}'\n       at /work/repo/disko.nix:3:1:",
             "error: creating symlink in a string: File exists is not a Nix error",
             "error: out of memory",
+            "error: opening file '/': Is a directory",
             "error: stack overflow (possible infinite recursion)",
             "warning: the group 'nixbld' specified in 'build-users-group' does not exist\nerror: attribute 'x' missing",
         ] {
