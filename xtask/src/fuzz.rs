@@ -81,11 +81,7 @@ fn artifacts(dir: &Utf8Path) -> Vec<String> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let targets: Vec<&str> = match &args.target {
-        Some(target) => TARGETS
-            .iter()
-            .copied()
-            .filter(|t| t == target)
-            .collect(),
+        Some(target) => TARGETS.iter().copied().filter(|t| t == target).collect(),
         None => TARGETS.to_vec(),
     };
     ensure_cargo_fuzz()?;

@@ -280,12 +280,9 @@ impl Nix {
         if let Some(machine) = &host.machine_file {
             args.extend(["--argstr", "machineFile", machine.as_str()]);
         }
-        let ran = self.run(&args).with_context(|| {
-            format!(
-                "evaluating {}",
-                crate::project::display_path(layout_file)
-            )
-        })?;
+        let ran = self
+            .run(&args)
+            .with_context(|| format!("evaluating {}", crate::project::display_path(layout_file)))?;
         if !ran.success() {
             let error = match ran.status {
                 // Positions in our own wrapper are never where the config is wrong.
@@ -1003,6 +1000,83 @@ mod tests {
         let message = ran.error().message;
         assert!(message.contains("did not finish within 1 s"), "{message}");
         assert!(message.contains(TIMEOUT_ENV), "{message}");
+    }
+
+    #[test]
+    fn a_crash_or_the_time_limit_is_a_failure_of_the_tool_not_a_finding() {
+        let sh = Utf8Path::new("/bin/sh");
+        let crashed = run_limited(sh, &["-c", "kill -SEGV $$"], &[], limits(60, 4096)).unwrap();
+        let error = crashed
+            .into_result()
+            .err()
+            .expect("a failure of the tool")
+            .to_string();
+        assert!(error.contains("was killed"), "{error}");
+        assert!(error.contains("not a finding"), "{error}");
+        let stopped = run_limited(sh, &["-c", "sleep 30"], &[], limits(1, 4096)).unwrap();
+        let error = stopped
+            .into_result()
+            .err()
+            .expect("a failure of the tool")
+            .to_string();
+        assert!(error.contains("did not finish within 1 s"), "{error}");
+        let store = run_limited(
+            sh,
+            &[
+                "-c",
+                "echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2; exit 1",
+            ],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert_eq!(store.tool_failure(), Some(store::StoreFailure::Transient));
+        let config = run_limited(
+            sh,
+            &["-c", "echo \"error: undefined variable 'y'\" >&2; exit 1"],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert_eq!(config.tool_failure(), None);
+        assert!(config.into_result().is_ok());
+    }
+
+    #[test]
+    fn transient_store_failures_are_retried_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        let script = format!(
+            "echo x >> {0}; [ $(wc -l < {0}) -ge 3 ] && {{ echo ok; exit 0; }}; echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2; exit 1",
+            count.display()
+        );
+        let ran = run_retrying(
+            Utf8Path::new("/bin/sh"),
+            &["-c", &script],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert!(ran.success(), "{}", ran.stderr);
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
+        let always =
+            "echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2; exit 1";
+        let ran = run_retrying(
+            Utf8Path::new("/bin/sh"),
+            &["-c", always],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        let error = ran
+            .into_result()
+            .err()
+            .expect("a failure of the tool")
+            .to_string();
+        assert!(
+            error.contains("is busy") && error.contains("not a finding"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -357,7 +357,10 @@ mod tests {
             vec!["mkfs.btrfs", "btrfs"],
             "installing is turned off".to_owned(),
         );
-        assert_eq!(missing.packages, vec!["btrfs-progs", "nix-bin", "qemu-utils"]);
+        assert_eq!(
+            missing.packages,
+            vec!["btrfs-progs", "nix-bin", "qemu-utils"]
+        );
         let text = missing.to_string();
         assert!(text.contains("missing tools: mkfs.btrfs, btrfs"), "{text}");
         assert!(

@@ -86,6 +86,7 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("flake_mode", Tier::Quick),
     ("fuzz_regressions", Tier::Quick),
     ("geometry_sgdisk", Tier::Quick),
+    ("cli_conventions", Tier::Quick),
     ("host_fixture", Tier::Quick),
     ("nix_store", Tier::Quick),
     // The hostile corpus: memory bombs and endless evaluations, ~30 s.
@@ -118,7 +119,8 @@ pub fn cargo_test_args(quick: bool, extra: &[String]) -> Vec<String> {
         Some(index) => (&extra[..index], &extra[index + 1..]),
         None => (extra, &[][..]),
     };
-    let mut args: Vec<String> = vec!["test".into(), "--workspace".into()];
+    // Every failure in one run: CI shows them all, not only the first binary's.
+    let mut args: Vec<String> = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
     if quick {
         args.extend(["--lib".into(), "--bins".into()]);
         for (name, tier) in TIERS {
@@ -158,7 +160,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Outcome::Passed => {
             eprintln!(
                 "{} passed in {took}",
-                if args.quick { "the quick tier" } else { "every test" }
+                if args.quick {
+                    "the quick tier"
+                } else {
+                    "every test"
+                }
             );
             ExitCode::SUCCESS
         }
@@ -190,6 +196,8 @@ pub enum Outcome {
 /// Whether a line of the test harness's output says a test failed.
 pub fn reports_failure(line: &str) -> bool {
     let line = line.trim();
+    // Only the harness says this, and only when tests ran: cargo's own
+    // "N targets failed" also follows arguments the harness refused.
     line.starts_with("test result: FAILED") || line == "failures:"
 }
 
@@ -269,7 +277,10 @@ mod tests {
     fn the_quick_tier_names_its_binaries_and_skips_the_vm() {
         let args = cargo_test_args(true, &["layout".to_owned()]);
         let joined = args.join(" ");
-        assert!(joined.starts_with("test --workspace --lib --bins --test check_cli"), "{joined}");
+        assert!(
+            joined.starts_with("test --workspace --no-fail-fast --lib --bins --test check_cli"),
+            "{joined}"
+        );
         assert!(!joined.contains("--test rollback"), "{joined}");
         assert!(!joined.contains("--test vm_test"), "{joined}");
         assert!(joined.ends_with("layout -- --skip vm::"), "{joined}");
@@ -282,10 +293,14 @@ mod tests {
             .to_vec();
         assert_eq!(
             cargo_test_args(false, &extra).join(" "),
-            "test --workspace --test check_cli -- --nocapture"
+            "test --workspace --no-fail-fast --test check_cli -- --nocapture"
         );
         assert_eq!(
-            cargo_test_args(true, &extra).join(" ").rsplit_once(" -- ").unwrap().1,
+            cargo_test_args(true, &extra)
+                .join(" ")
+                .rsplit_once(" -- ")
+                .unwrap()
+                .1,
             "--nocapture --skip vm::"
         );
     }
@@ -301,6 +316,7 @@ mod tests {
         assert!(!reports_failure(
             "error: test failed, to rerun pass `-p xtask --lib`"
         ));
+        assert!(!reports_failure("error: 13 targets failed:"));
     }
 
     #[test]
@@ -331,7 +347,9 @@ mod tests {
             ".ci/run must run the README's test command"
         );
         assert!(
-            commands.iter().any(|l| l.starts_with("cargo xtask fresh-machine")),
+            commands
+                .iter()
+                .any(|l| l.starts_with("cargo xtask fresh-machine")),
             ".ci/run must prove the README's commands on a fresh Debian root"
         );
         assert!(

@@ -453,7 +453,8 @@ fn an_endless_evaluation_is_stopped_and_is_no_finding() {
     run.assert_no_panic("endless-evaluation");
     assert_eq!(run.code, Some(2), "{}", run.describe());
     assert!(
-        run.stderr.contains("did not finish within 2 s") && run.stderr.contains("XTASK_NIX_TIMEOUT"),
+        run.stderr.contains("did not finish within 2 s")
+            && run.stderr.contains("XTASK_NIX_TIMEOUT"),
         "{}",
         run.describe()
     );

@@ -90,8 +90,8 @@ fn names_the_state_dir(message: &str, state_dir: &str) -> bool {
 /// Whether the local store has been initialised: its database, schema and
 /// the gcroots link that the first Nix process creates last.
 fn initialised(state: &Utf8Path) -> bool {
-    let schema_written = std::fs::metadata(state.join("db").join("schema"))
-        .is_ok_and(|m| m.len() > 0);
+    let schema_written =
+        std::fs::metadata(state.join("db").join("schema")).is_ok_and(|m| m.len() > 0);
     schema_written
         && state.join("db").join("db.sqlite").is_file()
         && std::fs::symlink_metadata(state.join("gcroots").join("profiles")).is_ok()

@@ -94,7 +94,9 @@ fn run(apt_get: &Utf8Path, args: &[String], progress: &Progress) -> Result<Ran> 
     for reader in readers {
         let _ = reader.join();
     }
-    let status = child.wait().with_context(|| format!("waiting for {apt_get}"))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {apt_get}"))?;
     Ok(Ran {
         success: status.success(),
         lines,
@@ -111,10 +113,18 @@ fn shorten(line: &str, chars: usize) -> String {
 }
 
 fn install_args(packages: &[String], downgrades: bool) -> Vec<String> {
-    let mut args: Vec<String> = ["install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "-o", "Dpkg::Use-Pty=0"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let mut args: Vec<String> = [
+        "install",
+        "-y",
+        "-q",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "-o",
+        "Dpkg::Use-Pty=0",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     args.extend(INSTALL_OPTIONS.iter().map(|s| (*s).to_owned()));
     if downgrades {
         args.push("--allow-downgrades".to_owned());
@@ -140,12 +150,12 @@ pub fn install(packages: &[&str]) -> Result<()> {
         )
     })?;
     if !update.success {
-        progress.finish_and_clear();
-        bail!(
-            "`apt-get update` failed (is the network or the apt archive reachable?):\n{}\n  then run: {}",
-            update.tail(20),
-            command_for(packages)
-        );
+        // A source that cannot be reached need not hold the packages: go on
+        // with the lists there are, and say so.
+        progress.println(format!(
+            "warning: `apt-get update` failed (is the network or the apt archive reachable?); trying with the package lists there are:\n{}",
+            update.tail(10)
+        ));
     }
     let requested: Vec<String> = packages.iter().map(|p| (*p).to_owned()).collect();
     let first = progress.step(
@@ -167,7 +177,8 @@ pub fn install(packages: &[&str]) -> Result<()> {
     if orphans.is_empty() {
         progress.finish_and_clear();
         bail!(
-            "apt-get could not install the packages (it would have to remove or upgrade something, or a package is not in the configured sources); nothing was changed. Its last lines:\n{}\n  fix what apt reports, then run: {}",
+            "apt-get could not install the packages (it would have to remove or upgrade something, or a package is not in the configured sources{}); nothing was changed. Its last lines:\n{}\n  fix what apt reports, then run: {}",
+            if update.success { "" } else { ", or `apt-get update` failed" },
             first.tail(25),
             command_for(packages)
         );

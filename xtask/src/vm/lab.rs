@@ -24,10 +24,10 @@ use crate::findings::Severity;
 use crate::hosts;
 use crate::layout::size::parse_disk_size;
 use crate::nix::Nix;
+use crate::progress::Progress;
 use crate::project::{project_root, xtask_dir};
 use crate::results::{BootRecord, CheckRecord, Header, VmTestResults};
 use crate::rules::{self, Context};
-use crate::progress::Progress;
 use crate::setup;
 use xshell::cmd;
 
