@@ -188,12 +188,37 @@ fn run_process(command: &mut Command) -> Result<ExitStatus> {
     let group = i32::try_from(child.id()).unwrap_or(0);
     RUNNING_GROUP.store(group, Ordering::SeqCst);
     let status = child.wait();
+    if interrupted() {
+        // The group's other processes (a build, the tests) got the signal
+        // too; nothing may still run in the root when it is unmounted.
+        stop_group(group);
+    }
     RUNNING_GROUP.store(0, Ordering::SeqCst);
     let status = status.context("waiting for a child process")?;
     if interrupted() {
         bail!("interrupted");
     }
     Ok(status)
+}
+
+/// Waits up to 10 s for a process group to end after SIGTERM, then kills it.
+fn stop_group(group: i32) {
+    let alive = || {
+        // SAFETY: signal 0 only asks whether the group still exists.
+        unsafe { libc::kill(-group, 0) == 0 }
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if alive() {
+        // SAFETY: as above, a group this process started.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 /// Runs a command that must succeed.
@@ -291,10 +316,13 @@ fn remove_root(dir: &Utf8Path) -> Result<()> {
         "{dir} still has mounts below it ({}); not removing it. Unmount them (umount -R) and run again",
         mounted.join(", ")
     );
-    run_ok(
-        Command::new("rm").args(["-rf", "--one-file-system", dir.as_str()]),
-        &format!("removing {dir}"),
-    )
+    // Not `run_ok`: cleaning up goes on after an interruption.
+    let status = Command::new("rm")
+        .args(["-rf", "--one-file-system", dir.as_str()])
+        .status()
+        .context("running rm")?;
+    anyhow::ensure!(status.success(), "removing {dir} failed ({status})");
+    Ok(())
 }
 
 /// An exclusive lock on a file, held until dropped.
