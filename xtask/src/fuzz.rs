@@ -33,30 +33,66 @@ pub const TARGETS: &[&str] = &["size", "model", "geometry", "evaluation"];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// How long to fuzz each target.
-    #[arg(long, default_value_t = 60)]
+    /// How long to fuzz each target, in seconds (at least 1).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
-    /// Fuzz only this target (size, model, geometry or evaluation).
-    #[arg(long)]
+    /// Fuzz only this target.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
     pub target: Option<String>,
+    /// Print the outcome per target as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How fuzzing one target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Ran for the whole time without a crash.
+    Survived,
+    /// libFuzzer found an input that breaks an invariant (saved in fuzz/artifacts/).
+    Crashed,
+    /// cargo fuzz did not get to fuzz (a build error, a missing toolchain).
+    CouldNotRun,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub seconds: u64,
+    pub outcome: Outcome,
+    /// New files in fuzz/artifacts/<target>/.
+    pub artifacts: Vec<String>,
+}
+
+fn artifacts(dir: &Utf8Path) -> Vec<String> {
+    let mut names: Vec<String> = dir
+        .read_dir_utf8()
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let targets: Vec<&str> = match &args.target {
-        Some(target) if TARGETS.contains(&target.as_str()) => vec![target.as_str()],
-        Some(target) => bail!(
-            "no fuzz target {target:?}; the targets are {}",
-            TARGETS.join(", ")
-        ),
+        Some(target) => TARGETS.iter().copied().filter(|t| t == target).collect(),
         None => TARGETS.to_vec(),
     };
-    anyhow::ensure!(args.seconds > 0, "--seconds must be at least 1");
     ensure_cargo_fuzz()?;
     let dir = project_root().join("fuzz");
-    let mut crashed = Vec::new();
-    for target in targets {
+    let progress = crate::progress::Progress::lines("fuzz");
+    let mut reports = Vec::new();
+    for (index, target) in targets.iter().copied().enumerate() {
         let corpus = dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus).with_context(|| format!("creating {corpus}"))?;
+        let artifact_dir = dir.join("artifacts").join(target);
+        let before = artifacts(&artifact_dir);
         let mut command = Command::new("cargo");
         command
             .current_dir(&dir)
@@ -80,34 +116,65 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if dict.is_file() {
             command.arg(format!("-dict={dict}"));
         }
-        println!("fuzzing {target} for {} s", args.seconds);
-        // A crash leaves its input in fuzz/artifacts/<target>/; a failure
-        // without one (a build error) means the fuzzer could not run: exit 2.
-        let artifacts = dir.join("artifacts").join(target);
-        let inputs = |dir: &Utf8Path| dir.read_dir_utf8().map_or(0, |entries| entries.count());
-        let before = inputs(&artifacts);
-        let status = command
-            .status()
+        if args.json {
+            // stdout carries the JSON document only.
+            command.stdout(std::process::Stdio::null());
+        }
+        let status = progress
+            .step(
+                &format!(
+                    "target {}/{} {target}: {} s of fuzzing (after the build)",
+                    index + 1,
+                    targets.len(),
+                    args.seconds
+                ),
+                || command.status(),
+            )
             .context("running cargo fuzz (cargo install cargo-fuzz)")?;
-        if !status.success() {
-            if inputs(&artifacts) <= before {
-                bail!(
-                    "cargo fuzz run {target} failed ({status}) without leaving a crash input in {artifacts}: it could not run; its output above says why"
-                );
-            }
-            crashed.push(target);
+        let new: Vec<String> = artifacts(&artifact_dir)
+            .into_iter()
+            .filter(|a| !before.contains(a))
+            .collect();
+        let outcome = if !new.is_empty() {
+            Outcome::Crashed
+        } else if status.success() {
+            Outcome::Survived
+        } else {
+            Outcome::CouldNotRun
+        };
+        reports.push(TargetReport {
+            target: target.to_owned(),
+            seconds: args.seconds,
+            outcome,
+            artifacts: new,
+        });
+    }
+    for report in &reports {
+        match report.outcome {
+            Outcome::Survived => eprintln!("{}: no crash in {} s", report.target, report.seconds),
+            Outcome::Crashed => eprintln!(
+                "{}: crashed; the input is in fuzz/artifacts/{}/ ({}). Copy it to xtask/tests/fixtures/fuzz/{}/ (a regression test replays it), then fix the code.",
+                report.target,
+                report.target,
+                report.artifacts.join(", "),
+                report.target
+            ),
+            Outcome::CouldNotRun => eprintln!(
+                "{}: cargo fuzz failed before it found anything (its message is above)",
+                report.target
+            ),
         }
     }
-    if crashed.is_empty() {
-        println!("no crashes");
-        return Ok(ExitCode::SUCCESS);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     }
-    for target in &crashed {
-        println!(
-            "{target}: crashed; the input is in fuzz/artifacts/{target}/. Copy it to xtask/tests/fixtures/fuzz/{target}/ (a regression test replays it), then fix the code."
-        );
-    }
-    Ok(ExitCode::from(1))
+    Ok(if reports.iter().any(|r| r.outcome == Outcome::Crashed) {
+        ExitCode::from(1)
+    } else if reports.iter().any(|r| r.outcome == Outcome::CouldNotRun) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// cargo-fuzz, installed with `cargo install` when missing and allowed.
@@ -125,7 +192,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
     ) {
         bail!("cargo-fuzz is missing and installing is turned off ({NO_INSTALL_ENV}=1 or --no-install): run `cargo install cargo-fuzz`");
     }
-    println!("installing cargo-fuzz: cargo install cargo-fuzz");
+    eprintln!("installing cargo-fuzz: cargo install cargo-fuzz");
     let status = Command::new("cargo")
         .args(["install", "cargo-fuzz"])
         .status()

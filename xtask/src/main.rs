@@ -3,19 +3,55 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, check, checklist, docs, fuzz, setup, test_cmd, vm, vm_test};
+use xtask::{bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, vm, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
+///
+/// Every command exits 0 on success, 1 when what it checks is wrong, and 2
+/// when it could not run (a bad argument, a missing tool, a failing tool).
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, propagate_version = true)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    propagate_version = true,
+    after_help = ENVIRONMENT
+)]
 struct Cli {
-    /// Never install missing system packages; name them and exit 2 instead
-    /// (same as XTASK_NO_INSTALL=1).
-    #[arg(long, global = true)]
+    /// Never install missing system packages; name them (with the exact apt
+    /// command) and exit 2 instead.
+    #[arg(long, global = true, env = setup::NO_INSTALL_ENV, value_parser = clap::builder::FalseyValueParser::new())]
     no_install: bool,
+    /// Seconds one nix-instantiate may run before it is stopped (exit 2).
+    #[arg(long, global = true, env = xtask::nix::TIMEOUT_ENV, value_name = "SECONDS",
+          value_parser = parse_nix_timeout)]
+    nix_timeout: Option<u64>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The variables every command reads, besides those shown with their flags.
+const ENVIRONMENT: &str = "Environment:
+  XTASK_NO_INSTALL=1       same as --no-install
+  XTASK_NIX_TIMEOUT=SECS   same as --nix-timeout
+  XTASK_VM_KERNEL, XTASK_VM_MODULES, XTASK_VM_ACCEL
+                           vm-test's --kernel, --modules and --accel
+  XTASK_FRESH_MIRROR       fresh-machine's --mirror
+  XTASK_PROJECT_ROOT=DIR   work on another copy of the repository (used by the tests)";
+
+fn parse_nix_timeout(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|seconds| *seconds > 0)
+        .ok_or_else(|| {
+            format!(
+                "give a whole number of seconds (at least 1), e.g. --nix-timeout 300 or {}=300",
+                xtask::nix::TIMEOUT_ENV
+            )
+        })
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,10 +66,12 @@ enum Command {
     DeployChecklist(checklist::Args),
     /// Measure check latency, rollback time, VM boots, compression and TRIM; write docs/benchmarks.md.
     Bench(bench::Args),
-    /// Install what the tests need, then run every test (cargo test --workspace).
+    /// Install what the tests need, then run every test (--quick: the everyday tier).
     Test(test_cmd::Args),
     /// Fuzz the size parsers, the model, the geometry and the JSON reader (cargo-fuzz; docs/fuzzing.md).
     Fuzz(fuzz::Args),
+    /// Prove the README's two commands on a fresh Debian 12 root (debootstrap + chroot; root only).
+    FreshMachine(fresh_machine::Args),
     /// The vm-test VM's /init (runs only as PID 1 inside the VM).
     #[command(hide = true)]
     Guest(vm::guest::Args),
@@ -41,11 +79,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Read by `setup` and `nix` here, and by the xtask processes tests start.
     if cli.no_install {
-        // Read by `setup` here and by the xtask processes tests start.
         std::env::set_var(setup::NO_INSTALL_ENV, "1");
     }
-    let result = match cli.command {
+    if let Some(seconds) = cli.nix_timeout {
+        std::env::set_var(xtask::nix::TIMEOUT_ENV, seconds.to_string());
+    }
+    // A panic is a bug, but still a run that could not finish: exit 2, as promised.
+    let result = std::panic::catch_unwind(|| match cli.command {
         Command::Check(args) => check::run(args),
         Command::VmTest(args) => vm_test::run(args),
         Command::Docs(args) => docs::run(args),
@@ -53,12 +95,17 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test_cmd::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::FreshMachine(args) => fresh_machine::run(args),
         Command::Guest(args) => vm::guest::run(args),
-    };
+    });
     match result {
-        Ok(code) => code,
-        Err(error) => {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
             eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+        Err(_) => {
+            eprintln!("error: the xtask panicked (a bug; the message is above)");
             ExitCode::from(2)
         }
     }

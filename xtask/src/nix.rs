@@ -19,6 +19,8 @@ use crate::hosts::Host;
 use crate::project::project_root;
 use crate::setup;
 
+pub mod store;
+
 /// Seconds one nix-instantiate may run before `check` stops it.
 pub const TIMEOUT_ENV: &str = "XTASK_NIX_TIMEOUT";
 /// The repo's host evaluates in well under a second, 100 000 subvolumes in about one.
@@ -70,6 +72,34 @@ impl Ran {
 
     fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success()) && !self.output_too_large()
+    }
+
+    /// Whether it failed because of the tool rather than the files: the
+    /// store, a crash (a signal), or the time limit.
+    fn tool_failure(&self) -> Option<store::StoreFailure> {
+        match self.status {
+            None => Some(store::StoreFailure::Unusable),
+            Some(status) if status.code().is_none() => Some(store::StoreFailure::Unusable),
+            Some(status) if status.success() => None,
+            Some(_) => store::classify(&self.stderr),
+        }
+    }
+
+    /// `Err` for a failure of the tool, with its own message and the command.
+    fn into_result(self) -> Result<Ran> {
+        if self.tool_failure().is_none() {
+            return Ok(self);
+        }
+        let said = self.error().message;
+        if self.status.is_none() {
+            // Says what to do already; whether the config loops or the
+            // machine is slow cannot be told apart, so it is no finding.
+            anyhow::bail!("{said}");
+        }
+        anyhow::bail!(
+            "{} failed: {said}\n  (a failure of Nix itself, not a finding about the files it read: run the command again; if it persists, repair the Nix installation)",
+            self.program
+        )
     }
 
     /// Why it failed: Nix's own message, or how the process ended.
@@ -130,22 +160,26 @@ pub struct Nix {
 }
 
 impl Nix {
-    /// Finds nix-instantiate (installing nix-bin when allowed).
+    /// Finds nix-instantiate (installing nix-bin when allowed) and makes
+    /// sure its store is initialised, so that runs in parallel are safe.
     pub fn locate() -> Result<Nix> {
         let found = setup::ensure(&[setup::NIX_INSTANTIATE])?;
-        Ok(Nix {
-            instantiate: found.path(setup::NIX_INSTANTIATE)?.clone(),
-        })
+        let instantiate = found.path(setup::NIX_INSTANTIATE)?.clone();
+        store::prepare(&instantiate)?;
+        Ok(Nix { instantiate })
     }
 
-    /// Runs nix-instantiate within the limits above.
+    /// Runs nix-instantiate within the limits above. A failure of the tool
+    /// itself (its store busy or unusable, a crash, the time limit) is an
+    /// `Err` with Nix's own message, after retrying what is transient: it
+    /// says nothing about the files, so it never becomes a finding.
     fn run(&self, args: &[&str]) -> Result<Ran> {
         let limits = Limits {
             timeout: timeout()?,
             max_heap_bytes: Some(MAX_HEAP_BYTES),
             max_output_bytes: MAX_OUTPUT_BYTES,
         };
-        run_limited(&self.instantiate, args, &[], limits)
+        run_retrying(&self.instantiate, args, &[], limits)?.into_result()
     }
 
     /// Parses the files (`nix-instantiate --parse`) and reports every syntax
@@ -156,7 +190,7 @@ impl Nix {
         while !remaining.is_empty() {
             let mut args = vec!["--parse"];
             args.extend(remaining.iter().map(|f| f.as_str()));
-            let ran = self.run(&args)?;
+            let ran = self.run(&args).context("parsing the .nix files")?;
             if ran.success() {
                 break;
             }
@@ -249,7 +283,9 @@ impl Nix {
         if let Some(rollback) = &host.rollback_file {
             args.extend(["--argstr", "rollbackFile", rollback.as_str()]);
         }
-        let ran = self.run(&args)?;
+        let ran = self
+            .run(&args)
+            .with_context(|| format!("evaluating {}", crate::project::display_path(layout_file)))?;
         if !ran.success() {
             let error = match ran.status {
                 // Positions in our own wrapper are never where the config is wrong.
@@ -266,6 +302,26 @@ impl Nix {
                 crate::project::display_path(layout_file)
             )
         })
+    }
+}
+
+/// `run_limited`, tried again while Nix fails for a transient store reason
+/// (another process initialising it, a busy database).
+fn run_retrying(
+    program: &Utf8Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limits: Limits,
+) -> Result<Ran> {
+    let mut attempt = 0;
+    loop {
+        let ran = run_limited(program, args, env, limits)?;
+        attempt += 1;
+        if attempt >= store::ATTEMPTS || ran.tool_failure() != Some(store::StoreFailure::Transient)
+        {
+            return Ok(ran);
+        }
+        std::thread::sleep(store::backoff(attempt - 1));
     }
 }
 
@@ -780,7 +836,7 @@ pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluat
         max_heap_bytes: None,
         max_output_bytes: MAX_OUTPUT_BYTES,
     };
-    let ran = run_limited(&nix, &args, &env, limits)?;
+    let ran = run_retrying(&nix, &args, &env, limits)?;
     if ran.status.is_none() {
         return Ok(FlakeEvaluation::NotRun(format!(
             "nix eval took longer than {} s",
@@ -1086,6 +1142,83 @@ mod tests {
         let message = ran.error().message;
         assert!(message.contains("did not finish within 1 s"), "{message}");
         assert!(message.contains(TIMEOUT_ENV), "{message}");
+    }
+
+    #[test]
+    fn a_crash_or_the_time_limit_is_a_failure_of_the_tool_not_a_finding() {
+        let sh = Utf8Path::new("/bin/sh");
+        let crashed = run_limited(sh, &["-c", "kill -SEGV $$"], &[], limits(60, 4096)).unwrap();
+        let error = crashed
+            .into_result()
+            .err()
+            .expect("a failure of the tool")
+            .to_string();
+        assert!(error.contains("was killed"), "{error}");
+        assert!(error.contains("not a finding"), "{error}");
+        let stopped = run_limited(sh, &["-c", "sleep 30"], &[], limits(1, 4096)).unwrap();
+        let error = stopped
+            .into_result()
+            .err()
+            .expect("a failure of the tool")
+            .to_string();
+        assert!(error.contains("did not finish within 1 s"), "{error}");
+        let store = run_limited(
+            sh,
+            &[
+                "-c",
+                "echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2; exit 1",
+            ],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert_eq!(store.tool_failure(), Some(store::StoreFailure::Transient));
+        let config = run_limited(
+            sh,
+            &["-c", "echo \"error: undefined variable 'y'\" >&2; exit 1"],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert_eq!(config.tool_failure(), None);
+        assert!(config.into_result().is_ok());
+    }
+
+    #[test]
+    fn transient_store_failures_are_retried_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        let script = format!(
+            "echo x >> {0}; [ $(wc -l < {0}) -ge 3 ] && {{ echo ok; exit 0; }}; echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2; exit 1",
+            count.display()
+        );
+        let ran = run_retrying(
+            Utf8Path::new("/bin/sh"),
+            &["-c", &script],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        assert!(ran.success(), "{}", ran.stderr);
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
+        let always =
+            "echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2; exit 1";
+        let ran = run_retrying(
+            Utf8Path::new("/bin/sh"),
+            &["-c", always],
+            &[],
+            limits(60, 4096),
+        )
+        .unwrap();
+        let error = ran
+            .into_result()
+            .err()
+            .expect("a failure of the tool")
+            .to_string();
+        assert!(
+            error.contains("is busy") && error.contains("not a finding"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -2,18 +2,21 @@
 //!
 //! Each tool is looked up with `which` (in PATH, then /usr/sbin and /sbin,
 //! where Debian keeps mkfs and sgdisk for non-root users). When some are
-//! missing on a Debian or Ubuntu machine and we run as root, their packages
-//! are installed with apt-get, saying so. Otherwise, or when installing is
-//! turned off (`--no-install` or `XTASK_NO_INSTALL=1`), the command stops with
-//! exit code 2 and names the exact packages.
+//! missing on a Debian or Ubuntu machine and we run as root, every package
+//! the command needs is installed in one apt transaction that never removes
+//! anything (`apt`), saying so; then every program is looked up again.
+//! Otherwise, or when installing is turned off (`--no-install` or
+//! `XTASK_NO_INSTALL=1`), or when something is still missing, the command
+//! stops with exit code 2 and names the exact apt command.
+
+pub mod apt;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
-use xshell::cmd;
 
 /// Set to `1` to forbid installing packages.
 pub const NO_INSTALL_ENV: &str = "XTASK_NO_INSTALL";
@@ -130,6 +133,21 @@ pub const LDD: Tool = Tool {
     program: "ldd",
     package: "libc-bin",
 };
+/// The tests and the gates ask git for the revision and the tree's state.
+pub const GIT: Tool = Tool {
+    program: "git",
+    package: "git",
+};
+/// The loop-device tests load btrfs when the kernel has it as a module.
+pub const MODPROBE: Tool = Tool {
+    program: "modprobe",
+    package: "kmod",
+};
+/// `fresh-machine` makes its Debian root with it.
+pub const DEBOOTSTRAP: Tool = Tool {
+    program: "debootstrap",
+    package: "debootstrap",
+};
 /// Optional: shrinks the guest agent in the VM image.
 pub const STRIP: Tool = Tool {
     program: "strip",
@@ -160,15 +178,7 @@ pub fn kernel_installed() -> bool {
 
 /// Makes sure a kernel for the lab VM is installed (installing Debian's cloud kernel when allowed).
 pub fn ensure_kernel() -> Result<()> {
-    if kernel_installed() {
-        return Ok(());
-    }
-    if let Some(reason) = cannot_install_because() {
-        bail!(
-            "no kernel for the lab VM (/boot/vmlinuz-<version> with /lib/modules/<version>): {reason}\n  on Debian or Ubuntu: sudo apt-get install {KERNEL_PACKAGE}\n  or pass --kernel and --modules to vm-test"
-        );
-    }
-    install_packages(&[KERNEL_PACKAGE])
+    provision(&[], true).map(|_| ())
 }
 
 /// Tools found, by program name.
@@ -187,7 +197,9 @@ impl Found {
 /// Tools that are missing, and how to get them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missing {
+    /// The programs not found (and the VM kernel, when it is missing).
     pub programs: Vec<&'static str>,
+    /// Every package the command needs: apt resolves them together.
     pub packages: Vec<&'static str>,
     pub reason: String,
 }
@@ -198,8 +210,8 @@ impl fmt::Display for Missing {
         writeln!(f, "  {}", self.reason)?;
         writeln!(
             f,
-            "  on Debian or Ubuntu: sudo apt-get install {}",
-            self.packages.join(" ")
+            "  on Debian or Ubuntu, as root (one transaction with every package this command needs): {}",
+            apt::command_for(&self.packages)
         )?;
         if self.packages.contains(&"nix-bin") {
             writeln!(
@@ -216,7 +228,8 @@ impl fmt::Display for Missing {
 
 impl std::error::Error for Missing {}
 
-fn locate(program: &str) -> Option<Utf8PathBuf> {
+/// A program in PATH, or in the sbin directories Debian keeps for root.
+pub(crate) fn find_program(program: &str) -> Option<Utf8PathBuf> {
     let found = which::which(program)
         .ok()
         .or_else(|| which::which_in(program, Some("/usr/local/sbin:/usr/sbin:/sbin"), "/").ok())?;
@@ -225,7 +238,7 @@ fn locate(program: &str) -> Option<Utf8PathBuf> {
 
 /// Where an optional tool is, without installing anything.
 pub fn find(tool: Tool) -> Option<Utf8PathBuf> {
-    locate(tool.program)
+    find_program(tool.program)
 }
 
 fn installing_allowed() -> bool {
@@ -240,21 +253,35 @@ pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn missing_of(tools: &[Tool]) -> Vec<Tool> {
-    tools
+/// What is missing of `tools` (and the kernel, when `kernel`).
+fn missing_of(tools: &[Tool], kernel: bool) -> Vec<&'static str> {
+    let mut missing: Vec<&'static str> = tools
         .iter()
-        .copied()
-        .filter(|t| locate(t.program).is_none())
-        .collect()
+        .filter(|t| find_program(t.program).is_none())
+        .map(|t| t.program)
+        .collect();
+    missing.dedup();
+    if kernel && !kernel_installed() {
+        missing.push("a VM kernel (/boot/vmlinuz-<version> with /lib/modules/<version>)");
+    }
+    missing
 }
 
-fn describe(missing: &[Tool], reason: String) -> Missing {
-    let mut packages: Vec<&'static str> = missing.iter().map(|t| t.package).collect();
+/// Every package of `tools` (and the kernel's, when `kernel`), sorted.
+pub fn packages_of(tools: &[Tool], kernel: bool) -> Vec<&'static str> {
+    let mut packages: Vec<&'static str> = tools.iter().map(|t| t.package).collect();
+    if kernel {
+        packages.push(KERNEL_PACKAGE);
+    }
     packages.sort_unstable();
     packages.dedup();
+    packages
+}
+
+fn describe(tools: &[Tool], kernel: bool, missing: Vec<&'static str>, reason: String) -> Missing {
     Missing {
-        programs: missing.iter().map(|t| t.program).collect(),
-        packages,
+        programs: missing,
+        packages: packages_of(tools, kernel),
         reason,
     }
 }
@@ -262,34 +289,42 @@ fn describe(missing: &[Tool], reason: String) -> Missing {
 /// Finds every tool, installing missing ones when allowed. The error is a
 /// `Missing` (downcast it to tell "not installed" from other failures).
 pub fn ensure(tools: &[Tool]) -> Result<Found> {
-    let missing = missing_of(tools);
-    if !missing.is_empty() {
-        let Some(reason) = cannot_install_because() else {
-            install(&missing)?;
-            return ensure_found(tools);
-        };
-        return Err(describe(&missing, reason).into());
-    }
-    ensure_found(tools)
+    provision(tools, false)
 }
 
-fn ensure_found(tools: &[Tool]) -> Result<Found> {
-    let mut found = Found::default();
-    let mut still_missing = Vec::new();
-    for tool in tools {
-        match locate(tool.program) {
-            Some(path) => {
-                found.0.insert(tool.program, path);
-            }
-            None => still_missing.push(*tool),
+/// Finds every tool and, when `kernel`, a kernel for the lab VM. When any
+/// is missing and installing is possible, installs every package of
+/// `tools` (and the kernel) in one apt transaction (see `apt`), then looks
+/// again; what is still missing is a `Missing` naming the exact command.
+pub fn provision(tools: &[Tool], kernel: bool) -> Result<Found> {
+    let missing = missing_of(tools, kernel);
+    if !missing.is_empty() {
+        if let Some(reason) = cannot_install_because() {
+            return Err(describe(tools, kernel, missing, reason).into());
+        }
+        apt::install(&packages_of(tools, kernel))?;
+        let still = missing_of(tools, kernel);
+        if !still.is_empty() {
+            return Err(describe(
+                tools,
+                kernel,
+                still,
+                "apt-get installed the packages, but these are still not found (in PATH, /usr/sbin or /sbin; the kernel in /boot and /lib/modules)".to_owned(),
+            )
+            .into());
         }
     }
-    if !still_missing.is_empty() {
-        return Err(describe(
-            &still_missing,
-            "apt-get ran but the programs are still not in PATH".to_owned(),
-        )
-        .into());
+    let mut found = Found::default();
+    for tool in tools {
+        let path = find_program(tool.program).with_context(|| {
+            describe(
+                tools,
+                kernel,
+                vec![tool.program],
+                "it disappeared while looking".to_owned(),
+            )
+        })?;
+        found.0.insert(tool.program, path);
     }
     Ok(found)
 }
@@ -304,51 +339,10 @@ fn cannot_install_because() -> Option<String> {
     if !is_root() {
         return Some("not running as root, so nothing was installed".to_owned());
     }
-    if locate("apt-get").is_none() {
+    if find_program("apt-get").is_none() {
         return Some("this is not a Debian or Ubuntu machine (no apt-get)".to_owned());
     }
     None
-}
-
-/// Installs Debian packages (as root, with apt-get), saying what it does.
-pub fn install_packages(packages: &[&str]) -> Result<()> {
-    if let Some(reason) = cannot_install_because() {
-        bail!(
-            "cannot install {}: {reason}\n  on Debian or Ubuntu: sudo apt-get install {}",
-            packages.join(" "),
-            packages.join(" ")
-        );
-    }
-    let sh = xshell::Shell::new()?;
-    let _frontend = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-    eprintln!("installing with apt-get: {}", packages.join(" "));
-    let first = cmd!(
-        sh,
-        "apt-get install -y -q --no-install-recommends {packages...}"
-    )
-    .quiet()
-    .run();
-    if first.is_err() {
-        // Fresh machines have no package lists yet.
-        eprintln!("apt-get install failed; running apt-get update and trying again");
-        cmd!(sh, "apt-get update -q")
-            .quiet()
-            .run()
-            .context("apt-get update")?;
-        cmd!(
-            sh,
-            "apt-get install -y -q --no-install-recommends {packages...}"
-        )
-        .quiet()
-        .run()
-        .with_context(|| format!("apt-get install {}", packages.join(" ")))?;
-    }
-    Ok(())
-}
-
-fn install(missing: &[Tool]) -> Result<()> {
-    let description = describe(missing, String::new());
-    install_packages(&description.packages)
 }
 
 #[cfg(test)]
@@ -356,18 +350,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_tools_name_their_packages() {
+    fn missing_tools_name_every_package_of_the_command() {
         let missing = describe(
-            &[NIX_INSTANTIATE, MKFS_BTRFS, BTRFS],
+            &[NIX_INSTANTIATE, MKFS_BTRFS, BTRFS, QEMU_IMG],
+            false,
+            vec!["mkfs.btrfs", "btrfs"],
             "installing is turned off".to_owned(),
         );
-        assert_eq!(missing.packages, vec!["btrfs-progs", "nix-bin"]);
+        assert_eq!(
+            missing.packages,
+            vec!["btrfs-progs", "nix-bin", "qemu-utils"]
+        );
         let text = missing.to_string();
+        assert!(text.contains("missing tools: mkfs.btrfs, btrfs"), "{text}");
         assert!(
-            text.contains("apt-get install btrfs-progs nix-bin"),
+            text.contains("apt-get install --no-install-recommends --no-remove --no-upgrade btrfs-progs nix-bin qemu-utils"),
             "{text}"
         );
         assert!(text.contains("nix develop"), "{text}");
+    }
+
+    #[test]
+    fn the_kernel_is_in_the_same_transaction() {
+        assert_eq!(
+            packages_of(&[GIT, QEMU], true),
+            vec!["git", KERNEL_PACKAGE, "qemu-system-x86"]
+        );
     }
 
     #[test]

@@ -1,21 +1,34 @@
 //! `cargo xtask test`: everything the product must prove, with its set-up.
-//! Installs the system packages the tests use (as root on Debian/Ubuntu,
-//! saying so; otherwise it names them and exits 2), then runs
-//! `cargo test --workspace`, whose suites include the real nix-instantiate,
-//! Btrfs on loop devices, sgdisk on sparse files and the lab VM boots.
+//! Installs the system packages the tests use (as root on Debian/Ubuntu, in
+//! one apt transaction, saying so; otherwise it names them and exits 2),
+//! then runs `cargo test --workspace`, whose suites include the real
+//! nix-instantiate, Btrfs on loop devices, sgdisk on sparse files and the
+//! lab VM boots.
+//!
+//! `--quick` is the everyday tier: the unit tests and the CLI tests that need
+//! no root, no loop device and no VM (see `TIERS`). The full suite stays the
+//! default, and it is what CI runs: it runs every test, whatever its tier.
+//!
+//! Exit codes: 0 every test passed, 1 a test failed, 2 the tests could not
+//! run (a tool missing, a build error, an argument cargo or the test
+//! harness refused).
 
-use std::process::ExitCode;
+use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use anyhow::Result;
-use xshell::cmd;
+use anyhow::{Context as _, Result};
 
-use crate::project::shell;
+use crate::project::project_root;
 use crate::setup::{self, Tool};
 
-/// Every program some test runs. `.ci/run` installs the same packages
-/// (a test keeps the two lists together).
+/// Every program some test runs (the full suite). `cargo xtask test`
+/// installs them; `.ci/run` installs nothing itself, so CI proves this list.
 pub const TEST_TOOLS: &[Tool] = &[
     setup::NIX_INSTANTIATE,
+    setup::NIX,
+    setup::GIT,
     setup::MKFS_BTRFS,
     setup::BTRFS,
     setup::SGDISK,
@@ -36,55 +49,314 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::LSATTR,
     setup::CHATTR,
     setup::DEPMOD,
+    setup::MODPROBE,
     setup::ZSTD,
     setup::UMOUNT,
     setup::SWAPOFF,
     setup::LDD,
+    // Optional for vm-test, but the tests build the VM image as users do.
+    setup::STRIP,
 ];
+
+/// What the quick tier runs: nix for check, sgdisk for the geometry, git
+/// for the checklist's gates.
+pub const QUICK_TOOLS: &[Tool] = &[
+    setup::NIX_INSTANTIATE,
+    setup::NIX,
+    setup::GIT,
+    setup::SGDISK,
+];
+
+/// Which tier each test binary (xtask/tests/<name>.rs) belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// No root, no loop device, no VM, a few seconds: in `--quick`.
+    Quick,
+    /// Root, loop devices, qemu, or minutes of work: only in the full suite.
+    Full,
+}
+
+/// Every integration test binary and its tier (a unit test keeps this list
+/// complete, so that no new binary is left out of a tier by accident).
+pub const TIERS: &[(&str, Tier)] = &[
+    ("check_cli", Tier::Quick),
+    ("checklist_cli", Tier::Quick),
+    ("disko_reference", Tier::Quick),
+    ("docs_golden", Tier::Quick),
+    ("flake_mode", Tier::Quick),
+    ("fuzz_regressions", Tier::Quick),
+    ("geometry_sgdisk", Tier::Quick),
+    ("cli_conventions", Tier::Quick),
+    ("host_fixture", Tier::Quick),
+    // Broken copies of the host files; vm-test refuses them before booting.
+    ("host_files", Tier::Quick),
+    ("nix_store", Tier::Quick),
+    // The hostile corpus: memory bombs and endless evaluations, ~30 s.
+    ("hostile", Tier::Full),
+    // Btrfs on loop devices, as root.
+    ("rollback", Tier::Full),
+    // qemu boots.
+    ("vm_test", Tier::Full),
+];
+
+/// Unit tests that boot qemu or need a kernel, depmod or qemu-img live in
+/// the `vm` module; the quick tier skips them by this name filter.
+pub const QUICK_SKIPS: &[&str] = &["vm::"];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
-    #[arg(last = true)]
+    /// The everyday tier: unit and CLI tests without root, loop devices or VMs
+    /// (under a minute once built). The default runs everything.
+    #[arg(long)]
+    pub quick: bool,
+    /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter;
+    /// arguments for the test harness follow a second `--`.
+    #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
     pub cargo_test_args: Vec<String>,
 }
 
+/// The arguments of `cargo test` for a tier and the user's extra ones.
+pub fn cargo_test_args(quick: bool, extra: &[String]) -> Vec<String> {
+    let (for_cargo, for_harness) = match extra.iter().position(|a| a == "--") {
+        Some(index) => (&extra[..index], &extra[index + 1..]),
+        None => (extra, &[][..]),
+    };
+    // Every failure in one run: CI shows them all, not only the first binary's.
+    let mut args: Vec<String> = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
+    if quick {
+        args.extend(["--lib".into(), "--bins".into()]);
+        for (name, tier) in TIERS {
+            if *tier == Tier::Quick {
+                args.extend(["--test".into(), (*name).into()]);
+            }
+        }
+    }
+    args.extend(for_cargo.iter().cloned());
+    let mut harness: Vec<String> = for_harness.to_vec();
+    if quick {
+        for skip in QUICK_SKIPS {
+            harness.extend(["--skip".into(), (*skip).into()]);
+        }
+    }
+    if !harness.is_empty() {
+        args.push("--".into());
+        args.extend(harness);
+    }
+    args
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
-    setup::ensure(TEST_TOOLS)?;
-    setup::ensure_kernel()?;
-    let sh = shell()?;
-    let extra = &args.cargo_test_args;
-    let status = cmd!(sh, "cargo test --workspace {extra...}").quiet().run();
-    Ok(if status.is_ok() {
-        ExitCode::SUCCESS
+    if args.quick {
+        setup::provision(QUICK_TOOLS, false)?;
     } else {
-        ExitCode::from(1)
+        setup::provision(TEST_TOOLS, true)?;
+    }
+    let mut test_args = cargo_test_args(args.quick, &args.cargo_test_args);
+    if std::io::stderr().is_terminal() && !test_args.iter().any(|a| a.starts_with("--color")) {
+        test_args.insert(1, "--color=always".into());
+    }
+    let started = std::time::Instant::now();
+    let outcome = run_cargo_test(&test_args)?;
+    let took = crate::progress::seconds(started.elapsed());
+    Ok(match outcome {
+        Outcome::Passed => {
+            eprintln!(
+                "{} passed in {took}",
+                if args.quick {
+                    "the quick tier"
+                } else {
+                    "every test"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Outcome::TestsFailed => {
+            eprintln!("tests FAILED (after {took}); their output is above");
+            ExitCode::from(1)
+        }
+        Outcome::CouldNotRun(code) => {
+            eprintln!(
+                "error: `cargo {}` could not run the tests (exit {code}: a build error, or an argument cargo or the test harness refused; its message is above)",
+                test_args.join(" ")
+            );
+            ExitCode::from(2)
+        }
+    })
+}
+
+/// How `cargo test` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// A test binary ran and reported a failure.
+    TestsFailed,
+    /// Nothing said a test failed: cargo or the harness refused to run
+    /// (bad argument, build error). The exit code of cargo.
+    CouldNotRun(i32),
+}
+
+/// Whether a line of the test harness's output says a test failed.
+pub fn reports_failure(line: &str) -> bool {
+    let line = line.trim();
+    // Only the harness says this, and only when tests ran: cargo's own
+    // "N targets failed" also follows arguments the harness refused.
+    line.starts_with("test result: FAILED") || line == "failures:"
+}
+
+/// Runs cargo, passing its output through as it comes, and tells a failed
+/// test from a run that could not start.
+fn run_cargo_test(args: &[String]) -> Result<Outcome> {
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(project_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let failed = Arc::new(AtomicBool::new(false));
+    let stdout = child.stdout.take().context("cargo's output")?;
+    let stderr = child.stderr.take().context("cargo's errors")?;
+    let pass = |pipe: Box<dyn std::io::Read + Send>, to_stdout: bool| {
+        let failed = Arc::clone(&failed);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                if reports_failure(&String::from_utf8_lossy(&line)) {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                let _ = if to_stdout {
+                    std::io::stdout().lock().write_all(&line)
+                } else {
+                    std::io::stderr().lock().write_all(&line)
+                };
+                line.clear();
+            }
+        })
+    };
+    let readers = [pass(Box::new(stdout), true), pass(Box::new(stderr), false)];
+    let status = child.wait().context("waiting for cargo test")?;
+    for reader in readers {
+        let _ = reader.join();
+    }
+    Ok(if status.success() {
+        Outcome::Passed
+    } else if failed.load(Ordering::Relaxed) {
+        Outcome::TestsFailed
+    } else {
+        Outcome::CouldNotRun(status.code().unwrap_or(-1))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::project_root;
 
     #[test]
-    fn ci_installs_every_package_the_tests_need() {
-        let ci = std::fs::read_to_string(project_root().join(".ci").join("run")).unwrap();
-        for tool in TEST_TOOLS {
+    fn every_test_binary_has_a_tier() {
+        let dir = project_root().join("xtask").join("tests");
+        let mut binaries: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".rs"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        binaries.sort();
+        let mut listed: Vec<String> = TIERS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        listed.sort();
+        assert_eq!(
+            binaries, listed,
+            "xtask/tests/*.rs and test_cmd::TIERS differ: give each test binary a tier"
+        );
+    }
+
+    #[test]
+    fn the_quick_tier_names_its_binaries_and_skips_the_vm() {
+        let args = cargo_test_args(true, &["layout".to_owned()]);
+        let joined = args.join(" ");
+        assert!(
+            joined.starts_with("test --workspace --no-fail-fast --lib --bins --test check_cli"),
+            "{joined}"
+        );
+        assert!(!joined.contains("--test rollback"), "{joined}");
+        assert!(!joined.contains("--test vm_test"), "{joined}");
+        assert!(joined.ends_with("layout -- --skip vm::"), "{joined}");
+    }
+
+    #[test]
+    fn harness_arguments_stay_after_the_separator() {
+        let extra: Vec<String> = ["--test", "check_cli", "--", "--nocapture"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(
+            cargo_test_args(false, &extra).join(" "),
+            "test --workspace --no-fail-fast --test check_cli -- --nocapture"
+        );
+        assert_eq!(
+            cargo_test_args(true, &extra)
+                .join(" ")
+                .rsplit_once(" -- ")
+                .unwrap()
+                .1,
+            "--nocapture --skip vm::"
+        );
+    }
+
+    #[test]
+    fn failures_are_told_from_refusals() {
+        assert!(reports_failure(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored"
+        ));
+        assert!(reports_failure("failures:"));
+        assert!(!reports_failure("test result: ok. 8 passed; 0 failed"));
+        assert!(!reports_failure("error: Unrecognized option: 'bogus'"));
+        assert!(!reports_failure(
+            "error: test failed, to rerun pass `-p xtask --lib`"
+        ));
+        assert!(!reports_failure("error: 13 targets failed:"));
+    }
+
+    #[test]
+    fn the_readme_names_every_package_the_tests_install() {
+        let readme = std::fs::read_to_string(project_root().join("README.md")).unwrap();
+        let setup = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("Set-up"))
+            .expect("README.md has a \"## Set-up\" section");
+        for package in setup::packages_of(TEST_TOOLS, true) {
             assert!(
-                ci.split_whitespace().any(|word| word == tool.package),
-                ".ci/run does not install {} (for {})",
-                tool.package,
-                tool.program
+                setup.contains(&format!("`{package}`")),
+                "README's set-up does not name {package}"
             );
         }
+    }
+
+    #[test]
+    fn ci_runs_the_readme_commands_and_installs_nothing_itself() {
+        let ci = std::fs::read_to_string(project_root().join(".ci").join("run")).unwrap();
+        let commands: Vec<&str> = ci
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
         assert!(
-            ci.contains(setup::KERNEL_PACKAGE),
-            ".ci/run does not install the VM kernel"
+            commands.contains(&"cargo xtask test"),
+            ".ci/run must run the README's test command"
         );
         assert!(
-            ci.lines().any(|l| l.trim() == "cargo xtask test"),
-            ".ci/run must run the README's test command"
+            commands
+                .iter()
+                .any(|l| l.starts_with("cargo xtask fresh-machine")),
+            ".ci/run must prove the README's commands on a fresh Debian root"
+        );
+        assert!(
+            !commands.iter().any(|l| l.contains("apt-get install")),
+            ".ci/run must leave installing to the README's commands, so CI proves them"
         );
     }
 }

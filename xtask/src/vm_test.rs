@@ -36,22 +36,23 @@ pub struct Args {
     /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
     #[arg(long)]
     pub disk_size: Option<String>,
-    /// The kernel to boot (else XTASK_VM_KERNEL, the NixOS system's, or /boot/vmlinuz-*).
-    #[arg(long)]
+    /// The kernel to boot (default: the NixOS system's, or /boot/vmlinuz-*).
+    #[arg(long, env = crate::vm::kernel::KERNEL_ENV)]
     pub kernel: Option<Utf8PathBuf>,
-    /// Its modules: the lib/modules/<version> directory (else XTASK_VM_MODULES, or derived).
-    #[arg(long, requires = "kernel")]
+    /// Its modules: the lib/modules/<version> directory (default: derived from the kernel).
+    #[arg(long, requires = "kernel", env = crate::vm::kernel::MODULES_ENV)]
     pub modules: Option<Utf8PathBuf>,
     /// Print the results (target/xtask/vm-test.json) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where the layout boots.
     #[arg(long, value_enum, default_value_t = Backend::Lab)]
     pub backend: Backend,
     /// Keep the console and protocol logs under target/xtask/ after a pass too.
     #[arg(long)]
     pub keep_logs: bool,
-    /// KVM or TCG (default: KVM when a probe shows it works; also XTASK_VM_ACCEL).
-    #[arg(long, value_enum)]
+    /// KVM or TCG (default: KVM when a probe shows it works).
+    #[arg(long, value_enum, env = crate::vm::accel::ACCEL_ENV)]
     pub accel: Option<Choice>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
@@ -59,8 +60,8 @@ pub struct Args {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub cpus: u32,
-    /// Each boot's time limit in seconds (default: 300 install / 150 rotate under TCG).
-    #[arg(long)]
+    /// Each boot's time limit in seconds, 1 to 3600 (default: 300 install / 150 rotate under TCG).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub boot_timeout: Option<u64>,
     /// Create something other than what is expected, to prove a check catches it
     /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION). For tests.
@@ -106,9 +107,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let outcome = lab::run(&args.lab_options())?;
     let results = &outcome.results;
-    for (what, value) in &outcome.setup {
-        eprintln!("{what:>12}: {value}");
-    }
     let failed: Vec<_> = results.checks.iter().filter(|c| !c.passed).collect();
     let passed = results.checks.len() - failed.len();
     for check in &failed {

@@ -198,6 +198,8 @@ fn without_nix_and_without_installing_it_exits_2_with_the_hint() {
             .assert()
             .code(2)
             .stderr(predicate::str::contains("nix-instantiate"))
-            .stderr(predicate::str::contains("apt-get install nix-bin"));
+            .stderr(predicate::str::contains(
+                "apt-get install --no-install-recommends --no-remove --no-upgrade nix-bin",
+            ));
     }
 }

@@ -37,6 +37,17 @@ pub struct Args {
     /// Print the table without rewriting docs/benchmarks.md.
     #[arg(long)]
     pub no_write: bool,
+    /// Print the figures as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `bench --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub revision: crate::project::Revision,
+    pub figures: Vec<Figure>,
 }
 
 /// One measured figure.
@@ -177,18 +188,34 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.only.clone()
     };
     let mut figures = Vec::new();
-    for section in &sections {
-        eprintln!("bench: {section:?}");
-        let measured = match section {
-            Section::Check => check::measure(args.runs),
-            Section::Rollback => rollback::measure(args.runs),
-            Section::Vm => vm::measure(args.runs),
-        }
-        .with_context(|| format!("measuring {section:?}"))?;
+    let progress = crate::progress::Progress::lines("bench");
+    for (index, section) in sections.iter().enumerate() {
+        let name = format!(
+            "section {}/{} {section:?} ({} runs per figure)",
+            index + 1,
+            sections.len(),
+            args.runs
+        );
+        let measured = progress
+            .step(&name, || match section {
+                Section::Check => check::measure(args.runs),
+                Section::Rollback => rollback::measure(args.runs),
+                Section::Vm => vm::measure(args.runs),
+            })
+            .with_context(|| format!("measuring {section:?}"))?;
         figures.extend(measured);
     }
     let table = render(&figures);
-    println!("{table}");
+    if args.json {
+        let report = BenchReport {
+            machine: machine_description(),
+            revision: revision(),
+            figures: figures.clone(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{table}");
+    }
     if args.only.is_empty() && !args.no_write {
         let rev = revision();
         let document = format!(

@@ -31,7 +31,7 @@ pub fn phase(step: &str) -> &'static str {
 pub fn measure(runs: u32) -> Result<Vec<Figure>> {
     let options = lab::Options {
         accel: Some(Choice::Tcg),
-        progress: false,
+        progress: true,
         ..lab::Options::default()
     };
     // In the order they happen: a boot, then its phases.
@@ -133,7 +133,7 @@ fn compression_settings() -> Result<Vec<Figure>> {
         eprintln!("bench vm: install boot with compress={setting}");
         let options = lab::Options {
             accel: Some(Choice::Tcg),
-            progress: false,
+            progress: true,
             boots: 1,
             compression: Some(setting.to_owned()),
             ..lab::Options::default()

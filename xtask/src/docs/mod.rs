@@ -44,6 +44,9 @@ pub struct Args {
     /// The host documented in docs/reference/ (a directory under hosts/ holding a disko.nix).
     #[arg(long, default_value = DEFAULT_HOST)]
     pub host: String,
+    /// Print what was written (or, with --check, what is stale) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -52,6 +55,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let dir = root.join(REFERENCE_DIR);
     if args.check {
         let drift = compare(&dir, &generated)?;
+        if args.json {
+            let report = serde_json::json!({
+                "directory": REFERENCE_DIR,
+                "fresh": drift.is_empty(),
+                "files": generated.keys().collect::<Vec<_>>(),
+                "missing": drift.missing,
+                "extra": drift.extra,
+                "changed": drift.changed,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(if drift.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         if drift.is_empty() {
             println!(
                 "{REFERENCE_DIR}/ is fresh: {} files match the config of {}",
@@ -68,6 +87,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let removed = write(&dir, &generated)?;
+    if args.json {
+        let report = serde_json::json!({
+            "directory": REFERENCE_DIR,
+            "written": generated.keys().collect::<Vec<_>>(),
+            "removed": removed,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     for path in generated.keys() {
         println!("wrote {REFERENCE_DIR}/{path}");
     }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::accel::{self, Accel, Choice};
 use super::collect::{collect, Collected};
@@ -25,6 +24,7 @@ use crate::findings::Severity;
 use crate::hosts;
 use crate::layout::size::parse_disk_size;
 use crate::nix::Nix;
+use crate::progress::Progress;
 use crate::project::{project_root, xtask_dir};
 use crate::results::{BootRecord, CheckRecord, Header, VmTestResults};
 use crate::rules::{self, Context};
@@ -345,7 +345,7 @@ pub struct Session<'a> {
     pub run_dir: &'a Utf8Path,
     pub log_dir: &'a Utf8Path,
     pub disk: Utf8PathBuf,
-    pub progress: ProgressBar,
+    pub progress: Progress,
     /// Host measurements of the image, by point (`trim.before`).
     pub measurements: BTreeMap<String, Allocation>,
 }
@@ -542,18 +542,9 @@ impl Tally {
     }
 }
 
-fn progress_bar(show: bool) -> ProgressBar {
-    let progress = if show {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    progress.enable_steady_tick(Duration::from_millis(120));
-    progress
+/// A spinner in a terminal, one line per step in a log.
+fn progress_bar(show: bool) -> Progress {
+    Progress::shown_if(show, "vm-test")
 }
 
 /// Run directories are `.vm-test-run-<pid>-<random>` under target/xtask.
@@ -663,6 +654,12 @@ pub fn run(options: &Options) -> Result<Outcome> {
     disk::create(&prepared.qemu_img, &disk_path, disk_bytes)?;
 
     let setup = describe_setup(&prepared, options, disk_bytes);
+    if options.progress {
+        // Before the first boot, so that a log shows what is being booted.
+        for (what, value) in &setup {
+            eprintln!("{what:>12}: {value}");
+        }
+    }
     let mut session = Session {
         prepared: &prepared,
         options,

@@ -1,0 +1,777 @@
+//! `cargo xtask fresh-machine`: proves that the README's two commands work
+//! the first time on a fresh Debian 12 machine.
+//!
+//! It makes a minimal Debian 12 root with debootstrap from Debian's archive
+//! (minbase, plus the C linker the README names; the finished root is cached
+//! as a tar file under target/fresh-machine/cache), configures the apt
+//! sources a fresh Debian 12 install has, makes the host's Rust toolchain
+//! available read-only, clones the repository's HEAD into it, and runs
+//! exactly the commands of the README's "The two commands" block there,
+//! chrooted, with a clean environment and their own CARGO_HOME.
+//!
+//! Safety: everything is mounted in a private mount namespace of this
+//! process (so no mount can outlive it or be seen by the host), unmounted
+//! in reverse order on every path (errors, Ctrl-C, SIGTERM), and the root
+//! is only ever removed when nothing is mounted below it, without crossing
+//! file systems. It touches no block device; the tests inside create and
+//! remove their own loop devices.
+//!
+//! Exit codes: 0 both commands passed, 1 a README command failed on the
+//! fresh root, 2 the proof could not run (not root, no network, ...).
+
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+
+use crate::progress::{seconds, Progress};
+use crate::project::{project_root, revision};
+use crate::setup;
+
+/// Debian 12.
+pub const SUITE: &str = "bookworm";
+/// What a fresh machine has besides minbase, as the README's set-up says:
+/// a C linker for Rust (rustup needs it too). Everything else the commands
+/// install themselves.
+pub const PREREQUISITES: &[&str] = &["gcc", "libc6-dev"];
+/// Where the host's Rust toolchain appears inside the root (read-only).
+const RUST_IN_ROOT: &str = "/opt/rust";
+/// Where the clone of the repository is inside the root.
+const REPO_IN_ROOT: &str = "/root/repo";
+/// Where the CA bundle of the host goes inside the root: outside
+/// /etc/ssl/certs, which ca-certificates rewrites when apt installs it.
+const CA_IN_ROOT: &str = "/etc/xtask-fresh-machine/ca-certificates.crt";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Debian archive for debootstrap and for apt inside the root.
+    #[arg(
+        long,
+        env = "XTASK_FRESH_MIRROR",
+        default_value = "http://deb.debian.org/debian"
+    )]
+    pub mirror: String,
+    /// The security archive for apt inside the root.
+    #[arg(long, default_value = "http://deb.debian.org/debian-security")]
+    pub security_mirror: String,
+    /// Make the root with debootstrap again instead of unpacking the cached one.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Keep the root after the run (target/fresh-machine/root) to look around.
+    #[arg(long)]
+    pub keep: bool,
+    /// Install this .deb into the root first (with apt, which fetches its
+    /// dependencies), to reproduce a machine that came with it, e.g. a
+    /// backport. Repeatable.
+    #[arg(long, value_name = "DEB")]
+    pub preinstall: Vec<Utf8PathBuf>,
+    /// Run only the README's first command (`cargo xtask check`).
+    #[arg(long)]
+    pub check_only: bool,
+    /// Print the steps and their times as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One timed step of the proof.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub seconds: f64,
+    /// For the README's commands: their exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// `target/xtask/fresh-machine.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    #[serde(flatten)]
+    pub header: crate::results::Header,
+    pub suite: String,
+    pub mirror: String,
+    pub root_from_cache: bool,
+    pub preinstalled: Vec<String>,
+    pub commands: Vec<String>,
+    pub steps: Vec<Step>,
+    pub total_seconds: f64,
+}
+
+/// The commands of the README's "The two commands" block, comments removed.
+pub fn readme_commands(readme: &str) -> Result<Vec<String>> {
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("The two commands"))
+        .context("README.md has no \"## The two commands\" section")?;
+    let block = section
+        .split("```")
+        .nth(1)
+        .context("the README's \"The two commands\" section has no code block")?;
+    let commands: Vec<String> = block
+        .lines()
+        .skip(1) // the language tag
+        .map(|line| {
+            line.split_once(" #")
+                .map_or(line, |(command, _)| command)
+                .trim()
+        })
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(
+        !commands.is_empty(),
+        "the README's \"The two commands\" block holds no command"
+    );
+    Ok(commands)
+}
+
+/// Mount points at or below `dir`, from /proc/self/mountinfo.
+pub fn mounts_below(mountinfo: &str, dir: &Utf8Path) -> Vec<String> {
+    let dir = dir.as_str().trim_end_matches('/');
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|point| point == dir || point.starts_with(&format!("{dir}/")))
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let octal = bytes
+            .get(index + 1..index + 4)
+            .filter(|_| bytes[index] == b'\\')
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match octal {
+            Some(value) => {
+                out.push(value);
+                index += 4;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Set by Ctrl-C / SIGTERM; the running step's process group is told to stop.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Runs a command in its own process group (so that an interruption can
+/// stop all of it), inheriting our output.
+fn run_process(command: &mut Command) -> Result<ExitStatus> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
+    let group = i32::try_from(child.id()).unwrap_or(0);
+    RUNNING_GROUP.store(group, Ordering::SeqCst);
+    let status = child.wait();
+    if interrupted() {
+        // The group's other processes (a build, the tests) got the signal
+        // too; nothing may still run in the root when it is unmounted.
+        stop_group(group);
+    }
+    RUNNING_GROUP.store(0, Ordering::SeqCst);
+    let status = status.context("waiting for a child process")?;
+    if interrupted() {
+        bail!("interrupted");
+    }
+    Ok(status)
+}
+
+/// Waits up to 10 s for a process group to end after SIGTERM, then kills it.
+fn stop_group(group: i32) {
+    let alive = || {
+        // SAFETY: signal 0 only asks whether the group still exists.
+        unsafe { libc::kill(-group, 0) == 0 }
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if alive() {
+        // SAFETY: as above, a group this process started.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs a command that must succeed.
+fn run_ok(command: &mut Command, what: &str) -> Result<()> {
+    let status = run_process(command)?;
+    anyhow::ensure!(status.success(), "{what} failed ({status})");
+    Ok(())
+}
+
+/// The mounts of the proof, undone in reverse order when dropped.
+struct Mounts {
+    points: Vec<Utf8PathBuf>,
+}
+
+impl Mounts {
+    fn mount(&mut self, args: &[&str], target: &Utf8Path) -> Result<()> {
+        std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
+        run_ok(
+            Command::new("mount").args(args).arg(target.as_str()),
+            &format!("mount {} {target}", args.join(" ")),
+        )?;
+        self.points.push(target.to_owned());
+        Ok(())
+    }
+
+    fn bind(&mut self, source: &Utf8Path, target: &Utf8Path, read_only: bool) -> Result<()> {
+        self.mount(&["--rbind", source.as_str()], target)?;
+        if read_only {
+            run_ok(
+                Command::new("mount").args(["-o", "remount,bind,ro", target.as_str()]),
+                &format!("making {target} read-only"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts everything, newest first; a busy mount is detached lazily.
+    fn unmount_all(&mut self) -> Result<()> {
+        let mut failed = Vec::new();
+        while let Some(point) = self.points.pop() {
+            let plain = Command::new("umount")
+                .args(["--recursive", point.as_str()])
+                .stderr(Stdio::null())
+                .status();
+            if plain.is_ok_and(|s| s.success()) {
+                continue;
+            }
+            let lazy = Command::new("umount")
+                .args(["--recursive", "--lazy", point.as_str()])
+                .status();
+            if !lazy.is_ok_and(|s| s.success()) {
+                failed.push(point);
+            }
+        }
+        anyhow::ensure!(failed.is_empty(), "could not unmount {failed:?}");
+        Ok(())
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        if let Err(error) = self.unmount_all() {
+            eprintln!("fresh-machine: {error:#}");
+        }
+    }
+}
+
+/// Moves this process into a private mount namespace: what it mounts is
+/// never seen by the host and goes away with the process, whatever happens.
+fn private_mount_namespace() -> Result<()> {
+    // SAFETY: unshare has no memory effects; it needs a single-threaded
+    // process, which this is this early (checked by the error it returns).
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(
+            "unshare(CLONE_NEWNS) (a private mount namespace needs root, and no threads yet)",
+        );
+    }
+    run_ok(
+        Command::new("mount").args(["--make-rprivate", "/"]),
+        "mount --make-rprivate /",
+    )
+}
+
+/// Removes `dir` when nothing is mounted at or below it, never crossing
+/// into another file system.
+fn remove_root(dir: &Utf8Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mounted = mounts_below(&mountinfo, dir);
+    anyhow::ensure!(
+        mounted.is_empty(),
+        "{dir} still has mounts below it ({}); not removing it. Unmount them (umount -R) and run again",
+        mounted.join(", ")
+    );
+    // Not `run_ok`: cleaning up goes on after an interruption.
+    let status = Command::new("rm")
+        .args(["-rf", "--one-file-system", dir.as_str()])
+        .status()
+        .context("running rm")?;
+    anyhow::ensure!(status.success(), "removing {dir} failed ({status})");
+    Ok(())
+}
+
+/// An exclusive lock on a file, held until dropped.
+struct Lock(#[allow(dead_code)] std::fs::File);
+
+fn lock(path: &Utf8Path) -> Result<Lock> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {path}"))?;
+    // SAFETY: the descriptor is open while `file` lives.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another fresh-machine run holds {path}; wait for it to finish");
+    }
+    Ok(Lock(file))
+}
+
+/// The host's CA bundle: the file SSL_CERT_FILE names, else Debian's.
+fn ca_bundle() -> Option<Utf8PathBuf> {
+    std::env::var("SSL_CERT_FILE")
+        .ok()
+        .filter(|f| !f.is_empty())
+        .map(Utf8PathBuf::from)
+        .or_else(|| Some(Utf8PathBuf::from("/etc/ssl/certs/ca-certificates.crt")))
+        .filter(|f| f.is_file())
+}
+
+/// The host's Rust toolchain (its sysroot, with bin/cargo and bin/rustc).
+fn rust_sysroot() -> Result<Utf8PathBuf> {
+    let output = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc --print sysroot (Rust must be installed on the host)")?;
+    anyhow::ensure!(output.status.success(), "rustc --print sysroot failed");
+    let sysroot = Utf8PathBuf::from(String::from_utf8(output.stdout)?.trim());
+    anyhow::ensure!(
+        sysroot.join("bin").join("cargo").is_file(),
+        "{sysroot}/bin/cargo is missing: install the toolchain with cargo (rustup default stable)"
+    );
+    Ok(sysroot)
+}
+
+/// The apt sources of a fresh Debian 12 install (deb822).
+fn debian_sources(mirror: &str, security: &str) -> String {
+    format!(
+        "Types: deb\nURIs: {mirror}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+         Types: deb\nURIs: {security}\nSuites: {SUITE}-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+}
+
+/// The clean environment the README's commands run with inside the root.
+fn chroot_environment() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "PATH",
+            format!(
+                "{RUST_IN_ROOT}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
+        ),
+        ("HOME", "/root".to_owned()),
+        ("CARGO_HOME", "/root/.cargo".to_owned()),
+        ("LANG", "C.UTF-8".to_owned()),
+        ("SSL_CERT_FILE", CA_IN_ROOT.to_owned()),
+        ("CARGO_HTTP_CAINFO", CA_IN_ROOT.to_owned()),
+        (
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "dumb".to_owned()),
+        ),
+    ]
+}
+
+fn chroot(root: &Utf8Path, script: &str) -> Command {
+    let mut command = Command::new("chroot");
+    command
+        .arg(root.as_str())
+        .args(["/bin/sh", "-c", script])
+        .env_clear()
+        .envs(chroot_environment());
+    command
+}
+
+struct Proof<'a> {
+    args: &'a Args,
+    progress: Progress,
+    steps: Vec<Step>,
+}
+
+impl Proof<'_> {
+    fn step<R>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        let started = Instant::now();
+        self.progress.set_message(name.to_owned());
+        let result = f(self);
+        let took = started.elapsed();
+        self.progress.println(format!(
+            "fresh-machine: {name}: {}{}",
+            seconds(took),
+            if result.is_err() { " (failed)" } else { "" }
+        ));
+        self.steps.push(Step {
+            name: name.to_owned(),
+            seconds: took.as_secs_f64(),
+            exit_code: None,
+        });
+        result
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    anyhow::ensure!(
+        setup::is_root(),
+        "fresh-machine needs root (debootstrap, chroot and mounts; the tests inside use loop devices): run it as root, e.g. in CI"
+    );
+    // First, while this process has no threads yet.
+    private_mount_namespace()?;
+    for deb in &args.preinstall {
+        anyhow::ensure!(deb.is_file(), "--preinstall {deb}: no such file");
+        anyhow::ensure!(
+            deb.extension() == Some("deb"),
+            "--preinstall {deb}: not a .deb file"
+        );
+    }
+    let readme =
+        std::fs::read_to_string(project_root().join("README.md")).context("reading README.md")?;
+    let mut commands = readme_commands(&readme)?;
+    if args.check_only {
+        commands.truncate(1);
+    }
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        let group = RUNNING_GROUP.load(Ordering::SeqCst);
+        if group > 0 {
+            // SAFETY: signalling a process group we started.
+            unsafe { libc::kill(-group, libc::SIGTERM) };
+        }
+    });
+
+    let started = Instant::now();
+    let base = project_root().join("target").join("fresh-machine");
+    std::fs::create_dir_all(base.join("cache")).with_context(|| format!("creating {base}"))?;
+    let _lock = lock(&base.join("lock"))?;
+    let root = base.join("root");
+    let mut proof = Proof {
+        args: &args,
+        progress: Progress::new("fresh-machine"),
+        steps: Vec::new(),
+    };
+    let state = revision();
+    if state.dirty {
+        proof.progress.println(
+            "fresh-machine: the working tree has uncommitted changes; the proof runs the committed HEAD (a clean clone), as CI does",
+        );
+    }
+    let mut mounts = Mounts { points: Vec::new() };
+    let outcome = prove(&mut proof, &mut mounts, &root, &base, &commands);
+    // Undo the mounts on every path, before anything is removed.
+    let unmounted = mounts.unmount_all();
+    proof.progress.finish_and_clear();
+    let from_cache = matches!(outcome, Ok((_, true)));
+    let codes: Vec<Option<i32>> = match &outcome {
+        Ok((codes, _)) => codes.clone(),
+        Err(_) => Vec::new(),
+    };
+    if unmounted.is_ok() && !args.keep {
+        if let Err(error) = remove_root(&root) {
+            eprintln!("fresh-machine: {error:#}");
+        }
+    } else if args.keep {
+        eprintln!("fresh-machine: the root is kept in {root} (chroot {root} /bin/bash)");
+    }
+    unmounted?;
+    let passed = codes.len() == commands.len() && codes.iter().all(|c| *c == Some(0));
+    let results = Results {
+        header: crate::results::Header::at_revision("fresh-machine", "-", passed, state),
+        suite: SUITE.to_owned(),
+        mirror: args.mirror.clone(),
+        root_from_cache: from_cache,
+        preinstalled: args.preinstall.iter().map(|d| d.to_string()).collect(),
+        commands: commands.clone(),
+        steps: proof.steps.clone(),
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    if outcome.is_ok() {
+        crate::results::record("fresh-machine", &results, passed)?;
+    }
+    print_summary(&results);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    outcome?;
+    if interrupted() {
+        bail!("interrupted; everything it mounted is unmounted");
+    }
+    // A README command that fails on the fresh root, for whatever reason
+    // (exit 1 or 2 inside), is what this proof exists to find.
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_summary(results: &Results) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "fresh-machine: steps on a fresh Debian 12 root:");
+    for step in &results.steps {
+        let _ = writeln!(
+            err,
+            "  {:>8.1} s  {}{}",
+            step.seconds,
+            step.name,
+            step.exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        err,
+        "  {:>8.1} s  in all ({})",
+        results.total_seconds,
+        if results.header.passed {
+            "the README's commands passed the first time"
+        } else {
+            "the README's commands did NOT all pass"
+        }
+    );
+}
+
+/// The proof itself; returns each README command's exit code and whether
+/// the root came from the cache.
+fn prove(
+    proof: &mut Proof,
+    mounts: &mut Mounts,
+    root: &Utf8Path,
+    base: &Utf8Path,
+    commands: &[String],
+) -> Result<(Vec<Option<i32>>, bool)> {
+    let args = proof.args;
+    proof.step("host tools (debootstrap, git)", |_| {
+        setup::ensure(&[setup::DEBOOTSTRAP, setup::GIT, setup::MOUNT, setup::UMOUNT]).map(|_| ())
+    })?;
+    let sysroot = rust_sysroot()?;
+    let ca = ca_bundle();
+    // Uncompressed: compressing it takes longer than debootstrap itself.
+    let cache = base.join("cache").join(format!(
+        "debian-12-{SUITE}-minbase-{}.tar",
+        PREREQUISITES.join("+")
+    ));
+    let stamp = cache.with_extension("mirror");
+    let cached = !args.refresh
+        && cache.is_file()
+        && std::fs::read_to_string(&stamp).is_ok_and(|m| m.trim() == args.mirror);
+    proof.step("remove the previous root", |_| remove_root(root))?;
+    if cached {
+        proof.step("unpack the cached Debian 12 root", |_| {
+            std::fs::create_dir_all(root)?;
+            run_ok(
+                Command::new("tar").args([
+                    "--numeric-owner",
+                    "-xpf",
+                    cache.as_str(),
+                    "-C",
+                    root.as_str(),
+                ]),
+                "unpacking the cached root",
+            )
+        })?;
+    } else {
+        proof.step("debootstrap a minimal Debian 12 root", |_| {
+            run_ok(
+                Command::new("debootstrap").args([
+                    "--variant=minbase",
+                    &format!("--include={}", PREREQUISITES.join(",")),
+                    SUITE,
+                    root.as_str(),
+                    &args.mirror,
+                ]),
+                "debootstrap",
+            )
+        })?;
+        proof.step("cache the root", |_| {
+            let partial = cache.with_extension("partial");
+            run_ok(
+                Command::new("tar").args([
+                    "--numeric-owner",
+                    "--one-file-system",
+                    "-cpf",
+                    partial.as_str(),
+                    "-C",
+                    root.as_str(),
+                    ".",
+                ]),
+                "caching the root",
+            )?;
+            std::fs::rename(&partial, &cache)?;
+            std::fs::write(&stamp, &args.mirror)?;
+            Ok(())
+        })?;
+    }
+    proof.step("configure apt sources, DNS, CA bundle", |_| {
+        let _ = std::fs::remove_file(root.join("etc/apt/sources.list"));
+        std::fs::create_dir_all(root.join("etc/apt/sources.list.d"))?;
+        std::fs::write(
+            root.join("etc/apt/sources.list.d/debian.sources"),
+            debian_sources(&args.mirror, &args.security_mirror),
+        )?;
+        // No daemon may start inside a chroot (Debian's policy-rc.d convention).
+        let policy = root.join("usr/sbin/policy-rc.d");
+        std::fs::write(&policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
+        std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf"))
+            .context("copying /etc/resolv.conf into the root")?;
+        if let Some(ca) = &ca {
+            let target = root.join(CA_IN_ROOT.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().context("the CA's directory")?)?;
+            std::fs::copy(ca, &target).with_context(|| format!("copying {ca}"))?;
+        }
+        Ok(())
+    })?;
+    proof.step(
+        "mount /proc, /sys, /dev, /run and the Rust toolchain",
+        |_| {
+            mounts.mount(&["-t", "proc", "proc"], &root.join("proc"))?;
+            mounts.bind(Utf8Path::new("/sys"), &root.join("sys"), false)?;
+            mounts.bind(Utf8Path::new("/dev"), &root.join("dev"), false)?;
+            mounts.mount(
+                &["-t", "tmpfs", "-o", "mode=755", "tmpfs"],
+                &root.join("run"),
+            )?;
+            mounts.bind(
+                &sysroot,
+                &root.join(RUST_IN_ROOT.trim_start_matches('/')),
+                true,
+            )
+        },
+    )?;
+    proof.step("clone the repository (HEAD)", |_| {
+        run_ok(
+            Command::new("git").args([
+                "clone",
+                "--quiet",
+                project_root().as_str(),
+                root.join(REPO_IN_ROOT.trim_start_matches('/')).as_str(),
+            ]),
+            "git clone",
+        )
+    })?;
+    if !args.preinstall.is_empty() {
+        proof.step("preinstall the given packages", |_| {
+            let mut inside = Vec::new();
+            for deb in &args.preinstall {
+                let name = deb.file_name().context("a .deb file name")?;
+                std::fs::copy(deb, root.join("tmp").join(name))
+                    .with_context(|| format!("copying {deb}"))?;
+                inside.push(format!("/tmp/{name}"));
+            }
+            run_ok(
+                &mut chroot(
+                    root,
+                    &format!(
+                        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends {}",
+                        inside.join(" ")
+                    ),
+                ),
+                "installing the --preinstall packages",
+            )
+        })?;
+    }
+    let mut codes = Vec::new();
+    for command in commands {
+        let started = Instant::now();
+        proof.progress.set_message(command.clone());
+        proof.progress.println(format!(
+            "fresh-machine: running `{command}` in the fresh root"
+        ));
+        let status = proof.progress.suspend(|| {
+            run_process(&mut chroot(
+                root,
+                &format!("cd {REPO_IN_ROOT} && {command}"),
+            ))
+        })?;
+        let took = started.elapsed();
+        proof.progress.println(format!(
+            "fresh-machine: `{command}`: {} ({status})",
+            seconds(took)
+        ));
+        proof.steps.push(Step {
+            name: command.clone(),
+            seconds: took.as_secs_f64(),
+            exit_code: status.code(),
+        });
+        codes.push(status.code());
+        if !status.success() {
+            break;
+        }
+    }
+    Ok((codes, cached))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_names_exactly_two_commands() {
+        let readme = std::fs::read_to_string(project_root().join("README.md")).unwrap();
+        assert_eq!(
+            readme_commands(&readme).unwrap(),
+            vec!["cargo xtask check", "cargo xtask test"]
+        );
+    }
+
+    #[test]
+    fn commands_lose_their_comments() {
+        let readme = "# x\n\n## The two commands\n\n```sh\ncargo xtask check    # is it right?\n# a comment\ncargo xtask test\n```\n\n## More\n";
+        assert_eq!(
+            readme_commands(readme).unwrap(),
+            vec!["cargo xtask check", "cargo xtask test"]
+        );
+        assert!(readme_commands("# x\n## Other\n").is_err());
+    }
+
+    #[test]
+    fn mounts_below_a_directory_and_not_beside_it() {
+        let mountinfo = "\
+22 1 254:1 / / rw,relatime - ext4 /dev/vda rw
+40 22 0:5 / /work/t/root/dev rw - devtmpfs udev rw
+41 40 0:6 / /work/t/root/dev/pts rw - devpts devpts rw
+42 22 0:7 / /work/t/root2 rw - tmpfs tmpfs rw
+43 22 0:8 / /work/t/root/with\\040space rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mounts_below(mountinfo, Utf8Path::new("/work/t/root")),
+            vec![
+                "/work/t/root/dev",
+                "/work/t/root/dev/pts",
+                "/work/t/root/with space"
+            ]
+        );
+        assert!(mounts_below(mountinfo, Utf8Path::new("/work/x")).is_empty());
+    }
+
+    #[test]
+    fn the_root_gets_the_sources_of_a_fresh_debian_12() {
+        let sources = debian_sources("http://m/debian", "http://m/debian-security");
+        assert!(sources.contains("Suites: bookworm bookworm-updates"));
+        assert!(sources.contains("Suites: bookworm-security"));
+    }
+}
