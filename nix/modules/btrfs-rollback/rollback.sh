@@ -421,11 +421,13 @@ if [ -d "$op" ]; then
 	# The entries of our shape, each glob in byte order (time order). A
 	# pattern that matches nothing is left as it is; it is dropped.
 	set +f
+	# shellcheck disable=SC2086 # a pattern on purpose
 	set -- "$op"/$NAME_GLOB-[0-9][0-9]
 	set -f
 	if [ $# -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then set --; fi
 	_suffixed=$#
 	set +f
+	# shellcheck disable=SC2086 # a pattern on purpose
 	set -- "$op"/$NAME_GLOB "$@"
 	set -f
 	if [ $# -eq $((_suffixed + 1)) ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then shift; fi
@@ -668,7 +670,7 @@ delete_the_rest() {
 		case $_real in "$old_sv"/*) ;; *) continue ;; esac
 		_n=${_real#"$old_sv"/}
 		_n=${_n%%/*}
-		root_name "$_n" && [ "$name_num" -le "$boundary" ] || continue
+		if ! root_name "$_n" || [ "$name_num" -gt "$boundary" ]; then continue; fi
 		btrfs property set -f -ts "./$_real" ro false >/dev/null 2>&1 || :
 		# Depth: the number of slashes.
 		_d=0 _s=$_real
