@@ -1405,6 +1405,52 @@ fn failing_commands(interpreter: Interpreter) {
         }
         check_after_crash(&case, &settings, &at);
     }
+    if interpreter != Interpreter::Busybox {
+        crash_while_the_move_is_retried(&lab, &runner, &calls);
+    }
+}
+
+/// The first move fails (as on a full filesystem), so retention runs before
+/// the move is tried again: a kill before each command after the failure is
+/// finished by the next run. (busybox sh's mv bypasses PATH.)
+fn crash_while_the_move_is_retried(lab: &Lab, runner: &Rc<Runner>, calls: &[String]) {
+    let failing = 1 + calls
+        .iter()
+        .position(|c| c.starts_with("mv -T "))
+        .unwrap_or_else(|| panic!("no mv -T among {calls:#?}"));
+    let (case, settings) = crash_case(lab, runner);
+    let hooks = Hooks::new(&case.runner);
+    let (run, retried) = hooks.run_faulty(&case, &settings, 0, false, failing);
+    assert_eq!(
+        run.status().unwrap().get("result"),
+        "ok",
+        "{} {}",
+        case.label,
+        run.transcript()
+    );
+    assert!(
+        retried[failing..]
+            .iter()
+            .any(|c| c.starts_with("btrfs subvolume delete"))
+            && retried[failing..].iter().any(|c| c.starts_with("mv -T ")),
+        "{} no delete and second move after the failed one: {retried:#?}",
+        case.label
+    );
+    drop(case);
+    for k in failing + 1..=retried.len() {
+        let (case, settings) = crash_case(lab, runner);
+        let hooks = Hooks::new(&case.runner);
+        let (run, _) = hooks.run_faulty(&case, &settings, k, false, failing);
+        assert_eq!(
+            run.code,
+            None,
+            "{} call {k} was not killed: {}",
+            case.label,
+            run.transcript()
+        );
+        let at = format!("call {k} ({}) after the failed move", retried[k - 1]);
+        check_after_crash(&case, &settings, &at);
+    }
 }
 
 // --- Full metadata -----------------------------------------------------------------
