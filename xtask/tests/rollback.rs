@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest as _, Sha256};
-use xtask::lab::loopback::{is_mountpoint, is_subvolume, BtrfsFixture, Lab};
+use xtask::lab::loopback::{create_subvolume_in, is_mountpoint, is_subvolume, BtrfsFixture, Lab};
 use xtask::lab::rollback::{
     old_root_name, required_tools, Interpreter, Run, Runner, Settings, Status,
 };
@@ -25,6 +25,8 @@ const DAY: i64 = 86_400;
 const NOW: i64 = 1_780_000_000;
 const FLOOR_NAME: &str = "20260101T000000Z";
 const FIXTURE_BYTES: u64 = 384 << 20;
+/// Small enough that filling its metadata takes a moment.
+const SMALL_FIXTURE_BYTES: u64 = 256 << 20;
 
 fn lab() -> Lab {
     Lab::prepare(&required_tools())
@@ -58,8 +60,12 @@ impl Case {
     }
 
     fn with_runner(lab: &Lab, runner: Rc<Runner>) -> Case {
+        Case::with_size(lab, runner, FIXTURE_BYTES)
+    }
+
+    fn with_size(lab: &Lab, runner: Rc<Runner>, bytes: u64) -> Case {
         let interpreter = runner.interpreter;
-        let fs = BtrfsFixture::create(lab, FIXTURE_BYTES).expect("creating a loop-device Btrfs");
+        let fs = BtrfsFixture::create(lab, bytes).expect("creating a loop-device Btrfs");
         let mut settings = Settings::under(fs.scratch());
         settings.now = Some(NOW);
         fs.forget_on_drop(&settings.mountpoint);
@@ -882,7 +888,8 @@ impl Case {
 /// Wrappers in place of each tool: they log every call and, at call
 /// `XTASK_HOOK_CRASH_AT`, kill the whole run (its process group) before the
 /// tool runs, or, with `XTASK_HOOK_HALF=1` on a `btrfs subvolume delete`,
-/// after deleting the first half of its paths. The script is unchanged.
+/// after deleting the first half of its paths; at call `XTASK_HOOK_FAIL_AT`
+/// the tool fails (exit 1) without running. The script is unchanged.
 struct Hooks {
     dir: tempfile::TempDir,
 }
@@ -901,6 +908,10 @@ n=0
 n=$((n + 1))
 echo "$n" > "$XTASK_HOOK_COUNTER"
 echo "{program} $*" >> "$XTASK_HOOK_LOG"
+if [ "$n" -eq "${{XTASK_HOOK_FAIL_AT:-0}}" ]; then
+    echo "xtask hook: call $n ({program}) fails" >&2
+    exit 1
+fi
 if [ "$n" -eq "${{XTASK_HOOK_CRASH_AT:-0}}" ]; then
     if [ "${{XTASK_HOOK_HALF:-}}" = 1 ] && [ "${{1:-}} ${{2:-}}" = "subvolume delete" ]; then
         shift 2
@@ -937,6 +948,18 @@ exec '{real}' "$@"
         crash_at: usize,
         half: bool,
     ) -> (Run, Vec<String>) {
+        self.run_faulty(case, settings, crash_at, half, 0)
+    }
+
+    /// `run`, and call `fail_at` fails.
+    fn run_faulty(
+        &self,
+        case: &Case,
+        settings: &Settings,
+        crash_at: usize,
+        half: bool,
+        fail_at: usize,
+    ) -> (Run, Vec<String>) {
         let counter = case.fs.scratch().join("hook-counter");
         let log = case.fs.scratch().join("hook-log");
         let _ = fs::remove_file(&counter);
@@ -949,6 +972,7 @@ exec '{real}' "$@"
             .env("XTASK_HOOK_LOG", &log)
             .env("XTASK_HOOK_CRASH_AT", crash_at.to_string())
             .env("XTASK_HOOK_HALF", if half { "1" } else { "0" })
+            .env("XTASK_HOOK_FAIL_AT", fail_at.to_string())
             // Its own process group: `kill 0` must not reach the test.
             .process_group(0);
         let run = case.runner.run_command(command, settings).unwrap();
@@ -1295,4 +1319,763 @@ fn group_alive(group: libc::pid_t) -> bool {
         let pgrp = fields.nth(1).and_then(|f| f.parse::<libc::pid_t>().ok());
         pgrp == Some(group) && state != Some("Z")
     })
+}
+
+// --- Failing commands ------------------------------------------------------------
+
+per_interpreter!(
+    every_failing_command_still_gives_one_summary_status_and_marker,
+    failing_commands
+);
+
+/// Each tool call of a whole run fails in turn (busybox sh: each btrfs
+/// call, as its applets bypass PATH). Whatever fails, the exit handler
+/// prints one summary line, writes the status and, on failure, the marker,
+/// and unmounts; the next run finishes the work.
+fn failing_commands(interpreter: Interpreter) {
+    let lab = lab();
+    let runner = runner(interpreter);
+    let (case, settings) = crash_case(&lab, &runner);
+    let hooks = Hooks::new(&case.runner);
+    let (_, calls) = hooks.run(&case, &settings, 0, false);
+    assert!(calls.len() >= 4, "{} {calls:#?}", case.label);
+    drop(case);
+    for k in 1..=calls.len() {
+        let (case, settings) = crash_case(&lab, &runner);
+        let hooks = Hooks::new(&case.runner);
+        let (run, _) = hooks.run_faulty(&case, &settings, 0, false, k);
+        let at = format!("call {k} ({}) failing", calls[k - 1]);
+        let l = format!("{} {at}:", case.label);
+        let summary = run
+            .summary()
+            .unwrap_or_else(|| panic!("{l} not one summary line: {}", run.transcript()));
+        if calls[k - 1].starts_with("mkdir ") && calls[k - 1].ends_with("/status") {
+            // No status directory: the one case without a status file,
+            // which the running system reports as a rollback that did not run.
+            assert!(run.status.is_none(), "{l}");
+            assert!(
+                run.stderr.contains("no status file this boot"),
+                "{l} {}",
+                run.transcript()
+            );
+            assert_eq!(
+                run.code == Some(0),
+                summary["result"] == "ok",
+                "{l} {}",
+                run.transcript()
+            );
+            check_after_crash(&case, &settings, &at);
+            continue;
+        }
+        let status = run
+            .status
+            .clone()
+            .unwrap_or_else(|| panic!("{l} no status file: {}", run.transcript()));
+        let result = status.get("result");
+        assert!(
+            result == "ok" || result == "failed",
+            "{l} result={result}: {}",
+            run.transcript()
+        );
+        assert_eq!(summary["result"], result, "{l} {}", run.transcript());
+        assert_eq!(
+            status.failed_marker,
+            result == "failed",
+            "{l} marker and result disagree: {}",
+            run.transcript()
+        );
+        assert_eq!(
+            run.code == Some(0),
+            result == "ok",
+            "{l} exit code and result disagree: {}",
+            run.transcript()
+        );
+        if result == "failed" {
+            assert!(
+                !status.get("message").is_empty(),
+                "{l} a failure without a message"
+            );
+        }
+        if !calls[k - 1].starts_with("umount") {
+            assert!(
+                !is_mountpoint(&settings.mountpoint),
+                "{l} left mounted: {}",
+                run.transcript()
+            );
+        }
+        check_after_crash(&case, &settings, &at);
+    }
+    if interpreter != Interpreter::Busybox {
+        crash_while_the_move_is_retried(&lab, &runner, &calls);
+    }
+}
+
+/// The first move fails (as on a full filesystem), so retention runs before
+/// the move is tried again: a kill before each command after the failure is
+/// finished by the next run. (busybox sh's mv bypasses PATH.)
+fn crash_while_the_move_is_retried(lab: &Lab, runner: &Rc<Runner>, calls: &[String]) {
+    let failing = 1 + calls
+        .iter()
+        .position(|c| c.starts_with("mv -T "))
+        .unwrap_or_else(|| panic!("no mv -T among {calls:#?}"));
+    let (case, settings) = crash_case(lab, runner);
+    let hooks = Hooks::new(&case.runner);
+    let (run, retried) = hooks.run_faulty(&case, &settings, 0, false, failing);
+    assert_eq!(
+        run.status().unwrap().get("result"),
+        "ok",
+        "{} {}",
+        case.label,
+        run.transcript()
+    );
+    assert!(
+        retried[failing..]
+            .iter()
+            .any(|c| c.starts_with("btrfs subvolume delete"))
+            && retried[failing..].iter().any(|c| c.starts_with("mv -T ")),
+        "{} no delete and second move after the failed one: {retried:#?}",
+        case.label
+    );
+    drop(case);
+    for k in failing + 1..=retried.len() {
+        let (case, settings) = crash_case(lab, runner);
+        let hooks = Hooks::new(&case.runner);
+        let (run, _) = hooks.run_faulty(&case, &settings, k, false, failing);
+        assert_eq!(
+            run.code,
+            None,
+            "{} call {k} was not killed: {}",
+            case.label,
+            run.transcript()
+        );
+        let at = format!("call {k} ({}) after the failed move", retried[k - 1]);
+        check_after_crash(&case, &settings, &at);
+    }
+}
+
+// --- Full metadata -----------------------------------------------------------------
+
+per_interpreter!(a_full_metadata_recovers_by_the_second_boot, full_metadata);
+
+fn set_xattr(path: &Utf8Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let path = std::ffi::CString::new(path.as_str()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn is_enospc(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOSPC)
+}
+
+/// Fills the filesystem the way a full one looks: data chunks over all the
+/// space, with room inside them, and the metadata full, mostly with xattrs
+/// on files in `holder` (a directory below the top level). Then checks that
+/// renaming @root fails with ENOSPC, as the rollback's move will.
+fn fill_metadata(case: &Case, holder: &str) {
+    let l = &case.label;
+    let filler = case.fs.create_subvolume("@filler").unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    let mut files = 0;
+    loop {
+        match fs::write(filler.join(format!("f{files}")), &chunk) {
+            Ok(()) => files += 1,
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} filling the data: {e}"),
+        }
+    }
+    case.fs.sync().unwrap();
+    for i in (0..=files).step_by(2) {
+        let _ = fs::remove_file(filler.join(format!("f{i}")));
+    }
+    case.fs.sync().unwrap();
+    let holder = case.top().join(holder);
+    let value = vec![b'm'; 3900];
+    let mut xattrs = 0;
+    'fill: for f in 0.. {
+        let file = holder.join(format!("xattrs-{f}"));
+        match fs::write(&file, "") {
+            Ok(()) => {}
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} {file}: {e}"),
+        }
+        for a in 0..100 {
+            match set_xattr(&file, &format!("user.m{a}"), &value) {
+                Ok(()) => xattrs += 1,
+                Err(e) if is_enospc(&e) => break 'fill,
+                Err(e) => panic!("{l} xattr on {file}: {e}"),
+            }
+        }
+    }
+    case.fs.sync().unwrap();
+    let probe = case.old("probe");
+    match fs::rename(case.root(), &probe) {
+        Err(e) if is_enospc(&e) => {}
+        Ok(()) => {
+            fs::rename(&probe, case.root()).unwrap();
+            panic!(
+                "{l} the metadata is not full after {xattrs} xattrs: @root can still be renamed"
+            );
+        }
+        Err(e) => panic!("{l} renaming @root: {e}"),
+    }
+}
+
+fn full_metadata(interpreter: Interpreter) {
+    let lab = lab();
+    let runner = runner(interpreter);
+    let past = name(NOW - 40 * DAY);
+    let recent = name(NOW - 2 * DAY);
+
+    // What fills the metadata is an old root past retention: deleting it
+    // first makes room for the move.
+    let case = Case::with_size(&lab, Rc::clone(&runner), SMALL_FIXTURE_BYTES);
+    let l = &case.label;
+    case.old_root(&past, &["var/lib/machines"]);
+    case.old_root(&recent, &[]);
+    case.current_root("current", CURRENT_NESTED);
+    fill_metadata(&case, &format!("@old_roots/{past}"));
+    let mut settings = case.settings.clone();
+    settings.keep_at_least = Some(1);
+    let first = case.runner.run(case.fs.device(), &settings).unwrap();
+    let status = first.status().unwrap();
+    assert!(
+        first
+            .stderr
+            .contains("deleting old roots past retention first, then trying again"),
+        "{l} the move did not fail: {}",
+        first.transcript()
+    );
+    assert!(
+        case.subvolumes_of(&past).is_empty() && !case.old(&past).exists(),
+        "{l} retention did not run when the move failed: {}",
+        first.transcript()
+    );
+    assert_eq!(status.number("deleted"), Some(1), "{l}");
+    assert!(first.summary().is_some(), "{l} {}", first.transcript());
+    eprintln!("{l} the boot with full metadata: {}", first.stdout.trim());
+    case.check_persist();
+    assert!(case.intact(&recent, &recent, &[]), "{l}");
+    if status.get("result") == "ok" {
+        // Room was made in time for this boot.
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        assert!(case.intact(&name(NOW), "current", CURRENT_NESTED), "{l}");
+        assert!(entries(&case.root()).is_empty(), "{l}");
+    } else {
+        // Loud, and the old root is where it was.
+        assert!(status.failed_marker, "{l} {}", first.transcript());
+        assert_eq!(holders_of_current(&case), [case.root()], "{l}");
+    }
+    // The second boot rotates.
+    settings.now = Some(NOW + 3600);
+    let second = case.run_with(&settings);
+    assert!(!second.get("rotated_to").is_empty(), "{l}");
+    let holders = holders_of_current(&case);
+    assert_eq!(holders.len(), 1, "{l} the current root is at {holders:?}");
+    assert!(
+        case.intact(holders[0].file_name().unwrap(), "current", CURRENT_NESTED),
+        "{l}"
+    );
+    case.check_persist();
+    drop(case);
+
+    // Nothing is past retention: nothing can be freed, and every boot says
+    // so; the root is never lost and never silently kept.
+    let case = Case::with_size(&lab, Rc::clone(&runner), SMALL_FIXTURE_BYTES);
+    let l = &case.label;
+    case.old_root(&recent, &[]);
+    case.current_root("current", CURRENT_NESTED);
+    fill_metadata(&case, &format!("@old_roots/{recent}"));
+    for boot in 0..2 {
+        let run = case.runner.run(case.fs.device(), &case.settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(
+            status.get("result"),
+            "failed",
+            "{l} boot {boot}: {}",
+            run.transcript()
+        );
+        assert!(status.failed_marker, "{l} boot {boot}");
+        assert!(
+            status
+                .get("message")
+                .contains("this boot keeps its old root"),
+            "{l} boot {boot}: {}",
+            run.transcript()
+        );
+        assert_eq!(run.stdout.lines().count(), 1, "{l} {}", run.transcript());
+        assert_eq!(holders_of_current(&case), [case.root()], "{l} boot {boot}");
+        assert!(
+            case.intact(&recent, &recent, &[]),
+            "{l} boot {boot}: the recent old root was touched"
+        );
+        assert!(!is_mountpoint(&case.settings.mountpoint), "{l}");
+        case.check_persist();
+    }
+}
+
+// --- Several runs at once -------------------------------------------------------------
+
+per_interpreter!(four_runs_at_once_never_nest_or_lose_a_root, concurrent_runs);
+
+const TRIALS: usize = 50;
+const RUNS_AT_ONCE: usize = 4;
+
+/// What the subvolumes below @old_roots may be: old roots directly in it,
+/// each with only the nested subvolumes its content brought along (by its
+/// marker), never a root inside a root.
+fn check_nothing_nested(case: &Case, l: &str) {
+    let (past, recent) = (name(NOW - 40 * DAY), name(NOW - 2 * DAY));
+    let known: [(&str, &[&str]); 3] = [
+        ("current", CURRENT_NESTED),
+        (&past, &["a", "a/b"]),
+        (&recent, &["d"]),
+    ];
+    for path in case.fs.subvolumes().unwrap() {
+        let Some(below) = path.strip_prefix("@old_roots/") else {
+            assert!(
+                path == "@root" || path == "@old_roots" || path.starts_with("@persist"),
+                "{l} stray subvolume {path}"
+            );
+            continue;
+        };
+        let (root, rest) = below.split_once('/').unwrap_or((below, ""));
+        assert!(
+            old_root_name_is_valid(root),
+            "{l} {path}: {root} is not an old root's name"
+        );
+        if rest.is_empty() {
+            continue;
+        }
+        let marker = fs::read_to_string(case.old(root).join("marker")).unwrap_or_default();
+        let allowed = known
+            .iter()
+            .find(|(m, _)| *m == marker)
+            .map(|(_, nested)| *nested)
+            .unwrap_or(&[]);
+        assert!(
+            allowed.contains(&rest),
+            "{l} {path} is nested in the old root {root} (marker {marker:?})"
+        );
+    }
+}
+
+fn old_root_name_is_valid(name: &str) -> bool {
+    let (base, suffix) = match name.split_once('-') {
+        Some((base, suffix)) => (base, Some(suffix)),
+        None => (name, None),
+    };
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(base, format).is_ok()
+        && suffix.is_none_or(|s| s.len() == 2 && s != "00" && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn concurrent_runs(interpreter: Interpreter) {
+    let lab = lab();
+    let runner = runner(interpreter);
+    let mut contended = 0;
+    let mut ok_runs = 0;
+    let mut failed_runs = 0;
+    for trial in 0..TRIALS {
+        let (case, base) = crash_case(&lab, &runner);
+        let l = format!("{} trial {trial}:", case.label);
+        let all: Vec<Settings> = (0..RUNS_AT_ONCE)
+            .map(|i| {
+                let mut s = base.clone();
+                s.mountpoint = case.fs.scratch().join(format!("btrfs_tmp_{i}"));
+                s.status_dir = case.fs.scratch().join(format!("status_{i}"));
+                case.fs.forget_on_drop(&s.mountpoint);
+                s
+            })
+            .collect();
+        let children: Vec<_> = all
+            .iter()
+            .map(|s| {
+                case.runner
+                    .command(case.fs.device(), s, false, None)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let runs: Vec<Run> = children
+            .into_iter()
+            .zip(&all)
+            .map(|(child, s)| {
+                let output = child.wait_with_output().unwrap();
+                Run {
+                    code: output.status.code(),
+                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                    wall_ms: 0.0,
+                    status: Status::read(&s.status_dir).unwrap(),
+                }
+            })
+            .collect();
+        let mut rotated = 0;
+        for (run, s) in runs.iter().zip(&all) {
+            let summary = run
+                .summary()
+                .unwrap_or_else(|| panic!("{l} not one summary line: {}", run.transcript()));
+            let status = run.status().unwrap();
+            assert_eq!(summary["result"], status.get("result"), "{l}");
+            assert_eq!(
+                status.failed_marker,
+                status.get("result") == "failed",
+                "{l} {}",
+                run.transcript()
+            );
+            assert!(!is_mountpoint(&s.mountpoint), "{l} left mounted");
+            if status.get("result") == "ok" {
+                ok_runs += 1;
+                let to = status.get("rotated_to");
+                if !to.is_empty() {
+                    rotated += 1;
+                    assert!(
+                        is_subvolume(&case.old(to)),
+                        "{l} reported a move to {to}, which is not an old root: {}",
+                        run.transcript()
+                    );
+                }
+            } else {
+                failed_runs += 1;
+            }
+        }
+        if rotated > 1 {
+            contended += 1;
+        }
+        let transcripts = || {
+            runs.iter()
+                .map(Run::transcript)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        check_nothing_nested(&case, &format!("{l} {}", transcripts()));
+        let holders = holders_of_current(&case);
+        assert_eq!(holders.len(), 1, "{l} the current root is at {holders:?}");
+        assert!(
+            case.intact(holders[0].file_name().unwrap(), "current", CURRENT_NESTED),
+            "{l} {}",
+            transcripts()
+        );
+        for (age, nested) in RECENT {
+            assert!(
+                case.intact(&name(NOW - age * DAY), &name(NOW - age * DAY), nested),
+                "{l} {age}-day root damaged"
+            );
+        }
+        case.check_persist();
+        // A run on its own afterwards finds everything in order.
+        check_after_crash(&case, &base, "four runs at once");
+        check_nothing_nested(&case, &l);
+    }
+    eprintln!(
+        "[{}] {TRIALS} trials of {RUNS_AT_ONCE} runs at once: {ok_runs} runs ok, {failed_runs} failed, {contended} trials with more than one move",
+        interpreter.name()
+    );
+    assert!(
+        contended > 0,
+        "[{}] the runs never raced: no trial had two moves",
+        interpreter.name()
+    );
+}
+
+// --- Old roots that resist deletion ----------------------------------------------------
+
+#[test]
+fn read_only_old_roots_and_names_with_newlines_are_deleted() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        // A read-only old root holding a nested subvolume.
+        let read_only = name(NOW - 40 * DAY);
+        case.old_root(&read_only, &["var/lib/machines"]);
+        case.fs
+            .set_read_only(&format!("@old_roots/{read_only}"), true)
+            .unwrap();
+        // A read-only nested subvolume holding another.
+        let inner_read_only = name(NOW - 39 * DAY);
+        case.old_root(&inner_read_only, &["srv", "srv/inner"]);
+        case.fs
+            .set_read_only(&format!("@old_roots/{inner_read_only}/srv"), true)
+            .unwrap();
+        // Nested subvolumes with newlines in their names and in a parent's.
+        let newlines = name(NOW - 38 * DAY);
+        case.old_root(&newlines, &[]);
+        let root = case.old(&newlines);
+        create_subvolume_in(&root, "line\nbreak").unwrap();
+        create_subvolume_in(&root, "ends in a newline\n").unwrap();
+        fs::create_dir(root.join("dir\nname")).unwrap();
+        create_subvolume_in(&root.join("dir\nname"), "sub").unwrap();
+        create_subvolume_in(&root.join("line\nbreak"), "deeper").unwrap();
+        case.old_root(&name(NOW - DAY), &["d"]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert_ok_with(&run, l, 3, 2);
+        assert!(
+            !run.stdout.contains("could not delete"),
+            "{l} {}",
+            run.transcript()
+        );
+        for gone in [&read_only, &inner_read_only, &newlines] {
+            assert!(!case.old(gone).exists(), "{l} {gone} is left");
+        }
+        assert_eq!(case.old_roots(), [name(NOW - DAY), name(NOW)], "{l}");
+        assert!(
+            case.intact(&name(NOW - DAY), &name(NOW - DAY), &["d"]),
+            "{l}"
+        );
+        for gone in [&read_only, &inner_read_only, &newlines] {
+            assert!(case.subvolumes_of(gone).is_empty(), "{l} {gone} is left");
+        }
+        case.check_persist();
+    });
+}
+
+/// The subvolume id of `path` (`btrfs inspect-internal rootid`).
+fn subvolume_id(lab: &Lab, path: &Utf8Path) -> u64 {
+    let btrfs = lab.tool(xtask::setup::BTRFS).unwrap();
+    let output = std::process::Command::new(btrfs.as_str())
+        .args(["inspect-internal", "rootid", path.as_str()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_name_that_forges_a_listing_line_cannot_reach_persist() {
+    let lab = lab();
+    for interpreter in Interpreter::ALL {
+        let case = Case::new(&lab, interpreter);
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &[]);
+        // In the old root, a symlink to @persist/var/lib, and a subvolume
+        // whose path makes `btrfs subvolume list` print a line for the path
+        // through that symlink, with the real id of @persist/var/lib/data:
+        // <old root>/x\nID <id> gen 1 top level 5 path @old_roots/<old root>/l/data.
+        let data = case.top().join("@persist/var/lib/data");
+        let id = subvolume_id(&lab, &data);
+        symlink("../../@persist/var/lib", case.old(&past).join("l")).unwrap();
+        let forger = case
+            .old(&past)
+            .join(format!("x\nID {id} gen 1 top level 5 path @old_roots"))
+            .join(&past)
+            .join("l");
+        fs::create_dir_all(&forger).unwrap();
+        create_subvolume_in(&forger, "data").unwrap();
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert!(
+            is_subvolume(&data),
+            "{l} @persist/var/lib/data was deleted: {}",
+            run.transcript()
+        );
+        case.check_persist();
+        assert_ok_with(&run, l, 1, 1);
+        assert!(!case.old(&past).exists(), "{l} {}", run.transcript());
+    }
+}
+
+#[test]
+fn an_old_root_that_cannot_be_deleted_is_left_with_a_warning() {
+    let lab = lab();
+    for interpreter in Interpreter::ALL {
+        let case = Case::new(&lab, interpreter);
+        let l = &case.label;
+        let btrfs = lab.tool(xtask::setup::BTRFS).unwrap();
+        let set_default = |args: &[&str]| {
+            let status = std::process::Command::new(btrfs.as_str())
+                .args(["subvolume", "set-default"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{l} set-default {args:?}");
+        };
+        let stuck = name(NOW - 40 * DAY);
+        let deletable = name(NOW - 39 * DAY);
+        case.old_root(&stuck, &["srv"]);
+        case.old_root(&deletable, &[]);
+        // The kernel refuses to delete the default subvolume.
+        set_default(&[case.old(&stuck).join("srv").as_str()]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        for boot in 0..2 {
+            case.current_root(&format!("boot {boot}"), &[]);
+            settings.now = Some(NOW + boot * 60);
+            let run = case.runner.run(case.fs.device(), &settings).unwrap();
+            let status = run.status().unwrap();
+            assert_eq!(
+                status.get("result"),
+                "ok",
+                "{l} boot {boot}: {}",
+                run.transcript()
+            );
+            assert!(!status.failed_marker, "{l}");
+            assert!(
+                status
+                    .get("message")
+                    .contains("could not delete 1 old roots past retention"),
+                "{l} boot {boot}: {}",
+                run.transcript()
+            );
+            assert!(
+                run.stderr.contains(&format!(
+                    "could not delete 1 old roots past retention: {stuck}"
+                )),
+                "{l} {}",
+                run.transcript()
+            );
+            assert!(case.old(&stuck).exists(), "{l}");
+            assert!(!case.old(&deletable).exists(), "{l}");
+            case.check_persist();
+        }
+        // Once it can be deleted, the next boot does.
+        set_default(&["5", case.top().as_str()]);
+        case.current_root("boot 2", &[]);
+        settings.now = Some(NOW + 120);
+        let status = case.run_with(&settings);
+        assert_eq!(status.number("deleted"), Some(1), "{l}");
+        assert!(!case.old(&stuck).exists(), "{l}");
+    }
+}
+
+// --- Entries that are not old roots -------------------------------------------------
+
+#[test]
+fn entries_that_are_not_old_roots_never_steer_names_or_the_clock() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &[]);
+        let old_roots = case.top().join("@old_roots");
+        // Names of future old roots on a file and a plain directory, a
+        // subvolume named for a year no clock reaches, and a plain
+        // directory where this boot's root would go.
+        fs::write(old_roots.join("20991231T235959Z"), "a file").unwrap();
+        fs::create_dir(old_roots.join("20991230T000000Z")).unwrap();
+        case.fs
+            .create_subvolume("@old_roots/99991231T235959Z-99")
+            .unwrap();
+        case.fs
+            .create_subvolume("@old_roots/21000101T000000Z")
+            .unwrap();
+        fs::create_dir(old_roots.join(name(NOW))).unwrap();
+        fs::write(old_roots.join(name(NOW)).join("file"), "mine").unwrap();
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_ok_with(&run, l, 1, 1);
+        assert_eq!(status.get("clock"), "ok", "{l} {}", run.transcript());
+        assert_eq!(
+            status.number("skipped"),
+            Some(5),
+            "{l} {}",
+            run.transcript()
+        );
+        // The plain directory keeps its name: the root takes the next one.
+        assert_eq!(status.get("rotated_to"), name_n(NOW, 1), "{l}");
+        assert!(case.intact(&name_n(NOW, 1), "current", &[]), "{l}");
+        assert_eq!(
+            fs::read_to_string(old_roots.join(name(NOW)).join("file")).unwrap(),
+            "mine",
+            "{l}"
+        );
+        assert!(!case.old(&past).exists(), "{l} retention did not run");
+        for kept in ["99991231T235959Z-99", "21000101T000000Z"] {
+            assert!(is_subvolume(&case.old(kept)), "{l} {kept}");
+        }
+        // The next boots name roots by the clock, and recognise them.
+        for boot in 1..3 {
+            case.current_root(&format!("boot {boot}"), &[]);
+            settings.now = Some(NOW + boot * 60);
+            let status = case.run_with(&settings);
+            assert_eq!(status.get("rotated_to"), name(NOW + boot * 60), "{l}");
+            assert_eq!(status.get("clock"), "ok", "{l}");
+            assert_eq!(status.number("skipped"), Some(5), "{l}");
+        }
+        case.check_persist();
+    });
+}
+
+#[test]
+fn no_name_is_left_after_the_last_one_of_2099() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let last = "20991231T235959Z-99";
+        case.old_root(last, &[]);
+        case.old_root(&name(NOW - 40 * DAY), &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "failed", "{l} {}", run.transcript());
+        assert!(status.failed_marker, "{l}");
+        assert_eq!(status.get("clock"), "implausible", "{l}");
+        assert!(
+            status.get("message").contains("no name is left"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(holders_of_current(case), [case.root()], "{l}");
+        assert_eq!(
+            case.old_roots(),
+            [name(NOW - 40 * DAY), last.to_owned()],
+            "{l}"
+        );
+        case.check_persist();
+    });
+}
+
+#[test]
+fn keep_at_least_counts_suffixed_names_in_time_order() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        // Globs list names with a suffix after all others: 90d, 80d, 70d,
+        // then 90d-01, 90d-02. In time order the third is 90d-02.
+        let a = NOW - 90 * DAY;
+        for old in [
+            name(a),
+            name_n(a, 1),
+            name_n(a, 2),
+            name(NOW - 80 * DAY),
+            name(NOW - 70 * DAY),
+        ] {
+            case.old_root(&old, &[]);
+        }
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(3);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert_ok_with(&run, l, 3, 3);
+        assert_eq!(
+            case.old_roots(),
+            [name(NOW - 80 * DAY), name(NOW - 70 * DAY), name(NOW)],
+            "{l}"
+        );
+    });
 }

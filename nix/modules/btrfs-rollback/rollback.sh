@@ -26,16 +26,23 @@
 #   BTRFS_ROLLBACK_STATUS_DIR           where the status file goes. Default
 #                                       /run/btrfs-rollback.
 #
-# Old roots are named by the UTC time of the move, ISO 8601 basic without
-# colons: YYYYMMDDTHHMMSSZ, and YYYYMMDDTHHMMSSZ-NN (NN = 01..99) for further
-# moves in the same second, so that names sort in time order. Entries of any
-# other form, and entries that are not subvolumes, are never deleted.
+# Old roots are subvolumes in the old-roots subvolume named by the UTC time
+# of the move, ISO 8601 basic without colons: YYYYMMDDTHHMMSSZ, and
+# YYYYMMDDTHHMMSSZ-NN (NN = 01..99) for further moves in the same second, so
+# that names sort in time order; years 1970 to 2099. Entries of any other
+# name, and entries that are not subvolumes, are not old roots: they are
+# never deleted and never steer naming or the clock check.
 #
 # The clock is implausible before 2026-01-01T00:00:00Z, from
 # 2100-01-01T00:00:00Z on, or when it is earlier than the newest old root's
 # name. Then nothing is deleted, and the root moves to the name right after
 # the newest old root (or to 20260101T000000Z when there is none), so that a
 # wrong clock never names a root that later looks older or newer than it is.
+#
+# When the move fails (a full filesystem), the old roots past retention are
+# deleted first and the move is tried again once their space is free.
+# Several runs at once cannot nest or lose a root: every rename refuses an
+# existing target (mv -T), so a run that finds a name taken takes the next.
 #
 # Output: warnings on stderr ("btrfs-rollback: warning: ..."), then exactly
 # one summary line on stdout:
@@ -45,8 +52,10 @@
 # $BTRFS_ROLLBACK_STATUS_DIR/failed and exits non-zero.
 #
 # Plain POSIX sh (busybox ash, dash, bash). Tools: btrfs, mount, umount,
-# mkdir, mv, sort, stat, date, sync. Process calls do not grow with the
-# number of old roots.
+# mkdir, mv, sort, stat, date. Process calls do not grow with the number of
+# old roots, and neither does the work per old root: no list is built by
+# appending to a string, and nothing is kept in a variable per name (both
+# are quadratic in dash and busybox).
 
 # $NAME_GLOB is a pattern on purpose wherever it is unquoted in a case.
 # shellcheck disable=SC2254
@@ -57,9 +66,12 @@ export LC_ALL
 set -u
 set -f
 
-# 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the plausible clock range.
+# 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the plausible clock range,
+# in epoch seconds and as name numbers (see root_name).
 CLOCK_FLOOR=1767225600
 CLOCK_CEILING=4102444800
+FLOOR_NUM=12026010100000000
+CEILING_NUM=12100010100000000
 NL='
 '
 # The shape of an old root's name (without the -NN suffix).
@@ -74,10 +86,10 @@ clock=ok
 message=
 mounted=
 finished=
-_ino='' _sel='' _key=''
-
 start_ms=0
+now_ms=0
 status_dir=
+mountpoint=
 
 warn() {
 	printf 'btrfs-rollback: warning: %s\n' "$*" >&2
@@ -107,63 +119,90 @@ decimal() {
 # Milliseconds on a clock that only moves forward during the run, in
 # $now_ms, without a process where possible: bash's $EPOCHREALTIME (the
 # systemd initrd), else /proc/uptime (centiseconds; the scripted initrd),
-# else `date +%s` (whole seconds). Other shells leave EPOCHREALTIME unset.
+# else `date +%s` (whole seconds). Every value is checked before arithmetic
+# touches it: this also runs in the exit handler, which must not fail.
 # shellcheck disable=SC3028
 read_ms() {
+	now_ms=0
 	case ${EPOCHREALTIME-} in
+	*[!0-9.]* | *.*.*) ;;
 	[0-9]*.[0-9][0-9][0-9][0-9][0-9][0-9])
 		now_ms=$((${EPOCHREALTIME%.*} * 1000 + (1${EPOCHREALTIME#*.} - 1000000) / 1000))
 		return
 		;;
 	esac
-	if [ -r /proc/uptime ] && read -r _up _rest </proc/uptime; then
-		case $_up in
-		[0-9]*.[0-9][0-9])
-			now_ms=$((${_up%.*} * 1000 + (1${_up#*.} - 100) * 10))
-			return
-			;;
-		esac
+	_up=
+	if [ -r /proc/uptime ]; then
+		IFS=' ' read -r _up _rest </proc/uptime || _up=
 	fi
+	case $_up in
+	*[!0-9.]* | *.*.*) ;;
+	[0-9]*.[0-9][0-9])
+		now_ms=$((${_up%.*} * 1000 + (1${_up#*.} - 100) * 10))
+		return
+		;;
+	esac
 	_t=$(date +%s 2>/dev/null) || _t=
 	case $_t in '' | *[!0-9]*) _t=0 ;; esac
 	now_ms=$((_t * 1000))
 }
 
-# Parses an old root's name. Sets name_key (epoch * 100 + suffix, which
-# orders names exactly as they sort) and returns 0, or returns 1 when the
-# name is not one this script gives (bad shape, no such date, year < 1970,
-# suffix -00). It runs once per entry, so it is a few commands with many
-# expansions: command dispatch is what costs in a shell.
-parse_name() {
+# Whether $1 is an old root's name; if so, $name_num is the name as a number
+# that orders names as they sort: 1YYYYMMDDhhmmssNN (NN = 00 without a
+# suffix). A name is an old root's when its time exists (no 30 February, no
+# hour 24) in the years 1970 to 2099, and its suffix is not -00. It runs for
+# every entry, so it is a few pattern matches and no arithmetic in the
+# common case: command dispatch and arithmetic are what cost in a shell.
+root_name() {
 	case $1 in
-	$NAME_GLOB) _b=$1 _n2=00 _min=0 ;;
-	$NAME_GLOB-[0-9][0-9]) _b=${1%-*} _n2=${1##*-} _min=1 ;;
+	$NAME_GLOB) _nn=00 ;;
+	$NAME_GLOB-0[1-9] | $NAME_GLOB-[1-9][0-9]) _nn=${1#*-} ;;
 	*) return 1 ;;
 	esac
-	# Fixed-width fields cut with patterns (dash has no ${v:o:l}):
-	# _r=MMDDTHHMMSSZ, _dd=DDTHHMMSSZ, _t=HHMMSSZ, _mm=MMSSZ, _ss=SSZ.
-	_r=${_b#????} _t=${_b#????????T}
-	_dd=${_r#??} _mm=${_t#??} _ss=${_t#????}
+	_ymd=${1%%T*}
+	case $_ymd in 19[7-9]????? | 20??????) ;; *) return 1 ;; esac
+	# Month and day; 29 February only in a leap year (2000 is one, and
+	# 1900 and 2100 are out of range, so every fourth year is).
+	case ${_ymd#????} in
+	0[1-9]0[1-9] | 0[1-9]1[0-9] | 0[1-9]2[0-8] | 1[0-2]0[1-9] | 1[0-2]1[0-9] | 1[0-2]2[0-8]) ;;
+	0[13-9]29 | 1[0-2]29 | 0[13-9]30 | 1[0-2]30 | 0[13578]31 | 1[02]31) ;;
+	0229) [ $((${_ymd%????} % 4)) -eq 0 ] || return 1 ;;
+	*) return 1 ;;
+	esac
+	_hms=${1#*T}
+	_hms=${_hms%%Z*}
+	case $_hms in [01]????? | 2[0-3]????) ;; *) return 1 ;; esac
+	name_num=1$_ymd$_hms$_nn
+}
+
+# The name for $1 = 1YYYYMMDDhhmmssNN, in $num_name.
+name_of_num() {
+	_x=${1#1}
+	_r=${_x#????????}
+	num_name=${_x%????????}T${_r%??}Z
+	case $_r in *00) ;; *) num_name=$num_name-${_r#??????} ;; esac
+}
+
+# Epoch seconds of the name number $1 (days_from_civil, proleptic
+# Gregorian), in $num_epoch.
+epoch_of_num() {
+	_x=${1#1}
+	_r=${_x#????????}
+	_Y=${_x%????????????} _M=${_x#????} _D=${_x#??????} _h=${_r%??????}
+	_M=${_M%??????????} _D=${_D%????????} _mi=${_r#??} _s=${_r#????}
+	_mi=${_mi%????} _s=${_s%??}
 	# A leading 1 keeps zero-padded fields decimal (08 is bad octal).
-	: $((_Y = 1${_b%????????????} - 10000)) $((_M = 1${_r%??????????} - 100)) \
-		$((_D = 1${_dd%????????} - 100)) $((_h = 1${_t%?????} - 100)) \
-		$((_mi = 1${_mm%???} - 100)) $((_s = 1${_ss%?} - 100)) $((_sfx = 1$_n2 - 100))
-	# Days in the month: February by the leap rule, else 30 + (M + M/8) % 2.
-	[ $((_Y >= 1970 && _M >= 1 && _M <= 12 && _D >= 1 && _h <= 23 && _sfx >= _min &&
-		_D <= (_M == 2 ? 28 + (_Y % 4 == 0 && (_Y % 100 != 0 || _Y % 400 == 0)) : 30 + (_M + _M / 8) % 2))) -eq 1 ] ||
-		return 1
-	# Days since 1970-01-01 (days_from_civil, proleptic Gregorian).
+	: $((_M = 1$_M - 100)) $((_D = 1$_D - 100)) $((_h = 1$_h - 100)) \
+		$((_mi = 1$_mi - 100)) $((_s = 1$_s - 100))
 	: $((_y = _Y - (_M <= 2))) $((_era = _y / 400)) $((_yoe = _y - _era * 400)) \
 		$((_doy = (153 * ((_M + 9) % 12) + 2) / 5 + _D - 1)) \
 		$((_days = _era * 146097 + _yoe * 365 + _yoe / 4 - _yoe / 100 + _doy - 719468))
-	# shellcheck disable=SC2034 # read through eval
-	name_key=$(((_days * 86400 + _h * 3600 + _mi * 60 + _s) * 100 + _sfx))
+	num_epoch=$((_days * 86400 + _h * 3600 + _mi * 60 + _s))
 }
 
-# The name for key $1 (epoch * 100 + suffix), in $key_name.
-name_of_key() {
-	_e=$(($1 / 100))
-	_sfx=$(($1 % 100))
+# The name number of epoch second $1 (suffix 00), in $epoch_num.
+num_of_epoch() {
+	_e=$1
 	_z=$((_e / 86400 + 719468))
 	_sod=$((_e % 86400))
 	_era=$((_z / 146097))
@@ -176,19 +215,32 @@ name_of_key() {
 	_Y=$((_yoe + _era * 400))
 	if [ "$_M" -le 2 ]; then _Y=$((_Y + 1)); fi
 	# Zero-padding without printf (command substitution forks): the digits
-	# after a leading 1 of 10000 + Y, 100 + M, ...
-	_f=$((10000 + _Y)) _f2=$((100 + _M)) _f3=$((100 + _D)) _f4=$((100 + _sod / 3600))
-	_f5=$((100 + _sod % 3600 / 60)) _f6=$((100 + _sod % 60)) _f7=$((100 + _sfx))
-	key_name=${_f#1}${_f2#1}${_f3#1}T${_f4#1}${_f5#1}${_f6#1}Z
-	if [ "$_sfx" -gt 0 ]; then key_name=$key_name-${_f7#1}; fi
+	# after a leading 1 of 100 + M, ...
+	_f2=$((100 + _M)) _f3=$((100 + _D)) _f4=$((100 + _sod / 3600))
+	_f5=$((100 + _sod % 3600 / 60)) _f6=$((100 + _sod % 60))
+	epoch_num=1$_Y${_f2#1}${_f3#1}${_f4#1}${_f5#1}${_f6#1}00
 }
 
-# Per-name facts live in variables key_<v>, ino_<v>, sel_<v>, listed_<v>,
-# where <v> is ${name%-*}_${name#*-} (20260101T000000Z-01 gives
-# 20260101T000000Z_01, and a name without suffix gives NAME_NAME). It is
-# written out inline in the loops because function calls are slow in bash,
-# and only ever applied to names of the old-root shape, so eval sees
-# nothing but [0-9TZ_].
+# The name number right after $1: the next suffix, or the next second.
+next_num() {
+	case $1 in
+	*99)
+		epoch_of_num "$1"
+		num_of_epoch $((num_epoch + 1))
+		next=$epoch_num
+		;;
+	*) next=$(($1 + 1)) ;;
+	esac
+}
+
+# Adds $1 to the warning about entries that are not old roots; the first
+# ten are named, the rest counted.
+note_skipped() {
+	skipped=$((skipped + 1))
+	if [ "$skipped" -le 10 ]; then
+		skipped_names="$skipped_names $1"
+	fi
+}
 
 write_status() {
 	[ -n "$status_dir" ] || return 0
@@ -197,13 +249,19 @@ write_status() {
 		>"$status_dir/status"
 }
 
-# Called by the EXIT trap.
+# Called by the EXIT trap, after a failure anywhere (also while IFS is a
+# newline or a glob is on): it resets what it relies on first, and checks
+# every value before arithmetic touches it.
 # shellcheck disable=SC2317
 on_exit() {
 	_rc=$?
 	trap - EXIT
+	unset IFS
+	set +u
+	set -f
 	[ -n "$finished" ] && return
 	finished=1
+	case $_rc in '' | *[!0-9]*) _rc=1 ;; esac
 	if [ "$result" = running ]; then
 		if [ "$_rc" -eq 0 ]; then
 			result=ok
@@ -213,13 +271,22 @@ on_exit() {
 		fi
 	fi
 	if [ -n "$mounted" ]; then
+		cd / || :
 		if ! umount "$mountpoint"; then
 			warn "could not unmount $mountpoint"
 			result=failed
 			[ -n "$message" ] || message="could not unmount $mountpoint"
 		fi
 	fi
+	# One line: no newline may reach the summary or the status file.
+	while :; do
+		case $message in
+		*"$NL"*) message="${message%%"$NL"*} ${message#*"$NL"}" ;;
+		*) break ;;
+		esac
+	done
 	read_ms
+	case $start_ms in '' | *[!0-9]*) start_ms=$now_ms ;; esac
 	_ms=$((now_ms - start_ms))
 	[ "$_ms" -ge 0 ] || _ms=0
 	if [ -n "$status_dir" ]; then
@@ -249,7 +316,7 @@ start_ms=$now_ms
 
 [ $# -eq 1 ] || fail "usage: rollback.sh DEVICE"
 device=$1
-mountpoint=${BTRFS_ROLLBACK_MOUNTPOINT:-/btrfs_tmp}
+mountpoint_wanted=${BTRFS_ROLLBACK_MOUNTPOINT:-/btrfs_tmp}
 root_sv=${BTRFS_ROLLBACK_ROOT_SUBVOLUME:-@root}
 old_sv=${BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME:-@old_roots}
 retention_days=${BTRFS_ROLLBACK_RETENTION_DAYS:-30}
@@ -263,6 +330,7 @@ fi
 status_dir_wanted=${BTRFS_ROLLBACK_STATUS_DIR:-/run/btrfs-rollback}
 
 case $status_dir_wanted in
+*"$NL"*) fail "BTRFS_ROLLBACK_STATUS_DIR must not contain a newline" ;;
 /*) ;;
 *) fail "BTRFS_ROLLBACK_STATUS_DIR must be an absolute path" ;;
 esac
@@ -278,18 +346,20 @@ else
 	warn "could not create $status_dir_wanted; no status file this boot"
 fi
 
-# 64-bit arithmetic: epoch milliseconds and 2100 do not fit in 32 bits.
+# 64-bit arithmetic: epoch milliseconds and name numbers do not fit in 32 bits.
 [ $((2147483647 + 1)) -gt 0 ] || fail "this shell's arithmetic is not 64-bit"
 
 case $device in
+*"$NL"*) fail "DEVICE must not contain a newline" ;;
 /*) ;;
 *) fail "DEVICE must be an absolute path, got '$device'" ;;
 esac
-case $mountpoint in
+case $mountpoint_wanted in
 / | *"$NL"*) fail "BTRFS_ROLLBACK_MOUNTPOINT must not be / or contain a newline" ;;
 /*) ;;
 *) fail "BTRFS_ROLLBACK_MOUNTPOINT must be an absolute path" ;;
 esac
+mountpoint=$mountpoint_wanted
 for _sv in "$root_sv" "$old_sv"; do
 	case $_sv in
 	'' | . | .. | */* | *"$NL"*) fail "invalid subvolume name '$_sv'" ;;
@@ -307,8 +377,20 @@ decimal "$now"
 now=$_dec
 [ "$retention_days" -le 1000000 ] || fail "BTRFS_ROLLBACK_RETENTION_DAYS is too large"
 
-root_path=$mountpoint/$root_sv
-old_path=$mountpoint/$old_sv
+# Paths relative to the mountpoint (the working directory from the mount on),
+# with ./ so that no name can pass for an option.
+rp=./$root_sv
+op=./$old_sv
+
+# The clock and the retention cutoff as name numbers.
+num_of_epoch "$now"
+now_num=$epoch_num
+cutoff=$((now - retention_days * 86400))
+cutoff_num=0
+if [ "$cutoff" -gt 0 ]; then
+	num_of_epoch "$cutoff"
+	cutoff_num=$epoch_num
+fi
 
 # --- Mount the top level ---------------------------------------------------
 
@@ -316,233 +398,466 @@ old_path=$mountpoint/$old_sv
 mount -t btrfs -o subvolid=5,noatime "$device" "$mountpoint" ||
 	fail "cannot mount the top level of $device at $mountpoint"
 mounted=1
+cd "$mountpoint" || fail "cannot enter $mountpoint"
 
 # --- Look at what is there (no changes yet) --------------------------------
 
-# Entries of @old_roots: names of our form are collected in $names; anything
-# else is counted as skipped and never touched.
-names=
-if [ -L "$old_path" ] || { [ -e "$old_path" ] && [ ! -d "$old_path" ]; }; then
-	fail "$old_path exists but is not a directory"
+if [ -L "$op" ] || { [ -e "$op" ] && [ ! -d "$op" ]; }; then
+	fail "$mountpoint/$old_sv exists but is not a directory"
 fi
 skipped_names=
-in_order=1 _last_key=-1
-if [ -d "$old_path" ]; then
+if [ -d "$op" ]; then
+	# Entries whose name is not of our shape: counted and named in the
+	# warning, never touched.
 	set +f
-	for _e in "$old_path"/* "$old_path"/.[!.]* "$old_path"/..?*; do
-		[ -e "$_e" ] || [ -L "$_e" ] || continue
-		_n=${_e##*/}
-		if parse_name "$_n"; then
-			# Globs sort in byte order (LC_ALL=C), which for our names is
-			# time order; sort(1) is the fallback if that ever fails.
-			[ "$name_key" -gt "$_last_key" ] || in_order=
-			_last_key=$name_key
-			names="$names $_n"
-			eval "key_${_n%-*}_${_n#*-}=\$name_key"
-		else
-			skipped=$((skipped + 1))
-			skipped_names="$skipped_names '$_n'"
-		fi
-	done
+	set -- "$op"/* "$op"/.[!.]* "$op"/..?*
 	set -f
+	for _e; do
+		_n=${_e#"$op"/}
+		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) continue ;; esac
+		[ -e "$_e" ] || [ -L "$_e" ] || continue
+		note_skipped "'$_n'"
+	done
+	# The entries of our shape, each glob in byte order (time order). A
+	# pattern that matches nothing is left as it is; it is dropped.
+	set +f
+	# shellcheck disable=SC2086 # a pattern on purpose
+	set -- "$op"/$NAME_GLOB-[0-9][0-9]
+	set -f
+	if [ $# -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then set --; fi
+	_suffixed=$#
+	set +f
+	# shellcheck disable=SC2086 # a pattern on purpose
+	set -- "$op"/$NAME_GLOB "$@"
+	set -f
+	if [ $# -eq $((_suffixed + 1)) ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then shift; fi
+else
+	set --
 fi
+if [ -e "$rp" ] || [ -L "$rp" ]; then set -- "$rp" "$@"; fi
 
 # One stat for the top level, the root and every candidate: a subvolume's
-# top directory is inode 256, any other file or directory has a higher one.
-# Arguments are joined with newlines and split once ("set -- "$@" x" in a
-# loop is quadratic); no path here holds a newline.
-_args=$mountpoint
-if [ -e "$root_path" ] || [ -L "$root_path" ]; then _args=$_args$NL$root_path; fi
-for _n in $names; do _args=$_args$NL$old_path/$_n; done
-IFS=$NL
-# shellcheck disable=SC2086 # split on newlines only
-set -- $_args
-stat_out=$(stat -c '%i %n' "$@") || fail "stat failed on the top level of $device"
-top_ino='' root_ino=''
-for _l in $stat_out; do
-	_ino=${_l%% *}
-	_p=${_l#* }
-	case $_p in
-	"$mountpoint") top_ino=$_ino ;;
-	"$root_path") root_ino=$_ino ;;
-	"$old_path"/*)
-		_n=${_p#"$old_path"/}
-		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) ;; *) continue ;; esac
-		eval "ino_${_n%-*}_${_n#*-}=\$_ino"
-		;;
-	esac
-done
-unset IFS
-[ "$top_ino" = 256 ] || fail "$mountpoint is not the top level of a Btrfs filesystem"
+# top directory is inode 256, any other file or directory has a higher one
+# (stat does not follow symlinks). No path here holds a newline.
+stat_failed=
+stat_out=$(stat -c '%i %n' -- . "$@") || stat_failed=1
 
-# Old roots (subvolumes with our names) in time order, and the newest name of
-# our form, whatever it is, since a new name must sort after it.
-roots=
-count=0
-newest_key=
-if [ -n "$names" ]; then
-	sorted=$names
-	if [ -z "$in_order" ]; then
-		# shellcheck disable=SC2086 # one word per name
-		sorted=$(printf '%s\n' $names | sort) || fail "sort failed"
-	fi
-	for _n in $sorted; do
-		eval "newest_key=\$key_${_n%-*}_${_n#*-} _ino=\${ino_${_n%-*}_${_n#*-}-}"
-		if [ "$_ino" = 256 ]; then
-			roots="$roots $_n"
-			count=$((count + 1))
-		else
-			skipped=$((skipped + 1))
-			skipped_names="$skipped_names '$_n' (not a subvolume)"
-		fi
+# Reads $stat_out: the top level's and the root's inode, and the old roots
+# (subvolumes with an old root's name): how many, how many are past
+# retention, the newest, and whether they came in time order. Entries of our
+# shape that are not old roots join the skipped ones.
+skipped_by_shape=$skipped
+skipped_names_by_shape=$skipped_names
+scan() {
+	top_ino='' root_ino='' count=0 past=0 newest_num=0 in_order=1 _last=0
+	skipped=$skipped_by_shape skipped_names=$skipped_names_by_shape
+	IFS=$NL
+	# shellcheck disable=SC2086 # one line per path
+	set -- $stat_out
+	unset IFS
+	for _l; do
+		_ino=${_l%% *}
+		_p=${_l#* }
+		case $_p in
+		.) top_ino=$_ino ;;
+		"$rp") root_ino=$_ino ;;
+		"$op"/*)
+			_n=${_p#"$op"/}
+			if [ "$_ino" != 256 ]; then
+				note_skipped "'$_n' (not a subvolume)"
+			elif root_name "$_n"; then
+				count=$((count + 1))
+				[ "$name_num" -gt "$_last" ] || in_order=
+				_last=$name_num
+				[ "$name_num" -ge "$cutoff_num" ] || past=$((past + 1))
+				[ "$name_num" -le "$newest_num" ] || newest_num=$name_num
+			else
+				note_skipped "'$_n' (not a name this script gives)"
+			fi
+			;;
+		esac
 	done
+}
+scan
+if [ -z "$in_order" ]; then
+	# Two globs (names with and without a suffix) are two runs in time
+	# order; sort(1) merges them. Lines are "INODE ./PATH".
+	stat_out=$(printf '%s\n' "$stat_out" | sort -t ' ' -k 2) || fail "sort failed"
+	scan
+	[ -n "$in_order" ] || fail "old roots are not in time order after sorting"
 fi
+if [ "$top_ino" != 256 ]; then
+	[ -z "$stat_failed" ] || fail "stat failed on the top level of $device"
+	fail "$mountpoint is not the top level of a Btrfs filesystem"
+fi
+[ -z "$stat_failed" ] || warn "stat reported errors; what it could not see is left alone"
 if [ "$skipped" -gt 0 ]; then
-	warn "left $skipped entries in $old_sv that are not old roots:$skipped_names"
+	_more=
+	[ "$skipped" -le 10 ] || _more=" and $((skipped - 10)) more"
+	warn "left $skipped entries in $old_sv that are not old roots:$skipped_names$_more"
 fi
 
 # --- The clock ---------------------------------------------------------------
 
-newest_epoch=
-[ -z "$newest_key" ] || newest_epoch=$((newest_key / 100))
 if [ "$now" -lt "$CLOCK_FLOOR" ]; then
 	clock=implausible
 	warn "the clock ($now) is before 2026-01-01; deleting nothing"
 elif [ "$now" -ge "$CLOCK_CEILING" ]; then
 	clock=implausible
 	warn "the clock ($now) is after 2100-01-01; deleting nothing"
-elif [ -n "$newest_epoch" ] && [ "$now" -lt "$newest_epoch" ]; then
+elif [ "$count" -gt 0 ] && [ "$now_num" -lt $((newest_num / 100 * 100)) ]; then
 	clock=implausible
-	name_of_key "$newest_key"
-	warn "the clock ($now) is earlier than the newest old root $key_name; deleting nothing"
+	name_of_num "$newest_num"
+	warn "the clock ($now) is earlier than the newest old root $num_name; deleting nothing"
 fi
 
 # The new old root's name: the time of the move when the clock is right and
-# it sorts after every existing name; otherwise the next name after the
-# newest (or the floor on an empty @old_roots).
-if [ "$clock" = ok ] && { [ -z "$newest_key" ] || [ "$((now * 100))" -gt "$newest_key" ]; }; then
-	target_key=$((now * 100))
-elif [ -n "$newest_key" ]; then
-	if [ $((newest_key % 100)) -lt 99 ]; then
-		target_key=$((newest_key + 1))
-	else
-		target_key=$((newest_key / 100 * 100 + 100))
-	fi
+# it sorts after every old root; otherwise the next name after the newest
+# (or the floor when there is none).
+if [ "$clock" = ok ] && [ "$now_num" -gt "$newest_num" ]; then
+	target_num=$now_num
+elif [ "$count" -gt 0 ]; then
+	next_num "$newest_num"
+	target_num=$next
 else
-	target_key=$((CLOCK_FLOOR * 100))
-fi
-name_of_key "$target_key"
-target=$key_name
-
-# --- Rotate ------------------------------------------------------------------
-
-if [ ! -d "$old_path" ]; then
-	btrfs subvolume create "$old_path" >/dev/null || fail "cannot create $old_sv"
-fi
-if [ -n "$root_ino" ]; then
-	if [ "$root_ino" != 256 ] || [ -L "$root_path" ]; then
-		fail "$root_sv exists but is not a subvolume; left it as it is"
-	fi
-	if [ -e "$old_path/$target" ] || [ -L "$old_path/$target" ]; then
-		fail "$old_sv/$target already exists"
-	fi
-	mv "$root_path" "$old_path/$target" || fail "cannot move $root_sv to $old_sv/$target"
-	rotated_to=$target
-	eval "key_${target%-*}_${target#*-}=\$target_key"
-	roots="$roots $target"
-	count=$((count + 1))
-fi
-# No root here means a first boot, or a boot after a stop between the move
-# and this line: either way a new root is all that is missing.
-if ! btrfs subvolume create "$root_path" >/dev/null; then
-	if [ -n "$rotated_to" ] && mv "$old_path/$rotated_to" "$root_path"; then
-		fail "cannot create a new $root_sv; moved the old one back (this boot keeps its old root)"
-	fi
-	fail "cannot create $root_sv"
+	target_num=$FLOOR_NUM
 fi
 
-# --- Delete old roots past retention ------------------------------------------
+# --- What retention deletes ----------------------------------------------------
 
+# The oldest old roots past retention, but never the newest keepAtLeast,
+# counting the root moved at this boot (also when its move fails: see
+# below). Old roots past retention are the oldest ones, so the selection is
+# every old root up to a name number: $boundary.
 selected=0
+boundary=0
 if [ "$clock" = ok ]; then
-	oldest_kept_index=$((count - keep_at_least))
-	cutoff=$((now - retention_days * 86400))
-	_i=0
-	for _n in $roots; do
-		[ "$_i" -lt "$oldest_kept_index" ] || break
-		_i=$((_i + 1))
-		eval "_key=\$key_${_n%-*}_${_n#*-}"
-		[ $((_key / 100)) -lt "$cutoff" ] || continue
-		eval "sel_${_n%-*}_${_n#*-}=1"
-		selected=$((selected + 1))
-	done
+	_total=$count
+	[ "$root_ino" != 256 ] || _total=$((_total + 1))
+	selected=$((_total - keep_at_least))
+	[ "$selected" -le "$past" ] || selected=$past
+	[ "$selected" -ge 0 ] || selected=0
+	if [ "$selected" -eq "$past" ]; then
+		boundary=$((cutoff_num - 1))
+	elif [ "$selected" -gt 0 ]; then
+		# The selected-th old root in time order.
+		IFS=$NL
+		# shellcheck disable=SC2086 # one line per path
+		set -- $stat_out
+		unset IFS
+		_i=0
+		for _l; do
+			case $_l in "256 $op"/*) ;; *) continue ;; esac
+			_n=${_l#"256 $op"/}
+			root_name "$_n" || continue
+			_i=$((_i + 1))
+			if [ "$_i" -eq "$selected" ]; then
+				boundary=$name_num
+				break
+			fi
+		done
+	fi
 fi
 
-failed_deletes=0
-listed=0
-if [ "$selected" -gt 0 ]; then
-	# One listing of the whole filesystem finds the subvolumes nested in the
-	# selected roots (systemd and container tools create them).
-	list=$(btrfs subvolume list "$mountpoint") || fail "cannot list the subvolumes of $device"
-	paths=
-	IFS=$NL
-	for _l in $list; do
+# --- Deleting ------------------------------------------------------------------
+
+# Prints the paths of the subvolumes at and below the selected old roots
+# from the listing in the positional parameters, one per line, and returns
+# 1 when some could not be used. A listing line is "ID n gen n top level n
+# path PATH"; a name with a newline continues on the next lines, so a record
+# followed by a line of another form is not used, and a line of the right
+# form may be part of a name: every path is checked to lead through no
+# symlink (which could point out of the old root), and to stay below a
+# selected old root.
+paths_to_delete() {
+	_odd=0 _pending='' _cn='' _cs=''
+	for _l; do
+		case $_l in
+		"ID "*" gen "*" top level "*" path "*) ;;
+		*)
+			# The rest of the last record's name.
+			[ -z "$_pending" ] || _odd=1
+			_pending=''
+			continue
+			;;
+		esac
+		[ -z "$_pending" ] || printf '%s\n' "$_pending"
+		_pending=''
 		_p=${_l#* path }
 		case $_p in "$old_sv"/*) ;; *) continue ;; esac
 		_rest=${_p#"$old_sv"/}
 		_n=${_rest%%/*}
-		case $_n in $NAME_GLOB | $NAME_GLOB-[0-9][0-9]) ;; *) continue ;; esac
-		eval "_sel=\${sel_${_n%-*}_${_n#*-}-}"
-		[ "$_sel" = 1 ] || continue
+		if [ "$_n" != "$_cn" ]; then
+			_cn=$_n _cs=''
+			if root_name "$_n" && [ "$name_num" -le "$boundary" ]; then _cs=1; fi
+		fi
+		[ -n "$_cs" ] || continue
 		case /$_rest/ in
-		*/./* | */../* | *//*) fail "odd path in the subvolume list: $_p" ;;
+		*/./* | */../* | *//*)
+			_odd=1
+			continue
+			;;
 		esac
-		if [ "$_rest" = "$_n" ]; then
-			eval "listed_${_n%-*}_${_n#*-}=1"
-			listed=$((listed + 1))
+		if [ "$_rest" != "$_n" ]; then
+			# Split at slashes (no component is empty: checked above).
+			_at=$op/$_n
+			IFS=/
+			for _c in ${_rest#*/}; do
+				_at=$_at/$_c
+				if [ -L "$_at" ]; then
+					unset IFS
+					_odd=1
+					continue 2
+				fi
+			done
+			unset IFS
 		fi
-		paths=$paths$NL$mountpoint/$_p
+		_pending=./$_p
 	done
-	# stat and the listing must agree that every selected root is a
-	# subvolume; otherwise something is off and nothing is deleted.
-	[ "$listed" -eq "$selected" ] ||
-		fail "$selected old roots selected but $listed of them listed as subvolumes; deleted nothing"
-	# Every path is @old_roots/<selected name>[/...], deepest first: a
-	# parent sorts before its children, so reverse order deletes children
-	# first.
-	# shellcheck disable=SC2086 # one word per line (IFS is a newline)
-	sorted=$(printf '%s\n' $paths | sort -r) || fail "sort failed"
-	# shellcheck disable=SC2086 # split on newlines only
-	set -- $sorted
+	[ -z "$_pending" ] || printf '%s\n' "$_pending"
+	[ "$_odd" -eq 0 ]
+}
+
+# Counts the selected old roots still there, in $left, and names the first
+# ten in $left_names.
+count_left() {
+	left=0 left_names=''
+	IFS=$NL
+	# shellcheck disable=SC2086 # one line per path
+	set -- $stat_out
 	unset IFS
-	if [ $# -gt 0 ] && ! btrfs subvolume delete "$@" >/dev/null; then
-		warn "btrfs subvolume delete reported errors"
-	fi
-	# A root is deleted when its name is gone; what is left is finished at a
-	# later boot, since it stays selected.
-	for _n in $roots; do
-		eval "_sel=\${sel_${_n%-*}_${_n#*-}-}"
-		[ "$_sel" = 1 ] || continue
-		if [ -e "$old_path/$_n" ]; then
-			failed_deletes=$((failed_deletes + 1))
-		else
-			deleted=$((deleted + 1))
+	for _l; do
+		case $_l in "256 $op"/*) ;; *) continue ;; esac
+		_n=${_l#"256 $op"/}
+		root_name "$_n" || continue
+		[ "$name_num" -le "$boundary" ] || break
+		if [ -e "$op/$_n" ] || [ -L "$op/$_n" ]; then
+			left=$((left + 1))
+			[ "$left" -gt 10 ] || left_names="$left_names $_n"
 		fi
 	done
+}
+
+# What the batch delete left: every subvolume the listing (in the positional
+# parameters) names below a selected old root still there is found by its
+# id, its real path is asked of the kernel, read-only is cleared (a
+# read-only subvolume cannot lose its nested ones), and it is deleted by id,
+# deepest first. One process per subvolume, so only for what is left.
+delete_the_rest() {
+	_ids=$(
+		_cn='' _cs=''
+		for _l; do
+			case $_l in "ID "*" gen "*" top level "*" path $old_sv/"*) ;; *) continue ;; esac
+			_id=${_l#ID }
+			_id=${_id%% *}
+			case $_id in '' | *[!0-9]*) continue ;; esac
+			_rest=${_l#* path "$old_sv"/}
+			_n=${_rest%%/*}
+			if [ "$_n" != "$_cn" ]; then
+				_cn=$_n _cs=''
+				if root_name "$_n" && [ "$name_num" -le "$boundary" ] &&
+					{ [ -e "$op/$_n" ] || [ -L "$op/$_n" ]; }; then _cs=1; fi
+			fi
+			[ -z "$_cs" ] || printf '%s\n' "$_id"
+		done
+	)
+	_jobs=''
+	for _id in $_ids; do
+		# The kernel's path for the id, exactly (a name may end in a newline).
+		_real=$(btrfs inspect-internal subvolid-resolve "$_id" . && echo .) || continue
+		_real=${_real%.}
+		_real=${_real%"$NL"}
+		case $_real in "$old_sv"/*) ;; *) continue ;; esac
+		_n=${_real#"$old_sv"/}
+		_n=${_n%%/*}
+		if ! root_name "$_n" || [ "$name_num" -gt "$boundary" ]; then continue; fi
+		btrfs property set -f -ts "./$_real" ro false >/dev/null 2>&1 || :
+		# Depth: the number of slashes.
+		_d=0 _s=$_real
+		while :; do
+			case $_s in */*) _s=${_s#*/} _d=$((_d + 1)) ;; *) break ;; esac
+		done
+		_jobs="$_jobs$_d $_id$NL"
+	done
+	[ -n "$_jobs" ] || return 0
+	_jobs=$(printf '%s' "$_jobs" | sort -rn) || return 0
+	IFS=$NL
+	# shellcheck disable=SC2086 # one job per line
+	set -- $_jobs
+	unset IFS
+	for _j; do
+		btrfs subvolume delete -i "${_j#* }" . >/dev/null || :
+	done
+}
+
+# Deletes the selected old roots with their nested subvolumes: one listing,
+# one delete of every path deepest first; what is left (read-only parents,
+# names with a newline) one by one. An old root that still cannot be deleted
+# is skipped with a warning and tried again at the next boot; the boot goes on.
+deleted_done=''
+undeletable=0
+delete_selected() {
+	deleted_done=1
+	[ "$selected" -gt 0 ] || return 0
+	# One listing of the whole filesystem finds the subvolumes nested in the
+	# selected roots (systemd and container tools create them).
+	list=$(btrfs subvolume list .) || fail "cannot list the subvolumes of $device"
+	IFS=$NL
+	# shellcheck disable=SC2086 # one line per record
+	set -- $list
+	unset IFS
+	_paths=$(paths_to_delete "$@") ||
+		warn "some subvolumes below old roots past retention have odd names; deleting those one by one"
+	if [ -n "$_paths" ]; then
+		# A parent sorts before its children: reverse order deletes
+		# children first.
+		_paths=$(printf '%s\n' "$_paths" | sort -r -u) || fail "sort failed"
+		IFS=$NL
+		# shellcheck disable=SC2086 # one path per line
+		set -- $_paths
+		unset IFS
+		btrfs subvolume delete "$@" >/dev/null ||
+			warn "btrfs subvolume delete reported errors; retrying what is left one by one"
+		IFS=$NL
+		# shellcheck disable=SC2086 # one line per record
+		set -- $list
+		unset IFS
+	fi
+	count_left
+	if [ "$left" -gt 0 ]; then
+		delete_the_rest "$@"
+		count_left
+	fi
+	deleted=$((selected - left))
+	if [ "$left" -gt 0 ]; then
+		undeletable=$left
+		_more=
+		[ "$left" -le 10 ] || _more=" and $((left - 10)) more"
+		warn "could not delete $left old roots past retention:$left_names$_more; left them for the next boot"
+	fi
+}
+
+# Waits until the deleted subvolumes' space is free (the kernel frees it in
+# the background), so that a retry can use it.
+wait_for_space() {
+	btrfs filesystem sync . >/dev/null || :
+	btrfs subvolume sync . >/dev/null || warn "btrfs subvolume sync failed"
+}
+
+# --- Rotate ------------------------------------------------------------------
+
+# Moves the root to the first free name from $target_num on. mv -T renames
+# and never moves into an existing directory, and the kernel refuses to
+# rename onto a subvolume or a non-empty directory, so a run that loses a
+# race for a name sees the move fail, and takes the next name. Returns 0
+# when moved, 2 when the root is gone (another run moved it), 3 when no name
+# is left, 1 when the move itself fails (a full filesystem).
+move_root() {
+	_tries=0
+	while [ "$_tries" -lt 200 ]; do
+		_tries=$((_tries + 1))
+		if [ "$target_num" -ge "$CEILING_NUM" ]; then
+			move_error="no name is left before 2100-01-01 after the newest old root"
+			return 3
+		fi
+		name_of_num "$target_num"
+		if [ -e "$op/$num_name" ] || [ -L "$op/$num_name" ]; then
+			next_num "$target_num"
+			target_num=$next
+			continue
+		fi
+		if mv -T "$rp" "$op/$num_name"; then
+			rotated_to=$num_name
+			return 0
+		fi
+		[ -e "$rp" ] || [ -L "$rp" ] || return 2
+		if [ -e "$op/$num_name" ] || [ -L "$op/$num_name" ]; then
+			next_num "$target_num"
+			target_num=$next
+			continue
+		fi
+		move_error="cannot move $root_sv to $old_sv/$num_name"
+		return 1
+	done
+	move_error="cannot move $root_sv: 200 names taken"
+	return 1
+}
+
+# Creates the new root; an empty subvolume that another run created at the
+# same moment does as well.
+create_root() {
+	btrfs subvolume create "$rp" >/dev/null && return 0
+	[ -d "$rp" ] && [ ! -L "$rp" ] || return 1
+	_i=$(stat -c %i "$rp") && [ "$_i" = 256 ] || return 1
+	set +f
+	for _e in "$rp"/* "$rp"/.[!.]* "$rp"/..?*; do
+		if [ -e "$_e" ] || [ -L "$_e" ]; then
+			set -f
+			return 1
+		fi
+	done
+	set -f
+	warn "another run created $root_sv at the same time; using it"
+}
+
+if [ ! -d "$op" ]; then
+	btrfs subvolume create "$op" >/dev/null || [ -d "$op" ] || fail "cannot create $old_sv"
 fi
+move_error=''
+moved_after_deleting=''
+if [ -n "$root_ino" ]; then
+	if [ "$root_ino" != 256 ] || [ -L "$rp" ]; then
+		fail "$root_sv exists but is not a subvolume; left it as it is"
+	fi
+	move_root
+	_moved=$?
+	[ "$_moved" -ne 3 ] || fail "$move_error; this boot keeps its old root"
+	if [ "$_moved" -eq 1 ]; then
+		# A full filesystem: free what retention frees, then try again.
+		warn "$move_error; deleting old roots past retention first, then trying again"
+		delete_selected
+		[ "$deleted" -eq 0 ] || wait_for_space
+		move_root
+		_moved=$?
+		[ "$_moved" -eq 0 ] || [ "$_moved" -eq 2 ] ||
+			fail "$move_error (deleted $deleted old roots past retention first); this boot keeps its old root"
+		moved_after_deleting=1
+	fi
+	[ "$_moved" -ne 2 ] || warn "$root_sv was moved by another run at the same time"
+fi
+# No root here means a first boot, or a boot after a stop between the move
+# and this line: either way a new root is all that is missing.
+if ! create_root; then
+	if [ -z "$deleted_done" ]; then
+		warn "cannot create $root_sv; deleting old roots past retention first, then trying again"
+		delete_selected
+		[ "$deleted" -eq 0 ] || wait_for_space
+	fi
+	if ! create_root; then
+		if [ -n "$rotated_to" ] && mv -T "$op/$rotated_to" "$rp"; then
+			rotated_to=
+			fail "cannot create a new $root_sv; moved the old one back (this boot keeps its old root)"
+		fi
+		fail "cannot create $root_sv"
+	fi
+fi
+
+# --- Delete old roots past retention ------------------------------------------
+
+[ -n "$deleted_done" ] || delete_selected
 kept=$((count - deleted))
+[ -z "$rotated_to" ] || kept=$((kept + 1))
 
 # --- Make it durable -----------------------------------------------------------
 
-btrfs filesystem sync "$mountpoint" >/dev/null || fail "btrfs filesystem sync failed"
+btrfs filesystem sync . >/dev/null || fail "btrfs filesystem sync failed"
 
-if [ "$failed_deletes" -gt 0 ]; then
-	fail "could not delete $failed_deletes old roots past retention; they are retried at the next boot"
-fi
 if [ -n "$rotated_to" ]; then
 	message="moved $root_sv to $old_sv/$rotated_to"
+	[ -z "$moved_after_deleting" ] || message="$message after deleting old roots past retention to make room"
 else
 	message="no $root_sv to move (first boot, or the last run stopped right after the move); created a new one"
 fi
 [ "$clock" = ok ] || message="$message; clock implausible, deleted nothing"
+[ "$undeletable" -eq 0 ] || message="$message; could not delete $undeletable old roots past retention (see the warnings)"
 exit 0
