@@ -1,7 +1,10 @@
 //! `cargo xtask vm-test`: boots the real layout in VMs and runs the in-VM
 //! checks: the partition table, all subvolumes, the mount options that take
 //! effect, the ESP's permissions, encrypted swap, compression, No_COW, TRIM
-//! down to the host's image, and the root's rotation at every boot.
+//! down to the host's image, the root's rotation at every boot, a month of
+//! rotations against the retention rules, the write latency while async
+//! discard runs and the mount time (roadmap 7.2, 7.3), and with
+//! `--thorough` the checklist's recovery procedures.
 //! Exit codes: 0 every check passed, 1 a check failed, 2 could not run.
 
 use std::process::ExitCode;
@@ -77,6 +80,18 @@ pub struct Args {
     /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
     #[arg(long, hide = true)]
     pub compression: Option<String>,
+    /// After the default boots (and any power cuts), run the checklist's
+    /// recovery procedures (§4.3-4.5: a file from an old root, /persist from
+    /// a snapshot across a reboot, /persist sent to a second disk and
+    /// received after a reinstall), then a calendar of short boots over
+    /// three retention periods. About 11 more boots.
+    #[arg(long)]
+    pub thorough: bool,
+    /// Boot with this rollback script instead of
+    /// nix/modules/btrfs-rollback/rollback.sh, e.g. a modified copy; the
+    /// results go to target/xtask/vm-test-tampered.json.
+    #[arg(long, value_name = "PATH")]
+    pub rollback_script: Option<Utf8PathBuf>,
 }
 
 impl Args {
@@ -96,6 +111,8 @@ impl Args {
             power_cuts: self.power_cuts,
             compression: self.compression.clone(),
             progress: true,
+            thorough: self.thorough,
+            rollback_script: self.rollback_script.clone(),
         }
     }
 }
@@ -129,6 +146,52 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if let Some(ms) = figure(&format!("rotation_ms.boot{}", boot.number)) {
             highlights.push(format!("rotation at boot {}: {ms:.0} ms", boot.number));
         }
+    }
+    if let (Some(p99), Some(max)) = (
+        figure("discard.latency_p99_ms"),
+        figure("discard.latency_max_ms"),
+    ) {
+        highlights.push(format!(
+            "writes while async discard released {:.1} GiB: p99 {p99:.1} ms, max {max:.1} ms",
+            figure("discard.released_bytes").unwrap_or(0.0) / 1073741824.0
+        ));
+    }
+    let mounts: Vec<String> = results
+        .boots
+        .iter()
+        .filter_map(|b| figure(&format!("mount_ms.boot{}", b.number)).map(|ms| format!("{ms:.0}")))
+        .collect();
+    if !mounts.is_empty() {
+        highlights.push(format!(
+            "mounting every filesystem: {} ms per boot",
+            mounts.join(", ")
+        ));
+    }
+    let retention: Vec<_> = results
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("retention:") || c.name.starts_with("month:"))
+        .collect();
+    if !retention.is_empty() {
+        highlights.push(format!(
+            "retention: {}/{} rotations and rules as the model says",
+            retention.iter().filter(|c| c.passed).count(),
+            retention.len()
+        ));
+    }
+    for procedure in &results.procedures {
+        highlights.push(format!(
+            "procedure {} ({}{}): {}, {} commands",
+            procedure.step,
+            procedure.title,
+            if procedure.provisional {
+                ", provisional"
+            } else {
+                ""
+            },
+            if procedure.passed { "passed" } else { "FAILED" },
+            procedure.commands.len()
+        ));
     }
     if let Some(percent) = figure("compression.@nix.percent") {
         highlights.push(format!("@nix compression: {percent:.1}% saved"));

@@ -105,6 +105,7 @@ pub fn run(host: &str) -> Result<ExitCode> {
         }],
         figures: Default::default(),
         wall_ms: started.elapsed().as_millis() as u64,
+        procedures: Vec::new(),
     };
     let path = crate::results::write("vm-test", &results)?;
     eprintln!("results: {}", crate::project::display_path(&path));
