@@ -33,8 +33,9 @@ pub struct Args {
     /// The host whose layout is booted (a directory under hosts/).
     #[arg(long, default_value = DEFAULT_HOST)]
     pub host: String,
-    /// Boots in all: the install boot, then rotation boots.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    /// Boots in all: the install boot, then rotation boots (the second is the
+    /// month: its clock jumps past the retention and it rotates several times).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub boots: u32,
     /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
     #[arg(long)]

@@ -3,15 +3,16 @@
 //! roots age past the retention in real rotations, and every rotation is
 //! held against the retention model (`super::retention`) by the host.
 //!
-//! The default run folds the month into its third boot, which needs only
-//! `keepAtLeast` extra rollback runs: boot 2 leaves a root, then boot 3
-//! starts `retentionDays + 10` days later (boot 2's root was left alone
-//! that long: a long uptime) and rotates `keepAtLeast + 1` times within one
-//! second. On the way, a root past retention is kept while it is among the
-//! newest `keepAtLeast`, is deleted once it is not, and the long-uptime root
-//! is kept although it ends up outside the newest: its age comes from its
-//! name, not from its contents. `--thorough` adds a calendar of short
-//! boots (rollback only) spread over more than three retention periods.
+//! The default run needs one boot for it, its second: it starts
+//! `retentionDays + 10` days after the install, so its first rotation moves
+//! the root the install boot used all that time (a long uptime) to a name
+//! of that day. Then `keepAtLeast` more rotations within that second push
+//! the long-uptime root out of the newest `keepAtLeast`, where it is kept
+//! by its name's age though its contents are older; then the clock steps
+//! `retentionDays + 1` days on, and one more rotation deletes the roots past
+//! retention that are not among the newest and keeps those that are.
+//! `--thorough` adds a calendar of short boots (rollback only) spread over
+//! more than three retention periods.
 
 use std::collections::BTreeMap;
 
@@ -22,23 +23,34 @@ use crate::results::CheckRecord;
 /// How far past the retention the long uptime goes.
 pub const UPTIME_BEYOND_RETENTION_DAYS: u64 = 10;
 /// The boot of the default run that carries the month.
-pub const MONTH_BOOT: u32 = 3;
+pub const MONTH_BOOT: u32 = 2;
 /// The script's `-NN` suffixes end at 99 within one second.
 const MAX_SAME_SECOND_RUNS: u64 = 99;
 
 /// The default run's month, in boot `MONTH_BOOT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Month {
     /// Seconds the clock jumps before the month's boot.
     pub jump_s: i64,
-    /// Rollback runs after the first, in its second.
-    pub same_second_runs: u32,
+    /// The rollback runs after the first: seconds after the first run's
+    /// second (`RollbackStep::extra_runs`).
+    pub extra_runs: Vec<i64>,
+}
+
+impl Month {
+    /// How far the last run set the clock past the first run.
+    pub fn stepped_s(&self) -> i64 {
+        self.extra_runs.iter().copied().max().unwrap_or(0)
+    }
 }
 
 pub fn month(rules: Rules) -> Month {
+    let same_second = rules.keep_at_least.clamp(1, MAX_SAME_SECOND_RUNS) as usize;
+    let mut extra_runs = vec![0; same_second];
+    extra_runs.push((rules.retention_days + 1) as i64 * DAY);
     Month {
         jump_s: (rules.retention_days + UPTIME_BEYOND_RETENTION_DAYS) as i64 * DAY,
-        same_second_runs: rules.keep_at_least.clamp(1, MAX_SAME_SECOND_RUNS) as u32,
+        extra_runs,
     }
 }
 
@@ -54,15 +66,22 @@ pub fn calendar(rules: Rules) -> Vec<i64> {
     days
 }
 
-/// The old roots after `runs` more rotations starting at `now` (the names
-/// they will get), as the model expects them: for the plan's count.
-pub fn predict(rules: Rules, before: &[String], now: i64, runs: u32) -> Vec<String> {
+/// The old roots after a boot's rotations as the model expects them (the
+/// first at `now`, the others at its second plus `extra_runs`): for the
+/// plan's count.
+pub fn predict(rules: Rules, before: &[String], now: i64, extra_runs: &[i64]) -> Vec<String> {
     let mut roots = before.to_vec();
-    for _ in 0..runs.max(1) {
-        let name = retention::next_name(&roots, now);
-        let now = Stamp::parse(&name).map_or(now, |s| s.epoch);
+    let mut first = None;
+    for clock in std::iter::once(None).chain(extra_runs.iter().map(Some)) {
+        let at = match (clock, first) {
+            (Some(offset), Some(second)) => second + offset,
+            _ => now,
+        };
+        let name = retention::next_name(&roots, at);
+        let moved = Stamp::parse(&name).map_or(at, |s| s.epoch);
+        first.get_or_insert(moved);
         roots.push(name);
-        roots = retention::apply(rules, &roots, now).kept();
+        roots = retention::apply(rules, &roots, moved).kept();
     }
     roots
 }
@@ -335,19 +354,19 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
         .iter()
         .skip(1)
         .map(|j| Stamp::parse(&j.moved))
+        .take_while(|s| s.zip(first).is_some_and(|(s, f)| s.epoch == f.epoch))
         .collect();
     let same = first.is_some_and(|f| {
         !burst.is_empty()
-            && burst.iter().enumerate().all(|(i, s)| {
-                s.is_some_and(|s| {
-                    s.epoch == f.epoch && s.suffix as usize == i + 1 + f.suffix as usize
-                })
-            })
+            && burst
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.is_some_and(|s| s.suffix as usize == i + 1 + f.suffix as usize))
     });
     checks.push(record(
         boot,
         "month:same-second",
-        same,
+        same && judged.iter().all(|j| j.agreed),
         judged
             .iter()
             .map(|j| j.moved.clone())
@@ -376,20 +395,25 @@ mod tests {
         [("rotated_to".to_owned(), rotated_to.to_owned())].into()
     }
 
-    /// What a correct script does in the month's boot, from one old root.
+    /// What a correct script does in the month's boot.
     fn correct_month(before: &[String], now: i64) -> Vec<Run> {
         let plan = month(RULES);
         let mut roots = before.to_vec();
         let mut runs = Vec::new();
-        for run in 1..=plan.same_second_runs + 1 {
-            let moved = retention::next_name(&roots, now);
+        let offsets: Vec<Option<i64>> = std::iter::once(None)
+            .chain(plan.extra_runs.iter().map(|o| Some(*o)))
+            .collect();
+        for (index, offset) in offsets.into_iter().enumerate() {
+            let clock = offset.map(|o| now + o);
+            let moved = retention::next_name(&roots, clock.unwrap_or(now));
+            let at = Stamp::parse(&moved).unwrap().epoch;
             roots.push(moved.clone());
-            roots = retention::apply(RULES, &roots, now).kept();
+            roots = retention::apply(RULES, &roots, at).kept();
             runs.push(Run {
-                run,
+                run: index as u32 + 1,
                 status: status(&moved),
                 old_roots: Some(roots.clone()),
-                clock_set_to: (run > 1).then_some(now),
+                clock_set_to: clock,
             });
         }
         runs
@@ -399,68 +423,72 @@ mod tests {
     fn the_default_month_shows_every_rule_with_the_host_settings() {
         let plan = month(RULES);
         assert_eq!(plan.jump_s, 40 * DAY);
-        assert_eq!(plan.same_second_runs, 5);
-        let before = vec![name(T0, 0)];
+        assert_eq!(plan.extra_runs, [0, 0, 0, 0, 0, 31 * DAY]);
+        // The month's boot starts right after the install: no old roots.
         let now = T0 + plan.jump_s + 7;
-        let runs = correct_month(&before, now);
-        let (checks, judged) = judge(RULES, 3, &before, &runs, None);
+        let runs = correct_month(&[], now);
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
         assert!(checks.iter().all(|c| c.passed), "{checks:#?}");
-        assert_eq!(checks.len(), 6);
-        let coverage = coverage(RULES, 3, &judged, 40);
+        assert_eq!(checks.len(), 7);
+        let coverage = coverage(RULES, 2, &judged, 40);
         assert!(coverage.iter().all(|c| c.passed), "{coverage:#?}");
+        // Run 6 keeps the long-uptime root outside the newest 5; run 7
+        // deletes it and the next, and keeps four past retention.
+        assert_eq!(judged[6].verdict.deleted(), [name(now, 0), name(now, 1)]);
+        assert_eq!(judged[6].after.len(), 5);
         // The prediction for the plan agrees.
-        assert_eq!(predict(RULES, &before, now, 6).len(), 6);
+        assert_eq!(predict(RULES, &[], now, &plan.extra_runs), judged[6].after);
+        assert_eq!(predict(RULES, &[], now, &[]).len(), 1);
     }
 
     #[test]
     fn a_script_that_never_deletes_or_ignores_keep_at_least_disagrees() {
-        let plan = month(RULES);
-        let before = vec![name(T0, 0)];
-        let now = T0 + plan.jump_s;
-        // Never deletes: the old root stays.
-        let mut runs = correct_month(&before, now);
-        for run in &mut runs {
-            let list = run.old_roots.as_mut().unwrap();
-            if !list.contains(&before[0]) {
-                list.insert(0, before[0].clone());
-            }
-        }
-        let (checks, judged) = judge(RULES, 3, &before, &runs, None);
-        let failed: Vec<&str> = checks
+        let now = T0 + 40 * DAY;
+        // Never deletes: run 7 keeps what it must delete.
+        let mut runs = correct_month(&[], now);
+        let all: Vec<String> = runs
             .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.name.as_str())
+            .map(|r| r.status["rotated_to"].clone())
             .collect();
-        assert!(failed.contains(&"retention:run5"), "{failed:?}");
-        assert!(!coverage(RULES, 3, &judged, 40)[0].passed);
-        // Ignores keepAtLeast: the old root is gone after run 1.
-        let mut runs = correct_month(&before, now);
-        runs[0]
-            .old_roots
-            .as_mut()
-            .unwrap()
-            .retain(|n| *n != before[0]);
-        let (checks, _) = judge(RULES, 3, &before, &runs, None);
-        assert!(!checks[0].passed);
-        assert!(checks[0].measured.contains("deleted but must be kept"));
+        runs[6].old_roots = Some(all.clone());
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(!checks[6].passed);
+        assert!(
+            checks[6].measured.contains("kept but must be deleted"),
+            "{:?}",
+            checks[6]
+        );
+        assert!(!coverage(RULES, 2, &judged, 40)[0].passed);
+        // Ignores keepAtLeast: run 7 deletes everything past retention.
+        let mut runs = correct_month(&[], now);
+        runs[6].old_roots = Some(vec![all[6].clone()]);
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(checks[6].measured.contains("deleted but must be kept"));
+        assert!(!coverage(RULES, 2, &judged, 40)[1].passed);
     }
 
     #[test]
     fn a_script_that_deletes_the_newest_or_misnames_disagrees() {
-        let before = vec![name(T0, 0)];
         let now = T0 + 40 * DAY;
-        let mut runs = correct_month(&before, now);
-        runs[0].old_roots = Some(before.clone());
-        let (checks, _) = judge(RULES, 3, &before, &runs, None);
+        let mut runs = correct_month(&[], now);
+        runs[0].old_roots = Some(Vec::new());
+        let (checks, _) = judge(RULES, 2, &[], &runs, None);
         assert!(!checks[0].passed, "{:?}", checks[0]);
-        let mut runs = correct_month(&before, now);
+        let mut runs = correct_month(&[], now);
         runs[1].status = status(&name(now + 1, 0));
-        let (checks, _) = judge(RULES, 3, &before, &runs, None);
+        let (checks, _) = judge(RULES, 2, &[], &runs, None);
         assert!(
             checks[1].measured.contains("the name must be"),
             "{:?}",
             checks[1]
         );
+        // A script that judges age by contents (the root made at the
+        // install) would delete the long-uptime root at run 6.
+        let mut runs = correct_month(&[], now);
+        runs[5].old_roots.as_mut().unwrap().remove(0);
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(!checks[5].passed);
+        assert!(!coverage(RULES, 2, &judged, 40)[2].passed);
     }
 
     #[test]

@@ -293,11 +293,16 @@ pub struct RollbackStep {
     pub status_dir: String,
     /// The roadmap's limit for one rotation.
     pub max_ms: u64,
-    /// Further runs right after the first, each with the clock set back to
-    /// the second the first run named its root by: several rotations in one
-    /// second. The old roots are listed after every run.
+    /// Further runs right after the first, each with the clock set to the
+    /// second the first run named its root by plus this many seconds (0:
+    /// several rotations in one second). The old roots are listed after
+    /// every run.
     #[serde(default)]
-    pub same_second_runs: u32,
+    pub extra_runs: Vec<i64>,
+    /// Files (relative to a root) the root the first run moves must hold:
+    /// what the last boot wrote into /, checked before later runs move on.
+    #[serde(default)]
+    pub first_run_holds: Vec<String>,
     /// Where the old roots are: the top level's device and the subvolume.
     pub old_roots: OldRootsPlace,
     /// Whether a root must be moved. After a power cut between the move and

@@ -195,16 +195,20 @@ pub struct BootSpec {
     pub history: History,
     /// qemu's `-rtc base=` (epoch seconds); the guest's clock must follow it.
     pub rtc_base: Option<i64>,
-    /// Rollback runs after the first, in the first run's second.
-    pub same_second_runs: u32,
-    /// How many old roots the boot must find, from the retention model
-    /// (None: `boot - 1`, every earlier boot rotated and nothing was deleted).
-    pub old_roots_expected: Option<u32>,
+    /// Rollback runs after the first, each at the first run's second plus
+    /// this many seconds (`RollbackStep::extra_runs`).
+    pub extra_runs: Vec<i64>,
+    /// How many old roots the boot must find (at least, at most), from the
+    /// retention model (None: as if every earlier boot rotated and nothing
+    /// was deleted).
+    pub old_roots_expected: Option<(u32, u32)>,
     /// The boot whose files in / the newest old root holds (None: it holds
     /// none, e.g. the root a burst of rotations left empty), and the boot
     /// whose files some old root holds.
     pub newest_holds: Option<u32>,
     pub some_holds: Option<u32>,
+    /// With extra runs: the boot whose files the root the first run moves holds.
+    pub first_run_holds: Option<u32>,
     /// Roadmap 7.2: create and delete a large file, and hold the write
     /// latency while async discard releases it against these budgets.
     pub discard_probe: Option<DiscardBudget>,
@@ -227,10 +231,11 @@ impl BootSpec {
             },
             history: History::Clean,
             rtc_base: None,
-            same_second_runs: 0,
+            extra_runs: Vec::new(),
             old_roots_expected: None,
             newest_holds: boot.checked_sub(1).filter(|b| *b > 0),
             some_holds: None,
+            first_run_holds: None,
             discard_probe: None,
             continued: Vec::new(),
             procedures: Vec::new(),
@@ -245,9 +250,9 @@ pub struct DiscardBudget {
     pub max_ms: f64,
 }
 
-/// Roadmap 7.2's probe: 3 GiB leave at least one 1 GiB data block group
+/// Roadmap 7.2's probe: 4 GiB leave at least two 1 GiB data block groups
 /// empty, which Btrfs discards 10 s later; partly used ones wait 120 s.
-pub const DISCARD_PROBE_BYTES: u64 = 3 << 30;
+pub const DISCARD_PROBE_BYTES: u64 = 4 << 30;
 pub const DISCARD_RELEASED_MIN_BYTES: u64 = 1 << 30;
 /// The release must come within this time of the deletion.
 pub const DISCARD_MAX_WAIT_MS: u64 = 40_000;
@@ -409,9 +414,18 @@ impl<'a> Realisation<'a> {
                 self.create(&mut steps);
                 self.link_partitions(&mut steps);
                 self.format(&mut steps);
-                self.mount_all(&mut steps, boot);
+                self.mount_filesystems(&mut steps);
+                // Started early: the release comes 10 s after the deletion,
+                // and the install's own work fills most of that time.
+                if spec.discard_probe.is_some() {
+                    self.discard_probe(&mut steps);
+                }
+                self.swap_on(&mut steps);
                 self.fill(&mut steps, boot);
                 self.install_checks(&mut steps);
+                // Before the trim probe: its fstrim would trim what async
+                // discard is to release.
+                self.discard_latency(&mut steps, spec);
                 self.trim_probe(&mut steps);
                 if procedures {
                     self.enter_system(&mut steps);
@@ -434,17 +448,7 @@ impl<'a> Realisation<'a> {
                 self.admin(&mut steps, &spec.continued);
                 self.rotate_checks(&mut steps, spec);
                 self.admin(&mut steps, &spec.procedures);
-                if let Some(budget) = spec.discard_probe {
-                    steps.push(check(
-                        "discard-latency",
-                        Expect::DiscardLatency {
-                            min_released_bytes: DISCARD_RELEASED_MIN_BYTES,
-                            max_wait_ms: DISCARD_MAX_WAIT_MS,
-                            p99_budget_ms: budget.p99_ms,
-                            max_budget_ms: budget.max_ms,
-                        },
-                    ));
-                }
+                self.discard_latency(&mut steps, spec);
                 self.write_root_files(&mut steps, boot);
             }
             BootKind::RotateOnly => {
@@ -484,6 +488,21 @@ impl<'a> Realisation<'a> {
                 &format!("procedure:{}", part.step),
                 OnFailure::Continue,
                 Action::Admin(part.clone()),
+            ));
+        }
+    }
+
+    /// Ends roadmap 7.2's probe: waits for the release, holds the latencies against the budget.
+    fn discard_latency(&self, steps: &mut Vec<Step>, spec: &BootSpec) {
+        if let Some(budget) = spec.discard_probe {
+            steps.push(check(
+                "discard-latency",
+                Expect::DiscardLatency {
+                    min_released_bytes: DISCARD_RELEASED_MIN_BYTES,
+                    max_wait_ms: DISCARD_MAX_WAIT_MS,
+                    p99_budget_ms: budget.p99_ms,
+                    max_budget_ms: budget.max_ms,
+                },
             ));
         }
     }
@@ -702,7 +721,8 @@ impl<'a> Realisation<'a> {
                 status_dir: ROLLBACK_STATUS_DIR.to_owned(),
                 max_ms: MAX_ROTATION_MS,
                 rotation_required: spec.history == History::Clean,
-                same_second_runs: spec.same_second_runs,
+                extra_runs: spec.extra_runs.clone(),
+                first_run_holds: self.relative_root_files(spec.first_run_holds),
                 old_roots: OldRootsPlace {
                     device: btrfs.device.clone(),
                     directory: settings.old_roots_subvolume.clone(),
@@ -735,14 +755,7 @@ impl<'a> Realisation<'a> {
         argv
     }
 
-    /// Stage 1 and 2 of NixOS: the mounts in order, tmpfiles' +C, swap.
-    fn mount_all(&self, steps: &mut Vec<Step>, boot: u32) {
-        self.mount_filesystems(steps);
-        self.swap_on(steps);
-        let _ = boot;
-    }
-
-    /// The mounts in order, then tmpfiles' +C.
+    /// Stage 1 and 2 of NixOS: the mounts in order, then tmpfiles' +C (swap follows).
     fn mount_filesystems(&self, steps: &mut Vec<Step>) {
         for mount in &self.context.mounts {
             let stop = if mount.mountpoint == "/" {
@@ -1189,31 +1202,35 @@ impl<'a> Realisation<'a> {
         self.mount_option_checks(steps);
     }
 
+    /// `root_files(boot)` relative to the root, as an old root holds them.
+    fn relative_root_files(&self, boot: Option<u32>) -> Vec<String> {
+        boot.map(|b| {
+            self.root_files(b)
+                .iter()
+                .map(|p| p.trim_start_matches('/').to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// @old_roots: as many as the retention model says, well named, and
     /// holding the files earlier boots wrote into /.
     fn old_roots_check(&self, steps: &mut Vec<Step>, spec: &BootSpec) {
-        let relative = |boot: Option<u32>| -> Vec<String> {
-            boot.map(|b| {
-                self.root_files(b)
-                    .iter()
-                    .map(|p| p.trim_start_matches('/').to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-        };
+        let relative = |boot: Option<u32>| self.relative_root_files(boot);
         let Some(btrfs) = self.root_btrfs() else {
             return;
         };
-        let (min_count, max_count) = match spec.history {
-            History::Clean => {
-                let count = spec.old_roots_expected.unwrap_or(spec.boot - 1);
-                (count, count)
-            }
+        let (min_count, max_count) = match (spec.old_roots_expected, spec.history) {
+            (Some(range), _) => range,
+            (None, History::Clean) => (spec.boot - 1, spec.boot - 1),
             // The cut boot may or may not have moved its root; this boot moves
             // one unless the cut fell between the move and the new root.
-            History::AfterPowerCut {
-                old_roots_before, ..
-            } => (old_roots_before + 1, old_roots_before + 2),
+            (
+                None,
+                History::AfterPowerCut {
+                    old_roots_before, ..
+                },
+            ) => (old_roots_before + 1, old_roots_before + 2),
         };
         steps.push(check(
             "old-roots",
@@ -1661,6 +1678,116 @@ mod tests {
             })
             .unwrap();
         assert!(!rollback.rotation_required);
+    }
+
+    fn position(plan: &Plan, prefix: &str) -> usize {
+        plan.steps
+            .iter()
+            .position(|s| s.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no step {prefix}"))
+    }
+
+    #[test]
+    fn the_install_starts_the_discard_probe_early_and_ends_it_before_fstrim() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let mut spec = BootSpec::new(1);
+        spec.rtc_base = Some(1_799_589_600);
+        spec.discard_probe = Some(DiscardBudget {
+            p99_ms: 1000.0,
+            max_ms: 3000.0,
+        });
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_for(&spec)
+            .unwrap();
+        assert_eq!(plan.rtc_base, Some(1_799_589_600));
+        assert_eq!(position(&plan, "check:clock"), 1);
+        assert!(position(&plan, "mount:/var/lib/containers") < position(&plan, "discard:probe"));
+        assert!(position(&plan, "discard:probe") < position(&plan, "swap:open"));
+        assert!(position(&plan, "discard:probe") < position(&plan, "fill:"));
+        assert!(position(&plan, "check:discard-latency") < position(&plan, "check:trim:fstrim"));
+        let Expect::DiscardLatency {
+            min_released_bytes,
+            p99_budget_ms,
+            ..
+        } = expectation(&plan, "discard-latency")
+        else {
+            panic!()
+        };
+        assert_eq!((*min_released_bytes, *p99_budget_ms), (1 << 30, 1000.0));
+    }
+
+    #[test]
+    fn the_months_boot_rotates_again_at_the_clocks_the_plan_sets() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let mut spec = BootSpec::new(2);
+        spec.extra_runs = vec![0, 0, 86_400];
+        spec.first_run_holds = spec.newest_holds.take();
+        spec.old_roots_expected = Some((3, 3));
+        let realisation = realisation_of(&layout, &context, vec![]);
+        let plan = realisation.plan_for(&spec).unwrap();
+        let Action::Rollback(rollback) = &plan.steps[position(&plan, "rollback")].action else {
+            panic!()
+        };
+        assert_eq!(rollback.extra_runs, [0, 0, 86_400]);
+        assert!(rollback
+            .first_run_holds
+            .contains(&"etc/xtask-boot-1".to_owned()));
+        assert_eq!(rollback.old_roots.directory, "@old_roots");
+        let Expect::OldRoots {
+            min_count,
+            max_count,
+            newest_holds,
+            some_holds,
+            ..
+        } = expectation(&plan, "old-roots")
+        else {
+            panic!()
+        };
+        assert_eq!((*min_count, *max_count), (3, 3));
+        assert!(newest_holds.is_empty() && some_holds.is_empty());
+    }
+
+    #[test]
+    fn procedures_run_in_the_system_continued_ones_before_the_checks() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let part = |step: &str| AdminStep {
+            step: step.to_owned(),
+            title: "t".to_owned(),
+            part: 0,
+            provisional: true,
+            commands: Vec::new(),
+            captured: BTreeMap::new(),
+        };
+        let mut spec = BootSpec::new(4);
+        spec.continued = vec![part("4.4")];
+        spec.procedures = vec![part("4.5")];
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_for(&spec)
+            .unwrap();
+        // / is checked before stage 2 puts directories into it.
+        assert!(position(&plan, "check:root-fresh") < position(&plan, "system:enter"));
+        assert!(position(&plan, "system:enter") < position(&plan, "procedure:4.4"));
+        assert!(position(&plan, "procedure:4.4") < position(&plan, "check:persist-marker"));
+        assert!(position(&plan, "check:subvolumes") < position(&plan, "procedure:4.5"));
+        assert!(position(&plan, "procedure:4.5") < position(&plan, "write:"));
+        let Action::EnterSystem { binds } = &plan.steps[position(&plan, "system:enter")].action
+        else {
+            panic!()
+        };
+        for dir in ["/proc", "/dev", "/run", "/usr", "/lib"] {
+            assert!(binds.contains(&dir.to_owned()), "{dir}");
+        }
+        // A short boot: the rollback and the old roots, nothing mounted.
+        let mut short = BootSpec::new(5);
+        short.kind = BootKind::RotateOnly;
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_for(&short)
+            .unwrap();
+        assert!(plan.steps.iter().any(|s| s.name == "check:old-roots"));
+        assert!(!plan.steps.iter().any(|s| s.name.starts_with("mount:")));
     }
 
     #[test]

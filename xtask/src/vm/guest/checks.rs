@@ -649,9 +649,9 @@ fn with_top_level<T>(plan: &Plan, device: &str, f: impl FnOnce(&str) -> Result<T
 }
 
 /// Runs the rollback script as the initrd would and checks what it did;
-/// then, if the plan asks, runs it again several times within the same
-/// second, listing the old roots after every run for the host's retention
-/// model (`crate::vm::month`).
+/// then, if the plan asks, runs it again with the clock set (several times
+/// within the first run's second, then days later), listing the old roots
+/// after every run for the host's retention model (`crate::vm::month`).
 pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
     let boot = plan.boot;
     let bytes = std::fs::read(&step.script).with_context(|| format!("reading {}", step.script))?;
@@ -720,7 +720,7 @@ pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
     if !first.ran.ok() {
         bail!("the rollback script failed: {}", first.ran.describe());
     }
-    if step.same_second_runs == 0 {
+    if step.extra_runs.is_empty() {
         send_run(1, &first, None, None);
         return Ok(first.summary);
     }
@@ -732,11 +732,36 @@ pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
     with_top_level(plan, &step.old_roots.device, |top| {
         let list = |top: &str| list_old_roots(top, &step.old_roots.directory);
         send_run(1, &first, Some(list(top)?), None);
-        let wall = std::time::SystemTime::now();
-        let steady = Instant::now();
+        if !step.first_run_holds.is_empty() {
+            let moved = Path::new(top)
+                .join(&step.old_roots.directory)
+                .join(get("rotated_to"));
+            let missing: Vec<&String> = step
+                .first_run_holds
+                .iter()
+                .filter(|f| !moved.join(f).exists())
+                .collect();
+            report(
+                "first-run-root",
+                missing.is_empty(),
+                if missing.is_empty() {
+                    format!("{} holds {}", get("rotated_to"), step.first_run_holds.join(" "))
+                } else {
+                    format!(
+                        "{} lacks {}",
+                        get("rotated_to"),
+                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                    )
+                },
+                "the root the first run moved holds what the last boot wrote into / (the long-uptime root)",
+            );
+        }
         let mut outcome = Ok(());
-        for run in 2..=step.same_second_runs + 1 {
-            set_clock(second)?;
+        for (index, offset) in step.extra_runs.iter().enumerate() {
+            let run = index as u32 + 2;
+            // Like `date -s`: the clock goes on from there.
+            let clock = second + offset;
+            set_clock(clock)?;
             let ran = run_script(step)?;
             let get = |k: &str| ran.fields.get(k).map(String::as_str).unwrap_or("");
             let passed =
@@ -745,15 +770,20 @@ pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
                 &format!("rollback-run:{run}"),
                 passed,
                 format!(
-                    "clock set to {second}; {}; {}",
+                    "clock set to {}; {}; {}",
+                    crate::vm::retention::Stamp {
+                        epoch: clock,
+                        suffix: 0
+                    }
+                    .name(),
                     ran.ran.status,
                     ran.summary
                         .clone()
                         .unwrap_or_else(|| "no summary line".into())
                 ),
-                "exit 0, result=ok clock=ok: one more rotation within the same second",
+                "exit 0, result=ok clock=ok: one more rotation at the clock the plan sets",
             );
-            send_run(run, &ran, Some(list(top)?), Some(second));
+            send_run(run, &ran, Some(list(top)?), Some(clock));
             if !ran.ran.ok() {
                 outcome = Err(anyhow::anyhow!(
                     "run {run} of the rollback failed: {}",
@@ -761,11 +791,6 @@ pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
                 ));
                 break;
             }
-        }
-        // Back to the RTC's time: as if the clock had never been set back.
-        let now = wall + steady.elapsed();
-        if let Ok(since) = now.duration_since(std::time::UNIX_EPOCH) {
-            let _ = set_clock_to(since);
         }
         outcome
     })?;
@@ -833,15 +858,9 @@ fn list_old_roots(top: &str, directory: &str) -> Result<Vec<String>> {
 
 /// Sets the wall clock to `epoch` seconds exactly, as `date -s @EPOCH` would.
 fn set_clock(epoch: i64) -> Result<()> {
-    set_clock_to(std::time::Duration::from_secs(
-        u64::try_from(epoch).context("a clock before 1970")?,
-    ))
-}
-
-fn set_clock_to(since_epoch: std::time::Duration) -> Result<()> {
     let time = libc::timespec {
-        tv_sec: since_epoch.as_secs() as libc::time_t,
-        tv_nsec: since_epoch.subsec_nanos() as libc::c_long,
+        tv_sec: epoch as libc::time_t,
+        tv_nsec: 0,
     };
     // SAFETY: a valid timespec; PID 1 has CAP_SYS_TIME.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &time) } != 0 {
