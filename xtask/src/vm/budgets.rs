@@ -14,7 +14,7 @@ use super::accel::Accel;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budgets {
     /// 7.2: p99 and worst latency of a 4 KiB write + fdatasync while async
-    /// discard releases a deleted 3 GiB file.
+    /// discard releases the block groups a deleted 4 GiB file left empty.
     pub discard_p99_ms: f64,
     pub discard_max_ms: f64,
     /// 7.3: every mount of the layout in one boot (/, the subvolumes, the
@@ -25,10 +25,11 @@ pub struct Budgets {
 impl Budgets {
     pub fn for_accel(accel: Accel) -> Budgets {
         match accel {
-            // Measured on 2 loaded cores (load 8): p99 ~100 ms and max
-            // ~300 ms with the discards and without; 9 mounts ~1.7 s.
-            // A stall (the 2019 discard=sync behaviour: commits waiting for
-            // gigabytes of TRIM) is seconds long.
+            // Measured on 2 cores under a load of 8 to 11: 60-140 ms (p99
+            // and max) while the release ran, up to 740 ms before it while
+            // the install wrote and synced its data; 9 mounts in 1.0-2.8 s.
+            // A stall (what discard=sync does: transaction commits waiting
+            // for gigabytes of TRIM) is seconds long.
             Accel::Tcg => Budgets {
                 discard_p99_ms: 1_000.0,
                 discard_max_ms: 3_000.0,

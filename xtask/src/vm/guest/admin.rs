@@ -188,9 +188,9 @@ pub fn bash(plan: &Plan, line: &str) -> Result<Output> {
     })
 }
 
-/// Whether a line of `text` matches the ERE, by the image's GNU grep.
-fn matches(plan: &Plan, pattern: &str, text: &str) -> Result<bool> {
-    let mut child = Command::new(&plan.tools.grep)
+/// Whether a line of `text` matches the ERE, by GNU grep (`grep`).
+fn matches(grep: &str, pattern: &str, text: &str) -> Result<bool> {
+    let mut child = Command::new(grep)
         .args(["-qE", "--", pattern])
         .env_clear()
         .env("LC_ALL", "C")
@@ -198,7 +198,7 @@ fn matches(plan: &Plan, pattern: &str, text: &str) -> Result<bool> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", plan.tools.grep))?;
+        .with_context(|| format!("starting {grep}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(text.as_bytes());
     }
@@ -215,7 +215,7 @@ fn matches(plan: &Plan, pattern: &str, text: &str) -> Result<bool> {
 
 /// Checks an output against the command's expectations; the first problem.
 fn judge(
-    plan: &Plan,
+    grep: &str,
     command: &AdminCommand,
     output: &Output,
     captured: &BTreeMap<String, String>,
@@ -244,7 +244,7 @@ fn judge(
                 Some(value) => trimmed == value,
                 None => return Some(format!("nothing was captured as {name:?}")),
             },
-            Expectation::Matches { pattern } => match matches(plan, pattern, &output.stdout) {
+            Expectation::Matches { pattern } => match matches(grep, pattern, &output.stdout) {
                 Ok(found) => found,
                 Err(error) => return Some(format!("{error:#}")),
             },
@@ -341,7 +341,7 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
         }
         if problem.is_none() {
             let output = bash(plan, &event.ran)?;
-            problem = judge(plan, command, &output, &captured);
+            problem = judge(&plan.tools.grep, command, &output, &captured);
             if problem.is_none() {
                 if let Some(name) = &command.capture {
                     let value = output.stdout.trim().to_owned();
@@ -392,4 +392,124 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
         ),
     );
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::plan::CommandRole;
+
+    fn command(exit: i32, expect: Vec<Expectation>) -> AdminCommand {
+        AdminCommand {
+            role: CommandRole::Checklist,
+            line: "ls".into(),
+            bindings: Vec::new(),
+            exit,
+            expect,
+            capture: None,
+            stands_for: None,
+        }
+    }
+
+    fn output(exit: i32, stdout: &str) -> Output {
+        Output {
+            exit: Some(exit),
+            stdout: stdout.into(),
+            stderr: String::new(),
+            timed_out: false,
+        }
+    }
+
+    fn grep() -> String {
+        which::which("grep")
+            .expect("grep (GNU grep, apt-get install grep)")
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn a_command_passes_only_as_expected() {
+        let captured: BTreeMap<String, String> = [("sum".to_owned(), "abc".to_owned())].into();
+        let grep = grep();
+        let judged = |command: &AdminCommand, out: &Output| judge(&grep, command, out, &captured);
+        let plain = command(0, vec![]);
+        assert_eq!(judged(&plain, &output(0, "")), None);
+        assert!(judged(&plain, &output(1, ""))
+            .unwrap()
+            .contains("exit 1 instead of 0"));
+        let expecting = command(
+            0,
+            vec![
+                Expectation::Contains {
+                    text: "@persist.".into(),
+                },
+                Expectation::Matches {
+                    pattern: "^[0-9]{8}T[0-9]{6}Z$".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            judged(
+                &expecting,
+                &output(0, "@persist.20270110T1417\n20270110T141651Z\n")
+            ),
+            None
+        );
+        assert!(judged(&expecting, &output(0, "@persist.x\n2027\n"))
+            .unwrap()
+            .contains("a line matches"));
+        let equal = command(0, vec![Expectation::EqualsCaptured { name: "sum".into() }]);
+        assert_eq!(judged(&equal, &output(0, "abc\n")), None);
+        assert!(judged(&equal, &output(0, "abd\n"))
+            .unwrap()
+            .contains("\"abc\""));
+        let unknown = command(
+            0,
+            vec![Expectation::EqualsCaptured {
+                name: "none".into(),
+            }],
+        );
+        assert!(judged(&unknown, &output(0, "x"))
+            .unwrap()
+            .contains("nothing was captured"));
+        let bad = command(
+            0,
+            vec![Expectation::Matches {
+                pattern: "(".into(),
+            }],
+        );
+        assert!(judged(&bad, &output(0, "x")).unwrap().contains("grep -E"));
+        let mut slow = output(0, "");
+        slow.timed_out = true;
+        assert!(judged(&plain, &slow).unwrap().contains("killed after"));
+    }
+
+    #[test]
+    fn long_output_is_clipped_on_a_character_boundary() {
+        let text = "é".repeat(OUTPUT_LIMIT);
+        let clipped = clip(&text);
+        assert!(clipped.len() < text.len() && clipped.ends_with("bytes in all)"));
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn the_sudo_shim_runs_its_command_and_refuses_other_users() {
+        let shim = super::super::SUDO_SHIM;
+        let run = |args: &[&str]| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(shim)
+                .arg("sudo")
+                .args(args)
+                .output()
+                .expect("sh runs")
+        };
+        let ran = run(&["-n", "echo", "as root"]);
+        assert!(ran.status.success());
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "as root\n");
+        let refused = run(&["-u", "nobody", "id"]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("not supported"));
+        assert!(!run(&[]).status.success());
+    }
 }

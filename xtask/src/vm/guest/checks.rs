@@ -688,7 +688,7 @@ pub fn rollback(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
         name: "rollback_status".into(),
         value: serde_json::json!(first.fields),
     });
-    if let Some(script_ms) = get("ms").parse::<f64>().ok() {
+    if let Ok(script_ms) = get("ms").parse::<f64>() {
         figure(format!("rotation_script_ms.boot{boot}"), script_ms);
     }
     report(
