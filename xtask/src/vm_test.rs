@@ -84,8 +84,9 @@ pub struct Args {
     /// After the default boots (and any power cuts), run the checklist's
     /// recovery procedures (§4.3-4.5: a file from an old root, /persist from
     /// a snapshot across a reboot, /persist sent to a second disk and
-    /// received after a reinstall), then a calendar of short boots over
-    /// three retention periods. About 11 more boots.
+    /// received after a reinstall) and the write latency while async
+    /// discard releases a large deletion (roadmap 7.2), then a calendar of
+    /// short boots over three retention periods. About 11 more boots.
     #[arg(long)]
     pub thorough: bool,
     /// Boot with this rollback script instead of
@@ -114,6 +115,7 @@ impl Args {
             progress: true,
             thorough: self.thorough,
             rollback_script: self.rollback_script.clone(),
+            discard_probe: false,
         }
     }
 }

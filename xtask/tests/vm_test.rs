@@ -99,7 +99,6 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         "trim:host-freed",
         "clock",
         "mount-time",
-        "discard-latency",
     ] {
         assert!(check(&results, 1, name).passed, "{name}");
     }
@@ -112,6 +111,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         "rollback-status",
         "swap-fresh-key",
         "mount-time",
+        "first-run-root",
     ] {
         assert!(check(&results, 2, name).passed, "{name} at boot 2");
     }
@@ -207,6 +207,16 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
             .iter()
             .any(|c| c.name == format!("procedure:{step}") && c.passed));
     }
+    // Roadmap 7.2 in the first boot of --thorough (boot 7, after the cuts).
+    let discard: Vec<&CheckRecord> = results
+        .checks
+        .iter()
+        .filter(|c| c.name == "discard-latency")
+        .collect();
+    assert!(
+        discard.len() == 1 && discard[0].passed && discard[0].boot == 7,
+        "{discard:#?}"
+    );
     // The calendar's short boots are held against the model too.
     let calendar_checks = results
         .checks

@@ -25,9 +25,10 @@ pub struct Budgets {
 impl Budgets {
     pub fn for_accel(accel: Accel) -> Budgets {
         match accel {
-            // Measured on 2 cores under a load of 8 to 11: 60-140 ms (p99
-            // and max) while the release ran, up to 740 ms before it while
-            // the install wrote and synced its data; 9 mounts in 1.0-2.8 s.
+            // Measured on 2 cores under a load of 8 to 11: 50-140 ms (p99
+            // and max) while the release ran; 9 mounts in 1.0-2.8 s. (A
+            // release that overlapped the install's own flush once gave
+            // 1.8 s: the flush, which is why the probe runs in a quiet boot.)
             // A stall (what discard=sync does: transaction commits waiting
             // for gigabytes of TRIM) is seconds long.
             Accel::Tcg => Budgets {
