@@ -29,9 +29,10 @@ pub const SCHEMA: u32 = 2;
 /// the SHA-256 of their contents when the result was made.
 pub type Inputs = BTreeMap<String, String>;
 
-/// The boots of the default `vm-test` run: the install boot and two rotations.
-/// A run with fewer is partial and proves no rotation after a rotation.
-pub const FULL_VM_TEST_BOOTS: u32 = 3;
+/// The boots of the default `vm-test` run: the install boot and the month's
+/// boot (a 40-day jump, then seven rotations held against the retention
+/// rules). A run with fewer is partial and proves no rotation.
+pub const FULL_VM_TEST_BOOTS: u32 = 2;
 
 /// The kinds of boot the default `vm-test` run goes through; a passing run
 /// missing one of them is not the full test.
@@ -208,6 +209,45 @@ pub struct VmTestResults {
     /// Named figures: `rotation_ms.boot2`, `compression.@nix.percent`, `trim.freed_bytes`, `vm.peak_rss_bytes`, …
     pub figures: BTreeMap<String, f64>,
     pub wall_ms: u64,
+    /// Checklist procedures run in the VM, by checklist step, each command with its result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procedures: Vec<ProcedureRecord>,
+}
+
+/// A checklist procedure as vm-test ran it (`vm-test --thorough` runs the
+/// recovery procedures of §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcedureRecord {
+    /// The checklist step, e.g. `4.4`.
+    pub step: String,
+    pub title: String,
+    /// The commands are vm-test's own stand-in for the checklist's, until
+    /// the checklist and the VM read one source.
+    pub provisional: bool,
+    pub passed: bool,
+    pub commands: Vec<CommandRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub boot: u32,
+    /// Parts of a procedure are separated by reboots.
+    pub part: u32,
+    /// `checklist`, `setup` (brings the VM into the situation) or `verify` (the test's own check).
+    pub role: String,
+    /// As the checklist prints it, and as it ran with the placeholders filled.
+    pub line: String,
+    pub ran: String,
+    /// None when the lab does something else in its place (a reboot).
+    pub exit: Option<i32>,
+    pub ms: u64,
+    pub stdout: String,
+    pub stderr: String,
+    pub expected: String,
+    pub passed: bool,
+    /// Why it failed, or why it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The options of a vm-test run that decide what it can prove.

@@ -1,7 +1,10 @@
 //! `cargo xtask vm-test`: boots the real layout in VMs and runs the in-VM
 //! checks: the partition table, all subvolumes, the mount options that take
 //! effect, the ESP's permissions, encrypted swap, compression, No_COW, TRIM
-//! down to the host's image, and the root's rotation at every boot.
+//! down to the host's image, the root's rotation at every boot, a month of
+//! rotations against the retention rules, the write latency while async
+//! discard runs and the mount time (roadmap 7.2, 7.3), and with
+//! `--thorough` the checklist's recovery procedures.
 //! Exit codes: 0 every check passed, 1 a check failed, 2 could not run.
 
 use std::process::ExitCode;
@@ -30,8 +33,9 @@ pub struct Args {
     /// The host whose layout is booted (a directory under hosts/).
     #[arg(long, default_value = DEFAULT_HOST)]
     pub host: String,
-    /// Boots in all: the install boot, then rotation boots.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    /// Boots in all: the install boot, then rotation boots (the second is the
+    /// month: its clock jumps past the retention and it rotates several times).
+    #[arg(long, default_value_t = crate::results::FULL_VM_TEST_BOOTS, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub boots: u32,
     /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
     #[arg(long)]
@@ -78,6 +82,19 @@ pub struct Args {
     /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
     #[arg(long, hide = true)]
     pub compression: Option<String>,
+    /// After the default boots (and any power cuts), run the checklist's
+    /// recovery procedures (§4.3-4.5: a file from an old root, /persist from
+    /// a snapshot across a reboot, /persist sent to a second disk and
+    /// received after a reinstall) and the write latency while async
+    /// discard releases a large deletion (roadmap 7.2), then a calendar of
+    /// short boots over three retention periods. About 11 more boots.
+    #[arg(long)]
+    pub thorough: bool,
+    /// Boot with this rollback script instead of
+    /// nix/modules/btrfs-rollback/rollback.sh, e.g. a modified copy; the
+    /// results go to target/xtask/vm-test-tampered.json.
+    #[arg(long, value_name = "PATH")]
+    pub rollback_script: Option<Utf8PathBuf>,
 }
 
 impl Args {
@@ -97,6 +114,9 @@ impl Args {
             power_cuts: self.power_cuts,
             compression: self.compression.clone(),
             progress: true,
+            thorough: self.thorough,
+            rollback_script: self.rollback_script.clone(),
+            discard_probe: false,
         }
     }
 }
@@ -127,6 +147,52 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if let Some(ms) = figure(&format!("rotation_ms.boot{}", boot.number)) {
             highlights.push(format!("rotation at boot {}: {ms:.0} ms", boot.number));
         }
+    }
+    if let (Some(p99), Some(max)) = (
+        figure("discard.latency_p99_ms"),
+        figure("discard.latency_max_ms"),
+    ) {
+        highlights.push(format!(
+            "writes while async discard released {:.1} GiB: p99 {p99:.1} ms, max {max:.1} ms",
+            figure("discard.released_bytes").unwrap_or(0.0) / 1073741824.0
+        ));
+    }
+    let mounts: Vec<String> = results
+        .boots
+        .iter()
+        .filter_map(|b| figure(&format!("mount_ms.boot{}", b.number)).map(|ms| format!("{ms:.0}")))
+        .collect();
+    if !mounts.is_empty() {
+        highlights.push(format!(
+            "mounting every filesystem: {} ms per boot",
+            mounts.join(", ")
+        ));
+    }
+    let retention: Vec<_> = results
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("retention:") || c.name.starts_with("month:"))
+        .collect();
+    if !retention.is_empty() {
+        highlights.push(format!(
+            "retention: {}/{} rotations and rules as the model says",
+            retention.iter().filter(|c| c.passed).count(),
+            retention.len()
+        ));
+    }
+    for procedure in &results.procedures {
+        highlights.push(format!(
+            "procedure {} ({}{}): {}, {} commands",
+            procedure.step,
+            procedure.title,
+            if procedure.provisional {
+                ", provisional"
+            } else {
+                ""
+            },
+            if procedure.passed { "passed" } else { "FAILED" },
+            procedure.commands.len()
+        ));
     }
     if let Some(percent) = figure("compression.@nix.percent") {
         highlights.push(format!("@nix compression: {percent:.1}% saved"));

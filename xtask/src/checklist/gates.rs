@@ -816,6 +816,7 @@ pub mod testing {
                 ("trim.freed_bytes".to_owned(), 1_073_741_824.0),
             ]),
             wall_ms: 60_000,
+            procedures: Vec::new(),
         }
     }
 

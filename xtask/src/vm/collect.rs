@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::results::{BootRecord, CheckRecord, StepRecord};
 
 use super::plan::BootKind;
-use super::protocol::Event;
+use super::protocol::{CommandEvent, Event};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Collected {
@@ -16,6 +16,8 @@ pub struct Collected {
     pub figures: BTreeMap<String, f64>,
     /// `data` events by name (the old roots, the rollback status).
     pub data: BTreeMap<String, serde_json::Value>,
+    /// The procedures' commands, in the order they ran.
+    pub commands: Vec<CommandEvent>,
     /// The agent started and read its plan (`hello`).
     pub started: bool,
     /// The agent reached `done`.
@@ -36,6 +38,7 @@ pub fn collect(number: u32, kind: BootKind, wall_ms: u64, events: &[Event]) -> C
         checks: Vec::new(),
         figures: BTreeMap::new(),
         data: BTreeMap::new(),
+        commands: Vec::new(),
         started: false,
         finished: false,
         fatal: None,
@@ -99,6 +102,7 @@ pub fn collect(number: u32, kind: BootKind, wall_ms: u64, events: &[Event]) -> C
             Event::Data { name, value } => {
                 collected.data.insert(name.clone(), value.clone());
             }
+            Event::Command(command) => collected.commands.push(command.clone()),
             Event::Fatal { message } => collected.fatal = Some(message.clone()),
             Event::Done { ok, .. } => {
                 collected.finished = true;

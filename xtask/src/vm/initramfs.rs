@@ -21,7 +21,7 @@ use super::plan::GuestTools;
 use crate::setup::{self, Tool};
 
 /// Bumped when the image's layout changes, so old cache entries are not reused.
-const FORMAT: &str = "xtask-initramfs-3";
+const FORMAT: &str = "xtask-initramfs-4";
 /// Where the agent lives in the image; /init links to it.
 pub const AGENT_PATH: &str = "/bin/xtask";
 /// The modules to load, in order (JSON list of paths).
@@ -52,9 +52,57 @@ pub const GUEST_TOOLS: &[Tool] = &[
     setup::FSTRIM,
 ];
 
+const fn tool(program: &'static str, package: &'static str) -> Tool {
+    Tool { program, package }
+}
+
+/// The admin's shell, and the GNU tools checklist commands use (`cp
+/// --reflink`, `sha256sum`, `find | xargs`, …): the same programs a NixOS
+/// system has, from the host, each with its libraries. busybox's applets
+/// stay behind them in PATH order only for the agent's own scripts.
+pub const ADMIN_TOOLS: &[Tool] = &[
+    tool("bash", "bash"),
+    tool("grep", "grep"),
+    tool("sed", "sed"),
+    tool("find", "findutils"),
+    tool("xargs", "findutils"),
+    tool("diff", "diffutils"),
+    tool("zstd", "zstd"),
+    tool("lsblk", "util-linux"),
+    tool("cp", "coreutils"),
+    tool("mv", "coreutils"),
+    tool("rm", "coreutils"),
+    tool("ls", "coreutils"),
+    tool("cat", "coreutils"),
+    tool("mkdir", "coreutils"),
+    tool("ln", "coreutils"),
+    tool("touch", "coreutils"),
+    tool("stat", "coreutils"),
+    tool("date", "coreutils"),
+    tool("sha256sum", "coreutils"),
+    tool("head", "coreutils"),
+    tool("tail", "coreutils"),
+    tool("sort", "coreutils"),
+    tool("cut", "coreutils"),
+    tool("wc", "coreutils"),
+    tool("tr", "coreutils"),
+    tool("env", "coreutils"),
+    tool("sleep", "coreutils"),
+    tool("sync", "coreutils"),
+    tool("readlink", "coreutils"),
+    tool("basename", "coreutils"),
+    tool("dirname", "coreutils"),
+    tool("df", "coreutils"),
+    tool("du", "coreutils"),
+    tool("chmod", "coreutils"),
+];
+/// Where the sudo shim goes (first in the admin's PATH).
+pub const SUDO_PATH: &str = "/usr/local/bin/sudo";
+
 /// Finds (or installs) the guest's programs on the host.
 pub fn host_tools() -> Result<GuestTools> {
     let mut wanted = GUEST_TOOLS.to_vec();
+    wanted.extend_from_slice(ADMIN_TOOLS);
     wanted.push(setup::LDD);
     let found = setup::ensure(&wanted)?;
     let path = |tool: Tool| -> Result<String> { Ok(found.path(tool)?.to_string()) };
@@ -76,7 +124,18 @@ pub fn host_tools() -> Result<GuestTools> {
         chattr: path(setup::CHATTR)?,
         compsize: path(setup::COMPSIZE)?,
         fstrim: path(setup::FSTRIM)?,
+        bash: path(ADMIN_TOOLS[0])?,
+        grep: path(ADMIN_TOOLS[1])?,
     })
+}
+
+/// The admin tools' host paths (which are their paths in the image).
+pub fn admin_programs() -> Result<Vec<Utf8PathBuf>> {
+    let found = setup::ensure(ADMIN_TOOLS)?;
+    ADMIN_TOOLS
+        .iter()
+        .map(|tool| Ok(found.path(*tool)?.clone()))
+        .collect()
 }
 
 impl GuestTools {
@@ -110,6 +169,8 @@ pub struct Inputs {
     pub agent: Utf8PathBuf,
     pub modules: Vec<ModuleFile>,
     pub rollback_script: Option<Utf8PathBuf>,
+    /// The admin's shell and tools (`ADMIN_TOOLS`).
+    pub admin_programs: Vec<Utf8PathBuf>,
     /// target/xtask/initramfs.
     pub cache_dir: Utf8PathBuf,
 }
@@ -231,6 +292,8 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
     spec.entries
         .insert("/dev/console".to_owned(), Entry::CharDevice(5, 1));
     let mut programs: Vec<&str> = inputs.tools.programs().to_vec();
+    programs.extend(inputs.admin_programs.iter().map(|p| p.as_str()));
+    programs.retain(|p| !p.is_empty());
     programs.sort_unstable();
     programs.dedup();
     for program in programs {
@@ -238,6 +301,13 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
     }
     // Scripts say #!/bin/sh; busybox's ash is what NixOS's initrd runs them with.
     spec.symlink("/bin/sh", &inputs.tools.busybox);
+    if !inputs.admin_programs.is_empty() {
+        spec.file(
+            SUDO_PATH,
+            Source::Bytes(super::guest::SUDO_SHIM.as_bytes().to_vec()),
+            0o755,
+        );
+    }
 
     std::fs::create_dir_all(&inputs.cache_dir)
         .with_context(|| format!("creating {}", inputs.cache_dir))?;
@@ -475,6 +545,7 @@ mod tests {
                 guest_path: "/lib/modules/6.1.0-test/kernel/fake.ko".into(),
             }],
             rollback_script: script,
+            admin_programs: vec![sh.clone()],
             cache_dir: cache.join("initramfs"),
         }
     }
@@ -525,6 +596,10 @@ mod tests {
         let position = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
         assert!(position("lib/modules") < position("lib/modules/6.1.0-test/kernel/fake.ko"));
         assert_eq!(find("/tmp").unwrap().mode & 0o7777, 0o1777);
+        // The sudo shim comes with the admin's tools.
+        let sudo = find(SUDO_PATH).expect("the sudo shim");
+        assert_eq!(sudo.data, super::super::guest::SUDO_SHIM.as_bytes());
+        assert_eq!(sudo.mode & 0o777, 0o755);
 
         // Same inputs: the cached image. A changed script: a new one.
         let again = build(&inputs).unwrap();

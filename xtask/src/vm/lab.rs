@@ -10,15 +10,21 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::accel::{self, Accel, Choice};
+use super::budgets::Budgets;
 use super::collect::{collect, Collected};
 use super::disk::{self, Allocation};
 use super::initramfs::{self, Image};
 use super::kernel::{self, Kernel};
 use super::modules::{self, Index};
-use super::plan::{BootKind, Plan};
+use super::month::{self, MONTH_BOOT};
+use super::plan::{Action, BootKind, Plan};
+use super::procedures::{self, LostFile, Schedule};
 use super::protocol::Event;
 use super::qemu::{self, BootRun, Ending, VmConfig};
-use super::realise::{History, Realisation, RollbackSettings, RunInputs, Tamper};
+use super::realise::{
+    BootSpec, DiscardBudget, History, Realisation, RollbackSettings, RunInputs, Tamper,
+};
+use super::retention::{Rules, DAY};
 use crate::check;
 use crate::findings::Severity;
 use crate::hosts;
@@ -26,7 +32,9 @@ use crate::layout::size::parse_disk_size;
 use crate::nix::Nix;
 use crate::progress::Progress;
 use crate::project::{project_root, xtask_dir};
-use crate::results::{BootRecord, CheckRecord, Header, VmTestResults};
+use crate::results::{
+    BootRecord, CheckRecord, CommandRecord, Header, ProcedureRecord, VmTestResults,
+};
 use crate::rules::{self, Context};
 use crate::setup;
 
@@ -59,13 +67,23 @@ pub struct Options {
     pub compression: Option<String>,
     /// Show a spinner with step names on stderr.
     pub progress: bool,
+    /// After the default boots: the checklist's recovery procedures and a
+    /// calendar of short boots over more than three retention periods.
+    pub thorough: bool,
+    /// A rollback script other than nix/modules/btrfs-rollback/rollback.sh
+    /// (tests use tampered copies); the results go to vm-test-tampered.json.
+    pub rollback_script: Option<Utf8PathBuf>,
+    /// Roadmap 7.2's probe in the month's boot (`bench` asks for it;
+    /// `--thorough` has it in its first boot). It waits about 10 s for
+    /// Btrfs to release the deletion, too long for the default run.
+    pub discard_probe: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             host: hosts::DEFAULT_HOST.to_owned(),
-            boots: 3,
+            boots: 2,
             disk_size: None,
             kernel: None,
             modules: None,
@@ -78,6 +96,9 @@ impl Default for Options {
             power_cuts: 0,
             compression: None,
             progress: true,
+            thorough: false,
+            rollback_script: None,
+            discard_probe: false,
         }
     }
 }
@@ -195,12 +216,22 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
     let tools = initramfs::host_tools()?;
     let agent = Utf8PathBuf::try_from(std::env::current_exe()?)
         .context("the xtask binary's path is not UTF-8")?;
-    let script = rollback_script();
+    let script = match &options.rollback_script {
+        Some(given) => {
+            anyhow::ensure!(
+                given.is_file(),
+                "--rollback-script {given}: no such file; give the path of a copy of nix/modules/btrfs-rollback/rollback.sh"
+            );
+            given.clone()
+        }
+        None => rollback_script(),
+    };
     let image = initramfs::build(&initramfs::Inputs {
         tools: tools.clone(),
         agent,
         modules: resolved.modules,
         rollback_script: script.is_file().then_some(script),
+        admin_programs: initramfs::admin_programs()?,
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
@@ -321,9 +352,9 @@ fn boot_timeout(options: &Options, accel: Accel, kind: BootKind) -> Duration {
     }
     let seconds = match (accel, kind) {
         (Accel::Tcg, BootKind::Install) => 300,
-        (Accel::Tcg, BootKind::Rotate) => 150,
+        (Accel::Tcg, BootKind::Rotate | BootKind::RotateOnly) => 150,
         (Accel::Kvm, BootKind::Install) => 120,
-        (Accel::Kvm, BootKind::Rotate) => 60,
+        (Accel::Kvm, BootKind::Rotate | BootKind::RotateOnly) => 60,
     };
     Duration::from_secs(seconds)
 }
@@ -345,6 +376,8 @@ pub struct Session<'a> {
     pub run_dir: &'a Utf8Path,
     pub log_dir: &'a Utf8Path,
     pub disk: Utf8PathBuf,
+    /// The second disk of `--thorough` (/dev/vdb in the guest).
+    pub second_disk: Option<Utf8PathBuf>,
     pub progress: Progress,
     /// Host measurements of the image, by point (`trim.before`).
     pub measurements: BTreeMap<String, Allocation>,
@@ -375,6 +408,8 @@ impl Session<'_> {
             console_log: console_log.clone(),
             protocol_log: self.log_dir.join(format!("{label}.protocol.log")),
             timeout: boot_timeout(self.options, self.prepared.accel, plan.kind),
+            rtc_base: plan.rtc_base,
+            second_disk: self.second_disk.clone(),
         };
         let title = format!("boot {}/{} {}", plan.boot, plan.boots, plan.kind.as_str());
         self.progress.set_message(format!("{title}: starting"));
@@ -431,6 +466,11 @@ struct Tally {
     peak: u64,
     failing_console: Option<(Utf8PathBuf, Vec<String>)>,
     could_not_run: Option<String>,
+    /// What @old_roots held when the last boot ended (None: unknown, after a power cut).
+    last_old_roots: Option<Vec<String>>,
+    /// Values procedures captured, by name.
+    captured: BTreeMap<String, String>,
+    procedures: Vec<ProcedureRecord>,
 }
 
 impl Tally {
@@ -517,6 +557,11 @@ impl Tally {
             self.figures
                 .insert(format!("vm.peak_rss_bytes.boot{boot}"), bytes as f64);
         }
+        if let Some(ms) = run.cpu_ms {
+            self.figures
+                .insert(format!("vm.cpu_ms.boot{boot}"), ms as f64);
+            *self.figures.entry("vm.cpu_ms".to_owned()).or_insert(0.0) += ms as f64;
+        }
         self.figures
             .insert(format!("boot_ms.boot{boot}"), run.wall.as_millis() as f64);
         self.figures.extend(collected.figures.clone());
@@ -527,6 +572,72 @@ impl Tally {
         {
             self.old_roots.insert(boot, names);
         }
+        for (name, value) in &collected.data {
+            if let (Some(key), Some(text)) = (name.strip_prefix("capture:"), value.as_str()) {
+                self.captured.insert(key.to_owned(), text.to_owned());
+            }
+        }
+    }
+
+    /// The procedures' commands of a boot, under their checklist step.
+    fn commands(&mut self, plan: &Plan, collected: &Collected) {
+        for command in &collected.commands {
+            let index = match self.procedures.iter().position(|p| p.step == command.step) {
+                Some(index) => index,
+                None => {
+                    let (title, provisional) = plan
+                        .steps
+                        .iter()
+                        .find_map(|s| match &s.action {
+                            Action::Admin(a) if a.step == command.step => {
+                                Some((a.title.clone(), a.provisional))
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    self.procedures.push(ProcedureRecord {
+                        step: command.step.clone(),
+                        title,
+                        provisional,
+                        passed: true,
+                        commands: Vec::new(),
+                    });
+                    self.procedures.len() - 1
+                }
+            };
+            let record = &mut self.procedures[index];
+            record.passed &= command.passed;
+            record.commands.push(CommandRecord {
+                boot: plan.boot,
+                part: command.part,
+                role: command.role.clone(),
+                line: command.line.clone(),
+                ran: command.ran.clone(),
+                exit: command.exit,
+                ms: command.ms,
+                stdout: command.stdout.clone(),
+                stderr: command.stderr.clone(),
+                expected: command.expected.clone(),
+                passed: command.passed,
+                problem: command.problem.clone(),
+            });
+        }
+        // A part whose check failed without a failing command (it could not start).
+        for check in &collected.checks {
+            if let Some(step) = check.name.strip_prefix("procedure:") {
+                if !check.passed {
+                    if let Some(record) = self.procedures.iter_mut().find(|p| p.step == step) {
+                        record.passed = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_passed(&self, boot: u32, name: &str) -> bool {
+        self.checks
+            .iter()
+            .any(|c| c.boot == boot && c.name == name && c.passed)
     }
 
     /// Old roots that `earlier` saw and `later` does not.
@@ -594,6 +705,141 @@ fn host_check(
     }
 }
 
+/// The clock of a run: each boot's RTC starts at the host's time plus the
+/// days the month has jumped so far (old roots must never look newer than
+/// the clock, so the offset only grows).
+struct Calendar {
+    offset_s: i64,
+}
+
+impl Calendar {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+            + self.offset_s
+    }
+}
+
+/// Everything one run keeps between boots.
+struct Run<'r> {
+    session: Session<'r>,
+    realisation: &'r Realisation<'r>,
+    tally: Tally,
+    calendar: Calendar,
+    rules: Rules,
+    budgets: Budgets,
+    /// The last boot that wrote its files into /.
+    last_full_boot: u32,
+    boot: u32,
+}
+
+impl Run<'_> {
+    /// A spec for the next boot, with the clock and the model's count.
+    fn spec(&self, kind: BootKind, extra_runs: Vec<i64>) -> BootSpec {
+        let boot = self.boot + 1;
+        let mut spec = BootSpec::new(boot);
+        spec.kind = kind;
+        spec.rtc_base = Some(self.calendar.now());
+        spec.newest_holds = (self.last_full_boot == self.boot && boot > 1).then_some(self.boot);
+        if kind != BootKind::Install {
+            if let (Some(before), Some(now)) = (&self.tally.last_old_roots, spec.rtc_base) {
+                let count = month::predict(self.rules, before, now, &extra_runs).len() as u32;
+                spec.old_roots_expected = Some((count, count));
+            }
+        }
+        if !extra_runs.is_empty() {
+            // The first run's root holds the last boot's files (the model may
+            // delete it by the last run); the newest is empty.
+            spec.first_run_holds = spec.newest_holds.take();
+        }
+        spec.extra_runs = extra_runs;
+        spec
+    }
+
+    /// Boots `spec`, records it and makes the host's checks; whether it completed.
+    fn boot(&mut self, spec: &BootSpec, label: &str) -> Result<bool> {
+        let plan = self.realisation.plan_for(spec)?;
+        let outcome = self.session.boot(&plan, label, |_, _| Ok(()))?;
+        let completed = self.session.progress.suspend(|| {
+            self.tally.completed(
+                &plan,
+                &outcome,
+                self.session.options,
+                self.session.prepared.accel,
+            )
+        })?;
+        self.boot = spec.boot;
+        self.after_boot(&plan, spec, &outcome.collected);
+        if completed && spec.kind != BootKind::RotateOnly {
+            self.last_full_boot = spec.boot;
+        }
+        Ok(completed)
+    }
+
+    /// The host's checks of a boot that ran: retention, the month, mounts, procedures.
+    fn after_boot(&mut self, plan: &Plan, spec: &BootSpec, collected: &Collected) {
+        let boot = spec.boot;
+        self.tally.commands(plan, collected);
+        let observed = collected
+            .data
+            .get("old_roots")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok());
+        match spec.kind {
+            BootKind::Install => {
+                trim_reached_the_host(&self.session, self.realisation, &mut self.tally, boot);
+                self.session.measurements.clear();
+                // A new disk: no old roots.
+                self.tally.last_old_roots = Some(Vec::new());
+            }
+            BootKind::Rotate | BootKind::RotateOnly => {
+                let runs = month::runs(collected);
+                let before = match spec.history {
+                    History::Clean => self.tally.last_old_roots.clone(),
+                    // What the cut boot left is known only now: the last
+                    // completed boot's old roots and, if it moved one, the
+                    // new name that is not this boot's.
+                    History::AfterPowerCut {
+                        last_completed_boot,
+                        ..
+                    } => self.tally.old_roots.get(&last_completed_boot).map(|base| {
+                        let moved = runs
+                            .first()
+                            .and_then(|r| r.status.get("rotated_to"))
+                            .cloned()
+                            .unwrap_or_default();
+                        let mut before = base.clone();
+                        before.extend(
+                            observed
+                                .iter()
+                                .flatten()
+                                .filter(|n| !base.contains(n) && **n != moved)
+                                .cloned(),
+                        );
+                        before.sort();
+                        before
+                    }),
+                };
+                if let Some(before) = before {
+                    let (checks, judged) =
+                        month::judge(self.rules, boot, &before, &runs, observed.as_deref());
+                    self.tally.checks.extend(checks);
+                    if !spec.extra_runs.is_empty() {
+                        let days = self.rules.retention_days + month::UPTIME_BEYOND_RETENTION_DAYS;
+                        self.tally
+                            .checks
+                            .extend(month::coverage(self.rules, boot, &judged, days));
+                    }
+                }
+                self.tally.last_old_roots = observed;
+            }
+        }
+        if spec.kind != BootKind::RotateOnly && collected.finished {
+            mount_time(&mut self.tally, boot, collected, self.budgets.mount_all_ms);
+        }
+    }
+}
+
 /// Runs the whole lab vm-test.
 pub fn run(options: &Options) -> Result<Outcome> {
     let started = Instant::now();
@@ -602,6 +848,10 @@ pub fn run(options: &Options) -> Result<Outcome> {
     anyhow::ensure!(
         options.power_cuts == 0 || options.boots >= 2,
         "--power-cuts needs a normal rotation first: --boots 2 or more"
+    );
+    anyhow::ensure!(
+        !options.thorough || options.boots >= MONTH_BOOT,
+        "--thorough needs the month first: --boots {MONTH_BOOT} or more"
     );
     let prepared = prepare(options)?;
     let disk_key = prepared
@@ -616,7 +866,17 @@ pub fn run(options: &Options) -> Result<Outcome> {
         &prepared.disk_bytes,
         check::firmware(&prepared.machine),
     );
-    let total_boots = options.boots + 2 * options.power_cuts;
+    let rules = Rules {
+        retention_days: prepared.rollback_settings.retention_days,
+        keep_at_least: prepared.rollback_settings.keep_at_least,
+    };
+    let calendar_days = month::calendar(rules);
+    let thorough_boots = if options.thorough {
+        4 + calendar_days.len() as u32
+    } else {
+        0
+    };
+    let total_boots = options.boots + 2 * options.power_cuts + thorough_boots;
     let realisation = Realisation::new(
         &prepared.layout,
         &context,
@@ -630,7 +890,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
         },
     )?;
     // Only a run of the layout as it is may stand as the vm-test result.
-    let kind = if !options.tamper.is_empty() {
+    let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
         "vm-test-tampered"
     } else if options.compression.is_some() {
         "vm-test-what-if"
@@ -652,6 +912,13 @@ pub fn run(options: &Options) -> Result<Outcome> {
         .map_err(|p| anyhow::anyhow!("{p:?} is not UTF-8"))?;
     let disk_path = run_dir_path.join("disk.qcow2");
     disk::create(&prepared.qemu_img, &disk_path, disk_bytes)?;
+    let second_disk = if options.thorough {
+        let path = run_dir_path.join("second-disk.qcow2");
+        disk::create(&prepared.qemu_img, &path, procedures::BACKUP_DISK_BYTES)?;
+        Some(path)
+    } else {
+        None
+    };
 
     let setup = describe_setup(&prepared, options, disk_bytes);
     if options.progress {
@@ -660,41 +927,74 @@ pub fn run(options: &Options) -> Result<Outcome> {
             eprintln!("{what:>12}: {value}");
         }
     }
-    let mut session = Session {
-        prepared: &prepared,
-        options,
-        run_dir: &run_dir_path,
-        log_dir: &log_dir,
-        disk: disk_path,
-        progress: progress_bar(options.progress),
-        measurements: BTreeMap::new(),
+    let budgets = Budgets::for_accel(prepared.accel);
+    let mut run = Run {
+        session: Session {
+            prepared: &prepared,
+            options,
+            run_dir: &run_dir_path,
+            log_dir: &log_dir,
+            disk: disk_path,
+            second_disk,
+            progress: progress_bar(options.progress),
+            measurements: BTreeMap::new(),
+        },
+        realisation: &realisation,
+        tally: Tally::default(),
+        calendar: Calendar { offset_s: 0 },
+        rules,
+        budgets,
+        last_full_boot: 0,
+        boot: 0,
     };
-    let mut tally = Tally::default();
-    let mut rollback_spans = Vec::new();
+    let month = month::month(rules);
     let mut all_completed = true;
     for boot in 1..=options.boots {
-        let plan = realisation.plan(boot)?;
-        let outcome = session.boot(&plan, &format!("boot{boot}"), |_, _| Ok(()))?;
-        let completed = session
-            .progress
-            .suspend(|| tally.completed(&plan, &outcome, options, prepared.accel))?;
-        rollback_spans.extend(outcome.rollback_span);
-        if boot >= 3 {
-            old_roots_kept(&mut tally, boot - 1, boot, 1);
+        let is_month = boot == MONTH_BOOT;
+        if is_month {
+            // The install boot's root stays in use for the whole jump: a long uptime.
+            run.calendar.offset_s += month.jump_s;
+        }
+        let kind = if boot == 1 {
+            BootKind::Install
+        } else {
+            BootKind::Rotate
+        };
+        let extra_runs = if is_month {
+            month.extra_runs.clone()
+        } else {
+            Vec::new()
+        };
+        let mut spec = run.spec(kind, extra_runs);
+        // In the month's boot: after its mounts only light work runs (swap,
+        // checks), so the writes measure the release, not the install's
+        // own flushes.
+        if options.discard_probe && boot == MONTH_BOOT.min(options.boots) {
+            spec.discard_probe = Some(DiscardBudget {
+                p99_ms: budgets.discard_p99_ms,
+                max_ms: budgets.discard_max_ms,
+            });
+        }
+        let completed = run.boot(&spec, &format!("boot{boot}"))?;
+        if is_month {
+            // The last run set the clock on; later boots start after it.
+            run.calendar.offset_s += month.stepped_s();
         }
         if !completed {
             all_completed = false;
             break;
         }
     }
-    if all_completed && tally.could_not_run.is_none() && options.power_cuts > 0 {
-        let reference = rollback_spans
-            .iter()
-            .max()
-            .copied()
-            .unwrap_or(Duration::from_millis(500));
-        power_cuts(&mut session, &realisation, &mut tally, reference)?;
+    if all_completed && run.tally.could_not_run.is_none() && options.power_cuts > 0 {
+        all_completed = power_cuts(&mut run)?;
     }
+    if all_completed && run.tally.could_not_run.is_none() && options.thorough {
+        all_completed = thorough(&mut run, &calendar_days)?;
+    }
+    let _ = all_completed;
+    let Run {
+        session, mut tally, ..
+    } = run;
     session.progress.finish_and_clear();
     let mut figures = std::mem::take(&mut tally.figures);
     if tally.peak > 0 {
@@ -702,7 +1002,6 @@ pub fn run(options: &Options) -> Result<Outcome> {
     }
     figures.insert("vm.memory_mib".to_owned(), f64::from(options.memory_mib));
     figures.insert("initramfs.bytes".to_owned(), prepared.image.bytes as f64);
-    trim_reached_the_host(&session, &realisation, &mut tally, &mut figures);
 
     let verdict = if let Some(reason) = tally.could_not_run.take() {
         Verdict::CouldNotRun(reason)
@@ -728,6 +1027,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
         checks: tally.checks,
         figures,
         wall_ms: started.elapsed().as_millis() as u64,
+        procedures: tally.procedures,
     };
     // The proof the deploy gate reads is only ever replaced by another full pass.
     let host_disks: BTreeMap<String, u64> = prepared
@@ -754,6 +1054,100 @@ pub fn run(options: &Options) -> Result<Outcome> {
         failing_console: tally.failing_console,
         setup,
     })
+}
+
+/// `--thorough`: the recovery procedures (their parts spread over reboots
+/// and a reinstall), then the calendar of short boots.
+fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
+    let lost_boot = run.last_full_boot;
+    let lost_path = run
+        .realisation
+        .root_files(lost_boot)
+        .into_iter()
+        .next()
+        .context("no file is written into / at a boot")?;
+    let lost = LostFile {
+        path: lost_path.trim_start_matches('/').to_owned(),
+        sha256: initramfs::hex(&sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            run.realisation.root_file_contents(lost_boot).as_bytes(),
+        ))),
+    };
+    let names = procedures::Names::of(run.realisation);
+    let mut schedule = Schedule::new(procedures::recovery(&names, &lost));
+    let mut first = true;
+    while let Some(boot_procedures) = schedule.next_boot(&run.tally.captured) {
+        let kind = if boot_procedures.install {
+            BootKind::Install
+        } else {
+            BootKind::Rotate
+        };
+        let mut spec = run.spec(kind, Vec::new());
+        spec.continued = boot_procedures.continued;
+        spec.procedures = boot_procedures.started;
+        // Roadmap 7.2, unless the month's boot had it: the procedures'
+        // commands fill most of the 10 s the release waits for.
+        if first && kind == BootKind::Rotate && !run.session.options.discard_probe {
+            spec.discard_probe = Some(DiscardBudget {
+                p99_ms: run.budgets.discard_p99_ms,
+                max_ms: run.budgets.discard_max_ms,
+            });
+        }
+        first = false;
+        let label = format!("boot{}", spec.boot);
+        let completed = run.boot(&spec, &label)?;
+        let boot = spec.boot;
+        let tally = &run.tally;
+        schedule.finished_boot(|step| tally.check_passed(boot, &format!("procedure:{step}")));
+        if !completed || run.tally.could_not_run.is_some() {
+            return Ok(false);
+        }
+    }
+    let start = run.calendar.offset_s;
+    for day in calendar_days {
+        run.calendar.offset_s = start + day * DAY;
+        let spec = run.spec(BootKind::RotateOnly, Vec::new());
+        let label = format!("boot{}-day{day}", spec.boot);
+        if !run.boot(&spec, &label)? || run.tally.could_not_run.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Roadmap 7.3: every mount of a boot against the budget (host check).
+fn mount_time(tally: &mut Tally, boot: u32, collected: &Collected, budget_ms: u64) {
+    let mounts: Vec<&crate::results::StepRecord> = collected
+        .record
+        .steps
+        .iter()
+        .filter(|s| s.name.starts_with("mount:"))
+        .collect();
+    if mounts.is_empty() {
+        return;
+    }
+    let total: u64 = mounts.iter().map(|s| s.ms).sum();
+    let slowest = mounts.iter().max_by_key(|s| s.ms);
+    tally
+        .figures
+        .insert(format!("mount_ms.boot{boot}"), total as f64);
+    tally.checks.push(host_check(
+        boot,
+        "mount-time",
+        total <= budget_ms,
+        format!(
+            "{} mounts in {total} ms{}",
+            mounts.len(),
+            slowest
+                .map(|s| format!(
+                    ", the slowest {} ({} ms)",
+                    s.name.trim_start_matches("mount:"),
+                    s.ms
+                ))
+                .unwrap_or_default()
+        ),
+        format!("every mount of the layout in at most {budget_ms} ms (roadmap 7.3)"),
+    ));
 }
 
 fn describe_setup(
@@ -796,37 +1190,52 @@ fn describe_setup(
         ("rollback".to_owned(), {
             let r = &prepared.rollback_settings;
             format!(
-                "{} → {}, top level at {}, retention {} days, keep at least {} (from {})",
+                "{} → {}, top level at {}, retention {} days, keep at least {} (from {}); script {}",
                 r.root_subvolume,
                 r.old_roots_subvolume,
                 r.mount_point,
                 r.retention_days,
                 r.keep_at_least,
-                r.source
+                r.source,
+                prepared
+                    .image
+                    .rollback
+                    .as_ref()
+                    .map_or("none".to_owned(), |s| crate::project::display_path(&s.host_path))
             )
         }),
-    ]
-}
-
-/// Host check: `later` kept every old root `earlier` saw, and added `added`.
-fn old_roots_kept(tally: &mut Tally, earlier: u32, later: u32, added: usize) {
-    let Some((lost, before, now)) = tally.lost_old_roots(earlier, later) else {
-        return;
-    };
-    tally.checks.push(host_check(
-        later,
-        "old-roots-kept",
-        lost.is_empty() && now == before + added,
-        format!(
-            "{before} before, {now} now{}",
-            if lost.is_empty() {
-                String::new()
-            } else {
-                format!("; lost {}", lost.join(" "))
-            }
+        (
+            "boots".to_owned(),
+            format!(
+                "{}{}{}{}",
+                options.boots,
+                if options.boots >= MONTH_BOOT {
+                    let month = month::month(Rules {
+                        retention_days: prepared.rollback_settings.retention_days,
+                        keep_at_least: prepared.rollback_settings.keep_at_least,
+                    });
+                    format!(
+                        " (boot {MONTH_BOOT} is the month: the clock {} days on, {} rotations in one second, one more {} days later)",
+                        month.jump_s / DAY,
+                        month.extra_runs.len(),
+                        month.stepped_s() / DAY
+                    )
+                } else {
+                    String::new()
+                },
+                if options.power_cuts > 0 {
+                    format!(", {} power cuts", options.power_cuts)
+                } else {
+                    String::new()
+                },
+                if options.thorough {
+                    ", thorough: recovery procedures §4.3-4.5 and a calendar of short boots"
+                } else {
+                    ""
+                }
+            ),
         ),
-        format!("every old root of boot {earlier} kept, {added} more"),
-    ));
+    ]
 }
 
 /// Host check: the qcow2 gave the deleted and trimmed probe's space back.
@@ -834,8 +1243,9 @@ fn trim_reached_the_host(
     session: &Session,
     realisation: &Realisation,
     tally: &mut Tally,
-    figures: &mut BTreeMap<String, f64>,
+    boot: u32,
 ) {
+    let figures = &mut tally.figures;
     let (Some(before), Some(after)) = (
         session.measurements.get("trim.before"),
         session.measurements.get("trim.after"),
@@ -856,7 +1266,7 @@ fn trim_reached_the_host(
     figures.insert("trim.host_file_freed_bytes".into(), file_freed as f64);
     let minimum = realisation.host_expectations().trim_freed_min_bytes;
     tally.checks.push(host_check(
-        1,
+        boot,
         "trim:host-freed",
         freed >= minimum,
         format!(
@@ -871,33 +1281,42 @@ fn trim_reached_the_host(
 /// of a rotation boot, then boots normally and checks that the boot
 /// completes with a fresh root, /persist is intact, no old root is lost and
 /// there is exactly one @root.
-fn power_cuts(
-    session: &mut Session,
-    realisation: &Realisation,
-    tally: &mut Tally,
-    reference: Duration,
-) -> Result<()> {
-    let cuts = session.options.power_cuts;
-    let mut boot = session.options.boots;
-    let mut last_completed = boot;
+fn power_cuts(run: &mut Run) -> Result<bool> {
+    // How long one rollback run took (the month's first run, as the guest timed it).
+    let reference = run
+        .tally
+        .figures
+        .iter()
+        .filter(|(name, _)| name.starts_with("rotation_ms.boot"))
+        .map(|(_, ms)| Duration::from_secs_f64(ms / 1000.0))
+        .max()
+        .unwrap_or(Duration::from_millis(500));
+    let cuts = run.session.options.power_cuts;
+    let mut last_completed = run.boot;
     let mut survived = 0u32;
+    let mut all_completed = true;
     for cut in 1..=cuts {
         let delay = reference.mul_f64(f64::from(cut) / f64::from(cuts + 1));
-        boot += 1;
-        let plan = realisation.plan(boot)?;
+        let spec = run.spec(BootKind::Rotate, Vec::new());
+        let boot = spec.boot;
+        let plan = run.realisation.plan_for(&spec)?;
         let reason = format!(
             "power cut {cut}/{cuts}, {} ms into the rollback",
             delay.as_millis()
         );
-        let outcome = session.boot(&plan, &format!("boot{boot}-cut{cut}"), |event, control| {
-            if matches!(event, Event::StepStarted { name } if name == "rollback") {
-                control.kill_at(Instant::now() + delay, reason.clone());
-            }
-            Ok(())
-        })?;
+        let outcome =
+            run.session
+                .boot(&plan, &format!("boot{boot}-cut{cut}"), |event, control| {
+                    if matches!(event, Event::StepStarted { name } if name == "rollback") {
+                        control.kill_at(Instant::now() + delay, reason.clone());
+                    }
+                    Ok(())
+                })?;
         if outcome.run.ending == Ending::Interrupted {
             bail!("interrupted; the VM was stopped and its files removed");
         }
+        run.boot = boot;
+        let tally = &mut run.tally;
         let cut_landed = matches!(outcome.run.ending, Ending::Killed { .. });
         let when = if !cut_landed {
             "the VM ended before the cut".to_owned()
@@ -915,35 +1334,52 @@ fn power_cuts(
         tally
             .checks
             .extend(outcome.collected.checks.iter().cloned());
+        // Whether it moved its root is unknown.
+        tally.last_old_roots = None;
 
-        boot += 1;
-        let history = History::AfterPowerCut {
-            old_roots_before: tally
-                .old_roots
-                .get(&last_completed)
-                .map_or(0, |n| n.len() as u32),
+        let mut spec = run.spec(BootKind::Rotate, Vec::new());
+        let base = run
+            .tally
+            .old_roots
+            .get(&last_completed)
+            .cloned()
+            .unwrap_or_default();
+        spec.history = History::AfterPowerCut {
+            old_roots_before: base.len() as u32,
             last_completed_boot: last_completed,
         };
-        let plan = realisation.plan_with_history(boot, history)?;
-        let checks_before = tally.checks.len();
-        let outcome = session.boot(&plan, &format!("boot{boot}-after-cut{cut}"), |_, _| Ok(()))?;
-        let completed = session.progress.suspend(|| {
-            tally.completed(&plan, &outcome, session.options, session.prepared.accel)
-        })?;
+        spec.newest_holds = None;
+        spec.some_holds = Some(last_completed);
+        // With or without a root the cut boot moved (named a little earlier).
+        if let Some(now) = spec.rtc_base {
+            let without = month::predict(run.rules, &base, now, &[]).len() as u32;
+            let mut with_cut = base.clone();
+            with_cut.push(super::retention::next_name(&base, now - 60));
+            let with = month::predict(run.rules, &with_cut, now, &[]).len() as u32;
+            spec.old_roots_expected = Some((without.min(with), without.max(with)));
+        }
+        let boot = spec.boot;
+        let checks_before = run.tally.checks.len();
+        let completed = run.boot(&spec, &format!("boot{boot}-after-cut{cut}"))?;
+        let tally = &mut run.tally;
+        // Old roots the cut and this boot removed must be ones the retention
+        // model deletes: `retention:run1` holds this boot against it.
         if let Some((lost, before, now)) = tally.lost_old_roots(last_completed, boot) {
+            let agreed = tally.check_passed(boot, "retention:run1");
             tally.checks.push(host_check(
                 boot,
                 "old-roots-kept",
-                lost.is_empty(),
+                agreed,
                 format!(
                     "{before} before the cut, {now} after{}",
                     if lost.is_empty() {
                         String::new()
                     } else {
-                        format!("; lost {}", lost.join(" "))
+                        format!("; gone: {}", lost.join(" "))
                     }
                 ),
-                "no old root lost (nothing is past retention)".to_owned(),
+                "every old root the last completed boot saw is still there, unless the retention model deletes it (retention:run1)"
+                    .to_owned(),
             ));
         }
         let failed: Vec<String> = tally.checks[checks_before..]
@@ -961,7 +1397,7 @@ fn power_cuts(
                 "SIGKILL {} ms after the rollback started ({when}); the next boot {}",
                 delay.as_millis(),
                 if ok {
-                    "completed with a fresh root, /persist intact, every old root kept, one @root"
+                    "completed with a fresh root, /persist intact, the old roots as the retention rules say, one @root"
                         .to_owned()
                 } else {
                     format!("failed: {}", failed.join(", "))
@@ -971,10 +1407,12 @@ fn power_cuts(
                 .to_owned(),
         ));
         if !completed || tally.could_not_run.is_some() {
+            all_completed = false;
             break;
         }
         last_completed = boot;
     }
+    let tally = &mut run.tally;
     tally
         .figures
         .insert("power_cuts.total".to_owned(), f64::from(cuts));
@@ -985,7 +1423,7 @@ fn power_cuts(
         "power_cuts.reference_ms".to_owned(),
         reference.as_millis() as f64,
     );
-    Ok(())
+    Ok(all_completed)
 }
 
 /// One boot's times: the boot, then every step.

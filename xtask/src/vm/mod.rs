@@ -8,9 +8,14 @@
 //!
 //! - `kernel`, `modules`, `elf`, `cpio`, `initramfs`: what the VM boots;
 //! - `accel`, `qemu`, `disk`: running it;
-//! - `lab`: the default backend; `nixos`: the flake's NixOS VM test.
+//! - `lab`: the default backend; `nixos`: the flake's NixOS VM test;
+//! - `retention`, `month`: the rollback's rules and the month of boots
+//!   that holds real rotations against them;
+//! - `procedures`: checklist procedures the guest runs as the admin would;
+//! - `budgets`: the roadmap's performance budgets (discard, mounts).
 
 pub mod accel;
+pub mod budgets;
 pub mod collect;
 pub mod cpio;
 pub mod disk;
@@ -20,8 +25,11 @@ pub mod initramfs;
 pub mod kernel;
 pub mod lab;
 pub mod modules;
+pub mod month;
 pub mod nixos;
 pub mod plan;
+pub mod procedures;
 pub mod protocol;
 pub mod qemu;
 pub mod realise;
+pub mod retention;

@@ -111,6 +111,7 @@ pub fn run(host: &str) -> Result<ExitCode> {
         }],
         figures: Default::default(),
         wall_ms: started.elapsed().as_millis() as u64,
+        procedures: Vec::new(),
     };
     // Shown as the last run; the NixOS test records no boots of the host's
     // disk, so it never becomes the deploy gate's proof.

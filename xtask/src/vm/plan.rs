@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when the plan changes incompatibly (host and guest are one binary,
 /// so this only guards against a stale image).
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 /// The qemu fw_cfg file that carries the plan into the guest.
 pub const FW_CFG_NAME: &str = "opt/xtask/plan.json";
 /// Where the guest mounts the system it boots, like NixOS's /mnt-root.
@@ -27,6 +27,10 @@ pub struct Plan {
     pub boots: u32,
     pub kind: BootKind,
     pub tools: GuestTools,
+    /// The time qemu's RTC starts at (`-rtc base=`, epoch seconds): the
+    /// kernel sets the clock from it, and the rollback names roots by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_base: Option<i64>,
     pub steps: Vec<Step>,
 }
 
@@ -37,6 +41,9 @@ pub enum BootKind {
     Install,
     /// Run the rollback script before mounting, as NixOS's initrd does.
     Rotate,
+    /// A short boot of the month: the rollback and a look at the old roots,
+    /// nothing mounted.
+    RotateOnly,
 }
 
 impl BootKind {
@@ -44,6 +51,7 @@ impl BootKind {
         match self {
             BootKind::Install => "install",
             BootKind::Rotate => "rotate",
+            BootKind::RotateOnly => "rotate-only",
         }
     }
 }
@@ -68,6 +76,11 @@ pub struct GuestTools {
     pub chattr: String,
     pub compsize: String,
     pub fstrim: String,
+    /// The admin's shell and GNU tools for procedures (empty when the image has none).
+    #[serde(default)]
+    pub bash: String,
+    #[serde(default)]
+    pub grep: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,11 +128,10 @@ pub enum Action {
         path: String,
         contents: String,
     },
-    /// Incompressible bytes from a seeded generator.
+    /// Incompressible bytes from the kernel's generator (getrandom(2)).
     WriteRandom {
         path: String,
         bytes: u64,
-        seed: u64,
     },
     /// Journal-like text lines from a seeded generator.
     WriteLogText {
@@ -146,6 +158,120 @@ pub enum Action {
         device: String,
     },
     Check(Check),
+    /// What stage 2 gives the admin: /proc, /sys, /dev and /run, and the
+    /// image's programs (read-only) inside /sysroot, so that commands run
+    /// in a chroot see the booted system as the server shows it.
+    EnterSystem {
+        binds: Vec<String>,
+    },
+    /// Checklist commands, run as the admin would (see `AdminStep`).
+    Admin(AdminStep),
+    /// Roadmap 7.2: a large file is created and deleted under
+    /// `discard=async`, and a thread writes and fdatasyncs a small block every
+    /// `interval_ms` until `Expect::DiscardLatency` stops it.
+    DiscardProbe(DiscardProbe),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscardProbe {
+    /// The Btrfs device: its sysfs directory has the discard counters.
+    pub device: String,
+    /// The file that is fallocated, synced and deleted.
+    pub big_file: String,
+    pub big_bytes: u64,
+    /// The file the latency probe writes to.
+    pub sample_file: String,
+    pub interval_ms: u64,
+}
+
+/// One part of a checklist procedure, run in one boot: bash command lines
+/// in a chroot of the booted system, each compared with its expectation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminStep {
+    /// The checklist step, e.g. `4.3`: what a failure is named after.
+    pub step: String,
+    pub title: String,
+    /// Which part of the procedure (parts are separated by reboots).
+    pub part: u32,
+    /// Not yet the checklist's own source (issue 9 wires it).
+    pub provisional: bool,
+    pub commands: Vec<AdminCommand>,
+    /// Values captured at earlier boots, by name, for `Expectation::EqualsCaptured`.
+    #[serde(default)]
+    pub captured: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminCommand {
+    pub role: CommandRole,
+    /// As the checklist prints it, `<placeholders>` included.
+    pub line: String,
+    /// Shell expressions that fill the placeholders in the VM (evaluated
+    /// right before the command, in the same chroot).
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    /// The exit status the command must end with.
+    pub exit: i32,
+    pub expect: Vec<Expectation>,
+    /// Keep the trimmed stdout under this name (also for later boots).
+    #[serde(default)]
+    pub capture: Option<String>,
+    /// Not run: what stands for it in the lab (a reboot ends the boot).
+    #[serde(default)]
+    pub stands_for: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub placeholder: String,
+    pub shell: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandRole {
+    /// Brings the VM into the situation the procedure is for (e.g. a damaged /persist).
+    Setup,
+    /// A command of the checklist.
+    Checklist,
+    /// The test's own verification (e.g. a checksum that must come back).
+    Verify,
+}
+
+impl CommandRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandRole::Setup => "setup",
+            CommandRole::Checklist => "checklist",
+            CommandRole::Verify => "verify",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expectation {
+    /// stdout contains the text.
+    Contains { text: String },
+    /// A line of stdout matches the POSIX extended regular expression (`grep -E`).
+    Matches { pattern: String },
+    /// stdout, without surrounding white space, is exactly the text.
+    Equals { text: String },
+    /// stdout, trimmed, equals a value captured earlier.
+    EqualsCaptured { name: String },
+}
+
+impl std::fmt::Display for Expectation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expectation::Contains { text } => write!(f, "output contains {text:?}"),
+            Expectation::Matches { pattern } => write!(f, "a line matches /{pattern}/"),
+            Expectation::Equals { text } => write!(f, "output is {text:?}"),
+            Expectation::EqualsCaptured { name } => {
+                write!(f, "output equals the value captured as {name:?}")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,9 +293,27 @@ pub struct RollbackStep {
     pub status_dir: String,
     /// The roadmap's limit for one rotation.
     pub max_ms: u64,
+    /// Further runs right after the first, each with the clock set to the
+    /// second the first run named its root by plus this many seconds (0:
+    /// several rotations in one second). The old roots are listed after
+    /// every run.
+    #[serde(default)]
+    pub extra_runs: Vec<i64>,
+    /// Files (relative to a root) the root the first run moves must hold:
+    /// what the last boot wrote into /, checked before later runs move on.
+    #[serde(default)]
+    pub first_run_holds: Vec<String>,
+    /// Where the old roots are: the top level's device and the subvolume.
+    pub old_roots: OldRootsPlace,
     /// Whether a root must be moved. After a power cut between the move and
     /// the new root's creation there is none to move, and that is right.
     pub rotation_required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldRootsPlace {
+    pub device: String,
+    pub directory: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +389,18 @@ pub enum Expect {
     },
     /// / holds nothing but the directories the mounts need: a new, empty root.
     FreshRoot { path: String, allowed: Vec<String> },
+    /// The clock follows the RTC qemu was given: at least `rtc_base`, and no
+    /// more ahead of it than the time since boot plus `slack_s`.
+    Clock { rtc_base: i64, slack_s: u64 },
+    /// Ends `Action::DiscardProbe`: waits until the filesystem has
+    /// discarded `min_released_bytes`, then holds the write latencies while
+    /// it did against the budgets.
+    DiscardLatency {
+        min_released_bytes: u64,
+        max_wait_ms: u64,
+        p99_budget_ms: f64,
+        max_budget_ms: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,6 +50,8 @@ pub enum Event {
         name: String,
         value: serde_json::Value,
     },
+    /// One command of a checklist procedure, with what it printed.
+    Command(CommandEvent),
     /// The guest has flushed its disk and waits for the host to measure the
     /// image, then to write `continue`.
     Measure {
@@ -64,6 +66,28 @@ pub enum Event {
         ok: bool,
         uptime_ms: u64,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandEvent {
+    /// The checklist step (`4.3`) and the part of it this boot ran.
+    pub step: String,
+    pub part: u32,
+    pub index: u32,
+    pub role: String,
+    /// As the checklist prints it, and as it ran (placeholders filled).
+    pub line: String,
+    pub ran: String,
+    /// None: not run (it stands for something the lab does otherwise).
+    pub exit: Option<i32>,
+    pub ms: u64,
+    pub stdout: String,
+    pub stderr: String,
+    pub expected: String,
+    pub passed: bool,
+    /// Why it failed, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One protocol line, newline included.

@@ -42,6 +42,20 @@ pub struct VmConfig {
     pub console_log: Utf8PathBuf,
     pub protocol_log: Utf8PathBuf,
     pub timeout: Duration,
+    /// `-rtc base=`: the guest's clock at power-on (epoch seconds, UTC).
+    pub rtc_base: Option<i64>,
+    /// A second virtio disk (/dev/vdb), for procedures that save data off the server.
+    pub second_disk: Option<Utf8PathBuf>,
+}
+
+/// qemu's `-rtc base=` form: `2026-12-01T13:50:39` (UTC).
+pub fn rtc_base(epoch: i64) -> Result<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(epoch)
+        .with_context(|| format!("{epoch} is not a representable time"))?;
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second]"
+    ))
+    .context("formatting the RTC base")
 }
 
 /// The kernel command line: the console on ttyS0, a panic ends the VM,
@@ -50,7 +64,7 @@ pub const KERNEL_COMMAND_LINE: &str =
     "console=ttyS0 loglevel=5 panic=-1 mitigations=off rdinit=/init -- guest";
 
 impl VmConfig {
-    pub fn args(&self) -> Vec<String> {
+    pub fn args(&self) -> Result<Vec<String>> {
         let mut args: Vec<String> = [
             "-nodefaults",
             "-no-user-config",
@@ -106,7 +120,21 @@ impl VmConfig {
             "-serial".to_owned(),
             "chardev:protocol".to_owned(),
         ]);
-        args
+        if let Some(disk) = &self.second_disk {
+            args.extend([
+                "-drive".to_owned(),
+                format!(
+                    "file={},if=none,id=disk1,format=qcow2,discard=unmap,cache=writeback",
+                    escape_option(disk.as_str())
+                ),
+                "-device".to_owned(),
+                "virtio-blk-pci,drive=disk1".to_owned(),
+            ]);
+        }
+        if let Some(epoch) = self.rtc_base {
+            args.extend(["-rtc".to_owned(), format!("base={}", rtc_base(epoch)?)]);
+        }
+        Ok(args)
     }
 }
 
@@ -137,6 +165,9 @@ pub struct BootRun {
     pub wall: Duration,
     /// qemu's VmHWM: the most memory it held at once.
     pub peak_rss_bytes: Option<u64>,
+    /// CPU time qemu used (user + system): on a busy host the boot's wall
+    /// time stretches, its CPU time much less.
+    pub cpu_ms: Option<u64>,
     pub malformed: Vec<String>,
     pub qemu_stderr: String,
 }
@@ -185,6 +216,19 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time of a process (utime + stime of /proc/PID/stat), in ms.
+fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3,
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1000 / per_second)
+}
+
 /// Boots the VM once and feeds every protocol event to `on_event`.
 pub fn boot(
     config: &VmConfig,
@@ -192,7 +236,7 @@ pub fn boot(
 ) -> Result<BootRun> {
     let mut command = Command::new(&config.qemu);
     command
-        .args(config.args())
+        .args(config.args()?)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -230,6 +274,7 @@ pub fn boot(
     let mut events = Vec::new();
     let mut malformed = Vec::new();
     let mut peak = None;
+    let mut cpu = None;
     let mut kill_at: Option<(Instant, String)> = None;
     let mut next_sample = Instant::now();
     let mut handle = |line: String,
@@ -259,12 +304,14 @@ pub fn boot(
         // VmHWM only grows, and is gone once qemu exits: read it often.
         if Instant::now() >= next_sample {
             peak = peak.max(peak_rss(pid));
+            cpu = cpu.max(cpu_ms(pid));
             next_sample = Instant::now() + Duration::from_millis(100);
         }
         match lines_rx.recv_timeout(wait) {
             Ok(line) => {
                 if line.contains("\"event\":\"done\"") {
                     peak = peak.max(peak_rss(pid));
+                    cpu = cpu.max(cpu_ms(pid));
                 }
                 handle(line, &mut events, &mut malformed, &mut stdin, &mut kill_at)?;
             }
@@ -308,6 +355,7 @@ pub fn boot(
         ending,
         wall,
         peak_rss_bytes: peak,
+        cpu_ms: cpu,
         malformed,
         qemu_stderr,
     })
@@ -367,8 +415,10 @@ mod tests {
             console_log: "/t/console.log".into(),
             protocol_log: "/t/protocol.log".into(),
             timeout: Duration::from_secs(60),
+            rtc_base: Some(1_799_589_600),
+            second_disk: Some("/t/backup.qcow2".into()),
         };
-        let args = config.args();
+        let args = config.args().unwrap();
         let joined = args.join(" ");
         assert!(joined.contains("-nic none"));
         assert!(joined.contains("file=/t/a,,b.qcow2,if=none,id=disk0,format=qcow2,discard=unmap"));
@@ -376,8 +426,31 @@ mod tests {
         assert!(joined.contains("-cpu max"));
         assert!(joined.contains("name=opt/xtask/plan.json,file=/t/plan.json"));
         assert!(!joined.contains("netdev"));
+        // The clock starts where the plan says: 2027-01-10T14:00:00 UTC.
+        assert!(joined.contains("-rtc base=2027-01-10T14:00:00"), "{joined}");
+        // The second disk comes after the first, so it is /dev/vdb.
+        let first = joined.find("drive=disk0").unwrap();
+        assert!(joined.find("drive=disk1").unwrap() > first);
+        let without = VmConfig {
+            rtc_base: None,
+            second_disk: None,
+            ..config
+        };
+        assert!(!without
+            .args()
+            .unwrap()
+            .iter()
+            .any(|a| a == "-rtc" || a.contains("disk1")));
         let memory = args.iter().position(|a| a == "-m").unwrap();
         assert!(args[memory + 1].parse::<u32>().unwrap() <= 1024);
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < Duration::from_millis(30) {}
+        assert!(cpu_ms(std::process::id()).is_some_and(|ms| ms > 0));
+        assert_eq!(cpu_ms(u32::MAX), None);
     }
 
     #[test]

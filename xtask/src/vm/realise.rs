@@ -185,6 +185,83 @@ pub enum History {
     },
 }
 
+/// Everything about one boot that is not the layout: what kind of boot,
+/// what came before it, its clock, and what it does besides the layout's
+/// own steps and checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootSpec {
+    pub boot: u32,
+    pub kind: BootKind,
+    pub history: History,
+    /// qemu's `-rtc base=` (epoch seconds); the guest's clock must follow it.
+    pub rtc_base: Option<i64>,
+    /// Rollback runs after the first, each at the first run's second plus
+    /// this many seconds (`RollbackStep::extra_runs`).
+    pub extra_runs: Vec<i64>,
+    /// How many old roots the boot must find (at least, at most), from the
+    /// retention model (None: as if every earlier boot rotated and nothing
+    /// was deleted).
+    pub old_roots_expected: Option<(u32, u32)>,
+    /// The boot whose files in / the newest old root holds (None: it holds
+    /// none, e.g. the root a burst of rotations left empty), and the boot
+    /// whose files some old root holds.
+    pub newest_holds: Option<u32>,
+    pub some_holds: Option<u32>,
+    /// With extra runs: the boot whose files the root the first run moves holds.
+    pub first_run_holds: Option<u32>,
+    /// Roadmap 7.2: create and delete a large file, and hold the write
+    /// latency while async discard releases it against these budgets.
+    pub discard_probe: Option<DiscardBudget>,
+    /// Procedure parts that continue after the reboot that ended the last
+    /// boot (run before the checks), and parts that start in this boot
+    /// (after them).
+    pub continued: Vec<AdminStep>,
+    pub procedures: Vec<AdminStep>,
+}
+
+impl BootSpec {
+    /// The default boot `boot` of a clean run: install, then rotations.
+    pub fn new(boot: u32) -> BootSpec {
+        BootSpec {
+            boot,
+            kind: if boot == 1 {
+                BootKind::Install
+            } else {
+                BootKind::Rotate
+            },
+            history: History::Clean,
+            rtc_base: None,
+            extra_runs: Vec::new(),
+            old_roots_expected: None,
+            newest_holds: boot.checked_sub(1).filter(|b| *b > 0),
+            some_holds: None,
+            first_run_holds: None,
+            discard_probe: None,
+            continued: Vec::new(),
+            procedures: Vec::new(),
+        }
+    }
+}
+
+/// Roadmap 7.2's budgets for one boot (see `super::budgets`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiscardBudget {
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Roadmap 7.2's probe: 4 GiB leave at least two 1 GiB data block groups
+/// empty, which Btrfs discards 10 s later; partly used ones wait 120 s.
+pub const DISCARD_PROBE_BYTES: u64 = 4 << 30;
+pub const DISCARD_RELEASED_MIN_BYTES: u64 = 1 << 30;
+/// The release must come within this time of the deletion.
+pub const DISCARD_MAX_WAIT_MS: u64 = 40_000;
+const DISCARD_INTERVAL_MS: u64 = 25;
+/// The programs' directories of the image, which stage 2 gives the admin.
+const SYSTEM_BINDS: [&str; 9] = [
+    "/proc", "/sys", "/dev", "/run", "/usr", "/bin", "/sbin", "/lib", "/lib64",
+];
+
 /// What the host checks itself, outside the guest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostExpectations {
@@ -292,15 +369,25 @@ impl<'a> Realisation<'a> {
     }
 
     pub fn plan(&self, boot: u32) -> Result<Plan> {
-        self.plan_with_history(boot, History::Clean)
+        self.plan_for(&BootSpec::new(boot))
     }
 
     pub fn plan_with_history(&self, boot: u32, history: History) -> Result<Plan> {
-        let kind = if boot == 1 {
-            BootKind::Install
-        } else {
-            BootKind::Rotate
-        };
+        let mut spec = BootSpec::new(boot);
+        spec.history = history;
+        if let History::AfterPowerCut {
+            last_completed_boot,
+            ..
+        } = history
+        {
+            spec.newest_holds = None;
+            spec.some_holds = Some(last_completed_boot);
+        }
+        self.plan_for(&spec)
+    }
+
+    pub fn plan_for(&self, spec: &BootSpec) -> Result<Plan> {
+        let boot = spec.boot;
         let mut steps = Vec::new();
         steps.push(step(
             "wait:disk",
@@ -310,22 +397,64 @@ impl<'a> Realisation<'a> {
                 timeout_ms: 20_000,
             },
         ));
-        match kind {
+        if let Some(rtc_base) = spec.rtc_base {
+            // The kernel has set its clock from the RTC by now (rtc_cmos,
+            // CONFIG_RTC_HCTOSYS): qemu starting is the only slack.
+            steps.push(check(
+                "clock",
+                Expect::Clock {
+                    rtc_base,
+                    slack_s: 60,
+                },
+            ));
+        }
+        let procedures = !spec.continued.is_empty() || !spec.procedures.is_empty();
+        match spec.kind {
             BootKind::Install => {
                 self.create(&mut steps);
                 self.link_partitions(&mut steps);
                 self.format(&mut steps);
-                self.mount_all(&mut steps, boot);
+                self.mount_filesystems(&mut steps);
+                self.swap_on(&mut steps);
                 self.fill(&mut steps, boot);
+                // After the fill's flush, so that the writes measure the
+                // release, not the install's own writeback.
+                if spec.discard_probe.is_some() {
+                    self.discard_probe(&mut steps);
+                }
                 self.install_checks(&mut steps);
+                // Before the trim probe: its fstrim would trim what async
+                // discard is to release.
+                self.discard_latency(&mut steps, spec);
                 self.trim_probe(&mut steps);
+                if procedures {
+                    self.enter_system(&mut steps);
+                }
+                self.admin(&mut steps, &spec.continued);
+                self.admin(&mut steps, &spec.procedures);
             }
             BootKind::Rotate => {
                 self.link_partitions(&mut steps);
-                self.rollback(&mut steps, history)?;
-                self.mount_all(&mut steps, boot);
-                self.rotate_checks(&mut steps, boot, history);
+                self.rollback(&mut steps, spec)?;
+                self.mount_filesystems(&mut steps);
+                self.fresh_root_checks(&mut steps, boot);
+                if spec.discard_probe.is_some() {
+                    self.discard_probe(&mut steps);
+                }
+                self.swap_on(&mut steps);
+                if procedures {
+                    self.enter_system(&mut steps);
+                }
+                self.admin(&mut steps, &spec.continued);
+                self.rotate_checks(&mut steps, spec);
+                self.admin(&mut steps, &spec.procedures);
+                self.discard_latency(&mut steps, spec);
                 self.write_root_files(&mut steps, boot);
+            }
+            BootKind::RotateOnly => {
+                self.link_partitions(&mut steps);
+                self.rollback(&mut steps, spec)?;
+                self.old_roots_check(&mut steps, spec);
             }
         }
         steps.push(step("sync", OnFailure::Continue, Action::Sync));
@@ -335,10 +464,65 @@ impl<'a> Realisation<'a> {
             host: self.layout.host.clone(),
             boot,
             boots: self.boots,
-            kind,
+            kind: spec.kind,
             tools: self.tools.clone(),
+            rtc_base: spec.rtc_base,
             steps,
         })
+    }
+
+    /// Stage 2 for the admin's commands (see `Action::EnterSystem`).
+    fn enter_system(&self, steps: &mut Vec<Step>) {
+        steps.push(step(
+            "system:enter",
+            OnFailure::Continue,
+            Action::EnterSystem {
+                binds: SYSTEM_BINDS.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        ));
+    }
+
+    fn admin(&self, steps: &mut Vec<Step>, parts: &[AdminStep]) {
+        for part in parts {
+            steps.push(step(
+                &format!("procedure:{}", part.step),
+                OnFailure::Continue,
+                Action::Admin(part.clone()),
+            ));
+        }
+    }
+
+    /// Ends roadmap 7.2's probe: waits for the release, holds the latencies against the budget.
+    fn discard_latency(&self, steps: &mut Vec<Step>, spec: &BootSpec) {
+        if let Some(budget) = spec.discard_probe {
+            steps.push(check(
+                "discard-latency",
+                Expect::DiscardLatency {
+                    min_released_bytes: DISCARD_RELEASED_MIN_BYTES,
+                    max_wait_ms: DISCARD_MAX_WAIT_MS,
+                    p99_budget_ms: budget.p99_ms,
+                    max_budget_ms: budget.max_ms,
+                },
+            ));
+        }
+    }
+
+    /// Roadmap 7.2's probe on the root's filesystem; `check:discard-latency` ends it.
+    fn discard_probe(&self, steps: &mut Vec<Step>) {
+        let Some(btrfs) = self.root_btrfs() else {
+            return;
+        };
+        steps.push(step(
+            "discard:probe",
+            OnFailure::Continue,
+            Action::DiscardProbe(DiscardProbe {
+                device: btrfs.device.clone(),
+                big_file: in_sysroot("/var/tmp/xtask-discard-probe"),
+                big_bytes: DISCARD_PROBE_BYTES,
+                sample_file: in_sysroot("/var/tmp/xtask-latency-probe"),
+                interval_ms: DISCARD_INTERVAL_MS,
+            }),
+        ));
     }
 
     fn run(&self, argv: Vec<String>) -> Action {
@@ -492,7 +676,7 @@ impl<'a> Realisation<'a> {
     }
 
     /// The rollback, as the initrd's postDeviceCommands run it: before any mount.
-    fn rollback(&self, steps: &mut Vec<Step>, history: History) -> Result<()> {
+    fn rollback(&self, steps: &mut Vec<Step>, spec: &BootSpec) -> Result<()> {
         let script = self
             .rollback
             .as_ref()
@@ -536,7 +720,13 @@ impl<'a> Realisation<'a> {
                 env,
                 status_dir: ROLLBACK_STATUS_DIR.to_owned(),
                 max_ms: MAX_ROTATION_MS,
-                rotation_required: history == History::Clean,
+                rotation_required: spec.history == History::Clean,
+                extra_runs: spec.extra_runs.clone(),
+                first_run_holds: self.relative_root_files(spec.first_run_holds),
+                old_roots: OldRootsPlace {
+                    device: btrfs.device.clone(),
+                    directory: settings.old_roots_subvolume.clone(),
+                },
             }),
         ));
         Ok(())
@@ -565,8 +755,8 @@ impl<'a> Realisation<'a> {
         argv
     }
 
-    /// Stage 1 and 2 of NixOS: the mounts in order, tmpfiles' +C, swap.
-    fn mount_all(&self, steps: &mut Vec<Step>, boot: u32) {
+    /// Stage 1 and 2 of NixOS: the mounts in order, then tmpfiles' +C (swap follows).
+    fn mount_filesystems(&self, steps: &mut Vec<Step>) {
         for mount in &self.context.mounts {
             let stop = if mount.mountpoint == "/" {
                 OnFailure::Stop
@@ -612,6 +802,10 @@ impl<'a> Realisation<'a> {
                 ])),
             ));
         }
+    }
+
+    /// Swap as nixos/modules/config/swap.nix sets it up.
+    fn swap_on(&self, steps: &mut Vec<Step>) {
         for (_, partition, content) in self.layout.contents() {
             let Content::Swap(swap) = content else {
                 continue;
@@ -683,7 +877,6 @@ impl<'a> Realisation<'a> {
                 ));
             }
         }
-        let _ = boot;
     }
 
     /// Mounts that persist across boots and get a marker: all but `/` and
@@ -722,6 +915,11 @@ impl<'a> Realisation<'a> {
         .collect()
     }
 
+    /// What `root_files(boot)` hold.
+    pub fn root_file_contents(&self, boot: u32) -> String {
+        format!("written into / at boot {boot} of run {}\n", self.nonce)
+    }
+
     fn write_root_files(&self, steps: &mut Vec<Step>, boot: u32) {
         for path in self.root_files(boot) {
             let target = in_sysroot(&path);
@@ -730,7 +928,7 @@ impl<'a> Realisation<'a> {
                 OnFailure::Continue,
                 Action::WriteFile {
                     path: target,
-                    contents: format!("written into / at boot {boot} of run {}\n", self.nonce),
+                    contents: self.root_file_contents(boot),
                 },
             ));
         }
@@ -908,7 +1106,6 @@ impl<'a> Realisation<'a> {
             Action::WriteRandom {
                 path: probe.clone(),
                 bytes: TRIM_PROBE_BYTES,
-                seed: 0x5eed,
             },
         ));
         steps.push(step(
@@ -948,7 +1145,8 @@ impl<'a> Realisation<'a> {
         ));
     }
 
-    fn rotate_checks(&self, steps: &mut Vec<Step>, boot: u32, history: History) {
+    /// `/` is a new, empty root: checked before anything writes into it.
+    fn fresh_root_checks(&self, steps: &mut Vec<Step>, boot: u32) {
         let mut allowed: Vec<String> = self
             .context
             .mounts
@@ -980,6 +1178,11 @@ impl<'a> Realisation<'a> {
                 paths: previous.iter().map(|p| in_sysroot(p)).collect(),
             },
         ));
+    }
+
+    /// What a rotation must leave: the markers, the old roots, the layout's
+    /// subvolumes and mount options.
+    fn rotate_checks(&self, steps: &mut Vec<Step>, spec: &BootSpec) {
         for mount in self.persistent_mounts() {
             let name = if mount.mountpoint == PERSIST_MOUNTPOINT {
                 "persist-marker".to_owned()
@@ -994,40 +1197,52 @@ impl<'a> Realisation<'a> {
                 },
             ));
         }
-        let relative = |boot: u32| -> Vec<String> {
-            self.root_files(boot)
+        self.old_roots_check(steps, spec);
+        self.subvolume_check(steps);
+        self.mount_option_checks(steps);
+    }
+
+    /// `root_files(boot)` relative to the root, as an old root holds them.
+    fn relative_root_files(&self, boot: Option<u32>) -> Vec<String> {
+        boot.map(|b| {
+            self.root_files(b)
                 .iter()
                 .map(|p| p.trim_start_matches('/').to_owned())
                 .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// @old_roots: as many as the retention model says, well named, and
+    /// holding the files earlier boots wrote into /.
+    fn old_roots_check(&self, steps: &mut Vec<Step>, spec: &BootSpec) {
+        let relative = |boot: Option<u32>| self.relative_root_files(boot);
+        let Some(btrfs) = self.root_btrfs() else {
+            return;
         };
-        if let Some(btrfs) = self.root_btrfs() {
-            let expect = match history {
-                History::Clean => Expect::OldRoots {
-                    device: btrfs.device.clone(),
-                    directory: self.rollback_settings.old_roots_subvolume.clone(),
-                    min_count: boot - 1,
-                    max_count: boot - 1,
-                    newest_holds: relative(boot - 1),
-                    some_holds: Vec::new(),
-                },
-                // The cut boot may or may not have moved its root; this boot moves
-                // one unless the cut fell between the move and the new root.
+        let (min_count, max_count) = match (spec.old_roots_expected, spec.history) {
+            (Some(range), _) => range,
+            (None, History::Clean) => (spec.boot - 1, spec.boot - 1),
+            // The cut boot may or may not have moved its root; this boot moves
+            // one unless the cut fell between the move and the new root.
+            (
+                None,
                 History::AfterPowerCut {
-                    old_roots_before,
-                    last_completed_boot,
-                } => Expect::OldRoots {
-                    device: btrfs.device.clone(),
-                    directory: self.rollback_settings.old_roots_subvolume.clone(),
-                    min_count: old_roots_before + 1,
-                    max_count: old_roots_before + 2,
-                    newest_holds: Vec::new(),
-                    some_holds: relative(last_completed_boot),
+                    old_roots_before, ..
                 },
-            };
-            steps.push(check("old-roots", expect));
-        }
-        self.subvolume_check(steps);
-        self.mount_option_checks(steps);
+            ) => (old_roots_before + 1, old_roots_before + 2),
+        };
+        steps.push(check(
+            "old-roots",
+            Expect::OldRoots {
+                device: btrfs.device.clone(),
+                directory: self.rollback_settings.old_roots_subvolume.clone(),
+                min_count,
+                max_count,
+                newest_holds: relative(spec.newest_holds),
+                some_holds: relative(spec.some_holds),
+            },
+        ));
     }
 }
 
@@ -1182,6 +1397,8 @@ mod tests {
             chattr: at("chattr"),
             compsize: at("compsize"),
             fstrim: at("fstrim"),
+            bash: "/usr/bin/bash".into(),
+            grep: "/usr/bin/grep".into(),
         };
         let script = EmbeddedScript {
             guest_path: "/etc/xtask/btrfs-rollback.sh".into(),
@@ -1461,6 +1678,117 @@ mod tests {
             })
             .unwrap();
         assert!(!rollback.rotation_required);
+    }
+
+    fn position(plan: &Plan, prefix: &str) -> usize {
+        plan.steps
+            .iter()
+            .position(|s| s.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no step {prefix}"))
+    }
+
+    #[test]
+    fn the_install_starts_the_discard_probe_after_its_writes_and_ends_it_before_fstrim() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let mut spec = BootSpec::new(1);
+        spec.rtc_base = Some(1_799_589_600);
+        spec.discard_probe = Some(DiscardBudget {
+            p99_ms: 1000.0,
+            max_ms: 3000.0,
+        });
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_for(&spec)
+            .unwrap();
+        assert_eq!(plan.rtc_base, Some(1_799_589_600));
+        assert_eq!(position(&plan, "check:clock"), 1);
+        // With `--boots 1` the probe is in the install boot: after its
+        // writes, before the trim probe.
+        assert!(position(&plan, "fill:/var/lib/containers") < position(&plan, "discard:probe"));
+        assert!(position(&plan, "discard:probe") < position(&plan, "check:partition-table"));
+        assert!(position(&plan, "check:discard-latency") < position(&plan, "check:trim:fstrim"));
+        let Expect::DiscardLatency {
+            min_released_bytes,
+            p99_budget_ms,
+            ..
+        } = expectation(&plan, "discard-latency")
+        else {
+            panic!()
+        };
+        assert_eq!((*min_released_bytes, *p99_budget_ms), (1 << 30, 1000.0));
+    }
+
+    #[test]
+    fn the_months_boot_rotates_again_at_the_clocks_the_plan_sets() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let mut spec = BootSpec::new(2);
+        spec.extra_runs = vec![0, 0, 86_400];
+        spec.first_run_holds = spec.newest_holds.take();
+        spec.old_roots_expected = Some((3, 3));
+        let realisation = realisation_of(&layout, &context, vec![]);
+        let plan = realisation.plan_for(&spec).unwrap();
+        let Action::Rollback(rollback) = &plan.steps[position(&plan, "rollback")].action else {
+            panic!()
+        };
+        assert_eq!(rollback.extra_runs, [0, 0, 86_400]);
+        assert!(rollback
+            .first_run_holds
+            .contains(&"etc/xtask-boot-1".to_owned()));
+        assert_eq!(rollback.old_roots.directory, "@old_roots");
+        let Expect::OldRoots {
+            min_count,
+            max_count,
+            newest_holds,
+            some_holds,
+            ..
+        } = expectation(&plan, "old-roots")
+        else {
+            panic!()
+        };
+        assert_eq!((*min_count, *max_count), (3, 3));
+        assert!(newest_holds.is_empty() && some_holds.is_empty());
+    }
+
+    #[test]
+    fn procedures_run_in_the_system_continued_ones_before_the_checks() {
+        let layout = host_layout();
+        let context = context_of(&layout);
+        let part = |step: &str| AdminStep {
+            step: step.to_owned(),
+            title: "t".to_owned(),
+            part: 0,
+            provisional: true,
+            commands: Vec::new(),
+            captured: BTreeMap::new(),
+        };
+        let mut spec = BootSpec::new(4);
+        spec.continued = vec![part("4.4")];
+        spec.procedures = vec![part("4.5")];
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_for(&spec)
+            .unwrap();
+        // / is checked before stage 2 puts directories into it.
+        assert!(position(&plan, "check:root-fresh") < position(&plan, "system:enter"));
+        assert!(position(&plan, "system:enter") < position(&plan, "procedure:4.4"));
+        assert!(position(&plan, "procedure:4.4") < position(&plan, "check:persist-marker"));
+        assert!(position(&plan, "check:subvolumes") < position(&plan, "procedure:4.5"));
+        assert!(position(&plan, "procedure:4.5") < position(&plan, "write:"));
+        let Action::EnterSystem { binds } = &plan.steps[position(&plan, "system:enter")].action
+        else {
+            panic!()
+        };
+        for dir in ["/proc", "/dev", "/run", "/usr", "/lib"] {
+            assert!(binds.contains(&dir.to_owned()), "{dir}");
+        }
+        // A short boot: the rollback and the old roots, nothing mounted.
+        let mut short = BootSpec::new(5);
+        short.kind = BootKind::RotateOnly;
+        let plan = realisation_of(&layout, &context, vec![])
+            .plan_for(&short)
+            .unwrap();
+        assert!(plan.steps.iter().any(|s| s.name == "check:old-roots"));
+        assert!(!plan.steps.iter().any(|s| s.name.starts_with("mount:")));
     }
 
     #[test]

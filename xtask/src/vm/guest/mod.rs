@@ -1,12 +1,19 @@
 //! `xtask guest`: the lab VM's /init. It mounts the kernel's filesystems,
 //! loads the modules listed in the image, reads its plan from fw_cfg and
 //! runs it step by step: programs by absolute path with argument vectors,
-//! never a shell. Every step and check is reported on ttyS1 (see
+//! never a shell, except the checklist's own command lines, which bash runs
+//! as the admin would (`admin`). Every step and check is reported on ttyS1 (see
 //! `super::protocol`); the console (ttyS0) gets a human-readable log. At the
 //! end it unmounts, syncs and powers off, also after a failure or a panic.
 
+mod admin;
 mod checks;
+mod discard;
 pub mod parse;
+
+pub use admin::ADMIN_PATH;
+/// `sudo` in the image: the agent runs as root (see `admin`).
+pub const SUDO_SHIM: &str = include_str!("sudo.sh");
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -294,6 +301,8 @@ fn open_port() -> Result<()> {
 }
 
 /// Loads the image's modules in order; the names of those that failed.
+/// (In parallel they take longer: the kernel serialises most of a load, and
+/// under TCG the threads only compete for the two vCPUs.)
 fn load_modules() -> Result<Vec<String>> {
     let list = std::fs::read(MODULES_LIST).with_context(|| format!("reading {MODULES_LIST}"))?;
     let modules: Vec<String> = serde_json::from_slice(&list).context("reading the module list")?;
@@ -301,9 +310,14 @@ fn load_modules() -> Result<Vec<String>> {
     let empty = CString::default();
     for module in modules {
         let file = File::open(&module).with_context(|| format!("opening {module}"))?;
+        let started = Instant::now();
         // SAFETY: finit_module with an open descriptor and empty parameters.
         let result =
             unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), empty.as_ptr(), 0) };
+        let ms = started.elapsed().as_millis();
+        if ms >= 200 {
+            say(&format!("module {module}: {ms} ms"));
+        }
         if result != 0 {
             let error = std::io::Error::last_os_error();
             if error.raw_os_error() != Some(libc::EEXIST) {
@@ -433,8 +447,8 @@ fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
             std::fs::write(path, contents).with_context(|| format!("writing {path}"))?;
             Ok(None)
         }
-        Action::WriteRandom { path, bytes, seed } => {
-            write_generated(path, *bytes, &mut Random::new(*seed), Random::fill_bytes)?;
+        Action::WriteRandom { path, bytes } => {
+            write_generated(path, *bytes, kernel_random)?;
             Ok(Some(format!("{bytes} bytes")))
         }
         Action::WriteLogText { path, bytes, seed } => {
@@ -489,6 +503,9 @@ fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
             checks::run(plan, check);
             Ok(None)
         }
+        Action::EnterSystem { binds } => admin::enter_system(binds),
+        Action::Admin(step) => admin::run(plan, step),
+        Action::DiscardProbe(probe) => discard::start(probe),
     }
 }
 
@@ -591,11 +608,32 @@ fn copy_tree(source: &Path, target: &Path, copied: &mut (u64, u64)) -> Result<()
     Ok(())
 }
 
+/// Appends `len` bytes from getrandom(2): the kernel's ChaCha20 is compiled
+/// with optimisation, this agent (a debug build under TCG) is not.
+fn kernel_random(buffer: &mut Vec<u8>, len: usize) -> Result<()> {
+    let start = buffer.len();
+    buffer.resize(start + len, 0);
+    let mut filled = start;
+    while filled < buffer.len() {
+        let rest = &mut buffer[filled..];
+        // SAFETY: a writable buffer of rest.len() bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error).context("getrandom");
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
 fn write_generated(
     path: &str,
     bytes: u64,
-    random: &mut Random,
-    fill: fn(&mut Random, &mut Vec<u8>, usize),
+    mut fill: impl FnMut(&mut Vec<u8>, usize) -> Result<()>,
 ) -> Result<()> {
     if let Some(parent) = Path::new(path).parent() {
         std::fs::create_dir_all(parent)?;
@@ -606,7 +644,7 @@ fn write_generated(
     while left > 0 {
         buffer.clear();
         let chunk = left.min(1 << 20);
-        fill(random, &mut buffer, chunk);
+        fill(&mut buffer, chunk)?;
         buffer.truncate(chunk);
         file.write_all(&buffer)
             .with_context(|| format!("writing {path}"))?;
@@ -656,14 +694,6 @@ impl Random {
         x ^= x >> 27;
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn fill_bytes(&mut self, buffer: &mut Vec<u8>, len: usize) {
-        let start = buffer.len();
-        buffer.resize(start + len.div_ceil(8) * 8, 0);
-        for word in buffer[start..].chunks_exact_mut(8) {
-            word.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
     }
 
     /// Lines like a server's journal: timestamps, units, PIDs, messages.
@@ -723,7 +753,8 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.starts_with(b"2025-11-"));
         let mut r = Vec::new();
-        Random::new(7).fill_bytes(&mut r, 64);
+        kernel_random(&mut r, 64).unwrap();
+        assert_eq!(r.len(), 64);
         assert_ne!(r[..8], r[8..16]);
     }
 

@@ -1,0 +1,519 @@
+//! A month of boots: the guest's clock jumps between boots (qemu's `-rtc
+//! base=`, which the kernel's RTC driver sets the clock from), so that old
+//! roots age past the retention in real rotations, and every rotation is
+//! held against the retention model (`super::retention`) by the host.
+//!
+//! The default run needs one boot for it, its second: it starts
+//! `retentionDays + 10` days after the install, so its first rotation moves
+//! the root the install boot used all that time (a long uptime) to a name
+//! of that day. Then `keepAtLeast` more rotations within that second push
+//! the long-uptime root out of the newest `keepAtLeast`, where it is kept
+//! by its name's age though its contents are older; then the clock steps
+//! `retentionDays + 1` days on, and one more rotation deletes the roots past
+//! retention that are not among the newest and keeps those that are.
+//! `--thorough` adds a calendar of short boots (rollback only) spread over
+//! more than three retention periods.
+
+use std::collections::BTreeMap;
+
+use super::collect::Collected;
+use super::retention::{self, Fate, Rules, Stamp, DAY};
+use crate::results::CheckRecord;
+
+/// How far past the retention the long uptime goes.
+pub const UPTIME_BEYOND_RETENTION_DAYS: u64 = 10;
+/// The boot of the default run that carries the month.
+pub const MONTH_BOOT: u32 = 2;
+/// The script's `-NN` suffixes end at 99 within one second.
+const MAX_SAME_SECOND_RUNS: u64 = 99;
+
+/// The default run's month, in boot `MONTH_BOOT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Month {
+    /// Seconds the clock jumps before the month's boot.
+    pub jump_s: i64,
+    /// The rollback runs after the first: seconds after the first run's
+    /// second (`RollbackStep::extra_runs`).
+    pub extra_runs: Vec<i64>,
+}
+
+impl Month {
+    /// How far the last run set the clock past the first run.
+    pub fn stepped_s(&self) -> i64 {
+        self.extra_runs.iter().copied().max().unwrap_or(0)
+    }
+}
+
+pub fn month(rules: Rules) -> Month {
+    let same_second = rules.keep_at_least.clamp(1, MAX_SAME_SECOND_RUNS) as usize;
+    let mut extra_runs = vec![0; same_second];
+    extra_runs.push((rules.retention_days + 1) as i64 * DAY);
+    Month {
+        jump_s: (rules.retention_days + UPTIME_BEYOND_RETENTION_DAYS) as i64 * DAY,
+        extra_runs,
+    }
+}
+
+/// `--thorough`'s calendar: days after its start at which a short boot
+/// rotates, for retention 30 (scaled for others): weekly for five weeks,
+/// then a long power-off.
+pub fn calendar(rules: Rules) -> Vec<i64> {
+    let mut days: Vec<i64> = [3u64, 10, 17, 24, 31, 38, 100]
+        .iter()
+        .map(|d| (d * rules.retention_days.max(1)).div_ceil(30).max(1) as i64)
+        .collect();
+    days.dedup();
+    days
+}
+
+/// The old roots after a boot's rotations as the model expects them (the
+/// first at `now`, the others at its second plus `extra_runs`): for the
+/// plan's count.
+pub fn predict(rules: Rules, before: &[String], now: i64, extra_runs: &[i64]) -> Vec<String> {
+    let mut roots = before.to_vec();
+    let mut first = None;
+    for clock in std::iter::once(None).chain(extra_runs.iter().map(Some)) {
+        let at = match (clock, first) {
+            (Some(offset), Some(second)) => second + offset,
+            _ => now,
+        };
+        let name = retention::next_name(&roots, at);
+        let moved = Stamp::parse(&name).map_or(at, |s| s.epoch);
+        first.get_or_insert(moved);
+        roots.push(name);
+        roots = retention::apply(rules, &roots, moved).kept();
+    }
+    roots
+}
+
+/// One rollback run as the guest reported it (`rollback_run:<n>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub run: u32,
+    pub status: BTreeMap<String, String>,
+    pub old_roots: Option<Vec<String>>,
+    pub clock_set_to: Option<i64>,
+}
+
+/// The runs of a boot, in order.
+pub fn runs(collected: &Collected) -> Vec<Run> {
+    let mut runs: Vec<Run> = collected
+        .data
+        .iter()
+        .filter(|(name, _)| name.starts_with("rollback_run:"))
+        .filter_map(|(_, value)| {
+            Some(Run {
+                run: value.get("run")?.as_u64()? as u32,
+                status: serde_json::from_value(value.get("status")?.clone()).ok()?,
+                old_roots: value
+                    .get("old_roots")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok()),
+                clock_set_to: value.get("clock_set_to").and_then(|v| v.as_i64()),
+            })
+        })
+        .collect();
+    runs.sort_by_key(|r| r.run);
+    runs
+}
+
+/// The model's verdict on one run, and whether the guest agreed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub run: u32,
+    pub moved: String,
+    pub verdict: retention::Verdict,
+    pub agreed: bool,
+    /// Old roots after the run, oldest first.
+    pub after: Vec<String>,
+}
+
+/// Holds every run of a boot against the model: `before` is what the last
+/// boot left in @old_roots, `last` what this boot found after its last run.
+pub fn judge(
+    rules: Rules,
+    boot: u32,
+    before: &[String],
+    runs: &[Run],
+    last: Option<&[String]>,
+) -> (Vec<CheckRecord>, Vec<Judged>) {
+    let mut checks = Vec::new();
+    let mut judged = Vec::new();
+    let mut before: Vec<String> = before.to_vec();
+    let count = runs.len();
+    for (index, run) in runs.iter().enumerate() {
+        let name = format!("retention:run{}", run.run);
+        let after = match (&run.old_roots, index + 1 == count) {
+            (Some(list), _) => list.clone(),
+            (None, true) => match last {
+                Some(list) => list.to_vec(),
+                None => break,
+            },
+            (None, false) => break,
+        };
+        let moved = run.status.get("rotated_to").cloned().unwrap_or_default();
+        let Some(stamp) = Stamp::parse(&moved) else {
+            checks.push(record(
+                boot,
+                &name,
+                false,
+                format!("the run moved no root (rotated_to={moved:?})"),
+                "a root moved to a name of the form YYYYMMDDTHHMMSSZ[-NN]".to_owned(),
+            ));
+            break;
+        };
+        let mut problems = Vec::new();
+        if before
+            .iter()
+            .any(|b| Stamp::parse(b).is_some_and(|s| s >= stamp))
+        {
+            problems.push(format!("{moved} does not sort after every earlier name"));
+        }
+        if let Some(second) = run.clock_set_to {
+            let wanted = retention::next_name(&before, second);
+            if moved != wanted {
+                problems.push(format!(
+                    "with the clock at {} the name must be {wanted}, not {moved}",
+                    Stamp {
+                        epoch: second,
+                        suffix: 0
+                    }
+                    .name()
+                ));
+            }
+        }
+        let mut input = before.clone();
+        input.push(moved.clone());
+        let verdict = retention::apply(rules, &input, stamp.epoch);
+        let expected = verdict.kept();
+        let observed: Vec<String> = {
+            let mut list: Vec<String> = after
+                .iter()
+                .filter(|n| Stamp::parse(n).is_some())
+                .cloned()
+                .collect();
+            list.sort();
+            list
+        };
+        let missing: Vec<&String> = expected.iter().filter(|n| !observed.contains(n)).collect();
+        let extra: Vec<&String> = observed.iter().filter(|n| !expected.contains(n)).collect();
+        if !missing.is_empty() {
+            problems.push(format!("deleted but must be kept: {}", join(&missing)));
+        }
+        if !extra.is_empty() {
+            problems.push(format!("kept but must be deleted: {}", join(&extra)));
+        }
+        let agreed = problems.is_empty();
+        let deleted = verdict.deleted();
+        checks.push(record(
+            boot,
+            &name,
+            agreed,
+            format!(
+                "moved to {moved}{}; {} old roots: {}{}",
+                run.clock_set_to
+                    .map(|_| " (clock set back to its second)".to_owned())
+                    .unwrap_or_default(),
+                observed.len(),
+                observed.join(" "),
+                if agreed {
+                    String::new()
+                } else {
+                    format!("; {}", problems.join("; "))
+                }
+            ),
+            format!(
+                "{} kept ({}), deleted: {} (age from the name; retention {} days, keep at least {})",
+                expected.len(),
+                describe_fates(&verdict),
+                if deleted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    deleted.join(" ")
+                },
+                rules.retention_days,
+                rules.keep_at_least
+            ),
+        ));
+        judged.push(Judged {
+            run: run.run,
+            moved,
+            verdict,
+            agreed,
+            after: observed.clone(),
+        });
+        before = observed;
+    }
+    (checks, judged)
+}
+
+fn join(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn describe_fates(verdict: &retention::Verdict) -> String {
+    let count = |fate: Fate| verdict.roots.iter().filter(|(_, f)| *f == fate).count();
+    let mut parts = vec![format!("{} within retention", count(Fate::Young))];
+    let protected = count(Fate::KeptAmongNewest);
+    if protected > 0 {
+        parts.push(format!("{protected} past it but among the newest"));
+    }
+    let clock = count(Fate::ClockImplausible);
+    if clock > 0 {
+        parts.push(format!("{clock} kept for an implausible clock"));
+    }
+    parts.join(", ")
+}
+
+fn record(boot: u32, name: &str, passed: bool, measured: String, expected: String) -> CheckRecord {
+    CheckRecord {
+        boot,
+        name: name.to_owned(),
+        passed,
+        measured,
+        expected,
+    }
+}
+
+/// Whether the month's boot showed each rule at work, in runs the guest
+/// agreed with the model on: without these a scenario that never reaches a
+/// rule would pass a script that breaks it.
+pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) -> Vec<CheckRecord> {
+    let agreed: Vec<&Judged> = judged.iter().filter(|j| j.agreed).collect();
+    let mut checks = Vec::new();
+    let deleted = agreed.iter().find(|j| !j.verdict.deleted().is_empty());
+    checks.push(record(
+        boot,
+        "month:deletion",
+        deleted.is_some(),
+        deleted.map_or(
+            "no run deleted an old root past retention as the model says".to_owned(),
+            |j| {
+                format!(
+                    "run {} deleted {} (past {} days, not among the newest {})",
+                    j.run,
+                    j.verdict.deleted().join(" "),
+                    rules.retention_days,
+                    rules.keep_at_least
+                )
+            },
+        ),
+        "a run deletes the roots past retention that are not among the newest".to_owned(),
+    ));
+    let protected = agreed
+        .iter()
+        .find(|j| !j.verdict.with(|f| f == Fate::KeptAmongNewest).is_empty());
+    checks.push(record(
+        boot,
+        "month:keep-at-least",
+        protected.is_some() || rules.keep_at_least == 0,
+        match protected {
+            Some(j) => format!(
+                "run {} kept {} past retention among the newest {}",
+                j.run,
+                j.verdict.with(|f| f == Fate::KeptAmongNewest).join(" "),
+                rules.keep_at_least
+            ),
+            None if rules.keep_at_least == 0 => "keepAtLeast is 0: nothing to protect".to_owned(),
+            None => "no run kept a root past retention among the newest".to_owned(),
+        },
+        format!(
+            "a root past retention is kept while it is among the newest {}",
+            rules.keep_at_least
+        ),
+    ));
+    // The root run 1 moved held the last boot's files, unchanged for the
+    // whole uptime; it must be young by its name even outside the newest.
+    let long = judged.first().map(|j| j.moved.clone()).unwrap_or_default();
+    let outside = agreed.iter().find(|j| {
+        let index = j.after.iter().position(|n| *n == long);
+        index.is_some_and(|i| {
+            (i as u64) < (j.after.len() as u64).saturating_sub(rules.keep_at_least)
+        })
+    });
+    checks.push(record(
+        boot,
+        "month:long-uptime",
+        outside.is_some() && judged.iter().all(|j| j.agreed),
+        match outside {
+            Some(j) => format!(
+                "{long} (the root of a boot {uptime_days} days up) kept at run {} outside the newest {}: its age is its name's",
+                j.run, rules.keep_at_least
+            ),
+            None => format!("{long} was never outside the newest {} in an agreed run", rules.keep_at_least),
+        },
+        format!(
+            "the root left after {uptime_days} days of uptime is kept by its name's age, also when it is not among the newest"
+        ),
+    ));
+    let first = judged.first().and_then(|j| Stamp::parse(&j.moved));
+    let burst: Vec<Option<Stamp>> = judged
+        .iter()
+        .skip(1)
+        .map(|j| Stamp::parse(&j.moved))
+        .take_while(|s| s.zip(first).is_some_and(|(s, f)| s.epoch == f.epoch))
+        .collect();
+    let same = first.is_some_and(|f| {
+        !burst.is_empty()
+            && burst
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.is_some_and(|s| s.suffix as usize == i + 1 + f.suffix as usize))
+    });
+    checks.push(record(
+        boot,
+        "month:same-second",
+        same && judged.iter().all(|j| j.agreed),
+        judged
+            .iter()
+            .map(|j| j.moved.clone())
+            .collect::<Vec<_>>()
+            .join(" "),
+        "rotations within one second get that second's name with -01, -02, … in order".to_owned(),
+    ));
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_796_133_039;
+    const RULES: Rules = Rules {
+        retention_days: 30,
+        keep_at_least: 5,
+    };
+
+    fn name(epoch: i64, suffix: u8) -> String {
+        Stamp { epoch, suffix }.name()
+    }
+
+    fn status(rotated_to: &str) -> BTreeMap<String, String> {
+        [("rotated_to".to_owned(), rotated_to.to_owned())].into()
+    }
+
+    /// What a correct script does in the month's boot.
+    fn correct_month(before: &[String], now: i64) -> Vec<Run> {
+        let plan = month(RULES);
+        let mut roots = before.to_vec();
+        let mut runs = Vec::new();
+        let offsets: Vec<Option<i64>> = std::iter::once(None)
+            .chain(plan.extra_runs.iter().map(|o| Some(*o)))
+            .collect();
+        for (index, offset) in offsets.into_iter().enumerate() {
+            let clock = offset.map(|o| now + o);
+            let moved = retention::next_name(&roots, clock.unwrap_or(now));
+            let at = Stamp::parse(&moved).unwrap().epoch;
+            roots.push(moved.clone());
+            roots = retention::apply(RULES, &roots, at).kept();
+            runs.push(Run {
+                run: index as u32 + 1,
+                status: status(&moved),
+                old_roots: Some(roots.clone()),
+                clock_set_to: clock,
+            });
+        }
+        runs
+    }
+
+    #[test]
+    fn the_default_month_shows_every_rule_with_the_host_settings() {
+        let plan = month(RULES);
+        assert_eq!(plan.jump_s, 40 * DAY);
+        assert_eq!(plan.extra_runs, [0, 0, 0, 0, 0, 31 * DAY]);
+        // The month's boot starts right after the install: no old roots.
+        let now = T0 + plan.jump_s + 7;
+        let runs = correct_month(&[], now);
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(checks.iter().all(|c| c.passed), "{checks:#?}");
+        assert_eq!(checks.len(), 7);
+        let coverage = coverage(RULES, 2, &judged, 40);
+        assert!(coverage.iter().all(|c| c.passed), "{coverage:#?}");
+        // Run 6 keeps the long-uptime root outside the newest 5; run 7
+        // deletes it and the next, and keeps four past retention.
+        assert_eq!(judged[6].verdict.deleted(), [name(now, 0), name(now, 1)]);
+        assert_eq!(judged[6].after.len(), 5);
+        // The prediction for the plan agrees.
+        assert_eq!(predict(RULES, &[], now, &plan.extra_runs), judged[6].after);
+        assert_eq!(predict(RULES, &[], now, &[]).len(), 1);
+    }
+
+    #[test]
+    fn a_script_that_never_deletes_or_ignores_keep_at_least_disagrees() {
+        let now = T0 + 40 * DAY;
+        // Never deletes: run 7 keeps what it must delete.
+        let mut runs = correct_month(&[], now);
+        let all: Vec<String> = runs
+            .iter()
+            .map(|r| r.status["rotated_to"].clone())
+            .collect();
+        runs[6].old_roots = Some(all.clone());
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(!checks[6].passed);
+        assert!(
+            checks[6].measured.contains("kept but must be deleted"),
+            "{:?}",
+            checks[6]
+        );
+        assert!(!coverage(RULES, 2, &judged, 40)[0].passed);
+        // Ignores keepAtLeast: run 7 deletes everything past retention.
+        let mut runs = correct_month(&[], now);
+        runs[6].old_roots = Some(vec![all[6].clone()]);
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(checks[6].measured.contains("deleted but must be kept"));
+        assert!(!coverage(RULES, 2, &judged, 40)[1].passed);
+    }
+
+    #[test]
+    fn a_script_that_deletes_the_newest_or_misnames_disagrees() {
+        let now = T0 + 40 * DAY;
+        let mut runs = correct_month(&[], now);
+        runs[0].old_roots = Some(Vec::new());
+        let (checks, _) = judge(RULES, 2, &[], &runs, None);
+        assert!(!checks[0].passed, "{:?}", checks[0]);
+        let mut runs = correct_month(&[], now);
+        runs[1].status = status(&name(now + 1, 0));
+        let (checks, _) = judge(RULES, 2, &[], &runs, None);
+        assert!(
+            checks[1].measured.contains("the name must be"),
+            "{:?}",
+            checks[1]
+        );
+        // A script that judges age by contents (the root made at the
+        // install) would delete the long-uptime root at run 6.
+        let mut runs = correct_month(&[], now);
+        runs[5].old_roots.as_mut().unwrap().remove(0);
+        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(!checks[5].passed);
+        assert!(!coverage(RULES, 2, &judged, 40)[2].passed);
+    }
+
+    #[test]
+    fn the_last_run_may_use_the_boots_own_listing() {
+        let before = vec![name(T0, 0)];
+        let runs = vec![Run {
+            run: 1,
+            status: status(&name(T0 + 60, 0)),
+            old_roots: None,
+            clock_set_to: None,
+        }];
+        let last = vec![name(T0, 0), name(T0 + 60, 0)];
+        let (checks, _) = judge(RULES, 2, &before, &runs, Some(&last));
+        assert!(checks[0].passed, "{:?}", checks[0]);
+        let (checks, _) = judge(RULES, 2, &before, &runs, None);
+        assert!(checks.is_empty());
+    }
+
+    #[test]
+    fn the_calendar_scales_with_the_retention() {
+        assert_eq!(calendar(RULES), [3, 10, 17, 24, 31, 38, 100]);
+        let short = Rules {
+            retention_days: 1,
+            keep_at_least: 5,
+        };
+        assert_eq!(calendar(short), [1, 2, 4]);
+    }
+}

@@ -1,0 +1,308 @@
+//! The rollback's retention rules as docs/rollback.md states them, as a
+//! model the host holds each rotation against: an old root's age comes from
+//! its name (the time it was moved), never from its contents; one is deleted
+//! when it is older than `retentionDays` and not among the newest
+//! `keepAtLeast` (the root moved by this run counts among them); exactly
+//! `retentionDays` old is not past retention; an implausible clock deletes
+//! nothing. The script (nix/modules/btrfs-rollback/rollback.sh) is what runs;
+//! this model is what it must agree with.
+
+use std::fmt;
+
+use crate::lab::rollback::old_root_name;
+
+/// 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the script's plausible clock range.
+pub const CLOCK_FLOOR: i64 = 1_767_225_600;
+pub const CLOCK_CEILING: i64 = 4_102_444_800;
+pub const DAY: i64 = 86_400;
+
+/// An old root's name, parsed: the UTC second it was moved and its `-NN` suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp {
+    pub epoch: i64,
+    pub suffix: u8,
+}
+
+impl Stamp {
+    /// `YYYYMMDDTHHMMSSZ` or `YYYYMMDDTHHMMSSZ-NN` (NN 01..99) naming a real UTC second.
+    pub fn parse(name: &str) -> Option<Stamp> {
+        let (base, suffix) = match name.split_once('-') {
+            Some((base, suffix)) => {
+                if suffix.len() != 2 || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let n: u8 = suffix.parse().ok()?;
+                if n == 0 {
+                    return None;
+                }
+                (base, n)
+            }
+            None => (name, 0),
+        };
+        let b = base.as_bytes();
+        if b.len() != 16
+            || b[8] != b'T'
+            || b[15] != b'Z'
+            || !b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<u32> { base[range].parse().ok() };
+        let year = number(0..4)? as i32;
+        let month = time::Month::try_from(number(4..6)? as u8).ok()?;
+        let date = time::Date::from_calendar_date(year, month, number(6..8)? as u8).ok()?;
+        let clock = time::Time::from_hms(
+            number(9..11)? as u8,
+            number(11..13)? as u8,
+            number(13..15)? as u8,
+        )
+        .ok()?;
+        if year < 1970 {
+            return None;
+        }
+        let epoch = date.with_time(clock).assume_utc().unix_timestamp();
+        Some(Stamp { epoch, suffix })
+    }
+
+    pub fn name(self) -> String {
+        old_root_name(self.epoch, self.suffix).unwrap_or_else(|_| format!("@{}", self.epoch))
+    }
+}
+
+/// `boot.btrfsRollback.retentionDays` and `keepAtLeast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub retention_days: u64,
+    pub keep_at_least: u64,
+}
+
+/// Why a root was kept, or that it was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Within retention (by its name).
+    Young,
+    /// Past retention, but among the newest `keepAtLeast`.
+    KeptAmongNewest,
+    /// Past retention and not among the newest: deleted.
+    Deleted,
+    /// The clock is implausible: nothing is deleted.
+    ClockImplausible,
+}
+
+impl fmt::Display for Fate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fate::Young => "within retention",
+            Fate::KeptAmongNewest => "past retention, kept among the newest",
+            Fate::Deleted => "deleted",
+            Fate::ClockImplausible => "kept (clock implausible)",
+        })
+    }
+}
+
+/// The model's verdict on each old root, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub roots: Vec<(String, Fate)>,
+}
+
+impl Verdict {
+    pub fn kept(&self) -> Vec<String> {
+        self.with(|fate| fate != Fate::Deleted)
+    }
+
+    pub fn deleted(&self) -> Vec<String> {
+        self.with(|fate| fate == Fate::Deleted)
+    }
+
+    pub fn with(&self, wanted: impl Fn(Fate) -> bool) -> Vec<String> {
+        self.roots
+            .iter()
+            .filter(|(_, fate)| wanted(*fate))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Whether the script trusts `now`: in the plausible range and not earlier
+/// than the newest old root's name.
+pub fn clock_plausible(now: i64, newest: Option<Stamp>) -> bool {
+    (CLOCK_FLOOR..CLOCK_CEILING).contains(&now) && newest.is_none_or(|n| now >= n.epoch)
+}
+
+/// The fate of every old root after a rotation at `now`. `roots` are the
+/// names in @old_roots after the move (this run's root included); names
+/// that are not old roots are not the model's business and are left out.
+pub fn apply(rules: Rules, roots: &[String], now: i64) -> Verdict {
+    let mut parsed: Vec<(Stamp, &String)> = roots
+        .iter()
+        .filter_map(|name| Some((Stamp::parse(name)?, name)))
+        .collect();
+    parsed.sort();
+    // The clock check looks at the old roots before this run's move; the
+    // newest of them is never later than the moved one, so the newest of all
+    // gives the same answer whenever the move itself named by the clock.
+    let newest_before = parsed.iter().rev().nth(1).map(|(s, _)| *s);
+    let plausible = clock_plausible(now, newest_before);
+    let count = parsed.len() as u64;
+    let oldest_kept_index = count.saturating_sub(rules.keep_at_least);
+    let cutoff = now.saturating_sub(rules.retention_days as i64 * DAY);
+    let roots = parsed
+        .into_iter()
+        .enumerate()
+        .map(|(index, (stamp, name))| {
+            let past = stamp.epoch < cutoff;
+            let fate = if !plausible {
+                Fate::ClockImplausible
+            } else if !past {
+                Fate::Young
+            } else if (index as u64) < oldest_kept_index {
+                Fate::Deleted
+            } else {
+                Fate::KeptAmongNewest
+            };
+            (name.clone(), fate)
+        })
+        .collect();
+    Verdict { roots }
+}
+
+/// The name the script gives a root moved at `now` when `existing` are
+/// there: `now`'s second, or the next free suffix of the newest name.
+pub fn next_name(existing: &[String], now: i64) -> String {
+    let newest = existing.iter().filter_map(|n| Stamp::parse(n)).max();
+    let stamp = match newest {
+        Some(newest) if newest.epoch >= now || !clock_plausible(now, Some(newest)) => {
+            if newest.suffix < 99 {
+                Stamp {
+                    epoch: newest.epoch,
+                    suffix: newest.suffix + 1,
+                }
+            } else {
+                Stamp {
+                    epoch: newest.epoch + 1,
+                    suffix: 0,
+                }
+            }
+        }
+        None if !clock_plausible(now, None) => Stamp {
+            epoch: CLOCK_FLOOR,
+            suffix: 0,
+        },
+        _ => Stamp {
+            epoch: now,
+            suffix: 0,
+        },
+    };
+    stamp.name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_796_133_039; // 2026-12-01T13:50:39Z
+
+    fn name(epoch: i64, suffix: u8) -> String {
+        Stamp { epoch, suffix }.name()
+    }
+
+    #[test]
+    fn names_parse_as_the_script_reads_them() {
+        let stamp = Stamp::parse("20261201T135039Z").unwrap();
+        assert_eq!(
+            stamp,
+            Stamp {
+                epoch: T0,
+                suffix: 0
+            }
+        );
+        assert_eq!(Stamp::parse("20261201T135039Z-07").unwrap().suffix, 7);
+        assert_eq!(stamp.name(), "20261201T135039Z");
+        for bad in [
+            "20261201T135039Z-00",
+            "20261201T135039Z-7",
+            "20260230T000000Z",
+            "19691231T235959Z",
+            "20261201T245039Z",
+            "manual-backup",
+            "20261201T135039",
+        ] {
+            assert_eq!(Stamp::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn past_retention_and_not_among_the_newest_is_deleted() {
+        let rules = Rules {
+            retention_days: 30,
+            keep_at_least: 2,
+        };
+        let now = T0 + 40 * DAY;
+        let roots = vec![
+            name(T0, 0),
+            name(T0 + 5, 0),
+            name(T0 + 20 * DAY, 0),
+            name(now, 0),
+        ];
+        let verdict = apply(rules, &roots, now);
+        assert_eq!(verdict.deleted(), [name(T0, 0), name(T0 + 5, 0)]);
+        assert_eq!(verdict.roots[2].1, Fate::Young);
+        // keepAtLeast protects roots past retention.
+        let rules = Rules {
+            keep_at_least: 5,
+            ..rules
+        };
+        let verdict = apply(rules, &roots, now);
+        assert!(verdict.deleted().is_empty());
+        assert_eq!(verdict.roots[0].1, Fate::KeptAmongNewest);
+    }
+
+    #[test]
+    fn exactly_the_retention_is_not_past_it() {
+        let rules = Rules {
+            retention_days: 30,
+            keep_at_least: 0,
+        };
+        let now = T0 + 30 * DAY;
+        let verdict = apply(rules, &[name(T0, 0), name(T0 - 1, 0), name(now, 0)], now);
+        assert_eq!(verdict.deleted(), [name(T0 - 1, 0)]);
+    }
+
+    #[test]
+    fn the_age_comes_from_the_name_so_a_long_uptime_root_is_young() {
+        // Created 40 days ago, moved now: named now, so within retention even
+        // when it is not among the newest.
+        let rules = Rules {
+            retention_days: 30,
+            keep_at_least: 1,
+        };
+        let now = T0 + 40 * DAY;
+        let roots = vec![name(T0, 0), name(now, 0), name(now, 1)];
+        let verdict = apply(rules, &roots, now);
+        assert_eq!(verdict.deleted(), [name(T0, 0)]);
+        assert_eq!(verdict.roots[1].1, Fate::Young);
+    }
+
+    #[test]
+    fn an_implausible_clock_deletes_nothing() {
+        let rules = Rules {
+            retention_days: 1,
+            keep_at_least: 0,
+        };
+        let verdict = apply(rules, &[name(T0, 0), name(T0 + 9 * DAY, 0)], 1_000);
+        assert!(verdict.deleted().is_empty());
+    }
+
+    #[test]
+    fn names_in_the_same_second_get_suffixes() {
+        assert_eq!(next_name(&[], T0), name(T0, 0));
+        assert_eq!(next_name(&[name(T0, 0)], T0), name(T0, 1));
+        assert_eq!(next_name(&[name(T0, 0), name(T0, 1)], T0), name(T0, 2));
+        assert_eq!(next_name(&[name(T0, 99)], T0), name(T0 + 1, 0));
+        assert_eq!(next_name(&[name(T0, 3)], T0 + 1), name(T0 + 1, 0));
+        // A clock behind the newest name continues after it.
+        assert_eq!(next_name(&[name(T0, 0)], T0 - 60), name(T0, 1));
+        assert_eq!(next_name(&[], 5), name(CLOCK_FLOOR, 0));
+    }
+}
