@@ -167,6 +167,7 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
         .into_iter()
         .collect(),
         wall_ms: 30_000,
+        procedures: Vec::new(),
     }
 }
 
@@ -236,7 +237,7 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
     put(
         &root,
         "vm-test.pass.json",
-        &stand_in_vm_test(&root, 3, 480_000_000_000),
+        &stand_in_vm_test(&root, results::FULL_VM_TEST_BOOTS, 480_000_000_000),
     );
 
     let output = checklist(&root, &[]);
@@ -255,7 +256,7 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
     assert_eq!(json["gates"][1]["file"], "check.pass.json");
 
     // A failed run afterwards is shown, and the proof stays.
-    let mut failed = stand_in_vm_test(&root, 3, 480_000_000_000);
+    let mut failed = stand_in_vm_test(&root, results::FULL_VM_TEST_BOOTS, 480_000_000_000);
     failed.header.passed = false;
     failed.header.finished_at = "2026-11-29T09:00:00Z".to_owned();
     failed.checks[2].passed = false;
@@ -276,7 +277,11 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
         stderr.contains("NOT RUN  vm-test  only a partial run (--boots 1"),
         "{stderr}"
     );
-    put(&root, "vm-test.json", &stand_in_vm_test(&root, 3, 40 << 30));
+    put(
+        &root,
+        "vm-test.json",
+        &stand_in_vm_test(&root, results::FULL_VM_TEST_BOOTS, 40 << 30),
+    );
     let stderr = text(&checklist(&root, &[]).stderr);
     assert!(
         stderr.contains("only a run on a 42949672960-byte disk"),
@@ -285,7 +290,7 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
     put(
         &root,
         "vm-test.pass.json",
-        &stand_in_vm_test(&root, 3, 480_000_000_000),
+        &stand_in_vm_test(&root, results::FULL_VM_TEST_BOOTS, 480_000_000_000),
     );
 
     // An uncommitted edit to the layout makes every result that rests on it stale.
