@@ -177,7 +177,8 @@ impl Tables {
                     mountpoint: m.mountpoint.clone(),
                     fs_type: m.fs_type.clone(),
                     device: m.device.clone(),
-                    options_in_effect: context.options_in_effect(&m.mountpoint),
+                    // Each mount's own: a mountpoint declared twice has two rows.
+                    options_in_effect: context.options_of(m).to_vec(),
                     needed_for_boot: m.needed_for_boot,
                 })
                 .collect(),
@@ -224,14 +225,10 @@ fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> Di
 }
 
 fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
-    // The first mount at each mountpoint, found once: layouts may have
-    // thousands of subvolumes.
-    let mut first_mount: BTreeMap<&str, &Mount> = BTreeMap::new();
-    for mount in &context.mounts {
-        first_mount
-            .entry(mount.mountpoint.as_str())
-            .or_insert(mount);
-    }
+    // Each declaration's own mount, found once by its attribute path: layouts
+    // may have thousands of subvolumes, and a mountpoint may be declared twice.
+    let by_path: BTreeMap<&crate::findings::AttrPath, &Mount> =
+        context.mounts.iter().map(|m| (&m.path, m)).collect();
     let nocow_targets: BTreeSet<&str> = layout
         .nocow_paths
         .iter()
@@ -242,10 +239,10 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
         .map(|btrfs| {
             let nocow =
                 |mountpoint: Option<&str>| mountpoint.is_some_and(|mp| nocow_targets.contains(mp));
-            let row = |name: String, mountpoint: Option<&str>| {
-                let mount = mountpoint.and_then(|mp| first_mount.get(mp).copied());
-                let options = mountpoint
-                    .map(|mp| context.options_in_effect(mp))
+            let row = |name: String, path: &crate::findings::AttrPath, mountpoint: Option<&str>| {
+                let mount = mountpoint.and_then(|_| by_path.get(path).copied());
+                let options = mount
+                    .map(|m| context.options_of(m).to_vec())
                     .unwrap_or_default();
                 let lifecycle = if name == ROOT_SUBVOLUME {
                     Lifecycle::WipedAtBoot
@@ -271,10 +268,18 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
             };
             let mut subvolumes = Vec::new();
             if btrfs.mountpoint.is_some() {
-                subvolumes.push(row("(top level)".to_owned(), btrfs.mountpoint.as_deref()));
+                subvolumes.push(row(
+                    "(top level)".to_owned(),
+                    &btrfs.path,
+                    btrfs.mountpoint.as_deref(),
+                ));
             }
             for subvolume in &btrfs.subvolumes {
-                subvolumes.push(row(subvolume.name.clone(), subvolume.mountpoint.as_deref()));
+                subvolumes.push(row(
+                    subvolume.name.clone(),
+                    &subvolume.path,
+                    subvolume.mountpoint.as_deref(),
+                ));
             }
             let decided_by = context
                 .mounts
@@ -306,6 +311,33 @@ fn swap_rows(context: &Context) -> Vec<SwapRow> {
                 size_bytes: size,
                 random_encryption: swap.random_encryption,
             });
+        }
+    }
+    // Btrfs swap files: disko never encrypts them.
+    for btrfs in context.layout.btrfs_filesystems() {
+        let holders = std::iter::once((btrfs.mountpoint.as_deref(), &btrfs.swapfiles)).chain(
+            btrfs
+                .subvolumes
+                .iter()
+                .map(|s| (s.mountpoint.as_deref(), &s.swapfiles)),
+        );
+        for (mountpoint, files) in holders {
+            for file in files {
+                rows.push(SwapRow {
+                    device: format!(
+                        "{}/{}",
+                        mountpoint.unwrap_or("?").trim_end_matches('/'),
+                        file.file
+                    ),
+                    size_bytes: crate::layout::size::parse_partition_size(&file.size)
+                        .ok()
+                        .and_then(|s| match s {
+                            crate::layout::size::PartitionSize::Bytes(b) => Some(b),
+                            crate::layout::size::PartitionSize::Rest => None,
+                        }),
+                    random_encryption: false,
+                });
+            }
         }
     }
     rows
@@ -354,5 +386,47 @@ mod tests {
         assert_eq!(root_row.lifecycle, Lifecycle::WipedAtBoot);
         assert_eq!(tables.swaps[0].size_bytes, Some(32 << 30));
         assert_eq!(tables.other_mounts[0].mountpoint, "/boot");
+    }
+
+    #[test]
+    fn a_mountpoint_declared_twice_shows_each_mounts_own_options() {
+        use crate::layout::testing::{host_evaluation, layout_of};
+        let mut evaluation = host_evaluation();
+        let subvolumes = &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]
+            ["partitions"]["root"]["content"]["subvolumes"];
+        subvolumes["@caddy"]["mountpoint"] = serde_json::json!("/srv");
+        subvolumes["@caddy"]["mountOptions"] = serde_json::json!(["noatime", "nodev"]);
+        subvolumes["@snapshots"]["mountpoint"] = serde_json::json!("/srv");
+        subvolumes["@snapshots"]["mountOptions"] = serde_json::json!(["noatime", "noexec"]);
+        let (layout, _) = layout_of(&evaluation);
+        let layout = layout.expect("the layout builds");
+        let sizes = BTreeMap::from([("main".to_owned(), 480_000_000_000)]);
+        let context = Context::new(&layout, &sizes, Firmware::default());
+        let tables = Tables::new(&context);
+        let row = |name: &str| {
+            tables.filesystems[0]
+                .subvolumes
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .options_in_effect
+                .clone()
+        };
+        assert!(
+            row("@caddy").contains(&"nodev".to_owned()),
+            "{:?}",
+            row("@caddy")
+        );
+        assert!(
+            !row("@caddy").contains(&"noexec".to_owned()),
+            "{:?}",
+            row("@caddy")
+        );
+        assert!(
+            row("@snapshots").contains(&"noexec".to_owned()),
+            "{:?}",
+            row("@snapshots")
+        );
+        assert!(row("@snapshots").contains(&"subvol=@snapshots".to_owned()));
     }
 }
