@@ -170,15 +170,14 @@ impl Tables {
             disks,
             filesystems: btrfs_tables(layout, context),
             other_mounts: context
-                .mounts
-                .iter()
-                .filter(|m| m.fs_type != "btrfs")
-                .map(|m| MountRow {
+                .mounts_in_effect()
+                .filter(|(m, _)| m.fs_type != "btrfs")
+                .map(|(m, effective)| MountRow {
                     mountpoint: m.mountpoint.clone(),
                     fs_type: m.fs_type.clone(),
                     device: m.device.clone(),
                     // Each mount's own: a mountpoint declared twice has two rows.
-                    options_in_effect: context.options_of(m).to_vec(),
+                    options_in_effect: effective.options.clone(),
                     needed_for_boot: m.needed_for_boot,
                 })
                 .collect(),
@@ -227,8 +226,10 @@ fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> Di
 fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
     // Each declaration's own mount, found once by its attribute path: layouts
     // may have thousands of subvolumes, and a mountpoint may be declared twice.
-    let by_path: BTreeMap<&crate::findings::AttrPath, &Mount> =
-        context.mounts.iter().map(|m| (&m.path, m)).collect();
+    let by_path: BTreeMap<&crate::findings::AttrPath, (&Mount, &[String])> = context
+        .mounts_in_effect()
+        .map(|(m, effective)| (&m.path, (m, effective.options.as_slice())))
+        .collect();
     let nocow_targets: BTreeSet<&str> = layout
         .nocow_paths
         .iter()
@@ -240,10 +241,9 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
             let nocow =
                 |mountpoint: Option<&str>| mountpoint.is_some_and(|mp| nocow_targets.contains(mp));
             let row = |name: String, path: &crate::findings::AttrPath, mountpoint: Option<&str>| {
-                let mount = mountpoint.and_then(|_| by_path.get(path).copied());
-                let options = mount
-                    .map(|m| context.options_of(m).to_vec())
-                    .unwrap_or_default();
+                let found = mountpoint.and_then(|_| by_path.get(path).copied());
+                let mount = found.map(|(m, _)| m);
+                let options = found.map(|(_, o)| o.to_vec()).unwrap_or_default();
                 let lifecycle = if name == ROOT_SUBVOLUME {
                     Lifecycle::WipedAtBoot
                 } else if name == OLD_ROOTS_SUBVOLUME {

@@ -595,7 +595,9 @@ fn rules_page(subject: &Subject) -> String {
                 "### {}\n\n**{}**{}. {}\n",
                 rule.code,
                 rule.severity,
-                if rule.check.is_some() {
+                if rule.retired {
+                    ", no longer reported"
+                } else if rule.check.is_some() {
                     ""
                 } else {
                     ", reported while evaluating and reading the config"

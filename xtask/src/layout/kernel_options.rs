@@ -28,6 +28,9 @@
 //!   `nofail`, `discard[=…]` and `pri=`, and ignores the rest) and
 //!   systemd.swap(5).
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use super::mount_options::Scope;
 
 /// A filesystem whose options this module knows.
@@ -530,16 +533,31 @@ pub enum Verdict {
     NotJudged,
 }
 
+/// The spec of `name` for `fs`: the filesystem's own first, then the generic
+/// ones (swap has none). Looked up in a table built once: `check` judges every
+/// option of every mount, and layouts may have 100 000 mounts.
 fn find(fs: Filesystem, name: &str) -> Option<&'static Spec> {
-    let generic = if fs == Filesystem::Swap {
-        &[][..]
-    } else {
-        GENERIC
-    };
-    specific(fs)
-        .iter()
-        .chain(generic)
-        .find(|spec| spec.name == name)
+    static TABLE: OnceLock<HashMap<(u8, &'static str), &'static Spec>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = HashMap::new();
+        for fs in [
+            Filesystem::Btrfs,
+            Filesystem::Vfat,
+            Filesystem::Ext4,
+            Filesystem::Swap,
+        ] {
+            let generic = if fs == Filesystem::Swap {
+                &[][..]
+            } else {
+                GENERIC
+            };
+            for spec in specific(fs).iter().chain(generic) {
+                table.entry((fs as u8, spec.name)).or_insert(spec);
+            }
+        }
+        table
+    });
+    table.get(&(fs as u8, name)).copied()
 }
 
 /// Judges `option` on a mount of `fs` whose whole option list is `all`.

@@ -105,6 +105,14 @@ pub fn plain_dev_paths(context: &Context) -> Vec<Issue> {
                     ));
                     continue;
                 }
+                // disko cannot even compute it: DEV003 says so.
+                if partition
+                    .partlabel
+                    .as_ref()
+                    .is_some_and(|p| p.disko.is_err())
+                {
+                    continue;
+                }
                 let before = issues.len();
                 check(
                     partition.path.join("device"),

@@ -83,6 +83,8 @@ pub struct Rule {
     pub summary: &'static str,
     /// `None` for codes that loading emits (syntax, evaluation, model).
     pub check: Option<Check>,
+    /// No longer reported; the code stays so that it never means anything else.
+    pub retired: bool,
 }
 
 /// What the rules look at: the layout and what is derived from it once.
@@ -123,13 +125,9 @@ impl<'a> Context<'a> {
             .unwrap_or_default()
     }
 
-    /// The options in effect on `mount`, one of `self.mounts`.
-    pub fn options_of(&self, mount: &Mount) -> &[String] {
-        self.mounts
-            .iter()
-            .position(|m| std::ptr::eq(m, mount))
-            .and_then(|index| self.effective_per_mount.get(index))
-            .map_or(&[], |e| e.options.as_slice())
+    /// Each mount with the options in effect on it.
+    pub fn mounts_in_effect(&self) -> impl Iterator<Item = (&Mount, &Effective)> {
+        self.mounts.iter().zip(&self.effective_per_mount)
     }
 
     /// A partition's size in bytes: where sgdisk puts it when the geometry
@@ -179,6 +177,17 @@ macro_rules! rule {
             family: Family::$family,
             summary: $summary,
             check: None,
+            retired: false,
+        }
+    };
+    ($code:literal, $severity:ident, $family:ident, $summary:literal, retired) => {
+        Rule {
+            code: $code,
+            severity: Severity::$severity,
+            family: Family::$family,
+            summary: $summary,
+            check: None,
+            retired: true,
         }
     };
     ($code:literal, $severity:ident, $family:ident, $summary:literal, $check:path) => {
@@ -188,6 +197,7 @@ macro_rules! rule {
             family: Family::$family,
             summary: $summary,
             check: Some($check),
+            retired: false,
         }
     };
 }
@@ -210,9 +220,9 @@ pub const RULES: &[Rule] = &[
     rule!("PART004", Error, Partitions, "A partition has size zero (disko's default when size is missing) and is not the last: it takes all the free space.", partitions::nonzero_size),
     rule!("PART005", Error, Partitions, "Two partitions share a GPT label, so /dev/disk/by-partlabel is ambiguous.", partitions::unique_labels),
     rule!("PART006", Error, Partitions, "BIOS boot needs an EF02 partition, first on the disk and at least 1 MiB.", partitions::bios_boot),
-    rule!("PART007", Warning, Partitions, "A start or end form this tool does not place; the geometry is not predicted (no longer emitted: the geometry follows every form sgdisk reads, see PART012)."),
+    rule!("PART007", Warning, Partitions, "A start or end form this tool does not place; the geometry is not predicted. The geometry now follows every form sgdisk reads; see PART012.", retired),
     rule!("PART008", Error, Partitions, "A disk declares more partitions than its GPT table holds (128).", partitions::table_entries),
-    rule!("PART009", Error, Partitions, "A hybrid MBR with efiGptPartitionFirst: disko's `sgdisk -h` command has no device, so no hybrid MBR is written.", partitions::hybrid_mbr),
+    rule!("PART009", Error, Partitions, "A hybrid MBR entry that disko's commands get wrong: `sgdisk -h` without a device (efiGptPartitionFirst), or sfdisk given the GPT number as the MBR slot.", partitions::hybrid_mbr),
     rule!("PART010", Error, Partitions, "sgdisk cannot create a partition where its start and end put it (overlap, unreadable position, ignored command): the install stops.", partitions::sgdisk_refuses),
     rule!("PART011", Error, Partitions, "A partition is smaller than the smallest device its mkfs accepts.", partitions::content_fits),
     rule!("PART012", Warning, Partitions, "A start or end that sgdisk reads only in part (it stops at the first character that is not a digit or unit).", partitions::geometry_predicted),

@@ -3,6 +3,8 @@
 //! makes the kernel refuse the mount; an option swapon does not read does
 //! nothing.
 
+use std::collections::BTreeMap;
+
 use super::{Context, Issue};
 use crate::findings::AttrPath;
 use crate::layout::kernel_options::{self, Filesystem, Verdict};
@@ -10,43 +12,52 @@ use crate::layout::{Content, Mount};
 
 /// One list of mount options as written, with the mount it belongs to.
 struct Written<'a> {
-    path: AttrPath,
+    /// Where the list is written: `base.field`, joined only when reported.
+    base: &'a AttrPath,
+    field: &'static str,
     options: &'a [String],
     mount: &'a Mount,
+}
+
+impl Written<'_> {
+    fn path(&self) -> AttrPath {
+        self.base.join(self.field)
+    }
 }
 
 /// Every option list written for a mount: the content's or subvolume's
 /// `mountOptions`, and `fileSystems.<mountpoint>.options` beside the layout.
 fn written<'a>(context: &'a Context) -> Vec<Written<'a>> {
+    let by_path: BTreeMap<&AttrPath, &Mount> =
+        context.mounts.iter().map(|m| (&m.path, m)).collect();
     let mut lists = Vec::new();
-    for mount in &context.mounts {
-        let declared = context
-            .layout
-            .contents()
-            .find_map(|(_, _, content)| match content {
-                Content::Filesystem(fs) if fs.path == mount.path => {
-                    Some(fs.mount_options.as_slice())
-                }
-                Content::Btrfs(btrfs) if btrfs.path == mount.path => {
-                    Some(btrfs.mount_options.as_slice())
-                }
-                Content::Btrfs(btrfs) => btrfs
-                    .subvolumes
-                    .iter()
-                    .find(|s| s.path == mount.path)
-                    .map(|s| s.mount_options.as_slice()),
-                _ => None,
-            });
-        if let Some(options) = declared {
+    let mut add = |path: &'a AttrPath, options: &'a [String]| {
+        if let Some(mount) = by_path.get(path) {
             lists.push(Written {
-                path: mount.path.join("mountOptions"),
+                base: path,
+                field: "mountOptions",
                 options,
                 mount,
             });
         }
+    };
+    for (_, _, content) in context.layout.contents() {
+        match content {
+            Content::Filesystem(fs) => add(&fs.path, &fs.mount_options),
+            Content::Btrfs(btrfs) => {
+                add(&btrfs.path, &btrfs.mount_options);
+                for subvolume in &btrfs.subvolumes {
+                    add(&subvolume.path, &subvolume.mount_options);
+                }
+            }
+            Content::Swap(_) => {}
+        }
+    }
+    for mount in &context.mounts {
         if let Some(flags) = context.layout.file_systems.get(&mount.mountpoint) {
             lists.push(Written {
-                path: flags.path.join("options"),
+                base: &flags.path,
+                field: "options",
                 options: &flags.options,
                 mount,
             });
@@ -117,7 +128,7 @@ pub fn known_options(context: &Context) -> Vec<Issue> {
             _ => return,
         };
         issues.push(Issue::new(
-            list.path.clone(),
+            list.path(),
             format!(
                 "{why}: the kernel refuses to mount {} with it (\"Unknown parameter '{key}'\"), so {}",
                 list.mount.mountpoint,
@@ -148,7 +159,7 @@ pub fn option_values(context: &Context) -> Vec<Issue> {
             _ => return,
         };
         issues.push(Issue::new(
-            list.path.clone(),
+            list.path(),
             format!(
                 "{why}: the kernel refuses to mount {} with it, so {}",
                 list.mount.mountpoint,

@@ -354,6 +354,14 @@ pub fn table_entries(context: &Context) -> Vec<Issue> {
     issues
 }
 
+/// disko 878ec37 (lib/types/gpt.nix) runs `sgdisk -h <numbers>[:EE ]"<disk>"`
+/// and then, per hybrid partition, `sfdisk --label-nested dos --part-type
+/// <disk> <GPT number> <type>` and `sfdisk … --activate <disk> <GPT number>`.
+/// With efiGptPartitionFirst (the default) the space before the disk is
+/// missing, so sgdisk gets no device and does nothing; without it, sgdisk
+/// puts the hybrid entries in MBR slots 1, 2, … and 0xEE after them, while
+/// sfdisk is given the GPT number as the slot. Both seen with sgdisk 1.0.9
+/// and sfdisk 2.38.1 on a sparse image.
 pub fn hybrid_mbr(context: &Context) -> Vec<Issue> {
     let mut issues = Vec::new();
     for disk in &context.layout.disks {
@@ -365,33 +373,81 @@ pub fn hybrid_mbr(context: &Context) -> Vec<Issue> {
             .iter()
             .filter(|p| p.hybrid.is_some())
             .collect();
-        if hybrids.is_empty() || !gpt.efi_gpt_partition_first {
+        if hybrids.is_empty() {
             continue;
         }
         let numbers: Vec<String> = hybrids.iter().map(|p| p.number.to_string()).collect();
         let list = numbers.join(":");
-        for partition in hybrids {
+        let device = &disk.device;
+        let protective_slot = if gpt.efi_gpt_partition_first {
+            1
+        } else {
+            hybrids.len() + 1
+        };
+        for (position, partition) in hybrids.iter().enumerate() {
             let Some(hybrid) = &partition.hybrid else {
                 continue;
             };
-            let then = match (&hybrid.mbr_partition_type, partition.number) {
-                (Some(code), 1) => format!(
-                    "then `sfdisk --label-nested dos --part-type {} 1 {code}` rewrites the protective MBR's 0xEE entry itself, so the disk no longer carries a valid protective MBR",
-                    disk.device
-                ),
-                (Some(code), n) => format!(
-                    "then `sfdisk --label-nested dos --part-type {} {n} {code}` fails (\"partition {n}: partition is unused\") and, under `set -e`, the install stops after partitioning",
-                    disk.device
-                ),
-                (None, _) => "the install goes on, and the disk has no hybrid MBR: firmware or systems that read only the MBR do not see the partition".to_owned(),
+            let slot = partition.number as usize;
+            // What sfdisk does with the GPT number as the MBR slot.
+            let target = if slot == protective_slot {
+                Some("the protective 0xEE entry".to_owned())
+            } else if !gpt.efi_gpt_partition_first && slot <= hybrids.len() {
+                (slot != position + 1)
+                    .then(|| format!("the MBR entry of partition {:?}", hybrids[slot - 1].key))
+            } else {
+                None // an unused slot
+            };
+            let mut effects = Vec::new();
+            if let Some(code) = &hybrid.mbr_partition_type {
+                effects.push(match (&target, slot == protective_slot) {
+                    (Some(_), true) => format!(
+                        "`sfdisk --label-nested dos --part-type {device} {slot} {code}` rewrites the protective 0xEE entry, so blkid and the kernel read the disk as a plain MBR disk (\"Invalid partition data!\"): the GPT partitions disappear and the install stops at the first mkfs"
+                    ),
+                    (Some(other), false) => format!(
+                        "`sfdisk --label-nested dos --part-type {device} {slot} {code}` changes {other} instead"
+                    ),
+                    (None, _) if !gpt.efi_gpt_partition_first && slot == position + 1 => continue,
+                    (None, _) => format!(
+                        "`sfdisk --label-nested dos --part-type {device} {slot} {code}` fails (\"partition {slot}: partition is unused\") and, under `set -e`, the install stops after partitioning"
+                    ),
+                });
+            }
+            if hybrid.mbr_bootable_flag {
+                effects.push(match &target {
+                    Some(other) => format!(
+                        "`sfdisk --activate {device} {slot}` marks {other} bootable instead"
+                    ),
+                    None if !gpt.efi_gpt_partition_first && slot == position + 1 => continue,
+                    None => format!(
+                        "`sfdisk --activate {device} {slot}` marks an unused MBR entry bootable"
+                    ),
+                });
+            }
+            let message = if gpt.efi_gpt_partition_first {
+                let then = if effects.is_empty() {
+                    "the install goes on, and the disk has no hybrid MBR: firmware and systems that read only the MBR do not see the partition".to_owned()
+                } else {
+                    format!("then {}", effects.join("; "))
+                };
+                format!(
+                    "partition {:?} asks for a hybrid MBR, but disko writes `sgdisk -h {list}\"{device}\"` (no space before the device, because efiGptPartitionFirst is true): sgdisk reads \"{list}{device}\" as the partition list, gets no device, does nothing and exits 0; {then}",
+                    partition.key
+                )
+            } else if effects.is_empty() {
+                continue;
+            } else {
+                format!(
+                    "partition {:?} is MBR entry {} of the hybrid MBR (`sgdisk -h {list}:EE {device}` puts 0xEE in entry {protective_slot}), but disko passes its GPT number {slot} to sfdisk: {}",
+                    partition.key,
+                    position + 1,
+                    effects.join("; ")
+                )
             };
             issues.push(Issue::new(
                 hybrid.path.clone(),
-                format!(
-                    "partition {:?} asks for a hybrid MBR, but disko writes `sgdisk -h {list}\"{}\"` (no space before the device, because efiGptPartitionFirst is true): sgdisk reads \"{list}{}\" as the partition list, gets no device, does nothing and exits 0; {then}",
-                    partition.key, disk.device, disk.device
-                ),
-                "Set efiGptPartitionFirst = false on the gpt table (disko then writes `sgdisk -h N:EE <disk>`, which works), or drop `hybrid`.",
+                message,
+                "Drop `hybrid` (GPT with a protective MBR boots on BIOS through the EF02 partition and on UEFI through the ESP), or set the MBR entry with sgdisk/sfdisk in a postCreateHook, checking the slots with `sgdisk -O`.",
             ));
         }
     }
@@ -684,8 +740,26 @@ mod tests {
             "{hybrid:?}"
         );
         assert!(hybrid.message.contains("partition is unused"), "{hybrid:?}");
-        let codes = codes_after(|e| {
+        // With the 0xEE entry last, sfdisk gets the GPT number 2 as the MBR
+        // slot, which is the 0xEE entry: the GPT disappears.
+        let findings = findings_after(|e| {
             partition(e, "ESP")["hybrid"] = json!({ "mbrPartitionType": "EF" });
+            e["layout"]["disko"]["devices"]["disk"]["main"]["content"]["efiGptPartitionFirst"] =
+                json!(false);
+        });
+        let hybrid = findings
+            .iter()
+            .find(|f| f.code == "PART009")
+            .expect("PART009");
+        assert!(
+            hybrid
+                .message
+                .contains("rewrites the protective 0xEE entry"),
+            "{hybrid:?}"
+        );
+        // Partition 1 in MBR entry 1: the numbers agree, and it works.
+        let codes = codes_after(|e| {
+            partition(e, "boot")["hybrid"] = json!({ "mbrBootableFlag": true });
             e["layout"]["disko"]["devices"]["disk"]["main"]["content"]["efiGptPartitionFirst"] =
                 json!(false);
         });

@@ -7,6 +7,8 @@
 //! <mountpoint> #` that opens each block. `extraArgs` and `mountOptions` of
 //! a `filesystem` go through `lib.escapeShellArgs` and are safe.
 
+use std::borrow::Cow;
+
 use super::{Context, Issue};
 use crate::findings::AttrPath;
 use crate::layout::{Content, DiskContent};
@@ -75,11 +77,15 @@ fn hazard(value: &str, quoting: Quoting) -> Option<(char, Effect)> {
 
 /// One string disko pastes, with where and how.
 struct Pasted<'a> {
-    path: AttrPath,
+    /// The attribute it is written at: `base.field[index]`, joined only
+    /// when reported (layouts may have 100 000 subvolumes).
+    base: &'a AttrPath,
+    field: &'static str,
+    index: Option<usize>,
     value: &'a str,
     quoting: &'static [Quoting],
     /// The command it lands in, with the value shown as `…`.
-    command: String,
+    command: Cow<'static, str>,
 }
 
 fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
@@ -87,16 +93,20 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
     let mut list = Vec::new();
     for disk in &context.layout.disks {
         list.push(Pasted {
-            path: disk.path.join("name"),
+            base: &disk.path,
+            field: "name",
+            index: None,
             value: &disk.name,
             quoting: &[Comment],
-            command: "( # disk <name> <device> #".to_owned(),
+            command: Cow::Borrowed("( # disk <name> <device> #"),
         });
         list.push(Pasted {
-            path: disk.path.join("device"),
+            base: &disk.path,
+            field: "device",
+            index: None,
             value: &disk.device,
             quoting: &[Comment, DoubleQuoted],
-            command: "sgdisk --clear \"<device>\"".to_owned(),
+            command: Cow::Borrowed("sgdisk --clear \"<device>\""),
         });
         let Some(DiskContent::Gpt(gpt)) = &disk.content else {
             continue;
@@ -104,22 +114,28 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
         for partition in &gpt.partitions {
             let number = partition.number;
             list.push(Pasted {
-                path: partition.path.join("start"),
+                base: &partition.path,
+                field: "start",
+                index: None,
                 value: &partition.start,
                 quoting: &[Bare],
-                command: format!("sgdisk --new={number}:<start>:<end>"),
+                command: Cow::Owned(format!("sgdisk --new={number}:<start>:<end>")),
             });
             list.push(Pasted {
-                path: partition.path.join("end"),
+                base: &partition.path,
+                field: "end",
+                index: None,
                 value: &partition.end,
                 quoting: &[Bare],
-                command: format!("sgdisk --new={number}:<start>:<end>"),
+                command: Cow::Owned(format!("sgdisk --new={number}:<start>:<end>")),
             });
             list.push(Pasted {
-                path: partition.path.join("label"),
+                base: &partition.path,
+                field: "label",
+                index: None,
                 value: &partition.label,
                 quoting: &[DoubleQuoted],
-                command: format!("sgdisk --change-name=\"{number}:<label>\""),
+                command: Cow::Owned(format!("sgdisk --change-name=\"{number}:<label>\"")),
             });
             if let Some(code) = partition
                 .hybrid
@@ -127,12 +143,14 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
                 .and_then(|h| h.mbr_partition_type.as_ref())
             {
                 list.push(Pasted {
-                    path: partition.path.join("hybrid").join("mbrPartitionType"),
+                    base: &partition.path,
+                    field: "hybrid.mbrPartitionType",
+                    index: None,
                     value: code,
                     quoting: &[Bare],
-                    command: format!(
+                    command: Cow::Owned(format!(
                         "sfdisk --label-nested dos --part-type <disk> {number} <type>"
-                    ),
+                    )),
                 });
             }
         }
@@ -141,30 +159,38 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
         match content {
             Content::Filesystem(fs) => {
                 list.push(Pasted {
-                    path: fs.path.join("device"),
+                    base: &fs.path,
+                    field: "device",
+                    index: None,
                     value: &fs.device,
                     quoting: &[Comment, DoubleQuoted],
-                    command: "mkfs.<format> … \"<device>\"".to_owned(),
+                    command: Cow::Borrowed("mkfs.<format> … \"<device>\""),
                 });
                 list.push(Pasted {
-                    path: fs.path.join("format"),
+                    base: &fs.path,
+                    field: "format",
+                    index: None,
                     value: &fs.format,
                     quoting: &[Comment, Bare],
-                    command: "mkfs.<format> … \"<device>\"".to_owned(),
+                    command: Cow::Borrowed("mkfs.<format> … \"<device>\""),
                 });
                 if let Some(mountpoint) = &fs.mountpoint {
                     list.push(Pasted {
-                        path: fs.path.join("mountpoint"),
+                        base: &fs.path,
+                        field: "mountpoint",
+                        index: None,
                         value: mountpoint,
                         quoting: &[Comment, DoubleQuoted],
-                        command: "mount \"<device>\" \"/mnt<mountpoint>\"".to_owned(),
+                        command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
                     });
                 }
             }
             Content::Btrfs(btrfs) => {
                 let has_swap = !btrfs.swapfiles.is_empty();
                 list.push(Pasted {
-                    path: btrfs.path.join("device"),
+                    base: &btrfs.path,
+                    field: "device",
+                    index: None,
                     value: &btrfs.device,
                     quoting: if has_swap {
                         &[Comment, DoubleQuoted, Bare]
@@ -172,46 +198,58 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
                         &[Comment, DoubleQuoted]
                     },
                     command: if has_swap {
-                        "mount <device> \"$MNTPOINT\" -o subvol=/".to_owned()
+                        Cow::Borrowed("mount <device> \"$MNTPOINT\" -o subvol=/")
                     } else {
-                        "mkfs.btrfs \"<device>\" <extraArgs>".to_owned()
+                        Cow::Borrowed("mkfs.btrfs \"<device>\" <extraArgs>")
                     },
                 });
                 for (index, arg) in btrfs.extra_args.iter().enumerate() {
                     list.push(Pasted {
-                        path: btrfs.path.join("extraArgs").join(format!("[{index}]")),
+                        base: &btrfs.path,
+                        field: "extraArgs",
+                        index: Some(index),
                         value: arg,
                         quoting: &[Bare],
-                        command: "mkfs.btrfs \"<device>\" <extraArgs>".to_owned(),
+                        command: Cow::Borrowed("mkfs.btrfs \"<device>\" <extraArgs>"),
                     });
                 }
                 if let Some(mountpoint) = &btrfs.mountpoint {
                     list.push(Pasted {
-                        path: btrfs.path.join("mountpoint"),
+                        base: &btrfs.path,
+                        field: "mountpoint",
+                        index: None,
                         value: mountpoint,
                         quoting: &[Comment, DoubleQuoted],
-                        command: "mount \"<device>\" \"/mnt<mountpoint>\"".to_owned(),
+                        command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
                     });
                     for (index, option) in btrfs.mount_options.iter().enumerate() {
                         list.push(Pasted {
-                            path: btrfs.path.join("mountOptions").join(format!("[{index}]")),
+                            base: &btrfs.path,
+                            field: "mountOptions",
+                            index: Some(index),
                             value: option,
                             quoting: &[Bare],
-                            command: "mount … -o <option>".to_owned(),
+                            command: Cow::Borrowed("mount … -o <option>"),
                         });
                     }
                 }
                 for file in &btrfs.swapfiles {
                     list.push(Pasted {
-                        path: file.path.join("path"),
+                        base: &file.path,
+                        field: "path",
+                        index: None,
                         value: &file.file,
                         quoting: &[DoubleQuoted],
-                        command: "btrfs filesystem mkswapfile … \"$MNTPOINT/<path>\"".to_owned(),
+                        command: Cow::Borrowed(
+                            "btrfs filesystem mkswapfile … \"$MNTPOINT/<path>\"",
+                        ),
                     });
                 }
                 for subvolume in &btrfs.subvolumes {
                     list.push(Pasted {
-                        path: subvolume.path.join("name"),
+                        base: &subvolume.path,
+                        field: "name",
+                        index: None,
                         value: &subvolume.name,
                         quoting: if subvolume.mountpoint.is_some() {
                             &[DoubleQuoted, Bare]
@@ -219,73 +257,86 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
                             &[DoubleQuoted]
                         },
                         command: if subvolume.mountpoint.is_some() {
-                            "mount … -o subvol=<name>".to_owned()
+                            Cow::Borrowed("mount … -o subvol=<name>")
                         } else {
-                            "SUBVOL_ABS_PATH=\"$MNTPOINT/<name>\"".to_owned()
+                            Cow::Borrowed("SUBVOL_ABS_PATH=\"$MNTPOINT/<name>\"")
                         },
                     });
                     for (index, arg) in subvolume.extra_args.iter().enumerate() {
                         list.push(Pasted {
-                            path: subvolume.path.join("extraArgs").join(format!("[{index}]")),
+                            base: &subvolume.path,
+                            field: "extraArgs",
+                            index: Some(index),
                             value: arg,
                             quoting: &[Bare],
-                            command: "btrfs subvolume create \"$SUBVOL_ABS_PATH\" <extraArgs>"
-                                .to_owned(),
+                            command: Cow::Borrowed(
+                                "btrfs subvolume create \"$SUBVOL_ABS_PATH\" <extraArgs>",
+                            ),
                         });
                     }
                     if let Some(mountpoint) = &subvolume.mountpoint {
                         list.push(Pasted {
-                            path: subvolume.path.join("mountpoint"),
+                            base: &subvolume.path,
+                            field: "mountpoint",
+                            index: None,
                             value: mountpoint,
                             quoting: &[DoubleQuoted],
-                            command: "mount \"<device>\" \"/mnt<mountpoint>\"".to_owned(),
+                            command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
                         });
                         for (index, option) in subvolume.mount_options.iter().enumerate() {
                             list.push(Pasted {
-                                path: subvolume
-                                    .path
-                                    .join("mountOptions")
-                                    .join(format!("[{index}]")),
+                                base: &subvolume.path,
+                                field: "mountOptions",
+                                index: Some(index),
                                 value: option,
                                 quoting: &[Bare],
-                                command: "mount … -o <option>".to_owned(),
+                                command: Cow::Borrowed("mount … -o <option>"),
                             });
                         }
                     }
                     for file in &subvolume.swapfiles {
                         list.push(Pasted {
-                            path: file.path.join("path"),
+                            base: &file.path,
+                            field: "path",
+                            index: None,
                             value: &file.file,
                             quoting: &[DoubleQuoted],
-                            command: "btrfs filesystem mkswapfile … \"$SUBVOL_ABS_PATH/<path>\""
-                                .to_owned(),
+                            command: Cow::Borrowed(
+                                "btrfs filesystem mkswapfile … \"$SUBVOL_ABS_PATH/<path>\"",
+                            ),
                         });
                     }
                 }
             }
             Content::Swap(swap) => {
                 list.push(Pasted {
-                    path: swap.path.join("device"),
+                    base: &swap.path,
+                    field: "device",
+                    index: None,
                     value: &swap.device,
                     quoting: &[Comment, DoubleQuoted],
-                    command: "swapon … \"<device>\"".to_owned(),
+                    command: Cow::Borrowed("swapon … \"<device>\""),
                 });
                 // With randomEncryption disko neither formats nor enables it.
                 if !swap.random_encryption {
                     for (index, arg) in swap.extra_args.iter().enumerate() {
                         list.push(Pasted {
-                            path: swap.path.join("extraArgs").join(format!("[{index}]")),
+                            base: &swap.path,
+                            field: "extraArgs",
+                            index: Some(index),
                             value: arg,
                             quoting: &[Bare],
-                            command: "mkswap <extraArgs> \"<device>\"".to_owned(),
+                            command: Cow::Borrowed("mkswap <extraArgs> \"<device>\""),
                         });
                     }
                     for (index, option) in swap.mount_options.iter().enumerate() {
                         list.push(Pasted {
-                            path: swap.path.join("mountOptions").join(format!("[{index}]")),
+                            base: &swap.path,
+                            field: "mountOptions",
+                            index: Some(index),
                             value: option,
                             quoting: &[Bare],
-                            command: "swapon --options=<options> \"<device>\"".to_owned(),
+                            command: Cow::Borrowed("swapon --options=<options> \"<device>\""),
                         });
                     }
                 }
@@ -300,6 +351,7 @@ fn shown(c: char) -> String {
         '\n' => "a newline".to_owned(),
         '\t' => "a tab".to_owned(),
         ' ' => "a space".to_owned(),
+        '`' => "a backquote".to_owned(),
         other => format!("`{other}`"),
     }
 }
@@ -330,8 +382,15 @@ pub fn metacharacters(context: &Context) -> Vec<Issue> {
                 shown(c)
             ),
         };
+        let mut path = item.base.clone();
+        for segment in item.field.split('.') {
+            path = path.join(segment);
+        }
+        if let Some(index) = item.index {
+            path = path.join(format!("[{index}]"));
+        }
         issues.push(Issue::new(
-            item.path,
+            path,
             format!(
                 "{:?} is pasted {place} into disko's install script (`{}`): {what}",
                 item.value, item.command
