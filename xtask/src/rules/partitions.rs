@@ -79,8 +79,9 @@ pub fn fits_disk(context: &Context) -> Vec<Issue> {
                     other: None,
                     free_end,
                 } => *free_end,
+                // Past the end of the disk, or no free sector left at all (start 0).
                 Refusal::StartTaken { other: None }
-                    if *start_sector > geometry.last_usable_sector =>
+                    if *start_sector > geometry.last_usable_sector || *start_sector == 0 =>
                 {
                     geometry.last_usable_sector
                 }
@@ -485,7 +486,15 @@ pub fn sgdisk_refuses(context: &Context) -> Vec<Issue> {
                         Refusal::EndBeforeStart => format!(
                             "its end, sector {end_sector}, comes before its start, sector {start_sector}"
                         ),
-                        // Past the end of the disk: PART002.
+                        Refusal::StartTaken { other: None }
+                            if *start_sector > 0 && *start_sector < geometry.first_usable_sector =>
+                        {
+                            format!(
+                                "its start, sector {start_sector}, lies in the GPT's own sectors (0–{})",
+                                geometry.first_usable_sector - 1
+                            )
+                        }
+                        // Past the end of the disk, or nothing free: PART002.
                         Refusal::StartTaken { other: None } | Refusal::RunsInto { other: None, .. } => {
                             continue
                         }
@@ -667,6 +676,16 @@ mod tests {
             partition(e, "root")["priority"] = json!(9001);
         });
         assert!(codes.is_empty(), "{codes:?}");
+    }
+
+    #[test]
+    fn a_start_in_the_gpt_itself() {
+        let findings = findings_after(|e| partition(e, "boot")["start"] = json!("10s"));
+        let refused = findings
+            .iter()
+            .find(|f| f.code == "PART010")
+            .expect("PART010");
+        assert!(refused.message.contains("GPT's own sectors"), "{refused:?}");
     }
 
     #[test]
