@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::layout::geometry::DiskGeometry;
 use crate::layout::mount_options::{compression, has_nodatacow};
-use crate::layout::size::human;
+use crate::layout::size::{human, parse_partition_size, PartitionSize};
 use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
 use crate::rules::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
 use crate::rules::Context;
@@ -329,12 +329,10 @@ fn swap_rows(context: &Context) -> Vec<SwapRow> {
                         mountpoint.unwrap_or("?").trim_end_matches('/'),
                         file.file
                     ),
-                    size_bytes: crate::layout::size::parse_partition_size(&file.size)
-                        .ok()
-                        .and_then(|s| match s {
-                            crate::layout::size::PartitionSize::Bytes(b) => Some(b),
-                            crate::layout::size::PartitionSize::Rest => None,
-                        }),
+                    size_bytes: match parse_partition_size(&file.size) {
+                        Ok(PartitionSize::Bytes(bytes)) => Some(bytes),
+                        _ => None,
+                    },
                     random_encryption: false,
                 });
             }
