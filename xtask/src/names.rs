@@ -67,8 +67,9 @@ pub fn partition_node(disk_device: &str, number: u32) -> Option<String> {
 /// multi-byte UTF-8 sequence as it is, and writes every other byte as a
 /// lowercase `\xNN` (`,` `/` space `\` included). A sequence libblkid calls
 /// invalid (a noncharacter such as U+FDD0..U+FDEF or U+xFFFF) is escaped byte
-/// by byte. Checked against `udevadm test-builtin blkid` and `blkid -p -o udev`
-/// in tests/geometry_sgdisk.rs.
+/// by byte. Checked against `blkid -p -o udev` on a loop device in
+/// tests/geometry_sgdisk.rs, and against `udevadm test-builtin blkid` when
+/// tests/fixtures/disko-corpus was recorded.
 pub fn udev_encode(name: &str) -> String {
     let mut encoded = String::with_capacity(name.len());
     for c in name.chars() {
