@@ -437,12 +437,15 @@ pub fn check_geometry(data: &[u8]) {
                 priority: 1000,
                 alignment,
                 content: None,
+                hybrid: None,
+                partlabel: None,
             }
         })
         .collect();
     let gpt = Gpt {
         path: AttrPath::root(),
         partitions,
+        efi_gpt_partition_first: true,
     };
     assert_sound(&geometry::compute(&gpt, disk_bytes));
 }

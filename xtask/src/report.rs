@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::layout::geometry::DiskGeometry;
 use crate::layout::mount_options::{compression, has_nodatacow};
-use crate::layout::size::human;
+use crate::layout::size::{human, parse_partition_size, PartitionSize};
 use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
 use crate::rules::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
 use crate::rules::Context;
@@ -170,14 +170,14 @@ impl Tables {
             disks,
             filesystems: btrfs_tables(layout, context),
             other_mounts: context
-                .mounts
-                .iter()
-                .filter(|m| m.fs_type != "btrfs")
-                .map(|m| MountRow {
+                .mounts_in_effect()
+                .filter(|(m, _)| m.fs_type != "btrfs")
+                .map(|(m, effective)| MountRow {
                     mountpoint: m.mountpoint.clone(),
                     fs_type: m.fs_type.clone(),
                     device: m.device.clone(),
-                    options_in_effect: context.options_in_effect(&m.mountpoint),
+                    // Each mount's own: a mountpoint declared twice has two rows.
+                    options_in_effect: effective.options.clone(),
                     needed_for_boot: m.needed_for_boot,
                 })
                 .collect(),
@@ -224,14 +224,12 @@ fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> Di
 }
 
 fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
-    // The first mount at each mountpoint, found once: layouts may have
-    // thousands of subvolumes.
-    let mut first_mount: BTreeMap<&str, &Mount> = BTreeMap::new();
-    for mount in &context.mounts {
-        first_mount
-            .entry(mount.mountpoint.as_str())
-            .or_insert(mount);
-    }
+    // Each declaration's own mount, found once by its attribute path: layouts
+    // may have thousands of subvolumes, and a mountpoint may be declared twice.
+    let by_path: BTreeMap<&crate::findings::AttrPath, (&Mount, &[String])> = context
+        .mounts_in_effect()
+        .map(|(m, effective)| (&m.path, (m, effective.options.as_slice())))
+        .collect();
     let nocow_targets: BTreeSet<&str> = layout
         .nocow_paths
         .iter()
@@ -242,11 +240,10 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
         .map(|btrfs| {
             let nocow =
                 |mountpoint: Option<&str>| mountpoint.is_some_and(|mp| nocow_targets.contains(mp));
-            let row = |name: String, mountpoint: Option<&str>| {
-                let mount = mountpoint.and_then(|mp| first_mount.get(mp).copied());
-                let options = mountpoint
-                    .map(|mp| context.options_in_effect(mp))
-                    .unwrap_or_default();
+            let row = |name: String, path: &crate::findings::AttrPath, mountpoint: Option<&str>| {
+                let found = mountpoint.and_then(|_| by_path.get(path).copied());
+                let mount = found.map(|(m, _)| m);
+                let options = found.map(|(_, o)| o.to_vec()).unwrap_or_default();
                 let lifecycle = if name == ROOT_SUBVOLUME {
                     Lifecycle::WipedAtBoot
                 } else if name == OLD_ROOTS_SUBVOLUME {
@@ -271,10 +268,18 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
             };
             let mut subvolumes = Vec::new();
             if btrfs.mountpoint.is_some() {
-                subvolumes.push(row("(top level)".to_owned(), btrfs.mountpoint.as_deref()));
+                subvolumes.push(row(
+                    "(top level)".to_owned(),
+                    &btrfs.path,
+                    btrfs.mountpoint.as_deref(),
+                ));
             }
             for subvolume in &btrfs.subvolumes {
-                subvolumes.push(row(subvolume.name.clone(), subvolume.mountpoint.as_deref()));
+                subvolumes.push(row(
+                    subvolume.name.clone(),
+                    &subvolume.path,
+                    subvolume.mountpoint.as_deref(),
+                ));
             }
             let decided_by = context
                 .mounts
@@ -306,6 +311,31 @@ fn swap_rows(context: &Context) -> Vec<SwapRow> {
                 size_bytes: size,
                 random_encryption: swap.random_encryption,
             });
+        }
+    }
+    // Btrfs swap files: disko never encrypts them.
+    for btrfs in context.layout.btrfs_filesystems() {
+        let holders = std::iter::once((btrfs.mountpoint.as_deref(), &btrfs.swapfiles)).chain(
+            btrfs
+                .subvolumes
+                .iter()
+                .map(|s| (s.mountpoint.as_deref(), &s.swapfiles)),
+        );
+        for (mountpoint, files) in holders {
+            for file in files {
+                rows.push(SwapRow {
+                    device: format!(
+                        "{}/{}",
+                        mountpoint.unwrap_or("?").trim_end_matches('/'),
+                        file.file
+                    ),
+                    size_bytes: match parse_partition_size(&file.size) {
+                        Ok(PartitionSize::Bytes(bytes)) => Some(bytes),
+                        _ => None,
+                    },
+                    random_encryption: false,
+                });
+            }
         }
     }
     rows
@@ -354,5 +384,47 @@ mod tests {
         assert_eq!(root_row.lifecycle, Lifecycle::WipedAtBoot);
         assert_eq!(tables.swaps[0].size_bytes, Some(32 << 30));
         assert_eq!(tables.other_mounts[0].mountpoint, "/boot");
+    }
+
+    #[test]
+    fn a_mountpoint_declared_twice_shows_each_mounts_own_options() {
+        use crate::layout::testing::{host_evaluation, layout_of};
+        let mut evaluation = host_evaluation();
+        let subvolumes = &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]
+            ["partitions"]["root"]["content"]["subvolumes"];
+        subvolumes["@caddy"]["mountpoint"] = serde_json::json!("/srv");
+        subvolumes["@caddy"]["mountOptions"] = serde_json::json!(["noatime", "nodev"]);
+        subvolumes["@snapshots"]["mountpoint"] = serde_json::json!("/srv");
+        subvolumes["@snapshots"]["mountOptions"] = serde_json::json!(["noatime", "noexec"]);
+        let (layout, _) = layout_of(&evaluation);
+        let layout = layout.expect("the layout builds");
+        let sizes = BTreeMap::from([("main".to_owned(), 480_000_000_000)]);
+        let context = Context::new(&layout, &sizes, Firmware::default());
+        let tables = Tables::new(&context);
+        let row = |name: &str| {
+            tables.filesystems[0]
+                .subvolumes
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .options_in_effect
+                .clone()
+        };
+        assert!(
+            row("@caddy").contains(&"nodev".to_owned()),
+            "{:?}",
+            row("@caddy")
+        );
+        assert!(
+            !row("@caddy").contains(&"noexec".to_owned()),
+            "{:?}",
+            row("@caddy")
+        );
+        assert!(
+            row("@snapshots").contains(&"noexec".to_owned()),
+            "{:?}",
+            row("@snapshots")
+        );
+        assert!(row("@snapshots").contains(&"subvol=@snapshots".to_owned()));
     }
 }

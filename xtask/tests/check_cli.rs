@@ -203,3 +203,25 @@ fn without_nix_and_without_installing_it_exits_2_with_the_hint() {
             ));
     }
 }
+
+/// The text report of a case of the disko corpus: the finding, the real
+/// consequence and the suggestion, and the tables without the refused option.
+#[test]
+fn an_unknown_mount_option_is_a_refused_mount_with_a_suggestion() {
+    let case = format!(
+        "{}/tests/fixtures/disko-corpus/unknown-option-on-root.nix",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = xtask()
+        .args(["check", "--mode", "standalone", "--disko", &case])
+        .output()
+        .expect("xtask runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("error[MOUNT001]"), "{stdout}");
+    assert!(stdout.contains("does not boot"), "{stdout}");
+    assert!(stdout.contains("Did you mean `noatime`?"), "{stdout}");
+    // Not "in effect" anywhere, and not a filesystem-wide setting (BTRFS006).
+    assert!(!stdout.contains("noatimex,"), "{stdout}");
+    assert!(!stdout.contains("BTRFS006"), "{stdout}");
+}

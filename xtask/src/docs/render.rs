@@ -285,9 +285,10 @@ fn btrfs_section(out: &mut String, subject: &Subject, tables: &Tables, fs: &Btrf
         }
         None => out.push_str("Nothing mounts this filesystem.\n\n"),
     }
+    // Each mount's own, so that a mountpoint declared twice lists both.
     let ignored: Vec<String> = context
-        .effective
-        .values()
+        .effective_per_mount
+        .iter()
         .filter(|e| {
             fs.subvolumes
                 .iter()
@@ -595,7 +596,9 @@ fn rules_page(subject: &Subject) -> String {
                 "### {}\n\n**{}**{}. {}\n",
                 rule.code,
                 rule.severity,
-                if rule.check.is_some() {
+                if rule.retired {
+                    ", no longer reported"
+                } else if rule.check.is_some() {
                     ""
                 } else {
                     ", reported while evaluating and reading the config"

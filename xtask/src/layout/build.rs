@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::model::*;
 use super::size::{parse_partition_size, PartitionSize};
 use crate::findings::{AttrPath, Finding, Severity};
+use crate::names;
 
 /// Content types disko knows but this tool does not model.
 const UNMODELLED_CONTENT: &[&str] = &[
@@ -79,6 +80,8 @@ const SUBVOLUME_KEYS: &[&str] = &[
     "mountpoint",
     "swap",
 ];
+const HYBRID_KEYS: &[&str] = &["mbrPartitionType", "mbrBootableFlag"];
+const SWAPFILE_KEYS: &[&str] = &["size", "path", "priority", "options"];
 const SWAP_KEYS: &[&str] = &[
     "type",
     "device",
@@ -170,6 +173,28 @@ struct PartitionFields {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct GptFields {
+    efi_gpt_partition_first: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HybridFields {
+    mbr_partition_type: Option<String>,
+    mbr_bootable_flag: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SwapfileFields {
+    size: Option<String>,
+    path: Option<String>,
+    priority: Option<i64>,
+    options: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct FilesystemFields {
     device: Option<String>,
     format: Option<String>,
@@ -205,6 +230,7 @@ struct SwapFields {
     random_encryption: Option<bool>,
     resume_device: Option<bool>,
     mount_options: Option<Vec<String>>,
+    extra_args: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +506,7 @@ impl Builder {
     ) -> Option<Gpt> {
         let map = self.object(value, &path, "A GPT table")?;
         self.check_keys(map, GPT_KEYS, &path, "A gpt table");
+        let fields: GptFields = self.fields(value, &path)?;
         let partitions_path = path.join("partitions");
         let mut partitions = Vec::new();
         match map.get("partitions") {
@@ -505,7 +532,11 @@ impl Builder {
         for (index, partition) in partitions.iter_mut().enumerate() {
             partition.number = u32::try_from(index + 1).unwrap_or(u32::MAX);
         }
-        Some(Gpt { path, partitions })
+        Some(Gpt {
+            path,
+            partitions,
+            efi_gpt_partition_first: fields.efi_gpt_partition_first.unwrap_or(true),
+        })
     }
 
     fn partition(
@@ -562,10 +593,25 @@ impl Builder {
         let label = fields
             .label
             .unwrap_or_else(|| default_partition_label(disk_name, &name));
-        let device = fields.device.unwrap_or_else(|| match &fields.uuid {
-            Some(uuid) => format!("/dev/disk/by-partuuid/{uuid}"),
-            None => format!("/dev/disk/by-partlabel/{}", hex_escape_udev_symlink(&label)),
-        });
+        let (device, partlabel) = match (fields.device, &fields.uuid) {
+            (Some(device), _) => (device, None),
+            (None, Some(uuid)) => (format!("/dev/disk/by-partuuid/{uuid}"), None),
+            (None, None) => {
+                let stored_name = names::sgdisk_stored_name(&label);
+                let partlabel = Partlabel {
+                    disko: names::disko_hex_escape(&label),
+                    udev_device: names::udev_partlabel_path(&stored_name),
+                    stored_name,
+                };
+                let device = match &partlabel.disko {
+                    Ok(escaped) => format!("/dev/disk/by-partlabel/{escaped}"),
+                    // disko's evaluation fails (DEV003 says so); what udev
+                    // makes keeps the rest of the model sane.
+                    Err(_) => partlabel.udev_device.clone(),
+                };
+                (device, Some(partlabel))
+            }
+        };
         let start = fields.start.unwrap_or_else(|| "0".to_owned());
         let end = fields.end.unwrap_or_else(|| {
             if size_text == "100%" {
@@ -585,6 +631,20 @@ impl Builder {
             None => None,
             Some(content) => Some(self.content(content, path.join("content"), &device, &[])?),
         };
+        let hybrid = match map.get("hybrid").filter(|v| !v.is_null()) {
+            None => None,
+            Some(value) => {
+                let hybrid_path = path.join("hybrid");
+                let hybrid_map = self.object(value, &hybrid_path, "hybrid")?;
+                self.check_keys(hybrid_map, HYBRID_KEYS, &hybrid_path, "A hybrid MBR entry");
+                let hybrid: HybridFields = self.fields(value, &hybrid_path)?;
+                Some(Hybrid {
+                    path: hybrid_path,
+                    mbr_partition_type: hybrid.mbr_partition_type,
+                    mbr_bootable_flag: hybrid.mbr_bootable_flag.unwrap_or(false),
+                })
+            }
+        };
         Some(Partition {
             path,
             key: key.to_owned(),
@@ -600,6 +660,8 @@ impl Builder {
             priority,
             alignment,
             content,
+            hybrid,
+            partlabel,
         })
     }
 
@@ -678,9 +740,11 @@ impl Builder {
                         }
                     }
                 }
+                let swapfiles = self.swapfiles(map, &path)?;
                 Some(Content::Btrfs(Btrfs {
                     device: fields.device.unwrap_or_else(|| device.to_owned()),
                     extra_args: fields.extra_args.unwrap_or_default(),
+                    swapfiles,
                     mountpoint: fields.mountpoint,
                     mount_options: mount_options(fields.mount_options),
                     subvolumes,
@@ -697,6 +761,7 @@ impl Builder {
                     discard_policy: fields.discard_policy,
                     priority: fields.priority,
                     mount_options: mount_options(fields.mount_options),
+                    extra_args: fields.extra_args.unwrap_or_default(),
                     path,
                 }))
             }
@@ -740,14 +805,53 @@ impl Builder {
         let map = self.object(value, &path, "A subvolume")?;
         self.check_keys(map, SUBVOLUME_KEYS, &path, "A btrfs subvolume");
         let fields: SubvolumeFields = self.fields(value, &path)?;
+        let swapfiles = self.swapfiles(map, &path)?;
         Some(Subvolume {
             key: key.to_owned(),
             name: fields.name.unwrap_or_else(|| key.to_owned()),
             mountpoint: fields.mountpoint,
             mount_options: mount_options(fields.mount_options),
             extra_args: fields.extra_args.unwrap_or_default(),
+            swapfiles,
             path,
         })
+    }
+
+    /// `swap.<name>` of a Btrfs filesystem or subvolume (disko's `swapType`).
+    fn swapfiles(&mut self, map: &Map<String, Value>, path: &AttrPath) -> Option<Vec<Swapfile>> {
+        let mut swapfiles = Vec::new();
+        let Some(value) = map.get("swap").filter(|v| !v.is_null()) else {
+            return Some(swapfiles);
+        };
+        let swap_path = path.join("swap");
+        let entries = self.object(value, &swap_path, "swap")?;
+        for (key, value) in entries {
+            let entry_path = swap_path.join(key.clone());
+            let entry = self.object(value, &entry_path, "A swap file")?;
+            self.check_keys(entry, SWAPFILE_KEYS, &entry_path, "A btrfs swap file");
+            let fields: SwapfileFields = self.fields(value, &entry_path)?;
+            let Some(size) = fields.size else {
+                self.broken = true;
+                self.push(model_error(
+                    "MODEL001",
+                    entry_path.join("size"),
+                    format!("swap file {key:?} has no size"),
+                    "Set `size`, e.g. \"8G\" (disko's option has no default).",
+                ));
+                continue;
+            };
+            swapfiles.push(Swapfile {
+                key: key.clone(),
+                file: fields.path.unwrap_or_else(|| key.clone()),
+                size,
+                priority: fields.priority,
+                options: fields
+                    .options
+                    .map_or_else(default_mount_options, split_options),
+                path: entry_path,
+            });
+        }
+        Some(swapfiles)
     }
 
     fn file_systems(&mut self, value: Option<&Value>) -> BTreeMap<String, FileSystemFlags> {
@@ -971,67 +1075,34 @@ fn join_absolute(base: &str, given: &str) -> String {
     }
 }
 
-/// disko's default GPT partition name: `disk-<disk>-<partition>`, or a
-/// truncated hash when longer than 36 characters (GPT names are 72 bytes of UTF-16).
+/// disko's default GPT partition name: `disk-<disk>-<partition>`, or the
+/// first 36 hex digits of its SHA-256 when it is longer than 36 *bytes*:
+/// Nix's `stringLength` counts bytes (lib/types/gpt.nix at disko 878ec37).
 pub fn default_partition_label(disk_name: &str, partition_name: &str) -> String {
     let label = format!("disk-{disk_name}-{partition_name}");
-    if label.chars().count() > 36 {
+    if label.len() > names::GPT_NAME_UNITS {
         let digest = Sha256::digest(label.as_bytes());
         let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-        hex[..36].to_owned()
+        hex[..names::GPT_NAME_UNITS].to_owned()
     } else {
         label
     }
 }
 
-/// disko's `hexEscapeUdevSymlink`: what udev does to a name in /dev/disk/by-partlabel.
-pub fn hex_escape_udev_symlink(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            // disko's character class is [0-9A-Za-z#+-.:=@_/], where `+-.` is a range.
-            if c.is_ascii_alphanumeric()
-                || matches!(c, '#' | '+' | ',' | '-' | '.' | ':' | '=' | '@' | '_' | '/')
-            {
-                c.to_string()
-            } else {
-                let mut buf = [0u8; 4];
-                c.encode_utf8(&mut buf)
-                    .bytes()
-                    .map(|b| format!("\\x{b:X}"))
-                    .collect()
-            }
-        })
-        .collect()
-}
-
 /// The allowed name closest to a typo, if any is close.
 fn closest<'a>(given: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    let given = given.to_lowercase();
     allowed
         .iter()
         .map(|candidate| {
             (
-                edit_distance(&given.to_lowercase(), &candidate.to_lowercase()),
+                strsim::levenshtein(&given, &candidate.to_lowercase()),
                 *candidate,
             )
         })
         .filter(|(distance, _)| *distance <= 2)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 impl Partition {
@@ -1122,9 +1193,14 @@ mod tests {
     }
 
     #[test]
-    fn udev_escaping_matches_disko() {
-        assert_eq!(hex_escape_udev_symlink("disk-main-root"), "disk-main-root");
-        assert_eq!(hex_escape_udev_symlink("a b$"), "a\\x20b\\x24");
+    fn non_ascii_names_are_hashed_by_bytes() {
+        // 32 characters but 37 bytes: disko hashes it (nix-instantiate of
+        // lib/types/gpt.nix at disko 878ec37 gave the same label).
+        let name = "données-persistées-ééé";
+        assert_eq!(format!("disk-main-{name}").chars().count(), 32);
+        assert_eq!(format!("disk-main-{name}").len(), 37);
+        let label = default_partition_label("main", name);
+        assert_eq!(label, "edee11f9e459da2174c7b8265cc774a0f23d");
     }
 
     #[test]

@@ -1,29 +1,51 @@
 //! Where each partition starts and ends on a disk of a given size: the one
 //! place that computes it, for `check`, `vm-test` and `docs`.
 //!
-//! It follows what disko asks of sgdisk (one `sgdisk --align-end
-//! --new=N:<start>:<end>` per partition, in creation order) and what sgdisk
-//! 1.0.9 does with it, checked against the real sgdisk in tests:
+//! disko runs one `sgdisk --align-end [--set-alignment=A]
+//! --new=N:<start>:<end> … <disk>` per partition, in creation order, each a
+//! new sgdisk process that loads the table the previous one wrote. This
+//! module does what sgdisk 1.0.9 (gptfdisk, as Debian 12 and nixpkgs ship it)
+//! does with those arguments, function by function (gptcl.cc `case 'n'`,
+//! support.cc `IeeeToInt`, gpt.cc `ComputeAlignment`, `FindFirstInLargest`,
+//! `FindLastInFree`, `Align`, `CreatePartition`), written anew from their
+//! behaviour and compared with the real sgdisk on sparse images in
+//! tests/geometry_sgdisk.rs:
 //! - GPT on 512-byte sectors with 128 entries: usable sectors 34 ..= total-34;
-//! - start `0` is the start of the largest free block, rounded up to the
-//!   alignment (2048 sectors = 1 MiB unless the partition sets one);
-//! - end `+SIZE` is start + SIZE - 1, not aligned;
-//! - end `-SIZE` counts back from the end of the free block, then
-//!   `--align-end` rounds it down so that the next sector is aligned.
+//! - the alignment is 2048 sectors, or the largest power of two dividing
+//!   every existing partition's start (at least 8 on disks of 300 GB and
+//!   more), unless `--set-alignment` gives one;
+//! - `low` is the first sector of the largest free block, aligned when an
+//!   aligned sector is free nearby; `high` is the end of the free block
+//!   holding `low`, rounded down so that the next sector is aligned;
+//! - start and end are read relative to them: `0` (or anything that reads as
+//!   0) is the default, `+X` is X after the default start (for the end: X
+//!   sectors from the start), `-X` is X before `high`, a bare number is a
+//!   sector and K, M, G, T, P, E are binary units;
+//! - the partition is created only if its (re-aligned) start is free and
+//!   nothing lies between start and end. Otherwise sgdisk prints "Could not
+//!   create partition", exits 4, disko's fallback sgdisk fails on the missing
+//!   partition and, under `set -e`, the install stops.
 
 use serde::Serialize;
 
 use super::model::{Gpt, Partition};
-use super::size::{parse_partition_size, PartitionSize, SECTOR_BYTES};
+use super::size::SECTOR_BYTES;
 
-/// sgdisk's default alignment, in sectors.
+/// sgdisk's default alignment, in sectors (`DEFAULT_ALIGNMENT` in gpt.h).
 pub const DEFAULT_ALIGNMENT: u64 = 2048;
+/// gpt.h `MIN_AF_ALIGNMENT` and `SMALLEST_ADVANCED_FORMAT`: on disks of at
+/// least this many sectors a computed alignment is never below 8.
+const MIN_AF_ALIGNMENT: u64 = 8;
+const SMALLEST_ADVANCED_FORMAT: u64 = 585_937_500;
 /// Entries in the partition table sgdisk creates (and disko never resizes).
 pub const MAX_PARTITIONS: usize = 128;
 /// Sectors GPT reserves at each end: protective MBR + header + 32 sectors
 /// of partition entries in front, entries + header at the back.
 const GPT_FRONT: u64 = 34;
 const GPT_BACK: u64 = 33;
+/// popt reads `--set-alignment` as a C int: larger values make sgdisk stop
+/// reading its arguments, do nothing and exit 0.
+const MAX_SET_ALIGNMENT: u64 = i32::MAX as u64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Extent {
@@ -39,36 +61,71 @@ impl Extent {
         self.end_sector - self.start_sector + 1
     }
     pub fn start_bytes(&self) -> u64 {
-        self.start_sector * SECTOR_BYTES
+        self.start_sector.saturating_mul(SECTOR_BYTES)
     }
     pub fn size_bytes(&self) -> u64 {
-        self.sectors() * SECTOR_BYTES
+        self.sectors().saturating_mul(SECTOR_BYTES)
     }
     /// One past the last byte.
     pub fn end_bytes(&self) -> u64 {
-        (self.end_sector + 1) * SECTOR_BYTES
+        (self.end_sector + 1).saturating_mul(SECTOR_BYTES)
     }
+}
+
+/// Why sgdisk refused to create a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The start or end is text sgdisk reads as sector 0.
+    Unreadable { field: &'static str, text: String },
+    /// The start lies inside another partition (`other`), or outside the
+    /// usable sectors (`other` is `None`).
+    StartTaken { other: Option<String> },
+    /// The end comes before the start.
+    EndBeforeStart,
+    /// The range runs into another partition (`other`), or past the last
+    /// usable sector (`other` is `None`).
+    RunsInto {
+        other: Option<String>,
+        free_end: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
-    /// The size did not parse; the partition and those after it are unknown.
+    /// The size is not one disko's type accepts: its evaluation fails before
+    /// anything runs. The partitions after it are not placed.
     UnparsedSize { key: String },
-    /// A start or end form this model does not follow.
-    Unsupported { key: String, what: String },
-    /// Nothing is left where the partition would start.
-    NoSpace { key: String },
-    /// The partition would end past the free space it starts in.
-    DoesNotFit {
+    /// sgdisk printed "Could not create partition N from S to E": the install
+    /// stops there, and no later partition is created.
+    Refused {
         key: String,
-        needed_bytes: u64,
-        available_bytes: u64,
+        number: u32,
+        start_sector: u64,
+        end_sector: u64,
+        refusal: Refusal,
     },
-    /// A size of zero.
-    Empty { key: String },
+    /// sgdisk stopped reading its arguments and exited 0 without creating
+    /// the partition; the install goes on without it.
+    Ignored {
+        key: String,
+        number: u32,
+        reason: String,
+    },
     /// More partitions than the table has entries; `key` is the first that has none.
     TooMany { key: String, count: usize },
+}
+
+impl Problem {
+    pub fn key(&self) -> &str {
+        match self {
+            Problem::UnparsedSize { key }
+            | Problem::Refused { key, .. }
+            | Problem::Ignored { key, .. }
+            | Problem::TooMany { key, .. } => key,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,31 +147,201 @@ impl DiskGeometry {
 
     /// Bytes no partition uses (GPT structures, alignment gaps, the tail).
     pub fn unallocated_bytes(&self) -> u64 {
-        self.disk_bytes - self.extents.iter().map(Extent::size_bytes).sum::<u64>()
+        self.disk_bytes.saturating_sub(
+            self.extents
+                .iter()
+                .map(Extent::size_bytes)
+                .fold(0u64, u64::saturating_add),
+        )
     }
+
+    /// The extent holding `sector`, if any.
+    fn holder(&self, sector: u64) -> Option<&Extent> {
+        self.extents
+            .iter()
+            .find(|e| e.start_sector <= sector && sector <= e.end_sector)
+    }
+
+    /// Whether `sector` is usable and in no partition (gpt.cc `IsFree`).
+    fn is_free(&self, sector: u64) -> bool {
+        (self.first_usable_sector..=self.last_usable_sector).contains(&sector)
+            && self.holder(sector).is_none()
+    }
+
+    /// Whether every sector of `first..=last` is free, without visiting them.
+    fn range_free(&self, first: u64, last: u64) -> bool {
+        first >= self.first_usable_sector
+            && last <= self.last_usable_sector
+            && !self
+                .extents
+                .iter()
+                .any(|e| e.start_sector <= last && first <= e.end_sector)
+    }
+
+    /// gpt.cc `Align`: moves `sector` down to the alignment when every sector
+    /// in between is free, else up when every sector up to there is free;
+    /// returns whether it moved.
+    fn align(&self, sector: &mut u64, alignment: u64) -> bool {
+        if *sector % alignment == 0 {
+            return false;
+        }
+        let earlier = *sector / alignment * alignment;
+        if earlier >= self.first_usable_sector && self.range_free(earlier, *sector - 1) {
+            *sector = earlier;
+            return true;
+        }
+        let Some(later) = earlier.checked_add(alignment) else {
+            return false;
+        };
+        if later <= self.last_usable_sector
+            && self.is_free(later)
+            && (later == *sector + 1 || self.range_free(*sector + 1, later))
+        {
+            *sector = later;
+            return true;
+        }
+        false
+    }
+
+    /// gpt.cc `FindLastInFree`: the sector before the next partition that
+    /// starts after `start`, or the last usable one; with `align`, rounded
+    /// down so that the following sector is aligned, if that stays after `start`.
+    fn last_in_free(&self, start: u64, align: Option<u64>) -> u64 {
+        let mut nearest_end = self.last_usable_sector;
+        for e in &self.extents {
+            if nearest_end > e.start_sector && e.start_sector > start {
+                nearest_end = e.start_sector - 1;
+            }
+        }
+        if let Some(alignment) = align {
+            let mut end_plus = nearest_end + 1;
+            if self.align(&mut end_plus, alignment)
+                && self.is_free(end_plus - 1)
+                && end_plus > start
+            {
+                nearest_end = end_plus - 1;
+            }
+        }
+        nearest_end
+    }
+
+    /// gpt.cc `FindFirstAvailable`: the first free sector at or after
+    /// `start`, or 0 when there is none.
+    fn first_available(&self, start: u64) -> u64 {
+        let mut first = start.max(self.first_usable_sector);
+        while let Some(e) = self.holder(first) {
+            first = e.end_sector + 1;
+        }
+        if first > self.last_usable_sector {
+            0
+        } else {
+            first
+        }
+    }
+
+    /// gpt.cc `FindFirstInLargest`: the first sector of the largest free
+    /// block (the first of equal ones), or 0.
+    fn first_in_largest(&self) -> u64 {
+        let (mut start, mut selected, mut selected_size) = (0, 0, 0);
+        loop {
+            let first = self.first_available(start);
+            if first == 0 {
+                return selected;
+            }
+            let last = self.last_in_free(first, None);
+            let size = last - first + 1;
+            if size > selected_size {
+                selected_size = size;
+                selected = first;
+            }
+            start = last + 1;
+        }
+    }
+
+    /// gpt.cc `ComputeAlignment`, run when sgdisk loads the table.
+    fn computed_alignment(&self) -> u64 {
+        let mut alignment = DEFAULT_ALIGNMENT;
+        for e in &self.extents {
+            while e.start_sector % alignment != 0 {
+                alignment /= 2;
+            }
+        }
+        if alignment < MIN_AF_ALIGNMENT && self.total_sectors >= SMALLEST_ADVANCED_FORMAT {
+            alignment = MIN_AF_ALIGNMENT;
+        }
+        alignment
+    }
+}
+
+/// support.cc `IeeeToInt`: how sgdisk reads a start or end. `None` when it
+/// reads the text as sector 0 (bad input), which no partition can start at.
+fn ieee_to_int(text: &str, low: u64, high: u64, alignment: u64, default: u64) -> Option<u64> {
+    let text = text.trim_start_matches(' ');
+    let (sign, rest) = match text.chars().next() {
+        Some(c @ ('+' | '-')) => (Some(c), &text[1..]),
+        _ => (None, text),
+    };
+    let mut bad = rest.chars().next().is_some_and(|c| !c.is_ascii_digit());
+    // `istringstream >> uint64_t` skips blanks, reads digits (0 when there
+    // are none, the maximum on overflow, and then no suffix is read).
+    let number_text = rest.trim_start();
+    let digits_end = number_text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(number_text.len());
+    let digits = &number_text[..digits_end];
+    let (mut response, suffix) = if digits.is_empty() {
+        (0, None)
+    } else {
+        match digits.parse::<u64>() {
+            Ok(n) => (n, number_text[digits_end..].trim_start().chars().next()),
+            Err(_) => (u64::MAX, None),
+        }
+    };
+    let mut suffix = suffix.map(|c| c.to_ascii_uppercase());
+    let mut sign = sign;
+    if rest.is_empty() || response == 0 {
+        response = default;
+        suffix = None;
+        sign = None;
+    }
+    if let Some(power) = suffix.and_then(|c| "KMGTPE".find(c)) {
+        // Units of 1024^(power+1) bytes in 512-byte sectors.
+        let multiplier = 1u64 << (10 * (power + 1) - 9);
+        match response.checked_mul(multiplier) {
+            Some(n) => response = n,
+            None => bad = true,
+        }
+    }
+    match sign {
+        Some('+') if high.wrapping_sub(default) < alignment => {
+            response = response.saturating_sub(1);
+            match response.checked_add(low) {
+                Some(n) => response = n,
+                None => bad = true,
+            }
+        }
+        Some('+') => match response.checked_add(default) {
+            Some(n) => response = n,
+            None => bad = true,
+        },
+        Some(_) if response > high => bad = true,
+        Some(_) => response = high - response,
+        None => {}
+    }
+    (!bad).then_some(response)
 }
 
 /// Computes the partition table disko would create on a disk of `disk_bytes`.
 pub fn compute(gpt: &Gpt, disk_bytes: u64) -> DiskGeometry {
     let total_sectors = disk_bytes / SECTOR_BYTES;
-    let first_usable = GPT_FRONT;
-    let last_usable = total_sectors.saturating_sub(GPT_BACK + 1);
     let mut geometry = DiskGeometry {
         disk_bytes,
         total_sectors,
-        first_usable_sector: first_usable,
-        last_usable_sector: last_usable,
+        first_usable_sector: GPT_FRONT,
+        last_usable_sector: total_sectors.saturating_sub(GPT_BACK + 1),
         extents: Vec::new(),
         problems: Vec::new(),
     };
-    if last_usable <= first_usable {
-        if let Some(first) = gpt.partitions.first() {
-            geometry.problems.push(Problem::NoSpace {
-                key: first.key.clone(),
-            });
-        }
-        return geometry;
-    }
     for (index, partition) in gpt.partitions.iter().enumerate() {
         if index == MAX_PARTITIONS {
             geometry.problems.push(Problem::TooMany {
@@ -124,9 +351,10 @@ pub fn compute(gpt: &Gpt, disk_bytes: u64) -> DiskGeometry {
             break;
         }
         match place(partition, &geometry) {
-            Ok(extent) => geometry.extents.push(extent),
-            Err(problem) => {
-                // Later partitions depend on where this one would have been.
+            Placement::Created(extent) => geometry.extents.push(extent),
+            Placement::Ignored(problem) => geometry.problems.push(problem),
+            Placement::Stop(problem) => {
+                // The install stops here: nothing after it is created.
                 geometry.problems.push(problem);
                 break;
             }
@@ -135,119 +363,97 @@ pub fn compute(gpt: &Gpt, disk_bytes: u64) -> DiskGeometry {
     geometry
 }
 
-/// Free blocks (first, last sector, inclusive) between the placed partitions.
-fn free_blocks(geometry: &DiskGeometry) -> Vec<(u64, u64)> {
-    let mut used: Vec<(u64, u64)> = geometry
-        .extents
-        .iter()
-        .map(|e| (e.start_sector, e.end_sector))
-        .collect();
-    used.sort_unstable();
-    let mut blocks = Vec::new();
-    let mut next = geometry.first_usable_sector;
-    for (start, end) in used {
-        if start > next {
-            blocks.push((next, start - 1));
-        }
-        next = next.max(end + 1);
-    }
-    if next <= geometry.last_usable_sector {
-        blocks.push((next, geometry.last_usable_sector));
-    }
-    blocks
+enum Placement {
+    Created(Extent),
+    Ignored(Problem),
+    Stop(Problem),
 }
 
-fn sectors_of(spec: &str, key: &str) -> Result<u64, Problem> {
-    match parse_partition_size(spec) {
-        Ok(PartitionSize::Bytes(bytes)) => Ok(bytes.div_ceil(SECTOR_BYTES)),
-        Ok(PartitionSize::Rest) | Err(_) => Err(Problem::UnparsedSize {
-            key: key.to_owned(),
-        }),
-    }
-}
-
-fn place(partition: &Partition, geometry: &DiskGeometry) -> Result<Extent, Problem> {
+/// gptcl.cc `case 'n'` and gpt.cc `CreatePartition` for one partition.
+fn place(partition: &Partition, geometry: &DiskGeometry) -> Placement {
     let key = partition.key.clone();
+    let number = partition.number;
     if partition.size.is_err() {
-        return Err(Problem::UnparsedSize { key });
+        return Placement::Stop(Problem::UnparsedSize { key });
     }
-    if partition.fixed_size() == Some(0) {
-        return Err(Problem::Empty { key });
+    let alignment = match partition.alignment {
+        0 => geometry.computed_alignment(),
+        a if a > MAX_SET_ALIGNMENT => {
+            return Placement::Ignored(Problem::Ignored {
+                key,
+                number,
+                reason: format!(
+                    "popt cannot read --set-alignment={a} as an int, so sgdisk stops reading its arguments, does nothing and exits 0"
+                ),
+            })
+        }
+        a => a,
+    };
+    let refused = |start_sector: u64, end_sector: u64, refusal: Refusal| {
+        Placement::Stop(Problem::Refused {
+            key: key.clone(),
+            number,
+            start_sector,
+            end_sector,
+            refusal,
+        })
+    };
+    if geometry.last_usable_sector <= geometry.first_usable_sector {
+        return refused(
+            0,
+            0,
+            Refusal::RunsInto {
+                other: None,
+                free_end: geometry.last_usable_sector,
+            },
+        );
     }
-    let alignment = if partition.alignment == 0 {
-        DEFAULT_ALIGNMENT
-    } else {
-        partition.alignment
+    let mut low = geometry.first_in_largest();
+    geometry.align(&mut low, alignment);
+    let high = geometry.last_in_free(low, Some(alignment));
+    let Some(start) = ieee_to_int(&partition.start, low, high, alignment, low) else {
+        return refused(
+            0,
+            0,
+            Refusal::Unreadable {
+                field: "start",
+                text: partition.start.clone(),
+            },
+        );
     };
-    let blocks = free_blocks(geometry);
-
-    let start = if partition.start == "0" {
-        // The largest free block; sgdisk takes the first of equal ones.
-        let mut largest: Option<(u64, u64)> = None;
-        for block in &blocks {
-            if largest.is_none_or(|(s, e)| block.1 - block.0 > e - s) {
-                largest = Some(*block);
-            }
-        }
-        let (block_start, _) = largest.ok_or(Problem::NoSpace { key: key.clone() })?;
-        block_start.div_ceil(alignment) * alignment
-    } else if partition.start.chars().all(|c| c.is_ascii_digit())
-        || (!partition.start.starts_with(['+', '-'])
-            && parse_partition_size(&partition.start).is_ok())
-    {
-        let sectors = sectors_of(&partition.start, &key)?;
-        sectors.div_ceil(alignment) * alignment
-    } else {
-        return Err(Problem::Unsupported {
-            key,
-            what: format!("start {:?}", partition.start),
-        });
+    let Some(end) = ieee_to_int(&partition.end, start, high, alignment, high) else {
+        return refused(
+            start,
+            0,
+            Refusal::Unreadable {
+                field: "end",
+                text: partition.end.clone(),
+            },
+        );
     };
-
-    let Some(&(_, block_end)) = blocks.iter().find(|(s, e)| *s <= start && start <= *e) else {
-        return Err(Problem::NoSpace { key });
-    };
-
-    let end = if let Some(size) = partition.end.strip_prefix('+') {
-        let sectors = sectors_of(size, &key)?;
-        if sectors == 0 {
-            return Err(Problem::Empty { key });
-        }
-        start + sectors - 1
-    } else if let Some(back) = partition.end.strip_prefix('-') {
-        let back = sectors_of(back, &key)?;
-        let unaligned = block_end
-            .checked_sub(back)
-            .ok_or(Problem::NoSpace { key: key.clone() })?;
-        let aligned = (unaligned + 1) / alignment * alignment;
-        if aligned == 0 || aligned - 1 < start {
-            return Err(Problem::NoSpace { key });
-        }
-        aligned - 1
-    } else if parse_partition_size(&partition.end).is_ok() {
-        sectors_of(&partition.end, &key)?
-    } else {
-        return Err(Problem::Unsupported {
-            key,
-            what: format!("end {:?}", partition.end),
-        });
-    };
-
-    if end > block_end || end < start {
-        let needed = end
-            .saturating_sub(start)
-            .saturating_add(1)
-            .saturating_mul(SECTOR_BYTES);
-        return Err(Problem::DoesNotFit {
-            key,
-            needed_bytes: needed,
-            available_bytes: (block_end - start + 1) * SECTOR_BYTES,
-        });
+    let mut first = start;
+    geometry.align(&mut first, alignment);
+    if !geometry.is_free(first) {
+        let other = geometry.holder(first).map(|e| e.key.clone());
+        return refused(first, end, Refusal::StartTaken { other });
     }
-    Ok(Extent {
-        number: partition.number,
+    if first > end {
+        return refused(first, end, Refusal::EndBeforeStart);
+    }
+    let free_end = geometry.last_in_free(first, None);
+    if free_end < end {
+        let other = geometry
+            .extents
+            .iter()
+            .filter(|e| e.start_sector > first && e.start_sector <= end)
+            .min_by_key(|e| e.start_sector)
+            .map(|e| e.key.clone());
+        return refused(first, end, Refusal::RunsInto { other, free_end });
+    }
+    Placement::Created(Extent {
+        number,
         key,
-        start_sector: start,
+        start_sector: first,
         end_sector: end,
     })
 }
@@ -256,6 +462,7 @@ fn place(partition: &Partition, geometry: &DiskGeometry) -> Result<Extent, Probl
 mod tests {
     use super::*;
     use crate::findings::AttrPath;
+    use crate::layout::size::parse_partition_size;
 
     pub(crate) fn partition(number: u32, key: &str, size: &str) -> Partition {
         Partition {
@@ -277,19 +484,42 @@ mod tests {
             priority: 1000,
             alignment: 0,
             content: None,
+            hybrid: None,
+            partlabel: None,
         }
     }
 
-    fn cpx52() -> Gpt {
+    fn ranged(number: u32, key: &str, start: &str, end: &str) -> Partition {
+        Partition {
+            start: start.to_owned(),
+            end: end.to_owned(),
+            ..partition(number, key, "0")
+        }
+    }
+
+    fn gpt(partitions: Vec<Partition>) -> Gpt {
         Gpt {
             path: AttrPath::root(),
-            partitions: vec![
-                partition(1, "boot", "1M"),
-                partition(2, "ESP", "1G"),
-                partition(3, "swap", "32G"),
-                partition(4, "root", "100%"),
-            ],
+            partitions,
+            efi_gpt_partition_first: true,
         }
+    }
+
+    fn sectors(geometry: &DiskGeometry) -> Vec<(u64, u64)> {
+        geometry
+            .extents
+            .iter()
+            .map(|e| (e.start_sector, e.end_sector))
+            .collect()
+    }
+
+    fn cpx52() -> Gpt {
+        gpt(vec![
+            partition(1, "boot", "1M"),
+            partition(2, "ESP", "1G"),
+            partition(3, "swap", "32G"),
+            partition(4, "root", "100%"),
+        ])
     }
 
     #[test]
@@ -297,13 +527,8 @@ mod tests {
         // sgdisk -p on a 480000000000-byte file after disko's four --new calls.
         let geometry = compute(&cpx52(), 480_000_000_000);
         assert!(geometry.problems.is_empty(), "{:?}", geometry.problems);
-        let sectors: Vec<(u64, u64)> = geometry
-            .extents
-            .iter()
-            .map(|e| (e.start_sector, e.end_sector))
-            .collect();
         assert_eq!(
-            sectors,
+            sectors(&geometry),
             vec![
                 (2048, 4095),
                 (4096, 2101247),
@@ -317,52 +542,48 @@ mod tests {
 
     #[test]
     fn unaligned_sizes_keep_their_end_and_push_the_next_start() {
-        let gpt = Gpt {
-            path: AttrPath::root(),
-            partitions: vec![
-                partition(1, "a", "1000K"),
-                partition(2, "b", "777"),
-                partition(3, "c", "100%"),
-            ],
-        };
-        let geometry = compute(&gpt, 100 << 20);
-        let sectors: Vec<(u64, u64)> = geometry
-            .extents
-            .iter()
-            .map(|e| (e.start_sector, e.end_sector))
-            .collect();
+        let gpt = gpt(vec![
+            partition(1, "a", "1000K"),
+            partition(2, "b", "777"),
+            partition(3, "c", "100%"),
+        ]);
         // As sgdisk 1.0.9 placed them on a 100 MiB file.
-        assert_eq!(sectors, vec![(2048, 4047), (4096, 4872), (6144, 202751)]);
+        assert_eq!(
+            sectors(&compute(&gpt, 100 << 20)),
+            vec![(2048, 4047), (4096, 4872), (6144, 202751)]
+        );
     }
 
     #[test]
-    fn too_big_is_a_problem_not_a_panic() {
-        let gpt = Gpt {
-            path: AttrPath::root(),
-            partitions: vec![partition(1, "swap", "32G"), partition(2, "root", "100%")],
-        };
+    fn too_big_is_refused_not_a_panic() {
+        let gpt = gpt(vec![
+            partition(1, "swap", "32G"),
+            partition(2, "root", "100%"),
+        ]);
         let geometry = compute(&gpt, 16 << 30);
-        assert!(matches!(
-            geometry.problems.as_slice(),
-            [Problem::DoesNotFit { key, .. }] if key == "swap"
-        ));
-        let tiny = compute(&gpt, 4096);
-        assert!(!tiny.problems.is_empty());
-        let zero = compute(&gpt, 0);
-        assert!(!zero.problems.is_empty());
+        assert!(
+            matches!(
+                geometry.problems.as_slice(),
+                [Problem::Refused { key, refusal: Refusal::RunsInto { other: None, .. }, .. }] if key == "swap"
+            ),
+            "{:?}",
+            geometry.problems
+        );
+        for tiny in [4096, 0, 40 * 512] {
+            assert!(!compute(&gpt, tiny).problems.is_empty());
+        }
+        let huge = compute(&gpt, u64::MAX);
+        assert!(huge.problems.is_empty(), "{:?}", huge.problems);
     }
 
     #[test]
     fn a_gpt_table_holds_128_partitions() {
         let keys: Vec<String> = (0..200).map(|i| format!("p{i:03}")).collect();
-        let gpt = Gpt {
-            path: AttrPath::root(),
-            partitions: keys
-                .iter()
-                .enumerate()
-                .map(|(i, key)| partition(u32::try_from(i + 1).unwrap(), key, "1M"))
-                .collect(),
-        };
+        let gpt = gpt(keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| partition(u32::try_from(i + 1).unwrap(), key, "1M"))
+            .collect());
         let geometry = compute(&gpt, 480_000_000_000);
         assert_eq!(geometry.extents.len(), MAX_PARTITIONS);
         assert_eq!(
@@ -375,23 +596,188 @@ mod tests {
     }
 
     #[test]
-    fn unparsed_and_empty_sizes_stop_the_table() {
-        let gpt = Gpt {
-            path: AttrPath::root(),
-            partitions: vec![partition(1, "a", "1X"), partition(2, "b", "100%")],
-        };
-        let geometry = compute(&gpt, 1 << 30);
-        assert_eq!(
-            geometry.problems,
-            vec![Problem::UnparsedSize { key: "a".into() }]
-        );
-        let gpt = Gpt {
-            path: AttrPath::root(),
-            partitions: vec![partition(1, "a", "0")],
-        };
+    fn unparsed_sizes_stop_the_table() {
+        let gpt = gpt(vec![partition(1, "a", "1X"), partition(2, "b", "100%")]);
         assert_eq!(
             compute(&gpt, 1 << 30).problems,
-            vec![Problem::Empty { key: "a".into() }]
+            vec![Problem::UnparsedSize { key: "a".into() }]
+        );
+    }
+
+    #[test]
+    fn size_zero_takes_the_largest_free_block() {
+        // disko's default size "0" gives `--new=N:0:+0`: sgdisk reads +0 as
+        // its default end, the end of the free block (as sgdisk 1.0.9 did).
+        let geometry = compute(
+            &gpt(vec![
+                partition(1, "a", "1M"),
+                partition(2, "b", "0"),
+                partition(3, "c", "1M"),
+            ]),
+            100 << 20,
+        );
+        assert_eq!(sectors(&geometry), vec![(2048, 4095), (4096, 202751)]);
+        assert!(
+            matches!(
+                geometry.problems.as_slice(),
+                [Problem::Refused { key, start_sector: 202752, end_sector: 204799, .. }] if key == "c"
+            ),
+            "{:?}",
+            geometry.problems
+        );
+    }
+
+    #[test]
+    fn a_second_rest_partition_lands_in_the_largest_gap_left() {
+        // On the CPX52 that is the 1007 KiB before the first partition; on a
+        // 100 MiB disk the 2015 sectors after the aligned end are one more
+        // (both as sgdisk 1.0.9 placed them).
+        let mut partitions = cpx52().partitions;
+        partitions.push(partition(5, "more", "100%"));
+        let geometry = compute(&gpt(partitions), 480_000_000_000);
+        assert!(geometry.problems.is_empty(), "{:?}", geometry.problems);
+        assert_eq!(
+            geometry.extent(5).map(|e| (e.start_sector, e.end_sector)),
+            Some((34, 2047))
+        );
+        let geometry = compute(
+            &gpt(vec![
+                partition(1, "boot", "1M"),
+                partition(2, "a", "100%"),
+                partition(3, "b", "100%"),
+            ]),
+            100 << 20,
+        );
+        assert_eq!(
+            sectors(&geometry),
+            vec![(2048, 4095), (4096, 202751), (202752, 204766)]
+        );
+    }
+
+    #[test]
+    fn start_and_end_as_sgdisk_reads_them() {
+        let geometry = compute(
+            &gpt(vec![
+                ranged(1, "boot", "1M", "+1M"),
+                ranged(2, "ESP", "2M", "+512M"),
+                ranged(3, "swap", "0", "+1G"),
+                ranged(4, "root", "0", "-0"),
+            ]),
+            4 << 30,
+        );
+        assert!(geometry.problems.is_empty(), "{:?}", geometry.problems);
+        assert_eq!(
+            sectors(&geometry),
+            vec![
+                (2048, 4095),
+                (4096, 1052671),
+                (1052672, 3149823),
+                (3149824, 8386559)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_absolute_end_is_inclusive() {
+        // `end = "2M"` is sector 4096 itself, so `start = "2M"` of the next is taken.
+        let geometry = compute(
+            &gpt(vec![
+                ranged(1, "boot", "1M", "2M"),
+                ranged(2, "ESP", "2M", "+512M"),
+            ]),
+            4 << 30,
+        );
+        assert_eq!(sectors(&geometry), vec![(2048, 4096)]);
+        assert!(
+            matches!(
+                &geometry.problems[..],
+                [Problem::Refused { key, start_sector: 4096, end_sector: 1052671, refusal: Refusal::StartTaken { .. }, .. }]
+                    if key == "ESP"
+            ),
+            "{:?}",
+            geometry.problems
+        );
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused() {
+        let geometry = compute(
+            &gpt(vec![
+                ranged(1, "a", "1M", "100M"),
+                ranged(2, "b", "50M", "200M"),
+            ]),
+            1 << 30,
+        );
+        assert!(
+            matches!(
+                &geometry.problems[..],
+                [Problem::Refused { key, refusal: Refusal::StartTaken { other: Some(other) }, .. }]
+                    if key == "b" && other == "a"
+            ),
+            "{:?}",
+            geometry.problems
+        );
+        let geometry = compute(
+            &gpt(vec![
+                ranged(1, "a", "100M", "200M"),
+                ranged(2, "b", "50M", "150M"),
+            ]),
+            1 << 30,
+        );
+        assert!(
+            matches!(
+                &geometry.problems[..],
+                [Problem::Refused { key, refusal: Refusal::RunsInto { other: Some(other), .. }, .. }]
+                    if key == "b" && other == "a"
+            ),
+            "{:?}",
+            geometry.problems
+        );
+    }
+
+    #[test]
+    fn an_alignment_popt_cannot_read_is_ignored() {
+        let mut swap = partition(2, "swap", "32G");
+        swap.alignment = u64::MAX / 2;
+        let geometry = compute(
+            &gpt(vec![
+                partition(1, "boot", "1M"),
+                swap,
+                partition(3, "root", "100%"),
+            ]),
+            480_000_000_000,
+        );
+        assert_eq!(sectors(&geometry), vec![(2048, 4095), (4096, 937498623)]);
+        assert!(matches!(&geometry.problems[..], [Problem::Ignored { key, .. }] if key == "swap"));
+    }
+
+    #[test]
+    fn ieee_to_int_reads_like_sgdisk() {
+        let (low, high, align) = (2048, 204_766, 2048);
+        assert_eq!(ieee_to_int("0", low, high, align, low), Some(2048));
+        assert_eq!(ieee_to_int("", low, high, align, low), Some(2048));
+        assert_eq!(ieee_to_int("1M", low, high, align, low), Some(2048));
+        assert_eq!(ieee_to_int("1m", low, high, align, low), Some(2048));
+        assert_eq!(ieee_to_int("4096s", low, high, align, low), Some(4096));
+        assert_eq!(ieee_to_int("+1M", low, high, align, low), Some(4096));
+        assert_eq!(ieee_to_int("+1M", low, high, align, high), Some(4095));
+        assert_eq!(ieee_to_int("+0", low, high, align, high), Some(high));
+        assert_eq!(ieee_to_int("-0", low, high, align, high), Some(high));
+        assert_eq!(
+            ieee_to_int("-1M", low, high, align, high),
+            Some(high - 2048)
+        );
+        // It stops at the first character that is not a digit.
+        assert_eq!(ieee_to_int("1.5G", low, high, align, low), Some(1));
+        assert_eq!(ieee_to_int("0x10", low, high, align, low), Some(2048));
+        assert_eq!(ieee_to_int("10GB", low, high, align, low), Some(10 << 21));
+        for bad in ["abc", "--5", "+ 5", "-99999999999"] {
+            assert_eq!(ieee_to_int(bad, low, high, align, low), None, "{bad}");
+        }
+        // An overflow reads as the largest number, which no disk has.
+        assert_eq!(
+            ieee_to_int("99999999999999999999", low, high, align, low),
+            Some(u64::MAX)
         );
     }
 }

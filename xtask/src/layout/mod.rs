@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod geometry;
+pub mod kernel_options;
 pub mod model;
 pub mod mount_options;
 pub mod positions;

@@ -66,6 +66,9 @@ pub struct Gpt {
     pub path: AttrPath,
     /// In creation order: by priority, then by attribute name, as disko sorts them.
     pub partitions: Vec<Partition>,
+    /// disko's `efiGptPartitionFirst` (default true): where the hybrid MBR
+    /// puts its 0xEE entry.
+    pub efi_gpt_partition_first: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,8 +83,12 @@ pub struct Partition {
     pub type_code: String,
     /// The GPT partition name, `disk-<disk>-<partition>` by default.
     pub label: String,
-    /// The device path NixOS uses, `/dev/disk/by-partlabel/<label>` by default.
+    /// The device path disko and NixOS use, `/dev/disk/by-partlabel/<label>`
+    /// (escaped as disko escapes it) by default.
     pub device: String,
+    /// Set when `device` is disko's default by-partlabel path: what udev
+    /// really creates for the label.
+    pub partlabel: Option<Partlabel>,
     #[serde(skip)]
     pub size: Result<PartitionSize, SizeError>,
     /// The size as written, for reports.
@@ -93,6 +100,28 @@ pub struct Partition {
     /// 0 means sgdisk's default alignment.
     pub alignment: u64,
     pub content: Option<Content>,
+    /// An entry of the hybrid MBR, if the partition asks for one.
+    pub hybrid: Option<Hybrid>,
+}
+
+/// The by-partlabel link of a partition as disko names it and as udev makes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Partlabel {
+    /// disko's `hexEscapeUdevSymlink` of the label, or the first byte it
+    /// cannot escape (the evaluation fails).
+    pub disko: Result<String, u8>,
+    /// The name sgdisk writes into the GPT for the label.
+    pub stored_name: String,
+    /// `/dev/disk/by-partlabel/<name>` as udev creates it for `stored_name`.
+    pub udev_device: String,
+}
+
+/// A partition's `hybrid` settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hybrid {
+    pub path: AttrPath,
+    pub mbr_partition_type: Option<String>,
+    pub mbr_bootable_flag: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +165,8 @@ pub struct Btrfs {
     pub path: AttrPath,
     pub device: String,
     pub extra_args: Vec<String>,
+    /// Swap files on the top level (`swap.<name>`).
+    pub swapfiles: Vec<Swapfile>,
     /// Where the top level is mounted, if anywhere.
     pub mountpoint: Option<String>,
     pub mount_options: Vec<String>,
@@ -154,6 +185,23 @@ pub struct Subvolume {
     /// As written, without the `subvol=` disko appends.
     pub mount_options: Vec<String>,
     pub extra_args: Vec<String>,
+    /// Swap files in the subvolume (`swap.<name>`).
+    pub swapfiles: Vec<Swapfile>,
+}
+
+/// A Btrfs swap file disko creates with `btrfs filesystem mkswapfile` and
+/// hands to NixOS as `swapDevices = [ { device = "<mountpoint>/<path>"; } ]`,
+/// with no random encryption (disko 878ec37, lib/types/btrfs.nix).
+#[derive(Debug, Clone, Serialize)]
+pub struct Swapfile {
+    pub path: AttrPath,
+    /// The attribute name under `swap`.
+    pub key: String,
+    /// Below the subvolume (or top level): `path`, the key by default.
+    pub file: String,
+    pub size: String,
+    pub priority: Option<i64>,
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +213,7 @@ pub struct Swap {
     pub discard_policy: Option<String>,
     pub priority: Option<i64>,
     pub mount_options: Vec<String>,
+    pub extra_args: Vec<String>,
 }
 
 /// One `environment.persistence.<name>` entry of impermanence.

@@ -5,12 +5,15 @@
 //! options that the first mount sets; later mounts of other subvolumes
 //! cannot change them (btrfs(5), MOUNT OPTIONS; seen on kernels 6.1 and 6.18).
 //! Only the VFS flags (noatime, nodev, nosuid, noexec, ro, …) and the
-//! subvolume selection belong to each mount.
+//! subvolume selection belong to each mount. An option the filesystem does
+//! not accept (`kernel_options`) is in effect nowhere: the kernel refuses
+//! the mount.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::kernel_options::{self, Filesystem};
 use super::model::{Layout, Mount};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -24,27 +27,19 @@ pub enum Scope {
     Selector,
     /// Read by mount(8) or systemd, never by the kernel (`nofail`, `x-systemd.*`).
     Userspace,
+    /// Not an option the filesystem accepts: the mount fails (MOUNT001), so
+    /// it is in effect nowhere.
+    Unknown,
 }
 
 /// The option's name: `compress` for `compress=zstd:1`.
 pub fn key(option: &str) -> &str {
-    option.split_once('=').map_or(option, |(k, _)| k)
+    kernel_options::key(option)
 }
 
-/// The scope of a Btrfs mount option.
+/// The scope of a Btrfs mount option (kernel_options knows which exist).
 pub fn btrfs_scope(option: &str) -> Scope {
-    let name = key(option);
-    match name {
-        "subvol" | "subvolid" => Scope::Selector,
-        "ro" | "rw" | "noatime" | "atime" | "relatime" | "norelatime" | "strictatime"
-        | "nostrictatime" | "nodiratime" | "diratime" | "nodev" | "dev" | "nosuid" | "suid"
-        | "noexec" | "exec" | "nosymfollow" | "symfollow" => Scope::PerMount,
-        "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group"
-        | "nofail" | "_netdev" | "comment" | "loop" | "offset" | "sizelimit" | "helper"
-        | "uhelper" => Scope::Userspace,
-        _ if name.starts_with("x-") || name.starts_with("X-") => Scope::Userspace,
-        _ => Scope::FilesystemWide,
-    }
+    kernel_options::scope(Filesystem::Btrfs, option).unwrap_or(Scope::Unknown)
 }
 
 /// Filesystem options whose `no…` form switches the same setting, so that
@@ -87,7 +82,8 @@ pub struct Ignored {
 }
 
 /// The options that take effect on every Btrfs mount of the layout, keyed by
-/// mountpoint; other filesystems keep the options they are given.
+/// mountpoint (the first mount of a mountpoint declared twice); other
+/// filesystems keep the options they are given.
 pub fn effective(layout: &Layout) -> BTreeMap<String, Effective> {
     effective_for(&layout.mounts())
 }
@@ -95,6 +91,17 @@ pub fn effective(layout: &Layout) -> BTreeMap<String, Effective> {
 /// `effective` for the mounts of a layout (`Layout::mounts`), when they are at hand.
 pub fn effective_for(mounts: &[Mount]) -> BTreeMap<String, Effective> {
     let mut result = BTreeMap::new();
+    for effective in effective_per_mount(mounts) {
+        result
+            .entry(effective.mountpoint.clone())
+            .or_insert(effective);
+    }
+    result
+}
+
+/// What each mount ends up with, in the order of `mounts`: a mountpoint
+/// declared twice gets one entry per declaration, each with its own options.
+pub fn effective_per_mount(mounts: &[Mount]) -> Vec<Effective> {
     // The first mount of each Btrfs device in mount order decides.
     let mut first_by_device: BTreeMap<&str, &Mount> = BTreeMap::new();
     for mount in mounts.iter().filter(|m| m.fs_type == "btrfs") {
@@ -107,27 +114,36 @@ pub fn effective_for(mounts: &[Mount]) -> BTreeMap<String, Effective> {
         .iter()
         .map(|(device, decider)| (*device, filesystem_settings(decider)))
         .collect();
+    let mut result = Vec::with_capacity(mounts.len());
     for mount in mounts {
+        let filesystem = Filesystem::of(&mount.fs_type);
+        // Options the kernel refuses take effect nowhere: the mount fails (MOUNT001/002).
         let given: Vec<&str> = mount
             .options
             .iter()
             .map(String::as_str)
             .filter(|o| !o.is_empty())
+            .filter(|o| {
+                !matches!(
+                    kernel_options::judge(filesystem, o, &mount.options),
+                    kernel_options::Verdict::Unknown { .. }
+                        | kernel_options::Verdict::BadValue { .. }
+                        | kernel_options::Verdict::Refused { .. }
+                )
+            })
             .collect();
         if mount.fs_type != "btrfs" {
-            result.insert(
-                mount.mountpoint.clone(),
-                Effective {
-                    mountpoint: mount.mountpoint.clone(),
-                    decided_by: mount.mountpoint.clone(),
-                    options: given
+            result.push(Effective {
+                mountpoint: mount.mountpoint.clone(),
+                decided_by: mount.mountpoint.clone(),
+                options: unique(
+                    given
                         .iter()
                         .filter(|o| **o != "defaults")
-                        .map(|o| (*o).to_owned())
-                        .collect(),
-                    ignored: Vec::new(),
-                },
-            );
+                        .map(|o| (*o).to_owned()),
+                ),
+                ignored: Vec::new(),
+            });
             continue;
         }
         let decider = first_by_device[mount.device.as_str()];
@@ -136,8 +152,7 @@ pub fn effective_for(mounts: &[Mount]) -> BTreeMap<String, Effective> {
             .filter(|o| matches!(btrfs_scope(o), Scope::PerMount | Scope::Selector))
             .map(|o| (*o).to_owned());
         let fs_wide = &decided[mount.device.as_str()];
-        let mut options: Vec<String> = own_per_mount.collect();
-        options.extend(fs_wide.values().cloned());
+        let options = unique(own_per_mount.chain(fs_wide.values().cloned()));
         let mut ignored = Vec::new();
         if !std::ptr::eq(decider, mount) {
             let mine = filesystem_settings(mount);
@@ -155,17 +170,20 @@ pub fn effective_for(mounts: &[Mount]) -> BTreeMap<String, Effective> {
                 }
             }
         }
-        result.insert(
-            mount.mountpoint.clone(),
-            Effective {
-                mountpoint: mount.mountpoint.clone(),
-                decided_by: decider.mountpoint.clone(),
-                options,
-                ignored,
-            },
-        );
+        result.push(Effective {
+            mountpoint: mount.mountpoint.clone(),
+            decided_by: decider.mountpoint.clone(),
+            options,
+            ignored,
+        });
     }
     result
+}
+
+/// The options in order, each once (`subvol=@nix` written by hand and added by disko is one).
+fn unique(options: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    options.filter(|o| seen.insert(o.clone())).collect()
 }
 
 /// The filesystem-wide settings a mount asks for; the last of repeated ones wins.
@@ -204,6 +222,9 @@ mod tests {
         assert_eq!(btrfs_scope("subvol=@nix"), Scope::Selector);
         assert_eq!(btrfs_scope("x-systemd.automount"), Scope::Userspace);
         assert_eq!(btrfs_scope("nofail"), Scope::Userspace);
+        // An unknown option is not a filesystem-wide setting: the kernel refuses it.
+        assert_eq!(btrfs_scope("noatimex"), Scope::Unknown);
+        assert_eq!(btrfs_scope("fmask=0177"), Scope::Unknown);
         assert_eq!(setting_of("nossd"), setting_of("ssd"));
         assert_eq!(setting_of("compress-force=zstd"), "compress");
     }

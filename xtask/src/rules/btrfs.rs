@@ -105,7 +105,14 @@ pub fn no_selector_options(context: &Context) -> Vec<Issue> {
             }
         }
         for subvolume in &btrfs.subvolumes {
-            for option in selectors(&subvolume.mount_options) {
+            // `subvol=<its own name>` written by hand is what disko adds:
+            // the kernel takes the same selector twice (seen on 6.18).
+            let own = |option: &&String| {
+                option
+                    .strip_prefix("subvol=")
+                    .is_some_and(|name| name.trim_matches('/') == subvolume.name.trim_matches('/'))
+            };
+            for option in selectors(&subvolume.mount_options).filter(|o| !own(o)) {
                 issues.push(Issue::new(
                     subvolume.path.join("mountOptions"),
                     format!(
@@ -125,6 +132,14 @@ pub fn no_selector_options(context: &Context) -> Vec<Issue> {
         for option in selectors(&flags.options) {
             if mount.source == MountSource::BtrfsTopLevel && selects_top_level(option) {
                 continue;
+            }
+            if let MountSource::Subvolume { name } = &mount.source {
+                if option
+                    .strip_prefix("subvol=")
+                    .is_some_and(|n| n.trim_matches('/') == name.trim_matches('/'))
+                {
+                    continue;
+                }
             }
             issues.push(Issue::new(
                 flags.path.join("options"),
@@ -234,20 +249,51 @@ pub fn nocow_option(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-fn compression_is_valid(value: &str) -> bool {
+/// What the kernel does with a `compress=` value (btrfs(5); fs/btrfs/
+/// super.c and compression.c; each form mounted on kernel 6.18.44).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compression {
+    /// Taken as written.
+    Valid,
+    /// The mount fails: "failed to parse compression option".
+    Refused(String),
+    /// Accepted, but the kernel uses another level than the one written.
+    Changed(String),
+}
+
+pub fn judge_compression(value: &str) -> Compression {
     let (algorithm, level) = match value.split_once(':') {
         Some((a, l)) => (a, Some(l)),
         None => (value, None),
     };
-    let level_in = |range: std::ops::RangeInclusive<u32>| match level {
-        None => true,
-        Some(l) => l.parse::<u32>().is_ok_and(|n| range.contains(&n)),
-    };
-    match algorithm {
-        "zstd" => level_in(1..=15),
-        "zlib" => level_in(1..=9),
-        "lzo" | "no" | "none" => level.is_none(),
-        _ => false,
+    let parsed = level.map(|l| l.parse::<i64>().map_err(|_| l));
+    let refused = |why: String| Compression::Refused(why);
+    match (algorithm, parsed) {
+        ("zstd" | "zlib" | "lzo" | "no" | "none", Some(Err(level))) => refused(format!(
+            "level {level:?} is not a number: the kernel refuses the mount (\"failed to parse compression option\")"
+        )),
+        ("zstd", None) | ("zlib", None) | ("lzo", None) | ("no", None) | ("none", None) => {
+            Compression::Valid
+        }
+        ("zstd", Some(Ok(n))) if (1..=15).contains(&n) || n == 0 => Compression::Valid,
+        ("zstd", Some(Ok(n))) if (-15..=-1).contains(&n) => Compression::Changed(format!(
+            "negative (fast) zstd levels exist since kernel 6.15; older kernels such as 6.12 cannot read {n} and use the default level 3"
+        )),
+        ("zstd", Some(Ok(n))) => Compression::Changed(format!(
+            "the kernel clamps zstd:{n} to zstd:{} (kernels 5.1 to 6.18; seen on 6.18.44): the filesystem compresses at that level, not the one written",
+            if n > 15 { 15 } else { -15 }
+        )),
+        ("zlib", Some(Ok(n))) if (0..=9).contains(&n) => Compression::Valid,
+        ("zlib", Some(Ok(n))) => Compression::Changed(format!(
+            "the kernel clamps zlib:{n} to zlib:{} (seen on 6.18.44)",
+            if n > 9 { 9 } else { 1 }
+        )),
+        // lzo has no levels: the kernel ignores one.
+        ("lzo", Some(Ok(_))) => Compression::Changed("lzo has no levels: the kernel ignores it and uses plain lzo".to_owned()),
+        ("no" | "none", Some(Ok(_))) => Compression::Valid,
+        (other, _) => refused(format!(
+            "{other:?} is not an algorithm Btrfs knows (zstd, zlib, lzo, no): the kernel refuses the mount (\"failed to parse compression option\")"
+        )),
     }
 }
 
@@ -265,17 +311,50 @@ pub fn compression_valid(context: &Context) -> Vec<Issue> {
                     Some(("compress" | "compress-force", value)) => value,
                     _ => continue,
                 };
-                if !compression_is_valid(value) {
-                    issues.push(Issue::new(
-                        path.join("mountOptions"),
-                        format!(
-                            "{option:?} is not a compression Btrfs accepts; the mount would fail"
-                        ),
-                        "Use zstd:1 to zstd:15, zlib:1 to zlib:9, lzo, or leave compression out.",
-                    ));
-                }
+                let why = match judge_compression(value) {
+                    Compression::Valid => continue,
+                    // lzo with a level works as lzo: nothing to report.
+                    Compression::Changed(_) if value.starts_with("lzo") => continue,
+                    Compression::Refused(why) | Compression::Changed(why) => why,
+                };
+                issues.push(Issue::new(
+                    path.join("mountOptions"),
+                    format!("{option:?}: {why}"),
+                    "Use zstd:1 to zstd:15, zlib:1 to zlib:9, lzo, or leave compression out.",
+                ));
             }
         }
+    }
+    issues
+}
+
+pub fn space_cache_v1(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for (mount, effective) in context.mounts.iter().zip(&context.effective_per_mount) {
+        // The first mount of the filesystem decides; later ones are BTRFS006's.
+        if mount.fs_type != "btrfs" || effective.decided_by != mount.mountpoint {
+            continue;
+        }
+        let clears = mount.options.iter().any(|o| o == "clear_cache");
+        let Some(option) = mount
+            .options
+            .iter()
+            .rev()
+            .find(|o| o.starts_with("space_cache") || *o == "nospace_cache")
+        else {
+            continue;
+        };
+        if clears || !(option == "space_cache=v1" || option == "nospace_cache") {
+            continue;
+        }
+        issues.push(Issue::new(
+            mount.path.join("mountOptions"),
+            format!(
+                "{option:?} on {}: mkfs.btrfs (btrfs-progs 5.15 and later, as disko runs it) creates the free-space tree (space_cache=v2), and the kernel refuses to mount such a filesystem with {option} (\"cannot disable free-space-tree\", seen on 6.18.44): {} cannot be mounted, so the install stops and the machine would not boot",
+                mount.mountpoint, mount.mountpoint
+            ),
+            "Use space_cache=v2 (the default) on every mount.",
+        ));
     }
     issues
 }
@@ -284,7 +363,7 @@ pub fn compression_valid(context: &Context) -> Vec<Issue> {
 mod tests {
     use serde_json::json;
 
-    use super::{compression_is_valid, is_flat_name};
+    use super::{is_flat_name, judge_compression, Compression};
     use crate::rules::testing::*;
 
     #[test]
@@ -309,12 +388,30 @@ mod tests {
 
     #[test]
     fn compression_forms() {
-        for good in ["zstd", "zstd:1", "zstd:15", "zlib:9", "lzo", "no"] {
-            assert!(compression_is_valid(good), "{good}");
+        // As kernel 6.18.44 mounted them.
+        for good in [
+            "zstd", "zstd:0", "zstd:1", "zstd:15", "zlib:9", "lzo", "no", "none",
+        ] {
+            assert_eq!(judge_compression(good), Compression::Valid, "{good}");
         }
-        for bad in ["zstd:0", "zstd:16", "lzo:1", "brotli", "zstd:x", ""] {
-            assert!(!compression_is_valid(bad), "{bad}");
+        for refused in ["brotli", "zstd:x", "zstd:", "zstd:1x", "ZSTD", ""] {
+            assert!(
+                matches!(judge_compression(refused), Compression::Refused(_)),
+                "{refused}"
+            );
         }
+        for changed in [
+            "zstd:16", "zstd:99", "zstd:-16", "zlib:10", "lzo:1", "zstd:-3",
+        ] {
+            assert!(
+                matches!(judge_compression(changed), Compression::Changed(_)),
+                "{changed}"
+            );
+        }
+        let Compression::Changed(why) = judge_compression("zstd:99") else {
+            unreachable!()
+        };
+        assert!(why.contains("clamps zstd:99 to zstd:15"), "{why}");
     }
 
     #[test]
@@ -442,5 +539,53 @@ mod tests {
         });
         assert!(codes.contains(&"BTRFS009"), "{codes:?}");
         assert!(!codes.contains(&"BTRFS006"), "{codes:?}");
+        let findings = findings_after(|e| {
+            subvolume(e, "@root")["mountOptions"][0] = json!("compress=zstd:99")
+        });
+        let finding = findings
+            .iter()
+            .find(|f| f.code == "BTRFS009")
+            .expect("BTRFS009");
+        assert!(finding.message.contains("clamps"), "{finding:?}");
+        assert!(!finding.message.contains("mount would fail"), "{finding:?}");
+    }
+
+    #[test]
+    fn subvol_written_by_hand_as_disko_adds_it() {
+        let codes = codes_after(|e| {
+            subvolume(e, "@nix")["mountOptions"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("subvol=@nix"))
+        });
+        assert!(codes.is_empty(), "{codes:?}");
+        let codes = codes_after(|e| {
+            e["layout"]["fileSystems"]["/nix"]["options"] = json!(["subvol=/@nix"]);
+        });
+        assert!(codes.is_empty(), "{codes:?}");
+    }
+
+    #[test]
+    fn space_cache_v1_on_a_new_filesystem() {
+        let codes = codes_after(|e| {
+            for name in [
+                "@root",
+                "@nix",
+                "@persist",
+                "@log",
+                "@containers",
+                "@caddy",
+                "@snapshots",
+            ] {
+                subvolume(e, name)["mountOptions"][3] = json!("space_cache=v1");
+            }
+            btrfs(e)["mountOptions"][3] = json!("space_cache=v1");
+        });
+        assert!(codes.contains(&"BTRFS010"), "{codes:?}");
+        assert_eq!(
+            codes.iter().filter(|c| **c == "BTRFS010").count(),
+            1,
+            "{codes:?}"
+        );
     }
 }

@@ -1,8 +1,12 @@
 //! Device paths end up in fstab, systemd unit names, disko's shell scripts
 //! and our VM plans: they must be plain /dev paths, and partition labels
-//! (which become by-partlabel names and sgdisk arguments) plain names.
-//! Mountpoints and mount options go the same ways: fstab separates fields
-//! with whitespace and entries with newlines, so they must be plain too.
+//! must fit a GPT name. Mountpoints and mount options go the same ways:
+//! fstab separates entries with newlines and takes `\` as an escape, so they
+//! must be plain too (NixOS writes spaces and tabs as `\040` and `\011`,
+//! nixos/modules/tasks/filesystems.nix `escape`, so those are fine).
+//! A partition's default device is the by-partlabel link udev makes for its
+//! GPT name, and it must be the path disko waits for; a disk that gets a
+//! partition table must be a whole disk.
 
 use super::{Context, Issue};
 use crate::findings::AttrPath;
@@ -32,13 +36,14 @@ pub fn is_plain_dev_path(path: &str) -> bool {
 }
 
 /// A mountpoint fstab, systemd unit names and shell scripts take as it is:
-/// components of `[A-Za-z0-9._+:@=,-]` within Linux's lengths. Whether it is
-/// absolute and normalised is BTRFS002's question.
+/// components of `[A-Za-z0-9._+:@=,-]` and spaces (NixOS escapes them in
+/// fstab, systemd in unit names, disko quotes them), within Linux's lengths.
+/// Whether it is absolute and normalised is BTRFS002's question.
 pub fn is_plain_mountpoint(path: &str) -> bool {
     path.len() <= PATH_MAX
         && path
             .split('/')
-            .all(|part| part.len() <= NAME_MAX && part.chars().all(is_safe_char))
+            .all(|part| part.len() <= NAME_MAX && part.chars().all(|c| c == ' ' || is_safe_char(c)))
 }
 
 /// A mount option as fstab and mount(8) take it: no whitespace, quotes or
@@ -100,15 +105,12 @@ pub fn plain_dev_paths(context: &Context) -> Vec<Issue> {
                     ));
                     continue;
                 }
-                if !partition.label.chars().all(is_safe_char) {
-                    issues.push(Issue::new(
-                        partition.path.join("label"),
-                        format!(
-                            "label {:?} has characters that disko's scripts would interpret and udev escapes",
-                            partition.label
-                        ),
-                        "Use letters, digits and . _ + : @ = , - in partition labels and names.",
-                    ));
+                // disko cannot even compute it: DEV003 says so.
+                if partition
+                    .partlabel
+                    .as_ref()
+                    .is_some_and(|p| p.disko.is_err())
+                {
                     continue;
                 }
                 let before = issues.len();
@@ -189,7 +191,7 @@ pub fn plain_mounts(context: &Context) -> Vec<Issue> {
                 format!(
                     "mountpoint {mountpoint:?} has characters that fstab, systemd unit names or a shell would interpret, or a name longer than Linux allows ({NAME_MAX} bytes per name, {PATH_MAX} per path)"
                 ),
-                "Use a path such as /var/lib/app: letters, digits and . _ + : @ = , - between the slashes, no spaces, quotes or newlines.",
+                "Use a path such as /var/lib/app: letters, digits, spaces and . _ + : @ = , - between the slashes, no quotes, backslashes or newlines.",
             ));
         }
         check_options(path.join("mountOptions"), options, &mut issues);
@@ -198,6 +200,134 @@ pub fn plain_mounts(context: &Context) -> Vec<Issue> {
         check_options(flags.path.join("options"), &flags.options, &mut issues);
     }
     issues
+}
+
+/// What uses a partition's device during the install and at boot.
+fn device_user(content: Option<&Content>) -> Option<&'static str> {
+    match content? {
+        Content::Filesystem(_) => Some("mkfs fails on the missing device and the install stops"),
+        Content::Btrfs(_) => Some("mkfs.btrfs fails on the missing device and the install stops"),
+        Content::Swap(swap) if swap.random_encryption => Some(
+            "disko does not touch it, but at every boot the swap unit waits 90 s for the device and fails: the machine runs without swap",
+        ),
+        Content::Swap(_) => Some("mkswap fails on the missing device and the install stops"),
+    }
+}
+
+pub fn partlabel_links(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for (_, partition) in context.layout.partitions() {
+        let Some(partlabel) = &partition.partlabel else {
+            continue;
+        };
+        // Longer than a GPT name: DEV001 says so.
+        if partition.label.encode_utf16().count() > GPT_LABEL_MAX {
+            continue;
+        }
+        let label = &partition.label;
+        let fix = "Use a label (or partition and disk names) of ASCII letters, digits and - _ . only, or set `uuid` so that disko uses /dev/disk/by-partuuid.";
+        match &partlabel.disko {
+            Err(byte) => issues.push(Issue::new(
+                partition.path.join("label"),
+                format!(
+                    "disko cannot compute the device of partition {:?}: its hexEscapeUdevSymlink takes label {label:?} byte by byte and nixpkgs' charToInt knows no byte 0x{byte:02X}, so the evaluation fails (\"attribute missing\") and nothing is installed",
+                    partition.key
+                ),
+                fix,
+            )),
+            Ok(escaped) => {
+                let disko_path = format!("/dev/disk/by-partlabel/{escaped}");
+                if disko_path == partlabel.udev_device {
+                    continue;
+                }
+                let Some(then) = device_user(partition.content.as_ref()) else {
+                    continue;
+                };
+                let stored = if partlabel.stored_name == *label {
+                    String::new()
+                } else {
+                    format!(" (sgdisk stores the name as {:?})", partlabel.stored_name)
+                };
+                issues.push(Issue::new(
+                    partition.path.join("label"),
+                    format!(
+                        "disko uses {disko_path} for partition {:?}, but udev names the link of GPT name {label:?}{stored} {}: {then}",
+                        partition.key, partlabel.udev_device
+                    ),
+                    fix,
+                ));
+            }
+        }
+    }
+    issues
+}
+
+/// Why a device cannot hold partitions of its own, if it cannot.
+fn partition_like(device: &str) -> Option<&'static str> {
+    let name = device.strip_prefix("/dev/")?;
+    let ends_in_part_number = |stem: &str| {
+        let digits = stem.trim_end_matches(|c: char| c.is_ascii_digit());
+        digits.len() < stem.len()
+    };
+    if let Some(rest) = name.strip_prefix("disk/") {
+        if rest.starts_with("by-partlabel/") || rest.starts_with("by-partuuid/") {
+            return Some("a link to a partition");
+        }
+        if let Some((_, tail)) = rest.rsplit_once("-part") {
+            if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
+                return Some("a link to a partition");
+            }
+        }
+        return None;
+    }
+    if name.starts_with("mapper/")
+        || name
+            .strip_prefix("dm-")
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Some("a device-mapper device, whose partition tables the kernel never reads");
+    }
+    for prefix in ["sd", "vd", "xvd", "hd"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            let letters = rest.trim_end_matches(|c: char| c.is_ascii_digit());
+            if !letters.is_empty()
+                && letters.chars().all(|c| c.is_ascii_lowercase())
+                && ends_in_part_number(rest)
+            {
+                return Some("a partition");
+            }
+        }
+    }
+    for prefix in ["nvme", "mmcblk", "loop", "nbd", "md"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if let Some((_, number)) = rest.rsplit_once('p') {
+                if !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) {
+                    return Some("a partition");
+                }
+            }
+        }
+    }
+    None
+}
+
+pub fn whole_disks(context: &Context) -> Vec<Issue> {
+    context
+        .layout
+        .disks
+        .iter()
+        .filter(|disk| matches!(disk.content, Some(DiskContent::Gpt(_))))
+        .filter_map(|disk| {
+            let what = partition_like(&disk.device)?;
+            Some(Issue::new(
+                disk.path.join("device"),
+                format!(
+                    "disk {:?} is {} ({what}), but it gets a GPT partition table: sgdisk writes one into it (destroying what it held), the kernel creates no partitions inside it, so no /dev/disk/by-partlabel link appears and the first mkfs fails: the install stops",
+                    disk.key, disk.device
+                ),
+                "Give the whole disk (e.g. /dev/sda or /dev/disk/by-id/<disk>), or put the filesystem directly on the partition (content = { type = \"btrfs\"; … } without a gpt table).",
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -257,7 +387,6 @@ mod tests {
         for bad in [
             "/srv/$(reboot)",
             "/srv/`id`",
-            "/srv/a b",
             "/srv/a\nb",
             "/srv/a;b",
             "/srv/\"q\"",
@@ -290,7 +419,7 @@ mod tests {
         let codes = codes_after(|e| {
             subvolume(e, "@caddy")["mountpoint"] = json!("/var/lib/caddy$(reboot)");
         });
-        assert_eq!(codes, vec!["DEV002"]);
+        assert_eq!(codes, vec!["DEV002", "SHELL001"]);
         let codes = codes_after(|e| {
             subvolume(e, "@caddy")["mountOptions"]
                 .as_array_mut()
@@ -317,12 +446,83 @@ mod tests {
         let codes = codes_after(|e| {
             e["layout"]["disko"]["devices"]["disk"]["main"]["device"] = json!("/dev/sda$(reboot)")
         });
-        assert_eq!(codes, vec!["DEV001"]);
+        assert_eq!(codes, vec!["DEV001", "SHELL001"]);
     }
 
     #[test]
-    fn metacharacters_in_a_label() {
+    fn labels_udev_escapes_differently() {
+        // udev writes `,` as \x2c; disko keeps it: mkfs would wait for a link that never appears.
+        let findings = findings_after(|e| partition(e, "root")["label"] = json!("disk,main,root"));
+        let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["DEV003"], "{findings:#?}");
+        assert!(
+            findings[0]
+                .message
+                .contains("/dev/disk/by-partlabel/disk\\x2cmain\\x2croot"),
+            "{findings:?}"
+        );
+        assert!(
+            findings[0].message.contains("install stops"),
+            "{findings:?}"
+        );
+        // sgdisk stops the name at a colon.
+        let findings = findings_after(|e| partition(e, "root")["label"] = json!("main:root"));
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.code == "DEV003" && f.message.contains("\"main\"")),
+            "{findings:#?}"
+        );
+        // udev writes `;` as \x3b, disko as \x3B.
         let codes = codes_after(|e| partition(e, "swap")["label"] = json!("swap;reboot"));
-        assert_eq!(codes, vec!["DEV001"]);
+        assert_eq!(codes, vec!["DEV003"]);
+        // With a uuid disko uses by-partuuid: any label is fine.
+        let codes = codes_after(|e| {
+            partition(e, "root")["label"] = json!("données, à la racine");
+            partition(e, "root")["uuid"] = json!("e4fbd4b2-3b50-4a9b-9d1f-0c4f6c2f7a10");
+        });
+        assert!(codes.is_empty(), "{codes:?}");
+        // Non-ASCII labels fail disko's evaluation.
+        let findings = findings_after(|e| partition(e, "root")["label"] = json!("données"));
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.code == "DEV003" && f.message.contains("0xC3")),
+            "{findings:#?}"
+        );
+    }
+
+    #[test]
+    fn a_partition_as_the_disk() {
+        for device in [
+            "/dev/sda1",
+            "/dev/nvme0n1p2",
+            "/dev/disk/by-partlabel/x",
+            "/dev/disk/by-id/ata-X-part3",
+            "/dev/mapper/root",
+        ] {
+            let codes = codes_after(|e| {
+                e["layout"]["disko"]["devices"]["disk"]["main"]["device"] = json!(device)
+            });
+            assert!(codes.contains(&"DEV004"), "{device}: {codes:?}");
+        }
+        for device in [
+            "/dev/sda",
+            "/dev/nvme0n1",
+            "/dev/vdb",
+            "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_1",
+            "/dev/md0",
+        ] {
+            let codes = codes_after(|e| {
+                e["layout"]["disko"]["devices"]["disk"]["main"]["device"] = json!(device)
+            });
+            assert!(!codes.contains(&"DEV004"), "{device}: {codes:?}");
+        }
+    }
+
+    #[test]
+    fn spaces_in_mountpoints_are_fine() {
+        let codes = codes_after(|e| subvolume(e, "@caddy")["mountpoint"] = json!("/srv/my data"));
+        assert!(codes.is_empty(), "{codes:?}");
     }
 }

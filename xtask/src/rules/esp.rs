@@ -6,6 +6,29 @@ use crate::findings::AttrPath;
 use crate::layout::size::{human, MIB};
 use crate::layout::{Content, Disk, Partition};
 
+/// What GRUB keeps on the ESP when it is /boot, as NixOS installs it for
+/// BIOS and UEFI with efiInstallAsRemovable: its modules for i386-pc and
+/// x86_64-efi (Debian 12 packages them in 3.1 MB and 18.2 MB, grub-pc-bin
+/// and grub-efi-amd64-bin, Installed-Size), its font and grub.cfg, and the
+/// EFI image \EFI\BOOT\BOOTX64.EFI. A generous estimate.
+pub const GRUB_FILES: u64 = 24 * MIB;
+/// One NixOS generation's kernel and initrd, copied to /boot/kernels because
+/// /boot is not on the filesystem of the Nix store (nixos/modules/system/
+/// boot/loader/grub/install-grub.pl): a bzImage of ~13 MiB and a systemd
+/// stage-1 initrd with Btrfs of ~30–45 MiB. Debian 12's cloud kernel and
+/// initrd, the smallest in reach, take 14.2 MB and 14.8 MB.
+pub const GENERATION: u64 = 64 * MIB;
+/// boot.loader.grub.configurationLimit in hosts/servers/hetzner-cloud/boot.nix
+/// (standalone mode cannot evaluate that file; a test keeps the two equal).
+pub const CONFIGURATION_LIMIT: u64 = 10;
+
+/// The least an ESP must hold: GRUB's files, the running generation and the
+/// next one, which install-grub.pl copies before it deletes the old.
+pub const ESP_MINIMUM: u64 = GRUB_FILES + 2 * GENERATION;
+/// What the generations GRUB's menu keeps need: configurationLimit of them
+/// plus the new one being installed.
+pub const ESP_COMFORTABLE: u64 = GRUB_FILES + (CONFIGURATION_LIMIT + 1) * GENERATION;
+
 fn esps<'a>(context: &'a Context) -> Vec<(&'a Disk, &'a Partition)> {
     context
         .layout
@@ -122,21 +145,66 @@ pub fn permissions(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn size(context: &Context) -> Vec<Issue> {
+/// Every ESP with its size where it is known.
+fn esp_sizes<'a>(context: &'a Context) -> Vec<(&'a Partition, u64)> {
     esps(context)
         .into_iter()
-        .filter_map(|(_, partition)| {
-            let bytes = partition.fixed_size()?;
-            (bytes < 512 * MIB).then(|| {
-                Issue::new(
-                    partition.path.join("size"),
-                    format!(
-                        "the ESP is {}; each NixOS generation puts a kernel and an initrd (~60 MiB) on it",
-                        human(bytes)
-                    ),
-                    "Use 1G, or limit generations with boot.loader.grub.configurationLimit.",
-                )
-            })
+        .filter_map(|(disk, partition)| {
+            Some((partition, context.partition_bytes(disk, partition)?))
+        })
+        .collect()
+}
+
+fn size_path(partition: &Partition) -> AttrPath {
+    if partition.start != "0" || partition.end != format!("+{}", partition.size_text) {
+        partition.path.join("end")
+    } else {
+        partition.path.join("size")
+    }
+}
+
+pub fn size(context: &Context) -> Vec<Issue> {
+    esp_sizes(context)
+        .into_iter()
+        .filter(|(_, bytes)| (ESP_MINIMUM..ESP_COMFORTABLE).contains(bytes))
+        .map(|(partition, bytes)| {
+            Issue::new(
+                size_path(partition),
+                format!(
+                    "the ESP is {}; GRUB's files ({}) and the {} generations of boot.loader.grub.configurationLimit plus the one being installed, each a kernel and an initrd (~{}), need {}: once it is full, `nixos-rebuild switch` fails to install the boot loader",
+                    human(bytes),
+                    human(GRUB_FILES),
+                    CONFIGURATION_LIMIT,
+                    human(GENERATION),
+                    human(ESP_COMFORTABLE)
+                ),
+                "Use 1G, or lower boot.loader.grub.configurationLimit.",
+            )
+        })
+        .collect()
+}
+
+pub fn minimum(context: &Context) -> Vec<Issue> {
+    esp_sizes(context)
+        .into_iter()
+        .filter(|(_, bytes)| *bytes < ESP_MINIMUM)
+        .map(|(partition, bytes)| {
+            let when = if bytes < GRUB_FILES + GENERATION {
+                "the install fails when the boot loader is installed (no space left on the ESP for the first kernel and initrd), and the server does not boot"
+            } else {
+                "the first update that brings a new kernel fails to install the boot loader, because the new kernel and initrd are copied before the old ones are removed"
+            };
+            Issue::new(
+                size_path(partition),
+                format!(
+                    "the ESP is {}, but GRUB's files ({}) and two generations' kernels and initrds (~{} each) need {}: {when}",
+                    human(bytes),
+                    human(GRUB_FILES),
+                    human(GENERATION),
+                    human(ESP_MINIMUM)
+                ),
+                "Use size = \"1G\".",
+            )
         })
         .collect()
 }
@@ -173,7 +241,8 @@ mod tests {
     #[test]
     fn wrong_format_and_mount() {
         let codes = codes_after(|e| esp_content(e)["format"] = json!("ext4"));
-        assert_eq!(codes, vec!["ESP002"]);
+        // fmask= and dmask= are vfat's: ext4 refuses the mount too.
+        assert_eq!(codes, vec!["ESP002", "MOUNT001", "MOUNT001"]);
         let codes = codes_after(|e| esp_content(e)["mountpoint"] = json!("/efi"));
         assert_eq!(codes, vec!["ESP003"]);
     }
@@ -184,5 +253,41 @@ mod tests {
         assert!(codes.contains(&"ESP001"), "{codes:?}");
         let codes = codes_after(|e| partition(e, "ESP")["size"] = json!("256M"));
         assert_eq!(codes, vec!["ESP005"]);
+        let findings = findings_after(|e| partition(e, "ESP")["size"] = json!("8M"));
+        let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["ESP006"], "{findings:#?}");
+        assert!(
+            findings[0].message.contains("the install fails"),
+            "{findings:?}"
+        );
+        let codes = codes_after(|e| partition(e, "ESP")["size"] = json!("100M"));
+        assert_eq!(codes, vec!["ESP006"]);
+    }
+
+    #[test]
+    fn the_limit_is_the_hosts() {
+        let boot = include_str!("../../../hosts/servers/hetzner-cloud/boot.nix");
+        assert!(
+            boot.contains(&format!(
+                "configurationLimit = {};",
+                super::CONFIGURATION_LIMIT
+            )),
+            "boot.nix changed configurationLimit; update esp::CONFIGURATION_LIMIT"
+        );
+        // The host's 1 GiB ESP holds what the limit keeps.
+        const { assert!(super::ESP_COMFORTABLE <= 1 << 30) };
+    }
+
+    #[test]
+    fn start_and_end_give_the_size() {
+        // 1 GiB from 2 MiB on: no "0 B" ESP.
+        let codes = codes_after(|e| {
+            let esp = partition(e, "ESP");
+            esp.as_object_mut().unwrap().remove("size");
+            esp["start"] = json!("2M");
+            esp["end"] = json!("+1G");
+            esp["priority"] = json!(500);
+        });
+        assert!(codes.is_empty(), "{codes:?}");
     }
 }

@@ -9,7 +9,9 @@ pub mod devices;
 pub mod esp;
 pub mod host;
 pub mod impermanence;
+pub mod mount;
 pub mod partitions;
+pub mod shell;
 pub mod swap;
 
 use std::collections::BTreeMap;
@@ -18,8 +20,8 @@ use serde::Serialize;
 
 use crate::findings::{AttrPath, Finding, Severity};
 use crate::layout::geometry::{self, DiskGeometry};
-use crate::layout::mount_options::{self, Effective};
-use crate::layout::{DiskContent, Layout, Mount};
+use crate::layout::mount_options::{self, effective_per_mount, Effective};
+use crate::layout::{Disk, DiskContent, Layout, Mount, Partition};
 
 /// What a rule found: the registry adds its code and severity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub enum Family {
     Btrfs,
     Impermanence,
     Devices,
+    Mount,
+    Shell,
     Host,
 }
 
@@ -64,6 +68,8 @@ impl Family {
             Family::Btrfs => "Btrfs",
             Family::Impermanence => "Impermanence",
             Family::Devices => "Devices",
+            Family::Mount => "Mount options",
+            Family::Shell => "disko's install script",
             Family::Host => "Host",
         }
     }
@@ -78,13 +84,18 @@ pub struct Rule {
     pub summary: &'static str,
     /// `None` for codes that loading emits (syntax, evaluation, model).
     pub check: Option<Check>,
+    /// No longer reported; the code stays so that it never means anything else.
+    pub retired: bool,
 }
 
 /// What the rules look at: the layout and what is derived from it once.
 pub struct Context<'a> {
     pub layout: &'a Layout,
     pub mounts: Vec<Mount>,
+    /// The options in effect by mountpoint (the first mount of a mountpoint declared twice).
     pub effective: BTreeMap<String, Effective>,
+    /// The options in effect on each of `mounts`, in the same order.
+    pub effective_per_mount: Vec<Effective>,
     /// By disk key, for GPT disks.
     pub geometry: BTreeMap<String, DiskGeometry>,
     /// Whether the machine boots with BIOS, UEFI or both.
@@ -115,6 +126,25 @@ impl<'a> Context<'a> {
             .unwrap_or_default()
     }
 
+    /// Each mount with the options in effect on it.
+    pub fn mounts_in_effect(&self) -> impl Iterator<Item = (&Mount, &Effective)> {
+        self.mounts.iter().zip(&self.effective_per_mount)
+    }
+
+    /// A partition's size in bytes: where sgdisk puts it when the geometry
+    /// is known, else its `size` when the end is the default `+<size>`.
+    pub fn partition_bytes(&self, disk: &Disk, partition: &Partition) -> Option<u64> {
+        match self.geometry.get(&disk.key) {
+            Some(geometry) => geometry.extent(partition.number).map(|e| e.size_bytes()),
+            None if partition.start == "0"
+                && partition.end == format!("+{}", partition.size_text) =>
+            {
+                partition.fixed_size()
+            }
+            None => None,
+        }
+    }
+
     /// Derives mounts, effective options and geometry; `disk_bytes` gives each
     /// disk's size by key (disks without a size get no geometry).
     pub fn new(layout: &'a Layout, disk_bytes: &BTreeMap<String, u64>, firmware: Firmware) -> Self {
@@ -132,6 +162,7 @@ impl<'a> Context<'a> {
         Context {
             layout,
             effective: mount_options::effective_for(&mounts),
+            effective_per_mount: effective_per_mount(&mounts),
             mounts,
             geometry,
             firmware,
@@ -147,6 +178,17 @@ macro_rules! rule {
             family: Family::$family,
             summary: $summary,
             check: None,
+            retired: false,
+        }
+    };
+    ($code:literal, $severity:ident, $family:ident, $summary:literal, retired) => {
+        Rule {
+            code: $code,
+            severity: Severity::$severity,
+            family: Family::$family,
+            summary: $summary,
+            check: None,
+            retired: true,
         }
     };
     ($code:literal, $severity:ident, $family:ident, $summary:literal, $check:path) => {
@@ -156,6 +198,7 @@ macro_rules! rule {
             family: Family::$family,
             summary: $summary,
             check: Some($check),
+            retired: false,
         }
     };
 }
@@ -176,19 +219,26 @@ pub const RULES: &[Rule] = &[
     rule!("PART001", Error, Partitions, "A partition size does not parse as a disko size.", partitions::size_parses),
     rule!("PART002", Error, Partitions, "The partitions do not fit on the disk.", partitions::fits_disk),
     rule!("PART003", Error, Partitions, "A GPT disk needs exactly one partition of size \"100%\".", partitions::one_rest_partition),
-    rule!("PART004", Error, Partitions, "A partition has size zero (disko's default when size is missing).", partitions::nonzero_size),
+    rule!("PART004", Error, Partitions, "A partition has size zero (disko's default when size is missing) and is not the last: it takes all the free space.", partitions::nonzero_size),
     rule!("PART005", Error, Partitions, "Two partitions share a GPT label, so /dev/disk/by-partlabel is ambiguous.", partitions::unique_labels),
     rule!("PART006", Error, Partitions, "BIOS boot needs an EF02 partition, first on the disk and at least 1 MiB.", partitions::bios_boot),
-    rule!("PART007", Warning, Partitions, "A start or end form this tool does not place; the geometry is not predicted.", partitions::geometry_predicted),
+    rule!("PART007", Warning, Partitions, "A start or end form this tool does not place; the geometry is not predicted. The geometry now follows every form sgdisk reads; see PART012.", retired),
     rule!("PART008", Error, Partitions, "A disk declares more partitions than its GPT table holds (128).", partitions::table_entries),
+    rule!("PART009", Error, Partitions, "A hybrid MBR entry that disko's commands get wrong: `sgdisk -h` without a device (efiGptPartitionFirst), or sfdisk given the GPT number as the MBR slot.", partitions::hybrid_mbr),
+    rule!("PART010", Error, Partitions, "sgdisk cannot create a partition where its start and end put it (overlap, unreadable position, ignored command): the install stops.", partitions::sgdisk_refuses),
+    rule!("PART011", Error, Partitions, "A partition is smaller than the smallest device its mkfs accepts.", partitions::content_fits),
+    rule!("PART012", Warning, Partitions, "A start or end that sgdisk reads only in part (it stops at the first character that is not a digit or unit).", partitions::geometry_predicted),
     rule!("ESP001", Error, Esp, "UEFI boot needs an EF00 partition.", esp::present),
     rule!("ESP002", Error, Esp, "The ESP must hold a vfat filesystem.", esp::vfat),
     rule!("ESP003", Error, Esp, "The ESP must be mounted at /boot (or /boot/efi).", esp::mounted),
     rule!("ESP004", Error, Esp, "The ESP must be mounted with restrictive permissions (fmask=0177 and dmask=0077, or umask=0077).", esp::permissions),
     rule!("ESP005", Warning, Esp, "The ESP is small for kernels and initrds of several generations.", esp::size),
+    rule!("ESP006", Error, Esp, "The ESP cannot hold GRUB's files and two generations' kernels and initrds: the install or the first kernel update fails.", esp::minimum),
     rule!("SWAP001", Error, Swap, "Swap must use randomEncryption.", swap::encrypted),
     rule!("SWAP002", Error, Swap, "Randomly encrypted swap cannot be a resume device (no hibernation).", swap::no_resume_flag),
     rule!("SWAP003", Error, Swap, "boot.resumeDevice is set while swap is randomly encrypted.", swap::no_boot_resume),
+    rule!("SWAP004", Error, Swap, "A Btrfs swap file (swap.<name>) is never encrypted: disko hands it to NixOS without randomEncryption.", swap::swapfiles_encrypted),
+    rule!("SWAP005", Error, Swap, "A Btrfs swap file on a subvolume (or top level) without a mountpoint: disko's evaluation fails.", swap::swapfiles_mounted),
     rule!("BTRFS001", Error, Btrfs, "Two filesystems or subvolumes share a mountpoint.", btrfs::unique_mountpoints),
     rule!("BTRFS002", Error, Btrfs, "A mountpoint is not a normalised absolute path.", btrfs::absolute_mountpoints),
     rule!("BTRFS003", Error, Btrfs, "Subvolume names are flat @names: no `/`, no `..`.", btrfs::flat_names),
@@ -198,6 +248,7 @@ pub const RULES: &[Rule] = &[
     rule!("BTRFS007", Error, Btrfs, "nodatacow and compress together: no-COW data is never compressed.", btrfs::nocow_with_compress),
     rule!("BTRFS008", Warning, Btrfs, "nodatacow as a mount option applies to the whole filesystem or to nothing; use chattr +C.", btrfs::nocow_option),
     rule!("BTRFS009", Error, Btrfs, "A compress option names an unknown algorithm or level.", btrfs::compression_valid),
+    rule!("BTRFS010", Error, Btrfs, "space_cache=v1 or nospace_cache: mkfs.btrfs creates the free-space tree (v2), so the kernel refuses the mount.", btrfs::space_cache_v1),
     rule!("IMP001", Error, Impermanence, "/ must be the root subvolume (@root) of a Btrfs filesystem.", impermanence::root_is_subvolume),
     rule!("IMP002", Error, Impermanence, "@persist must be a top-level subvolume at /persist; nothing that must survive may be nested in @root.", impermanence::persist_survives),
     rule!("IMP003", Error, Impermanence, "@old_roots must exist as a top-level subvolume on the root's filesystem.", impermanence::old_roots_exist),
@@ -214,6 +265,12 @@ pub const RULES: &[Rule] = &[
     rule!("HOST003", Warning, Host, "A partition deviates from partitionSizes on purpose (partitionSizeDeviations gives its reason), or a listed deviation no longer applies."),
     rule!("HOST004", Error, Host, "rollback.nix gives boot.btrfsRollback an option it does not have or a value of the wrong type."),
     rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
+    rule!("DEV003", Error, Devices, "disko's /dev/disk/by-partlabel path for a partition is not the link udev creates for its GPT name: mkfs fails at install.", devices::partlabel_links),
+    rule!("DEV004", Error, Devices, "A disk with a partition table is a partition or mapped device itself: the kernel creates no partitions inside it, mkfs fails at install.", devices::whole_disks),
+    rule!("MOUNT001", Error, Mount, "A mount option the filesystem does not know (or no longer accepts): the kernel refuses the mount.", mount::known_options),
+    rule!("MOUNT002", Error, Mount, "A mount option with a value the filesystem refuses, or one it accepts only read-only: the kernel refuses the mount.", mount::option_values),
+    rule!("MOUNT003", Warning, Mount, "A swap option that swapon and systemd do not read: it does nothing.", mount::swap_options),
+    rule!("SHELL001", Error, Shell, "A string disko pastes into its install script has shell metacharacters: it runs arbitrary commands during the install, or changes the command's arguments.", shell::metacharacters),
 ];
 
 pub fn find(code: &str) -> Option<&'static Rule> {

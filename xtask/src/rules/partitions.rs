@@ -1,11 +1,19 @@
-//! Partition sizes, labels and the BIOS boot partition.
+//! Partition sizes, labels, the BIOS boot partition and what sgdisk really
+//! does with each partition's start and end (`layout::geometry`).
 
 use std::collections::BTreeMap;
 
 use super::{Context, Issue};
-use crate::layout::geometry::{Problem, MAX_PARTITIONS};
-use crate::layout::size::{human, MIB};
-use crate::layout::DiskContent;
+use crate::findings::AttrPath;
+use crate::layout::geometry::{DiskGeometry, Extent, Problem, Refusal, MAX_PARTITIONS};
+use crate::layout::size::{human, MIB, SECTOR_BYTES};
+use crate::layout::{Content, Disk, DiskContent, Gpt, Partition};
+
+/// The smallest device each mkfs accepts, in bytes. mkfs.btrfs (btrfs-progs
+/// 6.2, Debian 12) refuses less than 114294784 bytes ("minimum size for each
+/// btrfs device"); mkswap (util-linux 2.38) less than 40 KiB.
+const MKFS_BTRFS_MIN: u64 = 114_294_784;
+const MKSWAP_MIN: u64 = 40 << 10;
 
 pub fn size_parses(context: &Context) -> Vec<Issue> {
     context
@@ -15,57 +23,84 @@ pub fn size_parses(context: &Context) -> Vec<Issue> {
             let error = partition.size.as_ref().err()?;
             Some(Issue::new(
                 partition.path.join("size"),
-                format!("partition {:?}: {error}", partition.key),
+                format!("partition {:?}: {error}; disko's size type refuses it, so its evaluation fails before anything is installed", partition.key),
                 "Write sizes as disko does: \"512M\", \"32G\", or \"100%\" for the rest.",
             ))
         })
         .collect()
 }
 
+fn gpt_of(disk: &Disk) -> Option<&Gpt> {
+    match &disk.content {
+        Some(DiskContent::Gpt(gpt)) => Some(gpt),
+        _ => None,
+    }
+}
+
+fn by_key<'a>(gpt: &'a Gpt, key: &str) -> Option<&'a Partition> {
+    gpt.partitions.iter().find(|p| p.key == key)
+}
+
+/// The attribute that decides where a partition goes: `start`/`end` when
+/// written, else `size`.
+fn placement_path(partition: &Partition) -> AttrPath {
+    let default_end = partition.end == format!("+{}", partition.size_text)
+        || (partition.size_text == "100%" && partition.end == "-0");
+    if partition.start != "0" {
+        partition.path.join("start")
+    } else if !default_end {
+        partition.path.join("end")
+    } else {
+        partition.path.join("size")
+    }
+}
+
+const STOPS: &str = "disko's fallback sgdisk then fails on the missing partition and, under `set -e`, the install stops with the disk half partitioned";
+
 pub fn fits_disk(context: &Context) -> Vec<Issue> {
     let mut issues = Vec::new();
     for disk in &context.layout.disks {
-        let Some(geometry) = context.geometry.get(&disk.key) else {
-            continue;
-        };
-        let Some(DiskContent::Gpt(gpt)) = &disk.content else {
+        let (Some(geometry), Some(gpt)) = (context.geometry.get(&disk.key), gpt_of(disk)) else {
             continue;
         };
         for problem in &geometry.problems {
-            let (key, message) = match problem {
-                Problem::DoesNotFit {
-                    key,
-                    needed_bytes,
-                    available_bytes,
-                } => (
-                    key,
-                    format!(
-                        "partition {key:?} needs {} but only {} is left on the {} disk {:?}",
-                        human(*needed_bytes),
-                        human(*available_bytes),
-                        human(geometry.disk_bytes),
-                        disk.device
-                    ),
-                ),
-                Problem::NoSpace { key } => (
-                    key,
-                    format!(
-                        "no space is left for partition {key:?} on the {} disk {:?}",
-                        human(geometry.disk_bytes),
-                        disk.device
-                    ),
-                ),
+            let Problem::Refused {
+                key,
+                number,
+                start_sector,
+                end_sector,
+                refusal,
+            } = problem
+            else {
+                continue;
+            };
+            let free_end = match refusal {
+                Refusal::RunsInto {
+                    other: None,
+                    free_end,
+                } => *free_end,
+                // Past the end of the disk, or no free sector left at all (start 0).
+                Refusal::StartTaken { other: None }
+                    if *start_sector > geometry.last_usable_sector || *start_sector == 0 =>
+                {
+                    geometry.last_usable_sector
+                }
                 _ => continue,
             };
-            let path = gpt
-                .partitions
-                .iter()
-                .find(|p| &p.key == key)
-                .map(|p| p.path.join("size"))
-                .unwrap_or_else(|| gpt.path.clone());
+            let Some(partition) = by_key(gpt, key) else {
+                continue;
+            };
+            let needed = end_sector.saturating_sub(*start_sector).saturating_add(1);
+            let left = (free_end + 1).saturating_sub(*start_sector);
             issues.push(Issue::new(
-                path,
-                message,
+                placement_path(partition),
+                format!(
+                    "partition {key:?} needs {} but only {} is left on the {} disk {:?}: sgdisk prints \"Could not create partition {number} from {start_sector} to {end_sector}\" and {STOPS}",
+                    human(needed.saturating_mul(SECTOR_BYTES)),
+                    human(left.saturating_mul(SECTOR_BYTES)),
+                    human(geometry.disk_bytes),
+                    disk.device
+                ),
                 "Shrink the fixed-size partitions, or check the disk size (--disk-size, or diskSize in the host's machine.nix).",
             ));
         }
@@ -73,31 +108,76 @@ pub fn fits_disk(context: &Context) -> Vec<Issue> {
     issues
 }
 
+/// Whether a partition reaches the end of the usable space (what `100%` does).
+fn reaches_the_end(extent: &Extent, geometry: &DiskGeometry, gpt: &Gpt) -> bool {
+    let alignment = gpt
+        .partitions
+        .iter()
+        .find(|p| p.number == extent.number)
+        .map_or(0, |p| p.alignment)
+        .max(crate::layout::geometry::DEFAULT_ALIGNMENT);
+    extent.end_sector.saturating_add(alignment) > geometry.last_usable_sector
+}
+
 pub fn one_rest_partition(context: &Context) -> Vec<Issue> {
     let mut issues = Vec::new();
     for disk in &context.layout.disks {
-        let Some(DiskContent::Gpt(gpt)) = &disk.content else {
+        let Some(gpt) = gpt_of(disk) else {
             continue;
         };
+        let geometry = context.geometry.get(&disk.key);
         let rest: Vec<_> = gpt.partitions.iter().filter(|p| p.is_rest()).collect();
         match rest.as_slice() {
             [_] => {}
-            [] => issues.push(Issue::new(
-                gpt.path.join("partitions"),
-                format!(
-                    "disk {:?} has no partition of size \"100%\": the end of the disk stays unused",
-                    disk.key
-                ),
-                "Give the Btrfs partition size = \"100%\".",
-            )),
-            [_, more @ ..] => {
+            [] => {
+                // Without size = "100%", an explicit end can still reach the end.
+                let reached = match geometry {
+                    Some(geometry) if geometry.problems.is_empty() => geometry
+                        .extents
+                        .iter()
+                        .any(|e| reaches_the_end(e, geometry, gpt)),
+                    Some(_) => true,
+                    None => gpt.partitions.iter().any(|p| p.end.starts_with('-')),
+                };
+                if !reached {
+                    let unused = geometry
+                        .and_then(|g| {
+                            let last = g.extents.iter().map(|e| e.end_sector).max()?;
+                            Some(format!(
+                                ": {} after the last partition stay unused",
+                                human((g.last_usable_sector - last).saturating_mul(SECTOR_BYTES))
+                            ))
+                        })
+                        .unwrap_or_default();
+                    issues.push(Issue::new(
+                        gpt.path.join("partitions"),
+                        format!(
+                            "disk {:?} has no partition of size \"100%\" and none that ends at the end of the disk{unused}",
+                            disk.key
+                        ),
+                        "Give the Btrfs partition size = \"100%\".",
+                    ));
+                }
+            }
+            [first, more @ ..] => {
                 for partition in more {
+                    let placed = geometry.and_then(|g| g.extent(partition.number));
+                    let what = match placed {
+                        Some(extent) => format!(
+                            "sgdisk creates it where the largest free space is left by then, sectors {}–{} ({}), not at the end",
+                            extent.start_sector,
+                            extent.end_sector,
+                            human(extent.size_bytes())
+                        ),
+                        None => "sgdisk finds no space left for it".to_owned(),
+                    };
                     issues.push(Issue::new(
                         partition.path.join("size"),
                         format!(
-                            "disk {:?} has {} partitions of size \"100%\"; {:?} would get nothing",
+                            "disk {:?} has {} partitions of size \"100%\": {:?} takes the rest of the disk, and for {:?} {what}",
                             disk.key,
                             rest.len(),
+                            first.key,
                             partition.key
                         ),
                         "Only the last partition takes the rest; give the others a fixed size.",
@@ -110,18 +190,40 @@ pub fn one_rest_partition(context: &Context) -> Vec<Issue> {
 }
 
 pub fn nonzero_size(context: &Context) -> Vec<Issue> {
-    context
-        .layout
-        .partitions()
-        .filter(|(_, p)| p.fixed_size() == Some(0))
-        .map(|(_, partition)| {
-            Issue::new(
+    let mut issues = Vec::new();
+    for disk in &context.layout.disks {
+        let Some(gpt) = gpt_of(disk) else {
+            continue;
+        };
+        let geometry = context.geometry.get(&disk.key);
+        for (index, partition) in gpt.partitions.iter().enumerate() {
+            // `end` defaults to "+0", which sgdisk reads as "to the end of the free block".
+            if partition.fixed_size() != Some(0) || partition.end != "+0" {
+                continue;
+            }
+            let Some(next) = gpt.partitions.get(index + 1) else {
+                continue; // created last, it just takes the rest
+            };
+            let then = match geometry.and_then(|g| g.extent(next.number)) {
+                Some(extent) => format!(
+                    "is squeezed into what is left, sectors {}–{} ({})",
+                    extent.start_sector,
+                    extent.end_sector,
+                    human(extent.size_bytes())
+                ),
+                None => format!("finds no space: sgdisk refuses it and {STOPS}"),
+            };
+            issues.push(Issue::new(
                 partition.path.join("size"),
-                format!("partition {:?} has size zero", partition.key),
-                "Set `size` (disko's default is \"0\", which sgdisk cannot create).",
-            )
-        })
-        .collect()
+                format!(
+                    "partition {:?} has no size (disko's default \"0\"): sgdisk reads `--new={}:0:+0` as \"to the end of the free space\", so {:?} takes all of it, and {:?}, created next, {then}",
+                    partition.key, partition.number, partition.key, next.key
+                ),
+                "Set `size` (e.g. \"32G\"), or size = \"100%\" on the one partition that takes the rest.",
+            ));
+        }
+    }
+    issues
 }
 
 pub fn unique_labels(context: &Context) -> Vec<Issue> {
@@ -146,7 +248,7 @@ pub fn bios_boot(context: &Context) -> Vec<Issue> {
     let mut issues = Vec::new();
     let mut any = false;
     for disk in &context.layout.disks {
-        let Some(DiskContent::Gpt(gpt)) = &disk.content else {
+        let Some(gpt) = gpt_of(disk) else {
             continue;
         };
         for partition in gpt
@@ -165,9 +267,12 @@ pub fn bios_boot(context: &Context) -> Vec<Issue> {
                     "Remove its `priority` so disko creates it first (priority 100).",
                 ));
             }
-            if partition.fixed_size().is_some_and(|bytes| bytes < MIB) {
+            if context
+                .partition_bytes(disk, partition)
+                .is_some_and(|bytes| bytes < MIB)
+            {
                 issues.push(Issue::new(
-                    partition.path.join("size"),
+                    placement_path(partition),
                     format!(
                         "the BIOS boot partition {:?} is smaller than 1 MiB",
                         partition.key
@@ -193,23 +298,36 @@ pub fn bios_boot(context: &Context) -> Vec<Issue> {
     issues
 }
 
+/// `[+-]?digits[unit]`: what sgdisk reads without surprise (`s` for sectors is
+/// disko's convention; sgdisk ignores it).
+fn is_plain_position(text: &str) -> bool {
+    let body = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let digits = body.trim_end_matches(|c: char| "KMGTPEkmgtpeSs".contains(c));
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && body.len() - digits.len() <= 1
+}
+
 pub fn geometry_predicted(context: &Context) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for geometry in context.geometry.values() {
-        for problem in &geometry.problems {
-            if let Problem::Unsupported { key, what } = problem {
-                let path = context
-                    .layout
-                    .partitions()
-                    .find(|(_, p)| &p.key == key)
-                    .map(|(_, p)| p.path.clone())
-                    .unwrap_or_default();
-                issues.push(Issue::new(
-                    path,
-                    format!("partition {key:?}: {what} is not placed by this tool; its geometry is not checked"),
-                    "Prefer `size` with disko's default start and end.",
-                ));
+    for (_, partition) in context.layout.partitions() {
+        for (field, text) in [("start", &partition.start), ("end", &partition.end)] {
+            if text.is_empty() || is_plain_position(text) || partition.size.is_err() {
+                continue;
             }
+            let number: String = text
+                .trim_start_matches(['+', '-', ' '])
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            issues.push(Issue::new(
+                partition.path.join(field),
+                format!(
+                    "sgdisk reads {field} {text:?} only up to the first character that is not a digit or a unit ({}), so the partition may not be where the text suggests",
+                    if number.is_empty() { "nothing: the default, or no partition at all".to_owned() } else { format!("{number} and a unit if one follows") }
+                ),
+                "Write positions as sgdisk reads them: a number with an optional K, M, G, T or P (\"512M\"), `+` for a size after the start, `-` for a distance before the end.",
+            ));
         }
     }
     issues
@@ -218,7 +336,7 @@ pub fn geometry_predicted(context: &Context) -> Vec<Issue> {
 pub fn table_entries(context: &Context) -> Vec<Issue> {
     let mut issues = Vec::new();
     for disk in &context.layout.disks {
-        let Some(DiskContent::Gpt(gpt)) = &disk.content else {
+        let Some(gpt) = gpt_of(disk) else {
             continue;
         };
         if let Some(first_without) = gpt.partitions.get(MAX_PARTITIONS) {
@@ -237,11 +355,229 @@ pub fn table_entries(context: &Context) -> Vec<Issue> {
     issues
 }
 
+/// disko 878ec37 (lib/types/gpt.nix) runs `sgdisk -h <numbers>[:EE ]"<disk>"`
+/// and then, per hybrid partition, `sfdisk --label-nested dos --part-type
+/// <disk> <GPT number> <type>` and `sfdisk … --activate <disk> <GPT number>`.
+/// With efiGptPartitionFirst (the default) the space before the disk is
+/// missing, so sgdisk gets no device and does nothing; without it, sgdisk
+/// puts the hybrid entries in MBR slots 1, 2, … and 0xEE after them, while
+/// sfdisk is given the GPT number as the slot. Both seen with sgdisk 1.0.9
+/// and sfdisk 2.38.1 on a sparse image.
+pub fn hybrid_mbr(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for disk in &context.layout.disks {
+        let Some(gpt) = gpt_of(disk) else {
+            continue;
+        };
+        let hybrids: Vec<&Partition> = gpt
+            .partitions
+            .iter()
+            .filter(|p| p.hybrid.is_some())
+            .collect();
+        if hybrids.is_empty() {
+            continue;
+        }
+        let numbers: Vec<String> = hybrids.iter().map(|p| p.number.to_string()).collect();
+        let list = numbers.join(":");
+        let device = &disk.device;
+        let protective_slot = if gpt.efi_gpt_partition_first {
+            1
+        } else {
+            hybrids.len() + 1
+        };
+        for (position, partition) in hybrids.iter().enumerate() {
+            let Some(hybrid) = &partition.hybrid else {
+                continue;
+            };
+            let slot = partition.number as usize;
+            // What sfdisk does with the GPT number as the MBR slot.
+            let target = if slot == protective_slot {
+                Some("the protective 0xEE entry".to_owned())
+            } else if !gpt.efi_gpt_partition_first && slot <= hybrids.len() {
+                (slot != position + 1)
+                    .then(|| format!("the MBR entry of partition {:?}", hybrids[slot - 1].key))
+            } else {
+                None // an unused slot
+            };
+            let mut effects = Vec::new();
+            if let Some(code) = &hybrid.mbr_partition_type {
+                effects.push(match (&target, slot == protective_slot) {
+                    (Some(_), true) => format!(
+                        "`sfdisk --label-nested dos --part-type {device} {slot} {code}` rewrites the protective 0xEE entry, so blkid and the kernel read the disk as a plain MBR disk (\"Invalid partition data!\"): the GPT partitions disappear and the install stops at the first mkfs"
+                    ),
+                    (Some(other), false) => format!(
+                        "`sfdisk --label-nested dos --part-type {device} {slot} {code}` changes {other} instead"
+                    ),
+                    (None, _) if !gpt.efi_gpt_partition_first && slot == position + 1 => continue,
+                    (None, _) => format!(
+                        "`sfdisk --label-nested dos --part-type {device} {slot} {code}` fails (\"partition {slot}: partition is unused\") and, under `set -e`, the install stops after partitioning"
+                    ),
+                });
+            }
+            if hybrid.mbr_bootable_flag {
+                effects.push(match &target {
+                    Some(other) => format!(
+                        "`sfdisk --activate {device} {slot}` marks {other} bootable instead"
+                    ),
+                    None if !gpt.efi_gpt_partition_first && slot == position + 1 => continue,
+                    None => format!(
+                        "`sfdisk --activate {device} {slot}` marks an unused MBR entry bootable"
+                    ),
+                });
+            }
+            let message = if gpt.efi_gpt_partition_first {
+                let then = if effects.is_empty() {
+                    "the install goes on, and the disk has no hybrid MBR: firmware and systems that read only the MBR do not see the partition".to_owned()
+                } else {
+                    format!("then {}", effects.join("; "))
+                };
+                format!(
+                    "partition {:?} asks for a hybrid MBR, but disko writes `sgdisk -h {list}\"{device}\"` (no space before the device, because efiGptPartitionFirst is true): sgdisk reads \"{list}{device}\" as the partition list, gets no device, does nothing and exits 0; {then}",
+                    partition.key
+                )
+            } else if effects.is_empty() {
+                continue;
+            } else {
+                format!(
+                    "partition {:?} is MBR entry {} of the hybrid MBR (`sgdisk -h {list}:EE {device}` puts 0xEE in entry {protective_slot}), but disko passes its GPT number {slot} to sfdisk: {}",
+                    partition.key,
+                    position + 1,
+                    effects.join("; ")
+                )
+            };
+            issues.push(Issue::new(
+                hybrid.path.clone(),
+                message,
+                "Drop `hybrid` (GPT with a protective MBR boots on BIOS through the EF02 partition and on UEFI through the ESP), or set the MBR entry with sgdisk/sfdisk in a postCreateHook, checking the slots with `sgdisk -O`.",
+            ));
+        }
+    }
+    issues
+}
+
+pub fn sgdisk_refuses(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for disk in &context.layout.disks {
+        let (Some(geometry), Some(gpt)) = (context.geometry.get(&disk.key), gpt_of(disk)) else {
+            continue;
+        };
+        for problem in &geometry.problems {
+            let Some(partition) = by_key(gpt, problem.key()) else {
+                continue;
+            };
+            let (path, message) = match problem {
+                Problem::Refused {
+                    number,
+                    start_sector,
+                    end_sector,
+                    refusal,
+                    ..
+                } => {
+                    let why = match refusal {
+                        Refusal::Unreadable { field, text } => format!(
+                            "sgdisk reads {field} {text:?} as sector 0, which is never free"
+                        ),
+                        Refusal::StartTaken { other: Some(other) } => format!(
+                            "its start, sector {start_sector}, lies inside partition {other:?}"
+                        ),
+                        Refusal::RunsInto { other: Some(other), .. } => format!(
+                            "sectors {start_sector}–{end_sector} overlap partition {other:?}"
+                        ),
+                        Refusal::EndBeforeStart => format!(
+                            "its end, sector {end_sector}, comes before its start, sector {start_sector}"
+                        ),
+                        Refusal::StartTaken { other: None }
+                            if *start_sector > 0 && *start_sector < geometry.first_usable_sector =>
+                        {
+                            format!(
+                                "its start, sector {start_sector}, lies in the GPT's own sectors (0–{})",
+                                geometry.first_usable_sector - 1
+                            )
+                        }
+                        // Past the end of the disk, or nothing free: PART002.
+                        Refusal::StartTaken { other: None } | Refusal::RunsInto { other: None, .. } => {
+                            continue
+                        }
+                    };
+                    (
+                        placement_path(partition),
+                        format!(
+                            "sgdisk cannot create partition {:?}: {why}; it prints \"Could not create partition {number} from {start_sector} to {end_sector}\" and {STOPS}",
+                            partition.key
+                        ),
+                    )
+                }
+                Problem::Ignored { reason, .. } => (
+                    partition.path.join("alignment"),
+                    format!(
+                        "partition {:?} is never created: {reason}. disko goes on, the next partitions take its space, and nothing appears at {}",
+                        partition.key, partition.device
+                    ),
+                ),
+                _ => continue,
+            };
+            issues.push(Issue::new(
+                path,
+                message,
+                "Give the partitions start and end positions that do not overlap (or use `size` and let sgdisk place them one after the other).",
+            ));
+        }
+    }
+    issues
+}
+
+pub fn content_fits(context: &Context) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for disk in &context.layout.disks {
+        let Some(gpt) = gpt_of(disk) else {
+            continue;
+        };
+        for partition in &gpt.partitions {
+            let (Some(content), Some(bytes)) =
+                (&partition.content, context.partition_bytes(disk, partition))
+            else {
+                continue;
+            };
+            let (minimum, tool, consequence) = match content {
+                Content::Btrfs(_) => (MKFS_BTRFS_MIN, "mkfs.btrfs", "it refuses the partition and the install stops"),
+                Content::Swap(swap) if swap.random_encryption => (
+                    MKSWAP_MIN,
+                    "mkswap",
+                    "NixOS's mkswap on the encrypted device fails at every boot, and the machine runs without swap",
+                ),
+                Content::Swap(_) => (MKSWAP_MIN, "mkswap", "it refuses the partition and the install stops"),
+                Content::Filesystem(_) => continue,
+            };
+            if bytes >= minimum {
+                continue;
+            }
+            issues.push(Issue::new(
+                placement_path(partition),
+                format!(
+                    "partition {:?} is {} ({bytes} B), but {tool} needs at least {} ({minimum} B): {consequence}",
+                    partition.key,
+                    human(bytes),
+                    human(minimum)
+                ),
+                "Give the partition a size its content fits in.",
+            ));
+        }
+    }
+    issues
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
+    use super::is_plain_position;
     use crate::rules::testing::*;
+
+    fn partitions(e: &mut serde_json::Value) -> &mut serde_json::Map<String, serde_json::Value> {
+        e["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"]
+            .as_object_mut()
+            .unwrap()
+    }
 
     #[test]
     fn passes_on_the_host() {
@@ -264,22 +600,108 @@ mod tests {
             .expect("PART002");
         assert!(fit.message.contains("\"swap\""), "{fit:?}");
         assert!(fit.message.contains("500.0 GiB"), "{fit:?}");
+        assert!(
+            fit.message.contains("Could not create partition 3"),
+            "{fit:?}"
+        );
+        assert!(fit.message.contains("install stops"), "{fit:?}");
     }
 
     #[test]
     fn two_rest_partitions_and_none() {
-        let codes = codes_after(|e| partition(e, "swap")["size"] = json!("100%"));
-        assert!(codes.contains(&"PART003"), "{codes:?}");
+        // The second "100%" is created in the 1007 KiB in front of the first
+        // partition (as sgdisk 1.0.9 does), where mkfs.btrfs fails.
+        let findings = findings_after(|e| {
+            partitions(e).insert(
+                "zdata".into(),
+                json!({ "size": "100%", "content": { "type": "btrfs", "extraArgs": ["-f"] } }),
+            );
+        });
+        let rest = findings
+            .iter()
+            .find(|f| f.code == "PART003")
+            .expect("PART003");
+        assert!(rest.message.contains("sectors 34–2047"), "{rest:?}");
+        assert!(!rest.message.contains("would get nothing"), "{rest:?}");
+        let small = findings
+            .iter()
+            .find(|f| f.code == "PART011")
+            .expect("PART011");
+        assert!(
+            small.message.contains("mkfs.btrfs needs at least"),
+            "{small:?}"
+        );
         let codes = codes_after(|e| partition(e, "root")["size"] = json!("400G"));
         assert!(codes.contains(&"PART003"), "{codes:?}");
     }
 
     #[test]
-    fn zero_size() {
-        let codes = codes_after(|e| {
+    fn zero_size_takes_the_free_space_unless_last() {
+        let findings = findings_after(|e| {
             partition(e, "swap").as_object_mut().unwrap().remove("size");
         });
-        assert!(codes.contains(&"PART004"), "{codes:?}");
+        let zero = findings
+            .iter()
+            .find(|f| f.code == "PART004")
+            .expect("PART004");
+        assert!(zero.message.contains("takes all of it"), "{zero:?}");
+        // root lands in the 1007 KiB in front of the first partition, too small for Btrfs.
+        assert!(zero.message.contains("sectors 34–2047"), "{zero:?}");
+        assert!(
+            findings.iter().any(|f| f.code == "PART011"),
+            "{findings:#?}"
+        );
+        // Created last, a partition without size takes the rest: fine.
+        let codes = codes_after(|e| {
+            partition(e, "root").as_object_mut().unwrap().remove("size");
+            partition(e, "root")["priority"] = json!(9001);
+        });
+        assert!(codes.is_empty(), "{codes:?}");
+    }
+
+    #[test]
+    fn start_and_end_instead_of_size() {
+        let codes = codes_after(|e| {
+            for (key, start, end) in [
+                ("boot", "1M", "+1M"),
+                ("ESP", "2M", "+1G"),
+                ("swap", "0", "+32G"),
+                ("root", "0", "-0"),
+            ] {
+                let p = partition(e, key);
+                p.as_object_mut().unwrap().remove("size");
+                p["start"] = json!(start);
+                p["end"] = json!(end);
+            }
+            partition(e, "root")["priority"] = json!(9001);
+        });
+        assert!(codes.is_empty(), "{codes:?}");
+    }
+
+    #[test]
+    fn a_start_in_the_gpt_itself() {
+        let findings = findings_after(|e| partition(e, "boot")["start"] = json!("10s"));
+        let refused = findings
+            .iter()
+            .find(|f| f.code == "PART010")
+            .expect("PART010");
+        assert!(refused.message.contains("GPT's own sectors"), "{refused:?}");
+    }
+
+    #[test]
+    fn overlapping_partitions_are_refused_with_the_reason() {
+        let findings = findings_after(|e| {
+            partition(e, "swap")["start"] = json!("1M");
+        });
+        let overlap = findings
+            .iter()
+            .find(|f| f.code == "PART010")
+            .expect("PART010");
+        assert!(
+            overlap.message.contains("inside partition \"boot\""),
+            "{overlap:?}"
+        );
+        assert!(!overlap.message.contains("size zero"), "{overlap:?}");
     }
 
     #[test]
@@ -295,10 +717,7 @@ mod tests {
         let codes = codes_after(|e| partition(e, "boot")["size"] = json!("512K"));
         assert!(codes.contains(&"PART006"), "{codes:?}");
         let codes = codes_after(|e| {
-            e["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"]
-                .as_object_mut()
-                .unwrap()
-                .remove("boot");
+            partitions(e).remove("boot");
         });
         assert!(codes.contains(&"PART006"), "{codes:?}");
     }
@@ -306,12 +725,8 @@ mod tests {
     #[test]
     fn more_partitions_than_gpt_entries() {
         let findings = findings_after(|e| {
-            let partitions = e["layout"]["disko"]["devices"]["disk"]["main"]["content"]
-                ["partitions"]
-                .as_object_mut()
-                .unwrap();
             for i in 0..200 {
-                partitions.insert(format!("extra{i:03}"), json!({ "size": "1M" }));
+                partitions(e).insert(format!("extra{i:03}"), json!({ "size": "1M" }));
             }
         });
         let entries = findings
@@ -323,20 +738,72 @@ mod tests {
         let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
         assert_eq!(codes, vec!["PART008"]);
         let codes = codes_after(|e| {
-            let partitions = e["layout"]["disko"]["devices"]["disk"]["main"]["content"]
-                ["partitions"]
-                .as_object_mut()
-                .unwrap();
             for i in 0..124 {
-                partitions.insert(format!("extra{i:03}"), json!({ "size": "1M" }));
+                partitions(e).insert(format!("extra{i:03}"), json!({ "size": "1M" }));
             }
         });
         assert!(codes.is_empty(), "{codes:?}");
     }
 
     #[test]
-    fn unsupported_forms_warn() {
-        let codes = codes_after(|e| partition(e, "swap")["start"] = json!("+5M"));
-        assert!(codes.contains(&"PART007"), "{codes:?}");
+    fn hybrid_mbr_with_the_default_gets_no_device() {
+        let findings = findings_after(|e| {
+            partition(e, "ESP")["hybrid"] = json!({ "mbrPartitionType": "EF" });
+        });
+        let hybrid = findings
+            .iter()
+            .find(|f| f.code == "PART009")
+            .expect("PART009");
+        assert!(
+            hybrid.message.contains("sgdisk -h 2\"/dev/sda\""),
+            "{hybrid:?}"
+        );
+        assert!(hybrid.message.contains("partition is unused"), "{hybrid:?}");
+        // With the 0xEE entry last, sfdisk gets the GPT number 2 as the MBR
+        // slot, which is the 0xEE entry: the GPT disappears.
+        let findings = findings_after(|e| {
+            partition(e, "ESP")["hybrid"] = json!({ "mbrPartitionType": "EF" });
+            e["layout"]["disko"]["devices"]["disk"]["main"]["content"]["efiGptPartitionFirst"] =
+                json!(false);
+        });
+        let hybrid = findings
+            .iter()
+            .find(|f| f.code == "PART009")
+            .expect("PART009");
+        assert!(
+            hybrid
+                .message
+                .contains("rewrites the protective 0xEE entry"),
+            "{hybrid:?}"
+        );
+        // Partition 1 in MBR entry 1: the numbers agree, and it works.
+        let codes = codes_after(|e| {
+            partition(e, "boot")["hybrid"] = json!({ "mbrBootableFlag": true });
+            e["layout"]["disko"]["devices"]["disk"]["main"]["content"]["efiGptPartitionFirst"] =
+                json!(false);
+        });
+        assert!(!codes.contains(&"PART009"), "{codes:?}");
+    }
+
+    #[test]
+    fn an_alignment_sgdisk_cannot_read() {
+        let findings = findings_after(|e| partition(e, "swap")["alignment"] = json!(1u64 << 40));
+        let ignored = findings
+            .iter()
+            .find(|f| f.code == "PART010")
+            .expect("PART010");
+        assert!(ignored.message.contains("never created"), "{ignored:?}");
+    }
+
+    #[test]
+    fn positions_sgdisk_reads_in_part() {
+        for plain in ["0", "1M", "+1G", "-0", "2048s", "10g"] {
+            assert!(is_plain_position(plain), "{plain}");
+        }
+        for odd in ["1.5G", "10GB", "0x10", "1e9", "G"] {
+            assert!(!is_plain_position(odd), "{odd}");
+        }
+        let codes = codes_after(|e| partition(e, "swap")["end"] = json!("+32GB"));
+        assert!(codes.contains(&"PART012"), "{codes:?}");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{Context, Issue};
 use crate::findings::AttrPath;
-use crate::layout::{Content, Swap};
+use crate::layout::{Content, Swap, Swapfile};
 
 fn swaps<'a>(context: &'a Context) -> impl Iterator<Item = &'a Swap> {
     context
@@ -55,6 +55,55 @@ pub fn no_boot_resume(context: &Context) -> Vec<Issue> {
     )]
 }
 
+/// Every Btrfs swap file, with the mountpoint of what holds it (`None`: not mounted).
+fn swapfiles<'a>(context: &'a Context) -> Vec<(&'a Swapfile, Option<&'a str>)> {
+    let mut files = Vec::new();
+    for btrfs in context.layout.btrfs_filesystems() {
+        for file in &btrfs.swapfiles {
+            files.push((file, btrfs.mountpoint.as_deref()));
+        }
+        for subvolume in &btrfs.subvolumes {
+            for file in &subvolume.swapfiles {
+                files.push((file, subvolume.mountpoint.as_deref()));
+            }
+        }
+    }
+    files
+}
+
+pub fn swapfiles_encrypted(context: &Context) -> Vec<Issue> {
+    swapfiles(context)
+        .into_iter()
+        .map(|(file, mountpoint)| {
+            let device = format!("{}/{}", mountpoint.unwrap_or("<no mountpoint>").trim_end_matches('/'), file.file);
+            Issue::new(
+                file.path.clone(),
+                format!(
+                    "swap file {device} is not encrypted: disko hands it to NixOS as swapDevices = [ {{ device = \"{device}\"; }} ] without randomEncryption, so memory of the running system (keys, secrets) reaches the disk in clear"
+                ),
+                "Use a swap partition with randomEncryption = true (content = { type = \"swap\"; randomEncryption = true; }) instead of swap.<name> on Btrfs.",
+            )
+        })
+        .collect()
+}
+
+pub fn swapfiles_mounted(context: &Context) -> Vec<Issue> {
+    swapfiles(context)
+        .into_iter()
+        .filter(|(_, mountpoint)| mountpoint.is_none())
+        .map(|(file, _)| {
+            Issue::new(
+                file.path.clone(),
+                format!(
+                    "swap file {:?} is on a subvolume (or top level) without a mountpoint: disko builds its swapDevices entry as \"${{mountpoint}}/{}\" and the evaluation fails (\"cannot coerce null to a string\"), so nothing is installed",
+                    file.key, file.file
+                ),
+                "Give the subvolume that holds the swap file a mountpoint.",
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -76,5 +125,23 @@ mod tests {
             e["layout"]["boot"] = json!({ "resumeDevice": "/dev/disk/by-partlabel/disk-main-swap" })
         });
         assert_eq!(codes, vec!["SWAP003"]);
+    }
+
+    #[test]
+    fn btrfs_swapfiles_are_not_encrypted() {
+        let findings = findings_after(|e| {
+            btrfs(e)["subvolumes"]["@swap"] = json!({
+                "mountpoint": "/.swapvol",
+                "swap": { "swapfile": { "size": "8G" } }
+            });
+        });
+        let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
+        assert!(codes.contains(&"SWAP004"), "{findings:#?}");
+        let swap = findings.iter().find(|f| f.code == "SWAP004").unwrap();
+        assert!(swap.message.contains("/.swapvol/swapfile"), "{swap:?}");
+        let codes = codes_after(|e| {
+            btrfs(e)["subvolumes"]["@swap"] = json!({ "swap": { "swapfile": { "size": "8G" } } });
+        });
+        assert!(codes.contains(&"SWAP005"), "{codes:?}");
     }
 }
