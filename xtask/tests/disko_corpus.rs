@@ -78,7 +78,9 @@ fn check_agrees_with_real_disko_on_every_case() {
         let codes: BTreeSet<String> = findings
             .iter()
             .filter_map(|f| f["code"].as_str())
-            .filter(|c| *c != "HOST001")
+            // The HOST family judges this host's machine.nix (the admin's
+            // key, the sizes it requires), not agreement with disko.
+            .filter(|c| !c.starts_with("HOST"))
             .map(str::to_owned)
             .collect();
         let expected: BTreeSet<String> = case.check.codes.iter().cloned().collect();

@@ -5,14 +5,17 @@
 //! reject; they are not in the registry's per-layout pass because a layout
 //! alone (`--disko`, the fuzzers) has no machine.nix.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::{Deviation, Host, Machine};
 use crate::layout::positions::Positions;
 use crate::layout::size::parse_partition_size;
-use crate::layout::{Content, Layout, Partition};
+use crate::layout::{Content, Disk, Layout, Partition};
 use crate::project::display_path;
+use crate::rules::Context;
 
 /// What the host rules read besides the layout.
 pub struct HostFiles<'a> {
@@ -153,6 +156,27 @@ impl Role {
     }
 }
 
+/// The partition's size in disko's words: its `size` when sgdisk places it
+/// by size (start 0, end +size); otherwise what sgdisk makes of its start
+/// and end, in bytes ("100%" when it runs to the end of the disk).
+fn placed_size(context: Option<&Context>, disk: &Disk, partition: &Partition) -> Option<String> {
+    if partition.start == "0" && partition.end == format!("+{}", partition.size_text) {
+        return Some(partition.size_text.clone());
+    }
+    let context = context?;
+    let geometry = context.geometry.get(&disk.key)?;
+    let extent = geometry.extent(partition.number)?;
+    // sgdisk aligns to 2048 sectors: an end within one alignment of the last
+    // usable sector is the whole rest of the disk.
+    if extent.end_sector + ALIGNMENT_SECTORS > geometry.last_usable_sector {
+        return Some("100%".to_owned());
+    }
+    Some(format!("{}K", extent.size_bytes() / 1024))
+}
+
+/// sgdisk's default alignment (1 MiB in 512-byte sectors).
+const ALIGNMENT_SECTORS: u64 = 2048;
+
 /// A size as disko reads it, for comparing `1G` with `1024M`.
 fn same_size(a: &str, b: &str) -> bool {
     match (parse_partition_size(a), parse_partition_size(b)) {
@@ -165,6 +189,14 @@ fn same_size(a: &str, b: &str) -> bool {
 /// (it differs on purpose, with the reason; or a listed deviation is stale).
 fn partition_sizes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
     let machine = files.machine;
+    // Where sgdisk really puts partitions given by start and end.
+    let disk_bytes: BTreeMap<String, u64> = layout
+        .disks
+        .iter()
+        .filter_map(|disk| Some((disk.key.clone(), machine.disk_bytes(&disk.key).ok()??)))
+        .collect();
+    let context = (!disk_bytes.is_empty())
+        .then(|| Context::new(layout, &disk_bytes, crate::rules::Firmware::default()));
     let mut found = Vec::new();
     for role in Role::ALL {
         let Some(required) = role.required(machine) else {
@@ -190,10 +222,9 @@ fn partition_sizes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
         }
         let deviation = role.deviation(machine);
         let deviation_path = ["partitionSizeDeviations", key];
-        let partitions: Vec<&Partition> = layout
+        let partitions: Vec<(&Disk, &Partition)> = layout
             .partitions()
-            .map(|(_, partition)| partition)
-            .filter(|partition| role.matches(partition))
+            .filter(|(_, partition)| role.matches(partition))
             .collect();
         if partitions.is_empty() {
             found.push(Finding::new(
@@ -213,14 +244,24 @@ fn partition_sizes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
             continue;
         }
         let mut any_deviates = false;
-        for partition in partitions {
-            let actual = &partition.size_text;
+        for (disk, partition) in partitions {
             // A size disko cannot read is PART001's finding.
-            if partition.size.is_err() || same_size(actual, required) {
+            if partition.size.is_err() {
+                continue;
+            }
+            let Some(actual) = placed_size(context.as_ref(), disk, partition) else {
+                // Placed by start and end on a disk of unknown size, or not
+                // placed at all (PART010): nothing to compare.
+                continue;
+            };
+            let actual = &actual;
+            if same_size(actual, required) {
                 continue;
             }
             any_deviates = true;
-            let path = partition.path.join("size");
+            let by_size =
+                partition.start == "0" && partition.end == format!("+{}", partition.size_text);
+            let path = partition.path.join(if by_size { "size" } else { "end" });
             match deviation {
                 Some(deviation) if same_size(actual, &deviation.size) => found.push(
                     Finding::new(
@@ -480,6 +521,78 @@ mod tests {
         assert!(run(&roadmap(), "32768M", None).is_empty());
         // Without requirements there is nothing to compare.
         assert!(run(&Machine::default(), "1G", None).is_empty());
+    }
+
+    /// Host findings for the repo's layout with partitions placed by start
+    /// and end (`(key, start, end)`) on a 480 GB disk.
+    fn run_placed(placements: &[(&str, &str, &str)]) -> Vec<Finding> {
+        let mut evaluation = host_evaluation();
+        let partitions =
+            &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]["partitions"];
+        for (priority, (key, start, end)) in placements.iter().enumerate() {
+            let partition = partitions[*key].as_object_mut().unwrap();
+            partition.remove("size");
+            partition.insert("start".into(), json!(start));
+            partition.insert("end".into(), json!(end));
+            partition.insert("priority".into(), json!(priority + 1));
+        }
+        let (layout, built) = layout_of(&evaluation);
+        assert!(built.is_empty(), "{built:#?}");
+        let host = host();
+        let machine = Machine {
+            disk_size: Some(crate::hosts::DiskSizes::All("480GB".into())),
+            ..roadmap()
+        };
+        let none = Positions::default();
+        findings(
+            layout.as_ref(),
+            &HostFiles {
+                host: &host,
+                machine: &machine,
+                machine_positions: &none,
+                rollback: None,
+                rollback_positions: &none,
+            },
+        )
+    }
+
+    #[test]
+    fn sizes_given_by_start_and_end_are_judged_where_sgdisk_puts_them() {
+        let roadmap_sizes = [
+            ("boot", "1M", "+1M"),
+            ("ESP", "2M", "+1G"),
+            ("swap", "0", "+32G"),
+            ("root", "0", "-0"),
+        ];
+        assert!(run_placed(&roadmap_sizes).is_empty());
+        let small_swap = [
+            ("boot", "1M", "+1M"),
+            ("ESP", "2M", "+1G"),
+            ("swap", "0", "+1G"),
+            ("root", "0", "-0"),
+        ];
+        let found = run_placed(&small_swap);
+        assert_eq!(codes(&found), [("HOST002", Severity::Error)]);
+        assert!(
+            found[0].message.contains("is 1048576K"),
+            "{}",
+            found[0].message
+        );
+        assert!(found[0].path.to_string().ends_with("partitions.swap.end"));
+        // Btrfs that stops short of the disk's end is not "100%".
+        let short_root = [
+            ("boot", "1M", "+1M"),
+            ("ESP", "2M", "+1G"),
+            ("swap", "0", "+32G"),
+            ("root", "0", "+100G"),
+        ];
+        let found = run_placed(&short_root);
+        assert_eq!(codes(&found), [("HOST002", Severity::Error)]);
+        assert!(
+            found[0].message.contains("requires 100%"),
+            "{}",
+            found[0].message
+        );
     }
 
     #[test]
