@@ -7,7 +7,8 @@
 //! sources a fresh Debian 12 install has, makes the host's Rust toolchain
 //! available read-only, clones the repository's HEAD into it, and runs
 //! exactly the commands of the README's "The two commands" block there,
-//! chrooted, with a clean environment and their own CARGO_HOME.
+//! in a mount namespace whose root is the fresh root (pivot_root, not chroot:
+//! Nix escapes a chroot), with a clean environment and their own CARGO_HOME.
 //!
 //! Safety: everything is mounted in a private mount namespace of this
 //! process (so no mount can outlive it or be seen by the host), unmounted
@@ -397,14 +398,71 @@ fn chroot_environment() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A command that runs `script` with the fresh root as its whole world.
+///
+/// Not chroot(2): Nix re-enters its mount namespace with setns(2) before it
+/// runs git for a flake, and setns resets the root directory to the
+/// namespace's root, so under a chroot `nix eval` of a Git flake escapes to
+/// the host and fails ("cannot change to '…': No such file or directory").
+/// The child gets a mount namespace of its own whose root *is* the fresh
+/// root (pivot_root), as on a real machine.
 fn chroot(root: &Utf8Path, script: &str) -> Command {
-    let mut command = Command::new("chroot");
+    let mut command = Command::new("/bin/sh");
     command
-        .arg(root.as_str())
-        .args(["/bin/sh", "-c", script])
+        .args(["-c", script])
         .env_clear()
         .envs(chroot_environment());
+    let new_root = std::ffi::CString::new(root.as_str());
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only async-signal-safe system calls on memory prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let new_root = new_root
+                .as_ref()
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            enter_root(new_root)
+        });
+    }
     command
+}
+
+/// In a child: a private mount namespace, `root` bound onto itself (pivot_root
+/// needs a mount point), made the namespace's root, the old root detached.
+fn enter_root(root: &std::ffi::CStr) -> std::io::Result<()> {
+    fn check(result: libc::c_int) -> std::io::Result<()> {
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    let dot = c".";
+    let slash = c"/";
+    // SAFETY: plain system calls on NUL-terminated strings that outlive them.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            slash.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            root.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ))?;
+        check(libc::chdir(root.as_ptr()))?;
+        // pivot_root(".", ".") stacks the old root on the new one; detaching
+        // the top of "." then leaves only the new root.
+        check(libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int)?;
+        check(libc::umount2(dot.as_ptr(), libc::MNT_DETACH))?;
+        check(libc::chdir(slash.as_ptr()))?;
+    }
+    Ok(())
 }
 
 struct Proof<'a> {
