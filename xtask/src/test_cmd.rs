@@ -81,6 +81,8 @@ pub enum Tier {
 pub const TIERS: &[(&str, Tier)] = &[
     ("check_cli", Tier::Quick),
     ("checklist_cli", Tier::Quick),
+    // `check` on the recorded corpus (no root, no sgdisk run).
+    ("disko_corpus", Tier::Quick),
     ("disko_reference", Tier::Quick),
     ("docs_golden", Tier::Quick),
     ("flake_mode", Tier::Quick),
