@@ -328,7 +328,7 @@ mod tests {
         assert!(md.contains("  local$ ssh hbohlen@<IP>\n"));
         assert!(md.contains("  rescue# [ -d /sys/firmware/efi ] && echo UEFI || echo BIOS\n"));
         assert!(md.contains("## 3. Post-deploy verification"));
-        assert!(md.contains("### 3.1 The system came up clean (`verify.units`)\n\n*vm-test: NOT RUN in the lab VM (needs systemd).*\n"), "{md}");
+        assert!(md.contains("### 3.1 The system came up clean (`verify.units`)\n\n*vm-test: NOT RUN in the lab VM (needs systemd; run instead by the NixOS VM test).*\n"), "{md}");
         assert!(md.contains("(`verify.mounts`)\n\n*vm-test --thorough (vm-test-thorough.pass.json): PASS, 1 of its commands ran as expected in the lab VM.*\n"), "{md}");
         assert!(md.contains("  server$ sudo swapon --show=NAME,TYPE,SIZE --bytes --noheadings\n"));
         assert!(md.contains("## 4. Rollback plan"));
