@@ -278,11 +278,21 @@ impl ProcedureRecord {
         self.passed = self.status == ProcedureStatus::Pass;
     }
 
-    /// How many commands ran and passed, and how many did not run.
-    pub fn counts(&self) -> (usize, usize) {
-        let count =
-            |status: CommandStatus| self.commands.iter().filter(|c| c.status == status).count();
-        (count(CommandStatus::Pass), count(CommandStatus::NotRun))
+    /// How many of the checklist's commands and of the lab's own ran and
+    /// passed, and how many commands did not run.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let passed = |checklist: bool| {
+            self.commands
+                .iter()
+                .filter(|c| c.status == CommandStatus::Pass && (c.role == "checklist") == checklist)
+                .count()
+        };
+        let not_run = self
+            .commands
+            .iter()
+            .filter(|c| c.status == CommandStatus::NotRun)
+            .count();
+        (passed(true), passed(false), not_run)
     }
 
     /// The first command that failed, for messages.

@@ -190,7 +190,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let (mut ran, mut not_run) = (0, 0);
     for procedure in &results.procedures {
-        let (passed, skipped) = procedure.counts();
+        let (passed, own, skipped) = procedure.counts();
         match procedure.status {
             crate::results::ProcedureStatus::NotRun => not_run += 1,
             _ => ran += 1,
@@ -203,7 +203,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .map(|c| format!(": `{}` {}", c.ran, c.problem.as_deref().unwrap_or("failed")))
             .unwrap_or_default();
         highlights.push(format!(
-            "checklist {} {}: {}, {passed} commands as expected, {skipped} NOT RUN in the lab{failure}",
+            "checklist {} {}: {}, {passed} of its commands as expected (and {own} of the lab's own), {skipped} NOT RUN in the lab{failure}",
             procedure.step,
             procedure.id,
             procedure.status.label(),

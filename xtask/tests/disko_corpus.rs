@@ -1,7 +1,8 @@
 //! `cargo xtask check` on the corpus in tests/fixtures/disko-corpus/, whose
 //! verdicts were recorded against real disko and real sgdisk (see the
 //! README.md there): each case gets exactly the recorded finding codes
-//! (errors and warnings besides HOST001), its findings say the recorded
+//! (errors and warnings besides HOST001-003, which compare a layout with
+//! this host's machine.nix), its findings say the recorded
 //! consequences (and fixes), the exit code follows, and the partition table `check`
 //! predicts is the one sgdisk wrote under disko's create script.
 
@@ -78,7 +79,10 @@ fn check_agrees_with_real_disko_on_every_case() {
         let codes: BTreeSet<String> = findings
             .iter()
             .filter_map(|f| f["code"].as_str())
-            .filter(|c| *c != "HOST001")
+            // The host's own requirements (machine.nix: the admin's key,
+            // partitionSizes), which the corpus's layouts do not share:
+            // not a verdict about disko.
+            .filter(|c| !["HOST001", "HOST002", "HOST003"].contains(c))
             .map(str::to_owned)
             .collect();
         let expected: BTreeSet<String> = case.check.codes.iter().cloned().collect();
