@@ -101,6 +101,8 @@ in
   adminUser = admin;
   # nixos/modules/config/users-groups.nix: a normal user's home is /home/<name>.
   adminHome = scalar (user ++ [ "home" ]) "/home/${admin}";
+  # null: NixOS allocates one (nixos/modules/config/update-users-groups.pl, from 1000).
+  adminUid = scalar (user ++ [ "uid" ]) null;
   adminGroups = list (user ++ [ "extraGroups" ]);
   adminKeys = builtins.length (list (user ++ [ "openssh" "authorizedKeys" "keys" ]));
   rootKeys = builtins.length (list [ "users" "users" "root" "openssh" "authorizedKeys" "keys" ]);

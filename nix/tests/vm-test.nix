@@ -10,7 +10,13 @@
 # the same partition table with a smaller Btrfs.
 #
 # The expected mounts come from xtask/tests/fixtures/disko-reference.json,
-# the data `cargo xtask check`'s model is tested against.
+# the data `cargo xtask check`'s model is tested against. At the end it runs
+# the deploy checklist's procedures that need systemd (no failed unit, the
+# timers, the root wiped and the machine's identity kept across a reboot,
+# the rollback's line in the journal) from ./procedures.json, which is
+# generated from the checklist's one source (xtask/src/checklist/
+# procedures.rs): each server command as the admin, its output held against
+# the checklist's expectations. The lab vm-test runs the others.
 #
 # Needs nixpkgs and, to finish in minutes, KVM.
 {
@@ -109,9 +115,13 @@ disko.lib.testLib.makeDiskoTest {
 
   extraTestScript = ''
     import json
+    import re
+    import shlex
 
     with open("${expectations}") as file:
         expected = json.load(file)
+    with open("${./procedures.json}") as file:
+        checklist = json.load(file)
     expected_mounts: dict[str, list[str]] = expected["mounts"]
     expected_subvolumes: list[str] = expected["subvolumes"]
 
@@ -195,5 +205,48 @@ disko.lib.testLib.makeDiskoTest {
             keys.append(swap_key())
             assert len(set(keys)) == len(keys), "the swap key was reused across boots"
         machine.succeed("echo 1 > /wiped-marker")
+
+
+    # The checklist's procedures that need systemd, as printed (see the top).
+    def holds(expect: dict, status: int, stdout: str) -> bool:
+        lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+        kind = expect["kind"]
+        if kind == "exit":
+            return status == expect["status"]
+        if kind == "empty":
+            return not lines
+        if kind in ("line", "no_line"):
+            found = any(re.fullmatch(expect["regex"], line) for line in lines)
+            return found if kind == "line" else not found
+        if kind == "fields":
+            def fields(line: str) -> list[str]:
+                return [f for f in re.split(r"[\s,]+", line) if f]
+            line = next((l for l in lines if fields(l)[:1] == [expect["first"]]), None)
+            return line is not None and all(i in fields(line) for i in expect["include"])
+        if kind == "at_most":
+            line = next((l for l in lines if re.fullmatch(expect["regex"], l)), None)
+            return line is not None and float(line.split()[expect["field"] - 1].rstrip("%")) <= expect["max"]
+        raise Exception(f"unknown expectation {kind}")
+
+
+    for procedure in checklist["procedures"]:
+        with subtest(f"checklist {procedure['step']} {procedure['id']}: {procedure['title']}"):
+            for command in procedure["commands"]:
+                line = command["line"]
+                if command["reboots"]:
+                    reboot()
+                    machine.wait_for_unit("multi-user.target")
+                    continue
+                if command["where"] != "server":
+                    machine.log(f"NOT RUN (runs on the workstation): {line}")
+                    continue
+                status, stdout = machine.execute(f"su - {checklist['admin']} -c {shlex.quote(line)}")
+                wanted = command["expect"]
+                if not any(e["kind"] == "exit" for e in wanted):
+                    wanted = [{"kind": "exit", "status": 0}] + wanted
+                for expect in wanted:
+                    assert holds(expect, status, stdout), (
+                        f"checklist {procedure['step']}: `{line}` exited {status} and printed {stdout!r}; expected {expect}"
+                    )
   '';
 }

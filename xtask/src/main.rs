@@ -78,6 +78,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // In the vm-test VM, `sudo` is a link to this binary (a multi-call
+    // binary, like busybox): vm/guest/sudo.rs.
+    if vm::guest::sudo::called_as_sudo() {
+        return vm::guest::sudo::main();
+    }
     let cli = Cli::parse();
     // Read by `setup` and `nix` here, and by the xtask processes tests start.
     if cli.no_install {

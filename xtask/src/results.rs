@@ -22,8 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::project::{project_root, revision, write_atomically, xtask_dir, Revision};
 
 /// Bumped when a results file changes incompatibly (2: `inputs` in the header,
-/// `requested` in vm-test results).
-pub const SCHEMA: u32 = 2;
+/// `requested` in vm-test results; 3: procedures by checklist id, each
+/// command with its status).
+pub const SCHEMA: u32 = 3;
 
 /// The files a result rests on, by path relative to the repository root, with
 /// the SHA-256 of their contents when the result was made.
@@ -37,6 +38,11 @@ pub const FULL_VM_TEST_BOOTS: u32 = 2;
 /// The kinds of boot the default `vm-test` run goes through; a passing run
 /// missing one of them is not the full test.
 pub const VM_TEST_BOOT_KINDS: &[&str] = &["install", "rotate"];
+
+/// The results of the last `vm-test --thorough` (`vm-test-thorough.json`,
+/// and `.pass.json` for the last one that passed in full): the deploy
+/// checklist's `procedures` gate reads them.
+pub const THOROUGH_KIND: &str = "vm-test-thorough";
 
 /// What every results file starts with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,40 +220,133 @@ pub struct VmTestResults {
     pub procedures: Vec<ProcedureRecord>,
 }
 
-/// A checklist procedure as vm-test ran it (`vm-test --thorough` runs the
-/// recovery procedures of §4).
+/// A checklist procedure (§3, §4) as vm-test ran it: the lines of
+/// xtask/src/checklist/procedures.rs, run in the lab VM as the admin would.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcedureRecord {
-    /// The checklist step, e.g. `4.4`.
+    /// The procedure's stable id (`rollback.restore-persist`) and its checklist step (`4.4`).
+    pub id: String,
     pub step: String,
     pub title: String,
-    /// The commands are vm-test's own stand-in for the checklist's, until
-    /// the checklist and the VM read one source.
-    pub provisional: bool,
+    /// PASS: every command the lab can run ran as expected (commands it
+    /// cannot run are NOT RUN, listed, and not counted); FAIL: one did not;
+    /// NOT RUN: no command ran.
+    pub status: ProcedureStatus,
+    /// `status` is PASS.
     pub passed: bool,
     pub commands: Vec<CommandRecord>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcedureStatus {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+    #[serde(rename = "NOT RUN")]
+    NotRun,
+}
+
+impl ProcedureStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProcedureStatus::Pass => "PASS",
+            ProcedureStatus::Fail => "FAIL",
+            ProcedureStatus::NotRun => "NOT RUN",
+        }
+    }
+}
+
+impl ProcedureRecord {
+    /// Sets `status` and `passed` from the commands.
+    pub fn settle(&mut self) {
+        let ran = self
+            .commands
+            .iter()
+            .any(|c| matches!(c.status, CommandStatus::Pass | CommandStatus::Fail));
+        let failed = self
+            .commands
+            .iter()
+            .any(|c| matches!(c.status, CommandStatus::Fail | CommandStatus::Skipped));
+        self.status = if failed {
+            ProcedureStatus::Fail
+        } else if ran {
+            ProcedureStatus::Pass
+        } else {
+            ProcedureStatus::NotRun
+        };
+        self.passed = self.status == ProcedureStatus::Pass;
+    }
+
+    /// How many of the checklist's commands and of the lab's own ran and
+    /// passed, and how many commands did not run.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let passed = |checklist: bool| {
+            self.commands
+                .iter()
+                .filter(|c| c.status == CommandStatus::Pass && (c.role == "checklist") == checklist)
+                .count()
+        };
+        let not_run = self
+            .commands
+            .iter()
+            .filter(|c| c.status == CommandStatus::NotRun)
+            .count();
+        (passed(true), passed(false), not_run)
+    }
+
+    /// The first command that failed, for messages.
+    pub fn first_failure(&self) -> Option<&CommandRecord> {
+        self.commands
+            .iter()
+            .find(|c| c.status == CommandStatus::Fail)
+    }
+}
+
+/// What became of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandStatus {
+    /// It ran and everything it was expected to do held.
+    Pass,
+    /// It ran, and its exit status or output was not as expected.
+    Fail,
+    /// Not run because an earlier command of its part failed.
+    Skipped,
+    /// The lab cannot run it (`problem` says why, `proven_by` where it runs instead).
+    NotRun,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRecord {
+    /// The boot it ran in (0: not in a boot).
     pub boot: u32,
-    /// Parts of a procedure are separated by reboots.
+    /// Parts of a procedure are separated by reboots and reinstalls.
     pub part: u32,
-    /// `checklist`, `setup` (brings the VM into the situation) or `verify` (the test's own check).
+    /// `checklist` (the checklist's own line), `setup` (brings the VM into
+    /// the situation) or `verify` (the test's own check).
     pub role: String,
+    /// Where the checklist runs it; none for the lab's own commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<crate::checklist::facts::Where>,
     /// As the checklist prints it, and as it ran with the placeholders filled.
     pub line: String,
     pub ran: String,
-    /// None when the lab does something else in its place (a reboot).
+    pub status: CommandStatus,
+    /// None when it did not run.
     pub exit: Option<i32>,
     pub ms: u64,
     pub stdout: String,
     pub stderr: String,
     pub expected: String,
+    /// `status` is pass.
     pub passed: bool,
     /// Why it failed, or why it did not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// For a command the lab cannot run: where it runs instead, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven_by: Option<String>,
 }
 
 /// The options of a vm-test run that decide what it can prove.
@@ -261,6 +360,9 @@ pub struct VmTestRequest {
     pub power_cuts: u32,
     /// `--boot-timeout`, in seconds, when given.
     pub boot_timeout_s: Option<u64>,
+    /// `--thorough`: the checklist's procedures that need reboots and a reinstall.
+    #[serde(default)]
+    pub thorough: bool,
 }
 
 /// Why a vm-test run, even a passing one, is not the full test of the host.

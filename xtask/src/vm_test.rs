@@ -2,9 +2,11 @@
 //! checks: the partition table, all subvolumes, the mount options that take
 //! effect, the ESP's permissions, encrypted swap, compression, No_COW, TRIM
 //! down to the host's image, the root's rotation at every boot, a month of
-//! rotations against the retention rules, the write latency while async
-//! discard runs and the mount time (roadmap 7.2, 7.3), and with
-//! `--thorough` the checklist's recovery procedures.
+//! rotations against the retention rules, the mount time (roadmap 7.3), the
+//! deploy checklist's quick post-deploy checks (§3) as the admin runs them,
+//! and with `--thorough` the checklist's procedures that reboot or
+//! reinstall (§3.9, §4.3-4.5) and the write latency while async discard
+//! runs (roadmap 7.2).
 //! Exit codes: 0 every check passed, 1 a check failed, 2 could not run.
 
 use std::process::ExitCode;
@@ -68,7 +70,10 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub boot_timeout: Option<u64>,
     /// Create something other than what is expected, to prove a check catches it
-    /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION). For tests.
+    /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION), or run a
+    /// wrong copy of a checklist procedure (procedure-expect=ID: an
+    /// expectation its first command cannot meet; procedure-drop-sudo=ID:
+    /// its first command without `sudo`). For tests.
     #[arg(long, hide = true)]
     pub tamper: Vec<Tamper>,
     /// After the normal boots, SIGKILL the VM at N instants spread over the
@@ -82,12 +87,15 @@ pub struct Args {
     /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
     #[arg(long, hide = true)]
     pub compression: Option<String>,
-    /// After the default boots (and any power cuts), run the checklist's
-    /// recovery procedures (§4.3-4.5: a file from an old root, /persist from
-    /// a snapshot across a reboot, /persist sent to a second disk and
-    /// received after a reinstall) and the write latency while async
-    /// discard releases a large deletion (roadmap 7.2), then a calendar of
-    /// short boots over three retention periods. About 11 more boots.
+    /// After the default boots (and any power cuts), run the deploy
+    /// checklist's procedures that reboot, reinstall or change /persist, as
+    /// the checklist prints them (§3.9 the root wiped and /persist kept
+    /// across a reboot; §4.3 a file from an old root; §4.4 /persist from a
+    /// snapshot; §4.5 /persist sent to a second disk and received after a
+    /// reinstall) and the write latency while async discard releases a large
+    /// deletion (roadmap 7.2), then a calendar of short boots over three
+    /// retention periods. About 12 more boots; a pass is the proof of the
+    /// deploy checklist's `procedures` gate.
     #[arg(long)]
     pub thorough: bool,
     /// Boot with this rollback script instead of
@@ -180,18 +188,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
             retention.len()
         ));
     }
+    let (mut ran, mut not_run) = (0, 0);
     for procedure in &results.procedures {
+        let (passed, own, skipped) = procedure.counts();
+        match procedure.status {
+            crate::results::ProcedureStatus::NotRun => not_run += 1,
+            _ => ran += 1,
+        }
+        if procedure.status == crate::results::ProcedureStatus::NotRun {
+            continue;
+        }
+        let failure = procedure
+            .first_failure()
+            .map(|c| format!(": `{}` {}", c.ran, c.problem.as_deref().unwrap_or("failed")))
+            .unwrap_or_default();
         highlights.push(format!(
-            "procedure {} ({}{}): {}, {} commands",
+            "checklist {} {}: {}, {passed} of its commands as expected (and {own} of the lab's own), {skipped} NOT RUN in the lab{failure}",
             procedure.step,
-            procedure.title,
-            if procedure.provisional {
-                ", provisional"
-            } else {
-                ""
-            },
-            if procedure.passed { "passed" } else { "FAILED" },
-            procedure.commands.len()
+            procedure.id,
+            procedure.status.label(),
+        ));
+    }
+    if ran + not_run > 0 {
+        highlights.push(format!(
+            "checklist procedures: {ran} ran in the VM, {not_run} NOT RUN (vm-test.json says why for each command)"
         ));
     }
     if let Some(percent) = figure("compression.@nix.percent") {

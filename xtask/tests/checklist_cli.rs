@@ -18,7 +18,10 @@ use camino::Utf8PathBuf;
 use serde_json::Value;
 use xtask::flake_eval::{self, FlakeEvalResults};
 use xtask::project::Revision;
-use xtask::results::{self, BootRecord, CheckRecord, Header, VmTestRequest, VmTestResults, SCHEMA};
+use xtask::results::{
+    self, BootRecord, CheckRecord, CommandRecord, CommandStatus, Header, VmTestRequest,
+    VmTestResults, SCHEMA,
+};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const FLAKE_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flake-mode");
@@ -141,6 +144,7 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
             disk_size: None,
             power_cuts: 0,
             boot_timeout_s: None,
+            thorough: false,
         },
         boots: (1..=boots)
             .map(|n| BootRecord {
@@ -169,6 +173,47 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
         wall_ms: 30_000,
         procedures: Vec::new(),
     }
+}
+
+/// A passing `vm-test --thorough` as vm-test-thorough.pass.json: every
+/// procedure of the checklist the lab runs passed (one command each), the
+/// others NOT RUN, as vm-test records them.
+fn stand_in_thorough(root: &Path) -> VmTestResults {
+    use xtask::vm::procedures::{not_run_record, tier, Tier};
+    let loaded = xtask::checklist::load(&utf8(root), "hetzner-cloud").expect("the host loads");
+    let mut results = stand_in_vm_test(root, results::FULL_VM_TEST_BOOTS, 480_000_000_000);
+    results.header = header(root, results::THOROUGH_KIND, true);
+    results.requested.thorough = true;
+    results.procedures = xtask::checklist::server_procedures(&loaded.subject, &loaded.facts)
+        .iter()
+        .map(|n| {
+            if tier(&n.procedure) == Tier::NotInLab {
+                return not_run_record(n, None);
+            }
+            let first = &n.procedure.commands[0];
+            let mut record = not_run_record(n, Some("stand-in"));
+            record.commands = vec![CommandRecord {
+                boot: 2,
+                part: 0,
+                role: "checklist".to_owned(),
+                at: Some(first.at),
+                line: first.line.clone(),
+                ran: first.line.clone(),
+                status: CommandStatus::Pass,
+                exit: Some(0),
+                ms: 100,
+                stdout: String::new(),
+                stderr: String::new(),
+                expected: "exit 0".to_owned(),
+                passed: true,
+                problem: None,
+                proven_by: None,
+            }];
+            record.settle();
+            record
+        })
+        .collect();
+    results
 }
 
 fn stand_in_nixos(root: &Path) -> FlakeEvalResults {
@@ -203,7 +248,7 @@ fn a_fresh_clone_is_not_ready_and_says_why() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("NOT RUN  nixos    cannot run here (no flake.lock"),
+        stderr.contains("NOT RUN  nixos       cannot run here (no flake.lock"),
         "{stderr}"
     );
     assert!(
@@ -212,6 +257,14 @@ fn a_fresh_clone_is_not_ready_and_says_why() {
     );
     assert!(stderr.contains("NOT RUN  check"), "{stderr}");
     assert!(stderr.contains("NOT RUN  vm-test"), "{stderr}");
+    assert!(
+        stderr.contains("NOT RUN  procedures  no `vm-test --thorough` result in"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("to fix: cargo xtask vm-test --thorough --host hetzner-cloud"),
+        "{stderr}"
+    );
     assert!(stderr.contains("PASS     docs"), "{stderr}");
     assert!(stderr.contains("PASS     tree"), "{stderr}");
     assert!(stderr.contains("NOT READY (FAIL)"), "{stderr}");
@@ -220,7 +273,7 @@ fn a_fresh_clone_is_not_ready_and_says_why() {
     xtask(&root).arg("check").assert().code(0);
     let stderr = text(&checklist(&root, &[]).stderr);
     assert!(
-        stderr.contains("FAIL     check    HOST001 adminSshKeys: a warning for `check`"),
+        stderr.contains("FAIL     check       HOST001 adminSshKeys: a warning for `check`"),
         "{stderr}"
     );
 }
@@ -239,10 +292,26 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
         "vm-test.pass.json",
         &stand_in_vm_test(&root, results::FULL_VM_TEST_BOOTS, 480_000_000_000),
     );
+    // Without a thorough run, the procedures gate is NOT RUN.
+    let stderr = text(&checklist(&root, &[]).stderr);
+    assert!(stderr.contains("NOT RUN  procedures"), "{stderr}");
+    put(
+        &root,
+        "vm-test-thorough.pass.json",
+        &stand_in_thorough(&root),
+    );
 
     let output = checklist(&root, &[]);
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("*vm-test: NOT RUN in the lab VM (needs systemd as PID 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("*vm-test --thorough (vm-test-thorough.pass.json): PASS, 1 of its commands ran as expected in the lab VM"),
+        "{stdout}"
+    );
     assert!(stdout.contains("> **READY**"), "{stdout}");
     assert!(stdout.contains("  local$ ssh hbohlen@<IP>\n"), "{stdout}");
     assert!(
@@ -274,7 +343,7 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
     );
     let stderr = text(&checklist(&root, &[]).stderr);
     assert!(
-        stderr.contains("NOT RUN  vm-test  only a partial run (--boots 1"),
+        stderr.contains("NOT RUN  vm-test     only a partial run (--boots 1"),
         "{stderr}"
     );
     put(
@@ -301,7 +370,7 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
     let output = checklist(&root, &[]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    for gate in ["check  ", "nixos  ", "vm-test"] {
+    for gate in ["check  ", "nixos  ", "vm-test  ", "procedures"] {
         assert!(
             stderr.contains(&format!("STALE    {gate}")),
             "{gate}: {stderr}"
@@ -318,7 +387,7 @@ fn with_a_key_committed_and_every_result_the_checklist_is_ready() {
     commit_all(&root, "an edit");
     let stderr = text(&checklist(&root, &[]).stderr);
     assert!(
-        stderr.contains("STALE    vm-test  vm-test.pass.json: made at"),
+        stderr.contains("STALE    vm-test     vm-test.pass.json: made at"),
         "{stderr}"
     );
     assert!(stderr.contains("PASS     tree"), "{stderr}");

@@ -1,7 +1,8 @@
 //! `cargo xtask check` on the corpus in tests/fixtures/disko-corpus/, whose
 //! verdicts were recorded against real disko and real sgdisk (see the
 //! README.md there): each case gets exactly the recorded finding codes
-//! (errors and warnings besides HOST001), its findings say the recorded
+//! (errors and warnings besides the HOST family, which compares a layout with
+//! this host's machine.nix), its findings say the recorded
 //! consequences (and fixes), the exit code follows, and the partition table `check`
 //! predicts is the one sgdisk wrote under disko's create script.
 

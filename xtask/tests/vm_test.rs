@@ -8,7 +8,7 @@ use std::process::Output;
 use std::sync::Mutex;
 
 use assert_cmd::Command;
-use xtask::results::{CheckRecord, VmTestResults};
+use xtask::results::{CheckRecord, CommandStatus, ProcedureStatus, VmTestResults};
 
 /// One VM at a time: CI has two cores.
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -65,8 +65,10 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
             "rotate",
             "power-cut",
             "rotate",
-            // --thorough: §4.3 and §4.4, §4.4 after its reboot and §4.5,
-            // the reinstall, §4.5 after its reboot, then the calendar.
+            // --thorough: §4.3 and §3.9, §3.9 after its reboot and §4.4,
+            // §4.4 after its reboot and §4.5, the reinstall, §4.5 after its
+            // reboot, then the calendar.
+            "rotate",
             "rotate",
             "rotate",
             "install",
@@ -162,51 +164,110 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         }
     }
 
-    // --thorough: the recovery procedures, each command run and recorded
-    // under its checklist step, the data brought back by checksum.
-    let steps: Vec<&str> = results.procedures.iter().map(|p| p.step.as_str()).collect();
-    assert_eq!(steps, ["4.3", "4.4", "4.5"]);
-    for procedure in &results.procedures {
-        assert!(procedure.passed && procedure.provisional, "{procedure:#?}");
-        assert!(
-            procedure.commands.iter().all(|c| c.passed),
-            "{procedure:#?}"
-        );
-    }
-    let commands = |step: &str| {
-        &results
-            .procedures
-            .iter()
-            .find(|p| p.step == step)
-            .unwrap()
+    // The checklist's procedures of §3 and §4, every command under its
+    // step and id with its result: what ran passed, what the lab cannot
+    // run is NOT RUN with the reason, nothing else.
+    let loaded = xtask::checklist::load(&xtask::project::project_root(), "hetzner-cloud")
+        .expect("the host loads");
+    let all = xtask::checklist::server_procedures(&loaded.subject, &loaded.facts);
+    let listed: Vec<(&str, &str)> = results
+        .procedures
+        .iter()
+        .map(|p| (p.step.as_str(), p.id.as_str()))
+        .collect();
+    let printed: Vec<(&str, &str)> = all
+        .iter()
+        .map(|n| (n.step.as_str(), n.procedure.id.as_str()))
+        .collect();
+    assert_eq!(listed, printed);
+    for (numbered, record) in all.iter().zip(&results.procedures) {
+        let lines: Vec<&str> = record
             .commands
-    };
-    assert!(commands("4.3").iter().any(|c| c
+            .iter()
+            .filter(|c| c.role == "checklist")
+            .map(|c| c.line.as_str())
+            .collect();
+        let wanted: Vec<&str> = numbered
+            .procedure
+            .commands
+            .iter()
+            .map(|c| c.line.as_str())
+            .collect();
+        assert_eq!(lines, wanted, "{}", record.id);
+        for command in &record.commands {
+            assert!(
+                matches!(command.status, CommandStatus::Pass | CommandStatus::NotRun),
+                "{} {}: {command:#?}",
+                record.step,
+                record.id
+            );
+            if command.status == CommandStatus::NotRun {
+                assert!(command.problem.as_deref().is_some_and(|p| !p.is_empty()));
+            }
+        }
+        let expected = match record.id.as_str() {
+            "verify.units" | "rollback.previous-generation" | "rollback.switch-back" => {
+                ProcedureStatus::NotRun
+            }
+            _ => ProcedureStatus::Pass,
+        };
+        assert_eq!(record.status, expected, "{record:#?}");
+        if expected == ProcedureStatus::Pass {
+            assert!(results
+                .checks
+                .iter()
+                .any(|c| c.name == format!("procedure:{}", record.step) && c.passed));
+        }
+    }
+    let procedure = |id: &str| results.procedures.iter().find(|p| p.id == id).unwrap();
+    // The systemd commands are the NixOS VM test's.
+    assert!(procedure("verify.units").commands.iter().all(|c| c
+        .proven_by
+        .as_deref()
+        .is_some_and(|p| p.contains("NixOS VM test"))));
+    // As the admin, with the placeholders filled in.
+    assert!(procedure("rollback.file-from-old-root")
+        .commands
+        .iter()
+        .any(|c| c
+            .ran
+            .starts_with("sudo cp -a --reflink=auto /btrfs_tmp/@old_roots/20")
+            && c.exit == Some(0)));
+    assert!(procedure("rollback.reinstall").commands.iter().any(|c| c
         .ran
-        .starts_with("sudo cp -a --reflink=auto /btrfs_tmp/@old_roots/20")
-        && c.exit == Some(0)));
-    // §4.4 spans a reboot, §4.5 a reinstall and a reboot: parts in later boots.
-    let boots = |step: &str| {
-        let mut boots: Vec<u32> = commands(step).iter().map(|c| c.boot).collect();
+        .starts_with("ssh hbohlen@127.0.0.1 'sudo btrfs send")
+        && c.status == CommandStatus::Pass));
+    // §3.9 and §4.4 span a reboot, §4.5 a reinstall and a reboot.
+    let boots = |id: &str| {
+        let mut boots: Vec<u32> = procedure(id)
+            .commands
+            .iter()
+            .filter(|c| c.status != CommandStatus::NotRun || c.boot > 0)
+            .map(|c| c.boot)
+            .collect();
         boots.dedup();
         boots
     };
-    assert_eq!(boots("4.4").len(), 2);
-    assert_eq!(boots("4.5").len(), 3);
-    assert_eq!(results.boots[boots("4.5")[1] as usize - 1].kind, "install");
+    assert_eq!(boots("verify.reboot").len(), 2);
+    assert_eq!(boots("rollback.restore-persist").len(), 2);
+    assert_eq!(boots("rollback.reinstall").len(), 3);
+    assert_eq!(
+        results.boots[boots("rollback.reinstall")[1] as usize - 1].kind,
+        "install"
+    );
+    // The data each recovery must bring back, by checksum.
     let verified: Vec<&xtask::results::CommandRecord> = results
         .procedures
         .iter()
         .flat_map(|p| &p.commands)
-        .filter(|c| c.role == "verify" && c.expected.contains("captured"))
+        .filter(|c| c.role == "verify" && c.status == CommandStatus::Pass)
         .collect();
-    assert!(verified.len() >= 3, "{verified:#?}");
-    for step in ["4.3", "4.4", "4.5"] {
-        assert!(results
-            .checks
-            .iter()
-            .any(|c| c.name == format!("procedure:{step}") && c.passed));
-    }
+    assert!(verified.len() >= 5, "{verified:#?}");
+    // The quick ones ran in the default run's last boot (the month's).
+    assert!(procedure("verify.swap")
+        .commands
+        .iter()
+        .all(|c| c.boot == 2));
     // Roadmap 7.2 in the first boot of --thorough (boot 7, after the cuts).
     let discard: Vec<&CheckRecord> = results
         .checks
@@ -221,7 +282,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     let calendar_checks = results
         .checks
         .iter()
-        .filter(|c| c.boot > 10 && c.name.starts_with("retention:"))
+        .filter(|c| c.boot > 11 && c.name.starts_with("retention:"))
         .count();
     assert_eq!(calendar_checks, 7);
 
@@ -249,6 +310,13 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         .expect("target/xtask/vm-test.json");
     assert_eq!(written.header.finished_at, results.header.finished_at);
     assert!(written.header.passed);
+    // … and so does the procedures gate's own file.
+    let thorough: VmTestResults =
+        xtask::results::read(&xtask::results::pass_path(xtask::results::THOROUGH_KIND))
+            .unwrap()
+            .expect("target/xtask/vm-test-thorough.pass.json");
+    assert_eq!(thorough.header.finished_at, results.header.finished_at);
+    assert!(thorough.requested.thorough);
 }
 
 #[test]
@@ -262,6 +330,11 @@ fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
         "drop-subvolume=@caddy",
         "--tamper",
         "drop-mount-option=/nix:noatime",
+        // Wrong copies of two checklist procedures.
+        "--tamper",
+        "procedure-drop-sudo=verify.subvolumes",
+        "--tamper",
+        "procedure-expect=verify.swap",
     ]);
     assert_eq!(
         output.status.code(),
@@ -297,6 +370,43 @@ fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
         .checks
         .iter()
         .any(|c| c.name == "step:mount:/var/lib/caddy" && !c.passed));
+    // A wrong checklist command fails vm-test, naming its step: without
+    // sudo the admin may not list the subvolumes; a wrong expectation does
+    // not hold. The checklist's §3.2 sees the tampered mounts as well.
+    let subvolumes = check(&results, 1, "procedure:3.3");
+    assert!(
+        !subvolumes.passed
+            && subvolumes.measured.contains("verify.subvolumes")
+            && subvolumes.measured.contains("exit 1 instead of 0"),
+        "{subvolumes:?}"
+    );
+    let swap = check(&results, 1, "procedure:3.4");
+    assert!(
+        !swap.passed
+            && swap.measured.contains(
+                "not as the checklist expects: no line matches \"a line no command prints"
+            ),
+        "{swap:?}"
+    );
+    assert!(!check(&results, 1, "procedure:3.2").passed);
+    for step in ["3.5", "3.6"] {
+        assert!(
+            check(&results, 1, &format!("procedure:{step}")).passed,
+            "{step}"
+        );
+    }
+    let status = |id: &str| {
+        results
+            .procedures
+            .iter()
+            .find(|p| p.id == id)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status("verify.subvolumes"), ProcedureStatus::Fail);
+    assert_eq!(status("verify.esp"), ProcedureStatus::Pass);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("procedure:3.3"), "{stderr}");
     // The real results are not overwritten by a tampered run.
     assert_eq!(std::fs::read(xtask::results::path("vm-test")).ok(), before);
 }

@@ -17,6 +17,8 @@ pub struct HostFacts {
     /// machine.nix's `adminUser`: the one login.
     pub admin_user: String,
     pub admin_home: String,
+    /// `users.users.<admin>.uid`; None when NixOS allocates it.
+    pub admin_uid: Option<u32>,
     pub admin_groups: Vec<String>,
     /// How many SSH keys may log in as the admin.
     pub admin_keys: usize,

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::check::CheckResults;
 use crate::flake_eval::FlakeEvalResults;
 use crate::project::Revision;
-use crate::results::{changed_inputs, Header, Inputs, VmTestResults, SCHEMA};
+use crate::results::{changed_inputs, Header, Inputs, ProcedureStatus, VmTestResults, SCHEMA};
 
 use super::facts::HostFacts;
 
@@ -111,6 +111,11 @@ pub struct Observed {
     pub check: Evidence<CheckResults>,
     pub nixos: Evidence<FlakeEvalResults>,
     pub vm_test: Evidence<VmTestResults>,
+    /// `vm-test --thorough`'s own results (vm-test-thorough.json and .pass.json).
+    pub thorough: Evidence<ThoroughResults>,
+    /// The procedures of §3 and §4 the lab VM runs (step, id): every one
+    /// must have run and passed for the `procedures` gate.
+    pub lab_procedures: Vec<(String, String)>,
     pub docs: DocsState,
     /// The size of the host's disk(s) from machine.nix, by disk key.
     pub disk_bytes: BTreeMap<String, u64>,
@@ -124,9 +129,14 @@ pub struct Observed {
     pub results_dir: String,
 }
 
+/// A `vm-test --thorough` run as the `procedures` gate reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ThoroughResults(pub VmTestResults);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Gate {
-    /// Stable: `login`, `check`, `nixos`, `vm-test`, `docs`, `tree`.
+    /// Stable: `login`, `check`, `nixos`, `vm-test`, `procedures`, `docs`, `tree`.
     pub id: &'static str,
     pub title: String,
     pub status: Status,
@@ -517,6 +527,87 @@ impl Proof for VmTestResults {
     }
 }
 
+impl Proof for ThoroughResults {
+    const KIND: &'static str = crate::results::THOROUGH_KIND;
+    fn header(&self) -> &Header {
+        &self.0.header
+    }
+    fn shortfall(&self, observed: &Observed) -> Option<String> {
+        if !self.0.requested.thorough {
+            return Some("a run without --thorough".to_owned());
+        }
+        if let Some(shortfall) = self.0.shortfall(&observed.disk_bytes) {
+            return Some(shortfall.describe());
+        }
+        let missing: Vec<String> = observed
+            .lab_procedures
+            .iter()
+            .filter(|(_, id)| {
+                !self
+                    .0
+                    .procedures
+                    .iter()
+                    .any(|p| p.id == *id && p.status != ProcedureStatus::NotRun)
+            })
+            .map(|(step, id)| format!("{step} {id}"))
+            .collect();
+        (!missing.is_empty())
+            .then(|| format!("a thorough run that did not run {}", missing.join(", ")))
+    }
+    fn failure(&self, observed: &Observed) -> Option<String> {
+        let failed: Vec<String> = self
+            .0
+            .procedures
+            .iter()
+            .filter(|p| p.status == ProcedureStatus::Fail)
+            .map(|p| match p.first_failure() {
+                Some(c) => format!(
+                    "checklist {} ({}) failed at `{}`: {}",
+                    p.step,
+                    p.id,
+                    if c.ran.is_empty() { &c.line } else { &c.ran },
+                    c.problem.as_deref().unwrap_or("not as expected")
+                ),
+                None => format!("checklist {} ({}) failed", p.step, p.id),
+            })
+            .collect();
+        if !failed.is_empty() {
+            return Some(failed.join("; "));
+        }
+        <VmTestResults as Proof>::failure(&self.0, observed)
+    }
+    fn summary(&self, _: &Observed) -> String {
+        let ran: Vec<&crate::results::ProcedureRecord> = self
+            .0
+            .procedures
+            .iter()
+            .filter(|p| p.status == ProcedureStatus::Pass)
+            .collect();
+        let checklist_commands = |status: crate::results::CommandStatus| {
+            self.0
+                .procedures
+                .iter()
+                .flat_map(|p| &p.commands)
+                .filter(|c| c.role == "checklist" && c.status == status)
+                .count()
+        };
+        let not_run: Vec<&crate::results::CommandRecord> = self
+            .0
+            .procedures
+            .iter()
+            .flat_map(|p| &p.commands)
+            .filter(|c| c.status == crate::results::CommandStatus::NotRun)
+            .collect();
+        let elsewhere = not_run.iter().filter(|c| c.proven_by.is_some()).count();
+        format!(
+            "{} procedures of §3 and §4 ran in the lab VM as the admin ({} of the checklist's commands as expected); {} commands cannot run there and are NOT RUN, not counted ({elsewhere} of them run in the NixOS VM test, which needs nixpkgs and KVM and did not run here; the rest only on the server)",
+            ran.len(),
+            checklist_commands(crate::results::CommandStatus::Pass),
+            not_run.len()
+        )
+    }
+}
+
 fn login_gate(observed: &Observed) -> Gate {
     let facts = &observed.facts;
     let title = format!(
@@ -620,6 +711,31 @@ fn vm_test_gate(observed: &Observed) -> Gate {
     )
 }
 
+fn procedures_gate(observed: &Observed) -> Gate {
+    let rerun = format!("cargo xtask vm-test --thorough --host {}", observed.host);
+    decide(
+        gate(
+            "procedures",
+            "the checklist's procedures ran in the lab VM (`vm-test --thorough`): every §3 and §4 command it can run, as expected",
+            Status::NotRun,
+            "",
+        ),
+        &observed.thorough,
+        observed,
+        &rerun,
+        |g| {
+            Gate {
+                detail: format!(
+                    "no `vm-test --thorough` result in {}: never run here",
+                    observed.results_dir
+                ),
+                ..g
+            }
+            .run(rerun.clone())
+        },
+    )
+}
+
 fn docs_gate(observed: &Observed) -> Gate {
     const TITLE: &str = "docs/reference/ matches the config";
     match &observed.docs {
@@ -678,6 +794,7 @@ pub fn gates(observed: &Observed) -> Vec<Gate> {
         check_gate(observed),
         nixos_gate(observed),
         vm_test_gate(observed),
+        procedures_gate(observed),
         docs_gate(observed),
         tree_gate(observed),
     ]
@@ -695,7 +812,10 @@ pub mod testing {
     use crate::check::HostSummary;
     use crate::checklist::facts::testing::with_key;
     use crate::flake_eval::LockedInput;
-    use crate::results::{BootRecord, CheckRecord, StepRecord, VmTestRequest};
+    use crate::results::{
+        BootRecord, CheckRecord, CommandRecord, CommandStatus, ProcedureRecord, StepRecord,
+        VmTestRequest,
+    };
 
     pub const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
     pub const OLD: &str = "fedcba9876543210fedcba9876543210fedcba98";
@@ -774,6 +894,7 @@ pub mod testing {
                 disk_size: None,
                 power_cuts: 0,
                 boot_timeout_s: None,
+                thorough: false,
             },
             boots: vec![
                 BootRecord {
@@ -820,6 +941,97 @@ pub mod testing {
         }
     }
 
+    /// The procedures the lab runs, as `observe` lists them for the host.
+    pub fn lab_procedures() -> Vec<(String, String)> {
+        [
+            ("3.2", "verify.mounts"),
+            ("3.9", "verify.reboot"),
+            ("4.3", "rollback.file-from-old-root"),
+        ]
+        .iter()
+        .map(|(step, id)| (step.to_string(), id.to_string()))
+        .collect()
+    }
+
+    fn command(status: CommandStatus, role: &str, line: &str) -> CommandRecord {
+        CommandRecord {
+            boot: 3,
+            part: 0,
+            role: role.to_owned(),
+            at: None,
+            line: line.to_owned(),
+            ran: line.to_owned(),
+            status,
+            exit: (status != CommandStatus::NotRun).then_some(0),
+            ms: 100,
+            stdout: String::new(),
+            stderr: String::new(),
+            expected: "exit 0".to_owned(),
+            passed: status == CommandStatus::Pass,
+            problem: match status {
+                CommandStatus::NotRun => Some("needs systemd".to_owned()),
+                CommandStatus::Fail => Some("exit 1 instead of 0".to_owned()),
+                _ => None,
+            },
+            proven_by: (status == CommandStatus::NotRun).then(|| "the NixOS VM test".to_owned()),
+        }
+    }
+
+    /// A `vm-test --thorough` run: the lab's procedures passed (or the last
+    /// one failed), and one the lab cannot run.
+    pub fn thorough_results(commit: &str, passed: bool) -> ThoroughResults {
+        thorough_results_of(commit, passed, &lab_procedures())
+    }
+
+    /// The same, for the procedures `all` (step, id).
+    pub fn thorough_results_of(
+        commit: &str,
+        passed: bool,
+        all: &[(String, String)],
+    ) -> ThoroughResults {
+        let mut results = vm_results(commit, passed);
+        results.header = header(crate::results::THOROUGH_KIND, commit, passed);
+        results.requested.thorough = true;
+        let mut records = vec![ProcedureRecord {
+            id: "verify.units".to_owned(),
+            step: "3.1".to_owned(),
+            title: "The system came up clean".to_owned(),
+            status: ProcedureStatus::NotRun,
+            passed: false,
+            commands: vec![command(
+                CommandStatus::NotRun,
+                "checklist",
+                "sudo systemctl --failed",
+            )],
+        }];
+        for (index, (step, id)) in all.iter().enumerate() {
+            let last = index + 1 == all.len();
+            let mut commands = vec![
+                command(
+                    CommandStatus::Pass,
+                    "checklist",
+                    "sudo ls /btrfs_tmp/@old_roots",
+                ),
+                command(CommandStatus::Pass, "verify", "sha256sum /persist/x"),
+            ];
+            if !passed && last {
+                commands[0] = command(CommandStatus::Fail, "checklist", "sudo cp -a x /persist/x");
+            }
+            let mut record = ProcedureRecord {
+                id: id.clone(),
+                step: step.clone(),
+                title: "t".to_owned(),
+                status: ProcedureStatus::NotRun,
+                passed: false,
+                commands,
+            };
+            record.settle();
+            records.push(record);
+        }
+        results.procedures = records;
+        ThoroughResults(results)
+    }
+
     pub fn proof<T>(results: T) -> Evidence<T> {
         Evidence {
             pass: Found::Present(results),
@@ -838,12 +1050,19 @@ pub mod testing {
             check: proof(check_results(HEAD, 0)),
             nixos: proof(nixos_results(HEAD, true)),
             vm_test: proof(vm_results(HEAD, true)),
+            thorough: proof(thorough_results(HEAD, true)),
+            lab_procedures: lab_procedures(),
             docs: DocsState::Fresh,
             disk_bytes: BTreeMap::from([("main".to_owned(), 480_000_000_000)]),
-            current: ["check", crate::flake_eval::KIND, "vm-test"]
-                .iter()
-                .map(|kind| (kind.to_string(), inputs(kind)))
-                .collect(),
+            current: [
+                "check",
+                crate::flake_eval::KIND,
+                "vm-test",
+                crate::results::THOROUGH_KIND,
+            ]
+            .iter()
+            .map(|kind| (kind.to_string(), inputs(kind)))
+            .collect(),
             nixos_blocked: None,
             nixos_how:
                 "on a machine with Nix, run `cargo xtask check --mode flake --host hetzner-cloud`"
@@ -887,10 +1106,101 @@ mod tests {
     }
 
     #[test]
+    fn the_procedures_gate_needs_a_thorough_pass_of_every_procedure_the_lab_runs() {
+        // Passed: the summary counts what ran and what could not.
+        let gates = gates(&passing());
+        let procedures = by_id(&gates, "procedures");
+        assert_eq!(procedures.status, Status::Pass);
+        assert_eq!(
+            procedures.file.as_deref(),
+            Some("vm-test-thorough.pass.json")
+        );
+        assert!(
+            procedures
+                .detail
+                .contains("3 procedures of §3 and §4 ran in the lab VM")
+                && procedures
+                    .detail
+                    .contains("1 commands cannot run there and are NOT RUN, not counted"),
+            "{}",
+            procedures.detail
+        );
+
+        // A procedure failed: FAIL, naming the checklist step and the command.
+        let mut observed = passing();
+        observed.thorough = proof(thorough_results(HEAD, false));
+        let failed = by_id(&gates_of(&observed), "procedures").clone();
+        assert_eq!(failed.status, Status::Fail);
+        assert!(
+            failed
+                .detail
+                .contains("checklist 4.3 (rollback.file-from-old-root) failed at `sudo cp -a x /persist/x`: exit 1 instead of 0"),
+            "{}",
+            failed.detail
+        );
+
+        // A failed later run stays beside the proof.
+        let mut observed = passing();
+        observed.thorough = Evidence {
+            pass: Found::Present(thorough_results(HEAD, true)),
+            last: Found::Present({
+                let mut last = thorough_results(HEAD, false);
+                last.0.header.finished_at = "2026-11-29T00:00:00Z".to_owned();
+                last
+            }),
+        };
+        let kept = by_id(&gates_of(&observed), "procedures").clone();
+        assert_eq!(kept.status, Status::Pass);
+        assert!(
+            kept.detail.contains("does not replace this proof"),
+            "{}",
+            kept.detail
+        );
+
+        // A procedure the lab runs is missing (NOT RUN in the results).
+        let mut observed = passing();
+        let mut results = thorough_results(HEAD, true);
+        results.0.procedures.retain(|p| p.id != "verify.reboot");
+        observed.thorough = proof(results);
+        let missing = by_id(&gates_of(&observed), "procedures").clone();
+        assert_eq!(missing.status, Status::NotRun);
+        assert!(
+            missing.detail.contains("did not run 3.9 verify.reboot"),
+            "{}",
+            missing.detail
+        );
+
+        // A default run (no --thorough) proves nothing about the procedures.
+        let mut observed = passing();
+        let mut default = thorough_results(HEAD, true);
+        default.0.requested.thorough = false;
+        observed.thorough = proof(default);
+        assert_eq!(
+            by_id(&gates_of(&observed), "procedures").status,
+            Status::NotRun
+        );
+
+        // Another revision: STALE, with the command to run.
+        let mut observed = passing();
+        observed.thorough = proof(thorough_results(OLD, true));
+        let stale = by_id(&gates_of(&observed), "procedures").clone();
+        assert_eq!(stale.status, Status::Stale);
+        assert_eq!(
+            stale.command.as_deref(),
+            Some("cargo xtask vm-test --thorough --host hetzner-cloud")
+        );
+    }
+
+    fn gates_of(observed: &Observed) -> Vec<Gate> {
+        gates(observed)
+    }
+
+    #[test]
     fn nothing_run_is_not_run_and_says_what_to_run() {
         let mut observed = passing();
         observed.check = Evidence::none();
         observed.vm_test = Evidence::none();
+        observed.thorough = Evidence::none();
         observed.nixos = Evidence::none();
         observed.nixos_blocked = Some("no flake.lock: the inputs are not pinned".to_owned());
         observed.nixos_how =
@@ -903,6 +1213,7 @@ mod tests {
                 ("check", Status::NotRun),
                 ("nixos", Status::NotRun),
                 ("vm-test", Status::NotRun),
+                ("procedures", Status::NotRun),
                 ("docs", Status::Pass),
                 ("tree", Status::Pass)
             ]
@@ -910,6 +1221,10 @@ mod tests {
         assert_eq!(
             by_id(&gates, "check").command.as_deref(),
             Some("cargo xtask check --host hetzner-cloud")
+        );
+        assert_eq!(
+            by_id(&gates, "procedures").command.as_deref(),
+            Some("cargo xtask vm-test --thorough --host hetzner-cloud")
         );
         let nixos = by_id(&gates, "nixos");
         assert!(

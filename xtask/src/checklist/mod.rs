@@ -3,8 +3,9 @@
 //!
 //! Gates (`gates`): the admin can log in (the host's own files), `check`
 //! clean with nothing that fails the build, the NixOS system evaluates with
-//! the pinned inputs, the full vm-test passed, docs/reference/ fresh, the
-//! working tree clean. Each is PASS, FAIL, STALE or NOT RUN; READY only when
+//! the pinned inputs, the full vm-test passed, the checklist's procedures
+//! passed in `vm-test --thorough`, docs/reference/ fresh, the working tree
+//! clean. Each is PASS, FAIL, STALE or NOT RUN; READY only when
 //! all are PASS.
 //!
 //! Exit codes (the same with or without `--allow-stale`):
@@ -17,7 +18,8 @@
 //!
 //! Every command it prints takes the login, `sudo`, the port and the paths
 //! from the host (`facts`, the layout); `procedures` is the one source of
-//! the steps, which a VM can execute as well.
+//! the steps, which vm-test executes (`crate::vm::procedures`); under each
+//! step the checklist shows what the last thorough run did with it.
 
 pub mod consistency;
 pub mod facts;
@@ -86,6 +88,9 @@ pub struct Checklist {
     pub measured: Option<Measured>,
     /// Values to fill in: `<IP>` and the like.
     pub placeholders: BTreeMap<&'static str, &'static str>,
+    /// What the `vm-test --thorough` run the `procedures` gate rests on did
+    /// with each procedure of §3 and §4, by id.
+    pub tested: BTreeMap<String, Tested>,
     pub deployment: Vec<Procedure>,
     pub verification: Vec<Procedure>,
     pub rollback: Vec<Procedure>,
@@ -115,6 +120,46 @@ impl Checklist {
             .chain(&self.verification)
             .chain(&self.rollback)
     }
+}
+
+/// A procedure as vm-test ran it in the lab VM.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tested {
+    /// `PASS`, `FAIL` or `NOT RUN`.
+    pub status: results::ProcedureStatus,
+    /// The results file it comes from.
+    pub file: String,
+    /// The checklist's commands that ran as expected.
+    pub passed: usize,
+    /// Commands the lab cannot run, and why (the first reason).
+    pub not_run: usize,
+    pub why_not: Option<String>,
+}
+
+/// A procedure of the checklist with its step number (`3.2`).
+#[derive(Debug, Clone)]
+pub struct Numbered {
+    pub step: String,
+    pub procedure: Procedure,
+}
+
+/// §3 (post-deploy verification) and §4 (rollback plan): the procedures
+/// that run on the server, numbered as the checklist prints them. vm-test
+/// runs them from here, so what is printed is what is tested.
+pub fn server_procedures(subject: &Subject, facts: &HostFacts) -> Vec<Numbered> {
+    let number = |section: usize, steps: Vec<Procedure>| -> Vec<Numbered> {
+        steps
+            .into_iter()
+            .enumerate()
+            .map(|(index, procedure)| Numbered {
+                step: format!("{section}.{}", index + 1),
+                procedure,
+            })
+            .collect()
+    };
+    let mut all = number(3, procedures::verification(subject, facts, None));
+    all.extend(number(4, procedures::rollback(subject, facts)));
+    all
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -222,7 +267,7 @@ pub fn observe(
         Ok(drift) => DocsState::Drifted(drift.summary()),
         Err(error) => DocsState::Unknown(format!("{error:#}")),
     };
-    let current = ["check", flake_eval::KIND, "vm-test"]
+    let current = ["check", flake_eval::KIND, "vm-test", results::THOROUGH_KIND]
         .iter()
         .map(|kind| {
             (
@@ -246,6 +291,14 @@ pub fn observe(
         check: evidence::<CheckResults>(results_dir, "check"),
         nixos: evidence::<FlakeEvalResults>(results_dir, flake_eval::KIND),
         vm_test: evidence::<VmTestResults>(results_dir, "vm-test"),
+        thorough: evidence::<gates::ThoroughResults>(results_dir, results::THOROUGH_KIND),
+        lab_procedures: server_procedures(subject, &loaded.facts)
+            .into_iter()
+            .filter(|n| {
+                crate::vm::procedures::tier(&n.procedure) != crate::vm::procedures::Tier::NotInLab
+            })
+            .map(|n| (n.step, n.procedure.id))
+            .collect(),
         docs,
         disk_bytes: subject.disk_sizes.clone(),
         current,
@@ -268,6 +321,7 @@ pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
         _ => None,
     });
     let status = gates::overall(&gates);
+    let tested = tested(&gates, observed);
     Checklist {
         schema: SCHEMA,
         host: subject.host.clone(),
@@ -282,7 +336,60 @@ pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
         rollback: procedures::rollback(subject, &observed.facts),
         measured,
         placeholders: plan::PLACEHOLDERS.iter().copied().collect(),
+        tested,
     }
+}
+
+/// Each procedure's result in the thorough run the `procedures` gate rests on.
+fn tested(gates: &[Gate], observed: &Observed) -> BTreeMap<String, Tested> {
+    let Some(file) = gates
+        .iter()
+        .find(|g| g.id == "procedures")
+        .and_then(|g| g.file.clone())
+    else {
+        return BTreeMap::new();
+    };
+    let found = if file == results::pass_file_name(results::THOROUGH_KIND) {
+        &observed.thorough.pass
+    } else {
+        &observed.thorough.last
+    };
+    let Found::Present(results) = found else {
+        return BTreeMap::new();
+    };
+    results
+        .0
+        .procedures
+        .iter()
+        .map(|p| {
+            let passed = p
+                .commands
+                .iter()
+                .filter(|c| c.role == "checklist" && c.status == results::CommandStatus::Pass)
+                .count();
+            let skipped: Vec<&results::CommandRecord> = p
+                .commands
+                .iter()
+                .filter(|c| c.status == results::CommandStatus::NotRun)
+                .collect();
+            (
+                p.id.clone(),
+                Tested {
+                    status: p.status,
+                    file: file.clone(),
+                    passed,
+                    not_run: skipped.len(),
+                    why_not: skipped.first().and_then(|c| {
+                        let reason = c.problem.clone()?;
+                        Some(match &c.proven_by {
+                            Some(by) => format!("{reason}; run instead by {by}"),
+                            None => reason,
+                        })
+                    }),
+                },
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -349,9 +456,19 @@ mod tests {
         vm.header = stamp(vm.header, "vm-test");
         let mut nixos = gates::testing::nixos_results(HEAD, true);
         nixos.header = stamp(nixos.header, flake_eval::KIND);
+        // Every procedure the lab runs for this host, as observe lists them.
+        assert!(
+            observed.lab_procedures.len() >= 10,
+            "{:?}",
+            observed.lab_procedures
+        );
+        let mut thorough =
+            gates::testing::thorough_results_of(HEAD, true, &observed.lab_procedures);
+        thorough.0.header = stamp(thorough.0.header, results::THOROUGH_KIND);
         put(&results, "check.pass.json", &check);
         put(&results, "vm-test.pass.json", &vm);
         put(&results, "flake-eval.pass.json", &nixos);
+        put(&results, "vm-test-thorough.pass.json", &thorough);
         let checklist = build(
             &loaded.subject,
             &observe(&root, &loaded, &results, head.clone()),
@@ -441,7 +558,18 @@ mod tests {
             .iter()
             .map(|g| g["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["login", "check", "nixos", "vm-test", "docs", "tree"]);
+        assert_eq!(
+            ids,
+            [
+                "login",
+                "check",
+                "nixos",
+                "vm-test",
+                "procedures",
+                "docs",
+                "tree"
+            ]
+        );
         assert_eq!(json["gates"][3]["status"], "PASS");
         assert_eq!(json["facts"]["adminUser"], "hbohlen");
         assert_eq!(

@@ -23,7 +23,9 @@
 //!   output (stderr is not compared): all must hold. A command without an
 //!   [`Expect::Exit`] must exit 0. [`Expect::check`] does the comparison.
 //! - `reboots`: the command reboots the server; wait for it to come back
-//!   and log in again before the next command.
+//!   and log in again before the next command. `installs`: it installs the
+//!   server afresh (the disk is erased); the next command runs on the new
+//!   system.
 //! - `needs` says what the procedure depends on beyond a shell (systemd, a
 //!   reboot, the Hetzner console, …): a runner without it reports the
 //!   procedure as not run, never as passed.
@@ -31,11 +33,15 @@
 //!   abbreviate, the expectations are what counts.
 //!
 //! A runner builds the same procedures the checklist prints:
-//! `verification(&subject, &facts, None)` and `rollback(&subject, &facts)`,
-//! with the host's [`crate::docs::Subject`] and
-//! [`HostFacts::load`](super::facts::HostFacts::load).
+//! `verification(&subject, &facts, None)` and `rollback(&subject, &facts)`
+//! (numbered: [`super::server_procedures`]), with the host's
+//! [`crate::docs::Subject`] and
+//! [`HostFacts::load`](super::facts::HostFacts::load). vm-test is one
+//! (`crate::vm::procedures`: what it runs, what it cannot and why); the
+//! NixOS VM test runs the procedures that need systemd from
+//! nix/tests/procedures.json, generated from here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::docs::Subject;
 use crate::layout::size::SECTOR_BYTES;
@@ -116,6 +122,9 @@ pub struct Command {
     pub shows: Vec<String>,
     /// It reboots the server.
     pub reboots: bool,
+    /// It installs the server afresh (nixos-anywhere): the disk is erased,
+    /// and the next command runs on the new system.
+    pub installs: bool,
 }
 
 /// A machine-checkable expectation on a command's exit status and stdout.
@@ -123,7 +132,7 @@ pub struct Command {
 /// Patterns match a whole line (trimmed): `<n>` is one or more digits,
 /// `<old-root>` an old root's name (`20260101T120000Z`, maybe `-NN`), `<*>`
 /// any text, a run of spaces one or more blanks; everything else is literal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Expect {
     Exit {
@@ -298,6 +307,37 @@ pub fn matches(pattern: &str, line: &str) -> bool {
     go(&tokens, line.trim())
 }
 
+/// `pattern` (see [`Expect`]) as a regular expression that matches a whole
+/// trimmed line the way [`matches`] does, in the syntax Python's `re` and
+/// Rust's `regex` share (for runners in other languages, e.g. the NixOS VM
+/// test's Python, which uses `re.fullmatch`).
+pub fn pattern_regex(pattern: &str) -> String {
+    let mut regex = String::new();
+    let mut rest = pattern.trim();
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("<n>") {
+            regex.push_str("[0-9]+");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("<old-root>") {
+            regex.push_str("[0-9]{8}T[0-9]{6}Z(?:-[0-9]{2})?");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("<*>") {
+            regex.push_str(".*");
+            rest = after;
+        } else if c == ' ' {
+            regex.push_str("\\s+");
+            rest = rest.trim_start_matches(' ');
+        } else {
+            if "\\.^$*+?{}[]|()-&~#".contains(c) {
+                regex.push('\\');
+            }
+            regex.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    regex
+}
+
 pub(super) fn procedure(id: &str, title: impl Into<String>) -> Procedure {
     Procedure {
         id: id.to_owned(),
@@ -374,6 +414,7 @@ fn command(at: Where, line: impl Into<String>) -> Command {
         expect: Vec::new(),
         shows: Vec::new(),
         reboots: false,
+        installs: false,
     }
 }
 
@@ -406,14 +447,15 @@ fn reboot() -> Command {
 }
 
 /// Names the steps need, found in the layout (with the usual ones as fallback).
-pub(super) struct Names {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
     pub persist: String,
     pub snapshots: String,
     pub old_roots: String,
     pub top: String,
 }
 
-pub(super) fn names(tables: &Tables) -> Names {
+pub fn names(tables: &Tables) -> Names {
     let mut names = Names {
         persist: PERSIST_SUBVOLUME.to_owned(),
         snapshots: "@snapshots".to_owned(),
@@ -754,19 +796,25 @@ pub fn verification(
 
     // TRIM.
     let mut trim = procedure("verify.trim", "TRIM reaches the disk")
-        .note("discard=async sends TRIM in the background as space is freed; fstrim trims all free space at once. DISC-GRAN or DISC-MAX of 0B means TRIM cannot reach the disk: see docs/troubleshooting.md.");
+        .note("discard=async sends TRIM in the background as space is freed; fstrim trims all free space at once. DISC-GRAN or DISC-MAX of 0B on the disk or a partition means TRIM cannot reach the disk: see docs/troubleshooting.md. The encrypted swap's mapping (TYPE crypt) shows 0B: NixOS opens it without allow-discards, so freed swap pages are not trimmed, which is expected.");
     for disk in &subject.layout.disks {
         trim = trim
             .run(sudo(format!(
-                "lsblk --discard -n -o NAME,DISC-GRAN,DISC-MAX {}",
+                "lsblk --discard -n -o NAME,TYPE,DISC-GRAN,DISC-MAX {}",
                 disk.device
             )))
             .shows(format!(
-                "{} and its partitions, each with non-zero DISC-GRAN and DISC-MAX",
+                "{} (disk) and its partitions (part), each with non-zero DISC-GRAN and DISC-MAX",
                 disk.device.trim_start_matches("/dev/")
             ))
+            .expect(Expect::Line {
+                pattern: "<*> disk <*>".to_owned(),
+            })
             .expect(Expect::NoLine {
-                pattern: "<*> 0B<*>".to_owned(),
+                pattern: "<*> disk <*> 0B<*>".to_owned(),
+            })
+            .expect(Expect::NoLine {
+                pattern: "<*> part <*> 0B<*>".to_owned(),
             });
     }
     for fs in &tables.filesystems {
@@ -882,6 +930,11 @@ impl Command {
         self.reaches = Some(reaches);
         self
     }
+
+    fn installing(mut self) -> Command {
+        self.installs = true;
+        self
+    }
 }
 
 /// §4: the ways back, from the mildest to the most drastic.
@@ -961,6 +1014,7 @@ pub fn rollback(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
         procedure("rollback.reinstall", format!("Nothing else works: reinstall and restore {PERSIST_MOUNTPOINT}"))
             .needs(Need::Reinstall)
             .needs(Need::Hetzner)
+            .parameter("<path>", format!("a file below {PERSIST_MOUNTPOINT} to verify the restore with, without the leading /"))
             .note(format!(
                 "Save {PERSIST_MOUNTPOINT} off the server while it still runs (as in deployment step 2.2), install again (deployment steps 2.3 to 2.7), then receive the saved copy and swap it in. The restored {PERSIST_MOUNTPOINT} brings the old SSH host keys back, so ssh warns once more: `ssh-keygen -R <IP>`."
             ))
@@ -977,7 +1031,7 @@ pub fn rollback(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             .run(local("ssh-keygen -R <IP>"))
             .run(local_to(Where::Rescue, format!(
                 "nix run github:nix-community/nixos-anywhere -- --flake .#{attribute} --target-host root@<IP>"
-            )))
+            )).installing())
             .shows("the server installed afresh and rebooted (deployment steps 2.3 to 2.7)")
             .run(local("ssh-keygen -R <IP>"))
             .run(local_to(Where::Server, format!(
@@ -991,8 +1045,14 @@ pub fn rollback(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             .run(sudo(format!("mv -T {top}/{persist} {top}/{persist}.fresh-install")))
             .run(sudo(format!("mv -T {top}/{persist}.restored {top}/{persist}")))
             .run(reboot())
+            .run(sudo(format!(
+                "cmp {top}/{snapshots}/{persist}.pre-install/<path> {PERSIST_MOUNTPOINT}/<path>"
+            )))
+            .shows(format!("(nothing: {PERSIST_MOUNTPOINT} is the saved one again)"))
+            .expect(Expect::Empty)
+            .run(sudo(format!("btrfs subvolume delete {top}/{persist}.fresh-install")))
             .then(format!(
-                "Once the restored {PERSIST_MOUNTPOINT} is right: `sudo btrfs subvolume delete {top}/{persist}.fresh-install`."
+                "Delete {persist}.fresh-install (the last command) only once the restored {PERSIST_MOUNTPOINT} is right. The received {snapshots}/{persist}.pre-install stays as a read-only copy until you delete it the same way."
             )),
     ]
 }
@@ -1037,6 +1097,60 @@ mod tests {
             "/btrfs_tmp: <*> (<n> bytes) trimmed",
             "/btrfs_tmp: 398.2 GiB (427565010944 bytes) trimmed"
         ));
+    }
+
+    #[test]
+    fn the_regex_of_a_pattern_matches_what_the_pattern_matches() {
+        let cases = [
+            (
+                "ID <n> gen <n> top level 5 path @nix",
+                "ID 256 gen 12 top level 5 path @nix",
+            ),
+            (
+                "ID <n> gen <n> top level 5 path @nix",
+                "ID 256 gen 12 top level 5 path @nix2",
+            ),
+            (
+                "/dev/dm-<n> partition 34359734272",
+                "/dev/dm-0   partition 34359734272",
+            ),
+            ("/dev/dm-<n> partition 1", "/dev/dm- partition 1"),
+            ("<old-root>", "20260101T120000Z"),
+            ("<old-root>", "20260101T120000Z-01"),
+            ("<old-root>", "20260101T1200Z"),
+            ("rotated_to=<old-root>", "rotated_to=20260101T120000Z-02"),
+            (
+                "<*>C<*> /var/lib/containers",
+                "---------------C------ /var/lib/containers",
+            ),
+            (
+                "<*>C<*> /var/lib/containers",
+                "---------------------- /var/lib/containers",
+            ),
+            ("type: PLAIN", "type:    PLAIN"),
+            ("type: PLAIN", "type:PLAIN"),
+            (
+                "btrfs-rollback: result=ok <*>",
+                "btrfs-rollback: result=ok rotated_to=x (1 ms)",
+            ),
+            ("<*> part <*> 0B<*>", "|-vda3 part 512B 2G"),
+            ("<*> part <*> 0B<*>", "|-vda3 part 0B 0B"),
+            (
+                "Data,single: <*>",
+                "Data,single: Size:1.00GiB, Used:2.00MiB (0.20%)",
+            ),
+            ("/x.y+[z] (a|b)", "/x.y+[z] (a|b)"),
+            ("/x.y+[z] (a|b)", "/xxy+[z] (a|b)"),
+        ];
+        for (pattern, line) in cases {
+            let regex = regex::Regex::new(&format!("^(?:{})$", pattern_regex(pattern))).unwrap();
+            assert_eq!(
+                regex.is_match(line.trim()),
+                matches(pattern, line),
+                "{pattern:?} as {:?} on {line:?}",
+                pattern_regex(pattern)
+            );
+        }
     }
 
     #[test]

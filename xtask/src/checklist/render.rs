@@ -82,7 +82,29 @@ fn describe(expect: &Expect) -> String {
     }
 }
 
-fn steps(out: &mut String, number: usize, steps: &[Procedure]) {
+/// What the lab VM did with a procedure, in one line.
+fn tested_line(tested: &super::Tested) -> String {
+    use crate::results::ProcedureStatus;
+    match tested.status {
+        ProcedureStatus::NotRun => format!(
+            "*vm-test: NOT RUN in the lab VM ({}).*",
+            tested.why_not.as_deref().unwrap_or("not run")
+        ),
+        status => format!(
+            "*vm-test --thorough ({}): {}, {} of its commands ran as expected in the lab VM{}.*",
+            tested.file,
+            status.label(),
+            tested.passed,
+            if tested.not_run > 0 {
+                format!(", {} NOT RUN there", tested.not_run)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+fn steps(out: &mut String, number: usize, steps: &[Procedure], checklist: &Checklist) {
     for (index, step) in steps.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -91,6 +113,9 @@ fn steps(out: &mut String, number: usize, steps: &[Procedure]) {
             step.title,
             step.id
         );
+        if let Some(tested) = checklist.tested.get(&step.id) {
+            let _ = writeln!(out, "{}\n", tested_line(tested));
+        }
         for note in &step.notes {
             let _ = writeln!(out, "{note}\n");
         }
@@ -248,7 +273,7 @@ pub fn markdown(checklist: &Checklist) -> String {
         let _ = writeln!(out, "- `{name}`: {meaning}");
     }
     out.push('\n');
-    steps(&mut out, 2, &checklist.deployment);
+    steps(&mut out, 2, &checklist.deployment, checklist);
 
     out.push_str("## 3. Post-deploy verification\n\n");
     out.push_str(
@@ -256,13 +281,13 @@ pub fn markdown(checklist: &Checklist) -> String {
          from machine to machine, `<old-root>` for an old root's name, `<*>` for any text. \
          The procedure name after each title is its stable id (docs/deploy-checklist.md).\n\n",
     );
-    steps(&mut out, 3, &checklist.verification);
+    steps(&mut out, 3, &checklist.verification, checklist);
 
     out.push_str("## 4. Rollback plan\n\n");
     out.push_str(
         "From the mildest to the most drastic. docs/troubleshooting.md covers failures of the boot-time rollback itself.\n\n",
     );
-    steps(&mut out, 4, &checklist.rollback);
+    steps(&mut out, 4, &checklist.rollback, checklist);
     out
 }
 
@@ -303,7 +328,8 @@ mod tests {
         assert!(md.contains("  local$ ssh hbohlen@<IP>\n"));
         assert!(md.contains("  rescue# [ -d /sys/firmware/efi ] && echo UEFI || echo BIOS\n"));
         assert!(md.contains("## 3. Post-deploy verification"));
-        assert!(md.contains("### 3.1 The system came up clean (`verify.units`)"));
+        assert!(md.contains("### 3.1 The system came up clean (`verify.units`)\n\n*vm-test: NOT RUN in the lab VM (needs systemd; run instead by the NixOS VM test).*\n"), "{md}");
+        assert!(md.contains("(`verify.mounts`)\n\n*vm-test --thorough (vm-test-thorough.pass.json): PASS, 1 of its commands ran as expected in the lab VM.*\n"), "{md}");
         assert!(md.contains("  server$ sudo swapon --show=NAME,TYPE,SIZE --bytes --noheadings\n"));
         assert!(md.contains("## 4. Rollback plan"));
         assert!(md.contains("  server$ sudo nixos-rebuild switch --rollback\n"));
@@ -324,14 +350,17 @@ mod tests {
         assert!(!md.contains("What vm-test measured"));
         let text = gates_text(&checklist);
         assert!(
-            text.contains("  NOT RUN  vm-test  no result in target/xtask: never run here\n"),
+            text.contains("  NOT RUN  vm-test     no result in target/xtask: never run here\n"),
             "{text}"
         );
         assert!(
             text.contains("to fix: cargo xtask vm-test --host hetzner-cloud"),
             "{text}"
         );
-        assert!(text.contains("  FAIL     login    hosts/servers/hetzner-cloud/machine.nix has no SSH key for hbohlen"), "{text}");
-        assert!(text.contains("  PASS     check    no findings"), "{text}");
+        assert!(text.contains("  FAIL     login       hosts/servers/hetzner-cloud/machine.nix has no SSH key for hbohlen"), "{text}");
+        assert!(
+            text.contains("  PASS     check       no findings"),
+            "{text}"
+        );
     }
 }

@@ -102,7 +102,7 @@ pub fn collect(number: u32, kind: BootKind, wall_ms: u64, events: &[Event]) -> C
             Event::Data { name, value } => {
                 collected.data.insert(name.clone(), value.clone());
             }
-            Event::Command(command) => collected.commands.push(command.clone()),
+            Event::Command(command) => collected.commands.push((**command).clone()),
             Event::Fatal { message } => collected.fatal = Some(message.clone()),
             Event::Done { ok, .. } => {
                 collected.finished = true;

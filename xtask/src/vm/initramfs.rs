@@ -95,9 +95,15 @@ pub const ADMIN_TOOLS: &[Tool] = &[
     tool("df", "coreutils"),
     tool("du", "coreutils"),
     tool("chmod", "coreutils"),
+    tool("chown", "coreutils"),
+    tool("id", "coreutils"),
+    tool("cmp", "diffutils"),
+    // `sudo test …` runs the program, not the shell's builtin.
+    tool("test", "coreutils"),
 ];
-/// Where the sudo shim goes (first in the admin's PATH).
+/// Where the sudo and ssh shims go (first in the admin's PATH).
 pub const SUDO_PATH: &str = "/usr/local/bin/sudo";
+pub const SSH_PATH: &str = "/usr/local/bin/ssh";
 
 /// Finds (or installs) the guest's programs on the host.
 pub fn host_tools() -> Result<GuestTools> {
@@ -302,9 +308,11 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
     // Scripts say #!/bin/sh; busybox's ash is what NixOS's initrd runs them with.
     spec.symlink("/bin/sh", &inputs.tools.busybox);
     if !inputs.admin_programs.is_empty() {
+        // The agent, setuid root, is `sudo` when called by that name.
+        spec.symlink(SUDO_PATH, AGENT_PATH);
         spec.file(
-            SUDO_PATH,
-            Source::Bytes(super::guest::SUDO_SHIM.as_bytes().to_vec()),
+            SSH_PATH,
+            Source::Bytes(super::guest::SSH_SHIM.as_bytes().to_vec()),
             0o755,
         );
     }
@@ -312,7 +320,9 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
     std::fs::create_dir_all(&inputs.cache_dir)
         .with_context(|| format!("creating {}", inputs.cache_dir))?;
     let agent = stripped_agent(&inputs.agent, &inputs.cache_dir)?;
-    spec.file(AGENT_PATH, Source::Host(agent), 0o755);
+    // Setuid root: the admin's `sudo` is a link to it (vm/guest/sudo.rs);
+    // as /init it runs as root anyway.
+    spec.file(AGENT_PATH, Source::Host(agent), 0o4755);
     for library in elf::needs(&inputs.agent)?
         .interpreter
         .iter()
@@ -596,10 +606,13 @@ mod tests {
         let position = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
         assert!(position("lib/modules") < position("lib/modules/6.1.0-test/kernel/fake.ko"));
         assert_eq!(find("/tmp").unwrap().mode & 0o7777, 0o1777);
-        // The sudo shim comes with the admin's tools.
-        let sudo = find(SUDO_PATH).expect("the sudo shim");
-        assert_eq!(sudo.data, super::super::guest::SUDO_SHIM.as_bytes());
-        assert_eq!(sudo.mode & 0o777, 0o755);
+        // The sudo and ssh shims come with the admin's tools; sudo runs the
+        // agent, which is setuid root.
+        let sudo = find(SUDO_PATH).expect("the sudo link");
+        assert_eq!(sudo.data, AGENT_PATH.as_bytes());
+        assert_eq!(find(AGENT_PATH).unwrap().mode & 0o7777, 0o4755);
+        let ssh = find(SSH_PATH).expect("the ssh shim");
+        assert_eq!(ssh.data, super::super::guest::SSH_SHIM.as_bytes());
 
         // Same inputs: the cached image. A changed script: a new one.
         let again = build(&inputs).unwrap();

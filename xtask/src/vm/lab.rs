@@ -17,8 +17,9 @@ use super::initramfs::{self, Image};
 use super::kernel::{self, Kernel};
 use super::modules::{self, Index};
 use super::month::{self, MONTH_BOOT};
+use super::plan::AdminLogin;
 use super::plan::{Action, BootKind, Plan};
-use super::procedures::{self, LostFile, Schedule};
+use super::procedures::{self, LostFile, Schedule, Tier};
 use super::protocol::Event;
 use super::qemu::{self, BootRun, Ending, VmConfig};
 use super::realise::{
@@ -26,6 +27,8 @@ use super::realise::{
 };
 use super::retention::{Rules, DAY};
 use crate::check;
+use crate::checklist::facts::HostFacts;
+use crate::checklist::Numbered;
 use crate::findings::Severity;
 use crate::hosts;
 use crate::layout::size::parse_disk_size;
@@ -33,7 +36,7 @@ use crate::nix::Nix;
 use crate::progress::Progress;
 use crate::project::{project_root, xtask_dir};
 use crate::results::{
-    BootRecord, CheckRecord, CommandRecord, Header, ProcedureRecord, VmTestResults,
+    BootRecord, CheckRecord, CommandRecord, Header, ProcedureRecord, ProcedureStatus, VmTestResults,
 };
 use crate::rules::{self, Context};
 use crate::setup;
@@ -67,8 +70,9 @@ pub struct Options {
     pub compression: Option<String>,
     /// Show a spinner with step names on stderr.
     pub progress: bool,
-    /// After the default boots: the checklist's recovery procedures and a
-    /// calendar of short boots over more than three retention periods.
+    /// After the default boots: the checklist's procedures that reboot or
+    /// reinstall (§3.9, §4.3-4.5) and a calendar of short boots over more
+    /// than three retention periods.
     pub thorough: bool,
     /// A rollback script other than nix/modules/btrfs-rollback/rollback.sh
     /// (tests use tampered copies); the results go to vm-test-tampered.json.
@@ -140,6 +144,10 @@ pub struct Prepared {
     pub qemu_img: Utf8PathBuf,
     pub tools: super::plan::GuestTools,
     pub rollback_settings: RollbackSettings,
+    /// The checklist's §3 and §4, from its one source, for this host.
+    pub procedures: Vec<Numbered>,
+    /// What the procedures need to know of the lab (no lost file yet).
+    pub lab: procedures::Lab,
 }
 
 /// Evaluates the host, finds the kernel and tools, builds (or reuses) the image.
@@ -235,6 +243,8 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
+    let (mut procedures, lab) = checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
+    tamper_procedures(&mut procedures, &options.tamper)?;
     Ok(Prepared {
         layout,
         machine: loaded.machine,
@@ -247,7 +257,84 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         qemu_img,
         tools,
         rollback_settings,
+        procedures,
+        lab,
     })
+}
+
+/// `--tamper procedure-…`: a wrong copy of a checklist procedure, to prove
+/// that vm-test fails on it, naming the step (tests only).
+fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Result<()> {
+    for t in tamper {
+        let (id, drop_sudo) = match t {
+            Tamper::ProcedureExpect(id) => (id, false),
+            Tamper::ProcedureDropSudo(id) => (id, true),
+            _ => continue,
+        };
+        let Some(command) = all
+            .iter_mut()
+            .find(|n| n.procedure.id == *id)
+            .and_then(|n| n.procedure.commands.first_mut())
+        else {
+            bail!("--tamper {t}: the checklist has no procedure {id} with a command");
+        };
+        if drop_sudo {
+            command.line = command
+                .line
+                .strip_prefix("sudo ")
+                .with_context(|| format!("--tamper {t}: `{}` has no sudo", command.line))?
+                .to_owned();
+        } else {
+            command
+                .expect
+                .push(crate::checklist::procedures::Expect::Line {
+                    pattern: "a line no command prints (vm-test --tamper)".to_owned(),
+                });
+        }
+    }
+    Ok(())
+}
+
+/// The checklist's server procedures for the host as it is booted (the
+/// same `Subject` and facts the checklist prints them from), and the lab's
+/// side of them: the admin's login, the disk's name in the VM.
+fn checklist_procedures(
+    nix: &Nix,
+    host: &hosts::Host,
+    layout: &crate::layout::Layout,
+    machine: &hosts::Machine,
+) -> Result<(Vec<Numbered>, procedures::Lab)> {
+    let facts = HostFacts::load(nix, &crate::project::project_root(), &host.dir)?;
+    let subject =
+        crate::docs::Subject::new(&host.name, Vec::new(), layout.clone(), machine.clone())?;
+    let all = crate::checklist::server_procedures(&subject, &facts);
+    let names = crate::checklist::procedures::names(&subject.tables());
+    let disk = layout
+        .disks
+        .first()
+        .map(|d| (d.device.clone(), super::realise::GUEST_DISK.to_owned()))
+        .filter(|(server, vm)| server != vm);
+    // nixos/modules/misc/ids.nix: `users` (a normal user's group) is 100, `wheel` 1.
+    let mut groups = vec![100];
+    if facts.admin_groups.iter().any(|g| g == "wheel") {
+        groups.push(super::guest::sudo::WHEEL_GID);
+    }
+    let login = AdminLogin {
+        user: facts.admin_user.clone(),
+        uid: facts.admin_uid.unwrap_or(1000),
+        gid: 100,
+        groups,
+        home: facts.admin_home.clone(),
+    };
+    Ok((
+        all,
+        procedures::Lab {
+            names,
+            disk,
+            login,
+            lost: None,
+        },
+    ))
 }
 
 /// The host's `boot.btrfsRollback`, from rollback.nix as `check::load`
@@ -471,6 +558,8 @@ struct Tally {
     /// Values procedures captured, by name.
     captured: BTreeMap<String, String>,
     procedures: Vec<ProcedureRecord>,
+    /// Procedures (by step) whose part failed in a boot, a command or not.
+    failed_procedures: Vec<String>,
 }
 
 impl Tally {
@@ -579,40 +668,39 @@ impl Tally {
         }
     }
 
-    /// The procedures' commands of a boot, under their checklist step.
+    /// The procedures' commands of a boot, under their checklist id and step.
     fn commands(&mut self, plan: &Plan, collected: &Collected) {
         for command in &collected.commands {
-            let index = match self.procedures.iter().position(|p| p.step == command.step) {
+            let index = match self.procedures.iter().position(|p| p.id == command.id) {
                 Some(index) => index,
                 None => {
-                    let (title, provisional) = plan
+                    let title = plan
                         .steps
                         .iter()
                         .find_map(|s| match &s.action {
-                            Action::Admin(a) if a.step == command.step => {
-                                Some((a.title.clone(), a.provisional))
-                            }
+                            Action::Admin(a) if a.id == command.id => Some(a.title.clone()),
                             _ => None,
                         })
                         .unwrap_or_default();
                     self.procedures.push(ProcedureRecord {
+                        id: command.id.clone(),
                         step: command.step.clone(),
                         title,
-                        provisional,
-                        passed: true,
+                        status: ProcedureStatus::NotRun,
+                        passed: false,
                         commands: Vec::new(),
                     });
                     self.procedures.len() - 1
                 }
             };
-            let record = &mut self.procedures[index];
-            record.passed &= command.passed;
-            record.commands.push(CommandRecord {
+            self.procedures[index].commands.push(CommandRecord {
                 boot: plan.boot,
                 part: command.part,
                 role: command.role.clone(),
+                at: command.at,
                 line: command.line.clone(),
                 ran: command.ran.clone(),
+                status: command.status,
                 exit: command.exit,
                 ms: command.ms,
                 stdout: command.stdout.clone(),
@@ -620,18 +708,54 @@ impl Tally {
                 expected: command.expected.clone(),
                 passed: command.passed,
                 problem: command.problem.clone(),
+                proven_by: command.proven_by.clone(),
             });
         }
         // A part whose check failed without a failing command (it could not start).
         for check in &collected.checks {
-            if let Some(step) = check.name.strip_prefix("procedure:") {
-                if !check.passed {
-                    if let Some(record) = self.procedures.iter_mut().find(|p| p.step == step) {
-                        record.passed = false;
-                    }
+            // `procedure:<step>`, or `step:procedure:<step>` when the agent could not run the part.
+            let name = check.name.strip_prefix("step:").unwrap_or(&check.name);
+            if let Some(step) = name.strip_prefix("procedure:") {
+                if !check.passed && !self.failed_procedures.iter().any(|s| s == step) {
+                    self.failed_procedures.push(step.to_owned());
                 }
             }
         }
+    }
+
+    /// Every procedure of the checklist's §3 and §4 in checklist order: as
+    /// it ran, or NOT RUN with the reason (what the lab cannot run, what
+    /// needs `--thorough`, what a stopped run never reached).
+    fn settle_procedures(&mut self, all: &[Numbered], thorough: bool) {
+        let mut records = Vec::new();
+        for numbered in all {
+            let id = &numbered.procedure.id;
+            let record = match self.procedures.iter().position(|p| p.id == *id) {
+                Some(index) => {
+                    let mut record = self.procedures.remove(index);
+                    record.settle();
+                    if self.failed_procedures.contains(&record.step) {
+                        record.status = ProcedureStatus::Fail;
+                        record.passed = false;
+                    }
+                    record
+                }
+                None => {
+                    let instead = match procedures::tier(&numbered.procedure) {
+                        Tier::NotInLab => None,
+                        Tier::Thorough if !thorough => {
+                            Some("runs with `cargo xtask vm-test --thorough`")
+                        }
+                        _ => Some("the run stopped before it"),
+                    };
+                    procedures::not_run_record(numbered, instead)
+                }
+            };
+            records.push(record);
+        }
+        // Anything else (none: every record comes from the checklist's list).
+        records.append(&mut self.procedures);
+        self.procedures = records;
     }
 
     fn check_passed(&self, boot: u32, name: &str) -> bool {
@@ -872,7 +996,20 @@ pub fn run(options: &Options) -> Result<Outcome> {
     };
     let calendar_days = month::calendar(rules);
     let thorough_boots = if options.thorough {
-        4 + calendar_days.len() as u32
+        let counted = procedures::Lab {
+            lost: Some(LostFile {
+                path: "counted".to_owned(),
+                sha256: String::new(),
+            }),
+            ..prepared.lab.clone()
+        };
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Thorough,
+            &counted,
+        )?)
+        .boots()
+            + calendar_days.len() as u32
     } else {
         0
     };
@@ -966,6 +1103,15 @@ pub fn run(options: &Options) -> Result<Outcome> {
             Vec::new()
         };
         let mut spec = run.spec(kind, extra_runs);
+        // The checklist's quick read-only checks of §3 in the last default
+        // boot: the system as the server has it after a reboot.
+        if boot == options.boots {
+            let quick = procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
+            let mut schedule = Schedule::new(quick);
+            if let Some(parts) = schedule.next_boot(&run.tally.captured) {
+                spec.procedures = parts.started;
+            }
+        }
         // In the month's boot: after its mounts only light work runs (swap,
         // checks), so the writes measure the release, not the install's
         // own flushes.
@@ -995,6 +1141,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
     let Run {
         session, mut tally, ..
     } = run;
+    tally.settle_procedures(&prepared.procedures, options.thorough);
     session.progress.finish_and_clear();
     let mut figures = std::mem::take(&mut tally.figures);
     if tally.peak > 0 {
@@ -1022,6 +1169,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
             disk_size: options.disk_size.clone(),
             power_cuts: options.power_cuts,
             boot_timeout_s: options.boot_timeout.map(|t| t.as_secs()),
+            thorough: options.thorough,
         },
         boots: tally.boots,
         checks: tally.checks,
@@ -1038,6 +1186,11 @@ pub fn run(options: &Options) -> Result<Outcome> {
         .collect();
     let proof = kind == "vm-test" && passed && results.shortfall(&host_disks).is_none();
     let recorded = crate::results::record(kind, &results, proof)?;
+    // A thorough run is also kept as the procedures' own results: a later
+    // default run replaces vm-test.json, not these.
+    if kind == "vm-test" && options.thorough {
+        crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
+    }
     let logs_kept = options.keep_logs || !passed;
     if !logs_kept {
         let _ = std::fs::remove_dir_all(&log_dir);
@@ -1056,15 +1209,19 @@ pub fn run(options: &Options) -> Result<Outcome> {
     })
 }
 
-/// `--thorough`: the recovery procedures (their parts spread over reboots
-/// and a reinstall), then the calendar of short boots.
+/// `--thorough`: the checklist's procedures that reboot, reinstall or
+/// change /persist (their parts spread over reboots and a reinstall), then
+/// the calendar of short boots.
 fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
+    // §4.3 copies back a file the last boot wrote into / (one in a
+    // directory /persist lacks, if there is one).
     let lost_boot = run.last_full_boot;
-    let lost_path = run
-        .realisation
-        .root_files(lost_boot)
-        .into_iter()
-        .next()
+    let files = run.realisation.root_files(lost_boot);
+    let lost_path = files
+        .iter()
+        .find(|f| f.trim_start_matches('/').matches('/').count() >= 2)
+        .or(files.first())
+        .cloned()
         .context("no file is written into / at a boot")?;
     let lost = LostFile {
         path: lost_path.trim_start_matches('/').to_owned(),
@@ -1073,8 +1230,16 @@ fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
             run.realisation.root_file_contents(lost_boot).as_bytes(),
         ))),
     };
-    let names = procedures::Names::of(run.realisation);
-    let mut schedule = Schedule::new(procedures::recovery(&names, &lost));
+    let prepared = run.session.prepared;
+    let lab = procedures::Lab {
+        lost: Some(lost),
+        ..prepared.lab.clone()
+    };
+    let mut schedule = Schedule::new(procedures::of_tier(
+        &prepared.procedures,
+        Tier::Thorough,
+        &lab,
+    )?);
     let mut first = true;
     while let Some(boot_procedures) = schedule.next_boot(&run.tally.captured) {
         let kind = if boot_procedures.install {
@@ -1098,7 +1263,9 @@ fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
         let completed = run.boot(&spec, &label)?;
         let boot = spec.boot;
         let tally = &run.tally;
-        schedule.finished_boot(|step| tally.check_passed(boot, &format!("procedure:{step}")));
+        schedule.finished_boot(|procedure| {
+            tally.check_passed(boot, &format!("procedure:{}", procedure.step))
+        });
         if !completed || run.tally.could_not_run.is_some() {
             return Ok(false);
         }
@@ -1229,7 +1396,7 @@ fn describe_setup(
                     String::new()
                 },
                 if options.thorough {
-                    ", thorough: recovery procedures §4.3-4.5 and a calendar of short boots"
+                    ", thorough: the checklist's procedures that reboot or reinstall (§3.9, §4.3-4.5) and a calendar of short boots"
                 } else {
                     ""
                 }

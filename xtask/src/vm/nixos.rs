@@ -100,6 +100,7 @@ pub fn run(host: &str) -> Result<ExitCode> {
             disk_size: None,
             power_cuts: 0,
             boot_timeout_s: None,
+            thorough: false,
         },
         boots: Vec::new(),
         checks: vec![CheckRecord {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when the plan changes incompatibly (host and guest are one binary,
 /// so this only guards against a stale image).
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 /// The qemu fw_cfg file that carries the plan into the guest.
 pub const FW_CFG_NAME: &str = "opt/xtask/plan.json";
 /// Where the guest mounts the system it boots, like NixOS's /mnt-root.
@@ -120,6 +120,11 @@ pub enum Action {
         disk: String,
         links: Vec<PartitionLink>,
     },
+    /// What udev does for a device-mapper device: /dev/mapper/<name> a
+    /// link to its /dev/dm-<n>.
+    LinkMapper {
+        name: String,
+    },
     MakeDirectories {
         paths: Vec<String>,
     },
@@ -160,9 +165,21 @@ pub enum Action {
     Check(Check),
     /// What stage 2 gives the admin: /proc, /sys, /dev and /run, and the
     /// image's programs (read-only) inside /sysroot, so that commands run
-    /// in a chroot see the booted system as the server shows it.
+    /// in a chroot see the booted system as the server shows it; the
+    /// admin's home, and a check that the admin is not root and `sudo`
+    /// makes it root.
     EnterSystem {
         binds: Vec<String>,
+        #[serde(default)]
+        login: Option<AdminLogin>,
+    },
+    /// impermanence at boot (nix-community/impermanence, nixos.nix and
+    /// mount-file.bash): each persisted directory bind-mounted from its
+    /// storage (created when missing); each persisted file bind-mounted
+    /// when its storage has it, else a symlink to the storage.
+    Persistence {
+        directories: Vec<PersistedPath>,
+        files: Vec<PersistedPath>,
     },
     /// Checklist commands, run as the admin would (see `AdminStep`).
     Admin(AdminStep),
@@ -184,41 +201,86 @@ pub struct DiscardProbe {
     pub interval_ms: u64,
 }
 
-/// One part of a checklist procedure, run in one boot: bash command lines
-/// in a chroot of the booted system, each compared with its expectation.
+/// One part of a checklist procedure, run in one boot: the checklist's
+/// command lines (xtask/src/checklist/procedures.rs) as the admin runs
+/// them, by bash in a chroot of the booted system, each compared with its
+/// expectations; and the lab's own setup and verification around them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdminStep {
-    /// The checklist step, e.g. `4.3`: what a failure is named after.
+    /// The procedure's stable id (`rollback.restore-persist`) and its
+    /// checklist step (`4.4`): what a failure is named after.
+    pub id: String,
     pub step: String,
     pub title: String,
-    /// Which part of the procedure (parts are separated by reboots).
+    /// Which part of the procedure (parts are separated by reboots and reinstalls).
     pub part: u32,
-    /// Not yet the checklist's own source (issue 9 wires it).
-    pub provisional: bool,
+    /// Who runs the checklist's commands.
+    pub login: AdminLogin,
+    /// Text replaced in every line and expectation before it runs: the
+    /// server's disk (`/dev/sda`) is the VM's (`/dev/vda`).
+    #[serde(default)]
+    pub substitutions: Vec<(String, String)>,
     pub commands: Vec<AdminCommand>,
-    /// Values captured at earlier boots, by name, for `Expectation::EqualsCaptured`.
+    /// Values captured at earlier boots, by name: for
+    /// `Expectation::EqualsCaptured`, and the procedure's parameters
+    /// (`<id>:<placeholder>`), which keep their value across its parts.
     #[serde(default)]
     pub captured: BTreeMap<String, String>,
+}
+
+/// The server's admin as the lab VM logs in: the user of machine.nix with
+/// its uid, its primary group and wheel (nixos/modules/misc/ids.nix:
+/// `users` is gid 100, `wheel` gid 1), and its home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminLogin {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdminCommand {
     pub role: CommandRole,
+    /// Where the checklist runs it (`server`, `local`); None for the lab's own.
+    #[serde(default)]
+    pub at: Option<crate::checklist::facts::Where>,
     /// As the checklist prints it, `<placeholders>` included.
     pub line: String,
-    /// Shell expressions that fill the placeholders in the VM (evaluated
-    /// right before the command, in the same chroot).
+    /// Run as the admin (the checklist's commands: `sudo` in the line where
+    /// root is needed), else as root (the lab's own).
+    pub as_admin: bool,
+    /// The working directory: the workstation's for `local$` commands.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Shell expressions that fill the placeholders in the VM, run as root
+    /// the first time the procedure needs them; the value is kept for its
+    /// later commands and parts.
     #[serde(default)]
     pub bindings: Vec<Binding>,
     /// The exit status the command must end with.
     pub exit: i32,
+    /// The lab's expectations (for its own commands).
+    #[serde(default)]
     pub expect: Vec<Expectation>,
+    /// The checklist's expectations, checked by `Expect::check` as printed.
+    #[serde(default)]
+    pub checklist_expect: Vec<crate::checklist::procedures::Expect>,
     /// Keep the trimmed stdout under this name (also for later boots).
     #[serde(default)]
     pub capture: Option<String>,
-    /// Not run: what stands for it in the lab (a reboot ends the boot).
+    /// Not run in the lab: why, and where it is proven instead.
     #[serde(default)]
-    pub stands_for: Option<String>,
+    pub not_run: Option<NotRun>,
+}
+
+/// A command the lab VM cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotRun {
+    pub reason: String,
+    /// Where it runs instead, if anywhere before the real server.
+    pub proven_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +334,18 @@ impl std::fmt::Display for Expectation {
             }
         }
     }
+}
+
+/// impermanence's work at every boot: a persisted path and where its
+/// persistent copy is (both inside /sysroot as the agent sees them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedPath {
+    /// E.g. /sysroot/persist/var/lib/nixos.
+    pub storage: String,
+    /// E.g. /sysroot/var/lib/nixos.
+    pub target: String,
+    /// The storage path as the booted system sees it (a symlink's text), e.g. /persist/etc/machine-id.
+    pub link: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,7 +51,7 @@ pub enum Event {
         value: serde_json::Value,
     },
     /// One command of a checklist procedure, with what it printed.
-    Command(CommandEvent),
+    Command(Box<CommandEvent>),
     /// The guest has flushed its disk and waits for the host to measure the
     /// image, then to write `continue`.
     Measure {
@@ -70,24 +70,33 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandEvent {
-    /// The checklist step (`4.3`) and the part of it this boot ran.
+    /// The procedure's id (`rollback.file-from-old-root`), its checklist
+    /// step (`4.3`) and the part of it this boot ran.
+    pub id: String,
     pub step: String,
     pub part: u32,
     pub index: u32,
     pub role: String,
+    /// Where the checklist runs it (none for the lab's own commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<crate::checklist::facts::Where>,
     /// As the checklist prints it, and as it ran (placeholders filled).
     pub line: String,
     pub ran: String,
-    /// None: not run (it stands for something the lab does otherwise).
+    pub status: crate::results::CommandStatus,
+    /// None: not run.
     pub exit: Option<i32>,
     pub ms: u64,
     pub stdout: String,
     pub stderr: String,
     pub expected: String,
     pub passed: bool,
-    /// Why it failed, in one line.
+    /// Why it failed, or why the lab does not run it, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Where a command the lab does not run is proven instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven_by: Option<String>,
 }
 
 /// One protocol line, newline included.

@@ -18,7 +18,9 @@ use super::initramfs::{hex, EmbeddedScript};
 use super::plan::*;
 use crate::layout::geometry::DiskGeometry;
 use crate::layout::mount_options::{compression, has_nodatacow};
-use crate::layout::{Btrfs, Content, Disk, DiskContent, Layout, Mount, MountSource, Partition};
+use crate::layout::{
+    Btrfs, Content, Disk, DiskContent, EntryKind, Layout, Mount, MountSource, Partition,
+};
 use crate::rules::impermanence::{MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT};
 use crate::rules::Context;
 
@@ -45,6 +47,11 @@ pub enum Tamper {
     DropSubvolume(String),
     /// Mount `mountpoint` without `option`.
     DropMountOption { mountpoint: String, option: String },
+    /// Checklist procedure `id` with an expectation added to its first
+    /// command that its output cannot meet (a wrong checklist line).
+    ProcedureExpect(String),
+    /// Checklist procedure `id` with `sudo ` taken off its first command.
+    ProcedureDropSudo(String),
 }
 
 impl FromStr for Tamper {
@@ -53,6 +60,12 @@ impl FromStr for Tamper {
         match text.split_once('=') {
             Some(("drop-subvolume", name)) if !name.is_empty() => {
                 Ok(Tamper::DropSubvolume(name.to_owned()))
+            }
+            Some(("procedure-expect", id)) if !id.is_empty() => {
+                Ok(Tamper::ProcedureExpect(id.to_owned()))
+            }
+            Some(("procedure-drop-sudo", id)) if !id.is_empty() => {
+                Ok(Tamper::ProcedureDropSudo(id.to_owned()))
             }
             Some(("drop-mount-option", rest)) => match rest.split_once(':') {
                 Some((mountpoint, option)) if !option.is_empty() => Ok(Tamper::DropMountOption {
@@ -64,7 +77,7 @@ impl FromStr for Tamper {
                 )),
             },
             _ => Err(format!(
-                "{text:?}: expected drop-subvolume=NAME or drop-mount-option=/MOUNTPOINT:OPTION"
+                "{text:?}: expected drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION, procedure-expect=ID or procedure-drop-sudo=ID"
             )),
         }
     }
@@ -77,6 +90,8 @@ impl fmt::Display for Tamper {
             Tamper::DropMountOption { mountpoint, option } => {
                 write!(f, "drop-mount-option={mountpoint}:{option}")
             }
+            Tamper::ProcedureExpect(id) => write!(f, "procedure-expect={id}"),
+            Tamper::ProcedureDropSudo(id) => write!(f, "procedure-drop-sudo={id}"),
         }
     }
 }
@@ -427,8 +442,10 @@ impl<'a> Realisation<'a> {
                 // discard is to release.
                 self.discard_latency(&mut steps, spec);
                 self.trim_probe(&mut steps);
+                self.persistence(&mut steps);
+                self.first_boot_identity(&mut steps, boot);
                 if procedures {
-                    self.enter_system(&mut steps);
+                    self.enter_system(&mut steps, spec);
                 }
                 self.admin(&mut steps, &spec.continued);
                 self.admin(&mut steps, &spec.procedures);
@@ -438,12 +455,13 @@ impl<'a> Realisation<'a> {
                 self.rollback(&mut steps, spec)?;
                 self.mount_filesystems(&mut steps);
                 self.fresh_root_checks(&mut steps, boot);
+                self.persistence(&mut steps);
                 if spec.discard_probe.is_some() {
                     self.discard_probe(&mut steps);
                 }
                 self.swap_on(&mut steps);
                 if procedures {
-                    self.enter_system(&mut steps);
+                    self.enter_system(&mut steps, spec);
                 }
                 self.admin(&mut steps, &spec.continued);
                 self.rotate_checks(&mut steps, spec);
@@ -472,14 +490,87 @@ impl<'a> Realisation<'a> {
     }
 
     /// Stage 2 for the admin's commands (see `Action::EnterSystem`).
-    fn enter_system(&self, steps: &mut Vec<Step>) {
+    fn enter_system(&self, steps: &mut Vec<Step>, spec: &BootSpec) {
+        let login = spec
+            .continued
+            .iter()
+            .chain(&spec.procedures)
+            .map(|part| part.login.clone())
+            .next();
         steps.push(step(
             "system:enter",
             OnFailure::Continue,
             Action::EnterSystem {
                 binds: SYSTEM_BINDS.iter().map(|s| (*s).to_owned()).collect(),
+                login,
             },
         ));
+    }
+
+    /// The persisted paths of the layout's impermanence roots (the system's,
+    /// not users': no procedure needs those).
+    fn persisted(&self) -> (Vec<PersistedPath>, Vec<PersistedPath>) {
+        let mut directories = Vec::new();
+        let mut files = Vec::new();
+        for root in &self.layout.persistence {
+            let storage = root.storage_path.trim_end_matches('/');
+            for entry in root.entries.iter().filter(|e| e.user.is_none()) {
+                let link = format!("{storage}{}", entry.target);
+                let path = PersistedPath {
+                    storage: in_sysroot(&link),
+                    target: in_sysroot(&entry.target),
+                    link,
+                };
+                match entry.kind {
+                    EntryKind::Directory => directories.push(path),
+                    EntryKind::File => files.push(path),
+                }
+            }
+        }
+        (directories, files)
+    }
+
+    /// impermanence's bind mounts and links, after the mounts (stage 2).
+    fn persistence(&self, steps: &mut Vec<Step>) {
+        let (directories, files) = self.persisted();
+        if directories.is_empty() && files.is_empty() {
+            return;
+        }
+        steps.push(step(
+            "impermanence",
+            OnFailure::Continue,
+            Action::Persistence { directories, files },
+        ));
+    }
+
+    /// What the first boot of a new system writes through impermanence's
+    /// links into the persistent storage: systemd the machine-id (32 hex
+    /// digits), sshd its host keys. The lab writes stand-ins of the same
+    /// names (it runs neither program); what the checklist does with them
+    /// (hash them, check them after a reboot) is the same.
+    fn first_boot_identity(&self, steps: &mut Vec<Step>, boot: u32) {
+        let (_, files) = self.persisted();
+        for file in files {
+            let target = file.target.trim_start_matches(SYSROOT);
+            let seed = hex(&Sha256::digest(
+                format!("{}:{boot}:{target}", self.nonce).as_bytes(),
+            ));
+            let contents = if target == "/etc/machine-id" {
+                format!("{}\n", &seed[..32])
+            } else if target.starts_with("/etc/ssh/ssh_host_") {
+                format!("xtask lab stand-in for the SSH host key {target} (sshd creates it at the first boot): {seed}\n")
+            } else {
+                continue;
+            };
+            steps.push(step(
+                &format!("first-boot:{target}"),
+                OnFailure::Continue,
+                Action::WriteFile {
+                    path: file.storage,
+                    contents,
+                },
+            ));
+        }
     }
 
     fn admin(&self, steps: &mut Vec<Step>, parts: &[AdminStep]) {
@@ -838,6 +929,11 @@ impl<'a> Realisation<'a> {
                         &swap.device,
                         &name,
                     ])),
+                ));
+                steps.push(step(
+                    &format!("udev:mapper {key}"),
+                    OnFailure::Continue,
+                    Action::LinkMapper { name: name.clone() },
                 ));
                 steps.push(check(
                     "swap-fresh-key",
@@ -1754,11 +1850,20 @@ mod tests {
     fn procedures_run_in_the_system_continued_ones_before_the_checks() {
         let layout = host_layout();
         let context = context_of(&layout);
+        let login = AdminLogin {
+            user: "hbohlen".to_owned(),
+            uid: 1000,
+            gid: 100,
+            groups: vec![100, 1],
+            home: "/home/hbohlen".to_owned(),
+        };
         let part = |step: &str| AdminStep {
+            id: format!("id-{step}"),
             step: step.to_owned(),
             title: "t".to_owned(),
             part: 0,
-            provisional: true,
+            login: login.clone(),
+            substitutions: Vec::new(),
             commands: Vec::new(),
             captured: BTreeMap::new(),
         };
@@ -1768,19 +1873,44 @@ mod tests {
         let plan = realisation_of(&layout, &context, vec![])
             .plan_for(&spec)
             .unwrap();
-        // / is checked before stage 2 puts directories into it.
-        assert!(position(&plan, "check:root-fresh") < position(&plan, "system:enter"));
+        // / is checked before stage 2 puts directories into it, then
+        // impermanence binds and links what /persist keeps.
+        assert!(position(&plan, "check:root-fresh") < position(&plan, "impermanence"));
+        assert!(position(&plan, "impermanence") < position(&plan, "system:enter"));
+        let Action::Persistence { directories, files } =
+            &plan.steps[position(&plan, "impermanence")].action
+        else {
+            panic!()
+        };
+        assert!(directories
+            .iter()
+            .any(|d| d.storage == "/sysroot/persist/var/lib/nixos"
+                && d.target == "/sysroot/var/lib/nixos"));
+        assert!(files.iter().any(|f| f.link == "/persist/etc/machine-id"));
         assert!(position(&plan, "system:enter") < position(&plan, "procedure:4.4"));
         assert!(position(&plan, "procedure:4.4") < position(&plan, "check:persist-marker"));
         assert!(position(&plan, "check:subvolumes") < position(&plan, "procedure:4.5"));
         assert!(position(&plan, "procedure:4.5") < position(&plan, "write:"));
-        let Action::EnterSystem { binds } = &plan.steps[position(&plan, "system:enter")].action
+        let Action::EnterSystem {
+            binds,
+            login: given,
+        } = &plan.steps[position(&plan, "system:enter")].action
         else {
             panic!()
         };
         for dir in ["/proc", "/dev", "/run", "/usr", "/lib"] {
             assert!(binds.contains(&dir.to_owned()), "{dir}");
         }
+        assert_eq!(given.as_ref(), Some(&login));
+        // The install boot writes what systemd and sshd create at the first boot.
+        let install = realisation_of(&layout, &context, vec![]).plan(1).unwrap();
+        let Action::WriteFile { path, contents } =
+            &install.steps[position(&install, "first-boot:/etc/machine-id")].action
+        else {
+            panic!()
+        };
+        assert_eq!(path, "/sysroot/persist/etc/machine-id");
+        assert_eq!(contents.trim().len(), 32);
         // A short boot: the rollback and the old roots, nothing mounted.
         let mut short = BootSpec::new(5);
         short.kind = BootKind::RotateOnly;
@@ -1826,6 +1956,10 @@ mod tests {
         };
         assert!(options.contains(&"noatime".to_owned()));
         assert!("drop-everything".parse::<Tamper>().is_err());
+        let wrong: Tamper = "procedure-expect=verify.swap".parse().unwrap();
+        assert_eq!(wrong, Tamper::ProcedureExpect("verify.swap".to_owned()));
+        assert_eq!(wrong.to_string(), "procedure-expect=verify.swap");
+        assert!("procedure-drop-sudo=".parse::<Tamper>().is_err());
         assert!("drop-mount-option=/nix".parse::<Tamper>().is_err());
     }
 

@@ -4,11 +4,13 @@
 //! leaves them), with GNU coreutils, findutils, grep, btrfs-progs and the
 //! rest of the image's programs bind-mounted read-only at their own paths.
 //!
-//! The agent runs as root, so `sudo` is a shim (`/usr/local/bin/sudo`,
-//! vm/guest/sudo.sh) that runs its command as root. That is what `sudo CMD`
-//! does on the server for the admin (a wheel member): the command runs with
-//! uid 0; what the lab leaves out is the authentication, which changes no
-//! command's effect.
+//! The checklist's commands run as the admin (the uid and groups of
+//! machine.nix's user, not root), so a line that needs root and lacks
+//! `sudo` fails here as it would on the server. `sudo` is the image's
+//! `/usr/local/bin/sudo`, a link to the agent, which is setuid root there
+//! (`super::sudo`): the command runs as root for a member of wheel, without
+//! a password, as on the server (wheelNeedsPassword is false). The lab's
+//! own setup and verification run as root.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -21,7 +23,10 @@ use anyhow::{bail, Context as _, Result};
 
 use super::checks::report;
 use super::{say, send};
-use crate::vm::plan::{AdminCommand, AdminStep, Expectation, Plan, SYSROOT};
+use crate::results::CommandStatus;
+use crate::vm::plan::{
+    AdminCommand, AdminLogin, AdminStep, Expectation, PersistedPath, Plan, SYSROOT,
+};
 use crate::vm::protocol::{CommandEvent, Event};
 
 /// The admin's PATH in the VM: the sudo shim first, then the image's programs.
@@ -32,8 +37,13 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 const OUTPUT_LIMIT: usize = 4000;
 
 /// Stage 2's mounts inside /sysroot: the kernel's filesystems, and the
-/// image's program directories read-only.
-pub fn enter_system(binds: &[String]) -> Result<Option<String>> {
+/// image's program directories read-only; the admin's home; then a check
+/// that the admin is not root and that `sudo` makes it root.
+pub fn enter_system(
+    plan: &Plan,
+    binds: &[String],
+    login: Option<&AdminLogin>,
+) -> Result<Option<String>> {
     let mut done = Vec::new();
     for source in binds {
         if !Path::new(source).exists() {
@@ -51,13 +61,80 @@ pub fn enter_system(binds: &[String]) -> Result<Option<String>> {
         }
         done.push(source.as_str());
     }
+    use std::os::unix::fs::PermissionsExt as _;
     for (dir, mode) in [("/tmp", 0o1777), ("/root", 0o700), ("/mnt", 0o755)] {
         let path = format!("{SYSROOT}{dir}");
         std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
-        use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
-    Ok(Some(format!("bound {}", done.join(" "))))
+    let Some(login) = login else {
+        return Ok(Some(format!("bound {}", done.join(" "))));
+    };
+    // NixOS's activation creates the home (users.users.<name>.createHome).
+    let home = format!("{SYSROOT}{}", login.home);
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {home}"))?;
+    std::os::unix::fs::chown(&home, Some(login.uid), Some(login.gid))
+        .with_context(|| format!("chown {home}"))?;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    let who = bash(plan, "id -u; sudo -n id -u", Some(login), None)?;
+    let expected = format!("{}\n0", login.uid);
+    if who.exit != Some(0) || who.stdout.trim() != expected {
+        bail!(
+            "the admin's login in the lab: `id -u; sudo -n id -u` as {} printed {:?} (exit {:?}; {}), expected {expected:?}",
+            login.user,
+            who.stdout.trim(),
+            who.exit,
+            who.stderr.trim()
+        );
+    }
+    Ok(Some(format!(
+        "bound {}; {} (uid {}) with sudo",
+        done.join(" "),
+        login.user,
+        login.uid
+    )))
+}
+
+/// impermanence at boot (nix-community/impermanence: nixos.nix bind-mounts
+/// each directory; mount-file.bash bind-mounts a file whose persistent copy
+/// exists, else links to where it will be).
+pub fn persistence(
+    directories: &[PersistedPath],
+    files: &[PersistedPath],
+) -> Result<Option<String>> {
+    let mut done = Vec::new();
+    for directory in directories {
+        for path in [&directory.storage, &directory.target] {
+            std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+        }
+        if !is_mountpoint(&directory.target) {
+            bind(&directory.storage, &directory.target)?;
+            done.push(format!("{} (bind)", directory.link));
+        }
+    }
+    for file in files {
+        let target = Path::new(&file.target);
+        if is_mountpoint(&file.target) || target.is_symlink() {
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        if Path::new(&file.storage).is_file() {
+            if !target.exists() {
+                std::fs::File::create(target)
+                    .with_context(|| format!("creating {}", file.target))?;
+            }
+            bind(&file.storage, &file.target)?;
+            done.push(format!("{} (bind)", file.link));
+        } else {
+            std::os::unix::fs::symlink(&file.link, target)
+                .with_context(|| format!("linking {} to {}", file.target, file.link))?;
+            done.push(format!("{} (link)", file.link));
+        }
+    }
+    Ok(Some(done.join(" ")))
 }
 
 fn is_mountpoint(path: &str) -> bool {
@@ -124,28 +201,56 @@ pub struct Output {
     pub timed_out: bool,
 }
 
-/// `bash -c LINE` in the booted system, as root, with the admin's PATH.
-pub fn bash(plan: &Plan, line: &str) -> Result<Output> {
+/// `bash -c LINE` in the booted system with the admin's PATH: as `login`
+/// (its uid, primary group and groups), else as root; in `cwd`, else in
+/// the user's home.
+pub fn bash(
+    plan: &Plan,
+    line: &str,
+    login: Option<&AdminLogin>,
+    cwd: Option<&str>,
+) -> Result<Output> {
+    let (user, home, ids) = match login {
+        Some(l) => (
+            l.user.as_str(),
+            l.home.as_str(),
+            Some((l.uid, l.gid, l.groups.clone())),
+        ),
+        None => ("root", "/root", None),
+    };
+    let directory = std::ffi::CString::new(cwd.unwrap_or(home)).context("NUL in a directory")?;
     let mut command = Command::new(&plan.tools.bash);
     command
         .arg("-c")
         .arg(line)
         .env_clear()
         .env("PATH", ADMIN_PATH)
-        .env("HOME", "/root")
-        .env("USER", "root")
-        .env("LOGNAME", "root")
+        .env("HOME", home)
+        .env("USER", user)
+        .env("LOGNAME", user)
         .env("SHELL", &plan.tools.bash)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: chroot and chdir are async-signal-safe; the paths are static.
+    let groups: Vec<libc::gid_t> = ids.as_ref().map(|(_, _, g)| g.clone()).unwrap_or_default();
+    // SAFETY: chroot, chdir, setgroups, setgid and setuid are
+    // async-signal-safe; everything they read was allocated before the fork.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             let root = b"/sysroot\0";
-            let slash = b"/\0";
-            if libc::chroot(root.as_ptr().cast()) != 0 || libc::chdir(slash.as_ptr().cast()) != 0 {
+            if libc::chroot(root.as_ptr().cast()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid, _)) = ids {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::chdir(directory.as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -213,7 +318,8 @@ fn matches(grep: &str, pattern: &str, text: &str) -> Result<bool> {
     }
 }
 
-/// Checks an output against the command's expectations; the first problem.
+/// Checks an output against the command's expectations (the lab's, then
+/// the checklist's own); the first problem.
 fn judge(
     grep: &str,
     command: &AdminCommand,
@@ -228,11 +334,15 @@ fn judge(
     }
     if output.exit != Some(command.exit) {
         return Some(format!(
-            "exit {} instead of {}",
+            "exit {} instead of {}{}",
             output
                 .exit
                 .map_or("by a signal".to_owned(), |c| c.to_string()),
-            command.exit
+            command.exit,
+            match output.stderr.trim() {
+                "" => String::new(),
+                stderr => format!(" (stderr: {})", clip_line(stderr)),
+            }
         ));
     }
     let trimmed = output.stdout.trim();
@@ -260,12 +370,29 @@ fn judge(
             return Some(format!("expected: {want}"));
         }
     }
+    let status = output.exit.unwrap_or(-1);
+    for expect in &command.checklist_expect {
+        if let Err(problem) = expect.check(status, &output.stdout) {
+            return Some(format!("not as the checklist expects: {problem}"));
+        }
+    }
     None
+}
+
+fn clip_line(text: &str) -> String {
+    let line = text.lines().last().unwrap_or("");
+    clip(line)
 }
 
 fn describe(command: &AdminCommand) -> String {
     let mut parts = vec![format!("exit {}", command.exit)];
     parts.extend(command.expect.iter().map(ToString::to_string));
+    parts.extend(
+        command
+            .checklist_expect
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default()),
+    );
     if let Some(name) = &command.capture {
         parts.push(format!("output captured as {name:?}"));
     }
@@ -283,20 +410,72 @@ fn clip(text: &str) -> String {
     format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
+/// Fills a command's placeholders: each from the values the procedure
+/// kept (`<id>:<placeholder>`), else by its shell expression, run as root
+/// (the value is kept and reported, for later commands and parts).
+fn fill(
+    plan: &Plan,
+    step: &AdminStep,
+    command: &AdminCommand,
+    line: String,
+    captured: &mut BTreeMap<String, String>,
+) -> Result<std::result::Result<String, String>> {
+    let mut line = line;
+    for binding in &command.bindings {
+        let key = format!("{}:{}", step.id, binding.placeholder);
+        let value = match captured.get(&key) {
+            Some(value) => value.clone(),
+            None => {
+                let output = bash(plan, &binding.shell, None, None)?;
+                let value = output.stdout.trim().to_owned();
+                if output.exit != Some(0) || value.is_empty() || value.contains('\n') {
+                    return Ok(Err(format!(
+                        "{} could not be filled in: `{}` printed {value:?} (exit {:?}; {})",
+                        binding.placeholder,
+                        binding.shell,
+                        output.exit,
+                        output.stderr.trim()
+                    )));
+                }
+                captured.insert(key.clone(), value.clone());
+                send(&Event::Data {
+                    name: format!("capture:{key}"),
+                    value: serde_json::json!(value),
+                });
+                value
+            }
+        };
+        line = line.replace(&binding.placeholder, &value);
+    }
+    Ok(Ok(line))
+}
+
 /// Runs one part of a procedure; a failed command ends the part (later
-/// commands build on it) and fails the check `procedure:<step>`.
+/// commands build on it) and fails the check `procedure:<step>`. Commands
+/// the lab cannot run are reported NOT RUN and do not end it.
 pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
     let mut captured = step.captured.clone();
     let mut failure: Option<String> = None;
     let total = step.commands.len();
+    let mut ran = 0usize;
+    let mut not_run = 0usize;
     for (index, command) in step.commands.iter().enumerate() {
+        let line = step
+            .substitutions
+            .iter()
+            .fold(command.line.clone(), |line, (from, to)| {
+                line.replace(from, to)
+            });
         let mut event = CommandEvent {
+            id: step.id.clone(),
             step: step.step.clone(),
             part: step.part,
             index: index as u32,
             role: command.role.as_str().to_owned(),
+            at: command.at,
             line: command.line.clone(),
-            ran: command.line.clone(),
+            ran: String::new(),
+            status: CommandStatus::Skipped,
             exit: None,
             ms: 0,
             stdout: String::new(),
@@ -304,91 +483,90 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             expected: describe(command),
             passed: false,
             problem: None,
+            proven_by: None,
         };
-        if let Some(reason) = &failure {
-            event.problem = Some(format!("not run: {reason}"));
-            send(&Event::Command(event));
-            continue;
-        }
-        if let Some(instead) = &command.stands_for {
-            event.expected = format!("not run in the lab: {instead}");
-            event.passed = true;
+        if let Some(why) = &command.not_run {
+            event.status = CommandStatus::NotRun;
+            event.problem = Some(why.reason.clone());
+            event.proven_by = why.proven_by.clone();
+            event.expected = String::new();
+            not_run += 1;
             say(&format!(
-                "  {} [{}] {} → {instead}",
+                "  {} [{}/{total}] NOT RUN {}: {}",
                 step.step,
                 index + 1,
-                command.line
+                command.line,
+                why.reason
             ));
-            send(&Event::Command(event));
+            send(&Event::Command(Box::new(event)));
+            continue;
+        }
+        if let Some(reason) = &failure {
+            event.problem = Some(format!("not run: {reason}"));
+            send(&Event::Command(Box::new(event)));
             continue;
         }
         let started = Instant::now();
-        let mut problem = None;
-        for binding in &command.bindings {
-            let output = bash(plan, &binding.shell)?;
-            let value = output.stdout.trim();
-            if output.exit != Some(0) || value.is_empty() || value.contains('\n') {
-                problem = Some(format!(
-                    "{} could not be filled in: `{}` printed {value:?} (exit {:?}; {})",
-                    binding.placeholder,
-                    binding.shell,
-                    output.exit,
-                    output.stderr.trim()
-                ));
-                break;
-            }
-            event.ran = event.ran.replace(&binding.placeholder, value);
-        }
-        if problem.is_none() {
-            let output = bash(plan, &event.ran)?;
-            problem = judge(&plan.tools.grep, command, &output, &captured);
-            if problem.is_none() {
-                if let Some(name) = &command.capture {
-                    let value = output.stdout.trim().to_owned();
-                    captured.insert(name.clone(), value.clone());
-                    send(&Event::Data {
-                        name: format!("capture:{name}"),
-                        value: serde_json::json!(value),
-                    });
+        let login = command.as_admin.then_some(&step.login);
+        let problem = match fill(plan, step, command, line, &mut captured)? {
+            Err(problem) => Some(problem),
+            Ok(filled) => {
+                event.ran = filled;
+                let output = bash(plan, &event.ran, login, command.cwd.as_deref())?;
+                let problem = judge(&plan.tools.grep, command, &output, &captured);
+                if problem.is_none() {
+                    if let Some(name) = &command.capture {
+                        let value = output.stdout.trim().to_owned();
+                        captured.insert(name.clone(), value.clone());
+                        send(&Event::Data {
+                            name: format!("capture:{name}"),
+                            value: serde_json::json!(value),
+                        });
+                    }
                 }
+                event.exit = output.exit;
+                event.stdout = clip(&output.stdout);
+                event.stderr = clip(&output.stderr);
+                problem
             }
-            event.exit = output.exit;
-            event.stdout = clip(&output.stdout);
-            event.stderr = clip(&output.stderr);
-        }
+        };
+        ran += 1;
         event.ms = started.elapsed().as_millis() as u64;
         event.passed = problem.is_none();
+        event.status = if event.passed {
+            CommandStatus::Pass
+        } else {
+            CommandStatus::Fail
+        };
         event.problem = problem.clone();
         say(&format!(
-            "  {} [{}/{total}] {} {}: {}",
+            "  {} [{}/{total}] {} {}{}: {}",
             step.step,
             index + 1,
             if event.passed { "ok  " } else { "FAIL" },
+            if login.is_some() { "$ " } else { "# " },
             event.ran,
             problem.as_deref().unwrap_or("as expected")
         ));
-        send(&Event::Command(event));
+        send(&Event::Command(Box::new(event)));
         if let Some(problem) = problem {
             failure = Some(format!("command {} failed ({problem})", index + 1));
         }
     }
-    let run_count = step.commands.len();
     report(
         &format!("procedure:{}", step.step),
         failure.is_none(),
         match &failure {
-            None => format!("part {}: {run_count} commands as expected", step.part + 1),
-            Some(reason) => format!("part {}: {reason}", step.part + 1),
+            None => format!(
+                "{} part {}: {ran} commands as expected, {not_run} not run in the lab",
+                step.id,
+                step.part + 1
+            ),
+            Some(reason) => format!("{} part {}: {reason}", step.id, step.part + 1),
         },
         format!(
-            "checklist step {} ({}){}: every command as expected",
-            step.step,
-            step.title,
-            if step.provisional {
-                ", provisional commands"
-            } else {
-                ""
-            }
+            "checklist step {} ({}, {}): every command as expected",
+            step.step, step.id, step.title
         ),
     );
     Ok(None)
@@ -402,12 +580,16 @@ mod tests {
     fn command(exit: i32, expect: Vec<Expectation>) -> AdminCommand {
         AdminCommand {
             role: CommandRole::Checklist,
+            at: None,
             line: "ls".into(),
+            as_admin: true,
+            cwd: None,
             bindings: Vec::new(),
             exit,
             expect,
+            checklist_expect: Vec::new(),
             capture: None,
-            stands_for: None,
+            not_run: None,
         }
     }
 
@@ -493,23 +675,59 @@ mod tests {
     }
 
     #[test]
-    fn the_sudo_shim_runs_its_command_and_refuses_other_users() {
-        let shim = super::super::SUDO_SHIM;
-        let run = |args: &[&str]| {
-            std::process::Command::new("sh")
-                .arg("-c")
-                .arg(shim)
-                .arg("sudo")
-                .args(args)
-                .output()
-                .expect("sh runs")
+    fn the_checklists_own_expectations_decide_too() {
+        use crate::checklist::procedures::Expect;
+        let grep = grep();
+        let none = BTreeMap::new();
+        let mut swapon = command(0, vec![]);
+        swapon.checklist_expect = vec![
+            Expect::Line {
+                pattern: "/dev/dm-<n> partition 34359734272".into(),
+            },
+            Expect::NoLine {
+                pattern: "/dev/vda3 <*>".into(),
+            },
+        ];
+        assert_eq!(
+            judge(
+                &grep,
+                &swapon,
+                &output(0, "/dev/dm-0 partition 34359734272\n"),
+                &none
+            ),
+            None
+        );
+        let problem = judge(
+            &grep,
+            &swapon,
+            &output(0, "/dev/vda3 partition 34359734272\n"),
+            &none,
+        )
+        .unwrap();
+        assert!(
+            problem.starts_with("not as the checklist expects: no line matches"),
+            "{problem}"
+        );
+        // A tampered expectation (a size the layout does not have) fails.
+        let mut tampered = swapon.clone();
+        tampered.checklist_expect[0] = Expect::Line {
+            pattern: "/dev/dm-<n> partition 1".into(),
         };
-        let ran = run(&["-n", "echo", "as root"]);
-        assert!(ran.status.success());
-        assert_eq!(String::from_utf8_lossy(&ran.stdout), "as root\n");
-        let refused = run(&["-u", "nobody", "id"]);
-        assert!(!refused.status.success());
-        assert!(String::from_utf8_lossy(&refused.stderr).contains("not supported"));
-        assert!(!run(&[]).status.success());
+        assert!(judge(
+            &grep,
+            &tampered,
+            &output(0, "/dev/dm-0 partition 34359734272\n"),
+            &none
+        )
+        .is_some());
+        // The exit status is checked first, with stderr's last line.
+        let mut failed = output(1, "");
+        failed.stderr =
+            "cp: cannot create regular file '/persist/a/b': No such file or directory\n".into();
+        let problem = judge(&grep, &swapon, &failed, &none).unwrap();
+        assert!(
+            problem.contains("exit 1 instead of 0 (stderr: cp: cannot create"),
+            "{problem}"
+        );
     }
 }

@@ -10,10 +10,11 @@ mod admin;
 mod checks;
 mod discard;
 pub mod parse;
+pub mod sudo;
 
 pub use admin::ADMIN_PATH;
-/// `sudo` in the image: the agent runs as root (see `admin`).
-pub const SUDO_SHIM: &str = include_str!("sudo.sh");
+/// `ssh` in the image: the lab's transport, the VM being both machines.
+pub const SSH_SHIM: &str = include_str!("ssh.sh");
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -434,6 +435,7 @@ fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
             Ok(None)
         }
         Action::LinkPartitions { disk, links } => link_partitions(disk, links),
+        Action::LinkMapper { name } => link_mapper(name),
         Action::MakeDirectories { paths } => {
             for path in paths {
                 std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
@@ -503,7 +505,8 @@ fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
             checks::run(plan, check);
             Ok(None)
         }
-        Action::EnterSystem { binds } => admin::enter_system(binds),
+        Action::EnterSystem { binds, login } => admin::enter_system(plan, binds, login.as_ref()),
+        Action::Persistence { directories, files } => admin::persistence(directories, files),
         Action::Admin(step) => admin::run(plan, step),
         Action::DiscardProbe(probe) => discard::start(probe),
     }
@@ -583,6 +586,34 @@ fn link_partitions(disk: &str, links: &[super::plan::PartitionLink]) -> Result<O
             .with_context(|| format!("linking {} to {target}", link.link))?;
     }
     Ok(None)
+}
+
+/// What udev's device-mapper rules do (lvm2's 10-dm.rules): the mapping's
+/// /dev/mapper/<name> is a link to its /dev/dm-<n> node. Without udev,
+/// cryptsetup made a node of its own there; swapon then names the node
+/// /proc/swaps shows (`/dev/dm-<n>` on the server).
+fn link_mapper(name: &str) -> Result<Option<String>> {
+    for entry in std::fs::read_dir("/sys/block").context("reading /sys/block")? {
+        let node = entry?.file_name().to_string_lossy().into_owned();
+        if !node.starts_with("dm-") {
+            continue;
+        }
+        let named =
+            std::fs::read_to_string(format!("/sys/block/{node}/dm/name")).unwrap_or_default();
+        if named.trim() != name {
+            continue;
+        }
+        anyhow::ensure!(
+            Path::new(&format!("/dev/{node}")).exists(),
+            "/dev/{node} (devtmpfs) is missing"
+        );
+        let link = format!("/dev/mapper/{name}");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("../{node}"), &link)
+            .with_context(|| format!("linking {link} to ../{node}"))?;
+        return Ok(Some(format!("{link} -> ../{node}")));
+    }
+    bail!("no device-mapper device is named {name}")
 }
 
 fn copy_tree(source: &Path, target: &Path, copied: &mut (u64, u64)) -> Result<()> {
