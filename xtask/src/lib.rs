@@ -14,6 +14,7 @@ pub mod lab;
 pub mod layout;
 pub mod names;
 pub mod nix;
+pub mod process;
 pub mod progress;
 pub mod project;
 pub mod report;

@@ -6,9 +6,8 @@
 //! (`XTASK_NIX_TIMEOUT`), a heap limit for its garbage collector and a limit
 //! on the output read, and what it prints is checked before it is trusted.
 
-use std::io::Read as _;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -16,6 +15,7 @@ use serde_json::Value;
 
 use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::Host;
+use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::setup;
 
@@ -61,13 +61,15 @@ struct Ran {
     /// `None` when it was stopped after `limits.timeout`.
     status: Option<ExitStatus>,
     stdout: Vec<u8>,
+    /// It printed more than `limits.max_output_bytes` (the rest was not read).
+    output_too_large: bool,
     stderr: String,
     limits: Limits,
 }
 
 impl Ran {
     fn output_too_large(&self) -> bool {
-        self.stdout.len() as u64 > self.limits.max_output_bytes
+        self.output_too_large
     }
 
     fn success(&self) -> bool {
@@ -325,98 +327,34 @@ fn run_retrying(
     }
 }
 
-/// Runs a Nix program within `limits`, reading its output while it runs.
+/// Runs a Nix program within `limits` (the supervised runner reads its
+/// output while it runs).
 fn run_limited(
     program: &Utf8Path,
     args: &[&str],
     env: &[(&str, &str)],
     limits: Limits,
 ) -> Result<Ran> {
-    let name = program.file_name().unwrap_or(program.as_str()).to_owned();
-    let mut command = Command::new(program);
-    command
+    let mut supervised = Supervised::new(program)
         .args(args)
         .current_dir(project_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .envs(env.iter().copied());
+        .timeout(limits.timeout)
+        // Past the limit the pipe is closed, which ends a child that keeps writing.
+        .stdout(Output::at_most(limits.max_output_bytes))
+        .stderr(Output::keep(MAX_ERROR_BYTES));
+    for (key, value) in env {
+        supervised = supervised.env(key, value);
+    }
     if let Some(bytes) = limits.max_heap_bytes {
-        command.env("GC_MAXIMUM_HEAP_SIZE", bytes.to_string());
+        supervised = supervised.gc_heap_limit(bytes);
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .with_context(|| format!("{name}'s output"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .with_context(|| format!("{name}'s errors"))?;
-    let timeout = limits.timeout;
-    let max_output_bytes = limits.max_output_bytes;
-    // Read both pipes while waiting, or a large output would block the child.
-    let (finished, output_closed) = std::sync::mpsc::channel();
-    let reading = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        // One byte past the limit tells that there was more; dropping the
-        // pipe then ends a child that keeps writing.
-        let read = stdout
-            .take(max_output_bytes + 1)
-            .read_to_end(&mut bytes)
-            .map(|_| bytes);
-        let _ = finished.send(());
-        read
-    });
-    let reading_errors = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = (&mut stderr).take(MAX_ERROR_BYTES).read_to_end(&mut bytes);
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-        bytes
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > timeout {
-            child.kill().ok();
-            child.wait().ok();
-            break None;
-        }
-        // Wakes as soon as the output closes, which is when the program ends
-        // (or when the limit stops the reading); otherwise looks again soon.
-        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
-            output_closed.recv_timeout(Duration::from_millis(50))
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
-    if status.is_none() {
-        // Stopped: what it printed does not matter, and a process it started
-        // may still hold the pipes open, so the readers are left to finish alone.
-        return Ok(Ran {
-            program: name,
-            status,
-            stdout: Vec::new(),
-            stderr: String::new(),
-            limits,
-        });
-    }
-    let stdout = reading
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread reading {name}'s output panicked"))?
-        .with_context(|| format!("reading {name}'s output"))?;
-    let stderr = reading_errors
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread reading {name}'s errors panicked"))?;
+    let finished = supervised.run()?;
     Ok(Ran {
-        program: name,
-        status,
-        stdout,
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        program: finished.name.clone(),
+        status: finished.status,
+        output_too_large: finished.stdout_truncated,
+        stderr: finished.stderr_text(),
+        stdout: finished.stdout,
         limits,
     })
 }
@@ -1129,7 +1067,7 @@ mod tests {
 
     #[test]
     fn runs_past_the_time_limit_are_stopped() {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let ran = run_limited(
             Utf8Path::new("/bin/sh"),
             &["-c", "sleep 30"],
