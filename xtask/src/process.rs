@@ -403,11 +403,7 @@ impl Running {
     }
 }
 
-fn join(
-    reader: Option<JoinHandle<std::io::Result<Kept>>>,
-    name: &str,
-    what: &str,
-) -> Result<Kept> {
+fn join(reader: Option<JoinHandle<std::io::Result<Kept>>>, name: &str, what: &str) -> Result<Kept> {
     let Some(reader) = reader else {
         return Ok((Vec::new(), false));
     };
