@@ -14,7 +14,6 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::Value;
 
-use crate::check::{render, CheckReport, FlakeStatus, HostReport, Mode, SCHEMA};
 use crate::findings::{AttrPath, Severity};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::geometry::{self, DiskGeometry};
@@ -24,7 +23,8 @@ use crate::layout::size::{
 use crate::layout::{DiskContent, Gpt, Partition};
 use crate::nix::{read_evaluation, too_deep, MAX_DEPTH};
 use crate::project::project_root;
-use crate::report::Tables;
+use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
+
 use crate::rules::{self, Context, Firmware};
 use crate::setup::NO_INSTALL_ENV;
 

@@ -17,6 +17,7 @@ pub mod nix;
 pub mod process;
 pub mod progress;
 pub mod project;
+pub mod reference;
 pub mod report;
 pub mod results;
 pub mod rules;

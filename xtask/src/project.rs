@@ -89,6 +89,15 @@ pub fn write_atomically(path: &Utf8Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes `contents` atomically and leaves the file readable by everyone
+/// (0644), like a file git checks out; the temporary file starts as 0600.
+pub fn write_readable(path: &Utf8Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    write_atomically(path, contents)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("making {path} readable"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,6 +193,25 @@ pub fn changed_inputs(recorded: &Inputs, current: &Inputs) -> Vec<String> {
     changes
 }
 
+/// `target/xtask/check.json`: the last full check of the repository's hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResults {
+    #[serde(flatten)]
+    pub header: Header,
+    /// `--disk-size`, when it replaced the sizes in machine.nix.
+    pub disk_size_override: Option<u64>,
+    pub hosts: Vec<HostSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostSummary {
+    pub host: String,
+    pub errors: usize,
+    pub warnings: usize,
+    /// `code path` of every finding.
+    pub findings: Vec<String>,
+}
+
 /// `target/xtask/vm-test.json`: what `cargo xtask vm-test` measured in the guest.
 /// `deploy-checklist` reads it; `vm-test` writes it (schema `SCHEMA`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

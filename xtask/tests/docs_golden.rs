@@ -9,7 +9,7 @@
 use assert_cmd::Command;
 use camino::{Utf8Path, Utf8PathBuf};
 use predicates::prelude::*;
-use xtask::docs::{self, REFERENCE_DIR};
+use xtask::reference::{self, REFERENCE_DIR};
 
 fn repo() -> Utf8PathBuf {
     Utf8PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,12 +38,12 @@ fn the_repos_reference_is_what_the_config_generates() {
 #[test]
 fn the_fixture_host_matches_its_golden_files() {
     let root = fixture_root();
-    let generated = docs::generate(&root, "two-disks").expect("the fixture host generates");
+    let generated = reference::generate(&root, "two-disks").expect("the fixture host generates");
     let dir = root.join(REFERENCE_DIR);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        docs::write(&dir, &generated).expect("writing the golden files");
+        reference::write(&dir, &generated).expect("writing the golden files");
     }
-    let drift = docs::compare(&dir, &generated).expect("comparing");
+    let drift = reference::compare(&dir, &generated).expect("comparing");
     assert!(
         drift.is_empty(),
         "the fixture's golden files differ (UPDATE_GOLDEN=1 accepts the new output):\n{}",
@@ -104,7 +104,7 @@ fn the_diagrams_are_well_formed_and_keep_tiny_partitions_visible() {
         .expect("docs/reference/disk.svg is committed");
     let document = assert_good_svg(&repo_svg);
     // The 1 MiB BIOS boot partition is drawn at the minimum width and labelled.
-    let min = xtask::docs::svg::MIN_SEGMENT;
+    let min = xtask::reference::svg::MIN_SEGMENT;
     let bar: Vec<_> = document
         .descendants()
         .filter(|n| n.tag_name().name() == "rect" && n.attribute("height") == Some("40"))
@@ -130,7 +130,7 @@ fn the_diagrams_are_well_formed_and_keep_tiny_partitions_visible() {
         );
     }
 
-    let fixture = docs::generate(&fixture_root(), "two-disks").unwrap();
+    let fixture = reference::generate(&fixture_root(), "two-disks").unwrap();
     assert_good_svg(&fixture["disk.svg"]);
     assert!(fixture["disk.svg"].contains("whole disk: btrfs"));
 }
@@ -157,9 +157,9 @@ fn check_fails_after_a_layout_change_and_passes_after_docs() {
     copy_tree(&repo().join(REFERENCE_DIR), &root.join(REFERENCE_DIR));
     let dir = root.join(REFERENCE_DIR);
 
-    let generated = docs::generate(&root, "hetzner-cloud").unwrap();
+    let generated = reference::generate(&root, "hetzner-cloud").unwrap();
     assert!(
-        docs::compare(&dir, &generated).unwrap().is_empty(),
+        reference::compare(&dir, &generated).unwrap().is_empty(),
         "the copy starts fresh"
     );
 
@@ -169,8 +169,8 @@ fn check_fails_after_a_layout_change_and_passes_after_docs() {
     assert!(text.contains("size = \"32G\";"));
     std::fs::write(&disko, text.replace("size = \"32G\";", "size = \"16G\";")).unwrap();
 
-    let generated = docs::generate(&root, "hetzner-cloud").unwrap();
-    let drift = docs::compare(&dir, &generated).unwrap();
+    let generated = reference::generate(&root, "hetzner-cloud").unwrap();
+    let drift = reference::compare(&dir, &generated).unwrap();
     let changed: Vec<&str> = drift.changed.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(changed, vec!["disk.svg", "layout.md"], "{drift:#?}");
     let rendered = drift.render(REFERENCE_DIR);
@@ -180,14 +180,14 @@ fn check_fails_after_a_layout_change_and_passes_after_docs() {
         "a line diff: {rendered}"
     );
 
-    docs::write(&dir, &generated).unwrap();
-    let again = docs::generate(&root, "hetzner-cloud").unwrap();
-    assert!(docs::compare(&dir, &again).unwrap().is_empty());
+    reference::write(&dir, &generated).unwrap();
+    let again = reference::generate(&root, "hetzner-cloud").unwrap();
+    assert!(reference::compare(&dir, &again).unwrap().is_empty());
 
     // Hand edits and stray files are caught too.
     std::fs::write(dir.join("notes.md"), "mine\n").unwrap();
     std::fs::remove_file(dir.join("rules.md")).unwrap();
-    let drift = docs::compare(&dir, &again).unwrap();
+    let drift = reference::compare(&dir, &again).unwrap();
     assert_eq!(drift.extra, vec!["notes.md"]);
     assert_eq!(drift.missing, vec!["rules.md"]);
 }

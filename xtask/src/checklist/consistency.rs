@@ -188,7 +188,7 @@ mod tests {
     use crate::checklist::facts::testing::host_facts;
     use crate::checklist::gates::testing::passing;
     use crate::checklist::{build, render};
-    use crate::docs::testing::host_subject;
+    use crate::hosts::testing::host_subject;
     use crate::project::project_root;
 
     fn show(found: &[Contradiction]) -> String {

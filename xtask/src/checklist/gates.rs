@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::check::CheckResults;
 use crate::flake_eval::FlakeEvalResults;
 use crate::project::Revision;
-use crate::results::{changed_inputs, Header, Inputs, ProcedureStatus, VmTestResults, SCHEMA};
+use crate::results::{
+    changed_inputs, CheckResults, Header, Inputs, ProcedureStatus, VmTestResults, SCHEMA,
+};
 
 use super::facts::HostFacts;
 
@@ -809,9 +810,9 @@ pub fn overall(gates: &[Gate]) -> Status {
 pub mod testing {
     //! Results as `check`, the NixOS evaluation and `vm-test` write them, for tests.
     use super::*;
-    use crate::check::HostSummary;
     use crate::checklist::facts::testing::with_key;
     use crate::flake_eval::LockedInput;
+    use crate::results::HostSummary;
     use crate::results::{
         BootRecord, CheckRecord, CommandRecord, CommandStatus, ProcedureRecord, StepRecord,
         VmTestRequest,

@@ -35,11 +35,12 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::check::CheckResults;
-use crate::docs::{self, Subject, REFERENCE_DIR};
 use crate::flake_eval::{self, FlakeEvalResults};
+use crate::hosts::Subject;
 use crate::hosts::DEFAULT_HOST;
 use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
+use crate::reference::{self, REFERENCE_DIR};
+use crate::results::CheckResults;
 use crate::results::{self, VmTestResults};
 
 use facts::HostFacts;
@@ -194,7 +195,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     match &args.out {
         Some(path) => {
-            docs::write_readable(path, text.as_bytes())?;
+            crate::project::write_readable(path, text.as_bytes())?;
             eprintln!(
                 "wrote {} ({}); {}",
                 display_path(path),
@@ -221,7 +222,7 @@ pub struct Loaded {
 
 /// Evaluates host `name` of the repository at `root` (exit 2 when it cannot).
 pub fn load(root: &Utf8Path, name: &str) -> Result<Loaded> {
-    let subject = docs::load_subject(root, name)?;
+    let subject = crate::hosts::load_subject(root, name)?;
     let host = crate::hosts::discover(root)?
         .into_iter()
         .find(|h| h.name == name)
@@ -261,8 +262,8 @@ pub fn observe(
     head: Revision,
 ) -> Observed {
     let subject = &loaded.subject;
-    let generated = docs::render::pages(subject);
-    let docs = match docs::compare(&root.join(REFERENCE_DIR), &generated) {
+    let generated = reference::pages(subject);
+    let docs = match reference::compare(&root.join(REFERENCE_DIR), &generated) {
         Ok(drift) if drift.is_empty() => DocsState::Fresh,
         Ok(drift) => DocsState::Drifted(drift.summary()),
         Err(error) => DocsState::Unknown(format!("{error:#}")),
@@ -398,7 +399,7 @@ mod tests {
     use super::gates::testing::revision as at;
     use super::gates::testing::{check_results, passing, vm_results, HEAD, OLD};
     use super::*;
-    use crate::docs::testing::host_subject;
+    use crate::hosts::testing::host_subject;
     use crate::project::write_atomically;
 
     fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
@@ -418,7 +419,7 @@ mod tests {
     /// A repository root whose docs/reference/ is what the subject generates.
     fn root_with_fresh_docs(subject: &Subject) -> (tempfile::TempDir, Utf8PathBuf) {
         let (dir, root) = temp();
-        docs::write(&root.join(REFERENCE_DIR), &docs::render::pages(subject)).unwrap();
+        reference::write(&root.join(REFERENCE_DIR), &reference::pages(subject)).unwrap();
         (dir, root)
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::docs::Subject;
+use crate::hosts::Subject;
 use crate::layout::size::human;
 use crate::results::{VmTestRequest, VmTestResults};
 use crate::rules::impermanence::PERSIST_MOUNTPOINT;
@@ -361,7 +361,7 @@ mod tests {
     use crate::checklist::facts::testing::host_facts;
     use crate::checklist::gates::testing::{vm_results, HEAD};
     use crate::checklist::procedures::{rollback, verification};
-    use crate::docs::testing::host_subject;
+    use crate::hosts::testing::host_subject;
 
     pub fn all_text(steps: &[Procedure]) -> String {
         let mut out = String::new();

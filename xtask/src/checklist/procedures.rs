@@ -35,7 +35,7 @@
 //! A runner builds the same procedures the checklist prints:
 //! `verification(&subject, &facts, None)` and `rollback(&subject, &facts)`
 //! (numbered: [`super::server_procedures`]), with the host's
-//! [`crate::docs::Subject`] and
+//! [`crate::hosts::Subject`] and
 //! [`HostFacts::load`](super::facts::HostFacts::load). vm-test is one
 //! (`crate::vm::procedures`: what it runs, what it cannot and why); the
 //! NixOS VM test runs the procedures that need systemd from
@@ -43,7 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::docs::Subject;
+use crate::hosts::Subject;
 use crate::layout::size::SECTOR_BYTES;
 use crate::layout::{Content, DiskContent, EntryKind};
 use crate::names::{escape_systemd_path, partition_node, swap_mapper_name};

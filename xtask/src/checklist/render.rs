@@ -298,7 +298,7 @@ mod tests {
     use crate::checklist::facts::testing::host_facts;
     use crate::checklist::gates::testing::passing;
     use crate::checklist::gates::Evidence;
-    use crate::docs::testing::host_subject;
+    use crate::hosts::testing::host_subject;
 
     #[test]
     fn a_ready_checklist() {

@@ -1,5 +1,15 @@
 //! The hosts of the flake: every directory under hosts/ that holds a
-//! disko.nix, with its optional persistence.nix, machine.nix and rollback.nix.
+//! disko.nix, with its optional persistence.nix, machine.nix and rollback.nix;
+//! loading one (`load`: evaluated, built, judged by the host rules) and the
+//! view of it the generated pages and the checklist share (`subject`).
+
+mod load;
+mod subject;
+
+pub use load::{firmware, load, Loaded};
+#[cfg(test)]
+pub use subject::testing;
+pub use subject::{load_subject, Subject};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -182,13 +192,23 @@ fn host_at(dir: &Utf8Path) -> Result<Host> {
 
 /// The host called `name`, with the names of all hosts in the error when it is unknown.
 pub fn find(name: &str) -> Result<Host> {
-    let hosts = discover(&project_root())?;
+    find_in(&project_root(), name)
+}
+
+/// `find` in the repository at `root`.
+pub fn find_in(root: &Utf8Path, name: &str) -> Result<Host> {
+    let hosts = discover(root)?;
     if let Some(host) = hosts.iter().find(|h| h.name == name) {
         return Ok(host.clone());
     }
     let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let place = if root == project_root() {
+        "hosts/".to_owned()
+    } else {
+        format!("{root}/hosts")
+    };
     bail!(
-        "no host {name:?} under hosts/ (a host is a directory with a {LAYOUT_FILE}); known hosts: {}",
+        "no host {name:?} under {place} (a host is a directory with a {LAYOUT_FILE}); known hosts: {}",
         if known.is_empty() { "none".to_owned() } else { known.join(", ") }
     )
 }

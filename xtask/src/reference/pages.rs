@@ -10,7 +10,8 @@ use crate::names::swap_mapper_name;
 use crate::report::{BtrfsTable, DiskTable, Lifecycle, PartitionRow, Tables};
 use crate::rules::{Family, RULES};
 
-use super::{svg, Generated, Subject};
+use super::{svg, Generated};
+use crate::hosts::Subject;
 
 pub const INDEX: &str = "README.md";
 pub const LAYOUT: &str = "layout.md";
@@ -613,7 +614,7 @@ fn rules_page(subject: &Subject) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docs::testing::host_subject;
+    use crate::hosts::testing::host_subject;
 
     #[test]
     fn the_partition_table_has_exact_positions() {

@@ -26,7 +26,6 @@ use super::realise::{
     BootSpec, DiscardBudget, History, Realisation, RollbackSettings, RunInputs, Tamper,
 };
 use super::retention::{Rules, DAY};
-use crate::check;
 use crate::checklist::facts::HostFacts;
 use crate::checklist::Numbered;
 use crate::findings::Severity;
@@ -157,7 +156,7 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
     let qemu_img = found.path(setup::QEMU_IMG)?.clone();
     let nix = Nix::locate()?;
     let host = hosts::find(&options.host)?;
-    let loaded = check::load(&nix, &host, &host.layout_file)?;
+    let loaded = hosts::load(&nix, &host, &host.layout_file)?;
     // Before the layout's errors: settings that would differ from the
     // server's stop the run even when the layout is fine.
     let rollback_settings = rollback_settings(&host, &loaded)?;
@@ -193,7 +192,7 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         disk_bytes.insert(disk.key.clone(), bytes);
     }
     {
-        let context = Context::new(&layout, &disk_bytes, check::firmware(&loaded.machine));
+        let context = Context::new(&layout, &disk_bytes, hosts::firmware(&loaded.machine));
         let mut errors = errors;
         errors.extend(
             rules::run(&context)
@@ -306,7 +305,7 @@ fn checklist_procedures(
 ) -> Result<(Vec<Numbered>, procedures::Lab)> {
     let facts = HostFacts::load(nix, &crate::project::project_root(), &host.dir)?;
     let subject =
-        crate::docs::Subject::new(&host.name, Vec::new(), layout.clone(), machine.clone())?;
+        crate::hosts::Subject::new(&host.name, Vec::new(), layout.clone(), machine.clone())?;
     let all = crate::checklist::server_procedures(&subject, &facts);
     let names = crate::checklist::procedures::names(&subject.tables());
     let disk = layout
@@ -337,12 +336,12 @@ fn checklist_procedures(
     ))
 }
 
-/// The host's `boot.btrfsRollback`, from rollback.nix as `check::load`
+/// The host's `boot.btrfsRollback`, from rollback.nix as `hosts::load`
 /// evaluated it, or the module's defaults when the host has no rollback.nix.
 /// A rollback.nix that does not evaluate, or that check rejects (NIX002,
 /// NIX004, HOST004), stops vm-test: booting with the defaults instead would
 /// prove something about a server that is not ours.
-fn rollback_settings(host: &hosts::Host, loaded: &check::Loaded) -> Result<RollbackSettings> {
+fn rollback_settings(host: &hosts::Host, loaded: &hosts::Loaded) -> Result<RollbackSettings> {
     let Some(file) = &host.rollback_file else {
         return Ok(RollbackSettings {
             source: format!(
@@ -988,7 +987,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
     let context = Context::new(
         &prepared.layout,
         &prepared.disk_bytes,
-        check::firmware(&prepared.machine),
+        hosts::firmware(&prepared.machine),
     );
     let rules = Rules {
         retention_days: prepared.rollback_settings.retention_days,
