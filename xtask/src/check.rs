@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::findings::{self, Finding, Severity};
+use crate::hosts::Model;
 use crate::hosts::{self, firmware, load, Host, Loaded, DEFAULT_HOST};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::size::parse_disk_size;
@@ -21,7 +22,7 @@ use crate::nix::{self, FlakeEvaluation, Nix};
 use crate::project::{display_path, project_root};
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 use crate::results::{CheckResults, HostSummary};
-use crate::rules::{self, Context};
+use crate::rules;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -260,9 +261,9 @@ fn check_host(
                 )),
             }
         }
-        let context = Context::new(layout, &disk_sizes, firmware(&machine));
-        findings.extend(rules::run(&context));
-        tables = Some(Tables::new(&context));
+        let model = Model::new(layout, &disk_sizes, firmware(&machine));
+        findings.extend(rules::run(&model));
+        tables = Some(Tables::new(&model));
     }
 
     let flake = match mode {
@@ -282,8 +283,8 @@ fn check_host(
                     });
                     findings.extend(flake_findings);
                     if let Some(flake_layout) = &flake_layout {
-                        let context = Context::new(flake_layout, &disk_sizes, firmware(&machine));
-                        findings.extend(rules::run(&context));
+                        let model = Model::new(flake_layout, &disk_sizes, firmware(&machine));
+                        findings.extend(rules::run(&model));
                     }
                     let system = match mode {
                         Mode::Flake => Some(system_evaluation(host, &attribute, &mut findings)?),

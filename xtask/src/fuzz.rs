@@ -25,7 +25,8 @@ use crate::nix::{read_evaluation, too_deep, MAX_DEPTH};
 use crate::project::project_root;
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 
-use crate::rules::{self, Context, Firmware};
+use crate::hosts::{Firmware, Model};
+use crate::rules;
 use crate::setup::NO_INSTALL_ENV;
 
 /// The fuzz targets, each a file fuzz/fuzz_targets/<name>.rs calling the check of the same name.
@@ -364,8 +365,8 @@ pub fn check_model(data: &[u8]) {
             uefi: false,
         },
     ] {
-        let context = Context::new(&layout, &sizes, firmware);
-        findings.extend(rules::run(&context));
+        let model = Model::new(&layout, &sizes, firmware);
+        findings.extend(rules::run(&model));
         let report = CheckReport {
             schema: SCHEMA,
             mode: Mode::Standalone,
@@ -374,7 +375,7 @@ pub fn check_model(data: &[u8]) {
                 source: "/fuzz/disko.nix".into(),
                 flake: FlakeStatus::NotRequested,
                 disk_sizes: sizes.clone(),
-                tables: Some(Tables::new(&context)),
+                tables: Some(Tables::new(&model)),
                 findings: findings.clone(),
                 notes: Vec::new(),
             }],

@@ -44,13 +44,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::hosts::Subject;
+use crate::layout::impermanence::{
+    MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT, PERSIST_SUBVOLUME,
+};
 use crate::layout::size::SECTOR_BYTES;
 use crate::layout::{Content, DiskContent, EntryKind};
 use crate::names::{escape_systemd_path, partition_node, swap_mapper_name};
 use crate::report::{Lifecycle, Tables};
-use crate::rules::impermanence::{
-    MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT, PERSIST_SUBVOLUME,
-};
 
 use super::facts::{HostFacts, Where};
 use super::plan::Measured;

@@ -14,18 +14,6 @@ use crate::layout::Layout;
 use crate::nix::Nix;
 use crate::project::display_path;
 use crate::rules;
-use crate::rules::Firmware;
-
-/// The firmware a machine boots with; both when machine.nix does not say.
-pub fn firmware(machine: &Machine) -> Firmware {
-    if machine.firmware.is_empty() {
-        return Firmware::default();
-    }
-    Firmware {
-        bios: machine.firmware.iter().any(|f| f == "bios"),
-        uefi: machine.firmware.iter().any(|f| f == "uefi"),
-    }
-}
 
 /// The evaluated layout, its findings (the host rules' included), and
 /// where its attributes are written.

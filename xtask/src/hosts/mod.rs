@@ -4,9 +4,11 @@
 //! view of it the generated pages and the checklist share (`subject`).
 
 mod load;
+mod model;
 mod subject;
 
-pub use load::{firmware, load, Loaded};
+pub use load::{load, Loaded};
+pub use model::{firmware, Firmware, Model};
 #[cfg(test)]
 pub use subject::testing;
 pub use subject::{load_subject, Subject};

@@ -7,12 +7,12 @@ use anyhow::{bail, Context as _, Result};
 use camino::Utf8Path;
 
 use super::{load, Loaded, Machine};
+use super::{Firmware, Model};
 use crate::findings::Severity;
 use crate::layout::Layout;
 use crate::nix::Nix;
 use crate::report::render_finding;
 use crate::report::Tables;
-use crate::rules::{Context, Firmware};
 
 /// What the reference is generated from: one host's evaluated files.
 #[derive(Debug, Clone)]
@@ -50,13 +50,13 @@ impl Subject {
     }
 
     /// Mounts, effective options and geometry, derived once.
-    pub fn context(&self) -> Context<'_> {
+    pub fn model(&self) -> Model<'_> {
         // The tables do not depend on the firmware; only rules do.
-        Context::new(&self.layout, &self.disk_sizes, Firmware::default())
+        Model::new(&self.layout, &self.disk_sizes, Firmware::default())
     }
 
     pub fn tables(&self) -> Tables {
-        Tables::new(&self.context())
+        Tables::new(&self.model())
     }
 
     /// The flake attribute that builds the host (`nixosConfigurations.<this>`).

@@ -4,9 +4,11 @@
 
 pub mod build;
 pub mod geometry;
+pub mod impermanence;
 pub mod kernel_options;
 pub mod model;
 pub mod mount_options;
+pub mod paths;
 pub mod positions;
 pub mod size;
 

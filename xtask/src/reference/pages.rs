@@ -257,10 +257,10 @@ fn btrfs_home(tables: &Tables, device: &str) -> String {
 
 fn btrfs_section(out: &mut String, subject: &Subject, tables: &Tables, fs: &BtrfsTable) {
     let _ = writeln!(out, "## Btrfs on {}\n", btrfs_home(tables, &fs.device));
-    let context = subject.context();
+    let model = subject.model();
     match &fs.options_decided_by {
         Some(first) => {
-            let wide: Vec<String> = context
+            let wide: Vec<String> = model
                 .effective
                 .get(first)
                 .map(|e| {
@@ -287,7 +287,7 @@ fn btrfs_section(out: &mut String, subject: &Subject, tables: &Tables, fs: &Btrf
         None => out.push_str("Nothing mounts this filesystem.\n\n"),
     }
     // Each mount's own, so that a mountpoint declared twice lists both.
-    let ignored: Vec<String> = context
+    let ignored: Vec<String> = model
         .effective_per_mount
         .iter()
         .filter(|e| {

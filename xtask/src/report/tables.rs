@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::hosts::Model;
 use crate::layout::geometry::DiskGeometry;
+use crate::layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
 use crate::layout::mount_options::{compression, has_nodatacow};
 use crate::layout::size::{human, parse_partition_size, PartitionSize};
 use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
-use crate::rules::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
-use crate::rules::Context;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Tables {
@@ -159,17 +159,17 @@ fn content_summary(content: Option<&Content>) -> String {
 }
 
 impl Tables {
-    pub fn new(context: &Context) -> Tables {
-        let layout = context.layout;
+    pub fn new(model: &Model) -> Tables {
+        let layout = model.layout;
         let disks = layout
             .disks
             .iter()
-            .map(|disk| disk_table(disk, context.geometry.get(&disk.key)))
+            .map(|disk| disk_table(disk, model.geometry.get(&disk.key)))
             .collect();
         Tables {
             disks,
-            filesystems: btrfs_tables(layout, context),
-            other_mounts: context
+            filesystems: btrfs_tables(layout, model),
+            other_mounts: model
                 .mounts_in_effect()
                 .filter(|(m, _)| m.fs_type != "btrfs")
                 .map(|(m, effective)| MountRow {
@@ -181,7 +181,7 @@ impl Tables {
                     needed_for_boot: m.needed_for_boot,
                 })
                 .collect(),
-            swaps: swap_rows(context),
+            swaps: swap_rows(model),
         }
     }
 }
@@ -223,10 +223,10 @@ fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> Di
     }
 }
 
-fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
+fn btrfs_tables(layout: &Layout, model: &Model) -> Vec<BtrfsTable> {
     // Each declaration's own mount, found once by its attribute path: layouts
     // may have thousands of subvolumes, and a mountpoint may be declared twice.
-    let by_path: BTreeMap<&crate::findings::AttrPath, (&Mount, &[String])> = context
+    let by_path: BTreeMap<&crate::findings::AttrPath, (&Mount, &[String])> = model
         .mounts_in_effect()
         .map(|(m, effective)| (&m.path, (m, effective.options.as_slice())))
         .collect();
@@ -281,7 +281,7 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
                     subvolume.mountpoint.as_deref(),
                 ));
             }
-            let decided_by = context
+            let decided_by = model
                 .mounts
                 .iter()
                 .find(|m| m.device == btrfs.device && m.fs_type == "btrfs")
@@ -295,12 +295,12 @@ fn btrfs_tables(layout: &Layout, context: &Context) -> Vec<BtrfsTable> {
         .collect()
 }
 
-fn swap_rows(context: &Context) -> Vec<SwapRow> {
+fn swap_rows(model: &Model) -> Vec<SwapRow> {
     let mut rows = Vec::new();
-    for (disk, partition, content) in context.layout.contents() {
+    for (disk, partition, content) in model.layout.contents() {
         if let Content::Swap(swap) = content {
             let size = partition.and_then(|p| {
-                context
+                model
                     .geometry
                     .get(&disk.key)
                     .and_then(|g| g.extent(p.number))
@@ -314,7 +314,7 @@ fn swap_rows(context: &Context) -> Vec<SwapRow> {
         }
     }
     // Btrfs swap files: disko never encrypts them.
-    for btrfs in context.layout.btrfs_filesystems() {
+    for btrfs in model.layout.btrfs_filesystems() {
         let holders = std::iter::once((btrfs.mountpoint.as_deref(), &btrfs.swapfiles)).chain(
             btrfs
                 .subvolumes
@@ -356,15 +356,15 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::hosts::{Firmware, Model};
     use crate::layout::testing::host_layout;
-    use crate::rules::{Context, Firmware};
 
     #[test]
     fn the_hosts_tables() {
         let layout = host_layout();
         let sizes = BTreeMap::from([("main".to_owned(), 480_000_000_000)]);
-        let context = Context::new(&layout, &sizes, Firmware::default());
-        let tables = Tables::new(&context);
+        let model = Model::new(&layout, &sizes, Firmware::default());
+        let tables = Tables::new(&model);
         let root = &tables.disks[0].partitions[3];
         assert_eq!(root.key, "root");
         assert_eq!(root.size_bytes, Some(444_563_718_144));
@@ -399,8 +399,8 @@ mod tests {
         let (layout, _) = layout_of(&evaluation);
         let layout = layout.expect("the layout builds");
         let sizes = BTreeMap::from([("main".to_owned(), 480_000_000_000)]);
-        let context = Context::new(&layout, &sizes, Firmware::default());
-        let tables = Tables::new(&context);
+        let model = Model::new(&layout, &sizes, Firmware::default());
+        let tables = Tables::new(&model);
         let row = |name: &str| {
             tables.filesystems[0]
                 .subvolumes

@@ -4,17 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use super::{is_normalised_absolute, Context, Issue};
+use super::{Issue, Model};
 use crate::layout::mount_options::{btrfs_scope, compression, key, Scope};
+use crate::layout::paths::is_normalised_absolute;
 use crate::layout::{Content, MountSource};
 
 /// Options every Btrfs mount of this layout carries.
 pub const UNIVERSAL_OPTIONS: &[&str] = &["noatime", "ssd", "space_cache=v2", "discard=async"];
 
-pub fn unique_mountpoints(context: &Context) -> Vec<Issue> {
+pub fn unique_mountpoints(model: &Model) -> Vec<Issue> {
     let mut seen: BTreeMap<&str, &crate::layout::Mount> = BTreeMap::new();
     let mut issues = Vec::new();
-    for mount in &context.mounts {
+    for mount in &model.mounts {
         if let Some(first) = seen.insert(&mount.mountpoint, mount) {
             issues.push(Issue::new(
                 mount.path.join("mountpoint"),
@@ -29,8 +30,8 @@ pub fn unique_mountpoints(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn absolute_mountpoints(context: &Context) -> Vec<Issue> {
-    context
+pub fn absolute_mountpoints(model: &Model) -> Vec<Issue> {
+    model
         .mounts
         .iter()
         .filter(|mount| !is_normalised_absolute(&mount.mountpoint))
@@ -61,8 +62,8 @@ pub fn is_flat_name(name: &str) -> bool {
     })
 }
 
-pub fn flat_names(context: &Context) -> Vec<Issue> {
-    context
+pub fn flat_names(model: &Model) -> Vec<Issue> {
+    model
         .layout
         .btrfs_filesystems()
         .flat_map(|btrfs| &btrfs.subvolumes)
@@ -85,12 +86,12 @@ fn selects_top_level(option: &str) -> bool {
     matches!(option, "subvolid=5" | "subvol=/")
 }
 
-pub fn no_selector_options(context: &Context) -> Vec<Issue> {
+pub fn no_selector_options(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     fn selectors(options: &[String]) -> impl Iterator<Item = &String> {
         options.iter().filter(|o| btrfs_scope(o) == Scope::Selector)
     }
-    for btrfs in context.layout.btrfs_filesystems() {
+    for btrfs in model.layout.btrfs_filesystems() {
         // The top-level mount: anything but subvolid=5 mounts a subvolume instead.
         for option in selectors(&btrfs.mount_options) {
             if !selects_top_level(option) {
@@ -125,8 +126,8 @@ pub fn no_selector_options(context: &Context) -> Vec<Issue> {
         }
     }
     // fileSystems.<mountpoint>.options are added to the options disko generates.
-    for mount in context.mounts.iter().filter(|m| m.fs_type == "btrfs") {
-        let Some(flags) = context.layout.file_systems.get(&mount.mountpoint) else {
+    for mount in model.mounts.iter().filter(|m| m.fs_type == "btrfs") {
+        let Some(flags) = model.layout.file_systems.get(&mount.mountpoint) else {
             continue;
         };
         for option in selectors(&flags.options) {
@@ -154,9 +155,9 @@ pub fn no_selector_options(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn universal_options(context: &Context) -> Vec<Issue> {
+pub fn universal_options(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for mount in context.mounts.iter().filter(|m| m.fs_type == "btrfs") {
+    for mount in model.mounts.iter().filter(|m| m.fs_type == "btrfs") {
         let missing: Vec<&str> = UNIVERSAL_OPTIONS
             .iter()
             .copied()
@@ -180,10 +181,10 @@ pub fn universal_options(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn consistent_filesystem_options(context: &Context) -> Vec<Issue> {
+pub fn consistent_filesystem_options(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for mount in &context.mounts {
-        let Some(effective) = context.effective.get(&mount.mountpoint) else {
+    for mount in &model.mounts {
+        let Some(effective) = model.effective.get(&mount.mountpoint) else {
             continue;
         };
         for ignored in &effective.ignored {
@@ -204,8 +205,8 @@ pub fn consistent_filesystem_options(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn nocow_with_compress(context: &Context) -> Vec<Issue> {
-    context
+pub fn nocow_with_compress(model: &Model) -> Vec<Issue> {
+    model
         .mounts
         .iter()
         .filter(|mount| mount.fs_type == "btrfs")
@@ -226,8 +227,8 @@ pub fn nocow_with_compress(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn nocow_option(context: &Context) -> Vec<Issue> {
-    context
+pub fn nocow_option(model: &Model) -> Vec<Issue> {
+    model
         .mounts
         .iter()
         .filter(|mount| mount.fs_type == "btrfs")
@@ -297,9 +298,9 @@ pub fn judge_compression(value: &str) -> Compression {
     }
 }
 
-pub fn compression_valid(context: &Context) -> Vec<Issue> {
+pub fn compression_valid(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for (_, _, content) in context.layout.contents() {
+    for (_, _, content) in model.layout.contents() {
         let Content::Btrfs(btrfs) = content else {
             continue;
         };
@@ -328,9 +329,9 @@ pub fn compression_valid(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn space_cache_v1(context: &Context) -> Vec<Issue> {
+pub fn space_cache_v1(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for (mount, effective) in context.mounts.iter().zip(&context.effective_per_mount) {
+    for (mount, effective) in model.mounts.iter().zip(&model.effective_per_mount) {
         // The first mount of the filesystem decides; later ones are BTRFS006's.
         if mount.fs_type != "btrfs" || effective.decided_by != mount.mountpoint {
             continue;

@@ -8,7 +8,7 @@
 //! GPT name, and it must be the path disko waits for; a disk that gets a
 //! partition table must be a whole disk.
 
-use super::{Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::{Content, DiskContent};
 
@@ -88,9 +88,9 @@ fn check(path: AttrPath, device: &str, issues: &mut Vec<Issue>) {
     }
 }
 
-pub fn plain_dev_paths(context: &Context) -> Vec<Issue> {
+pub fn plain_dev_paths(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         check(disk.path.join("device"), &disk.device, &mut issues);
         if let Some(DiskContent::Gpt(gpt)) = &disk.content {
             for partition in &gpt.partitions {
@@ -140,9 +140,9 @@ pub fn plain_dev_paths(context: &Context) -> Vec<Issue> {
 }
 
 /// Mountpoints and mount options as written, with where they are written.
-fn declared_mounts<'a>(context: &Context<'a>) -> Vec<(AttrPath, Option<&'a str>, &'a [String])> {
+fn declared_mounts<'a>(model: &Model<'a>) -> Vec<(AttrPath, Option<&'a str>, &'a [String])> {
     let mut declared = Vec::new();
-    for (_, _, content) in context.layout.contents() {
+    for (_, _, content) in model.layout.contents() {
         match content {
             Content::Filesystem(fs) => declared.push((
                 fs.path.clone(),
@@ -171,7 +171,7 @@ fn declared_mounts<'a>(context: &Context<'a>) -> Vec<(AttrPath, Option<&'a str>,
     declared
 }
 
-pub fn plain_mounts(context: &Context) -> Vec<Issue> {
+pub fn plain_mounts(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     let check_options = |path: AttrPath, options: &[String], issues: &mut Vec<Issue>| {
         for option in options.iter().filter(|o| !is_plain_mount_option(o)) {
@@ -184,7 +184,7 @@ pub fn plain_mounts(context: &Context) -> Vec<Issue> {
             ));
         }
     };
-    for (path, mountpoint, options) in declared_mounts(context) {
+    for (path, mountpoint, options) in declared_mounts(model) {
         if let Some(mountpoint) = mountpoint.filter(|m| !is_plain_mountpoint(m)) {
             issues.push(Issue::new(
                 path.join("mountpoint"),
@@ -196,7 +196,7 @@ pub fn plain_mounts(context: &Context) -> Vec<Issue> {
         }
         check_options(path.join("mountOptions"), options, &mut issues);
     }
-    for flags in context.layout.file_systems.values() {
+    for flags in model.layout.file_systems.values() {
         check_options(flags.path.join("options"), &flags.options, &mut issues);
     }
     issues
@@ -214,9 +214,9 @@ fn device_user(content: Option<&Content>) -> Option<&'static str> {
     }
 }
 
-pub fn partlabel_links(context: &Context) -> Vec<Issue> {
+pub fn partlabel_links(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for (_, partition) in context.layout.partitions() {
+    for (_, partition) in model.layout.partitions() {
         let Some(partlabel) = &partition.partlabel else {
             continue;
         };
@@ -310,8 +310,8 @@ fn partition_like(device: &str) -> Option<&'static str> {
     None
 }
 
-pub fn whole_disks(context: &Context) -> Vec<Issue> {
-    context
+pub fn whole_disks(model: &Model) -> Vec<Issue> {
+    model
         .layout
         .disks
         .iter()

@@ -1,7 +1,7 @@
 //! The EFI system partition: present for UEFI, vfat, mounted at /boot, and
 //! readable by root only (kernels, initrds and GRUB's config live there).
 
-use super::{Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::size::{human, MIB};
 use crate::layout::{Content, Disk, Partition};
@@ -29,19 +29,19 @@ pub const ESP_MINIMUM: u64 = GRUB_FILES + 2 * GENERATION;
 /// plus the new one being installed.
 pub const ESP_COMFORTABLE: u64 = GRUB_FILES + (CONFIGURATION_LIMIT + 1) * GENERATION;
 
-fn esps<'a>(context: &'a Context) -> Vec<(&'a Disk, &'a Partition)> {
-    context
+fn esps<'a>(model: &'a Model) -> Vec<(&'a Disk, &'a Partition)> {
+    model
         .layout
         .partitions()
         .filter(|(_, p)| p.type_code.eq_ignore_ascii_case("EF00"))
         .collect()
 }
 
-pub fn present(context: &Context) -> Vec<Issue> {
-    if !context.firmware.uefi || !esps(context).is_empty() {
+pub fn present(model: &Model) -> Vec<Issue> {
+    if !model.firmware.uefi || !esps(model).is_empty() {
         return Vec::new();
     }
-    let path = context
+    let path = model
         .layout
         .disks
         .first()
@@ -54,8 +54,8 @@ pub fn present(context: &Context) -> Vec<Issue> {
     )]
 }
 
-pub fn vfat(context: &Context) -> Vec<Issue> {
-    esps(context)
+pub fn vfat(model: &Model) -> Vec<Issue> {
+    esps(model)
         .into_iter()
         .filter_map(|(_, partition)| match &partition.content {
             Some(Content::Filesystem(fs)) if fs.format == "vfat" => None,
@@ -77,8 +77,8 @@ pub fn vfat(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn mounted(context: &Context) -> Vec<Issue> {
-    esps(context)
+pub fn mounted(model: &Model) -> Vec<Issue> {
+    esps(model)
         .into_iter()
         .filter_map(|(_, partition)| {
             let Some(Content::Filesystem(fs)) = &partition.content else {
@@ -117,15 +117,15 @@ pub fn restrictive(options: &[String]) -> bool {
         && (closed(mask(options, "dmask")) || closed(umask))
 }
 
-pub fn permissions(context: &Context) -> Vec<Issue> {
-    esps(context)
+pub fn permissions(model: &Model) -> Vec<Issue> {
+    esps(model)
         .into_iter()
         .filter_map(|(_, partition)| {
             let Some(Content::Filesystem(fs)) = &partition.content else {
                 return None;
             };
             let mountpoint = fs.mountpoint.as_deref()?;
-            let options = context
+            let options = model
                 .mounts
                 .iter()
                 .find(|m| m.mountpoint == mountpoint)
@@ -146,12 +146,10 @@ pub fn permissions(context: &Context) -> Vec<Issue> {
 }
 
 /// Every ESP with its size where it is known.
-fn esp_sizes<'a>(context: &'a Context) -> Vec<(&'a Partition, u64)> {
-    esps(context)
+fn esp_sizes<'a>(model: &'a Model) -> Vec<(&'a Partition, u64)> {
+    esps(model)
         .into_iter()
-        .filter_map(|(disk, partition)| {
-            Some((partition, context.partition_bytes(disk, partition)?))
-        })
+        .filter_map(|(disk, partition)| Some((partition, model.partition_bytes(disk, partition)?)))
         .collect()
 }
 
@@ -163,8 +161,8 @@ fn size_path(partition: &Partition) -> AttrPath {
     }
 }
 
-pub fn size(context: &Context) -> Vec<Issue> {
-    esp_sizes(context)
+pub fn size(model: &Model) -> Vec<Issue> {
+    esp_sizes(model)
         .into_iter()
         .filter(|(_, bytes)| (ESP_MINIMUM..ESP_COMFORTABLE).contains(bytes))
         .map(|(partition, bytes)| {
@@ -184,8 +182,8 @@ pub fn size(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn minimum(context: &Context) -> Vec<Issue> {
-    esp_sizes(context)
+pub fn minimum(model: &Model) -> Vec<Issue> {
+    esp_sizes(model)
         .into_iter()
         .filter(|(_, bytes)| *bytes < ESP_MINIMUM)
         .map(|(partition, bytes)| {

@@ -15,7 +15,7 @@ use crate::layout::positions::Positions;
 use crate::layout::size::parse_partition_size;
 use crate::layout::{Content, Disk, Layout, Partition};
 use crate::project::display_path;
-use crate::rules::Context;
+use crate::hosts::{Firmware, Model};
 
 /// What the host rules read besides the layout.
 pub struct HostFiles<'a> {
@@ -159,7 +159,7 @@ impl Role {
 /// The partition's size in disko's words: its `size` when sgdisk places it
 /// by size (start 0, end +size); otherwise what sgdisk makes of its start
 /// and end, in bytes ("100%" when it runs to the end of the disk).
-fn placed_size(context: Option<&Context>, disk: &Disk, partition: &Partition) -> Option<String> {
+fn placed_size(context: Option<&Model<'_>>, disk: &Disk, partition: &Partition) -> Option<String> {
     if partition.start == "0" && partition.end == format!("+{}", partition.size_text) {
         return Some(partition.size_text.clone());
     }
@@ -196,7 +196,7 @@ fn partition_sizes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
         .filter_map(|disk| Some((disk.key.clone(), machine.disk_bytes(&disk.key).ok()??)))
         .collect();
     let context = (!disk_bytes.is_empty())
-        .then(|| Context::new(layout, &disk_bytes, crate::rules::Firmware::default()));
+        .then(|| Model::new(layout, &disk_bytes, Firmware::default()));
     let mut found = Vec::new();
     for role in Role::ALL {
         let Some(required) = role.required(machine) else {

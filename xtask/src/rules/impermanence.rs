@@ -3,33 +3,29 @@
 //! mounted before impermanence needs it, and the management mount must
 //! reach the top level where @root and @old_roots live.
 
-use super::{is_at_or_below, is_normalised_absolute, Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
+use crate::layout::impermanence::{
+    MANAGEMENT_MOUNTPOINT, NEEDED_FOR_BOOT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT,
+    PERSIST_SUBVOLUME, ROOT_SUBVOLUME,
+};
+use crate::layout::paths::{is_at_or_below, is_normalised_absolute};
 use crate::layout::{Btrfs, Layout, Mount, MountSource};
 
-/// The rollback module's defaults (nix/modules/btrfs-rollback).
-pub const ROOT_SUBVOLUME: &str = "@root";
-pub const OLD_ROOTS_SUBVOLUME: &str = "@old_roots";
-pub const PERSIST_SUBVOLUME: &str = "@persist";
-pub const PERSIST_MOUNTPOINT: &str = "/persist";
-pub const MANAGEMENT_MOUNTPOINT: &str = "/btrfs_tmp";
-/// Mounts that must be up in the initrd: impermanence's storage, the journal, the store.
-pub const NEEDED_FOR_BOOT: &[&str] = &["/persist", "/var/log", "/nix"];
-
-fn mount_at<'a>(context: &'a Context, mountpoint: &str) -> Option<&'a Mount> {
-    context.mounts.iter().find(|m| m.mountpoint == mountpoint)
+fn mount_at<'a>(model: &'a Model, mountpoint: &str) -> Option<&'a Mount> {
+    model.mounts.iter().find(|m| m.mountpoint == mountpoint)
 }
 
 /// The Btrfs filesystem that holds `/`, if `/` is on Btrfs.
-fn root_filesystem<'a>(layout: &'a Layout, context: &Context) -> Option<&'a Btrfs> {
-    let root = mount_at(context, "/")?;
+fn root_filesystem<'a>(layout: &'a Layout, model: &Model) -> Option<&'a Btrfs> {
+    let root = mount_at(model, "/")?;
     layout
         .btrfs_filesystems()
         .find(|btrfs| btrfs.device == root.device && root.fs_type == "btrfs")
 }
 
-fn disko_path(context: &Context) -> AttrPath {
-    context
+fn disko_path(model: &Model) -> AttrPath {
+    model
         .layout
         .disks
         .first()
@@ -37,11 +33,11 @@ fn disko_path(context: &Context) -> AttrPath {
         .unwrap_or_else(|| AttrPath::new(["disko", "devices"]))
 }
 
-pub fn root_is_subvolume(context: &Context) -> Vec<Issue> {
+pub fn root_is_subvolume(model: &Model) -> Vec<Issue> {
     let hint = format!("Mount the subvolume {ROOT_SUBVOLUME:?} at \"/\": `\"{ROOT_SUBVOLUME}\" = {{ mountpoint = \"/\"; ... }};`");
-    match mount_at(context, "/") {
+    match mount_at(model, "/") {
         None => vec![Issue::new(
-            disko_path(context),
+            disko_path(model),
             "nothing is mounted at /",
             hint,
         )],
@@ -61,9 +57,9 @@ pub fn root_is_subvolume(context: &Context) -> Vec<Issue> {
     }
 }
 
-pub fn persist_survives(context: &Context) -> Vec<Issue> {
+pub fn persist_survives(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    let Some(btrfs) = root_filesystem(context.layout, context) else {
+    let Some(btrfs) = root_filesystem(model.layout, model) else {
         return issues;
     };
     let persist = btrfs
@@ -107,8 +103,8 @@ pub fn persist_survives(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn old_roots_exist(context: &Context) -> Vec<Issue> {
-    let Some(btrfs) = root_filesystem(context.layout, context) else {
+pub fn old_roots_exist(model: &Model) -> Vec<Issue> {
+    let Some(btrfs) = root_filesystem(model.layout, model) else {
         return Vec::new();
     };
     if btrfs
@@ -125,10 +121,10 @@ pub fn old_roots_exist(context: &Context) -> Vec<Issue> {
     )]
 }
 
-pub fn needed_for_boot(context: &Context) -> Vec<Issue> {
+pub fn needed_for_boot(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     for mountpoint in NEEDED_FOR_BOOT {
-        match mount_at(context, mountpoint) {
+        match mount_at(model, mountpoint) {
             None => issues.push(Issue::new(
                 AttrPath::new(["fileSystems", mountpoint]),
                 format!("{mountpoint} is not a mount of its own, so it sits on the root and is wiped at every boot"),
@@ -145,12 +141,12 @@ pub fn needed_for_boot(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn management_mount(context: &Context) -> Vec<Issue> {
+pub fn management_mount(model: &Model) -> Vec<Issue> {
     let hint = format!("Set the Btrfs content's mountpoint = \"{MANAGEMENT_MOUNTPOINT}\" with mountOptions [ ... \"subvolid=5\" ].");
-    let root_device = mount_at(context, "/").map(|m| m.device.clone());
-    match mount_at(context, MANAGEMENT_MOUNTPOINT) {
+    let root_device = mount_at(model, "/").map(|m| m.device.clone());
+    match mount_at(model, MANAGEMENT_MOUNTPOINT) {
         None => vec![Issue::new(
-            disko_path(context),
+            disko_path(model),
             format!("nothing is mounted at {MANAGEMENT_MOUNTPOINT}; old roots and snapshots are unreachable"),
             hint,
         )],
@@ -178,8 +174,8 @@ pub fn management_mount(context: &Context) -> Vec<Issue> {
     }
 }
 
-pub fn explicit_top_level(context: &Context) -> Vec<Issue> {
-    context
+pub fn explicit_top_level(model: &Model) -> Vec<Issue> {
+    model
         .mounts
         .iter()
         .filter(|m| m.source == MountSource::BtrfsTopLevel)
@@ -194,12 +190,12 @@ pub fn explicit_top_level(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn storage_mounted_early(context: &Context) -> Vec<Issue> {
-    context
+pub fn storage_mounted_early(model: &Model) -> Vec<Issue> {
+    model
         .layout
         .persistence
         .iter()
-        .filter_map(|root| match mount_at(context, &root.storage_path) {
+        .filter_map(|root| match mount_at(model, &root.storage_path) {
             Some(mount) if mount.needed_for_boot => None,
             Some(_) => Some(Issue::new(
                 AttrPath::new(["fileSystems", root.storage_path.as_str(), "neededForBoot"]),
@@ -215,8 +211,8 @@ pub fn storage_mounted_early(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn old_roots_unmounted(context: &Context) -> Vec<Issue> {
-    context
+pub fn old_roots_unmounted(model: &Model) -> Vec<Issue> {
+    model
         .mounts
         .iter()
         .filter(|m| matches!(&m.source, MountSource::Subvolume { name } if name == OLD_ROOTS_SUBVOLUME))
@@ -231,24 +227,24 @@ pub fn old_roots_unmounted(context: &Context) -> Vec<Issue> {
 }
 
 /// The deepest mount at or above `path`.
-fn containing_mount<'a>(context: &'a Context, path: &str) -> Option<&'a Mount> {
-    context
+fn containing_mount<'a>(model: &'a Model, path: &str) -> Option<&'a Mount> {
+    model
         .mounts
         .iter()
         .filter(|m| is_at_or_below(path, &m.mountpoint))
         .max_by_key(|m| m.mountpoint.len())
 }
 
-pub fn persisted_on_wiped_root(context: &Context) -> Vec<Issue> {
+pub fn persisted_on_wiped_root(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for root in &context.layout.persistence {
+    for root in &model.layout.persistence {
         for entry in &root.entries {
             if !is_normalised_absolute(&entry.target)
                 || is_at_or_below(&entry.target, &root.storage_path)
             {
                 continue;
             }
-            let Some(mount) = containing_mount(context, &entry.target) else {
+            let Some(mount) = containing_mount(model, &entry.target) else {
                 continue;
             };
             if mount.mountpoint != "/" {
@@ -266,9 +262,9 @@ pub fn persisted_on_wiped_root(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn persisted_paths_valid(context: &Context) -> Vec<Issue> {
+pub fn persisted_paths_valid(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for root in &context.layout.persistence {
+    for root in &model.layout.persistence {
         if !is_normalised_absolute(&root.storage_path) || root.storage_path == "/" {
             issues.push(Issue::new(
                 root.path.clone(),

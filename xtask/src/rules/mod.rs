@@ -14,14 +14,10 @@ pub mod partitions;
 pub mod shell;
 pub mod swap;
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::findings::{AttrPath, Finding, Severity};
-use crate::layout::geometry::{self, DiskGeometry};
-use crate::layout::mount_options::{self, effective_per_mount, Effective};
-use crate::layout::{Disk, DiskContent, Layout, Mount, Partition};
+pub use crate::hosts::Model;
 
 /// What a rule found: the registry adds its code and severity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +71,7 @@ impl Family {
     }
 }
 
-pub type Check = fn(&Context) -> Vec<Issue>;
+pub type Check = fn(&Model) -> Vec<Issue>;
 
 pub struct Rule {
     pub code: &'static str,
@@ -86,88 +82,6 @@ pub struct Rule {
     pub check: Option<Check>,
     /// No longer reported; the code stays so that it never means anything else.
     pub retired: bool,
-}
-
-/// What the rules look at: the layout and what is derived from it once.
-pub struct Context<'a> {
-    pub layout: &'a Layout,
-    pub mounts: Vec<Mount>,
-    /// The options in effect by mountpoint (the first mount of a mountpoint declared twice).
-    pub effective: BTreeMap<String, Effective>,
-    /// The options in effect on each of `mounts`, in the same order.
-    pub effective_per_mount: Vec<Effective>,
-    /// By disk key, for GPT disks.
-    pub geometry: BTreeMap<String, DiskGeometry>,
-    /// Whether the machine boots with BIOS, UEFI or both.
-    pub firmware: Firmware,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Firmware {
-    pub bios: bool,
-    pub uefi: bool,
-}
-
-impl Default for Firmware {
-    fn default() -> Self {
-        Firmware {
-            bios: true,
-            uefi: true,
-        }
-    }
-}
-
-impl<'a> Context<'a> {
-    /// The options in effect on the mount at `mountpoint` (none if nothing is mounted there).
-    pub fn options_in_effect(&self, mountpoint: &str) -> Vec<String> {
-        self.effective
-            .get(mountpoint)
-            .map(|e| e.options.clone())
-            .unwrap_or_default()
-    }
-
-    /// Each mount with the options in effect on it.
-    pub fn mounts_in_effect(&self) -> impl Iterator<Item = (&Mount, &Effective)> {
-        self.mounts.iter().zip(&self.effective_per_mount)
-    }
-
-    /// A partition's size in bytes: where sgdisk puts it when the geometry
-    /// is known, else its `size` when the end is the default `+<size>`.
-    pub fn partition_bytes(&self, disk: &Disk, partition: &Partition) -> Option<u64> {
-        match self.geometry.get(&disk.key) {
-            Some(geometry) => geometry.extent(partition.number).map(|e| e.size_bytes()),
-            None if partition.start == "0"
-                && partition.end == format!("+{}", partition.size_text) =>
-            {
-                partition.fixed_size()
-            }
-            None => None,
-        }
-    }
-
-    /// Derives mounts, effective options and geometry; `disk_bytes` gives each
-    /// disk's size by key (disks without a size get no geometry).
-    pub fn new(layout: &'a Layout, disk_bytes: &BTreeMap<String, u64>, firmware: Firmware) -> Self {
-        let geometry = layout
-            .disks
-            .iter()
-            .filter_map(|disk| match (&disk.content, disk_bytes.get(&disk.key)) {
-                (Some(DiskContent::Gpt(gpt)), Some(bytes)) => {
-                    Some((disk.key.clone(), geometry::compute(gpt, *bytes)))
-                }
-                _ => None,
-            })
-            .collect();
-        let mounts = layout.mounts();
-        Context {
-            layout,
-            effective: mount_options::effective_for(&mounts),
-            effective_per_mount: effective_per_mount(&mounts),
-            mounts,
-            geometry,
-            firmware,
-        }
-    }
 }
 
 macro_rules! rule {
@@ -278,11 +192,11 @@ pub fn find(code: &str) -> Option<&'static Rule> {
 }
 
 /// Runs every rule on the layout.
-pub fn run(context: &Context) -> Vec<Finding> {
+pub fn run(model: &Model) -> Vec<Finding> {
     let mut findings = Vec::new();
     for rule in RULES {
         let Some(check) = rule.check else { continue };
-        for issue in check(context) {
+        for issue in check(model) {
             findings.push(Finding::new(
                 rule.code,
                 rule.severity,
@@ -295,25 +209,6 @@ pub fn run(context: &Context) -> Vec<Finding> {
     findings
 }
 
-/// A path is a normalised absolute path: `/`, or `/a/b` without empty, `.` or `..` parts.
-pub fn is_normalised_absolute(path: &str) -> bool {
-    path == "/"
-        || (path.starts_with('/')
-            && !path.ends_with('/')
-            && path[1..]
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != ".."))
-}
-
-/// Whether `path` is `base` or below it.
-pub fn is_at_or_below(path: &str, base: &str) -> bool {
-    base == "/"
-        || path == base
-        || path
-            .strip_prefix(base)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
 #[cfg(test)]
 pub mod testing {
     use std::collections::BTreeMap;
@@ -321,6 +216,7 @@ pub mod testing {
     use serde_json::Value;
 
     use super::*;
+    use crate::hosts::Firmware;
     use crate::layout::testing::{host_evaluation, layout_of};
 
     pub const CPX52_BYTES: u64 = 480_000_000_000;
@@ -336,8 +232,8 @@ pub mod testing {
         let (layout, mut findings) = layout_of(&evaluation);
         if let Some(layout) = layout {
             let sizes = BTreeMap::from([("main".to_owned(), CPX52_BYTES)]);
-            let context = Context::new(&layout, &sizes, Firmware::default());
-            findings.extend(run(&context));
+            let model = Model::new(&layout, &sizes, Firmware::default());
+            findings.extend(run(&model));
         }
         findings
     }
@@ -379,18 +275,5 @@ mod tests {
             assert_eq!(digits.len(), 3, "{}", rule.code);
             assert!(rule.summary.ends_with('.'), "{}", rule.code);
         }
-    }
-
-    #[test]
-    fn paths() {
-        assert!(is_normalised_absolute("/"));
-        assert!(is_normalised_absolute("/var/lib"));
-        for bad in ["", "var", "/var/", "//var", "/var/../etc", "/./x"] {
-            assert!(!is_normalised_absolute(bad), "{bad:?}");
-        }
-        assert!(is_at_or_below("/var/lib/caddy/x", "/var/lib/caddy"));
-        assert!(is_at_or_below("/var/lib/caddy", "/var/lib/caddy"));
-        assert!(!is_at_or_below("/var/lib/caddyx", "/var/lib/caddy"));
-        assert!(is_at_or_below("/anything", "/"));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::kernel_options::{self, Filesystem, Verdict};
 use crate::layout::{Content, Mount};
@@ -27,9 +27,8 @@ impl Written<'_> {
 
 /// Every option list written for a mount: the content's or subvolume's
 /// `mountOptions`, and `fileSystems.<mountpoint>.options` beside the layout.
-fn written<'a>(context: &'a Context) -> Vec<Written<'a>> {
-    let by_path: BTreeMap<&AttrPath, &Mount> =
-        context.mounts.iter().map(|m| (&m.path, m)).collect();
+fn written<'a>(model: &'a Model) -> Vec<Written<'a>> {
+    let by_path: BTreeMap<&AttrPath, &Mount> = model.mounts.iter().map(|m| (&m.path, m)).collect();
     let mut lists = Vec::new();
     let mut add = |path: &'a AttrPath, options: &'a [String]| {
         if let Some(mount) = by_path.get(path) {
@@ -41,7 +40,7 @@ fn written<'a>(context: &'a Context) -> Vec<Written<'a>> {
             });
         }
     };
-    for (_, _, content) in context.layout.contents() {
+    for (_, _, content) in model.layout.contents() {
         match content {
             Content::Filesystem(fs) => add(&fs.path, &fs.mount_options),
             Content::Btrfs(btrfs) => {
@@ -53,8 +52,8 @@ fn written<'a>(context: &'a Context) -> Vec<Written<'a>> {
             Content::Swap(_) => {}
         }
     }
-    for mount in &context.mounts {
-        if let Some(flags) = context.layout.file_systems.get(&mount.mountpoint) {
+    for mount in &model.mounts {
+        if let Some(flags) = model.layout.file_systems.get(&mount.mountpoint) {
             lists.push(Written {
                 base: &flags.path,
                 field: "options",
@@ -86,8 +85,8 @@ fn consequence(mount: &Mount) -> String {
     format!("disko's mount step fails during the install first, and once installed {boot}")
 }
 
-fn each_verdict<'a>(context: &'a Context, mut report: impl FnMut(&Written<'a>, &'a str, Verdict)) {
-    for list in written(context) {
+fn each_verdict<'a>(model: &'a Model, mut report: impl FnMut(&Written<'a>, &'a str, Verdict)) {
+    for list in written(model) {
         let filesystem = Filesystem::of(&list.mount.fs_type);
         if filesystem == Filesystem::Other {
             continue;
@@ -99,9 +98,9 @@ fn each_verdict<'a>(context: &'a Context, mut report: impl FnMut(&Written<'a>, &
     }
 }
 
-pub fn known_options(context: &Context) -> Vec<Issue> {
+pub fn known_options(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    each_verdict(context, |list, option, verdict| {
+    each_verdict(model, |list, option, verdict| {
         let filesystem = Filesystem::of(&list.mount.fs_type);
         let key = kernel_options::key(option);
         let (why, hint) = match verdict {
@@ -147,9 +146,9 @@ pub fn known_options(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn option_values(context: &Context) -> Vec<Issue> {
+pub fn option_values(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    each_verdict(context, |list, option, verdict| {
+    each_verdict(model, |list, option, verdict| {
         let (why, hint) = match verdict {
             Verdict::BadValue { reason } => (
                 format!("{option:?}: {reason}"),
@@ -178,7 +177,7 @@ pub fn option_values(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn swap_options(context: &Context) -> Vec<Issue> {
+pub fn swap_options(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     let mut check = |path: AttrPath, options: &[String]| {
         for option in options {
@@ -199,7 +198,7 @@ pub fn swap_options(context: &Context) -> Vec<Issue> {
             issues.push(Issue::new(path.clone(), message, hint));
         }
     };
-    for (_, _, content) in context.layout.contents() {
+    for (_, _, content) in model.layout.contents() {
         match content {
             Content::Swap(swap) => check(swap.path.join("mountOptions"), &swap.mount_options),
             Content::Btrfs(btrfs) => {

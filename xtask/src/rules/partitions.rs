@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::geometry::{DiskGeometry, Extent, Problem, Refusal, MAX_PARTITIONS};
 use crate::layout::size::{human, MIB, SECTOR_BYTES};
@@ -15,8 +15,8 @@ use crate::layout::{Content, Disk, DiskContent, Gpt, Partition};
 const MKFS_BTRFS_MIN: u64 = 114_294_784;
 const MKSWAP_MIN: u64 = 40 << 10;
 
-pub fn size_parses(context: &Context) -> Vec<Issue> {
-    context
+pub fn size_parses(model: &Model) -> Vec<Issue> {
+    model
         .layout
         .partitions()
         .filter_map(|(_, partition)| {
@@ -57,10 +57,10 @@ fn placement_path(partition: &Partition) -> AttrPath {
 
 const STOPS: &str = "disko's fallback sgdisk then fails on the missing partition and, under `set -e`, the install stops with the disk half partitioned";
 
-pub fn fits_disk(context: &Context) -> Vec<Issue> {
+pub fn fits_disk(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
-        let (Some(geometry), Some(gpt)) = (context.geometry.get(&disk.key), gpt_of(disk)) else {
+    for disk in &model.layout.disks {
+        let (Some(geometry), Some(gpt)) = (model.geometry.get(&disk.key), gpt_of(disk)) else {
             continue;
         };
         for problem in &geometry.problems {
@@ -119,13 +119,13 @@ fn reaches_the_end(extent: &Extent, geometry: &DiskGeometry, gpt: &Gpt) -> bool 
     extent.end_sector.saturating_add(alignment) > geometry.last_usable_sector
 }
 
-pub fn one_rest_partition(context: &Context) -> Vec<Issue> {
+pub fn one_rest_partition(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
-        let geometry = context.geometry.get(&disk.key);
+        let geometry = model.geometry.get(&disk.key);
         let rest: Vec<_> = gpt.partitions.iter().filter(|p| p.is_rest()).collect();
         match rest.as_slice() {
             [_] => {}
@@ -189,13 +189,13 @@ pub fn one_rest_partition(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn nonzero_size(context: &Context) -> Vec<Issue> {
+pub fn nonzero_size(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
-        let geometry = context.geometry.get(&disk.key);
+        let geometry = model.geometry.get(&disk.key);
         for (index, partition) in gpt.partitions.iter().enumerate() {
             // `end` defaults to "+0", which sgdisk reads as "to the end of the free block".
             if partition.fixed_size() != Some(0) || partition.end != "+0" {
@@ -226,10 +226,10 @@ pub fn nonzero_size(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn unique_labels(context: &Context) -> Vec<Issue> {
+pub fn unique_labels(model: &Model) -> Vec<Issue> {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     let mut issues = Vec::new();
-    for (disk, partition) in context.layout.partitions() {
+    for (disk, partition) in model.layout.partitions() {
         if let Some(first) = seen.insert(&partition.label, &disk.key) {
             issues.push(Issue::new(
                 partition.path.join("label"),
@@ -244,10 +244,10 @@ pub fn unique_labels(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn bios_boot(context: &Context) -> Vec<Issue> {
+pub fn bios_boot(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     let mut any = false;
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
@@ -267,7 +267,7 @@ pub fn bios_boot(context: &Context) -> Vec<Issue> {
                     "Remove its `priority` so disko creates it first (priority 100).",
                 ));
             }
-            if context
+            if model
                 .partition_bytes(disk, partition)
                 .is_some_and(|bytes| bytes < MIB)
             {
@@ -282,8 +282,8 @@ pub fn bios_boot(context: &Context) -> Vec<Issue> {
             }
         }
     }
-    if !any && context.firmware.bios {
-        let path = context
+    if !any && model.firmware.bios {
+        let path = model
             .layout
             .disks
             .first()
@@ -308,9 +308,9 @@ fn is_plain_position(text: &str) -> bool {
         && body.len() - digits.len() <= 1
 }
 
-pub fn geometry_predicted(context: &Context) -> Vec<Issue> {
+pub fn geometry_predicted(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for (_, partition) in context.layout.partitions() {
+    for (_, partition) in model.layout.partitions() {
         for (field, text) in [("start", &partition.start), ("end", &partition.end)] {
             if text.is_empty() || is_plain_position(text) || partition.size.is_err() {
                 continue;
@@ -333,9 +333,9 @@ pub fn geometry_predicted(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn table_entries(context: &Context) -> Vec<Issue> {
+pub fn table_entries(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
@@ -363,9 +363,9 @@ pub fn table_entries(context: &Context) -> Vec<Issue> {
 /// puts the hybrid entries in MBR slots 1, 2, … and 0xEE after them, while
 /// sfdisk is given the GPT number as the slot. Both seen with sgdisk 1.0.9
 /// and sfdisk 2.38.1 on a sparse image.
-pub fn hybrid_mbr(context: &Context) -> Vec<Issue> {
+pub fn hybrid_mbr(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
@@ -455,10 +455,10 @@ pub fn hybrid_mbr(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn sgdisk_refuses(context: &Context) -> Vec<Issue> {
+pub fn sgdisk_refuses(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
-        let (Some(geometry), Some(gpt)) = (context.geometry.get(&disk.key), gpt_of(disk)) else {
+    for disk in &model.layout.disks {
+        let (Some(geometry), Some(gpt)) = (model.geometry.get(&disk.key), gpt_of(disk)) else {
             continue;
         };
         for problem in &geometry.problems {
@@ -526,15 +526,15 @@ pub fn sgdisk_refuses(context: &Context) -> Vec<Issue> {
     issues
 }
 
-pub fn content_fits(context: &Context) -> Vec<Issue> {
+pub fn content_fits(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
         for partition in &gpt.partitions {
             let (Some(content), Some(bytes)) =
-                (&partition.content, context.partition_bytes(disk, partition))
+                (&partition.content, model.partition_bytes(disk, partition))
             else {
                 continue;
             };

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::{Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::{Content, DiskContent};
 
@@ -88,10 +88,10 @@ struct Pasted<'a> {
     command: Cow<'static, str>,
 }
 
-fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
+fn pasted<'a>(model: &Model<'a>) -> Vec<Pasted<'a>> {
     use Quoting::{Bare, Comment, DoubleQuoted};
     let mut list = Vec::new();
-    for disk in &context.layout.disks {
+    for disk in &model.layout.disks {
         list.push(Pasted {
             base: &disk.path,
             field: "name",
@@ -155,7 +155,7 @@ fn pasted<'a>(context: &Context<'a>) -> Vec<Pasted<'a>> {
             }
         }
     }
-    for (_, _, content) in context.layout.contents() {
+    for (_, _, content) in model.layout.contents() {
         match content {
             Content::Filesystem(fs) => {
                 list.push(Pasted {
@@ -356,9 +356,9 @@ fn shown(c: char) -> String {
     }
 }
 
-pub fn metacharacters(context: &Context) -> Vec<Issue> {
+pub fn metacharacters(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
-    for item in pasted(context) {
+    for item in pasted(model) {
         let found = item
             .quoting
             .iter()

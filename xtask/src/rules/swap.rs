@@ -1,12 +1,12 @@
 //! Swap is encrypted with a fresh random key at every boot, so nothing in it
 //! outlives a reboot, and so it can never be resumed from.
 
-use super::{Context, Issue};
+use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::{Content, Swap, Swapfile};
 
-fn swaps<'a>(context: &'a Context) -> impl Iterator<Item = &'a Swap> {
-    context
+fn swaps<'a>(model: &'a Model) -> impl Iterator<Item = &'a Swap> {
+    model
         .layout
         .contents()
         .filter_map(|(_, _, content)| match content {
@@ -15,8 +15,8 @@ fn swaps<'a>(context: &'a Context) -> impl Iterator<Item = &'a Swap> {
         })
 }
 
-pub fn encrypted(context: &Context) -> Vec<Issue> {
-    swaps(context)
+pub fn encrypted(model: &Model) -> Vec<Issue> {
+    swaps(model)
         .filter(|swap| !swap.random_encryption)
         .map(|swap| {
             Issue::new(
@@ -28,8 +28,8 @@ pub fn encrypted(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn no_resume_flag(context: &Context) -> Vec<Issue> {
-    swaps(context)
+pub fn no_resume_flag(model: &Model) -> Vec<Issue> {
+    swaps(model)
         .filter(|swap| swap.random_encryption && swap.resume_device)
         .map(|swap| {
             Issue::new(
@@ -41,11 +41,11 @@ pub fn no_resume_flag(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn no_boot_resume(context: &Context) -> Vec<Issue> {
-    let Some(resume) = &context.layout.resume_device else {
+pub fn no_boot_resume(model: &Model) -> Vec<Issue> {
+    let Some(resume) = &model.layout.resume_device else {
         return Vec::new();
     };
-    if !swaps(context).any(|swap| swap.random_encryption) {
+    if !swaps(model).any(|swap| swap.random_encryption) {
         return Vec::new();
     }
     vec![Issue::new(
@@ -56,9 +56,9 @@ pub fn no_boot_resume(context: &Context) -> Vec<Issue> {
 }
 
 /// Every Btrfs swap file, with the mountpoint of what holds it (`None`: not mounted).
-fn swapfiles<'a>(context: &'a Context) -> Vec<(&'a Swapfile, Option<&'a str>)> {
+fn swapfiles<'a>(model: &'a Model) -> Vec<(&'a Swapfile, Option<&'a str>)> {
     let mut files = Vec::new();
-    for btrfs in context.layout.btrfs_filesystems() {
+    for btrfs in model.layout.btrfs_filesystems() {
         for file in &btrfs.swapfiles {
             files.push((file, btrfs.mountpoint.as_deref()));
         }
@@ -71,8 +71,8 @@ fn swapfiles<'a>(context: &'a Context) -> Vec<(&'a Swapfile, Option<&'a str>)> {
     files
 }
 
-pub fn swapfiles_encrypted(context: &Context) -> Vec<Issue> {
-    swapfiles(context)
+pub fn swapfiles_encrypted(model: &Model) -> Vec<Issue> {
+    swapfiles(model)
         .into_iter()
         .map(|(file, mountpoint)| {
             let device = format!("{}/{}", mountpoint.unwrap_or("<no mountpoint>").trim_end_matches('/'), file.file);
@@ -87,8 +87,8 @@ pub fn swapfiles_encrypted(context: &Context) -> Vec<Issue> {
         .collect()
 }
 
-pub fn swapfiles_mounted(context: &Context) -> Vec<Issue> {
-    swapfiles(context)
+pub fn swapfiles_mounted(model: &Model) -> Vec<Issue> {
+    swapfiles(model)
         .into_iter()
         .filter(|(_, mountpoint)| mountpoint.is_none())
         .map(|(file, _)| {

@@ -30,6 +30,7 @@ use crate::checklist::facts::HostFacts;
 use crate::checklist::Numbered;
 use crate::findings::Severity;
 use crate::hosts;
+use crate::hosts::Model;
 use crate::layout::size::parse_disk_size;
 use crate::nix::Nix;
 use crate::progress::Progress;
@@ -37,7 +38,7 @@ use crate::project::{project_root, xtask_dir};
 use crate::results::{
     BootRecord, CheckRecord, CommandRecord, Header, ProcedureRecord, ProcedureStatus, VmTestResults,
 };
-use crate::rules::{self, Context};
+use crate::rules;
 use crate::setup;
 
 /// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.
@@ -192,7 +193,7 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         disk_bytes.insert(disk.key.clone(), bytes);
     }
     {
-        let context = Context::new(&layout, &disk_bytes, hosts::firmware(&loaded.machine));
+        let context = Model::new(&layout, &disk_bytes, hosts::firmware(&loaded.machine));
         let mut errors = errors;
         errors.extend(
             rules::run(&context)
@@ -984,7 +985,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
         .map(|d| d.key.clone())
         .unwrap_or_default();
     let disk_bytes = prepared.disk_bytes.get(&disk_key).copied().unwrap_or(0);
-    let context = Context::new(
+    let context = Model::new(
         &prepared.layout,
         &prepared.disk_bytes,
         hosts::firmware(&prepared.machine),

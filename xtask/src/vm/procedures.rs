@@ -38,7 +38,7 @@ use crate::checklist::facts::Where;
 use crate::checklist::procedures::{Command, Expect, Names};
 use crate::checklist::Numbered;
 use crate::results::{CommandRecord, CommandStatus, ProcedureRecord};
-use crate::rules::impermanence::PERSIST_MOUNTPOINT;
+use crate::layout::impermanence::PERSIST_MOUNTPOINT;
 
 /// The second virtual disk of `--thorough`: the admin's workstation, where
 /// §4.5 saves /persist before the reinstall.

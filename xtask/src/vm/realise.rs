@@ -16,13 +16,13 @@ use sha2::{Digest, Sha256};
 
 use super::initramfs::{hex, EmbeddedScript};
 use super::plan::*;
+use crate::hosts::Model;
 use crate::layout::geometry::DiskGeometry;
+use crate::layout::impermanence::{MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT};
 use crate::layout::mount_options::{compression, has_nodatacow};
 use crate::layout::{
     Btrfs, Content, Disk, DiskContent, EntryKind, Layout, Mount, MountSource, Partition,
 };
-use crate::rules::impermanence::{MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT};
-use crate::rules::Context;
 
 /// The layout's disk is the VM's first virtio disk.
 pub const GUEST_DISK: &str = "/dev/vda";
@@ -99,7 +99,7 @@ impl fmt::Display for Tamper {
 /// What the plans are made from: the layout and what `check` derived from it.
 pub struct Realisation<'a> {
     pub layout: &'a Layout,
-    pub context: &'a Context<'a>,
+    pub context: &'a Model<'a>,
     pub disk: &'a Disk,
     pub geometry: &'a DiskGeometry,
     pub tools: GuestTools,
@@ -299,7 +299,7 @@ impl<'a> Realisation<'a> {
     /// Checks that the lab backend can realise this layout.
     pub fn new(
         layout: &'a Layout,
-        context: &'a Context<'a>,
+        context: &'a Model<'a>,
         inputs: RunInputs,
     ) -> Result<Realisation<'a>> {
         let RunInputs {
@@ -1002,11 +1002,9 @@ impl<'a> Realisation<'a> {
         ]
         .into_iter()
         .filter(|path| {
-            !self
-                .context
-                .mounts
-                .iter()
-                .any(|m| m.mountpoint != "/" && crate::rules::is_at_or_below(path, &m.mountpoint))
+            !self.context.mounts.iter().any(|m| {
+                m.mountpoint != "/" && crate::layout::paths::is_at_or_below(path, &m.mountpoint)
+            })
         })
         .collect()
     }
@@ -1471,7 +1469,7 @@ mod tests {
 
     fn realisation_of<'a>(
         layout: &'a Layout,
-        context: &'a Context<'a>,
+        context: &'a Model<'a>,
         tamper: Vec<Tamper>,
     ) -> Realisation<'a> {
         let at = |name: &str| format!("/usr/sbin/{name}");
@@ -1512,11 +1510,11 @@ mod tests {
         Realisation::new(layout, context, inputs).unwrap()
     }
 
-    fn context_of(layout: &Layout) -> Context<'_> {
+    fn context_of(layout: &Layout) -> Model<'_> {
         let sizes = [("main".to_owned(), 480_000_000_000u64)]
             .into_iter()
             .collect();
-        Context::new(layout, &sizes, crate::rules::Firmware::default())
+        Model::new(layout, &sizes, crate::hosts::Firmware::default())
     }
 
     fn argv_of<'p>(plan: &'p Plan, name: &str) -> &'p [String] {
