@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::context::Context;
 use crate::findings::{self, Finding, Severity};
 use crate::hosts::Model;
 use crate::hosts::{self, firmware, load, Host, Loaded, DEFAULT_HOST};
@@ -88,10 +89,10 @@ fn write_results(
     Ok(())
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     // git takes as long as the check itself: ask it meanwhile.
     let revision = std::thread::spawn(crate::project::revision);
-    let report = check(&args)?;
+    let report = check(context, &args)?;
     let revision = revision
         .join()
         .map_err(|_| anyhow::anyhow!("reading the git revision panicked"))?;
@@ -122,9 +123,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// Runs the whole check; `Err` only when it could not run.
-pub fn check(args: &Args) -> Result<CheckReport> {
+pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
     let started = Instant::now();
-    let nix = Nix::locate()?;
+    let nix = Nix::locate(context)?;
     let root = project_root();
     let hosts = if args.all {
         let hosts = hosts::discover(&root)?;
@@ -181,7 +182,9 @@ pub fn check(args: &Args) -> Result<CheckReport> {
                 let layout_file = disko_override
                     .clone()
                     .unwrap_or_else(|| host.layout_file.clone());
-                scope.spawn(move || check_host(nix, host, &layout_file, disk_size, args.mode))
+                scope.spawn(move || {
+                    check_host(context, nix, host, &layout_file, disk_size, args.mode)
+                })
             })
             .collect();
         let parse_findings = parsing
@@ -229,6 +232,7 @@ pub fn check(args: &Args) -> Result<CheckReport> {
 }
 
 fn check_host(
+    context: &Context,
     nix: &Nix,
     host: &Host,
     layout_file: &Utf8Path,
@@ -273,7 +277,7 @@ fn check_host(
                 .flake_attribute
                 .clone()
                 .unwrap_or_else(|| host.name.clone());
-            match nix::evaluate_flake(&attribute, Duration::from_secs(300))? {
+            match nix::evaluate_flake(context, &attribute, Duration::from_secs(300))? {
                 FlakeEvaluation::Evaluated(value) => {
                     let (flake_layout, flake_findings) = build(&Evaluated {
                         host: &host.name,
@@ -287,7 +291,9 @@ fn check_host(
                         findings.extend(rules::run(&model));
                     }
                     let system = match mode {
-                        Mode::Flake => Some(system_evaluation(host, &attribute, &mut findings)?),
+                        Mode::Flake => {
+                            Some(system_evaluation(context, host, &attribute, &mut findings)?)
+                        }
                         _ => None,
                     };
                     FlakeStatus::Ran { attribute, system }
@@ -323,12 +329,13 @@ fn check_host(
 /// `--mode flake`: evaluates the whole system (`toplevel.drvPath`), as the
 /// NixOS gate of the deploy checklist needs; a failure is finding NIX005.
 fn system_evaluation(
+    context: &Context,
     host: &Host,
     attribute: &str,
     findings: &mut Vec<Finding>,
 ) -> Result<crate::flake_eval::SystemEvaluation> {
     use crate::flake_eval::{self, SystemEvaluation};
-    let evaluation = flake_eval::evaluate(&project_root(), attribute)?;
+    let evaluation = flake_eval::evaluate(context, &project_root(), attribute)?;
     match &evaluation {
         SystemEvaluation::Evaluated { .. } => {}
         SystemEvaluation::Failed { message } => findings.push(

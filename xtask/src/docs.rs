@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use crate::context::Context;
 use crate::hosts::DEFAULT_HOST;
 use crate::project::project_root;
 use crate::reference::{compare, generate, write, REFERENCE_DIR};
@@ -30,9 +31,9 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let root = project_root();
-    let generated = generate(&root, &args.host)?;
+    let generated = generate(context, &root, &args.host)?;
     let dir = root.join(REFERENCE_DIR);
     if args.check {
         let drift = compare(&dir, &generated)?;

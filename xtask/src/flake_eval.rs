@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
+use crate::context::Context;
 use crate::nix::{self, RawEvaluation};
 use crate::project::Revision;
 use crate::results::{self, Header};
@@ -103,25 +104,29 @@ pub fn cannot_run_here(root: &Utf8Path) -> Option<String> {
 
 /// Evaluates the system of `nixosConfigurations.<attribute>` in the
 /// repository at `root`.
-pub fn evaluate(root: &Utf8Path, attribute: &str) -> Result<SystemEvaluation> {
+pub fn evaluate(context: &Context, root: &Utf8Path, attribute: &str) -> Result<SystemEvaluation> {
     if let Some(reason) = cannot_run_here(root) {
         return Ok(SystemEvaluation::NotRun { reason });
     }
-    Ok(match nix::eval_raw(&installable(attribute), TIMEOUT)? {
-        RawEvaluation::Printed(path) if path.starts_with('/') && path.ends_with(".drv") => {
-            SystemEvaluation::Evaluated { drv_path: path }
-        }
-        RawEvaluation::Printed(other) => SystemEvaluation::Failed {
-            message: format!("printed {other:?}, not the path of a derivation"),
-        },
-        RawEvaluation::Failed(message) if unreachable_inputs(&message) => {
-            SystemEvaluation::NotRun {
-                reason: format!("the flake's inputs are not here and cannot be fetched: {message}"),
+    Ok(
+        match nix::eval_raw(context, &installable(attribute), TIMEOUT)? {
+            RawEvaluation::Printed(path) if path.starts_with('/') && path.ends_with(".drv") => {
+                SystemEvaluation::Evaluated { drv_path: path }
             }
-        }
-        RawEvaluation::Failed(message) => SystemEvaluation::Failed { message },
-        RawEvaluation::NotRun(reason) => SystemEvaluation::NotRun { reason },
-    })
+            RawEvaluation::Printed(other) => SystemEvaluation::Failed {
+                message: format!("printed {other:?}, not the path of a derivation"),
+            },
+            RawEvaluation::Failed(message) if unreachable_inputs(&message) => {
+                SystemEvaluation::NotRun {
+                    reason: format!(
+                        "the flake's inputs are not here and cannot be fetched: {message}"
+                    ),
+                }
+            }
+            RawEvaluation::Failed(message) => SystemEvaluation::Failed { message },
+            RawEvaluation::NotRun(reason) => SystemEvaluation::NotRun { reason },
+        },
+    )
 }
 
 /// Whether Nix failed because it could not fetch an input, which says
@@ -231,7 +236,7 @@ mod tests {
         assert!(how_to_run(root, "hetzner-cloud").contains("nix flake lock"));
         assert!(cannot_run_here(root).unwrap().contains("no flake.lock"));
         assert_eq!(
-            evaluate(root, "hetzner-vps").unwrap(),
+            evaluate(&Context::default(), root, "hetzner-vps").unwrap(),
             SystemEvaluation::NotRun {
                 reason: cannot_run_here(root).unwrap()
             }

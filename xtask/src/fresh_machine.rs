@@ -30,6 +30,7 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::context::Context;
 use crate::progress::{seconds, Progress};
 use crate::project::{project_root, revision};
 use crate::setup;
@@ -491,7 +492,7 @@ impl Proof<'_> {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     anyhow::ensure!(
         setup::is_root(),
         "fresh-machine needs root (debootstrap, chroot and mounts; the tests inside use loop devices): run it as root, e.g. in CI"
@@ -537,7 +538,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     let mut mounts = Mounts { points: Vec::new() };
-    let outcome = prove(&mut proof, &mut mounts, &root, &base, &commands);
+    let outcome = prove(context, &mut proof, &mut mounts, &root, &base, &commands);
     // Undo the mounts on every path, before anything is removed.
     let unmounted = mounts.unmount_all();
     proof.progress.finish_and_clear();
@@ -614,6 +615,7 @@ fn print_summary(results: &Results) {
 /// The proof itself; returns each README command's exit code and whether
 /// the root came from the cache.
 fn prove(
+    context: &Context,
     proof: &mut Proof,
     mounts: &mut Mounts,
     root: &Utf8Path,
@@ -622,7 +624,11 @@ fn prove(
 ) -> Result<(Vec<Option<i32>>, bool)> {
     let args = proof.args;
     proof.step("host tools (debootstrap, git)", |_| {
-        setup::ensure(&[setup::DEBOOTSTRAP, setup::GIT, setup::MOUNT, setup::UMOUNT]).map(|_| ())
+        setup::ensure(
+            context,
+            &[setup::DEBOOTSTRAP, setup::GIT, setup::MOUNT, setup::UMOUNT],
+        )
+        .map(|_| ())
     })?;
     let sysroot = rust_sysroot()?;
     let ca = ca_bundle();

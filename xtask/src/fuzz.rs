@@ -25,6 +25,7 @@ use crate::nix::{read_evaluation, too_deep, MAX_DEPTH};
 use crate::project::project_root;
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 
+use crate::context::{Context, Install};
 use crate::hosts::{Firmware, Model};
 use crate::rules;
 use crate::setup::NO_INSTALL_ENV;
@@ -80,12 +81,12 @@ fn artifacts(dir: &Utf8Path) -> Vec<String> {
     names
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let targets: Vec<&str> = match &args.target {
         Some(target) => TARGETS.iter().copied().filter(|t| t == target).collect(),
         None => TARGETS.to_vec(),
     };
-    ensure_cargo_fuzz()?;
+    ensure_cargo_fuzz(context)?;
     let dir = project_root().join("fuzz");
     let progress = crate::progress::Progress::lines("fuzz");
     let mut reports = Vec::new();
@@ -179,7 +180,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// cargo-fuzz, installed with `cargo install` when missing and allowed.
-fn ensure_cargo_fuzz() -> Result<()> {
+fn ensure_cargo_fuzz(context: &Context) -> Result<()> {
     let installed = Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
@@ -187,10 +188,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
     if installed {
         return Ok(());
     }
-    if matches!(
-        std::env::var(NO_INSTALL_ENV).as_deref(),
-        Ok("1") | Ok("true") | Ok("yes")
-    ) {
+    if context.install() == Install::Forbidden {
         bail!("cargo-fuzz is missing and installing is turned off ({NO_INSTALL_ENV}=1 or --no-install): run `cargo install cargo-fuzz`");
     }
     eprintln!("installing cargo-fuzz: cargo install cargo-fuzz");

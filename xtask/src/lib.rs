@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod checklist;
+pub mod context;
 pub mod docs;
 pub mod findings;
 pub mod flake_eval;

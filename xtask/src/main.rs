@@ -1,8 +1,10 @@
 //! `cargo xtask <command>`: argument parsing and dispatch only.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use xtask::context::{Context, Install};
 use xtask::{bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, vm, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
@@ -84,23 +86,25 @@ fn main() -> ExitCode {
         return vm::guest::sudo::main();
     }
     let cli = Cli::parse();
-    // Read by `setup` and `nix` here, and by the xtask processes tests start.
-    if cli.no_install {
-        std::env::set_var(setup::NO_INSTALL_ENV, "1");
-    }
-    if let Some(seconds) = cli.nix_timeout {
-        std::env::set_var(xtask::nix::TIMEOUT_ENV, seconds.to_string());
-    }
+    let context = Context::new(
+        if cli.no_install {
+            Install::Forbidden
+        } else {
+            Install::Allowed
+        },
+        cli.nix_timeout.map(Duration::from_secs),
+    );
+    let context = &context;
     // A panic is a bug, but still a run that could not finish: exit 2, as promised.
     let result = std::panic::catch_unwind(|| match cli.command {
-        Command::Check(args) => check::run(args),
-        Command::VmTest(args) => vm_test::run(args),
-        Command::Docs(args) => docs::run(args),
-        Command::DeployChecklist(args) => checklist::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Test(args) => test_cmd::run(args),
-        Command::Fuzz(args) => fuzz::run(args),
-        Command::FreshMachine(args) => fresh_machine::run(args),
+        Command::Check(args) => check::run(context, args),
+        Command::VmTest(args) => vm_test::run(context, args),
+        Command::Docs(args) => docs::run(context, args),
+        Command::DeployChecklist(args) => checklist::run(context, args),
+        Command::Bench(args) => bench::run(context, args),
+        Command::Test(args) => test_cmd::run(context, args),
+        Command::Fuzz(args) => fuzz::run(context, args),
+        Command::FreshMachine(args) => fresh_machine::run(context, args),
         Command::Guest(args) => vm::guest::run(args),
     });
     match result {

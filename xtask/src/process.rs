@@ -19,6 +19,9 @@ use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use wait_timeout::ChildExt as _;
 
+/// A function handed every chunk of a child's output, on the reading thread.
+pub type Chunks = Box<dyn FnMut(&[u8]) + Send>;
+
 /// What becomes of one output stream of the child.
 pub enum Output {
     /// Read while the child runs; the first `keep` bytes are kept. With
@@ -27,7 +30,7 @@ pub enum Output {
     Capture { keep: u64, close_after: bool },
     /// Every chunk read is handed to this function, on the reading thread
     /// (qemu's protocol port, read line by line).
-    Each(Box<dyn FnMut(&[u8]) + Send>),
+    Each(Chunks),
     /// Goes where the xtask's own stream goes (`nix build -L`).
     Inherit,
     /// Thrown away by the kernel.

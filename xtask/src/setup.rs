@@ -13,12 +13,13 @@ pub mod apt;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
 
-/// Set to `1` to forbid installing packages.
+use crate::context::{Context, Install};
+
+/// Set to `1` to forbid installing packages (main reads it as `--no-install`).
 pub const NO_INSTALL_ENV: &str = "XTASK_NO_INSTALL";
 
 /// A program and the Debian package that provides it.
@@ -177,8 +178,8 @@ pub fn kernel_installed() -> bool {
 }
 
 /// Makes sure a kernel for the lab VM is installed (installing Debian's cloud kernel when allowed).
-pub fn ensure_kernel() -> Result<()> {
-    provision(&[], true).map(|_| ())
+pub fn ensure_kernel(context: &Context) -> Result<()> {
+    provision(context, &[], true).map(|_| ())
 }
 
 /// Tools found, by program name.
@@ -241,16 +242,10 @@ pub fn find(tool: Tool) -> Option<Utf8PathBuf> {
     find_program(tool.program)
 }
 
-fn installing_allowed() -> bool {
-    !matches!(
-        std::env::var(NO_INSTALL_ENV).as_deref(),
-        Ok("1") | Ok("true") | Ok("yes")
-    )
-}
-
-/// Whether this process runs as root (the owner of /proc/self is the effective uid).
+/// Whether this process runs as root (its effective user id is 0).
 pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// What is missing of `tools` (and the kernel, when `kernel`).
@@ -288,18 +283,36 @@ fn describe(tools: &[Tool], kernel: bool, missing: Vec<&'static str>, reason: St
 
 /// Finds every tool, installing missing ones when allowed. The error is a
 /// `Missing` (downcast it to tell "not installed" from other failures).
-pub fn ensure(tools: &[Tool]) -> Result<Found> {
-    provision(tools, false)
+pub fn ensure(context: &Context, tools: &[Tool]) -> Result<Found> {
+    provision(context, tools, false)
+}
+
+/// Finds every tool without installing anything: for code below a command
+/// that ensured its tools at its start, and for tests (a missing tool fails
+/// them with the command that installs it). The error is a `Missing`.
+pub fn require(tools: &[Tool]) -> Result<Found> {
+    let missing = missing_of(tools, false);
+    if !missing.is_empty() {
+        return Err(describe(
+            tools,
+            false,
+            missing,
+            "not installed (the command installs what it needs when it starts, where it may)"
+                .to_owned(),
+        )
+        .into());
+    }
+    look_up(tools, false)
 }
 
 /// Finds every tool and, when `kernel`, a kernel for the lab VM. When any
 /// is missing and installing is possible, installs every package of
 /// `tools` (and the kernel) in one apt transaction (see `apt`), then looks
 /// again; what is still missing is a `Missing` naming the exact command.
-pub fn provision(tools: &[Tool], kernel: bool) -> Result<Found> {
+pub fn provision(context: &Context, tools: &[Tool], kernel: bool) -> Result<Found> {
     let missing = missing_of(tools, kernel);
     if !missing.is_empty() {
-        if let Some(reason) = cannot_install_because() {
+        if let Some(reason) = cannot_install_because(context.install()) {
             return Err(describe(tools, kernel, missing, reason).into());
         }
         apt::install(&packages_of(tools, kernel))?;
@@ -314,6 +327,11 @@ pub fn provision(tools: &[Tool], kernel: bool) -> Result<Found> {
             .into());
         }
     }
+    look_up(tools, kernel)
+}
+
+/// The path of every tool, which was found a moment ago.
+fn look_up(tools: &[Tool], kernel: bool) -> Result<Found> {
     let mut found = Found::default();
     for tool in tools {
         let path = find_program(tool.program).with_context(|| {
@@ -330,8 +348,8 @@ pub fn provision(tools: &[Tool], kernel: bool) -> Result<Found> {
 }
 
 /// Why installing is not possible here, or `None` when it is.
-fn cannot_install_because() -> Option<String> {
-    if !installing_allowed() {
+fn cannot_install_because(install: Install) -> Option<String> {
+    if install == Install::Forbidden {
         return Some(format!(
             "installing is turned off ({NO_INSTALL_ENV}=1 or --no-install)"
         ));
@@ -380,10 +398,13 @@ mod tests {
 
     #[test]
     fn finds_a_tool_that_every_machine_has() {
-        let found = ensure(&[Tool {
-            program: "sh",
-            package: "dash",
-        }])
+        let found = ensure(
+            &Context::default(),
+            &[Tool {
+                program: "sh",
+                package: "dash",
+            }],
+        )
         .unwrap();
         assert!(found
             .path(Tool {

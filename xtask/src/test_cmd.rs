@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
+use crate::context::Context;
 use crate::project::project_root;
 use crate::setup::{self, Tool};
 
@@ -146,18 +147,18 @@ pub fn cargo_test_args(quick: bool, extra: &[String]) -> Vec<String> {
     args
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if args.quick {
-        setup::provision(QUICK_TOOLS, false)?;
+        setup::provision(context, QUICK_TOOLS, false)?;
     } else {
-        setup::provision(TEST_TOOLS, true)?;
+        setup::provision(context, TEST_TOOLS, true)?;
     }
     let mut test_args = cargo_test_args(args.quick, &args.cargo_test_args);
     if std::io::stderr().is_terminal() && !test_args.iter().any(|a| a.starts_with("--color")) {
         test_args.insert(1, "--color=always".into());
     }
     let started = std::time::Instant::now();
-    let outcome = run_cargo_test(&test_args)?;
+    let outcome = run_cargo_test(&test_args, &context.child_env())?;
     let took = crate::progress::seconds(started.elapsed());
     Ok(match outcome {
         Outcome::Passed => {
@@ -206,9 +207,11 @@ pub fn reports_failure(line: &str) -> bool {
 
 /// Runs cargo, passing its output through as it comes, and tells a failed
 /// test from a run that could not start.
-fn run_cargo_test(args: &[String]) -> Result<Outcome> {
+/// Runs cargo test; `env` carries the flags to the xtask processes the tests start.
+fn run_cargo_test(args: &[String], env: &[(&str, String)]) -> Result<Outcome> {
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .envs(env.iter().map(|(key, value)| (*key, value)))
         .current_dir(project_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Result;
 use camino::Utf8PathBuf;
 
+use crate::context::Context;
 use crate::hosts::DEFAULT_HOST;
 use crate::project::display_path;
 use crate::vm::accel::Choice;
@@ -129,11 +130,11 @@ impl Args {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if args.backend == Backend::Nixos {
-        return nixos::run(&args.host);
+        return nixos::run(context, &args.host);
     }
-    let outcome = lab::run(&args.lab_options())?;
+    let outcome = lab::run(context, &args.lab_options())?;
     let results = &outcome.results;
     let failed: Vec<_> = results.checks.iter().filter(|c| !c.passed).collect();
     let passed = results.checks.len() - failed.len();

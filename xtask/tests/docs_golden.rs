@@ -9,6 +9,7 @@
 use assert_cmd::Command;
 use camino::{Utf8Path, Utf8PathBuf};
 use predicates::prelude::*;
+use xtask::context::Context;
 use xtask::reference::{self, REFERENCE_DIR};
 
 fn repo() -> Utf8PathBuf {
@@ -38,7 +39,8 @@ fn the_repos_reference_is_what_the_config_generates() {
 #[test]
 fn the_fixture_host_matches_its_golden_files() {
     let root = fixture_root();
-    let generated = reference::generate(&root, "two-disks").expect("the fixture host generates");
+    let generated = reference::generate(&Context::default(), &root, "two-disks")
+        .expect("the fixture host generates");
     let dir = root.join(REFERENCE_DIR);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         reference::write(&dir, &generated).expect("writing the golden files");
@@ -130,7 +132,7 @@ fn the_diagrams_are_well_formed_and_keep_tiny_partitions_visible() {
         );
     }
 
-    let fixture = reference::generate(&fixture_root(), "two-disks").unwrap();
+    let fixture = reference::generate(&Context::default(), &fixture_root(), "two-disks").unwrap();
     assert_good_svg(&fixture["disk.svg"]);
     assert!(fixture["disk.svg"].contains("whole disk: btrfs"));
 }
@@ -157,7 +159,7 @@ fn check_fails_after_a_layout_change_and_passes_after_docs() {
     copy_tree(&repo().join(REFERENCE_DIR), &root.join(REFERENCE_DIR));
     let dir = root.join(REFERENCE_DIR);
 
-    let generated = reference::generate(&root, "hetzner-cloud").unwrap();
+    let generated = reference::generate(&Context::default(), &root, "hetzner-cloud").unwrap();
     assert!(
         reference::compare(&dir, &generated).unwrap().is_empty(),
         "the copy starts fresh"
@@ -169,7 +171,7 @@ fn check_fails_after_a_layout_change_and_passes_after_docs() {
     assert!(text.contains("size = \"32G\";"));
     std::fs::write(&disko, text.replace("size = \"32G\";", "size = \"16G\";")).unwrap();
 
-    let generated = reference::generate(&root, "hetzner-cloud").unwrap();
+    let generated = reference::generate(&Context::default(), &root, "hetzner-cloud").unwrap();
     let drift = reference::compare(&dir, &generated).unwrap();
     let changed: Vec<&str> = drift.changed.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(changed, vec!["disk.svg", "layout.md"], "{drift:#?}");
@@ -181,7 +183,7 @@ fn check_fails_after_a_layout_change_and_passes_after_docs() {
     );
 
     reference::write(&dir, &generated).unwrap();
-    let again = reference::generate(&root, "hetzner-cloud").unwrap();
+    let again = reference::generate(&Context::default(), &root, "hetzner-cloud").unwrap();
     assert!(reference::compare(&dir, &again).unwrap().is_empty());
 
     // Hand edits and stray files are caught too.

@@ -29,7 +29,7 @@ const FIXTURE_BYTES: u64 = 384 << 20;
 const SMALL_FIXTURE_BYTES: u64 = 256 << 20;
 
 fn lab() -> Lab {
-    Lab::prepare(&required_tools())
+    Lab::prepare(&xtask::context::Context::default(), &required_tools())
         .unwrap_or_else(|e| panic!("the rollback tests cannot run on this machine:\n{e:#}"))
 }
 

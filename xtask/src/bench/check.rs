@@ -7,6 +7,7 @@ use anyhow::{ensure, Context as _, Result};
 use camino::Utf8PathBuf;
 
 use super::{median, time_ms, Figure, Section};
+use crate::context::Context;
 use crate::hosts::{self, DEFAULT_HOST};
 use crate::nix::Nix;
 
@@ -31,13 +32,15 @@ fn drop_page_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
-pub fn measure(runs: u32) -> Result<Vec<Figure>> {
-    let nix = Nix::locate()?;
+pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
+    let nix = Nix::locate(context)?;
     let host = hosts::find(DEFAULT_HOST)?;
     let xtask = Utf8PathBuf::try_from(std::env::current_exe()?)?;
     let check = || {
         let mut command = Command::new(&xtask);
-        command.args(["check", "--mode", "standalone", "--json"]);
+        command
+            .args(["check", "--mode", "standalone", "--json"])
+            .envs(context.child_env());
         command
     };
     // Cold: with the page cache dropped (as root), so Nix and the files come from disk.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use crate::context::Context;
 use crate::project::{project_root, revision, write_atomically};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
@@ -181,7 +182,7 @@ pub fn render(figures: &[Figure]) -> String {
     out
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let sections: Vec<Section> = if args.only.is_empty() {
         <Section as clap::ValueEnum>::value_variants().to_vec()
     } else {
@@ -198,9 +199,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
         let measured = progress
             .step(&name, || match section {
-                Section::Check => check::measure(args.runs),
-                Section::Rollback => rollback::measure(args.runs),
-                Section::Vm => vm::measure(args.runs),
+                Section::Check => check::measure(context, args.runs),
+                Section::Rollback => rollback::measure(context, args.runs),
+                Section::Vm => vm::measure(context, args.runs),
             })
             .with_context(|| format!("measuring {section:?}"))?;
         figures.extend(measured);

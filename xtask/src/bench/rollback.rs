@@ -15,6 +15,7 @@ use anyhow::{ensure, Context as _, Result};
 use camino::Utf8Path;
 
 use super::{median, Figure, Section};
+use crate::context::Context;
 use crate::lab::loopback::{BtrfsFixture, Lab};
 use crate::lab::rollback::{old_root_name, required_tools, Interpreter, Runner, Settings};
 
@@ -163,8 +164,8 @@ fn ratio(interpreter: Interpreter, at_1000: &Figure, at_10_000: &Figure) -> Figu
     )
 }
 
-pub fn measure(runs: u32) -> Result<Vec<Figure>> {
-    let lab = Lab::prepare(&required_tools())?;
+pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
+    let lab = Lab::prepare(context, &required_tools())?;
     let images = tmpfs_dir();
     let mut figures = Vec::new();
     for interpreter in [Interpreter::Bash, Interpreter::Dash, Interpreter::Busybox] {

@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 
 use super::{median, Figure, Section};
+use crate::context::Context;
 use crate::results::VmTestResults;
 use crate::vm::accel::Choice;
 use crate::vm::lab::{self, Verdict};
@@ -36,7 +37,7 @@ pub fn phase(step: &str) -> &'static str {
 }
 
 /// Runs the lab vm-test `runs` times under TCG and reports medians.
-pub fn measure(runs: u32) -> Result<Vec<Figure>> {
+pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     // The default run, as timed, and roadmap 7.2's probe in its month's
     // boot (it waits about 10 s for the release: measured, but not timed
     // with the default run).
@@ -54,7 +55,7 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
     let mut last: Option<VmTestResults> = None;
     for run in 1..=runs {
         eprintln!("bench vm: run {run}/{runs} (the default boots under TCG)");
-        let outcome = lab::run(&options)?;
+        let outcome = lab::run(context, &options)?;
         if outcome.verdict != Verdict::Passed {
             bail!(
                 "vm-test did not pass ({:?}); `cargo xtask vm-test` shows why",
@@ -63,7 +64,7 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
         }
         let mut results = outcome.results;
         eprintln!("bench vm: run {run}/{runs} with the discard probe (roadmap 7.2)");
-        let probed = lab::run(&with_probe)?;
+        let probed = lab::run(context, &with_probe)?;
         if probed.verdict != Verdict::Passed {
             bail!(
                 "vm-test with the discard probe did not pass ({:?})",
@@ -185,7 +186,7 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
             note,
         ));
     }
-    figures.extend(compression_settings()?);
+    figures.extend(compression_settings(context)?);
     if let Some(results) = last {
         let figure = |name: &str| results.figures.get(name).copied();
         if let (Some(before), Some(after)) = (
@@ -211,7 +212,7 @@ pub fn measure(runs: u32) -> Result<Vec<Figure>> {
 
 /// The same /nix corpus under each setting that really takes effect: the
 /// install boot of a what-if layout per setting (zstd:1 is the layout's own).
-fn compression_settings() -> Result<Vec<Figure>> {
+fn compression_settings(context: &Context) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for setting in ["zstd:1", "zstd:3", "none"] {
         eprintln!("bench vm: install boot with compress={setting}");
@@ -222,7 +223,7 @@ fn compression_settings() -> Result<Vec<Figure>> {
             compression: Some(setting.to_owned()),
             ..lab::Options::default()
         };
-        let outcome = lab::run(&options)?;
+        let outcome = lab::run(context, &options)?;
         if outcome.verdict != Verdict::Passed {
             bail!(
                 "the install boot with compress={setting} did not pass ({:?})",

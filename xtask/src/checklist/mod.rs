@@ -35,6 +35,7 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::context::Context;
 use crate::flake_eval::{self, FlakeEvalResults};
 use crate::hosts::Subject;
 use crate::hosts::DEFAULT_HOST;
@@ -163,7 +164,7 @@ pub fn server_procedures(subject: &Subject, facts: &HostFacts) -> Vec<Numbered> 
     all
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let root = project_root();
     let results_dir = match &args.results_dir {
         Some(dir) if dir.is_relative() => Utf8PathBuf::try_from(std::env::current_dir()?)
@@ -172,7 +173,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => xtask_dir(),
     };
-    let loaded = load(&root, &args.host)?;
+    let loaded = load(context, &root, &args.host)?;
     let observed = observe(&root, &loaded, &results_dir, revision());
     let checklist = build(&loaded.subject, &observed);
     let code = if checklist.ready { 0 } else { 1 };
@@ -221,13 +222,13 @@ pub struct Loaded {
 }
 
 /// Evaluates host `name` of the repository at `root` (exit 2 when it cannot).
-pub fn load(root: &Utf8Path, name: &str) -> Result<Loaded> {
-    let subject = crate::hosts::load_subject(root, name)?;
+pub fn load(context: &Context, root: &Utf8Path, name: &str) -> Result<Loaded> {
+    let subject = crate::hosts::load_subject(context, root, name)?;
     let host = crate::hosts::discover(root)?
         .into_iter()
         .find(|h| h.name == name)
         .with_context(|| format!("no host {name:?} under {root}/hosts"))?;
-    let nix = crate::nix::Nix::locate()?;
+    let nix = crate::nix::Nix::locate(context)?;
     let facts = HostFacts::load(&nix, root, &host.dir)?;
     Ok(Loaded {
         subject,

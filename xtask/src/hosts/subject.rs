@@ -8,6 +8,7 @@ use camino::Utf8Path;
 
 use super::{load, Loaded, Machine};
 use super::{Firmware, Model};
+use crate::context::Context;
 use crate::findings::Severity;
 use crate::layout::Layout;
 use crate::nix::Nix;
@@ -70,9 +71,9 @@ impl Subject {
 
 /// Evaluates host `name` of the repository at `root` with nix-instantiate.
 /// Fails (exit 2) when the layout does not build: the docs would be fiction.
-pub fn load_subject(root: &Utf8Path, name: &str) -> Result<Subject> {
+pub fn load_subject(context: &Context, root: &Utf8Path, name: &str) -> Result<Subject> {
     let host = super::find_in(root, name)?;
-    let nix = Nix::locate()?;
+    let nix = Nix::locate(context)?;
     let Loaded {
         layout,
         findings,

@@ -12,6 +12,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
+use crate::context::Context;
 use crate::setup::{self, Found, Tool};
 
 pub const UMOUNT: Tool = Tool {
@@ -39,14 +40,14 @@ impl Lab {
     /// Checks that fixtures can run here, with `extra` tools on top of
     /// `FIXTURE_TOOLS` (installed when `setup` may install them). The error
     /// says what to install or change; it never turns into a skip.
-    pub fn prepare(extra: &[Tool]) -> Result<Lab> {
+    pub fn prepare(context: &Context, extra: &[Tool]) -> Result<Lab> {
         ensure!(
             setup::is_root(),
             "loop-device Btrfs fixtures need root (losetup, mkfs.btrfs, mount); run the tests as root, e.g. `sudo -E cargo test`"
         );
         let mut wanted = FIXTURE_TOOLS.to_vec();
         wanted.extend_from_slice(extra);
-        let tools = setup::ensure(&wanted)?;
+        let tools = setup::ensure(context, &wanted)?;
         ensure!(
             Utf8Path::new("/dev/loop-control").exists(),
             "/dev/loop-control is missing, so loop devices cannot be created: load the driver (`modprobe loop`) or give the container loop devices"

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::errors::whole_message;
 use super::run::{run_limited, run_retrying, Limits};
 use super::{read_evaluation, MAX_OUTPUT_BYTES};
+use crate::context::Context;
 use crate::project::project_root;
 use crate::setup;
 
@@ -21,14 +22,18 @@ pub enum FlakeEvaluation {
 
 /// Evaluates what `check` needs from `nixosConfigurations.<attribute>` of
 /// the repo's flake, in the same shape as nix/lib/eval-host.nix.
-pub fn evaluate_flake(attribute: &str, timeout: Duration) -> Result<FlakeEvaluation> {
+pub fn evaluate_flake(
+    context: &Context,
+    attribute: &str,
+    timeout: Duration,
+) -> Result<FlakeEvaluation> {
     let root = project_root();
     if !root.join("flake.lock").is_file() {
         return Ok(FlakeEvaluation::NotRun(
             "no flake.lock yet: run `nix flake lock` once to pin the inputs".to_owned(),
         ));
     }
-    let nix = match setup::ensure(&[setup::NIX]) {
+    let nix = match setup::ensure(context, &[setup::NIX]) {
         Ok(found) => found.path(setup::NIX)?.clone(),
         Err(error) => return Ok(FlakeEvaluation::NotRun(format!("{error:#}"))),
     };
@@ -99,8 +104,8 @@ pub enum RawEvaluation {
 
 /// Runs `nix eval --raw <installable>` in the repository, within `timeout`,
 /// with the flake's inputs as flake.lock pins them.
-pub fn eval_raw(installable: &str, timeout: Duration) -> Result<RawEvaluation> {
-    let nix = match setup::ensure(&[setup::NIX]) {
+pub fn eval_raw(context: &Context, installable: &str, timeout: Duration) -> Result<RawEvaluation> {
+    let nix = match setup::ensure(context, &[setup::NIX]) {
         Ok(found) => found.path(setup::NIX)?.clone(),
         Err(error) => return Ok(RawEvaluation::NotRun(format!("{error:#}"))),
     };

@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::Value;
 
+use crate::context::Context;
 use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::Host;
 use crate::project::project_root;
@@ -27,12 +28,12 @@ pub use errors::NixError;
 use evaluation::{evaluation_finding, is_blank};
 pub use evaluation::{read_evaluation, too_deep};
 pub use flake::{eval_raw, evaluate_flake, FlakeEvaluation, RawEvaluation};
-use run::{run_retrying, timeout, Limits, Ran};
+use run::{run_retrying, Limits, Ran};
 
 /// Seconds one nix-instantiate may run before `check` stops it.
 pub const TIMEOUT_ENV: &str = "XTASK_NIX_TIMEOUT";
 /// The repo's host evaluates in well under a second, 100 000 subvolumes in about one.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Boehm GC's heap limit for the evaluator (`GC_MAXIMUM_HEAP_SIZE`): a config
 /// that allocates without end stops with Nix's "out of memory" instead of
 /// taking the machine's memory. 100 000 subvolumes need about 300 MiB.
@@ -56,16 +57,21 @@ const CANNOT_CALL: &str = "standalone mode cannot call ";
 #[derive(Debug, Clone)]
 pub struct Nix {
     pub instantiate: Utf8PathBuf,
+    /// How long one nix-instantiate may run (`--nix-timeout`).
+    pub timeout: Duration,
 }
 
 impl Nix {
     /// Finds nix-instantiate (installing nix-bin when allowed) and makes
     /// sure its store is initialised, so that runs in parallel are safe.
-    pub fn locate() -> Result<Nix> {
-        let found = setup::ensure(&[setup::NIX_INSTANTIATE])?;
+    pub fn locate(context: &Context) -> Result<Nix> {
+        let found = setup::ensure(context, &[setup::NIX_INSTANTIATE])?;
         let instantiate = found.path(setup::NIX_INSTANTIATE)?.clone();
-        store::prepare(&instantiate)?;
-        Ok(Nix { instantiate })
+        store::prepare(&instantiate, context.nix_timeout())?;
+        Ok(Nix {
+            instantiate,
+            timeout: context.nix_timeout(),
+        })
     }
 
     /// Runs nix-instantiate within the limits above. A failure of the tool
@@ -74,7 +80,7 @@ impl Nix {
     /// says nothing about the files, so it never becomes a finding.
     fn run(&self, args: &[&str]) -> Result<Ran> {
         let limits = Limits {
-            timeout: timeout()?,
+            timeout: self.timeout,
             max_heap_bytes: Some(MAX_HEAP_BYTES),
             max_output_bytes: MAX_OUTPUT_BYTES,
         };

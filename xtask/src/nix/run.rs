@@ -5,10 +5,10 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use camino::Utf8Path;
 
-use super::{store, NixError, DEFAULT_TIMEOUT, MAX_ERROR_BYTES, TIMEOUT_ENV};
+use super::{store, NixError, MAX_ERROR_BYTES, TIMEOUT_ENV};
 use crate::process::{Output, Supervised};
 use crate::project::project_root;
 
@@ -103,22 +103,6 @@ impl Ran {
             }
             Some(_) => NixError::parse(&self.stderr),
         }
-    }
-}
-
-/// The time limit from `XTASK_NIX_TIMEOUT`, or the default.
-pub(super) fn timeout() -> Result<Duration> {
-    match std::env::var(TIMEOUT_ENV) {
-        Err(_) => Ok(DEFAULT_TIMEOUT),
-        Ok(value) => value
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|seconds| *seconds > 0)
-            .map(Duration::from_secs)
-            .with_context(|| {
-                format!("{TIMEOUT_ENV}={value:?}: give a whole number of seconds, e.g. {TIMEOUT_ENV}=300")
-            }),
     }
 }
 

@@ -136,15 +136,15 @@ impl Drop for Lock {
 /// is not, one `nix-instantiate --eval --expr 1` runs alone, under a lock
 /// that other xtask processes respect, retried while the store is busy.
 /// Runs once per process. `Err` carries Nix's own message.
-pub fn prepare(instantiate: &Utf8Path) -> Result<()> {
+pub fn prepare(instantiate: &Utf8Path, timeout: Duration) -> Result<()> {
     static PREPARED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     PREPARED
-        .get_or_init(|| prepare_now(instantiate).map_err(|error| format!("{error:#}")))
+        .get_or_init(|| prepare_now(instantiate, timeout).map_err(|error| format!("{error:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn prepare_now(instantiate: &Utf8Path) -> Result<()> {
+fn prepare_now(instantiate: &Utf8Path, timeout: Duration) -> Result<()> {
     // A daemon owns its store; asking it is safe in parallel.
     if std::env::var("NIX_REMOTE").is_ok_and(|remote| !remote.is_empty() && remote != "local") {
         return Ok(());
@@ -159,15 +159,21 @@ fn prepare_now(instantiate: &Utf8Path) -> Result<()> {
     }
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
-        let output = std::process::Command::new(instantiate)
+        let ran = crate::process::Supervised::new(instantiate)
             .args(["--eval", "--expr", "1"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .with_context(|| format!("running {instantiate}"))?;
-        if output.status.success() {
+            .timeout(timeout)
+            .run()?;
+        if ran.success() {
             return Ok(());
         }
-        last = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if ran.stopped() {
+            last = format!(
+                "error: it did not finish within {} s and was stopped",
+                timeout.as_secs()
+            );
+            break;
+        }
+        last = ran.stderr_text().trim().to_owned();
         if classify(&last) != Some(StoreFailure::Transient) {
             break;
         }

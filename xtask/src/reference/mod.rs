@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::context::Context;
 use crate::hosts::load_subject;
 use crate::project::write_readable;
 
@@ -27,8 +28,8 @@ pub const REFERENCE_DIR: &str = "docs/reference";
 pub type Generated = BTreeMap<String, String>;
 
 /// Everything docs/reference/ should hold for host `name` of the repository at `root`.
-pub fn generate(root: &Utf8Path, name: &str) -> Result<Generated> {
-    let subject = load_subject(root, name)?;
+pub fn generate(context: &Context, root: &Utf8Path, name: &str) -> Result<Generated> {
+    let subject = load_subject(context, root, name)?;
     Ok(pages::pages(&subject))
 }
 

@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn tcg_boots_the_vm_kernel_to_its_panic() {
-        let found = crate::setup::ensure(&[crate::setup::QEMU])
+        let found = crate::setup::require(&[crate::setup::QEMU])
             .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
         let kernel = crate::vm::kernel::discover(None, None)
             .expect("a VM kernel is needed: apt-get install linux-image-cloud-amd64");
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_kernel_fails_the_probe() {
-        let found = crate::setup::ensure(&[crate::setup::QEMU])
+        let found = crate::setup::require(&[crate::setup::QEMU])
             .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
         let qemu = found.path(crate::setup::QEMU).unwrap();
         let not_a_kernel = tempfile::NamedTempFile::new().unwrap();

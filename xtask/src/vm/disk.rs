@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn a_real_sparse_image() {
-        let Ok(found) = crate::setup::ensure(&[crate::setup::QEMU_IMG]) else {
+        let Ok(found) = crate::setup::require(&[crate::setup::QEMU_IMG]) else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();

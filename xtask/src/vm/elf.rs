@@ -19,7 +19,7 @@ pub struct Needs {
 
 /// Asks `ldd` what `program` loads.
 pub fn needs(program: &Utf8Path) -> Result<Needs> {
-    let found = setup::ensure(&[setup::LDD])?;
+    let found = setup::require(&[setup::LDD])?;
     let ldd = found.path(setup::LDD)?;
     let sh = crate::project::shell()?;
     let output = cmd!(sh, "{ldd} {program}")
@@ -109,7 +109,7 @@ mod tests {
             parse_ldd("\tstatically linked\n").unwrap(),
             Needs::default()
         );
-        if let Ok(found) = setup::ensure(&[setup::BUSYBOX]) {
+        if let Ok(found) = setup::require(&[setup::BUSYBOX]) {
             // Debian's busybox-static.
             let needs = needs(found.path(setup::BUSYBOX).unwrap()).unwrap();
             assert!(needs.libraries.is_empty());

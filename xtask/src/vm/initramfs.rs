@@ -105,12 +105,21 @@ pub const ADMIN_TOOLS: &[Tool] = &[
 pub const SUDO_PATH: &str = "/usr/local/bin/sudo";
 pub const SSH_PATH: &str = "/usr/local/bin/ssh";
 
-/// Finds (or installs) the guest's programs on the host.
+/// Every tool a lab vm-test run needs on the host (its start installs them).
+pub fn tools_for_vm_test() -> Vec<Tool> {
+    let mut wanted = vec![setup::QEMU, setup::QEMU_IMG, setup::DEPMOD];
+    wanted.extend_from_slice(GUEST_TOOLS);
+    wanted.extend_from_slice(ADMIN_TOOLS);
+    wanted.push(setup::LDD);
+    wanted
+}
+
+/// Finds the guest's programs on the host.
 pub fn host_tools() -> Result<GuestTools> {
     let mut wanted = GUEST_TOOLS.to_vec();
     wanted.extend_from_slice(ADMIN_TOOLS);
     wanted.push(setup::LDD);
-    let found = setup::ensure(&wanted)?;
+    let found = setup::require(&wanted)?;
     let path = |tool: Tool| -> Result<String> { Ok(found.path(tool)?.to_string()) };
     Ok(GuestTools {
         busybox: path(setup::BUSYBOX)?,
@@ -137,7 +146,7 @@ pub fn host_tools() -> Result<GuestTools> {
 
 /// The admin tools' host paths (which are their paths in the image).
 pub fn admin_programs() -> Result<Vec<Utf8PathBuf>> {
-    let found = setup::ensure(ADMIN_TOOLS)?;
+    let found = setup::require(ADMIN_TOOLS)?;
     ADMIN_TOOLS
         .iter()
         .map(|tool| Ok(found.path(*tool)?.clone()))
@@ -452,7 +461,7 @@ fn decompress(path: &Utf8Path) -> Result<Vec<u8>> {
     } else {
         bail!("{path}: only .ko, .ko.xz and .ko.zst modules are supported");
     };
-    let found = setup::ensure(&[tool])?;
+    let found = setup::require(&[tool])?;
     let program = found.path(tool)?;
     let output = cmd!(sh, "{program} -dc {path}")
         .quiet()

@@ -151,11 +151,13 @@ pub struct Prepared {
 }
 
 /// Evaluates the host, finds the kernel and tools, builds (or reuses) the image.
-pub fn prepare(options: &Options) -> Result<Prepared> {
-    let found = setup::ensure(&[setup::QEMU, setup::QEMU_IMG])?;
+pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<Prepared> {
+    // Every tool the run needs, installed in one transaction when missing;
+    // the code below only looks them up.
+    let found = setup::ensure(context, &initramfs::tools_for_vm_test())?;
     let qemu = found.path(setup::QEMU)?.clone();
     let qemu_img = found.path(setup::QEMU_IMG)?.clone();
-    let nix = Nix::locate()?;
+    let nix = Nix::locate(context)?;
     let host = hosts::find(&options.host)?;
     let loaded = hosts::load(&nix, &host, &host.layout_file)?;
     // Before the layout's errors: settings that would differ from the
@@ -214,7 +216,7 @@ pub fn prepare(options: &Options) -> Result<Prepared> {
         Ok(kernel) => kernel,
         // None anywhere: install Debian's cloud kernel when setup may install.
         Err(error) if options.kernel.is_none() && !setup::kernel_installed() => {
-            setup::ensure_kernel().context(error)?;
+            setup::ensure_kernel(context).context(error)?;
             kernel::discover(None, None)?
         }
         Err(error) => return Err(error),
@@ -965,7 +967,7 @@ impl Run<'_> {
 }
 
 /// Runs the whole lab vm-test.
-pub fn run(options: &Options) -> Result<Outcome> {
+pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outcome> {
     let started = Instant::now();
     qemu::handle_interrupts();
     anyhow::ensure!(options.boots >= 1, "--boots must be at least 1");
@@ -977,7 +979,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
         !options.thorough || options.boots >= MONTH_BOOT,
         "--thorough needs the month first: --boots {MONTH_BOOT} or more"
     );
-    let prepared = prepare(options)?;
+    let prepared = prepare(context, options)?;
     let disk_key = prepared
         .layout
         .disks

@@ -272,7 +272,7 @@ impl Index {
 /// Runs depmod on a tree that links to the kernel's modules, and returns
 /// the directory holding the new modules.dep.
 fn depmod_copy(modules: &Utf8Path, version: &str) -> Result<(Utf8PathBuf, tempfile::TempDir)> {
-    let found = setup::ensure(&[setup::DEPMOD])?;
+    let found = setup::require(&[setup::DEPMOD])?;
     let depmod = found.path(setup::DEPMOD)?;
     let temp = tempfile::Builder::new()
         .prefix("xtask-depmod-")
@@ -437,7 +437,7 @@ kernel/fs/nls/nls_iso8859-1.ko.xz:
         let Ok(kernel) = crate::vm::kernel::discover(None, None) else {
             return;
         };
-        if setup::ensure(&[setup::DEPMOD]).is_err() {
+        if setup::require(&[setup::DEPMOD]).is_err() {
             return;
         }
         let (dir, _temp) = depmod_copy(&kernel.modules, &kernel.version).unwrap();

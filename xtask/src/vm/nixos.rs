@@ -44,11 +44,11 @@ pub fn missing_prerequisites() -> Option<String> {
     None
 }
 
-pub fn run(host: &str) -> Result<ExitCode> {
+pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
     if let Some(reason) = missing_prerequisites() {
         bail!("the NixOS backend cannot run here: {reason}");
     }
-    let found = setup::ensure(&[setup::NIX])?;
+    let found = setup::ensure(context, &[setup::NIX])?;
     let nix = found.path(setup::NIX)?;
     let attribute = format!(".#{CHECK_ATTRIBUTE}");
     let started = Instant::now();
