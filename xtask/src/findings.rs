@@ -5,9 +5,11 @@
 use std::fmt;
 
 use camino::Utf8PathBuf;
+use schemars::JsonSchema;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// How bad a finding is: errors make `check` exit 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -25,9 +27,12 @@ impl fmt::Display for Severity {
     }
 }
 
-/// A place in a Nix file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A place in a Nix file: where Nix says the attribute (or its nearest
+/// ancestor) is written; line and column 0 when only the file is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Location {
+    /// The absolute path of the file.
+    #[schemars(with = "String")]
     pub file: Utf8PathBuf,
     pub line: u32,
     pub column: u32,
@@ -106,15 +111,21 @@ impl Serialize for AttrPath {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Something wrong (or worth knowing) about a config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Finding {
+    /// A stable code, e.g. `BTRFS006`; the catalogue is docs/reference/rules.md.
     pub code: &'static str,
     pub severity: Severity,
-    /// The attribute path in the evaluated config the finding is about.
+    /// The attribute path in the evaluated config, as Nix writes it
+    /// (`…subvolumes."@nix".mountOptions`); empty for file-level findings.
+    #[schemars(with = "String")]
     pub path: AttrPath,
+    /// What is wrong.
     pub message: String,
-    /// What to change to fix it.
+    /// How to fix it.
     pub hint: String,
+    /// Left out when Nix names no place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
 }

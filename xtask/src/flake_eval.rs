@@ -56,18 +56,22 @@ pub struct LockedInput {
 }
 
 /// How the evaluation went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum SystemEvaluation {
+    /// The system evaluates.
     Evaluated {
+        /// E.g. `/nix/store/…-nixos-system-….drv`.
         drv_path: String,
     },
     /// The configuration does not evaluate: a failed assertion, a type error, ….
     Failed {
+        /// Nix's message.
         message: String,
     },
     /// Could not run here; the reason.
     NotRun {
+        /// Why.
         reason: String,
     },
 }

@@ -225,3 +225,68 @@ fn an_unknown_mount_option_is_a_refused_mount_with_a_suggestion() {
     assert!(!stdout.contains("noatimex,"), "{stdout}");
     assert!(!stdout.contains("BTRFS006"), "{stdout}");
 }
+
+/// Real `check --json` output, clean, with findings, with an unbuilt layout
+/// and for every host, holds to the schema docs/reference/ publishes (and
+/// `docs --check` keeps that file equal to the one the types give).
+#[test]
+fn check_json_holds_to_the_published_schema() {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(format!("{root}/docs/reference/check.schema.json"))
+        .expect("docs/reference/check.schema.json (cargo xtask docs writes it)");
+    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let mut runs: Vec<Vec<String>> = vec![
+        vec!["--all".into()],
+        vec!["--mode".into(), "standalone".into()],
+        vec!["--disk-size".into(), "40GiB".into()],
+    ];
+    let bad = format!("{}/tests/fixtures/bad", env!("CARGO_MANIFEST_DIR"));
+    let mut fixtures: Vec<_> = std::fs::read_dir(&bad)
+        .expect("the corpus of broken configs")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "nix"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() > 10, "{fixtures:?}");
+    for path in fixtures {
+        runs.push(vec!["--disko".into(), path.display().to_string()]);
+    }
+    let mut codes = std::collections::BTreeSet::new();
+    for args in runs {
+        let output = xtask()
+            .arg("check")
+            .args(&args)
+            .arg("--json")
+            .output()
+            .expect("running check --json");
+        assert!(
+            output.status.code().is_some_and(|c| c <= 1),
+            "{args:?}: {output:?}"
+        );
+        let document: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+        let errors: Vec<String> = validator
+            .iter_errors(&document)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{args:?}: {errors:#?}");
+        for host in document["hosts"].as_array().into_iter().flatten() {
+            for finding in host["findings"].as_array().into_iter().flatten() {
+                codes.insert(finding["code"].as_str().unwrap_or("").to_owned());
+            }
+            if host["tables"].is_null() {
+                codes.insert("(no tables)".to_owned());
+            }
+        }
+    }
+    // The runs covered findings and layouts that did not build, not only clean output.
+    assert!(
+        codes.len() > 10 && codes.contains("(no tables)"),
+        "{codes:?}"
+    );
+    // And the schema is no formality: a wrong type fails it.
+    let clean = xtask().args(["check", "--json"]).output().unwrap();
+    let mut document: Value = serde_json::from_slice(&clean.stdout).unwrap();
+    document["hosts"][0]["tables"]["disks"][0]["partitions"][0]["number"] = "one".into();
+    assert!(!validator.is_valid(&document));
+}

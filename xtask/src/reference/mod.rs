@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod pages;
+pub mod schema;
 pub mod svg;
 
 use std::collections::BTreeMap;

@@ -10,6 +10,7 @@ use crate::names::swap_mapper_name;
 use crate::report::{BtrfsTable, DiskTable, Lifecycle, PartitionRow, Tables};
 use crate::rules::{Family, RULES};
 
+use super::schema::{self, SCHEMA_FILE, SCHEMA_PAGE};
 use super::{svg, Generated};
 use crate::hosts::Subject;
 
@@ -30,6 +31,11 @@ pub fn pages(subject: &Subject) -> Generated {
         (
             DIAGRAM.to_owned(),
             svg::diagram(&subject.host, &tables, &subject.disk_sizes),
+        ),
+        (SCHEMA_FILE.to_owned(), schema::schema_file()),
+        (
+            SCHEMA_PAGE.to_owned(),
+            schema::schema_page(&banner(subject)),
         ),
     ])
 }
@@ -129,6 +135,10 @@ fn index(subject: &Subject) -> String {
     let _ = writeln!(
         out,
         "| [{DIAGRAM}]({DIAGRAM}) | the disk drawn to scale and the subvolume tree |"
+    );
+    let _ = writeln!(
+        out,
+        "| [{SCHEMA_PAGE}]({SCHEMA_PAGE}), [{SCHEMA_FILE}]({SCHEMA_FILE}) | the fields of `cargo xtask check --json`, and its JSON Schema |"
     );
     out
 }

@@ -8,6 +8,7 @@ mod tables;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::findings::{Finding, Severity};
@@ -18,7 +19,8 @@ pub use tables::*;
 /// Version of the `--json` document (docs/check-json.md).
 pub const SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+/// The `--mode` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Flake mode when flake.lock exists and Nix can evaluate it, else standalone.
@@ -30,31 +32,44 @@ pub enum Mode {
 }
 
 /// How the flake evaluation went.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum FlakeStatus {
+    /// `--mode standalone`: flake mode was not asked for.
     NotRequested,
+    /// Flake mode evaluated `nixosConfigurations.<attribute>`.
     Ran {
+        /// The flake attribute, e.g. `hetzner-vps`.
         attribute: String,
-        /// `--mode flake` only: the whole system's evaluation (the NixOS gate).
+        /// `--mode flake` only (else `null`): the whole system's evaluation
+        /// (`config.system.build.toplevel.drvPath`), also finding NIX005 when
+        /// it fails; recorded in `target/xtask/flake-eval.json` for the deploy
+        /// checklist's NixOS gate.
         system: Option<crate::flake_eval::SystemEvaluation>,
     },
+    /// Flake mode could not run here (`--mode auto`).
     NotRun {
+        /// Why, e.g. no flake.lock yet.
         reason: String,
     },
 }
 
 /// Everything `check` found about one host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct HostReport {
+    /// The directory name under `hosts/`, e.g. `hetzner-cloud`.
     pub host: String,
+    /// The layout file checked (relative to the repository when inside it).
     pub source: String,
     pub flake: FlakeStatus,
-    /// Disk sizes used for the geometry, by disk.
+    /// Disk attribute name → size in bytes used for the geometry
+    /// (`--disk-size`, else `diskSize` in the host's machine.nix).
     pub disk_sizes: BTreeMap<String, u64>,
+    /// `null` when the layout could not be built (syntax, evaluation or model errors).
     pub tables: Option<Tables>,
+    /// Errors first, then by code and path.
     pub findings: Vec<Finding>,
-    /// Things the reader should know that are not findings.
+    /// Things to know that are not findings (e.g. a disk without a known size).
     pub notes: Vec<String>,
 }
 
@@ -67,13 +82,19 @@ impl HostReport {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The document `cargo xtask check --json` prints.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CheckReport {
+    /// The version of this document: removing or renaming a field bumps it.
     pub schema: u32,
     pub mode: Mode,
+    /// One per checked host, sorted by name.
     pub hosts: Vec<HostReport>,
+    /// Error findings over all hosts.
     pub errors: usize,
+    /// Warning findings over all hosts.
     pub warnings: usize,
+    /// Wall time of the whole check.
     pub duration_ms: u64,
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::hosts::Model;
@@ -14,71 +15,105 @@ use crate::layout::mount_options::{compression, has_nodatacow};
 use crate::layout::size::{human, parse_partition_size, PartitionSize};
 use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
 
-#[derive(Debug, Clone, Serialize)]
+/// The tables of one host's layout.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Tables {
+    /// One per disk.
     pub disks: Vec<DiskTable>,
+    /// One per Btrfs filesystem.
     pub filesystems: Vec<BtrfsTable>,
+    /// Mounts that are not Btrfs subvolumes (the ESP, …).
     pub other_mounts: Vec<MountRow>,
+    /// Swap partitions, then Btrfs swap files.
     pub swaps: Vec<SwapRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One disk and its GPT partitions.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DiskTable {
+    /// The attribute name under `disko.devices.disk`.
     pub key: String,
+    /// E.g. `/dev/sda`.
     pub device: String,
-    /// The size the geometry was computed for; `None` when unknown.
+    /// The disk size the geometry was computed for; `null` when unknown.
     pub size_bytes: Option<u64>,
+    /// In creation order (disko: by priority, then name).
     pub partitions: Vec<PartitionRow>,
+    /// Bytes no partition uses (GPT structures, alignment).
     pub unallocated_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One GPT partition, where sgdisk puts it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct PartitionRow {
+    /// The GPT partition number.
     pub number: u32,
+    /// The attribute name.
     pub key: String,
+    /// The GPT name, e.g. `disk-main-ESP`.
     pub label: String,
+    /// E.g. `EF00`.
     pub type_code: String,
+    /// E.g. `EFI system`.
     pub type_name: &'static str,
     /// As written (`1G`, `100%`).
     pub size_text: String,
+    /// Inclusive, in 512-byte sectors, as `sgdisk -p` prints it; `null` when
+    /// the partition cannot be placed.
     pub start_sector: Option<u64>,
+    /// Inclusive, in 512-byte sectors; `null` when the partition cannot be placed.
     pub end_sector: Option<u64>,
     pub start_bytes: Option<u64>,
+    /// One past the last byte.
     pub end_bytes: Option<u64>,
     pub size_bytes: Option<u64>,
+    /// A summary, e.g. `vfat at /boot`.
     pub content: String,
+    /// The path NixOS uses, e.g. `/dev/disk/by-partlabel/disk-main-ESP`.
     pub device: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One Btrfs filesystem and its subvolumes.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct BtrfsTable {
+    /// Its block device.
     pub device: String,
-    /// The mountpoint whose filesystem-wide options take effect.
+    /// The mountpoint whose filesystem-wide options take effect (the first mount).
     pub options_decided_by: Option<String>,
     pub subvolumes: Vec<SubvolumeRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One subvolume (or the top level) and how it is mounted.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SubvolumeRow {
     /// `@nix`, or `(top level)` for subvolid 5.
     pub name: String,
+    /// `null` when not mounted (e.g. `@old_roots`).
     pub mountpoint: Option<String>,
+    /// The per-mount options of this mount, then the filesystem-wide options
+    /// in effect (options the kernel refuses are in effect nowhere; a
+    /// mountpoint declared twice shows each declaration's own).
     pub options_in_effect: Vec<String>,
+    /// E.g. `zstd:1`; `null` for no compression or No_COW.
     pub compression: Option<String>,
-    /// No_COW for new files (a `+C` tmpfiles rule on the mountpoint).
+    /// New files get No_COW (`chattr +C` through a tmpfiles rule on the mountpoint).
     pub nocow: bool,
+    /// Mounted in the initrd (explicitly, or a path NixOS always mounts there).
     pub needed_for_boot: bool,
     pub lifecycle: Lifecycle,
+    /// What usually lives there (empty when unknown).
     pub purpose: &'static str,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What a reboot does to a subvolume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     /// Moved to @old_roots and replaced at every boot.
     WipedAtBoot,
     /// Old roots, deleted after the retention period.
     Retained,
+    /// Kept across boots.
     Persistent,
 }
 
@@ -92,19 +127,24 @@ impl Lifecycle {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A mount that is not a Btrfs subvolume.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct MountRow {
     pub mountpoint: String,
+    /// E.g. `vfat`.
     pub fs_type: String,
     pub device: String,
     pub options_in_effect: Vec<String>,
     pub needed_for_boot: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A swap partition or a Btrfs swap file.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SwapRow {
+    /// The partition's device, or the swap file's path.
     pub device: String,
     pub size_bytes: Option<u64>,
+    /// Encrypted with a fresh random key at every boot.
     pub random_encryption: bool,
 }
 
