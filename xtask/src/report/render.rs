@@ -104,32 +104,23 @@ fn fit_cell(cell: &str) -> std::borrow::Cow<'_, str> {
     ))
 }
 
-/// Left-aligned columns; a long cell is cut, so that one long value cannot
-/// widen every row of a table with thousands of rows.
+/// Left-aligned columns two spaces apart, indented by two; a long cell is
+/// cut, so that one long value cannot widen every row of a table with
+/// thousands of rows.
 pub fn table(rows: &[Vec<String>]) -> String {
-    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
-        .iter()
-        .map(|row| row.iter().map(|cell| fit_cell(cell)).collect())
-        .collect();
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
     for row in rows {
-        let mut line = String::from("  ");
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
-            }
-        }
+        table.add_row(row.iter().map(|cell| fit_cell(cell).into_owned()));
+    }
+    for (index, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((if index == 0 { 2 } else { 0 }, 2));
+    }
+    let mut out = String::new();
+    for line in table.lines() {
         out.push_str(line.trim_end());
         out.push('\n');
     }
