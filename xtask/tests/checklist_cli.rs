@@ -180,7 +180,12 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
 /// others NOT RUN, as vm-test records them.
 fn stand_in_thorough(root: &Path) -> VmTestResults {
     use xtask::vm::procedures::{not_run_record, tier, Tier};
-    let loaded = xtask::checklist::load(&utf8(root), "hetzner-cloud").expect("the host loads");
+    let loaded = xtask::checklist::load(
+        &xtask::context::Context::default(),
+        &utf8(root),
+        "hetzner-cloud",
+    )
+    .expect("the host loads");
     let mut results = stand_in_vm_test(root, results::FULL_VM_TEST_BOOTS, 480_000_000_000);
     results.header = header(root, results::THOROUGH_KIND, true);
     results.requested.thorough = true;

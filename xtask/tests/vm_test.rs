@@ -167,8 +167,12 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     // The checklist's procedures of §3 and §4, every command under its
     // step and id with its result: what ran passed, what the lab cannot
     // run is NOT RUN with the reason, nothing else.
-    let loaded = xtask::checklist::load(&xtask::project::project_root(), "hetzner-cloud")
-        .expect("the host loads");
+    let loaded = xtask::checklist::load(
+        &xtask::context::Context::default(),
+        &xtask::project::project_root(),
+        "hetzner-cloud",
+    )
+    .expect("the host loads");
     let all = xtask::checklist::server_procedures(&loaded.subject, &loaded.facts);
     let listed: Vec<(&str, &str)> = results
         .procedures

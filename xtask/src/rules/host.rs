@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::{Deviation, Host, Machine};
+use crate::hosts::{Firmware, Model};
 use crate::layout::positions::Positions;
 use crate::layout::size::parse_partition_size;
 use crate::layout::{Content, Disk, Layout, Partition};
 use crate::project::display_path;
-use crate::hosts::{Firmware, Model};
 
 /// What the host rules read besides the layout.
 pub struct HostFiles<'a> {
@@ -195,8 +195,8 @@ fn partition_sizes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
         .iter()
         .filter_map(|disk| Some((disk.key.clone(), machine.disk_bytes(&disk.key).ok()??)))
         .collect();
-    let context = (!disk_bytes.is_empty())
-        .then(|| Model::new(layout, &disk_bytes, Firmware::default()));
+    let context =
+        (!disk_bytes.is_empty()).then(|| Model::new(layout, &disk_bytes, Firmware::default()));
     let mut found = Vec::new();
     for role in Role::ALL {
         let Some(required) = role.required(machine) else {

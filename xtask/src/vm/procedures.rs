@@ -37,8 +37,8 @@ use super::plan::{AdminCommand, AdminLogin, AdminStep, Binding, CommandRole, Exp
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::{Command, Expect, Names};
 use crate::checklist::Numbered;
-use crate::results::{CommandRecord, CommandStatus, ProcedureRecord};
 use crate::layout::impermanence::PERSIST_MOUNTPOINT;
+use crate::results::{CommandRecord, CommandStatus, ProcedureRecord};
 
 /// The second virtual disk of `--thorough`: the admin's workstation, where
 /// §4.5 saves /persist before the reinstall.
@@ -878,7 +878,7 @@ mod tests {
     use super::*;
     use crate::checklist::facts::testing::host_facts;
     use crate::checklist::server_procedures;
-    use crate::docs::testing::host_subject;
+    use crate::hosts::testing::host_subject;
 
     fn lab() -> Lab {
         Lab {
