@@ -1,0 +1,167 @@
+//! The lab's own commands around a procedure (the situation it is for, the
+//! data that must come back) and the shell expressions that give its
+//! placeholders values in the VM.
+
+use anyhow::{bail, Result};
+
+use super::{Lab, BACKUP_DISK, LAB_IP, WORKSTATION};
+use crate::checklist::procedures::Names;
+use crate::layout::impermanence::PERSIST_MOUNTPOINT;
+use crate::vm::plan::{AdminCommand, Binding, CommandRole, Expectation};
+
+/// The lab's own commands around a procedure, and its placeholders' values.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Harness {
+    pub(super) bindings: Vec<Binding>,
+    /// Before the first command.
+    pub(super) setup: Vec<AdminCommand>,
+    /// At the start of every later part.
+    pub(super) each_part: Vec<AdminCommand>,
+    /// After the last command.
+    pub(super) verify: Vec<AdminCommand>,
+    /// `local$` commands run on the workstation's disk.
+    pub(super) workstation: bool,
+}
+
+pub(super) fn lab_command(role: CommandRole, line: impl Into<String>) -> AdminCommand {
+    AdminCommand {
+        role,
+        at: None,
+        line: line.into(),
+        as_admin: false,
+        cwd: None,
+        bindings: Vec::new(),
+        exit: 0,
+        expect: Vec::new(),
+        checklist_expect: Vec::new(),
+        capture: None,
+        not_run: None,
+    }
+}
+
+fn setup(line: impl Into<String>) -> AdminCommand {
+    lab_command(CommandRole::Setup, line)
+}
+
+fn binding(placeholder: &str, shell: impl Into<String>) -> Binding {
+    Binding {
+        placeholder: placeholder.to_owned(),
+        shell: shell.into(),
+    }
+}
+
+/// One SHA-256 over every file of a tree (names and contents, in byte
+/// order): the data that must come back, in one line.
+fn manifest(dir: &str) -> String {
+    format!(
+        "cd {dir} && find . -xdev -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1"
+    )
+}
+
+fn capture_manifest(dir: &str, name: &str) -> AdminCommand {
+    AdminCommand {
+        expect: vec![Expectation::Matches {
+            pattern: "^[0-9a-f]{64}$".to_owned(),
+        }],
+        capture: Some(name.to_owned()),
+        ..lab_command(CommandRole::Verify, manifest(dir))
+    }
+}
+
+fn verify_manifest(dir: &str, name: &str) -> AdminCommand {
+    AdminCommand {
+        expect: vec![Expectation::EqualsCaptured {
+            name: name.to_owned(),
+        }],
+        ..lab_command(CommandRole::Verify, manifest(dir))
+    }
+}
+
+/// `bytes` random bytes in a new file below /persist.
+fn write_data(relative: &str, bytes: u64) -> AdminCommand {
+    let path = format!("{PERSIST_MOUNTPOINT}/{relative}");
+    let dir = path.rsplit_once('/').map_or("/", |(dir, _)| dir);
+    setup(format!(
+        "mkdir -p {dir} && head -c {bytes} /dev/urandom > {path}"
+    ))
+}
+
+pub(super) fn harness(id: &str, lab: &Lab) -> Result<Harness> {
+    let Names {
+        top,
+        old_roots: old,
+        persist,
+        snapshots,
+    } = &lab.names;
+    let p = PERSIST_MOUNTPOINT;
+    let mut harness = Harness::default();
+    // The procedures' ids, as checklist/procedures.rs names them.
+    match id {
+        "rollback.file-from-old-root" => {
+            let Some(lost) = &lab.lost else {
+                bail!("{id} needs a file an earlier boot wrote into /");
+            };
+            harness.bindings = vec![
+                binding("<old-root>", format!("ls {top}/{old} | tail -n 1")),
+                binding("<path>", format!("printf %s {}", lost.path)),
+            ];
+            harness.verify = vec![AdminCommand {
+                expect: vec![Expectation::Equals {
+                    text: lost.sha256.clone(),
+                }],
+                ..lab_command(
+                    CommandRole::Verify,
+                    format!("sha256sum {p}/{} | cut -d' ' -f1", lost.path),
+                )
+            }];
+        }
+        "rollback.restore-persist" => {
+            let name = "restore-persist:persist";
+            harness.setup = vec![
+                write_data("xtask-restore/data.bin", 1 << 20),
+                capture_manifest(p, name),
+                // What btrbk does every hour, with its naming.
+                setup(format!(
+                    "btrfs subvolume snapshot -r {top}/{persist} {top}/{snapshots}/{persist}.$(date -u +%Y%m%dT%H%M)"
+                )),
+                // The damage.
+                setup(format!("rm -rf {p}/xtask-restore")),
+            ];
+            harness.bindings = vec![
+                binding(
+                    "<snapshot>",
+                    format!(
+                        "ls {top}/{snapshots} | grep -E -x '{}\\.[0-9]{{8}}T[0-9]{{4}}' | tail -n 1",
+                        persist.replace('.', "\\.")
+                    ),
+                ),
+                binding("<path>", "printf %s xtask-restore/data.bin"),
+            ];
+            harness.verify = vec![verify_manifest(p, name)];
+        }
+        "rollback.reinstall" => {
+            let name = "reinstall:persist";
+            let mount = format!(
+                "mkdir -p {WORKSTATION} && {{ findmnt {WORKSTATION} >/dev/null || mount {BACKUP_DISK} {WORKSTATION}; }}"
+            );
+            harness.workstation = true;
+            harness.setup = vec![
+                // The second disk stands for the admin's workstation.
+                setup(format!(
+                    "mkfs.btrfs -q -f -L xtask-workstation {BACKUP_DISK} && {mount} && chown {}:{} {WORKSTATION}",
+                    lab.login.uid, lab.login.gid
+                )),
+                write_data("xtask-reinstall/data.bin", 1 << 20),
+                capture_manifest(p, name),
+            ];
+            harness.each_part = vec![setup(mount)];
+            harness.bindings = vec![binding("<path>", "printf %s xtask-reinstall/data.bin")];
+            harness.verify = vec![verify_manifest(p, name)];
+        }
+        _ => {}
+    }
+    harness
+        .bindings
+        .push(binding("<IP>", format!("printf %s {LAB_IP}")));
+    Ok(harness)
+}

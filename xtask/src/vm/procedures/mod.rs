@@ -1,0 +1,108 @@
+//! The deploy checklist's server procedures (§3 post-deploy verification,
+//! §4 rollback plan) as vm-test runs them: read from the checklist's one
+//! source (`crate::checklist::server_procedures`), so the lines the VM runs
+//! are the lines the checklist prints, and the expectations it checks are
+//! the checklist's own (`Expect::check`).
+//!
+//! Each command gets a disposition in the lab (`disposition`):
+//! - it **runs**, as the admin (`sudo` in the line where root is needed;
+//!   `local$` commands in the workstation's directory, with `ssh` to the
+//!   server carried by the lab's transport: the VM is both machines);
+//! - `systemctl reboot` and nixos-anywhere are **boundaries**: the VM
+//!   powers off and the next boot (a rotation, or an install) continues the
+//!   procedure; the line itself is NOT RUN;
+//! - what the lab cannot provide (systemd, GRUB and the console, NixOS's
+//!   tooling, the Hetzner API, a network login) is **NOT RUN**, with the
+//!   reason and where it is proven instead, if anywhere.
+//!
+//! Placeholders get values in the VM from shell expressions (`harness`),
+//! evaluated the first time a procedure needs them and kept for its later
+//! parts: `<IP>` is 127.0.0.1 (the lab's ssh runs the remote command in the
+//! VM itself), `<old-root>` the newest old root, `<path>` a file the lab
+//! wrote, `<snapshot>` the snapshot the lab took as btrbk would. The
+//! server's disk (`/dev/sda`) is the VM's (`/dev/vda`) in every line and
+//! expectation. Around the checklist's commands the lab adds its own: setup
+//! (the situation a procedure is for, e.g. a damaged /persist) and
+//! verification (a SHA-256 over the data that must come back, captured
+//! before and compared after, across reboots and a reinstall).
+//!
+//! Quick read-only procedures of §3 run in the default vm-test (`Tier`),
+//! the rest with `--thorough`.
+
+use super::plan::{AdminCommand, AdminLogin};
+use crate::checklist::procedures::Names;
+
+mod convert;
+mod disposition;
+mod harness;
+mod nixos_test;
+mod schedule;
+
+pub use convert::{convert, not_run_record, of_tier, placeholders};
+pub use disposition::{disposition, simple_commands, tier, Disposition, Then};
+pub use nixos_test::{nixos_test_json, NIXOS_TEST_FILE};
+pub use schedule::{step_of, BootProcedures, Schedule};
+
+/// The second virtual disk of `--thorough`: the admin's workstation, where
+/// §4.5 saves /persist before the reinstall.
+pub const BACKUP_DISK: &str = "/dev/vdb";
+/// Where the workstation's disk is mounted: `local$` commands run there.
+pub const WORKSTATION: &str = "/mnt/workstation";
+/// The backup disk's size (sparse).
+pub const BACKUP_DISK_BYTES: u64 = 8 << 30;
+/// `<IP>` in the VM: the lab's ssh runs the remote command here.
+pub const LAB_IP: &str = "127.0.0.1";
+/// The NixOS VM test, which runs the procedures that need systemd.
+pub const NIXOS_VM_TEST: &str = "the NixOS VM test (nix/tests/vm-test.nix: `nix build -L .#checks.x86_64-linux.vm-test`, needs nixpkgs and KVM), which runs this procedure from nix/tests/procedures.json";
+/// The procedures the NixOS VM test runs (those that need systemd).
+pub const NIXOS_TEST_PROCEDURES: &[&str] = &["verify.units", "verify.reboot"];
+
+/// What the lab knows about the run: the layout's names, the disk, the
+/// admin, and the file a boot lost (for §4.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lab {
+    pub names: Names,
+    /// The server's disk and the VM's: `/dev/sda` → `/dev/vda`.
+    pub disk: Option<(String, String)>,
+    pub login: AdminLogin,
+    pub lost: Option<LostFile>,
+}
+
+/// A file the last boot wrote into /, which is in the newest old root now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostFile {
+    /// Relative to the root, e.g. `root/xtask/boot-3.txt`.
+    pub path: String,
+    pub sha256: String,
+}
+
+/// Where a procedure runs in vm-test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// In the default run's last boot: quick, read-only, no reboot.
+    Default,
+    /// With `--thorough`: reboots, reinstalls, changes to /persist.
+    Thorough,
+    /// No command of it can run in the lab.
+    NotInLab,
+}
+
+/// A checklist procedure in the lab's terms: its commands in parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Procedure {
+    pub id: String,
+    pub step: String,
+    pub title: String,
+    pub substitutions: Vec<(String, String)>,
+    pub login: AdminLogin,
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub commands: Vec<AdminCommand>,
+    pub then: Then,
+}
+
+#[cfg(test)]
+mod tests;
