@@ -1,3 +1,5 @@
+//! Unit tests of the gates (the results they read come from `testing`).
+
 use super::testing::*;
 use super::*;
 use crate::checklist::facts::testing::host_facts;

@@ -1,3 +1,5 @@
+//! Unit tests of `procedures`.
+
 use super::*;
 
 #[test]

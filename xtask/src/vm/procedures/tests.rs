@@ -1,3 +1,5 @@
+//! Unit tests of `procedures`.
+
 use std::collections::BTreeMap;
 
 use super::disposition::ssh_has_command;
