@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use wait_timeout::ChildExt as _;
 
 use super::checks::report;
 use super::{say, send};
@@ -115,18 +116,18 @@ pub fn bash(
         let _ = stderr.read_to_end(&mut bytes);
         bytes
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    // wait-timeout, as the host's runner (`crate::process`) waits: the agent
+    // is the same binary. That runner is not used here: the command needs
+    // the chroot and the admin's ids before exec, and a timed-out command's
+    // output is still reported.
     let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
+    let status = match child.wait_timeout(COMMAND_TIMEOUT)? {
+        Some(status) => status,
+        None => {
             timed_out = true;
             let _ = child.kill();
-            break child.wait()?;
+            child.wait()?
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     Ok(Output {
