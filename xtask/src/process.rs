@@ -1,6 +1,6 @@
 //! Supervised child processes: the one runner for programs that may hang,
-//! print without end or have to be stopped (nix-instantiate, nix eval,
-//! qemu). xshell's `cmd!` stays for the simple calls.
+//! print without end or have to be stopped (nix-instantiate, nix eval and
+//! build, qemu). xshell's `cmd!` stays for the simple calls.
 //!
 //! A supervised child runs with a time limit (waited for with the
 //! wait-timeout crate, which wakes on SIGCHLD), its stdout and stderr read
@@ -29,7 +29,8 @@ pub enum Output {
     /// keeps writing then gets EPIPE); otherwise the rest is read and dropped.
     Capture { keep: u64, close_after: bool },
     /// Every chunk read is handed to this function, on the reading thread
-    /// (qemu's protocol port, read line by line).
+    /// (qemu's protocol port, read line by line); an empty chunk last, when
+    /// the stream ended.
     Each(Chunks),
     /// Goes where the xtask's own stream goes (`nix build -L`).
     Inherit,
@@ -234,7 +235,10 @@ fn read(
                 let mut chunk = [0u8; 8192];
                 loop {
                     match pipe.read(&mut chunk) {
-                        Ok(0) => break,
+                        Ok(0) => {
+                            each(&[]);
+                            break;
+                        }
                         Ok(n) => each(&chunk[..n]),
                         Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(error) => return Err(error),
@@ -329,6 +333,21 @@ impl Running {
         }
     }
 
+    /// The child's exit status if it ended, without waiting; `None` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let name = self.name.clone();
+        self.child()?
+            .try_wait()
+            .with_context(|| format!("waiting for {name}"))
+    }
+
+    /// Whether its time limit (`Supervised::timeout`) has passed: for a
+    /// caller that drives the child in a loop of its own.
+    pub fn past_time_limit(&self) -> bool {
+        self.deadline
+            .is_some_and(|(deadline, _)| Instant::now() > deadline)
+    }
+
     /// Waits at most `wait` for the child to end; `None` while it runs.
     pub fn wait_timeout(&mut self, wait: Duration) -> Result<Option<ExitStatus>> {
         let name = self.name.clone();
@@ -370,6 +389,17 @@ impl Running {
             }
         };
         self.collect(status)
+    }
+
+    /// Ends a driven child whose end the caller decided or saw (it exited,
+    /// or `kill` stopped it): kills it if it still runs, reaps it and
+    /// collects all it printed, up to the end of its outputs. `status` is
+    /// how it ended, never `None`: a caller that stopped it knows why.
+    pub fn finish(mut self) -> Result<Finished> {
+        // Harmless for a child that was reaped already: it is not signalled
+        // again, and its status comes back.
+        let status = self.kill()?;
+        self.collect(Some(status))
     }
 
     /// Kills the child now and returns what it printed so far, as a stopped run.
@@ -507,6 +537,45 @@ mod tests {
         );
         let stopped = running.stop().unwrap();
         assert!(stopped.stopped());
+    }
+
+    #[test]
+    fn a_child_driven_in_a_loop_ends_at_its_time_limit_with_all_it_printed() {
+        let (chunks, received) = std::sync::mpsc::channel();
+        // `exec`: no shell lives on holding the pipes after the kill.
+        let mut running = sh("head -c 100000 /dev/zero >&2; echo last; exec sleep 30")
+            .timeout(Duration::from_millis(500))
+            .stdout(Output::Each(Box::new(move |chunk| {
+                let _ = chunks.send(chunk.to_vec());
+            })))
+            .stderr(Output::keep(1 << 20))
+            .spawn()
+            .unwrap();
+        let first = received.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(first, b"last\n");
+        while !running.past_time_limit() {
+            assert_eq!(running.try_wait().unwrap(), None);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let finished = running.finish().unwrap();
+        assert!(finished.killed(), "{finished:?}");
+        assert_eq!(finished.stderr.len(), 100000);
+        // The reader has ended: the end of the stream came as an empty chunk.
+        let rest: Vec<Vec<u8>> = received.iter().collect();
+        assert_eq!(rest, [Vec::<u8>::new()]);
+
+        let mut exited = sh("echo bye; exit 4").spawn().unwrap();
+        let status = loop {
+            if let Some(status) = exited.try_wait().unwrap() {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(!exited.past_time_limit(), "it has no time limit");
+        let finished = exited.finish().unwrap();
+        assert_eq!(finished.status, Some(status));
+        assert_eq!(status.code(), Some(4));
+        assert_eq!(finished.stdout_text(), "bye\n");
     }
 
     #[test]

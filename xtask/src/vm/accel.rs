@@ -7,13 +7,13 @@
 //! timeout means TCG. The verdict is cached per host boot, qemu and kernel.
 
 use std::fmt;
-use std::io::Read as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
+
+use crate::process::{Output, Supervised};
 
 /// `auto`, `kvm` or `tcg`: overrides the probe (also `--accel`).
 pub const ACCEL_ENV: &str = "XTASK_VM_ACCEL";
@@ -21,6 +21,9 @@ pub const ACCEL_ENV: &str = "XTASK_VM_ACCEL";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the kernel prints when it has run far enough to look for a root.
 const PROBE_MARKER: &str = "Kernel panic";
+/// What is kept of the probe's console (a `quiet` boot prints a few KiB);
+/// the rest is read and dropped.
+const PROBE_CONSOLE_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -185,8 +188,9 @@ fn probe_within(
     accel: Accel,
     timeout: Duration,
 ) -> Result<Duration> {
-    let mut command = Command::new(qemu);
-    command
+    // On the supervised runner: the time limit, and the console and qemu's
+    // messages read while it runs, so a chatty kernel never blocks on a full pipe.
+    let finished = Supervised::new(qemu)
         .args([
             "-nodefaults",
             "-no-user-config",
@@ -204,52 +208,14 @@ fn probe_within(
         .arg("-kernel")
         .arg(kernel)
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {qemu}"))?;
-    // Drained while qemu runs, so a chatty kernel never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                text = String::from_utf8_lossy(&bytes).into_owned();
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    let console = stdout.join().unwrap_or_default();
-    let errors = stderr.join().unwrap_or_default();
-    match status {
+        .timeout(timeout)
+        .stdout(Output::keep(PROBE_CONSOLE_BYTES))
+        .stderr(Output::keep(PROBE_CONSOLE_BYTES))
+        .run()?;
+    let elapsed = finished.elapsed;
+    let console = finished.stdout_text();
+    let errors = finished.stderr_text();
+    match finished.status {
         Some(_) if console.contains(PROBE_MARKER) => Ok(elapsed),
         Some(status) => anyhow::bail!(
             "qemu -accel {accel} exited with {status} before {kernel} reached its panic: {}",

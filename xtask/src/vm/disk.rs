@@ -71,9 +71,8 @@ mod tests {
 
     #[test]
     fn a_real_sparse_image() {
-        let Ok(found) = crate::setup::require(&[crate::setup::QEMU_IMG]) else {
-            return;
-        };
+        let found = crate::setup::require(&[crate::setup::QEMU_IMG])
+            .expect("qemu-img is needed: apt-get install qemu-utils");
         let dir = tempfile::tempdir().unwrap();
         let path = camino::Utf8PathBuf::from_path_buf(dir.path().join("d.qcow2")).unwrap();
         create(

@@ -4,12 +4,13 @@
 //! flake's inputs (nixpkgs, disko) and ideally KVM; where those are
 //! missing it stops at once and says which.
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use crate::nix::NixError;
+use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::results::{CheckRecord, Header, VmTestResults};
 use crate::setup;
@@ -17,14 +18,17 @@ use crate::setup;
 pub const CHECK_ATTRIBUTE: &str = "checks.x86_64-linux.vm-test";
 /// Evaluating the test must not hang on a network that is not there.
 const EVAL_TIMEOUT: Duration = Duration::from_secs(180);
+/// What is kept of the evaluation's messages; the rest is read and dropped
+/// (a `throw` may carry a huge string).
+const EVAL_ERROR_BYTES: u64 = 4 << 20;
 
-fn nix_command(nix: &camino::Utf8Path) -> Command {
-    let mut command = Command::new(nix);
-    command
+/// `nix` on the supervised runner (`crate::process`), in the project, with
+/// flakes and a short connect timeout.
+fn nix_command(nix: &camino::Utf8Path) -> Supervised {
+    Supervised::new(nix)
         .current_dir(project_root())
         .args(["--extra-experimental-features", "nix-command flakes"])
-        .args(["--option", "connect-timeout", "5"]);
-    command
+        .args(["--option", "connect-timeout", "5"])
 }
 
 /// Why this machine cannot run the NixOS backend, if it cannot.
@@ -56,34 +60,21 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
     // Evaluate first: without nixpkgs in the store (or a network) this fails
     // in seconds, where a build would try to download for minutes.
     eprintln!("nixos backend: evaluating {attribute}");
-    let mut eval = nix_command(nix);
-    eval.args(["eval", "--raw", &format!("{attribute}.drvPath")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = eval
-        .spawn()
-        .with_context(|| format!("running {nix} eval"))?;
-    let output = wait_with_timeout(child, EVAL_TIMEOUT)?;
-    let Some(output) = output else {
-        bail!(
-            "the NixOS backend cannot run here: evaluating {attribute} took longer than {} s (no binary cache or network?)",
-            EVAL_TIMEOUT.as_secs()
-        );
-    };
-    if !output.status.success() {
-        let error = NixError::parse(&String::from_utf8_lossy(&output.stderr));
-        bail!(
-            "the NixOS backend cannot run here: {attribute} does not evaluate: {}\n  it needs the flake's inputs (nixpkgs, disko) in the Nix store or a network to fetch them; the lab backend (the default) needs neither",
-            error.message
-        );
-    }
+    let eval = nix_command(nix).args(["eval", "--raw", &format!("{attribute}.drvPath")]);
+    evaluate(eval, &attribute, EVAL_TIMEOUT)?;
 
     eprintln!("nixos backend: nix build -L {attribute}");
-    let status = nix_command(nix)
+    // No time limit: building the test (and a VM boot in it) takes what it
+    // takes; its log goes to the terminal, and Ctrl-C reaches nix too.
+    let built = nix_command(nix)
         .args(["build", "-L", "--no-link", &attribute])
-        .status()
-        .with_context(|| format!("running {nix} build"))?;
-    let passed = status.success();
+        .stdout(Output::Inherit)
+        .stderr(Output::Inherit)
+        .run()?;
+    let passed = built.success();
+    let status = built
+        .status
+        .map_or_else(|| "stopped".to_owned(), |status| status.to_string());
     let results = VmTestResults {
         header: Header::now("vm-test", host, passed),
         backend: "nixos".to_owned(),
@@ -107,7 +98,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
             boot: 0,
             name: "nixos-test".to_owned(),
             passed,
-            measured: status.to_string(),
+            measured: status,
             expected: format!("nix build {attribute} succeeds"),
         }],
         figures: Default::default(),
@@ -125,20 +116,64 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
     })
 }
 
-fn wait_with_timeout(
-    mut child: std::process::Child,
-    timeout: Duration,
-) -> Result<Option<std::process::Output>> {
-    let started = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(Some(child.wait_with_output()?));
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// Runs the evaluation `eval` within `timeout`, its outputs read while it
+/// runs (so that Nix never blocks on a full pipe of messages, which would
+/// look like a slow evaluation); `Err` says why the backend cannot run.
+fn evaluate(eval: Supervised, attribute: &str, timeout: Duration) -> Result<()> {
+    let finished = eval
+        .timeout(timeout)
+        .stdout(Output::keep(1 << 20))
+        .stderr(Output::keep(EVAL_ERROR_BYTES))
+        .run()?;
+    if finished.stopped() {
+        bail!(
+            "the NixOS backend cannot run here: evaluating {attribute} took longer than {} s (no binary cache or network?)",
+            timeout.as_secs()
+        );
+    }
+    if !finished.success() {
+        let error = NixError::parse(&finished.stderr_text());
+        bail!(
+            "the NixOS backend cannot run here: {attribute} does not evaluate: {}\n  it needs the flake's inputs (nixpkgs, disko) in the Nix store or a network to fetch them; the lab backend (the default) needs neither",
+            error.message
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Supervised {
+        Supervised::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn an_evaluation_that_prints_more_than_a_pipe_holds_is_not_taken_for_a_timeout() {
+        // 1 MiB of messages, 16 times what a pipe holds, before the answer:
+        // a runner that did not read them while waiting would see the child
+        // block and stop it at the time limit.
+        let chatty =
+            sh("head -c 1048576 /dev/zero | tr '\\0' w >&2; echo /nix/store/x-vm-test.drv");
+        evaluate(chatty, ".#vm-test", Duration::from_secs(60)).unwrap();
+
+        // A failure after 200 KB of trace is reported as Nix's own message.
+        let failing = sh(
+            "head -c 200000 /dev/zero | tr '\\0' w >&2; echo >&2; echo 'error: attribute missing' >&2; exit 1",
+        );
+        let error = evaluate(failing, ".#vm-test", Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(".#vm-test does not evaluate: attribute missing"),
+            "{error}"
+        );
+
+        let hanging = sh("exec sleep 30");
+        let error = evaluate(hanging, ".#vm-test", Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("took longer than"), "{error}");
     }
 }

@@ -4,9 +4,8 @@
 //! on Ctrl-C, on a power cut, when the host side panics, and when the
 //! xtask process itself dies (PR_SET_PDEATHSIG).
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write as _;
+use std::process::ChildStdin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,10 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::accel::Accel;
 use super::plan::FW_CFG_NAME;
 use super::protocol::{self, Event, Line, LineBuffer};
+use crate::process::{Chunks, Output, Supervised};
+
+/// What is kept of qemu's own messages (stderr); the rest is read and dropped.
+const QEMU_STDERR_BYTES: u64 = 64 * 1024;
 
 /// Set by the Ctrl-C / SIGTERM handler.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -174,7 +177,8 @@ pub struct BootRun {
 
 /// What an event handler may do to the running VM.
 pub struct Control<'a> {
-    stdin: &'a mut Option<ChildStdin>,
+    /// qemu's stdin: the protocol port's input. `None` once qemu is gone.
+    stdin: Option<&'a mut ChildStdin>,
     kill_at: &'a mut Option<(Instant, String)>,
 }
 
@@ -190,16 +194,6 @@ impl Control<'_> {
     /// Pulls the plug (SIGKILL) at `at`.
     pub fn kill_at(&mut self, at: Instant, reason: impl Into<String>) {
         *self.kill_at = Some((at, reason.into()));
-    }
-}
-
-/// Kills and reaps qemu whatever happens to the caller.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -230,47 +224,33 @@ fn cpu_ms(pid: u32) -> Option<u64> {
 }
 
 /// Boots the VM once and feeds every protocol event to `on_event`.
+///
+/// qemu runs on the supervised runner (`crate::process`): its time limit,
+/// its kill and reaping (also when this function returns early or the
+/// caller panics), and the reading of its outputs while it runs are the
+/// runner's. It cannot be a one-shot `Supervised::run`, which only waits
+/// for the end: a boot is a conversation. Each protocol line is acted on
+/// while qemu runs (an answer on its stdin after `measure`, a power cut at
+/// an instant the handler chooses), Ctrl-C ends it, and qemu's memory and
+/// CPU time are sampled from /proc until it exits (they are gone after).
+/// So this loop drives the `Running` child itself.
 pub fn boot(
     config: &VmConfig,
     mut on_event: impl FnMut(&Event, &mut Control) -> Result<()>,
 ) -> Result<BootRun> {
-    let mut command = Command::new(&config.qemu);
-    command
-        .args(config.args()?)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Ctrl-C reaches the xtask, which kills qemu itself, after cleaning up.
-        .process_group(0);
-    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill qemu when we die.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let started = Instant::now();
-    let child = command
-        .spawn()
-        .with_context(|| format!("starting {}", config.qemu))?;
-    let mut vm = Reaper(child);
-    let pid = vm.0.id();
-    let mut stdin = vm.0.stdin.take();
-    let stdout = vm.0.stdout.take().context("qemu's stdout")?;
-    let stderr = vm.0.stderr.take().context("qemu's stderr")?;
-
     let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    let protocol_log = config.protocol_log.clone();
-    let reader = std::thread::spawn(move || read_lines(stdout, &protocol_log, lines_tx));
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::BufReader::new(stderr)
-            .take(64 * 1024)
-            .read_to_string(&mut text);
-        text
-    });
+    let mut vm = Supervised::new(&config.qemu)
+        .args(config.args()?)
+        .timeout(config.timeout)
+        .stdin_piped()
+        .stdout(Output::Each(protocol_lines(&config.protocol_log, lines_tx)))
+        .stderr(Output::keep(QEMU_STDERR_BYTES))
+        // Ctrl-C reaches the xtask, which kills qemu itself, after cleaning up.
+        .own_process_group()
+        .die_with_parent()
+        .spawn()?;
+    let pid = vm.pid().context("qemu's process id")?;
 
-    let deadline = started + config.timeout;
     let mut events = Vec::new();
     let mut malformed = Vec::new();
     let mut peak = None;
@@ -280,7 +260,7 @@ pub fn boot(
     let mut handle = |line: String,
                       events: &mut Vec<Event>,
                       malformed: &mut Vec<String>,
-                      stdin: &mut Option<ChildStdin>,
+                      stdin: Option<&mut ChildStdin>,
                       kill_at: &mut Option<(Instant, String)>|
      -> Result<()> {
         match protocol::decode(&line) {
@@ -313,77 +293,69 @@ pub fn boot(
                     peak = peak.max(peak_rss(pid));
                     cpu = cpu.max(cpu_ms(pid));
                 }
-                handle(line, &mut events, &mut malformed, &mut stdin, &mut kill_at)?;
+                handle(line, &mut events, &mut malformed, vm.stdin(), &mut kill_at)?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
         if let Some((at, reason)) = &kill_at {
             if Instant::now() >= *at {
-                let _ = vm.0.kill();
+                vm.kill()?;
                 break Ending::Killed {
                     reason: reason.clone(),
                 };
             }
         }
-        if let Some(status) = vm.0.try_wait()? {
+        if let Some(status) = vm.try_wait()? {
             break Ending::Exited {
                 code: status.code(),
             };
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
-            let _ = vm.0.kill();
+            vm.kill()?;
             break Ending::Interrupted;
         }
-        if Instant::now() > deadline {
-            let _ = vm.0.kill();
+        if vm.past_time_limit() {
+            vm.kill()?;
             break Ending::TimedOut;
         }
     };
-    let _ = vm.0.wait();
-    let wall = started.elapsed();
-    drop(stdin);
-    // qemu is gone: the reader ends at EOF; take what it still had.
-    let _ = reader.join();
+    // qemu is reaped; its outputs end with it: take what the reader still had.
+    let finished = vm.finish()?;
     if !matches!(ending, Ending::Killed { .. }) {
         while let Ok(line) = lines_rx.try_recv() {
-            handle(line, &mut events, &mut malformed, &mut None, &mut None)?;
+            handle(line, &mut events, &mut malformed, None, &mut None)?;
         }
     }
-    let qemu_stderr = stderr_reader.join().unwrap_or_default();
     Ok(BootRun {
         events,
         ending,
-        wall,
+        wall: finished.elapsed,
         peak_rss_bytes: peak,
         cpu_ms: cpu,
         malformed,
-        qemu_stderr,
+        qemu_stderr: finished.stderr_text(),
     })
 }
 
-/// Reads the protocol port, logs every byte, and sends whole lines.
-fn read_lines(mut stdout: impl std::io::Read, log: &Utf8Path, lines: mpsc::Sender<String>) {
+/// Reads the protocol port: logs every byte to `log` and sends whole lines,
+/// and the unterminated rest at the end (the VM died mid-line).
+fn protocol_lines(log: &Utf8Path, lines: mpsc::Sender<String>) -> Chunks {
     let mut file = std::fs::File::create(log).ok();
     let mut buffer = LineBuffer::default();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match stdout.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(file) = file.as_mut() {
-                    let _ = file.write_all(&chunk[..n]);
-                }
-                for line in buffer.push(&chunk[..n]) {
-                    if lines.send(line).is_err() {
-                        return;
-                    }
-                }
+    Box::new(move |chunk: &[u8]| {
+        if chunk.is_empty() {
+            if let Some(rest) = buffer.rest() {
+                let _ = lines.send(rest);
             }
+            return;
         }
-    }
-    if let Some(rest) = buffer.rest() {
-        let _ = lines.send(rest);
-    }
+        if let Some(file) = file.as_mut() {
+            let _ = file.write_all(chunk);
+        }
+        for line in buffer.push(chunk) {
+            let _ = lines.send(line);
+        }
+    })
 }
 
 /// The last `count` lines of a log (the console after a failure).
@@ -451,6 +423,25 @@ mod tests {
         while busy.elapsed() < Duration::from_millis(30) {}
         assert!(cpu_ms(std::process::id()).is_some_and(|ms| ms > 0));
         assert_eq!(cpu_ms(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_protocol_port_is_logged_and_split_into_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Utf8PathBuf::from_path_buf(dir.path().join("protocol.log")).unwrap();
+        let (sender, lines) = mpsc::channel();
+        let mut read = protocol_lines(&log, sender);
+        for chunk in [&b"{\"a\":1}\n{\"b\""[..], b":2}\r\nhalf", b""] {
+            read(chunk);
+        }
+        drop(read);
+        let lines: Vec<String> = lines.iter().collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[2], "half", "the rest comes at the end of the stream");
+        assert_eq!(
+            std::fs::read(&log).unwrap(),
+            b"{\"a\":1}\n{\"b\":2}\r\nhalf"
+        );
     }
 
     #[test]

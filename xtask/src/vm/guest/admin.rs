@@ -12,21 +12,23 @@
 //! a password, as on the server (wheelNeedsPassword is false). The lab's
 //! own setup and verification run as root.
 
+mod system;
+
+pub use system::{enter_system, persistence};
+
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::os::unix::process::CommandExt as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use wait_timeout::ChildExt as _;
 
 use super::checks::report;
 use super::{say, send};
 use crate::results::CommandStatus;
-use crate::vm::plan::{
-    AdminCommand, AdminLogin, AdminStep, Expectation, PersistedPath, Plan, SYSROOT,
-};
+use crate::vm::plan::{AdminCommand, AdminLogin, AdminStep, Expectation, Plan, SYSROOT};
 use crate::vm::protocol::{CommandEvent, Event};
 
 /// The admin's PATH in the VM: the sudo shim first, then the image's programs.
@@ -35,163 +37,6 @@ pub const ADMIN_PATH: &str = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// What a record keeps of each output.
 const OUTPUT_LIMIT: usize = 4000;
-
-/// Stage 2's mounts inside /sysroot: the kernel's filesystems, and the
-/// image's program directories read-only; the admin's home; then a check
-/// that the admin is not root and that `sudo` makes it root.
-pub fn enter_system(
-    plan: &Plan,
-    binds: &[String],
-    login: Option<&AdminLogin>,
-) -> Result<Option<String>> {
-    let mut done = Vec::new();
-    for source in binds {
-        if !Path::new(source).exists() {
-            continue;
-        }
-        let target = format!("{SYSROOT}{source}");
-        if is_mountpoint(&target) {
-            continue;
-        }
-        std::fs::create_dir_all(&target).with_context(|| format!("creating {target}"))?;
-        bind(source, &target)?;
-        let writable = ["/proc", "/sys", "/dev", "/run"].contains(&source.as_str());
-        if !writable {
-            remount_read_only(&target)?;
-        }
-        done.push(source.as_str());
-    }
-    use std::os::unix::fs::PermissionsExt as _;
-    for (dir, mode) in [("/tmp", 0o1777), ("/root", 0o700), ("/mnt", 0o755)] {
-        let path = format!("{SYSROOT}{dir}");
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    }
-    let Some(login) = login else {
-        return Ok(Some(format!("bound {}", done.join(" "))));
-    };
-    // NixOS's activation creates the home (users.users.<name>.createHome).
-    let home = format!("{SYSROOT}{}", login.home);
-    std::fs::create_dir_all(&home).with_context(|| format!("creating {home}"))?;
-    std::os::unix::fs::chown(&home, Some(login.uid), Some(login.gid))
-        .with_context(|| format!("chown {home}"))?;
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
-    let who = bash(plan, "id -u; sudo -n id -u", Some(login), None)?;
-    let expected = format!("{}\n0", login.uid);
-    if who.exit != Some(0) || who.stdout.trim() != expected {
-        bail!(
-            "the admin's login in the lab: `id -u; sudo -n id -u` as {} printed {:?} (exit {:?}; {}), expected {expected:?}",
-            login.user,
-            who.stdout.trim(),
-            who.exit,
-            who.stderr.trim()
-        );
-    }
-    Ok(Some(format!(
-        "bound {}; {} (uid {}) with sudo",
-        done.join(" "),
-        login.user,
-        login.uid
-    )))
-}
-
-/// impermanence at boot (nix-community/impermanence: nixos.nix bind-mounts
-/// each directory; mount-file.bash bind-mounts a file whose persistent copy
-/// exists, else links to where it will be).
-pub fn persistence(
-    directories: &[PersistedPath],
-    files: &[PersistedPath],
-) -> Result<Option<String>> {
-    let mut done = Vec::new();
-    for directory in directories {
-        for path in [&directory.storage, &directory.target] {
-            std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
-        }
-        if !is_mountpoint(&directory.target) {
-            bind(&directory.storage, &directory.target)?;
-            done.push(format!("{} (bind)", directory.link));
-        }
-    }
-    for file in files {
-        let target = Path::new(&file.target);
-        if is_mountpoint(&file.target) || target.is_symlink() {
-            continue;
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        if Path::new(&file.storage).is_file() {
-            if !target.exists() {
-                std::fs::File::create(target)
-                    .with_context(|| format!("creating {}", file.target))?;
-            }
-            bind(&file.storage, &file.target)?;
-            done.push(format!("{} (bind)", file.link));
-        } else {
-            std::os::unix::fs::symlink(&file.link, target)
-                .with_context(|| format!("linking {} to {}", file.target, file.link))?;
-            done.push(format!("{} (link)", file.link));
-        }
-    }
-    Ok(Some(done.join(" ")))
-}
-
-fn is_mountpoint(path: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            super::parse::proc_mounts(&m)
-                .iter()
-                .any(|e| e.mountpoint == path)
-        })
-        .unwrap_or(false)
-}
-
-fn c_string(text: &str) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(text).context("NUL in a path")
-}
-
-fn bind(source: &str, target: &str) -> Result<()> {
-    let (s, t) = (c_string(source)?, c_string(target)?);
-    // SAFETY: valid NUL-terminated strings that outlive the call.
-    let result = unsafe {
-        libc::mount(
-            s.as_ptr(),
-            t.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if result != 0 {
-        bail!(
-            "bind-mounting {source} on {target}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
-fn remount_read_only(target: &str) -> Result<()> {
-    let t = c_string(target)?;
-    // SAFETY: as above; a bind remount changes only this mount's flags.
-    let result = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            t.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-            std::ptr::null(),
-        )
-    };
-    if result != 0 {
-        bail!(
-            "making {target} read-only: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
 
 /// What a command printed and how it ended.
 pub struct Output {
@@ -271,18 +116,18 @@ pub fn bash(
         let _ = stderr.read_to_end(&mut bytes);
         bytes
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    // wait-timeout, as the host's runner (`crate::process`) waits: the agent
+    // is the same binary. That runner is not used here: the command needs
+    // the chroot and the admin's ids before exec, and a timed-out command's
+    // output is still reported.
     let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
+    let status = match child.wait_timeout(COMMAND_TIMEOUT)? {
+        Some(status) => status,
+        None => {
             timed_out = true;
             let _ = child.kill();
-            break child.wait()?;
+            child.wait()?
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     Ok(Output {
@@ -573,161 +418,4 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vm::plan::CommandRole;
-
-    fn command(exit: i32, expect: Vec<Expectation>) -> AdminCommand {
-        AdminCommand {
-            role: CommandRole::Checklist,
-            at: None,
-            line: "ls".into(),
-            as_admin: true,
-            cwd: None,
-            bindings: Vec::new(),
-            exit,
-            expect,
-            checklist_expect: Vec::new(),
-            capture: None,
-            not_run: None,
-        }
-    }
-
-    fn output(exit: i32, stdout: &str) -> Output {
-        Output {
-            exit: Some(exit),
-            stdout: stdout.into(),
-            stderr: String::new(),
-            timed_out: false,
-        }
-    }
-
-    fn grep() -> String {
-        which::which("grep")
-            .expect("grep (GNU grep, apt-get install grep)")
-            .display()
-            .to_string()
-    }
-
-    #[test]
-    fn a_command_passes_only_as_expected() {
-        let captured: BTreeMap<String, String> = [("sum".to_owned(), "abc".to_owned())].into();
-        let grep = grep();
-        let judged = |command: &AdminCommand, out: &Output| judge(&grep, command, out, &captured);
-        let plain = command(0, vec![]);
-        assert_eq!(judged(&plain, &output(0, "")), None);
-        assert!(judged(&plain, &output(1, ""))
-            .unwrap()
-            .contains("exit 1 instead of 0"));
-        let expecting = command(
-            0,
-            vec![
-                Expectation::Contains {
-                    text: "@persist.".into(),
-                },
-                Expectation::Matches {
-                    pattern: "^[0-9]{8}T[0-9]{6}Z$".into(),
-                },
-            ],
-        );
-        assert_eq!(
-            judged(
-                &expecting,
-                &output(0, "@persist.20270110T1417\n20270110T141651Z\n")
-            ),
-            None
-        );
-        assert!(judged(&expecting, &output(0, "@persist.x\n2027\n"))
-            .unwrap()
-            .contains("a line matches"));
-        let equal = command(0, vec![Expectation::EqualsCaptured { name: "sum".into() }]);
-        assert_eq!(judged(&equal, &output(0, "abc\n")), None);
-        assert!(judged(&equal, &output(0, "abd\n"))
-            .unwrap()
-            .contains("\"abc\""));
-        let unknown = command(
-            0,
-            vec![Expectation::EqualsCaptured {
-                name: "none".into(),
-            }],
-        );
-        assert!(judged(&unknown, &output(0, "x"))
-            .unwrap()
-            .contains("nothing was captured"));
-        let bad = command(
-            0,
-            vec![Expectation::Matches {
-                pattern: "(".into(),
-            }],
-        );
-        assert!(judged(&bad, &output(0, "x")).unwrap().contains("grep -E"));
-        let mut slow = output(0, "");
-        slow.timed_out = true;
-        assert!(judged(&plain, &slow).unwrap().contains("killed after"));
-    }
-
-    #[test]
-    fn long_output_is_clipped_on_a_character_boundary() {
-        let text = "é".repeat(OUTPUT_LIMIT);
-        let clipped = clip(&text);
-        assert!(clipped.len() < text.len() && clipped.ends_with("bytes in all)"));
-        assert_eq!(clip("short"), "short");
-    }
-
-    #[test]
-    fn the_checklists_own_expectations_decide_too() {
-        use crate::checklist::procedures::Expect;
-        let grep = grep();
-        let none = BTreeMap::new();
-        let mut swapon = command(0, vec![]);
-        swapon.checklist_expect = vec![
-            Expect::Line {
-                pattern: "/dev/dm-<n> partition 34359734272".into(),
-            },
-            Expect::NoLine {
-                pattern: "/dev/vda3 <*>".into(),
-            },
-        ];
-        assert_eq!(
-            judge(
-                &grep,
-                &swapon,
-                &output(0, "/dev/dm-0 partition 34359734272\n"),
-                &none
-            ),
-            None
-        );
-        let problem = judge(
-            &grep,
-            &swapon,
-            &output(0, "/dev/vda3 partition 34359734272\n"),
-            &none,
-        )
-        .unwrap();
-        assert!(
-            problem.starts_with("not as the checklist expects: no line matches"),
-            "{problem}"
-        );
-        // A tampered expectation (a size the layout does not have) fails.
-        let mut tampered = swapon.clone();
-        tampered.checklist_expect[0] = Expect::Line {
-            pattern: "/dev/dm-<n> partition 1".into(),
-        };
-        assert!(judge(
-            &grep,
-            &tampered,
-            &output(0, "/dev/dm-0 partition 34359734272\n"),
-            &none
-        )
-        .is_some());
-        // The exit status is checked first, with stderr's last line.
-        let mut failed = output(1, "");
-        failed.stderr =
-            "cp: cannot create regular file '/persist/a/b': No such file or directory\n".into();
-        let problem = judge(&grep, &swapon, &failed, &none).unwrap();
-        assert!(
-            problem.contains("exit 1 instead of 0 (stderr: cp: cannot create"),
-            "{problem}"
-        );
-    }
-}
+mod tests;
