@@ -33,6 +33,7 @@ use crate::results::{Header, VmTestResults};
 mod host_checks;
 mod power_cuts;
 mod prepare;
+mod report;
 mod session;
 mod tally;
 #[cfg(test)]
@@ -42,9 +43,10 @@ mod thorough;
 use power_cuts::power_cuts;
 use prepare::describe_setup;
 pub use prepare::{prepare, with_compression, Prepared};
+pub use report::Reporter;
 use session::boot_timeout;
 pub use session::{BootOutcome, Session};
-use tally::{host_check, Tally};
+use tally::{host_check, Completion, Tally};
 use thorough::thorough;
 
 /// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.
@@ -87,6 +89,8 @@ pub struct Options {
     /// `--thorough` has it in its first boot). It waits about 10 s for
     /// Btrfs to release the deletion, too long for the default run.
     pub discard_probe: bool,
+    /// Who hears of each boot as it ends (`Reporter::Quiet`: nobody).
+    pub reporter: Reporter,
 }
 
 impl Default for Options {
@@ -109,6 +113,7 @@ impl Default for Options {
             thorough: false,
             rollback_script: None,
             discard_probe: false,
+            reporter: Reporter::Stderr,
         }
     }
 }
@@ -229,14 +234,24 @@ impl Run<'_> {
     fn boot(&mut self, spec: &BootSpec, label: &str) -> Result<bool> {
         let plan = self.realisation.plan_for(spec)?;
         let outcome = self.session.boot(&plan, label, |_, _| Ok(()))?;
-        let completed = self.session.progress.suspend(|| {
-            self.tally.completed(
-                &plan,
-                &outcome,
-                self.session.options,
-                self.session.prepared.accel,
-            )
-        })?;
+        let completion = self.tally.completed(
+            &plan,
+            &outcome,
+            self.session.options,
+            self.session.prepared.accel,
+        )?;
+        let completed = match completion {
+            Completion::NeverStarted => false,
+            Completion::Ran { finished } => {
+                if let Some(record) = self.tally.boots.last() {
+                    let reporter = self.session.options.reporter;
+                    self.session
+                        .progress
+                        .suspend(|| reporter.boot(record, &outcome.collected, plan.boots));
+                }
+                finished
+            }
+        };
         self.boot = spec.boot;
         self.after_boot(&plan, spec, &outcome.collected);
         if completed && spec.kind != BootKind::RotateOnly {

@@ -14,6 +14,15 @@ use crate::vm::plan::{Action, Plan};
 use crate::vm::procedures::{self, Tier};
 use crate::vm::qemu::{self, BootRun, Ending};
 
+/// How a boot that should have run to the end ended (`Tally::completed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Completion {
+    /// The guest agent never started: the run cannot go on (exit 2).
+    NeverStarted,
+    /// The agent ran the plan; `finished`: the boot ran to the end.
+    Ran { finished: bool },
+}
+
 /// Everything the boots recorded, in the shape of vm-test.json.
 #[derive(Default)]
 pub(super) struct Tally {
@@ -35,14 +44,16 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    /// Records a boot that should have run to the end; whether it did.
+    /// Records a boot that should have run to the end: whether the agent
+    /// ran and whether the boot did. Prints nothing: the run hands the
+    /// recorded boot to its `Reporter`.
     pub(super) fn completed(
         &mut self,
         plan: &Plan,
         outcome: &BootOutcome,
         options: &Options,
         accel: Accel,
-    ) -> Result<bool> {
+    ) -> Result<Completion> {
         let BootOutcome {
             run,
             collected,
@@ -90,7 +101,7 @@ impl Tally {
             ));
             self.failing_console = Some((console_log.clone(), qemu::tail(console_log, 40)));
             self.boots.push(record);
-            return Ok(false);
+            return Ok(Completion::NeverStarted);
         }
         self.checks.push(host_check(
             boot,
@@ -107,9 +118,10 @@ impl Tally {
         if !record.passed && self.failing_console.is_none() {
             self.failing_console = Some((console_log.clone(), qemu::tail(console_log, 40)));
         }
-        print_boot(&record, collected, plan.boots);
         self.boots.push(record);
-        Ok(problem.is_none())
+        Ok(Completion::Ran {
+            finished: problem.is_none(),
+        })
     }
 
     pub(super) fn measure(&mut self, boot: u32, run: &BootRun, collected: &Collected) {
@@ -266,26 +278,5 @@ pub(super) fn host_check(
         passed,
         measured,
         expected,
-    }
-}
-
-/// One boot's times: the boot, then every step.
-pub(super) fn print_boot(record: &BootRecord, collected: &Collected, boots: u32) {
-    let passed = collected.checks.iter().filter(|c| c.passed).count();
-    let failed = collected.checks.len() - passed;
-    eprintln!(
-        "boot {}/{boots} {}: {:.1} s wall, {passed} checks passed, {failed} failed",
-        record.number,
-        record.kind,
-        record.wall_ms as f64 / 1000.0
-    );
-    let cells: Vec<String> = record
-        .steps
-        .iter()
-        .map(|s| format!("{:>6} ms  {}", s.ms, s.name))
-        .collect();
-    for row in cells.chunks(3) {
-        let line: Vec<String> = row.iter().map(|c| format!("{c:<44}")).collect();
-        eprintln!("  {}", line.join("").trim_end());
     }
 }
