@@ -6,6 +6,7 @@
 //! - `prepare`: before the first boot (host, kernel, image, procedures);
 //! - `session`: one boot under qemu and the host's measurements of it;
 //! - `tally`: what the boots recorded, collected for vm-test.json;
+//! - `report`: what the run tells of each boot as it ends (`Reporter`);
 //! - `host_checks`: the checks the host makes itself after each boot;
 //! - `power_cuts`, `thorough`: the runs beyond the default boots.
 
