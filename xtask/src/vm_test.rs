@@ -126,6 +126,7 @@ impl Args {
             thorough: self.thorough,
             rollback_script: self.rollback_script.clone(),
             discard_probe: false,
+            reporter: lab::Reporter::Stderr,
         }
     }
 }

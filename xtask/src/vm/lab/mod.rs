@@ -1,0 +1,508 @@
+//! The lab backend: our initramfs and the host's kernel under qemu, on a
+//! sparse disk of the real size. Boot 1 installs the layout, boots 2..N
+//! rotate the root; the host measures the disk image between steps and
+//! turns the guest's events into target/xtask/vm-test.json.
+//!
+//! - `prepare`: before the first boot (host, kernel, image, procedures);
+//! - `session`: one boot under qemu and the host's measurements of it;
+//! - `tally`: what the boots recorded, collected for vm-test.json;
+//! - `report`: what the run tells of each boot as it ends (`Reporter`);
+//! - `host_checks`: the checks the host makes itself after each boot;
+//! - `power_cuts`, `thorough`: the runs beyond the default boots.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::accel::Choice;
+use super::budgets::Budgets;
+use super::disk::{self};
+use super::initramfs::{self};
+use super::month::{self, MONTH_BOOT};
+use super::plan::BootKind;
+use super::procedures::{self, LostFile, Schedule, Tier};
+use super::qemu::{self};
+use super::realise::{BootSpec, DiscardBudget, Realisation, RunInputs, Tamper};
+use super::retention::Rules;
+use crate::hosts;
+use crate::hosts::Model;
+use crate::progress::Progress;
+use crate::project::{project_root, xtask_dir};
+use crate::results::{Header, VmTestResults};
+mod host_checks;
+mod power_cuts;
+mod prepare;
+mod report;
+mod session;
+mod tally;
+#[cfg(test)]
+mod tests;
+mod thorough;
+
+use power_cuts::power_cuts;
+use prepare::describe_setup;
+pub use prepare::{prepare, with_compression, Prepared};
+pub use report::Reporter;
+use session::boot_timeout;
+pub use session::{BootOutcome, Session};
+use tally::{host_check, Completion, Tally};
+use thorough::thorough;
+
+/// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.
+pub fn rollback_script() -> Utf8PathBuf {
+    project_root()
+        .join("nix")
+        .join("modules")
+        .join("btrfs-rollback")
+        .join("rollback.sh")
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub host: String,
+    pub boots: u32,
+    pub disk_size: Option<String>,
+    pub kernel: Option<Utf8PathBuf>,
+    pub modules: Option<Utf8PathBuf>,
+    pub accel: Option<Choice>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Overrides every boot's timeout.
+    pub boot_timeout: Option<Duration>,
+    pub keep_logs: bool,
+    pub tamper: Vec<Tamper>,
+    /// Power cuts during the rollback after the normal boots (`--power-cuts`).
+    pub power_cuts: u32,
+    /// A what-if layout: every Btrfs mount with this compression (`none`: without).
+    pub compression: Option<String>,
+    /// Show a spinner with step names on stderr.
+    pub progress: bool,
+    /// After the default boots: the checklist's procedures that reboot or
+    /// reinstall (§3.9, §4.3-4.5) and a calendar of short boots over more
+    /// than three retention periods.
+    pub thorough: bool,
+    /// A rollback script other than nix/modules/btrfs-rollback/rollback.sh
+    /// (tests use tampered copies); the results go to vm-test-tampered.json.
+    pub rollback_script: Option<Utf8PathBuf>,
+    /// Roadmap 7.2's probe in the month's boot (`bench` asks for it;
+    /// `--thorough` has it in its first boot). It waits about 10 s for
+    /// Btrfs to release the deletion, too long for the default run.
+    pub discard_probe: bool,
+    /// Who hears of each boot as it ends (`Reporter::Quiet`: nobody).
+    pub reporter: Reporter,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            host: hosts::DEFAULT_HOST.to_owned(),
+            boots: 2,
+            disk_size: None,
+            kernel: None,
+            modules: None,
+            accel: None,
+            memory_mib: 1024,
+            cpus: 2,
+            boot_timeout: None,
+            keep_logs: false,
+            tamper: Vec::new(),
+            power_cuts: 0,
+            compression: None,
+            progress: true,
+            thorough: false,
+            rollback_script: None,
+            discard_probe: false,
+            reporter: Reporter::Stderr,
+        }
+    }
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    ChecksFailed,
+    /// The VM could not run the plan (no kernel start, no agent): exit 2.
+    CouldNotRun(String),
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub results: VmTestResults,
+    pub results_path: Utf8PathBuf,
+    /// Where the run was also recorded as the deploy gate's proof (a full pass).
+    pub proof_path: Option<Utf8PathBuf>,
+    pub log_dir: Utf8PathBuf,
+    pub logs_kept: bool,
+    /// The console log of the first boot that failed, and its last lines.
+    pub failing_console: Option<(Utf8PathBuf, Vec<String>)>,
+    /// What was booted, for the report.
+    pub setup: Vec<(String, String)>,
+}
+
+/// A spinner in a terminal, one line per step in a log.
+fn progress_bar(show: bool) -> Progress {
+    Progress::shown_if(show, "vm-test")
+}
+
+/// Run directories are `.vm-test-run-<pid>-<random>` under target/xtask.
+const RUN_DIR_PREFIX: &str = ".vm-test-run-";
+
+/// Removes run directories whose xtask was killed (SIGKILL skips every
+/// cleanup; PR_SET_PDEATHSIG took qemu down with it).
+fn remove_abandoned_run_dirs() {
+    let Ok(entries) = xtask_dir().read_dir_utf8() else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(rest) = entry.file_name().strip_prefix(RUN_DIR_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Utf8Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A short random id for this run's markers.
+fn nonce() -> String {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut random, &mut bytes);
+    }
+    initramfs::hex(&bytes)
+}
+
+/// The clock of a run: each boot's RTC starts at the host's time plus the
+/// days the month has jumped so far (old roots must never look newer than
+/// the clock, so the offset only grows).
+struct Calendar {
+    offset_s: i64,
+}
+
+impl Calendar {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+            + self.offset_s
+    }
+}
+
+/// Everything one run keeps between boots.
+struct Run<'r> {
+    session: Session<'r>,
+    realisation: &'r Realisation<'r>,
+    tally: Tally,
+    calendar: Calendar,
+    rules: Rules,
+    budgets: Budgets,
+    /// The last boot that wrote its files into /.
+    last_full_boot: u32,
+    boot: u32,
+}
+
+impl Run<'_> {
+    /// A spec for the next boot, with the clock and the model's count.
+    fn spec(&self, kind: BootKind, extra_runs: Vec<i64>) -> BootSpec {
+        let boot = self.boot + 1;
+        let mut spec = BootSpec::new(boot);
+        spec.kind = kind;
+        spec.rtc_base = Some(self.calendar.now());
+        spec.newest_holds = (self.last_full_boot == self.boot && boot > 1).then_some(self.boot);
+        if kind != BootKind::Install {
+            if let (Some(before), Some(now)) = (&self.tally.last_old_roots, spec.rtc_base) {
+                let count = month::predict(self.rules, before, now, &extra_runs).len() as u32;
+                spec.old_roots_expected = Some((count, count));
+            }
+        }
+        if !extra_runs.is_empty() {
+            // The first run's root holds the last boot's files (the model may
+            // delete it by the last run); the newest is empty.
+            spec.first_run_holds = spec.newest_holds.take();
+        }
+        spec.extra_runs = extra_runs;
+        spec
+    }
+
+    /// Boots `spec`, records it and makes the host's checks; whether it completed.
+    fn boot(&mut self, spec: &BootSpec, label: &str) -> Result<bool> {
+        let plan = self.realisation.plan_for(spec)?;
+        let outcome = self.session.boot(&plan, label, |_, _| Ok(()))?;
+        let completion = self.tally.completed(
+            &plan,
+            &outcome,
+            self.session.options,
+            self.session.prepared.accel,
+        )?;
+        let completed = match completion {
+            Completion::NeverStarted => false,
+            Completion::Ran { finished } => {
+                if let Some(record) = self.tally.boots.last() {
+                    let reporter = self.session.options.reporter;
+                    self.session
+                        .progress
+                        .suspend(|| reporter.boot(record, &outcome.collected, plan.boots));
+                }
+                finished
+            }
+        };
+        self.boot = spec.boot;
+        self.after_boot(&plan, spec, &outcome.collected);
+        if completed && spec.kind != BootKind::RotateOnly {
+            self.last_full_boot = spec.boot;
+        }
+        Ok(completed)
+    }
+}
+
+/// Runs the whole lab vm-test.
+pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outcome> {
+    let started = Instant::now();
+    qemu::handle_interrupts();
+    anyhow::ensure!(options.boots >= 1, "--boots must be at least 1");
+    anyhow::ensure!(
+        options.power_cuts == 0 || options.boots >= 2,
+        "--power-cuts needs a normal rotation first: --boots 2 or more"
+    );
+    anyhow::ensure!(
+        !options.thorough || options.boots >= MONTH_BOOT,
+        "--thorough needs the month first: --boots {MONTH_BOOT} or more"
+    );
+    let prepared = prepare(context, options)?;
+    let disk_key = prepared
+        .layout
+        .disks
+        .first()
+        .map(|d| d.key.clone())
+        .unwrap_or_default();
+    let disk_bytes = prepared.disk_bytes.get(&disk_key).copied().unwrap_or(0);
+    let context = Model::new(
+        &prepared.layout,
+        &prepared.disk_bytes,
+        hosts::firmware(&prepared.machine),
+    );
+    let rules = Rules {
+        retention_days: prepared.rollback_settings.retention_days,
+        keep_at_least: prepared.rollback_settings.keep_at_least,
+    };
+    let calendar_days = month::calendar(rules);
+    let thorough_boots = if options.thorough {
+        let counted = procedures::Lab {
+            lost: Some(LostFile {
+                path: "counted".to_owned(),
+                sha256: String::new(),
+            }),
+            ..prepared.lab.clone()
+        };
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Thorough,
+            &counted,
+        )?)
+        .boots()
+            + calendar_days.len() as u32
+    } else {
+        0
+    };
+    let total_boots = options.boots + 2 * options.power_cuts + thorough_boots;
+    let realisation = Realisation::new(
+        &prepared.layout,
+        &context,
+        RunInputs {
+            tools: prepared.tools.clone(),
+            rollback: prepared.image.rollback.clone(),
+            rollback_settings: prepared.rollback_settings.clone(),
+            boots: total_boots,
+            nonce: nonce(),
+            tamper: options.tamper.clone(),
+        },
+    )?;
+    // Only a run of the layout as it is may stand as the vm-test result.
+    let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
+        "vm-test-tampered"
+    } else if options.compression.is_some() {
+        "vm-test-what-if"
+    } else {
+        "vm-test"
+    };
+    let log_dir = xtask_dir().join(format!("{kind}-logs"));
+    if log_dir.exists() {
+        std::fs::remove_dir_all(&log_dir).with_context(|| format!("clearing {log_dir}"))?;
+    }
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {log_dir}"))?;
+    // Removed when dropped: on success, failure, error and panic.
+    remove_abandoned_run_dirs();
+    let run_dir = tempfile::Builder::new()
+        .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
+        .tempdir_in(xtask_dir())
+        .context("creating the run directory")?;
+    let run_dir_path = Utf8PathBuf::from_path_buf(run_dir.path().to_owned())
+        .map_err(|p| anyhow::anyhow!("{p:?} is not UTF-8"))?;
+    let disk_path = run_dir_path.join("disk.qcow2");
+    disk::create(&prepared.qemu_img, &disk_path, disk_bytes)?;
+    let second_disk = if options.thorough {
+        let path = run_dir_path.join("second-disk.qcow2");
+        disk::create(&prepared.qemu_img, &path, procedures::BACKUP_DISK_BYTES)?;
+        Some(path)
+    } else {
+        None
+    };
+
+    let setup = describe_setup(&prepared, options, disk_bytes);
+    if options.progress {
+        // Before the first boot, so that a log shows what is being booted.
+        for (what, value) in &setup {
+            eprintln!("{what:>12}: {value}");
+        }
+    }
+    let budgets = Budgets::for_accel(prepared.accel);
+    let mut run = Run {
+        session: Session {
+            prepared: &prepared,
+            options,
+            run_dir: &run_dir_path,
+            log_dir: &log_dir,
+            disk: disk_path,
+            second_disk,
+            progress: progress_bar(options.progress),
+            measurements: BTreeMap::new(),
+        },
+        realisation: &realisation,
+        tally: Tally::default(),
+        calendar: Calendar { offset_s: 0 },
+        rules,
+        budgets,
+        last_full_boot: 0,
+        boot: 0,
+    };
+    let month = month::month(rules);
+    let mut all_completed = true;
+    for boot in 1..=options.boots {
+        let is_month = boot == MONTH_BOOT;
+        if is_month {
+            // The install boot's root stays in use for the whole jump: a long uptime.
+            run.calendar.offset_s += month.jump_s;
+        }
+        let kind = if boot == 1 {
+            BootKind::Install
+        } else {
+            BootKind::Rotate
+        };
+        let extra_runs = if is_month {
+            month.extra_runs.clone()
+        } else {
+            Vec::new()
+        };
+        let mut spec = run.spec(kind, extra_runs);
+        // The checklist's quick read-only checks of §3 in the last default
+        // boot: the system as the server has it after a reboot.
+        if boot == options.boots {
+            let quick = procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
+            let mut schedule = Schedule::new(quick);
+            if let Some(parts) = schedule.next_boot(&run.tally.captured) {
+                spec.procedures = parts.started;
+            }
+        }
+        // In the month's boot: after its mounts only light work runs (swap,
+        // checks), so the writes measure the release, not the install's
+        // own flushes.
+        if options.discard_probe && boot == MONTH_BOOT.min(options.boots) {
+            spec.discard_probe = Some(DiscardBudget {
+                p99_ms: budgets.discard_p99_ms,
+                max_ms: budgets.discard_max_ms,
+            });
+        }
+        let completed = run.boot(&spec, &format!("boot{boot}"))?;
+        if is_month {
+            // The last run set the clock on; later boots start after it.
+            run.calendar.offset_s += month.stepped_s();
+        }
+        if !completed {
+            all_completed = false;
+            break;
+        }
+    }
+    if all_completed && run.tally.could_not_run.is_none() && options.power_cuts > 0 {
+        all_completed = power_cuts(&mut run)?;
+    }
+    if all_completed && run.tally.could_not_run.is_none() && options.thorough {
+        all_completed = thorough(&mut run, &calendar_days)?;
+    }
+    let _ = all_completed;
+    let Run {
+        session, mut tally, ..
+    } = run;
+    tally.settle_procedures(&prepared.procedures, options.thorough);
+    session.progress.finish_and_clear();
+    let mut figures = std::mem::take(&mut tally.figures);
+    if tally.peak > 0 {
+        figures.insert("vm.peak_rss_bytes".to_owned(), tally.peak as f64);
+    }
+    figures.insert("vm.memory_mib".to_owned(), f64::from(options.memory_mib));
+    figures.insert("initramfs.bytes".to_owned(), prepared.image.bytes as f64);
+
+    let verdict = if let Some(reason) = tally.could_not_run.take() {
+        Verdict::CouldNotRun(reason)
+    } else if tally.checks.iter().any(|c| !c.passed) || tally.boots.iter().any(|b| !b.passed) {
+        Verdict::ChecksFailed
+    } else {
+        Verdict::Passed
+    };
+    let passed = verdict == Verdict::Passed;
+    let results = VmTestResults {
+        header: Header::now(kind, &prepared.layout.host, passed),
+        backend: "lab".to_owned(),
+        accelerator: prepared.accel.to_string(),
+        kernel: prepared.kernel.version.clone(),
+        disk_bytes,
+        requested: crate::results::VmTestRequest {
+            boots: options.boots,
+            disk_size: options.disk_size.clone(),
+            power_cuts: options.power_cuts,
+            boot_timeout_s: options.boot_timeout.map(|t| t.as_secs()),
+            thorough: options.thorough,
+        },
+        boots: tally.boots,
+        checks: tally.checks,
+        figures,
+        wall_ms: started.elapsed().as_millis() as u64,
+        procedures: tally.procedures,
+    };
+    // The proof the deploy gate reads is only ever replaced by another full pass.
+    let host_disks: BTreeMap<String, u64> = prepared
+        .layout
+        .disks
+        .iter()
+        .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
+        .collect();
+    let proof = kind == "vm-test" && passed && results.shortfall(&host_disks).is_none();
+    let recorded = crate::results::record(kind, &results, proof)?;
+    // A thorough run is also kept as the procedures' own results: a later
+    // default run replaces vm-test.json, not these.
+    if kind == "vm-test" && options.thorough {
+        crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
+    }
+    let logs_kept = options.keep_logs || !passed;
+    if !logs_kept {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    drop(session);
+    drop(run_dir);
+    Ok(Outcome {
+        verdict,
+        results,
+        results_path: recorded.run,
+        proof_path: recorded.pass,
+        log_dir,
+        logs_kept,
+        failing_console: tally.failing_console,
+        setup,
+    })
+}

@@ -1,0 +1,147 @@
+use super::*;
+use crate::layout::mount_options::{compression, effective};
+use crate::layout::testing::host_layout;
+use crate::vm::accel::Accel;
+use crate::vm::collect::collect;
+use crate::vm::plan::Plan;
+use crate::vm::qemu::{BootRun, Ending};
+
+#[test]
+fn what_if_compression_changes_every_btrfs_mount() {
+    let layout = host_layout();
+    let zstd3 = with_compression(&layout, "zstd:3");
+    for (mountpoint, e) in effective(&zstd3) {
+        if mountpoint != "/boot" {
+            assert_eq!(
+                compression(&e.options).as_deref(),
+                Some("zstd:3"),
+                "{mountpoint}"
+            );
+        }
+    }
+    let none = with_compression(&layout, "none");
+    assert!(effective(&none)
+        .values()
+        .all(|e| compression(&e.options).is_none()));
+    // The original is untouched.
+    assert_eq!(
+        compression(&effective(&layout)["/nix"].options).as_deref(),
+        Some("zstd:1")
+    );
+}
+
+fn install_plan() -> Plan {
+    Plan {
+        schema: 1,
+        host: "test".to_owned(),
+        boot: 1,
+        boots: 2,
+        kind: BootKind::Install,
+        tools: crate::vm::plan::GuestTools::default(),
+        rtc_base: None,
+        steps: Vec::new(),
+    }
+}
+
+/// Boot 1 as qemu and the agent ended it; no console log (none is read
+/// unless the boot failed).
+fn outcome(ending: Ending, started: bool, finished: bool) -> BootOutcome {
+    let mut collected = collect(1, BootKind::Install, 1500, &[]);
+    collected.started = started;
+    collected.finished = finished;
+    collected.record.passed = started && finished;
+    BootOutcome {
+        run: BootRun {
+            events: Vec::new(),
+            ending,
+            wall: Duration::from_millis(1500),
+            peak_rss_bytes: Some(64 << 20),
+            cpu_ms: Some(700),
+            malformed: Vec::new(),
+            qemu_stderr: String::new(),
+        },
+        collected,
+        console_log: Utf8PathBuf::from("/nonexistent/xtask-test/console.log"),
+        rollback_span: None,
+    }
+}
+
+#[test]
+fn a_boot_that_ran_to_the_end_is_recorded_with_the_hosts_check() {
+    let mut tally = Tally::default();
+    let completion = tally
+        .completed(
+            &install_plan(),
+            &outcome(Ending::Exited { code: Some(0) }, true, true),
+            &Options::default(),
+            Accel::Tcg,
+        )
+        .unwrap();
+    assert_eq!(completion, Completion::Ran { finished: true });
+    assert_eq!(tally.boots.len(), 1);
+    assert!(tally.boots[0].passed);
+    assert!(tally.check_passed(1, "boot-completed"));
+    assert_eq!(tally.figures["boot_ms.boot1"], 1500.0);
+    assert_eq!(tally.figures["vm.cpu_ms"], 700.0);
+    assert_eq!(tally.peak, 64 << 20);
+    assert!(tally.could_not_run.is_none() && tally.failing_console.is_none());
+}
+
+#[test]
+fn a_boot_that_timed_out_ran_but_failed() {
+    let mut tally = Tally::default();
+    let completion = tally
+        .completed(
+            &install_plan(),
+            &outcome(Ending::TimedOut, true, false),
+            &Options::default(),
+            Accel::Tcg,
+        )
+        .unwrap();
+    assert_eq!(completion, Completion::Ran { finished: false });
+    assert!(!tally.boots[0].passed);
+    let check = tally
+        .checks
+        .iter()
+        .find(|c| c.name == "boot-completed")
+        .unwrap();
+    assert!(!check.passed);
+    assert_eq!(check.measured, "did not finish within 300 s");
+    assert!(tally.failing_console.is_some());
+    assert!(tally.could_not_run.is_none());
+}
+
+#[test]
+fn a_boot_whose_agent_never_started_could_not_run() {
+    let mut tally = Tally::default();
+    let completion = tally
+        .completed(
+            &install_plan(),
+            &outcome(Ending::Exited { code: Some(1) }, false, false),
+            &Options::default(),
+            Accel::Tcg,
+        )
+        .unwrap();
+    assert_eq!(completion, Completion::NeverStarted);
+    assert_eq!(tally.boots.len(), 1);
+    assert!(tally
+        .could_not_run
+        .as_deref()
+        .unwrap()
+        .starts_with("boot 1: the guest agent never started (qemu exited (status 1)"));
+    assert!(!tally.checks.iter().any(|c| c.name == "boot-completed"));
+}
+
+#[test]
+fn an_interrupted_boot_stops_the_run() {
+    let mut tally = Tally::default();
+    let error = tally
+        .completed(
+            &install_plan(),
+            &outcome(Ending::Interrupted, true, false),
+            &Options::default(),
+            Accel::Tcg,
+        )
+        .unwrap_err();
+    assert!(error.to_string().starts_with("interrupted"));
+}
