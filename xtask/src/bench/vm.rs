@@ -44,6 +44,8 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     let options = lab::Options {
         accel: Some(Choice::Tcg),
         progress: true,
+        // The bench prints its own lines; the boots' report is vm-test's.
+        reporter: lab::Reporter::Quiet,
         ..lab::Options::default()
     };
     let with_probe = lab::Options {
@@ -221,6 +223,7 @@ fn compression_settings(context: &Context) -> Result<Vec<Figure>> {
             progress: true,
             boots: 1,
             compression: Some(setting.to_owned()),
+            reporter: lab::Reporter::Quiet,
             ..lab::Options::default()
         };
         let outcome = lab::run(context, &options)?;
