@@ -202,7 +202,7 @@ pub struct DiscardProbe {
 }
 
 /// One part of a checklist procedure, run in one boot: the checklist's
-/// command lines (xtask/src/checklist/procedures.rs) as the admin runs
+/// command lines (xtask/src/checklist/procedures/) as the admin runs
 /// them, by bash in a chroot of the booted system, each compared with its
 /// expectations; and the lab's own setup and verification around them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -93,7 +93,7 @@ pub fn convert(numbered: &Numbered, lab: &Lab) -> Result<Procedure> {
                         .find(|b| b.placeholder == placeholder)
                     else {
                         bail!(
-                            "checklist step {} ({id}): the lab VM has no value for {placeholder} in `{}`; give it one in xtask/src/vm/procedures.rs (`harness`)",
+                            "checklist step {} ({id}): the lab VM has no value for {placeholder} in `{}`; give it one in xtask/src/vm/procedures/harness.rs",
                             numbered.step,
                             command.line
                         );

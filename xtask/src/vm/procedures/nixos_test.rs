@@ -58,7 +58,7 @@ pub fn nixos_test_json(all: &[Numbered], admin: &str) -> String {
         })
         .collect();
     let document = serde_json::json!({
-        "comment": "Generated from xtask/src/checklist/procedures.rs (the deploy checklist's one source) for nix/tests/vm-test.nix; `UPDATE_GOLDEN=1 cargo test -p xtask --lib nixos_test_file` rewrites it.",
+        "comment": "Generated from xtask/src/checklist/procedures/ (the deploy checklist's one source) for nix/tests/vm-test.nix; `UPDATE_GOLDEN=1 cargo test -p xtask --lib nixos_test_file` rewrites it.",
         "admin": admin,
         "procedures": procedures,
     });
