@@ -349,8 +349,10 @@ impl<'a> Realisation<'a> {
                 }
                 self.admin(&mut steps, &spec.continued);
                 self.rotate_checks(&mut steps, spec);
-                self.admin(&mut steps, &spec.procedures);
+                // Before the checklist's procedures: §3.8's fstrim would
+                // trim what async discard is to release.
                 self.discard_latency(&mut steps, spec);
+                self.admin(&mut steps, &spec.procedures);
                 self.write_root_files(&mut steps, boot);
             }
             BootKind::RotateOnly => {

@@ -346,6 +346,42 @@ fn the_install_starts_the_discard_probe_after_its_writes_and_ends_it_before_fstr
 }
 
 #[test]
+fn a_rotation_ends_the_discard_probe_before_the_checklists_fstrim() {
+    // `bench` puts the probe into the default run's last boot, where the
+    // checklist's §3.8 runs `fstrim`: that would trim what async discard
+    // is to release, and the probe would see nothing released.
+    let layout = host_layout();
+    let context = context_of(&layout);
+    let login = AdminLogin {
+        user: "hbohlen".to_owned(),
+        uid: 1000,
+        gid: 100,
+        groups: vec![100, 1],
+        home: "/home/hbohlen".to_owned(),
+    };
+    let mut spec = BootSpec::new(2);
+    spec.discard_probe = Some(DiscardBudget {
+        p99_ms: 1000.0,
+        max_ms: 3000.0,
+    });
+    spec.procedures = vec![AdminStep {
+        id: "verify.trim".to_owned(),
+        step: "3.8".to_owned(),
+        title: "TRIM reaches the disk".to_owned(),
+        part: 0,
+        login,
+        substitutions: Vec::new(),
+        commands: Vec::new(),
+        captured: BTreeMap::new(),
+    }];
+    let plan = realisation_of(&layout, &context, vec![])
+        .plan_for(&spec)
+        .unwrap();
+    assert!(position(&plan, "discard:probe") < position(&plan, "check:discard-latency"));
+    assert!(position(&plan, "check:discard-latency") < position(&plan, "procedure:3.8"));
+}
+
+#[test]
 fn the_months_boot_rotates_again_at_the_clocks_the_plan_sets() {
     let layout = host_layout();
     let context = context_of(&layout);
