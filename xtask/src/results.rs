@@ -479,6 +479,18 @@ pub struct CheckRecord {
     pub expected: String,
 }
 
+impl CheckRecord {
+    pub fn new(boot: u32, name: &str, passed: bool, measured: String, expected: String) -> Self {
+        CheckRecord {
+            boot,
+            name: name.to_owned(),
+            passed,
+            measured,
+            expected,
+        }
+    }
+}
+
 /// `target/xtask/<kind>.json`: the last run.
 pub fn path(kind: &str) -> Utf8PathBuf {
     xtask_dir().join(file_name(kind))

@@ -40,7 +40,7 @@ use crate::setup;
 use process::{interrupted, run_ok, run_process, INTERRUPTED, RUNNING_GROUP};
 pub use root::mounts_below;
 use root::{
-    ca_bundle, chroot, debian_sources, lock, private_mount_namespace, remove_root, rust_sysroot,
+    ca_bundle, debian_sources, in_root, lock, private_mount_namespace, remove_root, rust_sysroot,
     Mounts,
 };
 
@@ -170,7 +170,7 @@ impl Proof<'_> {
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     anyhow::ensure!(
         setup::is_root(),
-        "fresh-machine needs root (debootstrap, chroot and mounts; the tests inside use loop devices): run it as root, e.g. in CI"
+        "fresh-machine needs root (debootstrap, mount namespaces and mounts; the tests inside use loop devices): run it as root, e.g. in CI"
     );
     // First, while this process has no threads yet.
     private_mount_namespace()?;
@@ -422,7 +422,7 @@ fn prove(
                 inside.push(format!("/tmp/{name}"));
             }
             run_ok(
-                &mut chroot(
+                &mut in_root(
                     root,
                     &format!(
                         "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends {}",
@@ -441,7 +441,7 @@ fn prove(
             "fresh-machine: running `{command}` in the fresh root"
         ));
         let status = proof.progress.suspend(|| {
-            run_process(&mut chroot(
+            run_process(&mut in_root(
                 root,
                 &format!("cd {REPO_IN_ROOT} && {command}"),
             ))

@@ -202,7 +202,7 @@ pub(super) fn debian_sources(mirror: &str, security: &str) -> String {
 }
 
 /// The clean environment the README's commands run with inside the root.
-pub(super) fn chroot_environment() -> Vec<(&'static str, String)> {
+pub(super) fn root_environment() -> Vec<(&'static str, String)> {
     vec![
         (
             "PATH",
@@ -230,12 +230,12 @@ pub(super) fn chroot_environment() -> Vec<(&'static str, String)> {
 /// the host and fails ("cannot change to '…': No such file or directory").
 /// The child gets a mount namespace of its own whose root *is* the fresh
 /// root (pivot_root), as on a real machine.
-pub(super) fn chroot(root: &Utf8Path, script: &str) -> Command {
+pub(super) fn in_root(root: &Utf8Path, script: &str) -> Command {
     let mut command = Command::new("/bin/sh");
     command
         .args(["-c", script])
         .env_clear()
-        .envs(chroot_environment());
+        .envs(root_environment());
     let new_root = std::ffi::CString::new(root.as_str());
     // SAFETY: the closure runs in the child between fork and exec and makes
     // only async-signal-safe system calls on memory prepared before the fork.

@@ -152,7 +152,7 @@ pub fn judge(
         };
         let moved = run.status.get("rotated_to").cloned().unwrap_or_default();
         let Some(stamp) = Stamp::parse(&moved) else {
-            checks.push(record(
+            checks.push(CheckRecord::new(
                 boot,
                 &name,
                 false,
@@ -204,7 +204,7 @@ pub fn judge(
         }
         let agreed = problems.is_empty();
         let deleted = verdict.deleted();
-        checks.push(record(
+        checks.push(CheckRecord::new(
             boot,
             &name,
             agreed,
@@ -268,16 +268,6 @@ fn describe_fates(verdict: &retention::Verdict) -> String {
     parts.join(", ")
 }
 
-fn record(boot: u32, name: &str, passed: bool, measured: String, expected: String) -> CheckRecord {
-    CheckRecord {
-        boot,
-        name: name.to_owned(),
-        passed,
-        measured,
-        expected,
-    }
-}
-
 /// Whether the month's boot showed each rule at work, in runs the guest
 /// agreed with the model on: without these a scenario that never reaches a
 /// rule would pass a script that breaks it.
@@ -285,7 +275,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
     let agreed: Vec<&Judged> = judged.iter().filter(|j| j.agreed).collect();
     let mut checks = Vec::new();
     let deleted = agreed.iter().find(|j| !j.verdict.deleted().is_empty());
-    checks.push(record(
+    checks.push(CheckRecord::new(
         boot,
         "month:deletion",
         deleted.is_some(),
@@ -306,7 +296,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
     let protected = agreed
         .iter()
         .find(|j| !j.verdict.with(|f| f == Fate::KeptAmongNewest).is_empty());
-    checks.push(record(
+    checks.push(CheckRecord::new(
         boot,
         "month:keep-at-least",
         protected.is_some() || rules.keep_at_least == 0,
@@ -334,7 +324,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             (i as u64) < (j.after.len() as u64).saturating_sub(rules.keep_at_least)
         })
     });
-    checks.push(record(
+    checks.push(CheckRecord::new(
         boot,
         "month:long-uptime",
         outside.is_some() && judged.iter().all(|j| j.agreed),
@@ -363,7 +353,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
                 .enumerate()
                 .all(|(i, s)| s.is_some_and(|s| s.suffix as usize == i + 1 + f.suffix as usize))
     });
-    checks.push(record(
+    checks.push(CheckRecord::new(
         boot,
         "month:same-second",
         same && judged.iter().all(|j| j.agreed),

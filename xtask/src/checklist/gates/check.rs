@@ -2,7 +2,7 @@
 
 use crate::results::{CheckResults, Header};
 
-use super::proof::{decide, Proof};
+use super::proof::{decide, never_run_here, Proof};
 use super::{gate, Gate, Observed, Status, BLOCKING_WARNINGS};
 
 impl Proof for CheckResults {
@@ -83,12 +83,6 @@ pub(super) fn check_gate(observed: &Observed) -> Gate {
         &observed.check,
         observed,
         &rerun,
-        |g| {
-            Gate {
-                detail: format!("no result in {}: never run here", observed.results_dir),
-                ..g
-            }
-            .run(rerun.clone())
-        },
+        never_run_here(observed, "result", &rerun),
     )
 }

@@ -2,7 +2,7 @@
 
 use crate::results::{Header, ProcedureStatus, VmTestResults};
 
-use super::proof::{decide, Proof};
+use super::proof::{decide, never_run_here, Proof};
 use super::{gate, Gate, Observed, Status, ThoroughResults};
 
 impl Proof for ThoroughResults {
@@ -98,15 +98,6 @@ pub(super) fn procedures_gate(observed: &Observed) -> Gate {
         &observed.thorough,
         observed,
         &rerun,
-        |g| {
-            Gate {
-                detail: format!(
-                    "no `vm-test --thorough` result in {}: never run here",
-                    observed.results_dir
-                ),
-                ..g
-            }
-            .run(rerun.clone())
-        },
+        never_run_here(observed, "`vm-test --thorough` result", &rerun),
     )
 }

@@ -180,3 +180,19 @@ pub(super) fn decide<T: Proof>(
     }
     never_run(template)
 }
+
+/// What a gate says when no result of its kind is on file: where it looked,
+/// and the command that makes one.
+pub(super) fn never_run_here<'a>(
+    observed: &'a Observed,
+    what: &'a str,
+    rerun: &'a str,
+) -> impl FnOnce(Gate) -> Gate + 'a {
+    move |g| {
+        Gate {
+            detail: format!("no {what} in {}: never run here", observed.results_dir),
+            ..g
+        }
+        .run(rerun.to_owned())
+    }
+}

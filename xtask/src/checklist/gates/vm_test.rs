@@ -2,7 +2,7 @@
 
 use crate::results::{Header, VmTestResults};
 
-use super::proof::{decide, Proof};
+use super::proof::{decide, never_run_here, Proof};
 use super::{gate, Gate, Observed, Status};
 
 impl Proof for VmTestResults {
@@ -71,12 +71,6 @@ pub(super) fn vm_test_gate(observed: &Observed) -> Gate {
         &observed.vm_test,
         observed,
         &rerun,
-        |g| {
-            Gate {
-                detail: format!("no result in {}: never run here", observed.results_dir),
-                ..g
-            }
-            .run(rerun.clone())
-        },
+        never_run_here(observed, "result", &rerun),
     )
 }

@@ -440,13 +440,8 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
         } => {
             let (names, all_subvolumes, newest_missing, some_missing) =
                 with_top_level(plan, device, |top| {
+                    let names = super::rollback::list_old_roots(top, directory)?;
                     let dir = Path::new(top).join(directory);
-                    let mut names: Vec<String> = std::fs::read_dir(&dir)
-                        .with_context(|| format!("listing {}", dir.display()))?
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect();
-                    names.sort();
                     // A subvolume's root directory is inode 256.
                     let all_subvolumes = names
                         .iter()

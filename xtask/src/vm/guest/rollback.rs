@@ -211,7 +211,8 @@ fn send_run(run: u32, ran: &ScriptRun, old_roots: Option<Vec<String>>, clock_set
     });
 }
 
-fn list_old_roots(top: &str, directory: &str) -> Result<Vec<String>> {
+/// The names below the old roots' directory, sorted.
+pub(super) fn list_old_roots(top: &str, directory: &str) -> Result<Vec<String>> {
     let dir = Path::new(top).join(directory);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("listing {}", dir.display()))?

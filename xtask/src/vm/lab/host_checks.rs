@@ -2,6 +2,7 @@
 //! (retention, the month, mount times) and on the image (trim).
 
 use super::*;
+use crate::results::CheckRecord;
 use crate::vm::collect::Collected;
 use crate::vm::month::{self};
 use crate::vm::plan::{BootKind, Plan};
@@ -87,7 +88,7 @@ pub(super) fn mount_time(tally: &mut Tally, boot: u32, collected: &Collected, bu
     tally
         .figures
         .insert(format!("mount_ms.boot{boot}"), total as f64);
-    tally.checks.push(host_check(
+    tally.checks.push(CheckRecord::new(
         boot,
         "mount-time",
         total <= budget_ms,
@@ -133,7 +134,7 @@ pub(super) fn trim_reached_the_host(
     figures.insert("trim.freed_bytes".into(), freed as f64);
     figures.insert("trim.host_file_freed_bytes".into(), file_freed as f64);
     let minimum = realisation.host_expectations().trim_freed_min_bytes;
-    tally.checks.push(host_check(
+    tally.checks.push(CheckRecord::new(
         boot,
         "trim:host-freed",
         freed >= minimum,

@@ -47,7 +47,7 @@ pub use prepare::{prepare, with_compression, Prepared};
 pub use report::Reporter;
 use session::boot_timeout;
 pub use session::{BootOutcome, Session};
-use tally::{host_check, Completion, Tally};
+use tally::{Completion, Tally};
 use thorough::thorough;
 
 /// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::*;
+use crate::results::CheckRecord;
 use crate::vm::month::{self};
 use crate::vm::plan::BootKind;
 use crate::vm::protocol::Event;
@@ -100,7 +101,7 @@ pub(super) fn power_cuts(run: &mut Run) -> Result<bool> {
         // model deletes: `retention:run1` holds this boot against it.
         if let Some((lost, before, now)) = tally.lost_old_roots(last_completed, boot) {
             let agreed = tally.check_passed(boot, "retention:run1");
-            tally.checks.push(host_check(
+            tally.checks.push(CheckRecord::new(
                 boot,
                 "old-roots-kept",
                 agreed,
@@ -123,7 +124,7 @@ pub(super) fn power_cuts(run: &mut Run) -> Result<bool> {
             .collect();
         let ok = completed && failed.is_empty();
         survived += u32::from(ok);
-        tally.checks.push(host_check(
+        tally.checks.push(CheckRecord::new(
             boot,
             &format!("power-cut:{cut}"),
             ok && cut_landed,

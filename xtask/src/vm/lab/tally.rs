@@ -103,7 +103,7 @@ impl Tally {
             self.boots.push(record);
             return Ok(Completion::NeverStarted);
         }
-        self.checks.push(host_check(
+        self.checks.push(CheckRecord::new(
             boot,
             "boot-completed",
             problem.is_none(),
@@ -262,21 +262,5 @@ impl Tally {
             .cloned()
             .collect();
         Some((lost, before.len(), now.len()))
-    }
-}
-
-pub(super) fn host_check(
-    boot: u32,
-    name: &str,
-    passed: bool,
-    measured: String,
-    expected: String,
-) -> CheckRecord {
-    CheckRecord {
-        boot,
-        name: name.to_owned(),
-        passed,
-        measured,
-        expected,
     }
 }

@@ -345,6 +345,30 @@ fn the_install_starts_the_discard_probe_after_its_writes_and_ends_it_before_fstr
     assert_eq!((*min_released_bytes, *p99_budget_ms), (1 << 30, 1000.0));
 }
 
+fn admin_login() -> AdminLogin {
+    AdminLogin {
+        user: "hbohlen".to_owned(),
+        uid: 1000,
+        gid: 100,
+        groups: vec![100, 1],
+        home: "/home/hbohlen".to_owned(),
+    }
+}
+
+/// A procedure part with no commands: where it lands in the plan is what counts.
+fn admin_step(step: &str) -> AdminStep {
+    AdminStep {
+        id: format!("id-{step}"),
+        step: step.to_owned(),
+        title: "t".to_owned(),
+        part: 0,
+        login: admin_login(),
+        substitutions: Vec::new(),
+        commands: Vec::new(),
+        captured: BTreeMap::new(),
+    }
+}
+
 #[test]
 fn a_rotation_ends_the_discard_probe_before_the_checklists_fstrim() {
     // `bench` puts the probe into the default run's last boot, where the
@@ -352,28 +376,12 @@ fn a_rotation_ends_the_discard_probe_before_the_checklists_fstrim() {
     // is to release, and the probe would see nothing released.
     let layout = host_layout();
     let context = context_of(&layout);
-    let login = AdminLogin {
-        user: "hbohlen".to_owned(),
-        uid: 1000,
-        gid: 100,
-        groups: vec![100, 1],
-        home: "/home/hbohlen".to_owned(),
-    };
     let mut spec = BootSpec::new(2);
     spec.discard_probe = Some(DiscardBudget {
         p99_ms: 1000.0,
         max_ms: 3000.0,
     });
-    spec.procedures = vec![AdminStep {
-        id: "verify.trim".to_owned(),
-        step: "3.8".to_owned(),
-        title: "TRIM reaches the disk".to_owned(),
-        part: 0,
-        login,
-        substitutions: Vec::new(),
-        commands: Vec::new(),
-        captured: BTreeMap::new(),
-    }];
+    spec.procedures = vec![admin_step("3.8")];
     let plan = realisation_of(&layout, &context, vec![])
         .plan_for(&spec)
         .unwrap();
@@ -417,26 +425,10 @@ fn the_months_boot_rotates_again_at_the_clocks_the_plan_sets() {
 fn procedures_run_in_the_system_continued_ones_before_the_checks() {
     let layout = host_layout();
     let context = context_of(&layout);
-    let login = AdminLogin {
-        user: "hbohlen".to_owned(),
-        uid: 1000,
-        gid: 100,
-        groups: vec![100, 1],
-        home: "/home/hbohlen".to_owned(),
-    };
-    let part = |step: &str| AdminStep {
-        id: format!("id-{step}"),
-        step: step.to_owned(),
-        title: "t".to_owned(),
-        part: 0,
-        login: login.clone(),
-        substitutions: Vec::new(),
-        commands: Vec::new(),
-        captured: BTreeMap::new(),
-    };
+    let login = admin_login();
     let mut spec = BootSpec::new(4);
-    spec.continued = vec![part("4.4")];
-    spec.procedures = vec![part("4.5")];
+    spec.continued = vec![admin_step("4.4")];
+    spec.procedures = vec![admin_step("4.5")];
     let plan = realisation_of(&layout, &context, vec![])
         .plan_for(&spec)
         .unwrap();
