@@ -38,10 +38,16 @@
   # the server off. Set it when a Hetzner private network is attached (a
   # second en* interface), so that the public address stays on one link.
   publicMacAddress = null;
+  # Which kind of server this is. Hetzner Cloud servers come with a public
+  # IPv4 address unless they were created IPv6-only (cheaper; Cloud
+  # Console, Networking: "Public IPv4" off). true: IPv4 by DHCP. false:
+  # IPv6 only, and ipv6Address below must be set, or the server comes up
+  # with no address at all (`cargo xtask check` refuses it: HOST005).
+  publicIpv4 = true;
   # Hetzner Cloud routes a /64 to every server but leaves configuring an
   # address of it to the server: one address with its prefix length, from
   # the Cloud Console (Networking), e.g. "2a01:4f8:c012:3456::1/64". The
-  # gateway is fe80::1. null: IPv4 only.
+  # gateway is fe80::1. null: IPv4 only (only with publicIpv4 = true).
   ipv6Address = null;
   # The one login of the server: users.nix creates it (wheel, sudo without
   # a password), persistence.nix keeps its authorized_keys, and the deploy

@@ -49,6 +49,21 @@ let
   subvolumeName = lib.types.strMatching "[^/[:space:]]+";
 
   bash = "${pkgs.bashInteractive}/bin/bash";
+
+  # Every step of the rollback is bounded, in both initrds (a oneshot
+  # service has no start timeout unless it is given one). A rotation takes
+  # well under a second, and deleting 10 000 old roots about 4 s
+  # (docs/benchmarks.md); the limit is for a hang (a `btrfs` command stuck
+  # on a failing disk, `btrfs subvolume sync` in the full-filesystem path).
+  # At the limit the script gets SIGTERM: it traps it, records
+  # result=failed message=terminated in the status file and unmounts;
+  # whatever still runs gets SIGKILL `killSeconds` later. The script
+  # survives a stop at any line (docs/rollback.md), and what the boot does
+  # next is in docs/troubleshooting.md ("The rollback hangs or times out").
+  timeoutSeconds = 180;
+  killSeconds = 15;
+  # How long the scripted initrd waits for the device node to appear.
+  deviceWaitSeconds = 10;
 in
 {
   options.boot.btrfsRollback = {
@@ -182,6 +197,8 @@ in
           serviceConfig = {
             Type = "oneshot";
             RemainAfterExit = true;
+            # It reads two files in /run.
+            TimeoutStartSec = "30s";
           };
           script = ''
             status=${lib.escapeShellArg "${statusDir}/status"}
@@ -241,6 +258,27 @@ in
             StandardError = "journal+console";
             # Fails open: only wanted by initrd.target, so a failure is
             # reported and the boot goes on.
+            #
+            # Bounded: at the limit systemd stops the unit (SIGTERM, then
+            # SIGKILL after TimeoutStopSec) and it fails with
+            # Result=timeout. sysroot.mount is only ordered after it, so
+            # the boot goes on: on the old root when the script stopped
+            # before the move or put the root back, on the new root when
+            # it stopped after creating it. Stopped between the move and
+            # the new root, @root is missing: sysroot.mount fails,
+            # initrd-root-fs.target fails and systemd's OnFailure= starts
+            # emergency.target, whose shell stays locked (boot.initrd.
+            # systemd.emergencyAccess is false: nixpkgs' nixos/modules/
+            # system/boot/systemd/initrd.nix, NixOS/nixpkgs 00e6b22b508f,
+            # writes root:* into the initrd's /etc/shadow). A reset then
+            # boots again, and the next rollback creates the missing root;
+            # if it hangs again, the Hetzner rescue system is the way in.
+            # The device the unit requires is bounded by systemd's
+            # DefaultDeviceTimeoutSec (90 s): without it, the unit and
+            # sysroot.mount fail and the boot ends in the same emergency
+            # mode.
+            TimeoutStartSec = "${toString timeoutSeconds}s";
+            TimeoutStopSec = "${toString killSeconds}s";
           };
         };
       })
@@ -255,11 +293,17 @@ in
         # postResumeCommands option", in NixOS since 24.05, added the hook
         # for exactly this). The text is pasted into stage-1-init.sh by
         # substitutions of @name@ placeholders: never write one here.
-        # busybox provides every tool but btrfs.
+        # busybox provides every tool but btrfs, `timeout` too: at the
+        # limit the script gets SIGTERM (and SIGKILL after killSeconds),
+        # the module prints FAILED and stage 1 goes on to mount the
+        # root; a missing @root then fails that mount, and stage-1-init.sh
+        # stops in its fail() prompt, which without boot.shell_on_fail
+        # offers no shell, only `r` (reboot: the next rollback creates the
+        # missing root) or going on; else the Hetzner rescue system.
         boot.initrd.postResumeCommands = lib.mkAfter ''
           btrfs_rollback_device=${lib.escapeShellArg device}
           btrfs_rollback_wait=0
-          while [ ! -e "$btrfs_rollback_device" ] && [ "$btrfs_rollback_wait" -lt 10 ]; do
+          while [ ! -e "$btrfs_rollback_device" ] && [ "$btrfs_rollback_wait" -lt ${toString deviceWaitSeconds} ]; do
             sleep 1
             btrfs_rollback_wait=$((btrfs_rollback_wait + 1))
           done
@@ -267,7 +311,7 @@ in
             lib.concatStringsSep " " (
               lib.mapAttrsToList (name: value: "${name}=${lib.escapeShellArg value}") environment
             )
-          } ash ${scriptedInitrdPath} "$btrfs_rollback_device"; then
+          } timeout -s TERM -k ${toString killSeconds} ${toString timeoutSeconds} ash ${scriptedInitrdPath} "$btrfs_rollback_device"; then
             echo "btrfs-rollback: FAILED; booting on (see ${statusDir}/status)"
           fi
         '';
