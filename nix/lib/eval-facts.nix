@@ -116,6 +116,17 @@ in
   wheelNeedsPassword = scalar [ "security" "sudo" "wheelNeedsPassword" ] true;
   # nixos/modules/services/backup/btrbk.nix: one btrbk-<name>.timer per instance.
   btrbkInstances = builtins.attrNames (scalar [ "services" "btrbk" "instances" ] { });
+  # nixos/modules/services/misc/fstrim.nix (NixOS/nixpkgs e54ebecf8752):
+  # enable false, interval "weekly" (the timer's OnCalendar); the unit is
+  # util-linux's fstrim.service. OnBootSec and Persistent as the host adds
+  # them to the timer (null and false where it does not: vm-test then
+  # assumes no run after boot and no catch-up).
+  fstrim = {
+    enable = scalar [ "services" "fstrim" "enable" ] false;
+    interval = scalar [ "services" "fstrim" "interval" ] "weekly";
+    onBootSec = scalar [ "systemd" "timers" "fstrim" "timerConfig" "OnBootSec" ] null;
+    persistent = scalar [ "systemd" "timers" "fstrim" "timerConfig" "Persistent" ] false;
+  };
   # nixos/modules/tasks/filesystems/btrfs.nix: one btrfs-scrub-<escaped path>.timer per file system.
   scrubFileSystems =
     if scalar [ "services" "btrfs" "autoScrub" "enable" ] false then

@@ -90,6 +90,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("geometry_sgdisk", Tier::Quick),
     ("cli_conventions", Tier::Quick),
     ("host_fixture", Tier::Quick),
+    // The host's NixOS modules through the module-system stand-in (nix-instantiate).
+    ("host_modules", Tier::Quick),
     // Broken copies of the host files; vm-test refuses them before booting.
     ("host_files", Tier::Quick),
     ("nix_store", Tier::Quick),

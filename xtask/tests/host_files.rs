@@ -262,6 +262,33 @@ fn a_1g_swap_is_host002_and_a_deliberate_one_host003() {
     assert!(findings.iter().all(|f| f["code"] != "HOST002"));
 }
 
+/// An IPv6-only server (publicIpv4 = false) that keeps ipv6Address = null
+/// would come up with no address: HOST005 at machine.nix's ipv6Address.
+#[test]
+fn an_ipv6_only_server_without_its_address_is_host005() {
+    let dir = stand_in(
+        "machine.nix",
+        replace("publicIpv4 = true;", "publicIpv4 = false;"),
+    );
+    let (code, findings) = check(dir.path());
+    assert_eq!(code, Some(1), "{findings:#?}");
+    let host005 = finding(&findings, "HOST005");
+    let (file, line, _) = place(host005);
+    assert!(file.ends_with(&format!("{HOST}/machine.nix")), "{host005:#}");
+    assert_eq!(line, line_of(dir.path(), "machine.nix", "ipv6Address = null;"));
+    // With its address it is a server like any other.
+    let dir = stand_in("machine.nix", |text| {
+        text.replacen("publicIpv4 = true;", "publicIpv4 = false;", 1)
+            .replacen(
+                "ipv6Address = null;",
+                "ipv6Address = \"2a01:4f8:c012:3456::1/64\";",
+                1,
+            )
+    });
+    let (code, findings) = check(dir.path());
+    assert_eq!(code, Some(0), "{findings:#?}");
+}
+
 /// vm-test never boots what check rejects, and never falls back to the
 /// module's defaults when rollback.nix does not give the settings: it stops
 /// (exit 2) before starting a VM and says why.

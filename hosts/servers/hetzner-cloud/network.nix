@@ -56,8 +56,8 @@ in
 
     ipv4 = lib.mkOption {
       type = lib.types.bool;
-      default = machine.publicIpv4;
-      defaultText = lib.literalExpression "(import ./machine.nix).publicIpv4";
+      default = machine.publicIpv4 or true;
+      defaultText = lib.literalExpression "(import ./machine.nix).publicIpv4 or true";
       description = ''
         Whether the server has a public IPv4 address, which Hetzner Cloud
         hands out by DHCP. false for a server created IPv6-only: then

@@ -34,6 +34,77 @@ pub struct HostFacts {
     pub btrbk_instances: Vec<String>,
     /// `services.btrfs.autoScrub.fileSystems`, when it is enabled.
     pub scrub_file_systems: Vec<String>,
+    /// `services.fstrim` and what the host adds to its timer.
+    pub fstrim: Fstrim,
+}
+
+/// The periodic TRIM of the host: util-linux's fstrim.service, started by
+/// fstrim.timer (nixpkgs' nixos/modules/services/misc/fstrim.nix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fstrim {
+    pub enable: bool,
+    /// The timer's OnCalendar (`services.fstrim.interval`).
+    pub interval: String,
+    /// The timer's OnBootSec: a run after every boot.
+    pub on_boot_sec: Option<String>,
+    /// The timer's Persistent: a run missed while the machine was off
+    /// happens at the next boot.
+    pub persistent: bool,
+}
+
+/// What util-linux's fstrim.service runs (sys-utils/fstrim.service.in since
+/// util-linux 2.36; Debian 12's /lib/systemd/system/fstrim.service has the
+/// same line): every mounted filesystem of /etc/fstab, else of
+/// /proc/self/mountinfo, trimmed once per device.
+pub const FSTRIM_SERVICE_ARGS: [&str; 4] = [
+    "--listed-in",
+    "/etc/fstab:/proc/self/mountinfo",
+    "--verbose",
+    "--quiet-unsupported",
+];
+
+/// Seconds of a calendar keyword of systemd.time(7) that names a fixed
+/// period; None for other calendar specifications.
+pub fn calendar_period_s(interval: &str) -> Option<i64> {
+    const DAY: i64 = 86_400;
+    match interval {
+        "hourly" => Some(3_600),
+        "daily" => Some(DAY),
+        "weekly" => Some(7 * DAY),
+        "monthly" => Some(28 * DAY),
+        _ => None,
+    }
+}
+
+impl Fstrim {
+    /// The timer's settings that start fstrim.service after a boot, and so
+    /// trim what the boot's rollback freed: OnBootSec after every boot, and
+    /// the calendar (`interval`) within one period of it, also when the
+    /// server stays up (empty: nothing trims it).
+    pub fn triggers(&self) -> Vec<String> {
+        let mut triggers = Vec::new();
+        if !self.enable {
+            return triggers;
+        }
+        if let Some(on_boot) = &self.on_boot_sec {
+            triggers.push(format!("OnBootSec={on_boot}"));
+        }
+        let within = match calendar_period_s(&self.interval) {
+            Some(period) => format!("within {} days", period / 86_400),
+            None => "at its next time".to_owned(),
+        };
+        let persistent = if self.persistent {
+            ", caught up at boot after a power-off (Persistent=true)"
+        } else {
+            ""
+        };
+        triggers.push(format!(
+            "OnCalendar={}: {within}{persistent}",
+            self.interval
+        ));
+        triggers
+    }
 }
 
 /// Where a command runs.
@@ -202,6 +273,31 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("no SSH key for hbohlen"));
         assert!(with_key().login_problems("machine.nix").is_empty());
+    }
+
+    #[test]
+    fn fstrim_runs_after_boot_only_when_its_timer_starts_it() {
+        let host = host_facts().fstrim;
+        assert_eq!(
+            host.triggers(),
+            [
+                "OnBootSec=15min",
+                "OnCalendar=weekly: within 7 days, caught up at boot after a power-off (Persistent=true)"
+            ]
+        );
+        // The weekly run alone still reaches what a boot freed.
+        let weekly = Fstrim {
+            on_boot_sec: None,
+            persistent: false,
+            ..host.clone()
+        };
+        assert_eq!(weekly.triggers(), ["OnCalendar=weekly: within 7 days"]);
+        // The path removed: nothing trims the space the rollback frees.
+        let off = Fstrim {
+            enable: false,
+            ..host
+        };
+        assert!(off.triggers().is_empty());
     }
 
     #[test]

@@ -169,6 +169,19 @@ pub fn bytes(value: u64) -> String {
     format!("{value} B ({})", human(value))
 }
 
+/// What machine.nix says about the server's addresses, in words.
+fn server_kind(machine: &crate::hosts::Machine) -> String {
+    let ipv6 = match &machine.ipv6_address {
+        Some(address) => format!("IPv6 {address}"),
+        None => "no IPv6 (ipv6Address = null)".to_owned(),
+    };
+    match machine.public_ipv4 {
+        Some(false) => format!("IPv6 only (publicIpv4 = false), {ipv6}"),
+        Some(true) => format!("a public IPv4 (publicIpv4 = true) and {ipv6}"),
+        None => format!("publicIpv4 not set (taken as true) and {ipv6}"),
+    }
+}
+
 /// §2: from the facts in machine.nix to the first login.
 pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
     let tables = subject.tables();
@@ -203,6 +216,7 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
         steps.push(
             procedure("deploy.facts", format!("Give the server its own facts in {machine_file}"))
                 .note(format!("adminSshKeys: the SSH public key of {admin}, the one login. The server has no passwords, so the build refuses an empty list (check reports HOST001)."))
+                .note(format!("Which kind of server is it? The Cloud Console shows it (the server, Networking). With a public IPv4 (Hetzner's default): publicIpv4 = true; the IPv4 comes by DHCP. IPv6 only (created without a public IPv4): publicIpv4 = false, and ipv6Address must be set, or the server comes up with no address at all (check refuses it: HOST005; the build too). {machine_file} now says: {}.", server_kind(&subject.machine)))
                 .note("ipv6Address: the address of the server's /64 from the Cloud Console (Networking), with its prefix, e.g. \"2a01:4f8:c012:3456::1/64\"; null keeps the server on IPv4.")
                 .run(local(format!(
                     "nix-instantiate --eval --strict --json -E '(import ./{machine_file}).adminSshKeys'"
@@ -398,6 +412,12 @@ mod tests {
             "ssh hbohlen@<IP> 'sudo btrfs send /btrfs_tmp/@snapshots/@persist.pre-install' | zstd"
         ));
         assert!(text.contains("hcloud server create-image --type snapshot"));
+        // It asks which kind of server it is, and says what machine.nix says.
+        assert!(text.contains("Which kind of server is it?"), "{text}");
+        assert!(
+            text.contains("now says: a public IPv4 (publicIpv4 = true) and no IPv6 (ipv6Address = null)"),
+            "{text}"
+        );
         assert!(text.contains("cargo xtask check --mode flake --host hetzner-cloud"));
         assert!(text.contains(
             "nix-instantiate --eval --strict --json -E '(import ./hosts/servers/hetzner-cloud/machine.nix).adminSshKeys'"
@@ -446,7 +466,10 @@ mod tests {
         assert!(text.contains("sudo fstrim -v /btrfs_tmp\n"));
         assert!(text.contains("sudo systemctl --failed --no-legend --plain\n"));
         assert!(text.contains(
-            "sudo systemctl is-active btrfs-rollback-status.service btrbk-persist.timer btrfs-scrub-btrfs_tmp.timer\n"
+            "sudo systemctl is-active btrfs-rollback-status.service btrbk-persist.timer\n"
+        ), "{text}");
+        assert!(text.contains(
+            "sudo systemctl show -p Id -p ActiveState 'btrfs-scrub[-@]btrfs_tmp.timer'\n"
         ), "{text}");
         assert!(text.contains("sudo btrfs filesystem usage -b /btrfs_tmp\n"));
         assert!(text.contains("sudo sh -c 'sha256sum /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_rsa_key.pub > /persist/identity.sha256'\n"), "{text}");

@@ -61,6 +61,12 @@ pub struct Machine {
     pub partition_sizes: Option<PartitionSizes>,
     /// Deliberate departures from `partition_sizes`, with their reasons.
     pub partition_size_deviations: Option<PartitionSizeDeviations>,
+    /// `publicIpv4`: whether the server has a public IPv4 address (false:
+    /// an IPv6-only server); network.nix takes an absent one as true.
+    pub public_ipv4: Option<bool>,
+    /// `ipv6Address`: the server's static IPv6 address with its prefix
+    /// length; None: no IPv6.
+    pub ipv6_address: Option<String>,
 }
 
 /// machine.nix `partitionSizes`: one disko size per partition role.

@@ -36,7 +36,29 @@ pub fn findings(layout: Option<&Layout>, files: &HostFiles) -> Vec<Finding> {
         found.extend(partition_sizes(layout, files));
     }
     found.extend(rollback_settings(files));
+    found.extend(reachable(files));
     found
+}
+
+/// HOST005: an IPv6-only server (publicIpv4 = false) without its IPv6
+/// address comes up with no address at all; it has no passwords, so only
+/// the rescue system reaches it. network.nix asserts the same at build.
+fn reachable(files: &HostFiles) -> Vec<Finding> {
+    let machine = files.machine;
+    if machine.public_ipv4 != Some(false) || machine.ipv6_address.is_some() {
+        return Vec::new();
+    }
+    vec![Finding::new(
+        "HOST005",
+        Severity::Error,
+        AttrPath::new(["ipv6Address"]),
+        format!(
+            "{}: publicIpv4 = false (an IPv6-only server) and ipv6Address = null: the server would come up with no address, and nobody could log in",
+            machine_name(files)
+        ),
+        "Set ipv6Address to an address of the server's /64 from the Hetzner Cloud Console (Networking), e.g. \"2a01:4f8:c012:3456::1/64\"; or, if the server has a public IPv4, set publicIpv4 = true.",
+    )
+    .at(machine_location(files, &["ipv6Address"]))]
 }
 
 fn machine_location(files: &HostFiles, path: &[&str]) -> Option<Location> {

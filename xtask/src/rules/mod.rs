@@ -178,6 +178,7 @@ pub const RULES: &[Rule] = &[
     rule!("HOST002", Error, Host, "A partition's size differs from what machine.nix requires of the host (partitionSizes), or a required partition is missing."),
     rule!("HOST003", Warning, Host, "A partition deviates from partitionSizes on purpose (partitionSizeDeviations gives its reason), or a listed deviation no longer applies."),
     rule!("HOST004", Error, Host, "rollback.nix gives boot.btrfsRollback an option it does not have or a value of the wrong type."),
+    rule!("HOST005", Error, Host, "machine.nix describes an IPv6-only server (publicIpv4 = false) without its ipv6Address: it would come up with no address, unreachable."),
     rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
     rule!("DEV003", Error, Devices, "disko's /dev/disk/by-partlabel path for a partition is not the link udev creates for its GPT name: mkfs fails at install.", devices::partlabel_links),
     rule!("DEV004", Error, Devices, "A disk with a partition table is a partition or mapped device itself: the kernel creates no partitions inside it, mkfs fails at install.", devices::whole_disks),

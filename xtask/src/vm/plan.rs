@@ -444,6 +444,15 @@ pub enum Expect {
     NoCow { directory: String },
     /// fstrim succeeds and discards at least `min_bytes`.
     Fstrim { mountpoint: String, min_bytes: u64 },
+    /// The command util-linux's fstrim.service runs (`fstrim` with `args`)
+    /// exits 0 and trims the filesystem mounted at `mountpoint`, whatever
+    /// else it trims; `triggers` say which of the host's timer settings
+    /// start it (for the report).
+    FstrimService {
+        args: Vec<String>,
+        mountpoint: String,
+        triggers: Vec<String>,
+    },
     /// The filesystem queues freed extents for asynchronous discard.
     AsyncDiscard { mountpoint: String },
     /// None of these exist.

@@ -123,3 +123,38 @@ fn expectations_say_what_differed() {
         .unwrap_err()
         .contains("85 in"));
 }
+
+/// §3.1's scrub timer: the name nixpkgs gives it changed (NixOS/nixpkgs
+/// PR #559627 made it a template instance); both names pass, a missing or
+/// stopped timer does not.
+#[test]
+fn the_scrub_timer_passes_under_either_nixpkgs_name() {
+    let subject = crate::hosts::testing::host_subject();
+    let facts = crate::checklist::facts::testing::with_key();
+    let steps = super::verification::verification(&subject, &facts, None);
+    let units = steps.iter().find(|p| p.id == "verify.units").unwrap();
+    let scrub = units
+        .commands
+        .iter()
+        .find(|c| c.line.contains("btrfs-scrub"))
+        .unwrap();
+    assert_eq!(
+        scrub.line,
+        "sudo systemctl show -p Id -p ActiveState 'btrfs-scrub[-@]btrfs_tmp.timer'"
+    );
+    let holds = |stdout: &str| scrub.expect.iter().all(|e| e.check(0, stdout).is_ok());
+    // What systemctl show prints for each name.
+    assert!(holds("Id=btrfs-scrub-btrfs_tmp.timer\nActiveState=active\n"));
+    assert!(holds("Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=active\n"));
+    // No unit fits the glob: show prints nothing.
+    assert!(!holds(""));
+    assert!(!holds("Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=inactive\n"));
+    assert!(!holds("Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=failed\n"));
+    // No other command of the procedure names a scrub timer.
+    assert!(units
+        .commands
+        .iter()
+        .filter(|c| c.line.contains("btrfs-scrub"))
+        .count()
+        == 1);
+}

@@ -58,12 +58,6 @@ pub fn verification(
             .iter()
             .map(|i| format!("btrbk-{i}.timer")),
     );
-    units.extend(
-        facts
-            .scrub_file_systems
-            .iter()
-            .map(|fs| format!("btrfs-scrub-{}.timer", escape_systemd_path(fs))),
-    );
     let mut boot = procedure("verify.units", "The system came up clean")
         .note("No unit failed at boot, and the units this host relies on are active: the report of the root rollback (it fails when the initrd's rollback failed), the btrbk snapshots of /persist and the monthly scrub.")
         .run(sudo("systemctl --failed --no-legend --plain"))
@@ -79,7 +73,37 @@ pub fn verification(
         })
         .expect(Expect::NoLine {
             pattern: "failed".to_owned(),
-        })
+        });
+    // The monthly scrub's timer has one name per file system, which nixpkgs
+    // changed: btrfs-scrub-<path>.timer (nixos/modules/tasks/filesystems/
+    // btrfs.nix before NixOS/nixpkgs#559627), the template instance
+    // btrfs-scrub@<path>.timer after it. The glob takes either, so a
+    // nixpkgs update does not turn a healthy server red; `show` prints
+    // nothing for a glob that fits no unit, so the Id line is required.
+    for fs in &facts.scrub_file_systems {
+        let escaped = escape_systemd_path(fs);
+        boot = boot
+            .run(sudo(format!(
+                "systemctl show -p Id -p ActiveState 'btrfs-scrub[-@]{escaped}.timer'"
+            )))
+            .shows(format!(
+                "Id=btrfs-scrub@{escaped}.timer   (btrfs-scrub-{escaped}.timer before nixpkgs PR #559627)"
+            ))
+            .shows("ActiveState=active")
+            .expect(Expect::Line {
+                pattern: format!("Id=btrfs-scrub<*>{escaped}.timer"),
+            })
+            .expect(Expect::Line {
+                pattern: "ActiveState=active".to_owned(),
+            })
+            .expect(Expect::NoLine {
+                pattern: "ActiveState=inactive".to_owned(),
+            })
+            .expect(Expect::NoLine {
+                pattern: "ActiveState=failed".to_owned(),
+            });
+    }
+    boot = boot
         .then(format!(
             "A failed unit: `sudo systemctl status <unit>` and `sudo journalctl -b -u <unit>` say why; {ROLLBACK_STATUS_UNIT} failing means the rollback did not run or failed (docs/troubleshooting.md)."
         ));

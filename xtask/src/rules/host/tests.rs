@@ -274,3 +274,24 @@ fn the_rollback_options_are_the_modules() {
     let ours: Vec<&str> = ROLLBACK_OPTIONS.iter().map(|(name, _)| *name).collect();
     assert_eq!(declared, ours);
 }
+
+/// HOST005: each kind of Hetzner Cloud server, and the one that would be
+/// unreachable.
+#[test]
+fn an_ipv6_only_server_needs_its_address() {
+    let with = |public_ipv4: Option<bool>, ipv6: Option<&str>| {
+        let machine = Machine {
+            public_ipv4,
+            ipv6_address: ipv6.map(str::to_owned),
+            ..roadmap()
+        };
+        codes(&run(&machine, "32G", None))
+    };
+    let address = Some("2a01:4f8:c012:3456::1/64");
+    // IPv4 only, dual stack, IPv6 only with its address, an older machine.nix.
+    assert!(with(Some(true), None).is_empty());
+    assert!(with(Some(true), address).is_empty());
+    assert!(with(Some(false), address).is_empty());
+    assert!(with(None, None).is_empty());
+    assert_eq!(with(Some(false), None), [("HOST005", Severity::Error)]);
+}

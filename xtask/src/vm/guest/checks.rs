@@ -351,6 +351,41 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
             );
             Ok(())
         }
+        Expect::FstrimService {
+            args,
+            mountpoint,
+            triggers,
+        } => {
+            let started = Instant::now();
+            let mut argv = vec![tools.fstrim.clone()];
+            argv.extend(args.iter().cloned());
+            let ran = run_program(&argv, &BTreeMap::new())?;
+            let ms = started.elapsed().as_millis();
+            let lines = parse::fstrim_lines(&ran.stdout);
+            let total: u64 = lines.iter().map(|(_, bytes)| bytes).sum();
+            let root = lines.iter().find(|(m, _)| m == mountpoint);
+            figure("trim.after_boot_bytes".into(), total as f64);
+            figure("trim.after_boot_ms".into(), ms as f64);
+            let listed: Vec<String> = lines
+                .iter()
+                .map(|(m, bytes)| format!("{m} {bytes} bytes"))
+                .collect();
+            report(
+                name,
+                ran.ok() && root.is_some(),
+                if ran.ok() {
+                    format!(
+                        "fstrim.service's command ({}): {} in {ms} ms",
+                        triggers.join("; "),
+                        listed.join(", ")
+                    )
+                } else {
+                    format!("fstrim: {}", ran.describe())
+                },
+                format!("exit 0, {mountpoint} trimmed"),
+            );
+            Ok(())
+        }
         Expect::AsyncDiscard { mountpoint } => {
             let mounts = parse::proc_mounts(&std::fs::read_to_string("/proc/self/mounts")?);
             let option = mounts

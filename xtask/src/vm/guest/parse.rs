@@ -184,6 +184,18 @@ pub fn fstrim_bytes(text: &str) -> Option<u64> {
     rest[..end].trim().parse().ok()
 }
 
+/// `fstrim --verbose` over several filesystems (`--listed-in`, `-A`): one
+/// line each, `/mnt: 414 GiB (444596703232 bytes) trimmed on /dev/vda4`, as
+/// (mountpoint, bytes).
+pub fn fstrim_lines(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let (mountpoint, rest) = line.split_once(": ")?;
+            Some((mountpoint.to_owned(), fstrim_bytes(rest)?))
+        })
+        .collect()
+}
+
 /// `btrfs subvolume list`: (id, parent id, path).
 pub fn subvolume_list(text: &str) -> Vec<(u64, u64, String)> {
     text.lines()
@@ -222,6 +234,20 @@ pub fn is_old_root_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fstrim_service_output_lists_each_filesystem() {
+        let text = "/sysroot/boot: 1022 MiB (1071616000 bytes) trimmed on /dev/vda2\n\
+                    /sysroot: 412 GiB (442385379328 bytes) trimmed on /dev/vda4\n";
+        assert_eq!(
+            fstrim_lines(text),
+            [
+                ("/sysroot/boot".to_owned(), 1_071_616_000),
+                ("/sysroot".to_owned(), 442_385_379_328)
+            ]
+        );
+        assert!(fstrim_lines("fstrim: /x: the discard operation is not supported\n").is_empty());
+    }
+
     use super::*;
 
     #[test]

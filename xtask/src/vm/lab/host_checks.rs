@@ -6,7 +6,10 @@ use crate::results::CheckRecord;
 use crate::vm::collect::Collected;
 use crate::vm::month::{self};
 use crate::vm::plan::{BootKind, Plan};
-use crate::vm::realise::{BootSpec, History, Realisation};
+use crate::vm::realise::{
+    BootSpec, History, Realisation, RollbackTrim, ROLLBACK_TRIM_AFTER, ROLLBACK_TRIM_BEFORE,
+    ROLLBACK_TRIM_BYTES, ROLLBACK_TRIM_DELETED,
+};
 
 impl Run<'_> {
     /// The host's checks of a boot that ran: retention, the month, mounts, procedures.
@@ -64,6 +67,10 @@ impl Run<'_> {
                     }
                 }
                 self.tally.last_old_roots = observed;
+                if let Some(trim) = &spec.rollback_trim {
+                    rollback_trim_reached_the_host(&self.session, trim, &mut self.tally, boot);
+                }
+                self.session.measurements.clear();
             }
         }
         if spec.kind != BootKind::RotateOnly && collected.finished {
@@ -104,6 +111,64 @@ pub(super) fn mount_time(tally: &mut Tally, boot: u32, collected: &Collected, bu
                 .unwrap_or_default()
         ),
         format!("every mount of the layout in at most {budget_ms} ms (roadmap 7.3)"),
+    ));
+}
+
+/// Host check: the space of the root the rollback deleted (the install's,
+/// holding `ROLLBACK_TRIM_BYTES`) left the qcow2 once the host's
+/// fstrim.service ran after the boot. Async discard alone does not return
+/// it: the rollback deletes from a short mount in the initrd, whose pending
+/// discards are dropped at unmount, and the next mount counts that free
+/// space as trimmed already.
+pub(super) fn rollback_trim_reached_the_host(
+    session: &Session,
+    trim: &RollbackTrim,
+    tally: &mut Tally,
+    boot: u32,
+) {
+    let point = |name: &str| session.measurements.get(name).map(|a| a.data_bytes);
+    let (Some(before), Some(deleted), Some(after)) = (
+        point(ROLLBACK_TRIM_BEFORE),
+        point(ROLLBACK_TRIM_DELETED),
+        point(ROLLBACK_TRIM_AFTER),
+    ) else {
+        tally.checks.push(CheckRecord::new(
+            boot,
+            "trim:rollback-freed",
+            false,
+            "the image was not measured before and after (the boot stopped early)".to_owned(),
+            "the image measured before the rollback and after fstrim.service".to_owned(),
+        ));
+        return;
+    };
+    let freed = before.saturating_sub(after);
+    let without_fstrim = before.saturating_sub(deleted);
+    let figures = &mut tally.figures;
+    figures.insert("trim.rollback_image_before_bytes".into(), before as f64);
+    figures.insert("trim.rollback_image_deleted_bytes".into(), deleted as f64);
+    figures.insert("trim.rollback_image_after_bytes".into(), after as f64);
+    figures.insert("trim.rollback_freed_bytes".into(), freed as f64);
+    figures.insert(
+        "trim.rollback_freed_without_fstrim_bytes".into(),
+        without_fstrim as f64,
+    );
+    // Metadata the boot writes meanwhile (new roots, logs) takes a little back.
+    let minimum = ROLLBACK_TRIM_BYTES / 10 * 9;
+    let how = if trim.triggers.is_empty() {
+        "the host starts no fstrim.service after the boot (services.fstrim off, no OnBootSec)".to_owned()
+    } else {
+        format!("fstrim.service ({})", trim.triggers.join("; "))
+    };
+    tally.checks.push(CheckRecord::new(
+        boot,
+        "trim:rollback-freed",
+        freed >= minimum,
+        format!(
+            "qcow2 data {before} bytes before the rollback, {deleted} once its deletions were cleaned up ({without_fstrim} returned without fstrim), {after} after {how}: {freed} bytes freed"
+        ),
+        format!(
+            "at least {minimum} of the {ROLLBACK_TRIM_BYTES} bytes in the root the rollback deleted given back to the host"
+        ),
     ));
 }
 

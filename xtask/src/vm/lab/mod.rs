@@ -24,7 +24,7 @@ use super::month::{self, MONTH_BOOT};
 use super::plan::BootKind;
 use super::procedures::{self, LostFile, Schedule, Tier};
 use super::qemu::{self};
-use super::realise::{BootSpec, DiscardBudget, Realisation, RunInputs, Tamper};
+use super::realise::{BootSpec, DiscardBudget, Realisation, RollbackTrim, RunInputs, Tamper};
 use super::retention::Rules;
 use crate::hosts;
 use crate::hosts::Model;
@@ -417,6 +417,14 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
             spec.discard_probe = Some(DiscardBudget {
                 p99_ms: budgets.discard_p99_ms,
                 max_ms: budgets.discard_max_ms,
+            });
+        }
+        // The install's root carries data into the month, whose rollback
+        // deletes it; the month measures whether its space reaches the
+        // image once the host's fstrim.service ran.
+        if options.boots >= MONTH_BOOT && (boot == 1 || is_month) {
+            spec.rollback_trim = Some(RollbackTrim {
+                triggers: prepared.fstrim.triggers(),
             });
         }
         let completed = run.boot(&spec, &format!("boot{boot}"))?;

@@ -44,6 +44,8 @@ pub struct Prepared {
     pub procedures: Vec<Numbered>,
     /// What the procedures need to know of the lab (no lost file yet).
     pub lab: procedures::Lab,
+    /// The host's periodic TRIM (nix/lib/eval-facts.nix).
+    pub fstrim: crate::checklist::facts::Fstrim,
 }
 
 /// Evaluates the host, finds the kernel and tools, builds (or reuses) the image.
@@ -141,7 +143,8 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
-    let (mut procedures, lab) = checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
+    let (mut procedures, lab, fstrim) =
+        checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
     tamper_procedures(&mut procedures, &options.tamper)?;
     Ok(Prepared {
         layout,
@@ -157,6 +160,7 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
         rollback_settings,
         procedures,
         lab,
+        fstrim,
     })
 }
 
@@ -201,7 +205,11 @@ pub(super) fn checklist_procedures(
     host: &hosts::Host,
     layout: &crate::layout::Layout,
     machine: &hosts::Machine,
-) -> Result<(Vec<Numbered>, procedures::Lab)> {
+) -> Result<(
+    Vec<Numbered>,
+    procedures::Lab,
+    crate::checklist::facts::Fstrim,
+)> {
     let facts = HostFacts::load(nix, &crate::project::project_root(), &host.dir)?;
     let subject =
         crate::hosts::Subject::new(&host.name, Vec::new(), layout.clone(), machine.clone())?;
@@ -232,6 +240,7 @@ pub(super) fn checklist_procedures(
             login,
             lost: None,
         },
+        facts.fstrim,
     ))
 }
 

@@ -113,7 +113,8 @@ fn every_server_procedure_has_its_place_in_the_lab() {
             not_run,
             [
                 "3.1 sudo systemctl --failed --no-legend --plain",
-                "3.1 sudo systemctl is-active btrfs-rollback-status.service btrbk-persist.timer btrfs-scrub-btrfs_tmp.timer",
+                "3.1 sudo systemctl is-active btrfs-rollback-status.service btrbk-persist.timer",
+                "3.1 sudo systemctl show -p Id -p ActiveState 'btrfs-scrub[-@]btrfs_tmp.timer'",
                 "3.9 sudo systemctl reboot",
                 "3.9 ssh hbohlen@<IP>",
                 "3.9 sudo journalctl -b -o cat | grep '^btrfs-rollback: '",

@@ -150,6 +150,62 @@ impl<'a> Realisation<'a> {
         }
     }
 
+    /// The install's root takes `ROLLBACK_TRIM_BYTES` of incompressible
+    /// data into the month, whose rollback deletes it.
+    pub(super) fn rollback_trim_file(&self, steps: &mut Vec<Step>) {
+        steps.push(step(
+            "rollback-trim:write",
+            OnFailure::Continue,
+            Action::WriteRandom {
+                path: in_sysroot(ROLLBACK_TRIM_FILE),
+                bytes: ROLLBACK_TRIM_BYTES,
+            },
+        ));
+    }
+
+    /// After the rollback's deletions: wait until Btrfs has freed the
+    /// deleted roots' extents (its cleaner works in the background, also
+    /// after the next mount; the server's fstrim.service runs minutes
+    /// after boot), measure, run the host's fstrim.service command when
+    /// its timer starts it, measure again. The host compares the points
+    /// (`trim:rollback-freed`).
+    pub(super) fn rollback_trim(&self, steps: &mut Vec<Step>, trim: &RollbackTrim) {
+        let Some(top) = self
+            .context
+            .mounts
+            .iter()
+            .find(|m| m.mountpoint == self.rollback_settings.mount_point)
+        else {
+            return;
+        };
+        steps.push(step(
+            "rollback-trim:cleaned",
+            OnFailure::Continue,
+            self.run(vec![
+                self.tools.btrfs.clone(),
+                "subvolume".into(),
+                "sync".into(),
+                in_sysroot(&top.mountpoint),
+            ]),
+        ));
+        steps.push(step("rollback-trim:sync", OnFailure::Continue, Action::Sync));
+        steps.push(measure(ROLLBACK_TRIM_DELETED));
+        if !trim.triggers.is_empty() {
+            steps.push(check(
+                "trim:fstrim-service",
+                Expect::FstrimService {
+                    args: crate::checklist::facts::FSTRIM_SERVICE_ARGS
+                        .iter()
+                        .map(|a| (*a).to_owned())
+                        .collect(),
+                    mountpoint: in_sysroot("/"),
+                    triggers: trim.triggers.clone(),
+                },
+            ));
+        }
+        steps.push(measure(ROLLBACK_TRIM_AFTER));
+    }
+
     /// Delete-and-trim on the root: fstrim works, async discard queues the
     /// freed extents, and the host image gives the space back.
     pub(super) fn trim_probe(&self, steps: &mut Vec<Step>) {

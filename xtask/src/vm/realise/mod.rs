@@ -31,6 +31,11 @@ use crate::layout::{Btrfs, Content, Disk, DiskContent, Layout, Partition};
 pub const GUEST_DISK: &str = "/dev/vda";
 /// Incompressible data written, deleted and trimmed to see the host image shrink.
 pub const TRIM_PROBE_BYTES: u64 = 32 << 20;
+/// Incompressible data the install boot leaves in its root, for the month's
+/// rollback to delete with it (`RollbackTrim`).
+pub const ROLLBACK_TRIM_BYTES: u64 = 32 << 20;
+/// Where in `/` it lies (on the root subvolume).
+pub const ROLLBACK_TRIM_FILE: &str = "/var/tmp/xtask-rollback-trim";
 /// The roadmap: more than 30% saved on /nix-like data.
 pub const MIN_STORE_SAVING_PERCENT: f64 = 30.0;
 /// The roadmap: a rotation takes less than 10 s.
@@ -116,6 +121,20 @@ pub struct BootSpec {
     /// (after them).
     pub continued: Vec<AdminStep>,
     pub procedures: Vec<AdminStep>,
+    /// TRIM of what the rollback deletes: the install boot leaves
+    /// `ROLLBACK_TRIM_BYTES` in its root; a rotation boot that deletes that
+    /// root measures the image before its rollback, after the deletion
+    /// and after the host's fstrim.service (when its timer starts it).
+    pub rollback_trim: Option<RollbackTrim>,
+}
+
+/// The host's fstrim.service as a rotation boot runs it after the rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackTrim {
+    /// The timer's settings that start fstrim.service after this boot's
+    /// rollback (`checklist::facts::Fstrim::triggers`); empty: it does not
+    /// run, and the freed space stays allocated in the image.
+    pub triggers: Vec<String>,
 }
 
 impl BootSpec {
@@ -138,6 +157,7 @@ impl BootSpec {
             discard_probe: None,
             continued: Vec::new(),
             procedures: Vec::new(),
+            rollback_trim: None,
         }
     }
 }
@@ -333,9 +353,15 @@ impl<'a> Realisation<'a> {
                 }
                 self.admin(&mut steps, &spec.continued);
                 self.admin(&mut steps, &spec.procedures);
+                if spec.rollback_trim.is_some() {
+                    self.rollback_trim_file(&mut steps);
+                }
             }
             BootKind::Rotate => {
                 self.link_partitions(&mut steps);
+                if spec.rollback_trim.is_some() {
+                    steps.push(measure(ROLLBACK_TRIM_BEFORE));
+                }
                 self.rollback(&mut steps, spec)?;
                 self.mount_filesystems(&mut steps);
                 self.fresh_root_checks(&mut steps, boot);
@@ -352,6 +378,12 @@ impl<'a> Realisation<'a> {
                 // Before the checklist's procedures: §3.8's fstrim would
                 // trim what async discard is to release.
                 self.discard_latency(&mut steps, spec);
+                // After the discard probe (fstrim would trim what async
+                // discard is to release), before the checklist's
+                // procedures (their writes would blur the measurement).
+                if let Some(trim) = &spec.rollback_trim {
+                    self.rollback_trim(&mut steps, trim);
+                }
                 self.admin(&mut steps, &spec.procedures);
                 self.write_root_files(&mut steps, boot);
             }
@@ -411,6 +443,23 @@ fn check(name: &str, expect: Expect) -> Step {
             name: name.to_owned(),
             expect,
         }),
+    )
+}
+
+/// The host's measurement points of `RollbackTrim`: before the rollback,
+/// after its deletions were cleaned up, after fstrim.service.
+pub const ROLLBACK_TRIM_BEFORE: &str = "rollback-trim.before";
+pub const ROLLBACK_TRIM_DELETED: &str = "rollback-trim.deleted";
+pub const ROLLBACK_TRIM_AFTER: &str = "rollback-trim.after";
+
+fn measure(point: &str) -> Step {
+    step(
+        &format!("measure:{point}"),
+        OnFailure::Continue,
+        Action::Measure {
+            point: point.to_owned(),
+            device: GUEST_DISK.to_owned(),
+        },
     )
 }
 
