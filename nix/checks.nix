@@ -11,18 +11,30 @@ let
   host = self.nixosConfigurations.${machine.flakeAttribute};
 
   vmTest =
-    firmware:
-    import ./tests/vm-test.nix {
-      inherit pkgs disko firmware;
-      hostModule = self.nixosModules.hetzner-cloud;
-    };
+    firmware: variant:
+    import ./tests/vm-test.nix (
+      {
+        inherit pkgs disko firmware;
+        hostModule = self.nixosModules.hetzner-cloud;
+      }
+      // variant
+    );
+  deletion = lib.importJSON ./tests/deletion.json;
 in
 {
   # The real host installed with disko onto a virtual disk and booted three
   # times: with SeaBIOS (how Hetzner Cloud boots by default) …
-  vm-test = vmTest "bios";
+  vm-test = vmTest "bios" { };
   # … and with OVMF (a Hetzner Cloud server switched to UEFI).
-  vm-test-uefi = vmTest "uefi";
+  vm-test-uefi = vmTest "uefi" { };
+  # Four boots under test-only retention (tests/deletion.json), so that the
+  # initrd's rollback deletes old roots under NixOS's systemd initrd …
+  vm-test-deletion = vmTest "bios" { inherit deletion; };
+  # … and the same with the scripted initrd (postResumeCommands).
+  vm-test-scripted-initrd = vmTest "bios" {
+    inherit deletion;
+    scriptedInitrd = true;
+  };
 
   # The system the server runs: it builds, and its assertions hold (one of
   # them refuses to build without an SSH key for hbohlen in machine.nix).

@@ -18,6 +18,18 @@
 # procedures.rs): each server command as the admin, its output held against
 # the checklist's expectations. The lab vm-test runs the others.
 #
+# Two variants exercise what the default run never reaches (nix/checks.nix):
+# - `deletion` (./deletion.json): test-only retention settings
+#   (retentionDays 0, keepAtLeast 2) under which the initrd's rollback
+#   deletes old roots from the third boot on, under NixOS's real systemd
+#   initrd; four boots, each held against the counts in the file (which
+#   xtask/tests/host_modules.rs holds against the lab's retention model) and
+#   the status file's deleted=; the old roots kept must be the newest.
+# - `scriptedInitrd`: the same with boot.initrd.systemd.enable = false, so
+#   the rollback runs from postResumeCommands in stage-1-init.sh.
+# The variants run the boots only; the checklist's procedures are the
+# deployed host's and run in the default variant.
+#
 # Needs nixpkgs and, to finish in minutes, KVM.
 {
   pkgs,
@@ -26,6 +38,10 @@
   hostModule,
   # "bios" (Hetzner Cloud's default) or "uefi".
   firmware,
+  # null, or ./deletion.json read: test-only retention and what each boot finds.
+  deletion ? null,
+  # Boot with the scripted initrd (postResumeCommands) instead of systemd's.
+  scriptedInitrd ? false,
 }:
 let
   inherit (pkgs) lib;
@@ -80,12 +96,17 @@ let
     builtins.toJSON {
       mounts = expectedMounts;
       inherit subvolumes;
+      # [] in the default variant: the boots count old roots 1, 2, 3.
+      deletionBoots = if deletion == null then [ ] else deletion.boots;
     }
   );
+
+  variant =
+    lib.optionalString (deletion != null) "-deletion" + lib.optionalString scriptedInitrd "-scripted-initrd";
 in
 disko.lib.testLib.makeDiskoTest {
   inherit pkgs;
-  name = "hetzner-cloud-${firmware}";
+  name = "hetzner-cloud-${firmware}${variant}";
   efi = firmware == "uefi";
   testMode = "module";
   disko-config = ../../hosts/servers/hetzner-cloud/disko.nix;
@@ -97,7 +118,19 @@ disko.lib.testLib.makeDiskoTest {
 
   # The real host; only what a VM lacks or must not do is changed.
   extraSystemConfig = {
-    imports = [ hostModule ];
+    imports = [
+      hostModule
+    ]
+    # Test-only retention: old roots are past it as soon as they are moved.
+    ++ lib.optional (deletion != null) {
+      boot.btrfsRollback = {
+        retentionDays = lib.mkForce deletion.retentionDays;
+        keepAtLeast = lib.mkForce deletion.keepAtLeast;
+      };
+    }
+    ++ lib.optional scriptedInitrd {
+      boot.initrd.systemd.enable = lib.mkForce false;
+    };
     # No Hetzner network and no tailnet in the test VM.
     services.tailscale.enable = lib.mkForce false;
     hetzner.network.ipv6Address = null;
@@ -124,6 +157,9 @@ disko.lib.testLib.makeDiskoTest {
         checklist = json.load(file)
     expected_mounts: dict[str, list[str]] = expected["mounts"]
     expected_subvolumes: list[str] = expected["subvolumes"]
+    # The deletion variants: per boot, the old roots and the deletions.
+    deletion_boots: dict[int, dict] = {b["boot"]: b for b in expected["deletionBoots"]}
+    previous_roots: list[str] = []
 
 
     def old_roots() -> list[str]:
@@ -146,7 +182,18 @@ disko.lib.testLib.makeDiskoTest {
             machine.succeed("grep -qx result=ok /run/btrfs-rollback/status")
             # The first boot after the install moves the installer's root.
             names = old_roots()
-            assert len(names) == boot, f"expected {boot} old roots, found {names}"
+            if not deletion_boots:
+                assert len(names) == boot, f"expected {boot} old roots, found {names}"
+            else:
+                wanted = deletion_boots[boot]
+                assert len(names) == wanted["oldRoots"], f"boot {boot}: expected {wanted}, found {names}"
+                machine.succeed(f"grep -qx deleted={wanted['deleted']} /run/btrfs-rollback/status")
+                # What survives of the old roots is the newest of them.
+                survivors = names[:-1]
+                assert survivors == previous_roots[len(previous_roots) - len(survivors):], (
+                    f"boot {boot}: kept {survivors} of {previous_roots}"
+                )
+                previous_roots[:] = names
 
         with subtest(f"boot {boot}: mounts and their options"):
             for mountpoint, options in expected_mounts.items():
@@ -190,7 +237,7 @@ disko.lib.testLib.makeDiskoTest {
     machine.succeed("echo 1 > /var/log/log-marker")
     persist_marker = machine.succeed("cat /persist/persist-marker")
 
-    for boot in (2, 3):
+    for boot in range(2, 5 if deletion_boots else 4):
         reboot()
         check_boot(boot)
         with subtest(f"boot {boot}: / is new, the rest survived"):
@@ -229,7 +276,8 @@ disko.lib.testLib.makeDiskoTest {
         raise Exception(f"unknown expectation {kind}")
 
 
-    for procedure in checklist["procedures"]:
+    # The variants run the boots only (see the top).
+    for procedure in checklist["procedures"] if not deletion_boots else []:
         with subtest(f"checklist {procedure['step']} {procedure['id']}: {procedure['title']}"):
             for command in procedure["commands"]:
                 line = command["line"]

@@ -149,6 +149,11 @@ pub const DEBOOTSTRAP: Tool = Tool {
     program: "debootstrap",
     package: "debootstrap",
 };
+/// Parses the NixOS VM tests' Python test scripts (tests/host_modules.rs).
+pub const PYTHON3: Tool = Tool {
+    program: "python3",
+    package: "python3-minimal",
+};
 /// Optional: shrinks the guest agent in the VM image.
 pub const STRIP: Tool = Tool {
     program: "strip",

@@ -55,17 +55,19 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::UMOUNT,
     setup::SWAPOFF,
     setup::LDD,
+    setup::PYTHON3,
     // Optional for vm-test, but the tests build the VM image as users do.
     setup::STRIP,
 ];
 
 /// What the quick tier runs: nix for check, sgdisk for the geometry, git
-/// for the checklist's gates.
+/// for the checklist's gates, python3 for the NixOS tests' scripts.
 pub const QUICK_TOOLS: &[Tool] = &[
     setup::NIX_INSTANTIATE,
     setup::NIX,
     setup::GIT,
     setup::SGDISK,
+    setup::PYTHON3,
 ];
 
 /// Which tier each test binary (xtask/tests/<name>.rs) belongs to.

@@ -235,3 +235,148 @@ fn an_ipv6_only_server_without_an_address_is_refused() {
     assert_eq!(uplink["routes"], json!([{ "Gateway": "fe80::1" }]));
     assert_eq!(config["warnings"], json!([]), "no IPv4-only warning on an IPv6-only server");
 }
+
+// --- The NixOS VM tests (nix/checks.nix, nix/tests/vm-test.nix) -----------
+
+const CHECKS_STAND_IN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/nixos-stand-in/checks.nix"
+);
+
+/// The flake's VM tests as nix/checks.nix builds them, with makeDiskoTest
+/// and nixpkgs stood in (tests/fixtures/nixos-stand-in/checks.nix).
+fn vm_tests() -> Value {
+    let output = Command::new("nix-instantiate")
+        .args(["--readonly-mode", "--eval", "--strict", "--json", CHECKS_STAND_IN])
+        .arg("--arg")
+        .arg("repo")
+        .arg(Path::new(REPO).canonicalize().unwrap())
+        .output()
+        .expect("nix-instantiate (apt-get install nix-bin)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn deletion_file() -> Value {
+    let text = std::fs::read_to_string(Path::new(REPO).join("nix/tests/deletion.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// What the lab's retention model (the rules rollback.sh is held to in
+/// vm-test) says boots `1..=boots` find under `rules`, one boot a minute:
+/// (old roots after the rotation, roots deleted).
+fn modelled(rules: xtask::vm::retention::Rules, boots: usize) -> Vec<(usize, usize)> {
+    use xtask::vm::retention::{apply, next_name, CLOCK_FLOOR, DAY};
+    // A plausible clock: the NixOS test's VM keeps the host's.
+    let start = CLOCK_FLOOR + 400 * DAY;
+    let mut roots: Vec<String> = Vec::new();
+    (1..=boots)
+        .map(|boot| {
+            let now = start + 60 * boot as i64;
+            roots.push(next_name(&roots, now));
+            let verdict = apply(rules, &roots, now);
+            roots = verdict.kept();
+            (roots.len(), verdict.deleted().len())
+        })
+        .collect()
+}
+
+fn rules_of(file: &Value) -> xtask::vm::retention::Rules {
+    xtask::vm::retention::Rules {
+        retention_days: file["retentionDays"].as_u64().unwrap(),
+        keep_at_least: file["keepAtLeast"].as_u64().unwrap(),
+    }
+}
+
+/// The counts the deletion variants assert at each boot are the lab's
+/// model's, and the variants do delete (and do keep the newest).
+#[test]
+fn the_nixos_deletion_tests_expect_what_the_retention_model_says() {
+    let file = deletion_file();
+    let boots: Vec<(usize, usize)> = file["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(index, b)| {
+            assert_eq!(b["boot"].as_u64(), Some(index as u64 + 1), "{b}");
+            (
+                b["oldRoots"].as_u64().unwrap() as usize,
+                b["deleted"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    let rules = rules_of(&file);
+    assert_eq!(boots, modelled(rules, boots.len()), "nix/tests/deletion.json");
+    // It exercises what the default NixOS test never does: a deletion, and
+    // keepAtLeast holding roots that are past retention.
+    assert!(boots.iter().filter(|(_, deleted)| *deleted > 0).count() >= 2);
+    assert!(boots.iter().any(|(kept, _)| *kept as u64 == rules.keep_at_least));
+    // The model tells other settings apart: the comparison can fail.
+    let other = xtask::vm::retention::Rules {
+        keep_at_least: rules.keep_at_least + 1,
+        ..rules
+    };
+    assert_ne!(boots, modelled(other, boots.len()));
+}
+
+/// nix/checks.nix has the deletion and scripted-initrd variants, they add
+/// exactly the test-only settings of deletion.json (and the scripted
+/// initrd), and every variant's test script is valid Python.
+#[test]
+fn the_nixos_vm_test_variants_are_wired_and_their_scripts_parse() {
+    let tests = vm_tests();
+    let file = deletion_file();
+    let retention = json!({ "boot": { "btrfsRollback": {
+        "retentionDays": file["retentionDays"],
+        "keepAtLeast": file["keepAtLeast"],
+    } } });
+    let scripted = json!({ "boot": { "initrd": { "systemd": { "enable": false } } } });
+    let expected = [
+        ("vm-test", "hetzner-cloud-bios", json!([])),
+        ("vm-test-uefi", "hetzner-cloud-uefi", json!([])),
+        (
+            "vm-test-deletion",
+            "hetzner-cloud-bios-deletion",
+            json!([retention]),
+        ),
+        (
+            "vm-test-scripted-initrd",
+            "hetzner-cloud-bios-deletion-scripted-initrd",
+            json!([retention, scripted]),
+        ),
+    ];
+    let names: Vec<&str> = tests.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = expected.iter().map(|(n, _, _)| *n).collect();
+    wanted.sort();
+    assert_eq!(names, wanted);
+    for (check, name, imports) in &expected {
+        let test = &tests[*check];
+        assert_eq!(test["name"], *name, "{check}");
+        assert_eq!(test["imports"], *imports, "{check}");
+        let script = test["testScript"].as_str().unwrap();
+        let parsed = Command::new("python3")
+            .args(["-c", "import ast, sys; ast.parse(sys.stdin.read())"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("python3 (apt-get install python3-minimal)");
+        assert!(
+            parsed.status.success(),
+            "{check}: the test script is not valid Python: {}",
+            String::from_utf8_lossy(&parsed.stderr)
+        );
+    }
+    // The variants count old roots from the file; the default counts one a boot.
+    let default = tests["vm-test"]["testScript"].as_str().unwrap();
+    assert!(default.contains("deletion_boots"), "{default}");
+}

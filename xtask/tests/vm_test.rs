@@ -14,8 +14,16 @@ use xtask::results::{CheckRecord, CommandStatus, ProcedureStatus, VmTestResults}
 static ONE_VM: Mutex<()> = Mutex::new(());
 
 fn vm_test(args: &[&str]) -> (Output, VmTestResults) {
-    let output = Command::cargo_bin("xtask")
-        .expect("the xtask binary")
+    vm_test_in(None, args)
+}
+
+/// vm-test on `root`, a copy of the repository, or on this checkout.
+fn vm_test_in(root: Option<&std::path::Path>, args: &[&str]) -> (Output, VmTestResults) {
+    let mut command = Command::cargo_bin("xtask").expect("the xtask binary");
+    if let Some(root) = root {
+        command.env("XTASK_PROJECT_ROOT", root);
+    }
+    let output = command
         .arg("vm-test")
         .args(args)
         .arg("--json")
@@ -114,6 +122,10 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         "swap-fresh-key",
         "mount-time",
         "first-run-root",
+        // The install's root, deleted by the month's rollback, reaches the
+        // host's image once the host's fstrim.service ran.
+        "trim:fstrim-service",
+        "trim:rollback-freed",
     ] {
         assert!(check(&results, 2, name).passed, "{name} at boot 2");
     }
@@ -301,6 +313,12 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     assert!(figure("mount_ms.boot2") > 0.0);
     assert!(figure("compression.@nix.percent") > 30.0);
     assert!(figure("trim.freed_bytes") > 0.0);
+    // In bytes: what the rollback deleted left the image after fstrim.service,
+    // and async discard alone had returned (almost) none of it.
+    let rollback_trim = xtask::vm::realise::ROLLBACK_TRIM_BYTES as f64;
+    assert!(figure("trim.rollback_freed_bytes") >= rollback_trim * 0.9);
+    assert!(figure("trim.rollback_freed_without_fstrim_bytes") < rollback_trim * 0.5);
+    assert!(figure("trim.after_boot_ms") > 0.0);
     assert!(figure("rotation_ms.boot2") < 10_000.0);
     assert!(figure("vm.cpu_ms") > 0.0);
     assert!(figure("vm.peak_rss_bytes") > 0.0);
@@ -415,6 +433,49 @@ fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
     assert_eq!(std::fs::read(xtask::results::path("vm-test")).ok(), before);
 }
 
+/// A copy of the repository's hosts/ and nix/ with the host's fstrim path
+/// removed from services.nix (services.fstrim and what it adds to the
+/// timer and the unit): nothing then trims what the rollback frees in the
+/// initrd. The copy shares the real checkout's initramfs cache.
+fn repository_without_fstrim() -> tempfile::TempDir {
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for part in ["hosts", "nix"] {
+        copy_tree(&repo.join(part), &dir.path().join(part));
+    }
+    let services = dir.path().join("hosts/servers/hetzner-cloud/services.nix");
+    let text = std::fs::read_to_string(&services).unwrap();
+    let start = text.find("  # TRIM.").expect("the TRIM comment in services.nix");
+    let end_marker = "systemd.services.fstrim.serviceConfig.TimeoutStartSec = \"30min\";\n";
+    let end = text.find(end_marker).expect("fstrim.service's limit in services.nix") + end_marker.len();
+    let tampered = format!("{}{}", &text[..start], &text[end..]);
+    assert!(
+        !tampered.contains("services.fstrim") && !tampered.contains("systemd.timers.fstrim"),
+        "{tampered}"
+    );
+    std::fs::write(&services, tampered).unwrap();
+    let cache = dir.path().join("target/xtask");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::os::unix::fs::symlink(
+        std::path::Path::new(&xtask::project::xtask_dir().join("initramfs")),
+        cache.join("initramfs"),
+    )
+    .unwrap();
+    dir
+}
+
 /// A copy of the real rollback script with `prologue` after its first line;
 /// the copy lives as long as the returned directory.
 fn tampered_script(prologue: &str) -> (tempfile::TempDir, String) {
@@ -432,10 +493,20 @@ fn tampered_script(prologue: &str) -> (tempfile::TempDir, String) {
 /// with each of `failing` among the failed checks of `boot`, and leave the
 /// real results alone.
 fn fails_with(prologue: &str, boot: u32, failing: &[&str]) -> VmTestResults {
+    fails_with_in(None, prologue, boot, failing)
+}
+
+/// `fails_with` on another copy of the repository (`XTASK_PROJECT_ROOT`).
+fn fails_with_in(
+    root: Option<&std::path::Path>,
+    prologue: &str,
+    boot: u32,
+    failing: &[&str],
+) -> VmTestResults {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let before = std::fs::read(xtask::results::path("vm-test")).ok();
     let (_dir, script) = tampered_script(prologue);
-    let (output, results) = vm_test(&["--rollback-script", &script]);
+    let (output, results) = vm_test_in(root, &["--rollback-script", &script]);
     let failed: Vec<&str> = results
         .checks
         .iter()
@@ -471,16 +542,35 @@ fn a_rollback_that_never_deletes_fails_the_month() {
         .contains("kept but must be deleted"));
 }
 
+/// Two tampers that see different things share one VM run (CI's time):
+/// the rollback ignores keepAtLeast, and a copy of the host without its
+/// fstrim path (services.nix) leaves what the rollback deleted allocated in
+/// the host's image. keepAtLeast = 0 deletes more, never less, so the
+/// trim check fails for want of fstrim alone.
 #[test]
-fn a_rollback_that_ignores_keep_at_least_fails_the_month() {
-    let results = fails_with(
+fn a_rollback_that_ignores_keep_at_least_and_a_host_without_fstrim_fail_the_month() {
+    let copy = repository_without_fstrim();
+    let results = fails_with_in(
+        Some(copy.path()),
         "BTRFS_ROLLBACK_KEEP_AT_LEAST=0 # tampered: keepAtLeast ignored",
         2,
-        &["retention:run7", "month:keep-at-least"],
+        &["retention:run7", "month:keep-at-least", "trim:rollback-freed"],
     );
     assert!(check(&results, 2, "retention:run7")
         .measured
         .contains("deleted but must be kept"));
+    let trim = check(&results, 2, "trim:rollback-freed");
+    assert!(
+        trim.measured
+            .contains("the host starts no fstrim.service after the boot"),
+        "{trim:?}"
+    );
+    // fstrim.service did not run, and the rest of TRIM still works.
+    assert!(!results
+        .checks
+        .iter()
+        .any(|c| c.name == "trim:fstrim-service"));
+    assert!(check(&results, 1, "trim:host-freed").passed);
 }
 
 #[test]
