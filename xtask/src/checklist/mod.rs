@@ -96,6 +96,33 @@ pub struct Checklist {
     pub deployment: Vec<Procedure>,
     pub verification: Vec<Procedure>,
     pub rollback: Vec<Procedure>,
+    /// The flake's NixOS VM tests: no gate rests on them and nothing here
+    /// runs or records them, so each is NOT RUN, with the command that runs it.
+    pub nixos_vm_tests: Vec<NotRunHere>,
+}
+
+/// A test this checklist cannot run or read a result of.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotRunHere {
+    pub name: String,
+    pub proves: String,
+    pub status: Status,
+    pub reason: String,
+    pub command: String,
+}
+
+/// `crate::vm::nixos::VM_TESTS`, each NOT RUN.
+fn nixos_vm_tests() -> Vec<NotRunHere> {
+    crate::vm::nixos::VM_TESTS
+        .iter()
+        .map(|(name, proves)| NotRunHere {
+            name: (*name).to_owned(),
+            proves: (*proves).to_owned(),
+            status: Status::NotRun,
+            reason: "needs nixpkgs and KVM (the NixOS test driver); deploy-checklist records no result of it".to_owned(),
+            command: crate::vm::nixos::check_command(name),
+        })
+        .collect()
 }
 
 impl Checklist {
@@ -339,6 +366,7 @@ pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
         measured,
         placeholders: plan::PLACEHOLDERS.iter().copied().collect(),
         tested,
+        nixos_vm_tests: nixos_vm_tests(),
     }
 }
 
@@ -543,6 +571,36 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_nixos_vm_tests_are_listed_not_run_with_their_commands() {
+        let checklist = build(&host_subject(), &passing());
+        // Not gates: a READY checklist still says they never ran here.
+        assert!(checklist.ready);
+        let json = serde_json::to_value(&checklist).unwrap();
+        let tests = json["nixos_vm_tests"].as_array().unwrap();
+        let names: Vec<&str> = tests.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["vm-test", "vm-test-uefi", "vm-test-deletion", "vm-test-scripted-initrd"]
+        );
+        for test in tests {
+            assert_eq!(test["status"], "NOT RUN", "{test}");
+            assert_eq!(
+                test["command"],
+                format!("nix build -L .#checks.x86_64-linux.{}", test["name"].as_str().unwrap())
+            );
+        }
+        let markdown = render::markdown(&checklist);
+        assert!(markdown.contains(
+            "| vm-test-deletion | four boots under test-only retention"
+        ), "{markdown}");
+        assert!(markdown.contains("`nix build -L .#checks.x86_64-linux.vm-test-scripted-initrd`"));
+        let text = render::gates_text(&checklist);
+        assert!(text.contains(
+            "NOT RUN  vm-test-scripted-initrd  run: nix build -L .#checks.x86_64-linux.vm-test-scripted-initrd"
+        ), "{text}");
     }
 
     #[test]

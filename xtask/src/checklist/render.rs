@@ -42,6 +42,22 @@ pub fn gates_text(checklist: &Checklist) -> String {
             let _ = writeln!(out, "  {:<7}  {:<width$}  to fix: {command}", "", "");
         }
     }
+    out.push_str("not a gate, never run here (they need nixpkgs and KVM): the NixOS VM tests\n");
+    let width = checklist
+        .nixos_vm_tests
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(0);
+    for test in &checklist.nixos_vm_tests {
+        let _ = writeln!(
+            out,
+            "  {:<7}  {:<width$}  run: {}",
+            test.status.label(),
+            test.name,
+            test.command
+        );
+    }
     out
 }
 
@@ -256,6 +272,19 @@ pub fn markdown(checklist: &Checklist) -> String {
             gate.status.label(),
             revision_of(gate.revision.as_deref()),
             detail.replace('|', "\\|").replace('\n', " ")
+        );
+    }
+    out.push('\n');
+    out.push_str("Not a gate, and never run here: the NixOS VM tests of the flake (nix/checks.nix) need nixpkgs and KVM. Run them where both are (`nix flake check` runs every check):\n\n");
+    out.push_str("| NixOS VM test | what it proves | status | command |\n|---|---|---|---|\n");
+    for test in &checklist.nixos_vm_tests {
+        let _ = writeln!(
+            out,
+            "| {} | {} | **{}** | `{}` |",
+            test.name,
+            test.proves.replace('|', "\\|"),
+            test.status.label(),
+            test.command
         );
     }
     out.push('\n');
