@@ -34,7 +34,8 @@ pub fn rollback(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             .run(local("hcloud server request-console <server>"))
             .run(local("hcloud server reset <server>"))
             .run(sudo("/run/current-system/bin/switch-to-configuration boot"))
-            .then("The last command, run once the previous generation is up, makes it the default for later boots."),
+            .then("The last command, run once the previous generation is up, makes it the default for later boots.")
+            .then("If stage 1 stops instead (the console shows emergency mode and \"Cannot open access to console, the root account is locked\", or the root rollback timed out after 3 minutes): there is no shell to use, on purpose. Reset once: the next boot's rollback creates a @root that a stopped run left missing. If it stops again, the Hetzner rescue system is the way in (§4.5's first two commands boot it; docs/troubleshooting.md, \"The rollback hangs or times out\")."),
         procedure("rollback.switch-back", "The new generation boots but misbehaves: switch back")
             .needs(Need::NixosTooling)
             .note("Activates the previous generation of the system profile now and makes it the boot default.")
