@@ -274,8 +274,14 @@ fn an_ipv6_only_server_without_its_address_is_host005() {
     assert_eq!(code, Some(1), "{findings:#?}");
     let host005 = finding(&findings, "HOST005");
     let (file, line, _) = place(host005);
-    assert!(file.ends_with(&format!("{HOST}/machine.nix")), "{host005:#}");
-    assert_eq!(line, line_of(dir.path(), "machine.nix", "ipv6Address = null;"));
+    assert!(
+        file.ends_with(&format!("{HOST}/machine.nix")),
+        "{host005:#}"
+    );
+    assert_eq!(
+        line,
+        line_of(dir.path(), "machine.nix", "ipv6Address = null;")
+    );
     // With its address it is a server like any other.
     let dir = stand_in("machine.nix", |text| {
         text.replacen("publicIpv4 = true;", "publicIpv4 = false;", 1)

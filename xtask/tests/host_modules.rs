@@ -146,7 +146,10 @@ fn every_oneshot_unit_of_the_host_is_bounded() {
     let mut checked = Vec::new();
     for (module, config) in [
         ("the rollback module, systemd initrd", rollback_module(true)),
-        ("the rollback module, scripted initrd", rollback_module(false)),
+        (
+            "the rollback module, scripted initrd",
+            rollback_module(false),
+        ),
         ("services.nix", services),
     ] {
         for units in [
@@ -159,7 +162,8 @@ fn every_oneshot_unit_of_the_host_is_bounded() {
             for (name, unit) in units {
                 let service = &unit["serviceConfig"];
                 let oneshot = service["Type"] == "oneshot"
-                    || (service.get("Type").is_none() && upstream_oneshots.contains(&name.as_str()));
+                    || (service.get("Type").is_none()
+                        && upstream_oneshots.contains(&name.as_str()));
                 if !oneshot {
                     continue;
                 }
@@ -227,13 +231,18 @@ fn an_ipv6_only_server_without_an_address_is_refused() {
     assert!(holds(json!({})), "the repository's host");
     assert!(holds(json!({ "ipv4": true, "ipv6Address": null })));
     assert!(!holds(json!({ "ipv4": false, "ipv6Address": null })));
-    let config = network(json!({ "ipv4": false, "ipv6Address": "2a01:4f8:c012:3456::1/64" })).unwrap();
+    let config =
+        network(json!({ "ipv4": false, "ipv6Address": "2a01:4f8:c012:3456::1/64" })).unwrap();
     assert!(assertion_holds(&config, "no address"));
     let uplink = &config["systemd"]["network"]["networks"]["10-uplink"];
     assert_eq!(uplink["networkConfig"]["DHCP"], "no", "{uplink:#}");
     assert_eq!(uplink["address"], json!(["2a01:4f8:c012:3456::1/64"]));
     assert_eq!(uplink["routes"], json!([{ "Gateway": "fe80::1" }]));
-    assert_eq!(config["warnings"], json!([]), "no IPv4-only warning on an IPv6-only server");
+    assert_eq!(
+        config["warnings"],
+        json!([]),
+        "no IPv4-only warning on an IPv6-only server"
+    );
 }
 
 // --- The NixOS VM tests (nix/checks.nix, nix/tests/vm-test.nix) -----------
@@ -247,7 +256,13 @@ const CHECKS_STAND_IN: &str = concat!(
 /// and nixpkgs stood in (tests/fixtures/nixos-stand-in/checks.nix).
 fn vm_tests() -> Value {
     let output = Command::new("nix-instantiate")
-        .args(["--readonly-mode", "--eval", "--strict", "--json", CHECKS_STAND_IN])
+        .args([
+            "--readonly-mode",
+            "--eval",
+            "--strict",
+            "--json",
+            CHECKS_STAND_IN,
+        ])
         .arg("--arg")
         .arg("repo")
         .arg(Path::new(REPO).canonicalize().unwrap())
@@ -311,11 +326,17 @@ fn the_nixos_deletion_tests_expect_what_the_retention_model_says() {
         })
         .collect();
     let rules = rules_of(&file);
-    assert_eq!(boots, modelled(rules, boots.len()), "nix/tests/deletion.json");
+    assert_eq!(
+        boots,
+        modelled(rules, boots.len()),
+        "nix/tests/deletion.json"
+    );
     // It exercises what the default NixOS test never does: a deletion, and
     // keepAtLeast holding roots that are past retention.
     assert!(boots.iter().filter(|(_, deleted)| *deleted > 0).count() >= 2);
-    assert!(boots.iter().any(|(kept, _)| *kept as u64 == rules.keep_at_least));
+    assert!(boots
+        .iter()
+        .any(|(kept, _)| *kept as u64 == rules.keep_at_least));
     // The model tells other settings apart: the comparison can fail.
     let other = xtask::vm::retention::Rules {
         keep_at_least: rules.keep_at_least + 1,
@@ -350,7 +371,12 @@ fn the_nixos_vm_test_variants_are_wired_and_their_scripts_parse() {
             json!([retention, scripted]),
         ),
     ];
-    let names: Vec<&str> = tests.as_object().unwrap().keys().map(String::as_str).collect();
+    let names: Vec<&str> = tests
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut wanted: Vec<&str> = expected.iter().map(|(n, _, _)| *n).collect();
     wanted.sort();
     assert_eq!(names, wanted);

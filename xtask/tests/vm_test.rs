@@ -457,9 +457,14 @@ fn repository_without_fstrim() -> tempfile::TempDir {
     }
     let services = dir.path().join("hosts/servers/hetzner-cloud/services.nix");
     let text = std::fs::read_to_string(&services).unwrap();
-    let start = text.find("  # TRIM.").expect("the TRIM comment in services.nix");
+    let start = text
+        .find("  # TRIM.")
+        .expect("the TRIM comment in services.nix");
     let end_marker = "systemd.services.fstrim.serviceConfig.TimeoutStartSec = \"30min\";\n";
-    let end = text.find(end_marker).expect("fstrim.service's limit in services.nix") + end_marker.len();
+    let end = text
+        .find(end_marker)
+        .expect("fstrim.service's limit in services.nix")
+        + end_marker.len();
     let tampered = format!("{}{}", &text[..start], &text[end..]);
     assert!(
         !tampered.contains("services.fstrim") && !tampered.contains("systemd.timers.fstrim"),
@@ -554,7 +559,11 @@ fn a_rollback_that_ignores_keep_at_least_and_a_host_without_fstrim_fail_the_mont
         Some(copy.path()),
         "BTRFS_ROLLBACK_KEEP_AT_LEAST=0 # tampered: keepAtLeast ignored",
         2,
-        &["retention:run7", "month:keep-at-least", "trim:rollback-freed"],
+        &[
+            "retention:run7",
+            "month:keep-at-least",
+            "trim:rollback-freed",
+        ],
     );
     assert!(check(&results, 2, "retention:run7")
         .measured

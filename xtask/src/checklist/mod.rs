@@ -583,19 +583,28 @@ mod tests {
         let names: Vec<&str> = tests.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["vm-test", "vm-test-uefi", "vm-test-deletion", "vm-test-scripted-initrd"]
+            [
+                "vm-test",
+                "vm-test-uefi",
+                "vm-test-deletion",
+                "vm-test-scripted-initrd"
+            ]
         );
         for test in tests {
             assert_eq!(test["status"], "NOT RUN", "{test}");
             assert_eq!(
                 test["command"],
-                format!("nix build -L .#checks.x86_64-linux.{}", test["name"].as_str().unwrap())
+                format!(
+                    "nix build -L .#checks.x86_64-linux.{}",
+                    test["name"].as_str().unwrap()
+                )
             );
         }
         let markdown = render::markdown(&checklist);
-        assert!(markdown.contains(
-            "| vm-test-deletion | four boots under test-only retention"
-        ), "{markdown}");
+        assert!(
+            markdown.contains("| vm-test-deletion | four boots under test-only retention"),
+            "{markdown}"
+        );
         assert!(markdown.contains("`nix build -L .#checks.x86_64-linux.vm-test-scripted-initrd`"));
         let text = render::gates_text(&checklist);
         assert!(text.contains(

@@ -415,7 +415,9 @@ mod tests {
         // It asks which kind of server it is, and says what machine.nix says.
         assert!(text.contains("Which kind of server is it?"), "{text}");
         assert!(
-            text.contains("now says: a public IPv4 (publicIpv4 = true) and no IPv6 (ipv6Address = null)"),
+            text.contains(
+                "now says: a public IPv4 (publicIpv4 = true) and no IPv6 (ipv6Address = null)"
+            ),
             "{text}"
         );
         assert!(text.contains("cargo xtask check --mode flake --host hetzner-cloud"));
@@ -465,12 +467,18 @@ mod tests {
         assert!(text.contains("vm-test measured 47% saved"));
         assert!(text.contains("sudo fstrim -v /btrfs_tmp\n"));
         assert!(text.contains("sudo systemctl --failed --no-legend --plain\n"));
-        assert!(text.contains(
-            "sudo systemctl is-active btrfs-rollback-status.service btrbk-persist.timer\n"
-        ), "{text}");
-        assert!(text.contains(
-            "sudo systemctl show -p Id -p ActiveState 'btrfs-scrub[-@]btrfs_tmp.timer'\n"
-        ), "{text}");
+        assert!(
+            text.contains(
+                "sudo systemctl is-active btrfs-rollback-status.service btrbk-persist.timer\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sudo systemctl show -p Id -p ActiveState 'btrfs-scrub[-@]btrfs_tmp.timer'\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("sudo btrfs filesystem usage -b /btrfs_tmp\n"));
         assert!(text.contains("sudo sh -c 'sha256sum /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_rsa_key.pub > /persist/identity.sha256'\n"), "{text}");
         assert!(text.contains("/etc/ssh/ssh_host_ed25519_key.pub: OK\n"));

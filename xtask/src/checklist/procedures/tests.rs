@@ -144,17 +144,27 @@ fn the_scrub_timer_passes_under_either_nixpkgs_name() {
     );
     let holds = |stdout: &str| scrub.expect.iter().all(|e| e.check(0, stdout).is_ok());
     // What systemctl show prints for each name.
-    assert!(holds("Id=btrfs-scrub-btrfs_tmp.timer\nActiveState=active\n"));
-    assert!(holds("Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=active\n"));
+    assert!(holds(
+        "Id=btrfs-scrub-btrfs_tmp.timer\nActiveState=active\n"
+    ));
+    assert!(holds(
+        "Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=active\n"
+    ));
     // No unit fits the glob: show prints nothing.
     assert!(!holds(""));
-    assert!(!holds("Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=inactive\n"));
-    assert!(!holds("Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=failed\n"));
+    assert!(!holds(
+        "Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=inactive\n"
+    ));
+    assert!(!holds(
+        "Id=btrfs-scrub@btrfs_tmp.timer\nActiveState=failed\n"
+    ));
     // No other command of the procedure names a scrub timer.
-    assert!(units
-        .commands
-        .iter()
-        .filter(|c| c.line.contains("btrfs-scrub"))
-        .count()
-        == 1);
+    assert!(
+        units
+            .commands
+            .iter()
+            .filter(|c| c.line.contains("btrfs-scrub"))
+            .count()
+            == 1
+    );
 }

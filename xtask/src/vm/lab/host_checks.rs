@@ -155,7 +155,8 @@ pub(super) fn rollback_trim_reached_the_host(
     // Metadata the boot writes meanwhile (new roots, logs) takes a little back.
     let minimum = ROLLBACK_TRIM_BYTES / 10 * 9;
     let how = if trim.triggers.is_empty() {
-        "the host starts no fstrim.service after the boot (services.fstrim off, no OnBootSec)".to_owned()
+        "the host starts no fstrim.service after the boot (services.fstrim off, no OnBootSec)"
+            .to_owned()
     } else {
         format!("fstrim.service ({})", trim.triggers.join("; "))
     };

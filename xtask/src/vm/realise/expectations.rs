@@ -188,7 +188,11 @@ impl<'a> Realisation<'a> {
                 in_sysroot(&top.mountpoint),
             ]),
         ));
-        steps.push(step("rollback-trim:sync", OnFailure::Continue, Action::Sync));
+        steps.push(step(
+            "rollback-trim:sync",
+            OnFailure::Continue,
+            Action::Sync,
+        ));
         steps.push(measure(ROLLBACK_TRIM_DELETED));
         if !trim.triggers.is_empty() {
             steps.push(check(

@@ -622,3 +622,85 @@ fn systemd_names_like_nixos() {
     );
     assert_eq!(systemd_device_name("/dev/sda3"), "dev-sda3");
 }
+
+#[test]
+fn the_month_measures_what_its_rollback_deletes_around_the_hosts_fstrim_service() {
+    let layout = host_layout();
+    let context = context_of(&layout);
+    let realisation = realisation_of(&layout, &context, vec![]);
+    let triggers = vec!["OnBootSec=15min".to_owned()];
+    // The install leaves the data in its root, after everything else.
+    let mut install = BootSpec::new(1);
+    install.rollback_trim = Some(RollbackTrim {
+        triggers: triggers.clone(),
+    });
+    let plan = realisation.plan_for(&install).unwrap();
+    let write = position(&plan, "rollback-trim:write");
+    let Action::WriteRandom { path, bytes } = &plan.steps[write].action else {
+        panic!()
+    };
+    assert_eq!(
+        (path.as_str(), *bytes),
+        ("/sysroot/var/tmp/xtask-rollback-trim", ROLLBACK_TRIM_BYTES)
+    );
+    assert!(position(&plan, "trim:measure-after") < write);
+    // Without it, no boot writes it.
+    assert!(!realisation
+        .plan(1)
+        .unwrap()
+        .steps
+        .iter()
+        .any(|s| s.name.starts_with("rollback-trim")));
+
+    // The month: measured before the rollback, after the cleaner, after fstrim.service.
+    let mut month = BootSpec::new(2);
+    month.procedures = vec![admin_step("3.8")];
+    month.rollback_trim = Some(RollbackTrim { triggers });
+    let plan = realisation.plan_for(&month).unwrap();
+    let order = [
+        "measure:rollback-trim.before",
+        "rollback",
+        "rollback-trim:cleaned",
+        "measure:rollback-trim.deleted",
+        "check:trim:fstrim-service",
+        "measure:rollback-trim.after",
+        "procedure:3.8",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            position(&plan, pair[0]) < position(&plan, pair[1]),
+            "{pair:?}"
+        );
+    }
+    assert_eq!(
+        argv_of(&plan, "rollback-trim:cleaned"),
+        ["/usr/sbin/btrfs", "subvolume", "sync", "/sysroot/btrfs_tmp"]
+    );
+    let Expect::FstrimService {
+        args, mountpoint, ..
+    } = expectation(&plan, "trim:fstrim-service")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        args,
+        &[
+            "--listed-in",
+            "/etc/fstab:/proc/self/mountinfo",
+            "--verbose",
+            "--quiet-unsupported"
+        ]
+    );
+    assert_eq!(mountpoint, "/sysroot");
+    // A host whose timer never starts fstrim.service: measured, not trimmed.
+    month.rollback_trim = Some(RollbackTrim { triggers: vec![] });
+    let plan = realisation.plan_for(&month).unwrap();
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| s.name == "measure:rollback-trim.after"));
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| s.name == "check:trim:fstrim-service"));
+}
