@@ -471,13 +471,12 @@ fn repository_without_fstrim() -> tempfile::TempDir {
         "{tampered}"
     );
     std::fs::write(&services, tampered).unwrap();
+    // The same image either way (its cache key is its content): built once.
+    let real_cache = xtask::project::xtask_dir().join("initramfs");
+    std::fs::create_dir_all(&real_cache).unwrap();
     let cache = dir.path().join("target/xtask");
     std::fs::create_dir_all(&cache).unwrap();
-    std::os::unix::fs::symlink(
-        std::path::Path::new(&xtask::project::xtask_dir().join("initramfs")),
-        cache.join("initramfs"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(real_cache.as_std_path(), cache.join("initramfs")).unwrap();
     dir
 }
 
