@@ -110,6 +110,8 @@ pub enum Need {
     UsedSystem,
     /// Reinstalling the server.
     Reinstall,
+    /// The Hetzner rescue system (it starts there).
+    RescueSystem,
 }
 
 #[derive(Debug, Clone, Serialize)]

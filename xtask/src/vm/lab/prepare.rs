@@ -1,6 +1,7 @@
 //! Before the first boot: the host evaluated and checked, the kernel, tools
 //! and image found or built, the checklist's procedures for this host.
 
+use crate::vm::guest::admin::{PLACE_LOCAL, PLACE_SERVER};
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
@@ -217,12 +218,23 @@ pub(super) fn checklist_procedures(
     if facts.admin_groups.iter().any(|g| g == "wheel") {
         groups.push(crate::vm::guest::sudo::WHEEL_GID);
     }
+    // The lab's PATH offers the admin exactly the server's (or the
+    // workstation's) commands, as the configuration makes them.
+    let places = crate::checklist::places::Places::for_host(&host.dir)?;
+    let commands = [
+        (PLACE_SERVER, &places.server),
+        (PLACE_LOCAL, &places.workstation),
+    ]
+    .into_iter()
+    .map(|(place, set)| (place.to_owned(), set.iter().cloned().collect()))
+    .collect();
     let login = AdminLogin {
         user: facts.admin_user.clone(),
         uid: facts.admin_uid.unwrap_or(1000),
         gid: 100,
         groups,
         home: facts.admin_home.clone(),
+        commands,
     };
     Ok((
         all,

@@ -180,6 +180,16 @@ pub fn not_run_record(numbered: &Numbered, instead: Option<&str>) -> ProcedureRe
             let why = match (instead, disposition(&procedure.id, command)) {
                 (_, Disposition::NotRun(why)) | (_, Disposition::Boundary(_, why)) => why,
                 (Some(instead), Disposition::Run) => not_run(instead, None),
+                (None, Disposition::Run)
+                    if procedure
+                        .needs
+                        .contains(&crate::checklist::procedures::Need::RescueSystem) =>
+                {
+                    not_run(
+                        "the procedure starts in the Hetzner rescue system, which the lab does not boot; this command works on what it saved",
+                        None,
+                    )
+                }
                 (None, Disposition::Run) => not_run("not run", None),
             };
             CommandRecord {

@@ -155,7 +155,11 @@ pub(super) fn harness(id: &str, lab: &Lab) -> Result<Harness> {
                 capture_manifest(p, name),
             ];
             harness.each_part = vec![setup(mount)];
-            harness.bindings = vec![binding("<path>", "printf %s xtask-reinstall/data.bin")];
+            harness.bindings = vec![
+                binding("<path>", "printf %s xtask-reinstall/data.bin"),
+                // As the reader takes it: the time of the save.
+                binding("<stamp>", "date -u +%Y%m%dT%H%M%SZ"),
+            ];
             harness.verify = vec![verify_manifest(p, name)];
         }
         _ => {}

@@ -39,7 +39,7 @@ mod nixos_test;
 mod schedule;
 
 pub use convert::{convert, not_run_record, of_tier, placeholders};
-pub use disposition::{disposition, simple_commands, tier, Disposition, Then};
+pub use disposition::{disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then};
 pub use nixos_test::{nixos_test_json, NIXOS_TEST_FILE};
 pub use schedule::{step_of, BootProcedures, Schedule};
 

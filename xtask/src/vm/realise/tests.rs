@@ -352,6 +352,7 @@ fn admin_login() -> AdminLogin {
         gid: 100,
         groups: vec![100, 1],
         home: "/home/hbohlen".to_owned(),
+        commands: Default::default(),
     }
 }
 
