@@ -296,8 +296,13 @@ fn fill(
     captured: &mut BTreeMap<String, String>,
 ) -> Result<std::result::Result<String, String>> {
     let mut line = line;
+    // A second run (`4.4#2`) keeps its own values.
+    let owner = match step.step.split_once('#') {
+        Some((_, run)) => format!("{}#{run}", step.id),
+        None => step.id.clone(),
+    };
     for binding in &command.bindings {
-        let key = format!("{}:{}", step.id, binding.placeholder);
+        let key = format!("{owner}:{}", binding.placeholder);
         let value = match captured.get(&key) {
             Some(value) => value.clone(),
             None => {

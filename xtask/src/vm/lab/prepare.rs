@@ -142,8 +142,14 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
-    let (mut procedures, lab) = checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
+    let (mut procedures, mut lab) = checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
     tamper_procedures(&mut procedures, &options.tamper)?;
+    if options.tamper.contains(&Tamper::ServerWithoutHostPackages) {
+        let nixos_only = crate::checklist::places::server_commands(&[]);
+        lab.login
+            .commands
+            .insert(PLACE_SERVER.to_owned(), nixos_only.into_iter().collect());
+    }
     Ok(Prepared {
         layout,
         machine: loaded.machine,
@@ -165,6 +171,29 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
 /// that vm-test fails on it, naming the step (tests only).
 pub(super) fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Result<()> {
     for t in tamper {
+        if let Tamper::ProcedureFixedNames(id) = t {
+            let Some(numbered) = all.iter_mut().find(|n| n.procedure.id == *id) else {
+                bail!("--tamper {t}: the checklist has no procedure {id}");
+            };
+            let procedure = &mut numbered.procedure;
+            procedure.commands.retain(|c| !c.line.contains("test ! -e"));
+            for command in &mut procedure.commands {
+                command.line = command.line.replace("<stamp>", "fixed");
+                command.shows = command.shows.iter().map(|s| s.replace("<stamp>", "fixed")).collect();
+            }
+            continue;
+        }
+        if let Tamper::ProcedureAlsoRuns { id, program } = t {
+            let Some(command) = all
+                .iter_mut()
+                .find(|n| n.procedure.id == *id)
+                .and_then(|n| n.procedure.commands.first_mut())
+            else {
+                bail!("--tamper {t}: the checklist has no procedure {id} with a command");
+            };
+            command.line = format!("{} && {program} --version >/dev/null", command.line);
+            continue;
+        }
         let (id, drop_sudo) = match t {
             Tamper::ProcedureExpect(id) => (id, false),
             Tamper::ProcedureDropSudo(id) => (id, true),

@@ -156,6 +156,9 @@ fn the_conversion_keeps_the_printed_lines_and_their_expectations() {
             "rollback.file-from-old-root",
             "verify.reboot",
             "rollback.restore-persist",
+            "rollback.reinstall",
+            // The second runs, /persist changed in between.
+            "rollback.restore-persist",
             "rollback.reinstall"
         ]
     );
@@ -330,7 +333,10 @@ fn the_schedule_waits_for_reboots_and_reinstalls() {
             (false, strings(&["3.9/1"]), strings(&["4.4/0"])),
             (false, strings(&["4.4/1"]), strings(&["4.5/0"])),
             (true, strings(&["4.5/1"]), vec![]),
-            (false, strings(&["4.5/2"]), vec![]),
+            (false, strings(&["4.5/2"]), strings(&["4.4#2/0"])),
+            (false, strings(&["4.4#2/1"]), strings(&["4.5#2/0"])),
+            (true, strings(&["4.5#2/1"]), vec![]),
+            (false, strings(&["4.5#2/2"]), vec![]),
         ]
     );
     // A failed part ends its procedure.
