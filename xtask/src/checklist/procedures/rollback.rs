@@ -99,20 +99,29 @@ const STAMP: &str = "<stamp>";
 const STAMP_MEANING: &str = "the time of this save, as `date -u +%Y%m%dT%H%M%SZ` prints it on your machine (e.g. 20260101T120000Z): the names below carry it, so they cannot exist from an earlier save or attempt";
 
 /// The subvolumes the layout mounts besides the root, /nix, /persist and
-/// the snapshots: what a reinstall erases without a word (@caddy, …).
-fn also_erased(subject: &Subject) -> Vec<String> {
+/// the snapshots, with their mountpoints: what a reinstall erases and
+/// nothing brings back (@caddy, @containers, @log). vm-test's reinstall
+/// drill checks that they come back empty.
+pub fn erased_by_reinstall(subject: &Subject) -> Vec<(String, String)> {
     let tables = subject.tables();
     let n = names(&tables);
     tables
         .filesystems
         .iter()
         .flat_map(|f| f.subvolumes.iter())
-        .filter(|s| s.mountpoint.is_some() && s.name != "(top level)")
-        .filter(|s| {
-            ![n.persist.as_str(), n.snapshots.as_str()].contains(&s.name.as_str())
-                && !matches!(s.mountpoint.as_deref(), Some("/" | "/nix"))
+        .filter(|s| s.name != "(top level)")
+        .filter_map(|s| s.mountpoint.clone().map(|mp| (s.name.clone(), mp)))
+        .filter(|(name, mp)| {
+            ![n.persist.as_str(), n.snapshots.as_str()].contains(&name.as_str())
+                && !matches!(mp.as_str(), "/" | "/nix")
         })
-        .map(|s| format!("{} ({})", s.name, s.mountpoint.as_deref().unwrap_or("")))
+        .collect()
+}
+
+fn also_erased(subject: &Subject) -> Vec<String> {
+    erased_by_reinstall(subject)
+        .iter()
+        .map(|(name, mp)| format!("{name} ({mp})"))
         .collect()
 }
 
@@ -206,7 +215,7 @@ fn rescue_save(subject: &Subject, facts: &HostFacts) -> Procedure {
             "A broken bootloader or root does not touch the data: the rescue system mounts the Btrfs top level at /mnt ({device}, `subvolid=5`), snapshots {persist} read-only under a new name and streams it to your machine, with the machine's identity. Then step 4.5 from `hcloud server enable-rescue` on, with the same <stamp> and {file}."
         ))
         .note(format!(
-            "When {persist} itself is damaged, save the newest btrbk snapshot instead: `ls /mnt/{snapshots}` lists them (the newest last); they are read-only already, so `btrfs send /mnt/{snapshots}/<snapshot>` streams one as it is, and step 4.5 receives and swaps in that name instead of {persist}.saved-<stamp>."
+            "When {persist} itself is damaged, save the newest btrbk snapshot instead: `ls /mnt/{snapshots}` lists them (the newest last); snapshot that one instead of /mnt/{persist} (`btrfs subvolume snapshot -r /mnt/{snapshots}/<snapshot> {saved}`) and take the identity from it (`tar -C /mnt/{snapshots}/<snapshot> …`): the names stay those step 4.5 uses."
         ))
         .run(local("hcloud server enable-rescue --type linux64 --ssh-key <key> <server>"))
         .run(local("hcloud server reset <server>"))

@@ -272,6 +272,10 @@ pub(super) fn checklist_procedures(
             disk,
             login,
             lost: None,
+            erased: crate::checklist::procedures::erased_by_reinstall(&subject)
+                .into_iter()
+                .map(|(_, mountpoint)| mountpoint)
+                .collect(),
         },
     ))
 }

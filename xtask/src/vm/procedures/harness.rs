@@ -174,6 +174,18 @@ pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
                 write_data("xtask-reinstall/data.bin", 1 << 20),
                 capture_manifest(p, &name),
             ];
+            // What the procedure says the reinstall erases (@caddy,
+            // @containers, @log): a file in each before, none after.
+            let before = "xtask-before-reinstall";
+            if !lab.erased.is_empty() {
+                harness.setup.push(setup(
+                    lab.erased
+                        .iter()
+                        .map(|mp| format!("echo {run} > {mp}/{before}"))
+                        .collect::<Vec<_>>()
+                        .join(" && "),
+                ));
+            }
             harness.each_part = vec![setup(mount)];
             harness.bindings = vec![
                 binding("<path>", "printf %s xtask-reinstall/data.bin"),
@@ -181,6 +193,16 @@ pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
                 binding("<stamp>", "date -u +%Y%m%dT%H%M%SZ"),
             ];
             harness.verify = vec![verify_manifest(p, &name)];
+            if !lab.erased.is_empty() {
+                harness.verify.push(lab_command(
+                    CommandRole::Verify,
+                    lab.erased
+                        .iter()
+                        .map(|mp| format!("test ! -e {mp}/{before}"))
+                        .collect::<Vec<_>>()
+                        .join(" && "),
+                ));
+            }
         }
         _ => {}
     }

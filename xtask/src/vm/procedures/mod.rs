@@ -69,6 +69,9 @@ pub struct Lab {
     pub disk: Option<(String, String)>,
     pub login: AdminLogin,
     pub lost: Option<LostFile>,
+    /// The mountpoints of the subvolumes a reinstall erases and nothing
+    /// brings back (`checklist::procedures::erased_by_reinstall`).
+    pub erased: Vec<String>,
 }
 
 /// A file the last boot wrote into /, which is in the newest old root now.

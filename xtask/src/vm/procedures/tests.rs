@@ -32,6 +32,7 @@ fn lab() -> Lab {
             path: "root/xtask/boot-3.txt".into(),
             sha256: "ab".repeat(32),
         }),
+        erased: vec!["/var/log".into(), "/var/lib/caddy".into()],
     }
 }
 
