@@ -3,9 +3,11 @@
 //! rule names the class of mistake, not one line:
 //!
 //! - `snapshot-name`: `btrfs subvolume snapshot SRC DEST` where DEST may
-//!   exist: btrfs then puts the snapshot *inside* DEST, and DEST keeps its
-//!   old contents (a later `btrfs send DEST` streams the stale one). DEST
-//!   must carry `$(date …)` or be checked first with `test ! -e DEST`.
+//!   exist: btrfs then fails (DEST read-only) or puts the snapshot *inside*
+//!   DEST (writable), and DEST keeps its old contents: a later `btrfs send
+//!   DEST` streams the stale one, a swap brings it back (xtask/tests/
+//!   recovery.rs shows both with the real tools). DEST must carry
+//!   `$(date …)` or be checked first with `test ! -e DEST`.
 //! - `mv-into`: `mv` without `-T` moves the source *into* a target that
 //!   exists as a directory instead of renaming it.
 //! - `soft-reboot`: `hcloud server reboot` is an ACPI request a hung or
@@ -230,7 +232,7 @@ pub fn hazards(places: &Places, lines: &[Line]) -> Vec<Hazard> {
                     || line.contains(&format!("{destination}$(date"));
                 if !stamped && !absent_checked.contains(&destination) {
                     hazard("snapshot-name", format!(
-                        "{destination} may exist already (a retry, an earlier save): btrfs then snapshots into it and it keeps its old contents; name it with `$(date -u +%Y%m%dT%H%M%SZ)` or check first with `test ! -e {destination}`"
+                        "{destination} may exist already (a retry, an earlier save): btrfs then fails or snapshots into it, and the name keeps its old contents for the next command; name it with `$(date -u +%Y%m%dT%H%M%SZ)` or check first with `test ! -e {destination}`"
                     ));
                 }
             }
