@@ -149,3 +149,54 @@ fn a_restore_onto_a_leftover_name_is_stopped_before_it_swallows_persist() {
     assert!(top.join("@persist.replaced/@persist/data").exists());
     assert!(!top.join("@persist").exists());
 }
+
+/// `sh -c LINE` in `dir`: exit status and stdout.
+fn sh_in(dir: &Utf8Path, line: &str) -> (i32, String) {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(dir)
+        .output()
+        .expect("running sh");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn zstd_t_passes_an_empty_stream_and_the_checklists_stream_check_does_not() {
+    let lab = lab();
+    let fs = BtrfsFixture::create(&lab, 1 << 30).expect("a loop-device Btrfs");
+    let top = fs.top();
+    fs.create_subvolume("@persist").unwrap();
+    fs.create_subvolume("@snapshots").unwrap();
+    write(&top.join("@persist/data"), "kept");
+    let reinstall = procedure("rollback.reinstall");
+    assert_eq!(sh(&line(&reinstall, "btrfs subvolume snapshot -r", top, "A")), 0);
+    let check = reinstall
+        .commands
+        .iter()
+        .find(|c| c.line.ends_with("| head -c 12"))
+        .expect("the stream check");
+    let test = format!("zstd -q -t persist-A.btrfs.zst");
+    let stream = check.line.replace("<stamp>", "A");
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let dir = Utf8Path::from_path(scratch.path()).expect("UTF-8");
+    // What a failed ssh leaves: zstd compresses nothing into a valid frame.
+    assert_eq!(sh_in(dir, "printf '' | zstd -q > persist-A.btrfs.zst").0, 0);
+    assert_eq!(sh_in(dir, &test).0, 0, "zstd -t passes the empty stream");
+    let (status, stdout) = sh_in(dir, &stream);
+    assert!(check.expect.iter().any(|e| e.check(status, &stdout).is_err()));
+    // A real send stream passes both.
+    let send = format!(
+        "btrfs send -q {top}/@snapshots/@persist.saved-A | zstd -q -f > persist-A.btrfs.zst"
+    );
+    assert_eq!(sh_in(dir, &send).0, 0);
+    assert_eq!(sh_in(dir, &test).0, 0);
+    let (status, stdout) = sh_in(dir, &stream);
+    assert!(
+        check.expect.iter().all(|e| e.check(status, &stdout).is_ok()),
+        "{stdout:?}"
+    );
+}
