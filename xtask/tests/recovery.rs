@@ -120,16 +120,27 @@ fn a_restore_onto_a_leftover_name_is_stopped_before_it_swallows_persist() {
     let commands: Vec<String> = restore
         .commands
         .iter()
-        .map(|c| c.line.trim_start_matches("sudo ").replace("/btrfs_tmp", top.as_str()))
+        .map(|c| {
+            c.line
+                .trim_start_matches("sudo ")
+                .replace("/btrfs_tmp", top.as_str())
+        })
         .collect();
-    let guards: Vec<&String> = commands.iter().filter(|l| l.starts_with("test ! -e")).collect();
+    let guards: Vec<&String> = commands
+        .iter()
+        .filter(|l| l.starts_with("test ! -e"))
+        .collect();
     assert_eq!(guards.len(), 2, "{commands:#?}");
     assert!(guards.iter().all(|g| sh(g) == 1), "the leftovers stop it");
     // Without the guard: the writable leftover swallows the new snapshot,
     // and the swap would bring back the older /persist.
     write(&top.join("@snapshots/marker"), "");
-    fs.create_subvolume("@snapshots/@persist.20260101T1200").unwrap();
-    write(&top.join("@snapshots/@persist.20260101T1200/data"), "snapshot");
+    fs.create_subvolume("@snapshots/@persist.20260101T1200")
+        .unwrap();
+    write(
+        &top.join("@snapshots/@persist.20260101T1200/data"),
+        "snapshot",
+    );
     let snapshot = commands
         .iter()
         .find(|l| l.starts_with("btrfs subvolume snapshot"))
@@ -137,7 +148,9 @@ fn a_restore_onto_a_leftover_name_is_stopped_before_it_swallows_persist() {
         .replace("<snapshot>", "@persist.20260101T1200");
     assert_eq!(sh(&snapshot), 0);
     assert_eq!(read(&top.join("@persist.restored/data")), "older");
-    assert!(top.join("@persist.restored/@persist.20260101T1200/data").exists());
+    assert!(top
+        .join("@persist.restored/@persist.20260101T1200/data")
+        .exists());
     // What the old rescue line did: plain mv moves @persist into the leftover.
     let swap = commands
         .iter()
@@ -173,30 +186,39 @@ fn zstd_t_passes_an_empty_stream_and_the_checklists_stream_check_does_not() {
     fs.create_subvolume("@snapshots").unwrap();
     write(&top.join("@persist/data"), "kept");
     let reinstall = procedure("rollback.reinstall");
-    assert_eq!(sh(&line(&reinstall, "btrfs subvolume snapshot -r", top, "A")), 0);
+    assert_eq!(
+        sh(&line(&reinstall, "btrfs subvolume snapshot -r", top, "A")),
+        0
+    );
     let check = reinstall
         .commands
         .iter()
         .find(|c| c.line.ends_with("| head -c 12"))
         .expect("the stream check");
-    let test = format!("zstd -q -t persist-A.btrfs.zst");
+    let test = "zstd -q -t persist-A.btrfs.zst";
     let stream = check.line.replace("<stamp>", "A");
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let dir = Utf8Path::from_path(scratch.path()).expect("UTF-8");
     // What a failed ssh leaves: zstd compresses nothing into a valid frame.
     assert_eq!(sh_in(dir, "printf '' | zstd -q > persist-A.btrfs.zst").0, 0);
-    assert_eq!(sh_in(dir, &test).0, 0, "zstd -t passes the empty stream");
+    assert_eq!(sh_in(dir, test).0, 0, "zstd -t passes the empty stream");
     let (status, stdout) = sh_in(dir, &stream);
-    assert!(check.expect.iter().any(|e| e.check(status, &stdout).is_err()));
+    assert!(check
+        .expect
+        .iter()
+        .any(|e| e.check(status, &stdout).is_err()));
     // A real send stream passes both.
     let send = format!(
         "btrfs send -q {top}/@snapshots/@persist.saved-A | zstd -q -f > persist-A.btrfs.zst"
     );
     assert_eq!(sh_in(dir, &send).0, 0);
-    assert_eq!(sh_in(dir, &test).0, 0);
+    assert_eq!(sh_in(dir, test).0, 0);
     let (status, stdout) = sh_in(dir, &stream);
     assert!(
-        check.expect.iter().all(|e| e.check(status, &stdout).is_ok()),
+        check
+            .expect
+            .iter()
+            .all(|e| e.check(status, &stdout).is_ok()),
         "{stdout:?}"
     );
 }

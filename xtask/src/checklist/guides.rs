@@ -119,7 +119,11 @@ pub fn extract(file: &str, text: &str) -> (Vec<DocCommand>, Vec<Problem>) {
         }
         if let Some(mut command) = pending.take() {
             let more = strip_comment(trimmed);
-            command.line = format!("{} {}", command.line.trim_end_matches('\\').trim_end(), more);
+            command.line = format!(
+                "{} {}",
+                command.line.trim_end_matches('\\').trim_end(),
+                more
+            );
             if more.ends_with('\\') {
                 pending = Some(command);
             } else {
@@ -212,8 +216,8 @@ pub fn check(
 ) -> Result<Report> {
     let mut report = Report::default();
     for file in GUIDES {
-        let text = std::fs::read_to_string(root.join(file))
-            .with_context(|| format!("reading {file}"))?;
+        let text =
+            std::fs::read_to_string(root.join(file)).with_context(|| format!("reading {file}"))?;
         let (commands, problems) = extract(file, &text);
         report.problems.extend(problems);
         for command in &commands {
@@ -322,7 +326,10 @@ mod tests {
         assert_eq!(commands.len(), 2);
         assert_eq!(commands[0].line, "sudo ls /x");
         assert_eq!(commands[0].at, Where::Server);
-        assert_eq!(commands[1].line, "ssh a@b 'echo # not a comment' | zstd > f");
+        assert_eq!(
+            commands[1].line,
+            "ssh a@b 'echo # not a comment' | zstd > f"
+        );
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].line_no, 12);
         assert!(problems[0].message.contains("without its place"));
@@ -349,7 +356,11 @@ mod tests {
         let mut problems = Vec::new();
         let deploy = deployment(&subject, &facts);
         for hazard in hazards(&places, &lines(&deploy)) {
-            problems.push(format!("§2: {} ({})", hazard.message, lines(&deploy)[hazard.index].line));
+            problems.push(format!(
+                "§2: {} ({})",
+                hazard.message,
+                lines(&deploy)[hazard.index].line
+            ));
         }
         for procedure in verification(&subject, &host_facts(), None)
             .into_iter()
@@ -357,7 +368,10 @@ mod tests {
         {
             let l = lines(std::slice::from_ref(&procedure));
             for hazard in hazards(&places, &l) {
-                problems.push(format!("{}: {} ({})", procedure.id, hazard.message, l[hazard.index].line));
+                problems.push(format!(
+                    "{}: {} ({})",
+                    procedure.id, hazard.message, l[hazard.index].line
+                ));
             }
         }
         let report = check(&project_root(), &places, &[]).unwrap();

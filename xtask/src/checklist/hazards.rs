@@ -58,7 +58,8 @@ fn calls(at: Where, line: &str, root: bool) -> Vec<Call> {
     for (sudo, words) in simple_commands_sudo(line) {
         let root = root || sudo || at == Where::Rescue;
         let program = words[0].rsplit('/').next().unwrap_or("").to_owned();
-        if matches!(program.as_str(), "sh" | "bash") && words.get(1).map(String::as_str) == Some("-c")
+        if matches!(program.as_str(), "sh" | "bash")
+            && words.get(1).map(String::as_str) == Some("-c")
         {
             if let Some(inner) = words.get(2) {
                 found.extend(calls(at, inner, root));
@@ -198,7 +199,10 @@ pub fn hazards(places: &Places, lines: &[Line]) -> Vec<Hazard> {
     let mut persist_swapped = false;
     for (index, Line { at, line }) in lines.iter().enumerate() {
         let mut hazard = |rule: &'static str, message: String| {
-            if !found.iter().any(|h: &Hazard| h.index == index && h.rule == rule) {
+            if !found
+                .iter()
+                .any(|h: &Hazard| h.index == index && h.rule == rule)
+            {
                 found.push(Hazard {
                     index,
                     rule,
@@ -244,17 +248,26 @@ pub fn hazards(places: &Places, lines: &[Line]) -> Vec<Hazard> {
             {
                 hazard("mv-into", "`mv` without `-T` moves into a target that exists as a directory instead of renaming onto it: use `mv -T`".to_owned());
             }
-            if program == "hcloud" && words.get(1..3) == Some(&["server".into(), "reboot".into()])
-            {
+            if program == "hcloud" && words.get(1..3) == Some(&["server".into(), "reboot".into()]) {
                 hazard("soft-reboot", "`hcloud server reboot` asks the OS to reboot (ACPI), which a hung or half-installed server ignores: use `hcloud server reset`".to_owned());
             }
             if call.at == Where::Server && !call.root {
-                let writes = WRITERS.contains(&program)
-                    && words[1..].iter().any(|w| under_root_path(w));
-                let redirect = words.windows(2).any(|w| w[0] == ">" && under_root_path(&w[1]))
-                    || words.iter().any(|w| w.starts_with('>') && w.len() > 1 && under_root_path(w));
+                let writes =
+                    WRITERS.contains(&program) && words[1..].iter().any(|w| under_root_path(w));
+                let redirect = words
+                    .windows(2)
+                    .any(|w| w[0] == ">" && under_root_path(&w[1]))
+                    || words
+                        .iter()
+                        .any(|w| w.starts_with('>') && w.len() > 1 && under_root_path(w));
                 if ROOT_PROGRAMS.contains(&program) || writes || redirect {
-                    hazard("needs-root", format!("`{}` needs root on the server: the admin runs it with `sudo`", words.join(" ")));
+                    hazard(
+                        "needs-root",
+                        format!(
+                            "`{}` needs root on the server: the admin runs it with `sudo`",
+                            words.join(" ")
+                        ),
+                    );
                 }
                 if program == "nix-collect-garbage" {
                     hazard("needs-root", "`nix-collect-garbage` as the admin collects only the admin's own profiles; the system's generations need `sudo`".to_owned());
@@ -324,7 +337,8 @@ pub fn hazards(places: &Places, lines: &[Line]) -> Vec<Hazard> {
             };
         }
         if calls.iter().any(|c| {
-            c.at == Where::Server && c.words.first().map(String::as_str) == Some("systemctl")
+            c.at == Where::Server
+                && c.words.first().map(String::as_str) == Some("systemctl")
                 && c.words.get(1).map(String::as_str) == Some("reboot")
         }) && persist_swapped
         {
@@ -381,53 +395,106 @@ mod tests {
     #[test]
     fn mv_without_t_reboot_instead_of_reset_and_rescue_paths_are_hazards() {
         // The old snapshots.md rescue restore.
-        assert_eq!(rules(&[(Rescue, "mv /mnt/@persist /mnt/@persist.replaced")]), ["mv-into"]);
+        assert_eq!(
+            rules(&[(Rescue, "mv /mnt/@persist /mnt/@persist.replaced")]),
+            ["mv-into"]
+        );
         assert!(rules(&[(Rescue, "mv -T /mnt/@persist /mnt/@persist.replaced")]).is_empty());
-        assert_eq!(rules(&[(Local, "hcloud server reboot <server>")]), ["soft-reboot"]);
+        assert_eq!(
+            rules(&[(Local, "hcloud server reboot <server>")]),
+            ["soft-reboot"]
+        );
         assert!(rules(&[(Local, "hcloud server reset <server>")]).is_empty());
         // The old troubleshooting.md, typed in the rescue system.
-        assert_eq!(rules(&[(Rescue, "btrfs subvolume list /btrfs_tmp")]), ["rescue-paths"]);
+        assert_eq!(
+            rules(&[(Rescue, "btrfs subvolume list /btrfs_tmp")]),
+            ["rescue-paths"]
+        );
     }
 
     #[test]
     fn what_the_server_lacks_and_what_needs_sudo_are_hazards() {
-        assert_eq!(rules(&[(Server, "sudo podman image prune")]), ["missing-command"]);
-        assert_eq!(rules(&[(Local, "ssh hbohlen@<IP> 'sudo podman ps'")]), ["missing-command"]);
+        assert_eq!(
+            rules(&[(Server, "sudo podman image prune")]),
+            ["missing-command"]
+        );
+        assert_eq!(
+            rules(&[(Local, "ssh hbohlen@<IP> 'sudo podman ps'")]),
+            ["missing-command"]
+        );
         // The old rollback.md and maintenance.md lines.
-        assert_eq!(rules(&[(Server, "cp -a /btrfs_tmp/@old_roots/x/var/some.conf /persist/var/some.conf")]), ["needs-root"]);
-        assert_eq!(rules(&[(Server, "mv -T /btrfs_tmp/@old_roots/a /btrfs_tmp/@old_roots/b")]), ["needs-root"]);
-        assert_eq!(rules(&[(Server, "nix-collect-garbage --delete-older-than 30d")]), ["needs-root"]);
+        assert_eq!(
+            rules(&[(
+                Server,
+                "cp -a /btrfs_tmp/@old_roots/x/var/some.conf /persist/var/some.conf"
+            )]),
+            ["needs-root"]
+        );
+        assert_eq!(
+            rules(&[(
+                Server,
+                "mv -T /btrfs_tmp/@old_roots/a /btrfs_tmp/@old_roots/b"
+            )]),
+            ["needs-root"]
+        );
+        assert_eq!(
+            rules(&[(Server, "nix-collect-garbage --delete-older-than 30d")]),
+            ["needs-root"]
+        );
         assert_eq!(rules(&[(Server, "echo x > /persist/x")]), ["needs-root"]);
         assert!(rules(&[(Server, "sudo nix-collect-garbage --delete-older-than 30d")]).is_empty());
-        assert!(rules(&[(Server, "sudo sh -c 'btrfs filesystem du -s /btrfs_tmp/@old_roots/*'")]).is_empty());
+        assert!(rules(&[(
+            Server,
+            "sudo sh -c 'btrfs filesystem du -s /btrfs_tmp/@old_roots/*'"
+        )])
+        .is_empty());
         assert!(rules(&[(Server, "ls /btrfs_tmp/@old_roots")]).is_empty());
     }
 
     #[test]
     fn copying_from_an_old_roots_etc_needs_a_link_check() {
         assert_eq!(
-            rules(&[(Server, "sudo cp -a /btrfs_tmp/@old_roots/x/etc/some.conf /persist/etc/some.conf")]),
+            rules(&[(
+                Server,
+                "sudo cp -a /btrfs_tmp/@old_roots/x/etc/some.conf /persist/etc/some.conf"
+            )]),
             ["etc-link"]
         );
         assert!(rules(&[
-            (Server, "sudo test ! -L /btrfs_tmp/@old_roots/x/etc/some.conf"),
-            (Server, "sudo cp -a /btrfs_tmp/@old_roots/x/etc/some.conf /persist/etc/some.conf"),
+            (
+                Server,
+                "sudo test ! -L /btrfs_tmp/@old_roots/x/etc/some.conf"
+            ),
+            (
+                Server,
+                "sudo cp -a /btrfs_tmp/@old_roots/x/etc/some.conf /persist/etc/some.conf"
+            ),
         ])
         .is_empty());
     }
 
     #[test]
     fn a_login_after_the_host_key_changed_needs_ssh_keygen() {
-        let anywhere = "nix run github:nix-community/nixos-anywhere -- --flake .#h --target-host root@<IP>";
+        let anywhere =
+            "nix run github:nix-community/nixos-anywhere -- --flake .#h --target-host root@<IP>";
         // The old §4.5: the fresh install's keys, then the restored ones.
         let old = [
-            (Local, "hcloud server enable-rescue --type linux64 --ssh-key <key> <server>"),
+            (
+                Local,
+                "hcloud server enable-rescue --type linux64 --ssh-key <key> <server>",
+            ),
             (Local, "hcloud server reset <server>"),
             (Local, "ssh-keygen -R <IP>"),
             (Local, anywhere),
             (Local, "ssh-keygen -R <IP>"),
-            (Local, "zstd -dc p.zst | ssh hbohlen@<IP> 'sudo btrfs receive /btrfs_tmp/@snapshots'"),
-            (Server, "sudo mv -T /btrfs_tmp/@persist.restored /btrfs_tmp/@persist"),
+            (
+                Local,
+                "zstd -dc p.zst | ssh hbohlen@<IP> 'sudo btrfs receive /btrfs_tmp/@snapshots'",
+            ),
+            (
+                Server,
+                "sudo mv -T /btrfs_tmp/@persist.restored /btrfs_tmp/@persist",
+            ),
             (Server, "sudo systemctl reboot"),
             (Server, "sudo cmp /a /b"),
         ];

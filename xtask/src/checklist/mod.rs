@@ -26,8 +26,8 @@ pub mod facts;
 pub mod gates;
 pub mod guides;
 pub mod hazards;
-pub mod plan;
 pub mod places;
+pub mod plan;
 pub mod procedures;
 pub mod render;
 

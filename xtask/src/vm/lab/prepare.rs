@@ -179,7 +179,11 @@ pub(super) fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Resu
             procedure.commands.retain(|c| !c.line.contains("test ! -e"));
             for command in &mut procedure.commands {
                 command.line = command.line.replace("<stamp>", "fixed");
-                command.shows = command.shows.iter().map(|s| s.replace("<stamp>", "fixed")).collect();
+                command.shows = command
+                    .shows
+                    .iter()
+                    .map(|s| s.replace("<stamp>", "fixed"))
+                    .collect();
             }
             continue;
         }

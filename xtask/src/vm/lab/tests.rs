@@ -162,7 +162,9 @@ fn a_save_with_fixed_names_is_what_the_second_run_must_catch() {
         .unwrap()
         .procedure;
     let lines: Vec<&str> = reinstall.commands.iter().map(|c| c.line.as_str()).collect();
-    assert!(lines.iter().all(|l| !l.contains("<stamp>") && !l.contains("test ! -e")));
+    assert!(lines
+        .iter()
+        .all(|l| !l.contains("<stamp>") && !l.contains("test ! -e")));
     assert!(lines.contains(
         &"sudo btrfs subvolume snapshot -r /btrfs_tmp/@persist /btrfs_tmp/@snapshots/@persist.saved-fixed"
     ));
@@ -171,7 +173,9 @@ fn a_save_with_fixed_names_is_what_the_second_run_must_catch() {
         .find(|n| n.procedure.id == "verify.space")
         .unwrap()
         .procedure;
-    assert!(space.commands[0].line.ends_with("&& sgdisk --version >/dev/null"));
+    assert!(space.commands[0]
+        .line
+        .ends_with("&& sgdisk --version >/dev/null"));
     let unknown: Vec<Tamper> = vec!["procedure-fixed-names=no.such".parse().unwrap()];
     assert!(prepare::tamper_procedures(&mut all, &unknown).is_err());
 }

@@ -6,9 +6,7 @@ use anyhow::{bail, Result};
 
 use super::disposition::not_run;
 use super::harness::{harness, lab_command};
-use super::{
-    disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, TWICE, WORKSTATION,
-};
+use super::{disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, TWICE, WORKSTATION};
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Expect;
 use crate::checklist::Numbered;

@@ -39,7 +39,9 @@ mod nixos_test;
 mod schedule;
 
 pub use convert::{convert, convert_run, not_run_record, of_tier, placeholders};
-pub use disposition::{disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then};
+pub use disposition::{
+    disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then,
+};
 pub use nixos_test::{nixos_test_json, NIXOS_TEST_FILE};
 pub use schedule::{step_of, BootProcedures, Schedule};
 

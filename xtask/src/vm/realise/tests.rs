@@ -528,7 +528,9 @@ fn tampering_changes_the_steps_not_the_expectations() {
     ] {
         assert_eq!(text.parse::<Tamper>().unwrap().to_string(), text);
     }
-    assert!("procedure-also-runs=verify.space".parse::<Tamper>().is_err());
+    assert!("procedure-also-runs=verify.space"
+        .parse::<Tamper>()
+        .is_err());
     assert!("server-path=anything".parse::<Tamper>().is_err());
 }
 

@@ -68,7 +68,10 @@ pub fn enter_system(
         if absent.is_empty() {
             String::new()
         } else {
-            format!(", not in the image (command not found here): {}", absent.join(" "))
+            format!(
+                ", not in the image (command not found here): {}",
+                absent.join(" ")
+            )
         }
     )))
 }
@@ -92,10 +95,13 @@ fn place_paths(login: &AdminLogin) -> Result<(usize, Vec<String>)> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {dir}"))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         for command in commands {
-            let found = IMAGE_DIRS.iter().map(|d| format!("{d}/{command}")).find(|p| {
-                std::fs::metadata(format!("{SYSROOT}{p}"))
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            });
+            let found = IMAGE_DIRS
+                .iter()
+                .map(|d| format!("{d}/{command}"))
+                .find(|p| {
+                    std::fs::metadata(format!("{SYSROOT}{p}"))
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                });
             match found {
                 Some(target) => {
                     let link = format!("{dir}/{command}");
