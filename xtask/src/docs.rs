@@ -5,8 +5,13 @@
 //! judges, so they cannot drift from the config. The output is deterministic
 //! (no dates, no revisions) so that `--check` can compare it byte for byte.
 //!
+//! `--check` also reads the hand-written guides' shell blocks
+//! (`checklist::guides`): every command must carry its place, use only
+//! programs that place has, and have no hazard.
+//!
 //! Exit codes: 0 written (or, with `--check`, fresh); 1 `--check` found
-//! differences; 2 could not run (Nix missing, layout does not evaluate, …).
+//! differences or a guide's command is unclassified, missing or hazardous;
+//! 2 could not run (Nix missing, layout does not evaluate, …).
 
 use std::process::ExitCode;
 
@@ -20,7 +25,9 @@ use crate::reference::{compare, generate, write, REFERENCE_DIR};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Do not write: regenerate in memory and exit 1 if docs/reference/ differs
-    /// (a file changed, missing or extra), with a short diff.
+    /// (a file changed, missing or extra), with a short diff, or if a command
+    /// in a guide's shell block has no place, calls a program its place lacks,
+    /// or has a hazard.
     #[arg(long)]
     pub check: bool,
     /// The host documented in docs/reference/ (a directory under hosts/ holding a disko.nix).
@@ -37,6 +44,10 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let dir = root.join(REFERENCE_DIR);
     if args.check {
         let drift = compare(&dir, &generated)?;
+        // The hand-written guides' commands: classified, available where
+        // they run, without a hazard (checklist::guides).
+        let guides = crate::checklist::guides::check_host(context, &root, &args.host)?;
+        let guides_ok = guides.problems.is_empty();
         if args.json {
             let report = serde_json::json!({
                 "directory": REFERENCE_DIR,
@@ -45,13 +56,26 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
                 "missing": drift.missing,
                 "extra": drift.extra,
                 "changed": drift.changed,
+                "guides": {
+                    "commands": guides.commands,
+                    "from_checklist": guides.from_checklist,
+                    "not_run": guides.not_run,
+                    "problems": guides.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                },
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
-            return Ok(if drift.is_empty() {
+            return Ok(if drift.is_empty() && guides_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             });
+        }
+        let guides_text = guides.render();
+        if guides_ok {
+            print!("{guides_text}");
+        } else {
+            eprint!("{guides_text}");
+            eprintln!("the guides above have commands that are unclassified, lack a program where they run, or have a hazard (xtask/src/checklist/guides.rs, hazards.rs)");
         }
         if drift.is_empty() {
             println!(
@@ -59,7 +83,11 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
                 generated.len(),
                 args.host
             );
-            return Ok(ExitCode::SUCCESS);
+            return Ok(if guides_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         eprint!("{}", drift.render(REFERENCE_DIR));
         eprintln!(

@@ -101,6 +101,7 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("hostile", Tier::Full),
     // Btrfs on loop devices, as root.
     ("rollback", Tier::Full),
+    ("recovery", Tier::Full),
     // qemu boots.
     ("vm_test", Tier::Full),
 ];

@@ -74,7 +74,11 @@ pub struct Args {
     /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION), or run a
     /// wrong copy of a checklist procedure (procedure-expect=ID: an
     /// expectation its first command cannot meet; procedure-drop-sudo=ID:
-    /// its first command without `sudo`). For tests.
+    /// its first command without `sudo`; procedure-also-runs=ID:PROGRAM: its
+    /// first command also runs PROGRAM; procedure-fixed-names=ID: `<stamp>`
+    /// a fixed word and no `test ! -e` lines), or the lab's server PATH
+    /// without the host's own packages (server-path=without-host-packages).
+    /// For tests.
     #[arg(long, hide = true)]
     pub tamper: Vec<Tamper>,
     /// After the normal boots, SIGKILL the VM at N instants spread over the

@@ -27,6 +27,8 @@
     ./users.nix
     ./services.nix
     ./snapshots.nix
+    # Programs the checklist's procedures run on the server.
+    ./tools.nix
     ./vm.nix
   ];
 

@@ -24,6 +24,9 @@
 pub mod consistency;
 pub mod facts;
 pub mod gates;
+pub mod guides;
+pub mod hazards;
+pub mod places;
 pub mod plan;
 pub mod procedures;
 pub mod render;
@@ -654,7 +657,7 @@ mod tests {
             "empty"
         );
         assert!(json["verification"].as_array().unwrap().len() >= 9);
-        assert_eq!(json["rollback"].as_array().unwrap().len(), 5);
+        assert_eq!(json["rollback"].as_array().unwrap().len(), 6);
         assert!(json["placeholders"]["<IP>"].is_string());
         assert_eq!(checklist.step_of("verify.units").as_deref(), Some("3.1"));
         assert_eq!(

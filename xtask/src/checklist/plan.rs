@@ -206,6 +206,7 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
     } else {
         firmware.join(" or ")
     };
+    let saved = format!("{}/{}/{}.saved-<stamp>", n.top, n.snapshots, n.persist);
     let anywhere = format!(
         "nix run github:nix-community/nixos-anywhere -- --flake .#{attribute} --target-host root@<IP>"
     );
@@ -243,34 +244,35 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             .note("First a Hetzner snapshot of the whole server: it keeps everything, whatever the server runs, and `hcloud server rebuild --image <id> <server>` brings it back (snapshots are billed by size; delete it once the new system is settled).")
             .run(local("hcloud server create-image --type snapshot --description pre-install <server>"))
             .note(format!(
-                "If the server already runs this configuration, also copy {PERSIST_MOUNTPOINT} off it (a read-only snapshot, streamed to your machine): the rollback plan (§4.5) restores it into the new system."
+                "If the server already runs this configuration, also copy {PERSIST_MOUNTPOINT} off it (a read-only snapshot under a name no earlier save used, streamed to your machine and checked): the rollback plan (§4.5) restores it into the new system."
             ))
+            .parameter("<stamp>", "the time of this save, as `date -u +%Y%m%dT%H%M%SZ` prints it (e.g. 20260101T120000Z): the snapshot's and the file's names carry it, so they cannot exist from an earlier save")
+            .run(local_to(Where::Server, facts.ssh_server_sudo(&format!("test ! -e {saved}"))))
             .run(local_to(Where::Server, facts.ssh_server_sudo(&format!(
-                "btrfs subvolume snapshot -r {top}/{persist} {top}/{snapshots}/{persist}.pre-install",
+                "btrfs subvolume snapshot -r {top}/{persist} {saved}",
                 top = n.top,
                 persist = n.persist,
-                snapshots = n.snapshots
             ))))
             .run(local_to(Where::Server, format!(
-                "{} | zstd > persist.pre-install.btrfs.zst",
-                facts.ssh_server_sudo(&format!(
-                    "btrfs send {top}/{snapshots}/{persist}.pre-install",
-                    top = n.top,
-                    persist = n.persist,
-                    snapshots = n.snapshots
-                ))
+                "{} | zstd > persist-<stamp>.btrfs.zst",
+                facts.ssh_server_sudo(&format!("btrfs send {saved}"))
             )))
-            .run(local("zstd -t persist.pre-install.btrfs.zst"))
-            .shows("no error: the stream is complete"),
+            .run(local("zstd -t persist-<stamp>.btrfs.zst"))
+            .shows("no error: the file is a complete zstd frame")
+            .run(local("zstd -dc persist-<stamp>.btrfs.zst | head -c 12"))
+            .shows("btrfs-stream   (a send stream: a failed ssh leaves an empty stream that passes `zstd -t`, not this)")
+            .expect(Expect::Line { pattern: "btrfs-stream".to_owned() }),
     );
 
     steps.push(
         procedure("deploy.rescue", "Boot the Hetzner rescue system")
             .needs(Need::Hetzner)
             .note("Rescue mode applies at the next boot and switches itself off once used (or after 60 minutes unused). The Cloud Console does the same: the server, Rescue, Enable rescue & power cycle.")
-            .note("The rescue system has its own SSH host key: if ssh refuses it, run `ssh-keygen -R <IP>` once.")
+            .note("`hcloud server reset` cuts the power and starts the server again, which works whatever state it is in; `hcloud server reboot` only asks the running system (ACPI), which a hung or half-installed one ignores.")
+            .note("The rescue system has its own SSH host key, so ssh would refuse it as a changed key: forget the old one first.")
             .run(local("hcloud server enable-rescue --type linux64 --ssh-key <key> <server>"))
-            .run(local("hcloud server reboot <server>")),
+            .run(local("hcloud server reset <server>"))
+            .run(local("ssh-keygen -R <IP>")),
     );
 
     let mut check_machine = procedure(
@@ -340,13 +342,13 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             .note("Where it stopped decides the state of the disk; its last lines say which phase ran (kexec, disko, install, reboot). Add `--debug` to see every command.")
             .note("- Before disko (building, copying, kexec): the disk is untouched. The server may now run the installer from RAM, with its own host key.")
             .note(format!(
-                "- During or after disko: {} is wiped and partly or wholly formatted. Nothing on it can be recovered: only what step 2.2 saved (the Hetzner snapshot, persist.pre-install.btrfs.zst) brings data back.",
+                "- During or after disko: {} is wiped and partly or wholly formatted. Nothing on it can be recovered: only what step 2.2 saved (the Hetzner snapshot, persist-<stamp>.btrfs.zst) brings data back.",
                 disks.join(" and ")
             ))
             .note("- During install or reboot: the disk holds the new layout, maybe an incomplete system; the server may not boot.")
             .note("Either way, go back to the rescue system and run the same command again: nixos-anywhere starts over, and disko destroys whatever is on the disk before it partitions again.")
             .run(local("hcloud server enable-rescue --type linux64 --ssh-key <key> <server>"))
-            .run(local("hcloud server reboot <server>"))
+            .run(local("hcloud server reset <server>"))
             .run(local("ssh-keygen -R <IP>"))
             .run(local_to(Where::Rescue, anywhere))
             .then("When it fails again at the same place, fix the cause first (the build, the disk size, the network) rather than retrying: each attempt wipes the disk again."),
@@ -409,7 +411,7 @@ mod tests {
         assert!(text.contains("sda 480000000000\n"));
         assert!(text.contains("[ -d /sys/firmware/efi ] && echo UEFI || echo BIOS"));
         assert!(text.contains(
-            "ssh hbohlen@<IP> 'sudo btrfs send /btrfs_tmp/@snapshots/@persist.pre-install' | zstd"
+            "ssh hbohlen@<IP> 'sudo btrfs send /btrfs_tmp/@snapshots/@persist.saved-<stamp>' | zstd"
         ));
         assert!(text.contains("hcloud server create-image --type snapshot"));
         // It asks which kind of server it is, and says what machine.nix says.
@@ -514,9 +516,23 @@ mod tests {
                 "rollback.switch-back",
                 "rollback.file-from-old-root",
                 "rollback.restore-persist",
-                "rollback.reinstall"
+                "rollback.reinstall",
+                "rollback.rescue-save"
             ]
         );
+        // Names that cannot exist yet, checked before they are used; the
+        // identity carried into the new system; a reset, never a reboot.
+        assert!(text.contains("sudo test ! -e /btrfs_tmp/@persist.restored\n"));
+        assert!(text.contains("sudo test ! -e /btrfs_tmp/@snapshots/@persist.saved-<stamp>\n"));
+        assert!(text.contains("sudo btrfs subvolume snapshot -r /btrfs_tmp/@persist /btrfs_tmp/@snapshots/@persist.saved-<stamp>\n"));
+        assert!(text.contains("zstd -dc persist-<stamp>.btrfs.zst | head -c 12\n"));
+        assert!(text.contains("--extra-files extra-<stamp> --target-host root@<IP>"));
+        assert!(text.contains("ssh hbohlen@<IP> 'sudo tar -C /persist -c etc/machine-id etc/ssh' | tar -x -C extra-<stamp>/persist"));
+        assert!(text.contains("hcloud server reset <server>\n"));
+        assert!(!text.contains("hcloud server reboot <server>\n"));
+        assert!(text.contains("@caddy (/var/lib/caddy)"), "{text}");
+        assert!(text.contains("mount -o subvolid=5 /dev/sda4 /mnt\n"));
+        assert!(text.contains("ssh root@<IP> 'btrfs send /mnt/@snapshots/@persist.saved-<stamp>' | zstd > persist-<stamp>.btrfs.zst"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::plan::GuestTools;
 use crate::setup::{self, Tool};
 
 /// Bumped when the image's layout changes, so old cache entries are not reused.
-const FORMAT: &str = "xtask-initramfs-4";
+const FORMAT: &str = "xtask-initramfs-5";
 /// Where the agent lives in the image; /init links to it.
 pub const AGENT_PATH: &str = "/bin/xtask";
 /// The modules to load, in order (JSON list of paths).
@@ -98,6 +98,8 @@ pub const ADMIN_TOOLS: &[Tool] = &[
     tool("chown", "coreutils"),
     tool("id", "coreutils"),
     tool("cmp", "diffutils"),
+    // §4.5 carries the machine's identity to the workstation in a tar stream.
+    tool("tar", "tar"),
     // `sudo test …` runs the program, not the shell's builtin.
     tool("test", "coreutils"),
 ];

@@ -238,6 +238,11 @@ pub struct AdminLogin {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub home: String,
+    /// The commands of each place the admin's lines run in (`server`,
+    /// `local`), from `crate::checklist::places`: the lab's PATH for a
+    /// line of that place offers exactly these. Empty: the image's PATH.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub commands: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

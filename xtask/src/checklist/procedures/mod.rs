@@ -58,7 +58,7 @@ mod rollback;
 mod verification;
 
 pub use expect::{matches, pattern_regex, Expect};
-pub use rollback::rollback;
+pub use rollback::{erased_by_reinstall, rollback};
 pub use verification::verification;
 
 const SNAPSHOTS_MOUNTPOINT: &str = "/.snapshots";
@@ -110,6 +110,8 @@ pub enum Need {
     UsedSystem,
     /// Reinstalling the server.
     Reinstall,
+    /// The Hetzner rescue system (it starts there).
+    RescueSystem,
 }
 
 #[derive(Debug, Clone, Serialize)]

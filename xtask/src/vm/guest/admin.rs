@@ -3,6 +3,11 @@
 //! the booted system (/sysroot with /proc, /sys, /dev and /run, as stage 2
 //! leaves them), with GNU coreutils, findutils, grep, btrfs-progs and the
 //! rest of the image's programs bind-mounted read-only at their own paths.
+//! The admin's PATH holds exactly the commands of the place the line runs
+//! in (`crate::checklist::places`: the server's as its NixOS configuration
+//! makes them, or the workstation's), one link each in
+//! `/run/xtask-path/<place>`: any other program is "command not found",
+//! as on the server.
 //!
 //! The checklist's commands run as the admin (the uid and groups of
 //! machine.nix's user, not root), so a line that needs root and lacks
@@ -27,12 +32,36 @@ use wait_timeout::ChildExt as _;
 
 use super::checks::report;
 use super::{say, send};
+use crate::checklist::facts::Where;
 use crate::results::CommandStatus;
 use crate::vm::plan::{AdminCommand, AdminLogin, AdminStep, Expectation, Plan, SYSROOT};
 use crate::vm::protocol::{CommandEvent, Event};
 
-/// The admin's PATH in the VM: the sudo shim first, then the image's programs.
+/// The lab's own PATH in the VM (its setup and verification, as root):
+/// the shims first, then the image's programs.
 pub const ADMIN_PATH: &str = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The directories in the booted system that hold one link per command of
+/// a place (`/run/xtask-path/server`, …): the admin's PATH there.
+pub const PLACE_PATH: &str = "/run/xtask-path";
+pub const PLACE_SERVER: &str = "server";
+pub const PLACE_LOCAL: &str = "local";
+
+/// The PATH of a line run as `login` at `at`: the place's own commands,
+/// or the lab's PATH for its own lines (no login) and for a plan that
+/// declares no places.
+pub fn path_for(login: Option<&AdminLogin>, at: Option<Where>) -> String {
+    match login {
+        Some(login) if !login.commands.is_empty() => {
+            let place = if at == Some(Where::Local) {
+                PLACE_LOCAL
+            } else {
+                PLACE_SERVER
+            };
+            format!("{PLACE_PATH}/{place}")
+        }
+        _ => ADMIN_PATH.to_owned(),
+    }
+}
 /// No admin command may take longer (a hung command must not hang the boot).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// What a record keeps of each output.
@@ -53,6 +82,7 @@ pub fn bash(
     plan: &Plan,
     line: &str,
     login: Option<&AdminLogin>,
+    at: Option<Where>,
     cwd: Option<&str>,
 ) -> Result<Output> {
     let (user, home, ids) = match login {
@@ -69,7 +99,7 @@ pub fn bash(
         .arg("-c")
         .arg(line)
         .env_clear()
-        .env("PATH", ADMIN_PATH)
+        .env("PATH", path_for(login, at))
         .env("HOME", home)
         .env("USER", user)
         .env("LOGNAME", user)
@@ -266,12 +296,17 @@ fn fill(
     captured: &mut BTreeMap<String, String>,
 ) -> Result<std::result::Result<String, String>> {
     let mut line = line;
+    // A second run (`4.4#2`) keeps its own values.
+    let owner = match step.step.split_once('#') {
+        Some((_, run)) => format!("{}#{run}", step.id),
+        None => step.id.clone(),
+    };
     for binding in &command.bindings {
-        let key = format!("{}:{}", step.id, binding.placeholder);
+        let key = format!("{owner}:{}", binding.placeholder);
         let value = match captured.get(&key) {
             Some(value) => value.clone(),
             None => {
-                let output = bash(plan, &binding.shell, None, None)?;
+                let output = bash(plan, &binding.shell, None, None, None)?;
                 let value = output.stdout.trim().to_owned();
                 if output.exit != Some(0) || value.is_empty() || value.contains('\n') {
                     return Ok(Err(format!(
@@ -357,7 +392,7 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             Err(problem) => Some(problem),
             Ok(filled) => {
                 event.ran = filled;
-                let output = bash(plan, &event.ran, login, command.cwd.as_deref())?;
+                let output = bash(plan, &event.ran, login, command.at, command.cwd.as_deref())?;
                 let problem = judge(&plan.tools.grep, command, &output, &captured);
                 if problem.is_none() {
                     if let Some(name) = &command.capture {

@@ -6,7 +6,7 @@
 //! `super::protocol`); the console (ttyS0) gets a human-readable log. At the
 //! end it unmounts, syncs and powers off, also after a failure or a panic.
 
-mod admin;
+pub mod admin;
 mod checks;
 mod discard;
 mod generate;

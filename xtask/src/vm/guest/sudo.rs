@@ -116,7 +116,12 @@ fn run(argv: &[String]) -> Result<ExitCode> {
         .env("SUDO_UID", uid.to_string())
         .env("SUDO_GID", gid.to_string())
         .exec();
-    eprintln!("sudo: {}: {error}", command[0]);
+    // As sudo says it when PATH has no such program.
+    if error.kind() == std::io::ErrorKind::NotFound {
+        eprintln!("sudo: {}: command not found", command[0]);
+    } else {
+        eprintln!("sudo: {}: {error}", command[0]);
+    }
     Ok(ExitCode::from(1))
 }
 

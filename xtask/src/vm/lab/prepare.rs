@@ -1,6 +1,7 @@
 //! Before the first boot: the host evaluated and checked, the kernel, tools
 //! and image found or built, the checklist's procedures for this host.
 
+use crate::vm::guest::admin::{PLACE_LOCAL, PLACE_SERVER};
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
@@ -143,9 +144,15 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
         cache_dir: xtask_dir().join("initramfs"),
     })?;
     let (accel, accel_reason) = accel::choose(&qemu, &kernel.image, options.accel)?;
-    let (mut procedures, lab, fstrim) =
+    let (mut procedures, mut lab, fstrim) =
         checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
     tamper_procedures(&mut procedures, &options.tamper)?;
+    if options.tamper.contains(&Tamper::ServerWithoutHostPackages) {
+        let nixos_only = crate::checklist::places::server_commands(&[]);
+        lab.login
+            .commands
+            .insert(PLACE_SERVER.to_owned(), nixos_only.into_iter().collect());
+    }
     Ok(Prepared {
         layout,
         machine: loaded.machine,
@@ -168,6 +175,33 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
 /// that vm-test fails on it, naming the step (tests only).
 pub(super) fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Result<()> {
     for t in tamper {
+        if let Tamper::ProcedureFixedNames(id) = t {
+            let Some(numbered) = all.iter_mut().find(|n| n.procedure.id == *id) else {
+                bail!("--tamper {t}: the checklist has no procedure {id}");
+            };
+            let procedure = &mut numbered.procedure;
+            procedure.commands.retain(|c| !c.line.contains("test ! -e"));
+            for command in &mut procedure.commands {
+                command.line = command.line.replace("<stamp>", "fixed");
+                command.shows = command
+                    .shows
+                    .iter()
+                    .map(|s| s.replace("<stamp>", "fixed"))
+                    .collect();
+            }
+            continue;
+        }
+        if let Tamper::ProcedureAlsoRuns { id, program } = t {
+            let Some(command) = all
+                .iter_mut()
+                .find(|n| n.procedure.id == *id)
+                .and_then(|n| n.procedure.commands.first_mut())
+            else {
+                bail!("--tamper {t}: the checklist has no procedure {id} with a command");
+            };
+            command.line = format!("{} && {program} --version >/dev/null", command.line);
+            continue;
+        }
         let (id, drop_sudo) = match t {
             Tamper::ProcedureExpect(id) => (id, false),
             Tamper::ProcedureDropSudo(id) => (id, true),
@@ -225,12 +259,23 @@ pub(super) fn checklist_procedures(
     if facts.admin_groups.iter().any(|g| g == "wheel") {
         groups.push(crate::vm::guest::sudo::WHEEL_GID);
     }
+    // The lab's PATH offers the admin exactly the server's (or the
+    // workstation's) commands, as the configuration makes them.
+    let places = crate::checklist::places::Places::for_host(&host.dir)?;
+    let commands = [
+        (PLACE_SERVER, &places.server),
+        (PLACE_LOCAL, &places.workstation),
+    ]
+    .into_iter()
+    .map(|(place, set)| (place.to_owned(), set.iter().cloned().collect()))
+    .collect();
     let login = AdminLogin {
         user: facts.admin_user.clone(),
         uid: facts.admin_uid.unwrap_or(1000),
         gid: 100,
         groups,
         home: facts.admin_home.clone(),
+        commands,
     };
     Ok((
         all,
@@ -239,6 +284,10 @@ pub(super) fn checklist_procedures(
             disk,
             login,
             lost: None,
+            erased: crate::checklist::procedures::erased_by_reinstall(&subject)
+                .into_iter()
+                .map(|(_, mountpoint)| mountpoint)
+                .collect(),
         },
         facts.fstrim,
     ))

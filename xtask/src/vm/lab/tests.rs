@@ -145,3 +145,37 @@ fn an_interrupted_boot_stops_the_run() {
         .unwrap_err();
     assert!(error.to_string().starts_with("interrupted"));
 }
+
+#[test]
+fn a_save_with_fixed_names_is_what_the_second_run_must_catch() {
+    use crate::checklist::facts::testing::host_facts;
+    use crate::hosts::testing::host_subject;
+    let mut all = crate::checklist::server_procedures(&host_subject(), &host_facts());
+    let tamper: Vec<Tamper> = vec![
+        "procedure-fixed-names=rollback.reinstall".parse().unwrap(),
+        "procedure-also-runs=verify.space:sgdisk".parse().unwrap(),
+    ];
+    prepare::tamper_procedures(&mut all, &tamper).unwrap();
+    let reinstall = &all
+        .iter()
+        .find(|n| n.procedure.id == "rollback.reinstall")
+        .unwrap()
+        .procedure;
+    let lines: Vec<&str> = reinstall.commands.iter().map(|c| c.line.as_str()).collect();
+    assert!(lines
+        .iter()
+        .all(|l| !l.contains("<stamp>") && !l.contains("test ! -e")));
+    assert!(lines.contains(
+        &"sudo btrfs subvolume snapshot -r /btrfs_tmp/@persist /btrfs_tmp/@snapshots/@persist.saved-fixed"
+    ));
+    let space = &all
+        .iter()
+        .find(|n| n.procedure.id == "verify.space")
+        .unwrap()
+        .procedure;
+    assert!(space.commands[0]
+        .line
+        .ends_with("&& sgdisk --version >/dev/null"));
+    let unknown: Vec<Tamper> = vec!["procedure-fixed-names=no.such".parse().unwrap()];
+    assert!(prepare::tamper_procedures(&mut all, &unknown).is_err());
+}

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::disposition::not_run;
 use super::harness::{harness, lab_command};
-use super::{disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, WORKSTATION};
+use super::{disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, TWICE, WORKSTATION};
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Expect;
 use crate::checklist::Numbered;
@@ -70,9 +70,15 @@ fn substitute_expect(expect: &Expect, substitutions: &[(String, String)]) -> Exp
 
 /// `numbered` as the lab runs it.
 pub fn convert(numbered: &Numbered, lab: &Lab) -> Result<Procedure> {
+    convert_run(numbered, lab, 1)
+}
+
+/// Run `run` of `numbered`: a second run is step `4.4#2`, with its own
+/// captures (`super::harness`).
+pub fn convert_run(numbered: &Numbered, lab: &Lab, run: u32) -> Result<Procedure> {
     let procedure = &numbered.procedure;
     let id = procedure.id.as_str();
-    let harness = harness(id, lab)?;
+    let harness = harness(id, lab, run)?;
     let substitutions: Vec<(String, String)> = lab.disk.iter().cloned().collect();
     let mut parts = Vec::new();
     let mut current = harness.setup.clone();
@@ -148,7 +154,11 @@ pub fn convert(numbered: &Numbered, lab: &Lab) -> Result<Procedure> {
     });
     Ok(Procedure {
         id: id.to_owned(),
-        step: numbered.step.clone(),
+        step: if run > 1 {
+            format!("{}#{run}", numbered.step)
+        } else {
+            numbered.step.clone()
+        },
         title: procedure.title.clone(),
         substitutions,
         login: lab.login.clone(),
@@ -166,6 +176,17 @@ pub fn of_tier(all: &[Numbered], tier_wanted: Tier, lab: &Lab) -> Result<Vec<Pro
         .map(|n| convert(n, lab))
         .collect::<Result<Vec<_>>>()?;
     procedures.sort_by_key(|p| p.parts.len() > 1);
+    // The drills that restore /persist run twice, /persist changed in
+    // between: after every first run, so that the second finds its
+    // leftovers.
+    for id in TWICE {
+        if let Some(n) = all
+            .iter()
+            .find(|n| n.procedure.id == *id && tier(&n.procedure) == tier_wanted)
+        {
+            procedures.push(convert_run(n, lab, 2)?);
+        }
+    }
     Ok(procedures)
 }
 
@@ -180,6 +201,16 @@ pub fn not_run_record(numbered: &Numbered, instead: Option<&str>) -> ProcedureRe
             let why = match (instead, disposition(&procedure.id, command)) {
                 (_, Disposition::NotRun(why)) | (_, Disposition::Boundary(_, why)) => why,
                 (Some(instead), Disposition::Run) => not_run(instead, None),
+                (None, Disposition::Run)
+                    if procedure
+                        .needs
+                        .contains(&crate::checklist::procedures::Need::RescueSystem) =>
+                {
+                    not_run(
+                        "the procedure starts in the Hetzner rescue system, which the lab does not boot; this command works on what it saved",
+                        None,
+                    )
+                }
                 (None, Disposition::Run) => not_run("not run", None),
             };
             CommandRecord {

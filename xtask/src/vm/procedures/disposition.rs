@@ -39,6 +39,14 @@ pub(super) fn not_run(reason: &str, proven_by: Option<&str>) -> NotRun {
 /// assignments): the pipeline's members, the lists', those in `$(…)`.
 /// Quoted text stays one word's; it is not a command of this shell.
 pub fn simple_commands(line: &str) -> Vec<Vec<String>> {
+    simple_commands_sudo(line)
+        .into_iter()
+        .map(|(_, words)| words)
+        .collect()
+}
+
+/// [`simple_commands`], each with whether `sudo` ran it.
+pub fn simple_commands_sudo(line: &str) -> Vec<(bool, Vec<String>)> {
     fn push(segments: &mut [(String, bool)], c: char) {
         if let Some(last) = segments.last_mut() {
             last.0.push(c);
@@ -107,6 +115,7 @@ pub fn simple_commands(line: &str) -> Vec<Vec<String>> {
         .filter_map(|(text, _)| {
             let words = words(&text);
             let mut rest = words.as_slice();
+            let mut sudo = false;
             loop {
                 match rest.split_first() {
                     Some((word, more))
@@ -118,6 +127,7 @@ pub fn simple_commands(line: &str) -> Vec<Vec<String>> {
                         rest = more;
                     }
                     Some((word, more)) if word == "sudo" => {
+                        sudo = true;
                         rest = more;
                         while rest.first().is_some_and(|w| w.starts_with('-')) {
                             rest = &rest[1..];
@@ -126,7 +136,7 @@ pub fn simple_commands(line: &str) -> Vec<Vec<String>> {
                     _ => break,
                 }
             }
-            (!rest.is_empty()).then(|| rest.to_vec())
+            (!rest.is_empty()).then(|| (sudo, rest.to_vec()))
         })
         .collect()
 }
@@ -224,6 +234,10 @@ pub fn disposition(id: &str, command: &Command) -> Disposition {
                 "needs Nix with nixpkgs and the network on the workstation",
                 None,
             )),
+            "ssh" if words.iter().any(|w| w.starts_with("root@")) => Some(not_run(
+                "logs in to the Hetzner rescue system as root; the lab boots no rescue system",
+                None,
+            )),
             "ssh" if !ssh_has_command(&words) => Some(not_run(
                 "an interactive SSH login over the network; in the lab the VM is the server, and the next commands run there as the admin (the host keys it would check are compared by `sha256sum -c`)",
                 None,
@@ -244,7 +258,13 @@ pub fn tier(procedure: &crate::checklist::procedures::Procedure) -> Tier {
         .iter()
         .map(|c| disposition(&procedure.id, c))
         .collect();
-    if !dispositions.contains(&Disposition::Run) {
+    if !dispositions.contains(&Disposition::Run)
+        || procedure
+            .needs
+            .contains(&crate::checklist::procedures::Need::RescueSystem)
+    {
+        // A procedure that starts in the rescue system: its later
+        // commands build on what the rescue system did.
         Tier::NotInLab
     } else if procedure.id.starts_with("verify.")
         && !dispositions

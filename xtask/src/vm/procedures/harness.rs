@@ -77,6 +77,15 @@ fn verify_manifest(dir: &str, name: &str) -> AdminCommand {
     }
 }
 
+/// `#2` for a second run: its captures are its own.
+fn run_suffix(run: u32) -> String {
+    if run > 1 {
+        format!("#{run}")
+    } else {
+        String::new()
+    }
+}
+
 /// `bytes` random bytes in a new file below /persist.
 fn write_data(relative: &str, bytes: u64) -> AdminCommand {
     let path = format!("{PERSIST_MOUNTPOINT}/{relative}");
@@ -86,7 +95,11 @@ fn write_data(relative: &str, bytes: u64) -> AdminCommand {
     ))
 }
 
-pub(super) fn harness(id: &str, lab: &Lab) -> Result<Harness> {
+/// The lab's own commands around run `run` (1, 2) of procedure `id`. A
+/// second run finds the first one's leftovers (snapshots, received copies,
+/// the workstation's files) and /persist changed since: it must restore
+/// the newer data, which is what catches a reused name or a stale save.
+pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
     let Names {
         top,
         old_roots: old,
@@ -116,13 +129,14 @@ pub(super) fn harness(id: &str, lab: &Lab) -> Result<Harness> {
             }];
         }
         "rollback.restore-persist" => {
-            let name = "restore-persist:persist";
+            let name = format!("restore-persist:persist{}", run_suffix(run));
             harness.setup = vec![
                 write_data("xtask-restore/data.bin", 1 << 20),
-                capture_manifest(p, name),
-                // What btrbk does every hour, with its naming.
+                capture_manifest(p, &name),
+                // What btrbk does every hour, with its naming (a second
+                // snapshot in the same minute gets `_N`, as btrbk's do).
                 setup(format!(
-                    "btrfs subvolume snapshot -r {top}/{persist} {top}/{snapshots}/{persist}.$(date -u +%Y%m%dT%H%M)"
+                    "d={top}/{snapshots}/{persist}.$(date -u +%Y%m%dT%H%M); n=$d; i=1; while [ -e \"$n\" ]; do n=${{d}}_$i; i=$((i + 1)); done; btrfs subvolume snapshot -r {top}/{persist} \"$n\""
                 )),
                 // The damage.
                 setup(format!("rm -rf {p}/xtask-restore")),
@@ -131,32 +145,64 @@ pub(super) fn harness(id: &str, lab: &Lab) -> Result<Harness> {
                 binding(
                     "<snapshot>",
                     format!(
-                        "ls {top}/{snapshots} | grep -E -x '{}\\.[0-9]{{8}}T[0-9]{{4}}' | tail -n 1",
+                        "ls {top}/{snapshots} | grep -E -x '{}\\.[0-9]{{8}}T[0-9]{{4}}(_[0-9]+)?' | tail -n 1",
                         persist.replace('.', "\\.")
                     ),
                 ),
                 binding("<path>", "printf %s xtask-restore/data.bin"),
             ];
-            harness.verify = vec![verify_manifest(p, name)];
+            harness.verify = vec![verify_manifest(p, &name)];
         }
         "rollback.reinstall" => {
-            let name = "reinstall:persist";
+            let name = format!("reinstall:persist{}", run_suffix(run));
             let mount = format!(
                 "mkdir -p {WORKSTATION} && {{ findmnt {WORKSTATION} >/dev/null || mount {BACKUP_DISK} {WORKSTATION}; }}"
             );
             harness.workstation = true;
-            harness.setup = vec![
-                // The second disk stands for the admin's workstation.
+            // The second disk stands for the admin's workstation; a second
+            // run finds the first one's files there.
+            let workstation = if run == 1 {
                 setup(format!(
                     "mkfs.btrfs -q -f -L xtask-workstation {BACKUP_DISK} && {mount} && chown {}:{} {WORKSTATION}",
                     lab.login.uid, lab.login.gid
-                )),
+                ))
+            } else {
+                setup(mount.clone())
+            };
+            harness.setup = vec![
+                workstation,
                 write_data("xtask-reinstall/data.bin", 1 << 20),
-                capture_manifest(p, name),
+                capture_manifest(p, &name),
             ];
+            // What the procedure says the reinstall erases (@caddy,
+            // @containers, @log): a file in each before, none after.
+            let before = "xtask-before-reinstall";
+            if !lab.erased.is_empty() {
+                harness.setup.push(setup(
+                    lab.erased
+                        .iter()
+                        .map(|mp| format!("echo {run} > {mp}/{before}"))
+                        .collect::<Vec<_>>()
+                        .join(" && "),
+                ));
+            }
             harness.each_part = vec![setup(mount)];
-            harness.bindings = vec![binding("<path>", "printf %s xtask-reinstall/data.bin")];
-            harness.verify = vec![verify_manifest(p, name)];
+            harness.bindings = vec![
+                binding("<path>", "printf %s xtask-reinstall/data.bin"),
+                // As the reader takes it: the time of the save.
+                binding("<stamp>", "date -u +%Y%m%dT%H%M%SZ"),
+            ];
+            harness.verify = vec![verify_manifest(p, &name)];
+            if !lab.erased.is_empty() {
+                harness.verify.push(lab_command(
+                    CommandRole::Verify,
+                    lab.erased
+                        .iter()
+                        .map(|mp| format!("test ! -e {mp}/{before}"))
+                        .collect::<Vec<_>>()
+                        .join(" && "),
+                ));
+            }
         }
         _ => {}
     }

@@ -38,8 +38,10 @@ mod harness;
 mod nixos_test;
 mod schedule;
 
-pub use convert::{convert, not_run_record, of_tier, placeholders};
-pub use disposition::{disposition, simple_commands, tier, Disposition, Then};
+pub use convert::{convert, convert_run, not_run_record, of_tier, placeholders};
+pub use disposition::{
+    disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then,
+};
 pub use nixos_test::{nixos_test_json, NIXOS_TEST_FILE};
 pub use schedule::{step_of, BootProcedures, Schedule};
 
@@ -54,6 +56,9 @@ pub const BACKUP_DISK_BYTES: u64 = 8 << 30;
 pub const LAB_IP: &str = "127.0.0.1";
 /// The NixOS VM test, which runs the procedures that need systemd.
 pub const NIXOS_VM_TEST: &str = "the NixOS VM test (nix/tests/vm-test.nix: `nix build -L .#checks.x86_64-linux.vm-test`, needs nixpkgs and KVM), which runs this procedure from nix/tests/procedures.json";
+/// The drills `--thorough` runs twice, with /persist changed in between:
+/// the second run must restore the newer data.
+pub const TWICE: &[&str] = &["rollback.restore-persist", "rollback.reinstall"];
 /// The procedures the NixOS VM test runs (those that need systemd).
 pub const NIXOS_TEST_PROCEDURES: &[&str] = &["verify.units", "verify.reboot"];
 
@@ -66,6 +71,9 @@ pub struct Lab {
     pub disk: Option<(String, String)>,
     pub login: AdminLogin,
     pub lost: Option<LostFile>,
+    /// The mountpoints of the subvolumes a reinstall erases and nothing
+    /// brings back (`checklist::procedures::erased_by_reinstall`).
+    pub erased: Vec<String>,
 }
 
 /// A file the last boot wrote into /, which is in the newest old root now.

@@ -26,11 +26,13 @@ fn lab() -> Lab {
             gid: 100,
             groups: vec![100, 1],
             home: "/home/hbohlen".into(),
+            commands: Default::default(),
         },
         lost: Some(LostFile {
             path: "root/xtask/boot-3.txt".into(),
             sha256: "ab".repeat(32),
         }),
+        erased: vec!["/var/log".into(), "/var/lib/caddy".into()],
     }
 }
 
@@ -94,6 +96,7 @@ fn every_server_procedure_has_its_place_in_the_lab() {
             ("rollback.file-from-old-root", Tier::Thorough),
             ("rollback.restore-persist", Tier::Thorough),
             ("rollback.reinstall", Tier::Thorough),
+            ("rollback.rescue-save", Tier::NotInLab),
         ]
     );
     // What is not run, each with its reason: nothing else.
@@ -124,11 +127,21 @@ fn every_server_procedure_has_its_place_in_the_lab() {
                 "4.2 sudo nixos-rebuild switch --rollback",
                 "4.4 sudo systemctl reboot",
                 "4.5 hcloud server enable-rescue --type linux64 --ssh-key <key> <server>",
-                "4.5 hcloud server reboot <server>",
+                "4.5 hcloud server reset <server>",
                 "4.5 ssh-keygen -R <IP>",
-                "4.5 nix run github:nix-community/nixos-anywhere -- --flake .#hetzner-vps --target-host root@<IP>",
+                "4.5 nix run github:nix-community/nixos-anywhere -- --flake .#hetzner-vps --extra-files extra-<stamp> --target-host root@<IP>",
                 "4.5 ssh-keygen -R <IP>",
                 "4.5 sudo systemctl reboot",
+                "4.6 hcloud server enable-rescue --type linux64 --ssh-key <key> <server>",
+                "4.6 hcloud server reset <server>",
+                "4.6 ssh-keygen -R <IP>",
+                "4.6 ssh root@<IP>",
+                "4.6 mount -o subvolid=5 /dev/sda4 /mnt",
+                "4.6 ls /mnt/@snapshots",
+                "4.6 test ! -e /mnt/@snapshots/@persist.saved-<stamp>",
+                "4.6 btrfs subvolume snapshot -r /mnt/@persist /mnt/@snapshots/@persist.saved-<stamp>",
+                "4.6 ssh root@<IP> 'btrfs send /mnt/@snapshots/@persist.saved-<stamp>' | zstd > persist-<stamp>.btrfs.zst",
+                "4.6 ssh root@<IP> 'tar -C /mnt/@persist -c etc/machine-id etc/ssh' | tar -x -C extra-<stamp>/persist",
             ]
         );
 }
@@ -144,6 +157,9 @@ fn the_conversion_keeps_the_printed_lines_and_their_expectations() {
         [
             "rollback.file-from-old-root",
             "verify.reboot",
+            "rollback.restore-persist",
+            "rollback.reinstall",
+            // The second runs, /persist changed in between.
             "rollback.restore-persist",
             "rollback.reinstall"
         ]
@@ -226,7 +242,9 @@ fn the_conversion_keeps_the_printed_lines_and_their_expectations() {
         .flat_map(|p| &p.commands)
         .filter(|c| c.at == Some(Where::Local) && c.not_run.is_none())
         .collect();
-    assert_eq!(local.len(), 3);
+    // The stream saved, checked twice, the identity carried, the stream
+    // sent back.
+    assert_eq!(local.len(), 6);
     assert!(local.iter().all(|c| c.cwd.as_deref() == Some(WORKSTATION)));
 }
 
@@ -317,7 +335,10 @@ fn the_schedule_waits_for_reboots_and_reinstalls() {
             (false, strings(&["3.9/1"]), strings(&["4.4/0"])),
             (false, strings(&["4.4/1"]), strings(&["4.5/0"])),
             (true, strings(&["4.5/1"]), vec![]),
-            (false, strings(&["4.5/2"]), vec![]),
+            (false, strings(&["4.5/2"]), strings(&["4.4#2/0"])),
+            (false, strings(&["4.4#2/1"]), strings(&["4.5#2/0"])),
+            (true, strings(&["4.5#2/1"]), vec![]),
+            (false, strings(&["4.5#2/2"]), vec![]),
         ]
     );
     // A failed part ends its procedure.

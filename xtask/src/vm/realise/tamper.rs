@@ -19,6 +19,16 @@ pub enum Tamper {
     ProcedureExpect(String),
     /// Checklist procedure `id` with `sudo ` taken off its first command.
     ProcedureDropSudo(String),
+    /// Checklist procedure `id` whose first command also runs `program
+    /// --version`: a line using a program the server may lack.
+    ProcedureAlsoRuns { id: String, program: String },
+    /// Checklist procedure `id` as it was before names carried `<stamp>`:
+    /// every `<stamp>` a fixed word, and its `test ! -e` lines gone (a
+    /// save that may reuse an existing name).
+    ProcedureFixedNames(String),
+    /// The lab's server PATH as NixOS alone makes it, without the host's
+    /// own `environment.systemPackages` (tools.nix).
+    ServerWithoutHostPackages,
 }
 
 impl FromStr for Tamper {
@@ -34,6 +44,19 @@ impl FromStr for Tamper {
             Some(("procedure-drop-sudo", id)) if !id.is_empty() => {
                 Ok(Tamper::ProcedureDropSudo(id.to_owned()))
             }
+            Some(("procedure-also-runs", rest)) => match rest.split_once(':') {
+                Some((id, program)) if !id.is_empty() && !program.is_empty() => {
+                    Ok(Tamper::ProcedureAlsoRuns {
+                        id: id.to_owned(),
+                        program: program.to_owned(),
+                    })
+                }
+                _ => Err(format!("{text:?}: expected procedure-also-runs=ID:PROGRAM")),
+            },
+            Some(("server-path", "without-host-packages")) => Ok(Tamper::ServerWithoutHostPackages),
+            Some(("procedure-fixed-names", id)) if !id.is_empty() => {
+                Ok(Tamper::ProcedureFixedNames(id.to_owned()))
+            }
             Some(("drop-mount-option", rest)) => match rest.split_once(':') {
                 Some((mountpoint, option)) if !option.is_empty() => Ok(Tamper::DropMountOption {
                     mountpoint: mountpoint.to_owned(),
@@ -44,7 +67,7 @@ impl FromStr for Tamper {
                 )),
             },
             _ => Err(format!(
-                "{text:?}: expected drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION, procedure-expect=ID or procedure-drop-sudo=ID"
+                "{text:?}: expected drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION, procedure-expect=ID, procedure-drop-sudo=ID, procedure-also-runs=ID:PROGRAM, procedure-fixed-names=ID or server-path=without-host-packages"
             )),
         }
     }
@@ -59,6 +82,11 @@ impl fmt::Display for Tamper {
             }
             Tamper::ProcedureExpect(id) => write!(f, "procedure-expect={id}"),
             Tamper::ProcedureDropSudo(id) => write!(f, "procedure-drop-sudo={id}"),
+            Tamper::ProcedureAlsoRuns { id, program } => {
+                write!(f, "procedure-also-runs={id}:{program}")
+            }
+            Tamper::ServerWithoutHostPackages => write!(f, "server-path=without-host-packages"),
+            Tamper::ProcedureFixedNames(id) => write!(f, "procedure-fixed-names={id}"),
         }
     }
 }

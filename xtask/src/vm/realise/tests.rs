@@ -352,6 +352,7 @@ fn admin_login() -> AdminLogin {
         gid: 100,
         groups: vec![100, 1],
         home: "/home/hbohlen".to_owned(),
+        commands: Default::default(),
     }
 }
 
@@ -520,6 +521,17 @@ fn tampering_changes_the_steps_not_the_expectations() {
     assert_eq!(wrong.to_string(), "procedure-expect=verify.swap");
     assert!("procedure-drop-sudo=".parse::<Tamper>().is_err());
     assert!("drop-mount-option=/nix".parse::<Tamper>().is_err());
+    for text in [
+        "procedure-also-runs=verify.space:sgdisk",
+        "procedure-fixed-names=rollback.reinstall",
+        "server-path=without-host-packages",
+    ] {
+        assert_eq!(text.parse::<Tamper>().unwrap().to_string(), text);
+    }
+    assert!("procedure-also-runs=verify.space"
+        .parse::<Tamper>()
+        .is_err());
+    assert!("server-path=anything".parse::<Tamper>().is_err());
 }
 
 #[test]

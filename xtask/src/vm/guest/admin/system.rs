@@ -48,7 +48,8 @@ pub fn enter_system(
     std::os::unix::fs::chown(&home, Some(login.uid), Some(login.gid))
         .with_context(|| format!("chown {home}"))?;
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
-    let who = bash(plan, "id -u; sudo -n id -u", Some(login), None)?;
+    let (linked, absent) = place_paths(login)?;
+    let who = bash(plan, "id -u; sudo -n id -u", Some(login), None, None)?;
     let expected = format!("{}\n0", login.uid);
     if who.exit != Some(0) || who.stdout.trim() != expected {
         bail!(
@@ -60,11 +61,63 @@ pub fn enter_system(
         );
     }
     Ok(Some(format!(
-        "bound {}; {} (uid {}) with sudo",
+        "bound {}; {} (uid {}) with sudo; PATH per place: {linked} commands linked{}",
         done.join(" "),
         login.user,
-        login.uid
+        login.uid,
+        if absent.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", not in the image (command not found here): {}",
+                absent.join(" ")
+            )
+        }
     )))
+}
+
+/// Where the image has the programs (the lab's PATH order).
+const IMAGE_DIRS: &[&str] = &["/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// One directory per place in the booted system, with a link to the
+/// image's program for each of the place's commands: the admin's PATH
+/// there (`super::path_for`). How many were linked, and the declared
+/// commands the image lacks.
+fn place_paths(login: &AdminLogin) -> Result<(usize, Vec<String>)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut linked = 0;
+    let mut absent = Vec::new();
+    for (place, commands) in &login.commands {
+        let dir = format!("{SYSROOT}{}/{place}", super::PLACE_PATH);
+        if Path::new(&dir).exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {dir}"))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {dir}"))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        for command in commands {
+            let found = IMAGE_DIRS
+                .iter()
+                .map(|d| format!("{d}/{command}"))
+                .find(|p| {
+                    std::fs::metadata(format!("{SYSROOT}{p}"))
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                });
+            match found {
+                Some(target) => {
+                    let link = format!("{dir}/{command}");
+                    std::os::unix::fs::symlink(&target, &link)
+                        .with_context(|| format!("linking {link} to {target}"))?;
+                    linked += 1;
+                }
+                None => {
+                    if !absent.contains(command) {
+                        absent.push(command.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok((linked, absent))
 }
 
 /// impermanence at boot (nix-community/impermanence: nixos.nix bind-mounts
