@@ -134,6 +134,25 @@ pub const LDD: Tool = Tool {
     program: "ldd",
     package: "libc-bin",
 };
+/// `verify` logs in to the server with the workstation's OpenSSH client.
+pub const SSH: Tool = Tool {
+    program: "ssh",
+    package: "openssh-client",
+};
+/// The verify tests run the distribution's real OpenSSH server.
+pub const SSHD: Tool = Tool {
+    program: "sshd",
+    package: "openssh-server",
+};
+pub const SSH_KEYGEN: Tool = Tool {
+    program: "ssh-keygen",
+    package: "openssh-client",
+};
+/// The verify tests' server: the admin's commands go through the real sudo.
+pub const SUDO: Tool = Tool {
+    program: "sudo",
+    package: "sudo",
+};
 /// The tests and the gates ask git for the revision and the tree's state.
 pub const GIT: Tool = Tool {
     program: "git",

@@ -43,7 +43,7 @@ mod thorough;
 
 use power_cuts::power_cuts;
 use prepare::describe_setup;
-pub use prepare::{prepare, with_compression, Prepared};
+pub use prepare::{prepare, rollback_settings, with_compression, Prepared};
 pub use report::Reporter;
 use session::boot_timeout;
 pub use session::{BootOutcome, Session};

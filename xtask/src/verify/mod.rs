@@ -1,0 +1,189 @@
+//! `cargo xtask verify --host NAME ADMIN@ADDRESS[:PORT]`: proves, over real
+//! SSH and read-only, that the installed server matches the proven layout.
+//!
+//! The checks (`checks`) are the checklist's §3 procedures, the commands
+//! vm-test runs in the lab, limited to those that only read (`allowlist`),
+//! plus the partition table and the old roots against the retention rules
+//! from the same model. The connection (`ssh`) is the workstation's
+//! OpenSSH client as the admin. Every run is recorded in
+//! target/xtask/verify-<host>.json (`record`), which deploy-checklist reads.
+//!
+//! Exit codes: 0 every check that ran passed; 1 a check failed; 2 could not
+//! run (unknown host, no ssh, the server unreachable, its host key not the
+//! known one, the admin cannot log in or has no sudo).
+
+pub mod allowlist;
+pub mod checks;
+pub mod record;
+pub mod ssh;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use camino::Utf8PathBuf;
+
+use crate::context::Context;
+use crate::project::{display_path, project_root, revision};
+use crate::setup;
+use checks::{Check, Judge};
+use record::{CheckResult, Record, Status};
+use ssh::{Refused, Session, Target};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The host (hosts/…/NAME) whose layout the server must have.
+    #[arg(long, default_value = crate::hosts::DEFAULT_HOST)]
+    pub host: String,
+    /// The server, as the admin: ADMIN@ADDRESS[:PORT] (IPv6 in brackets).
+    #[arg(value_name = "ADMIN@ADDRESS[:PORT]")]
+    pub target: Target,
+    /// An ssh_config file for ssh's -F (keys, known_hosts); default: yours.
+    #[arg(long, env = "XTASK_VERIFY_SSH_CONFIG", value_name = "FILE")]
+    pub ssh_config: Option<Utf8PathBuf>,
+    /// Print the result as one JSON document (the record) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
+    let root = project_root();
+    let found = setup::ensure(context, &[setup::SSH])?;
+    let ssh = found.path(setup::SSH)?.clone();
+    let loaded = crate::checklist::load(context, &root, &args.host)?;
+    let rules = rollback_rules(context, &root, &args.host)?;
+    let plan = checks::plan(&loaded.subject, &loaded.facts, rules);
+    let session = Session::new(ssh, args.target.clone(), args.ssh_config.clone());
+    let mut record = Record::new(&args.host, &args.target, revision());
+
+    let outcome = verify(&session, &plan, &mut record);
+    let code = match outcome? {
+        Ok(()) => {
+            record.settle();
+            match record.status {
+                Status::Pass => 0,
+                _ => 1,
+            }
+        }
+        Err(refused) => {
+            record.status = Status::Error;
+            record.error = Some(refused.to_string());
+            2
+        }
+    };
+    let path = record::path(&args.host);
+    record::write(&path, &record)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record).context("serialising the record")?);
+    } else {
+        print!("{}", record::text(&record));
+        eprintln!("recorded in {}", display_path(&path));
+    }
+    if let Some(error) = &record.error {
+        eprintln!("error: {error}");
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Runs the probe and every check, filling `record`; `Err(Refused)` when
+/// the connection failed.
+fn verify(
+    session: &Session,
+    plan: &[Check],
+    record: &mut Record,
+) -> Result<std::result::Result<(), Refused>> {
+    match session.probe()? {
+        Ok(key) => record.host_key = Some(key),
+        Err(refused) => return Ok(Err(refused)),
+    }
+    for check in plan {
+        let mut ran = Vec::new();
+        let mut result = CheckResult::new(check);
+        for probe in &check.commands {
+            let output = match session.run(&probe.line)? {
+                Ok(output) => output,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let missing = missing_program(&output);
+            if let Some(program) = missing {
+                result.status = Status::NotRun;
+                result.problem = Some(format!(
+                    "{program} is not installed on the server (`{}`)",
+                    output.line
+                ));
+                ran.push(output);
+                break;
+            }
+            let status = output.exit.unwrap_or(-1);
+            let mut expectations = probe.expect.clone();
+            if !expectations
+                .iter()
+                .any(|e| matches!(e, crate::checklist::procedures::Expect::Exit { .. }))
+            {
+                expectations.push(crate::checklist::procedures::Expect::Exit { status: 0 });
+            }
+            let problem = expectations
+                .iter()
+                .find_map(|e| e.check(status, &output.stdout).err());
+            ran.push(output);
+            if let Some(problem) = problem {
+                let stderr = ran.last().map(|r| r.stderr.trim().to_owned()).unwrap_or_default();
+                result.status = Status::Fail;
+                result.problem = Some(match stderr.lines().next() {
+                    Some(first) if status != 0 => format!("`{}`: {problem} ({first})", probe.line),
+                    _ => format!("`{}`: {problem}", probe.line),
+                });
+                break;
+            }
+        }
+        if result.status == Status::Pass {
+            if let Judge::Retention(rules) = &check.judge {
+                let text = |i: usize| ran.get(i).map(|r| r.stdout.clone()).unwrap_or_default();
+                match checks::retention(*rules, &text(0), &text(1)) {
+                    Ok(summary) => result.value = summary,
+                    Err(problem) => {
+                        result.status = Status::Fail;
+                        result.problem = Some(problem);
+                    }
+                }
+            }
+        }
+        result.commands = ran.iter().map(record::RanCommand::from).collect();
+        if result.value.is_empty() {
+            result.value = record::seen(&result.commands);
+        }
+        record.checks.push(result);
+    }
+    Ok(Ok(()))
+}
+
+/// The program a command could not find on the server (sudo's or the shell's message).
+fn missing_program(ran: &ssh::Ran) -> Option<String> {
+    if ran.exit == Some(0) {
+        return None;
+    }
+    ran.stderr.lines().find_map(|line| {
+        let line = line.trim();
+        let rest = line
+            .strip_prefix("sudo: ")
+            .or_else(|| line.strip_prefix("bash: "))
+            .or_else(|| line.strip_prefix("sh: "))?;
+        rest.strip_suffix(": command not found")
+            .map(|p| p.rsplit(": ").next().unwrap_or(p).to_owned())
+    })
+}
+
+/// The host's `boot.btrfsRollback` retention, as vm-test reads it.
+fn rollback_rules(
+    context: &Context,
+    root: &camino::Utf8Path,
+    name: &str,
+) -> Result<crate::vm::retention::Rules> {
+    let host = crate::hosts::find_in(root, name)?;
+    let nix = crate::nix::Nix::locate(context)?;
+    let loaded = crate::hosts::load(&nix, &host, &host.layout_file)?;
+    let settings = crate::vm::lab::rollback_settings(&host, &loaded)?;
+    Ok(crate::vm::retention::Rules {
+        retention_days: settings.retention_days,
+        keep_at_least: settings.keep_at_least,
+    })
+}
