@@ -148,6 +148,11 @@ pub const SSH_KEYGEN: Tool = Tool {
     program: "ssh-keygen",
     package: "openssh-client",
 };
+/// The verify tests make their own network and mount namespaces.
+pub const UNSHARE: Tool = Tool {
+    program: "unshare",
+    package: "util-linux",
+};
 /// The verify tests' server: the admin's commands go through the real sudo.
 pub const SUDO: Tool = Tool {
     program: "sudo",

@@ -55,6 +55,12 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::UMOUNT,
     setup::SWAPOFF,
     setup::LDD,
+    // verify's tests: the real OpenSSH client and server, and sudo.
+    setup::SSH,
+    setup::SSH_KEYGEN,
+    setup::SSHD,
+    setup::SUDO,
+    setup::UNSHARE,
     // Optional for vm-test, but the tests build the VM image as users do.
     setup::STRIP,
 ];
@@ -99,6 +105,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("rollback", Tier::Full),
     // qemu boots.
     ("vm_test", Tier::Full),
+    // A real sshd and sudo in network and mount namespaces, as root.
+    ("verify_ssh", Tier::Full),
 ];
 
 /// Unit tests that boot qemu or need a kernel, depmod or qemu-img live in

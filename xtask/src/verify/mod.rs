@@ -43,6 +43,9 @@ pub struct Args {
     /// Print the result as one JSON document (the record) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where the record goes (default: target/xtask).
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<Utf8PathBuf>,
 }
 
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
@@ -70,7 +73,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
             2
         }
     };
-    let path = record::path(&args.host);
+    let path = record::path(args.results_dir.as_deref(), &args.host);
     record::write(&path, &record)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record).context("serialising the record")?);

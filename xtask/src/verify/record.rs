@@ -174,8 +174,13 @@ pub fn seen(ran: &[RanCommand]) -> String {
     shown
 }
 
-pub fn path(host: &str) -> Utf8PathBuf {
-    xtask_dir().join(format!("verify-{host}.json"))
+/// `DIR/verify-<host>.json`, in target/xtask unless `dir` is given.
+pub fn path(dir: Option<&Utf8Path>, host: &str) -> Utf8PathBuf {
+    let name = format!("verify-{host}.json");
+    match dir {
+        Some(dir) => dir.join(name),
+        None => xtask_dir().join(name),
+    }
 }
 
 pub fn write(path: &Utf8Path, record: &Record) -> anyhow::Result<()> {
