@@ -99,7 +99,17 @@ fn start_server() -> Server {
         let path = d.join(name);
         run(
             &keygen,
-            &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path.to_str().unwrap()],
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                name,
+                "-f",
+                path.to_str().unwrap(),
+            ],
         );
     };
     key("host_ed25519");
@@ -118,7 +128,10 @@ fn start_server() -> Server {
         let home = d.join("home").join(user);
         std::fs::create_dir_all(&home).unwrap();
         std::os::unix::fs::chown(&home, Some(id), Some(id)).unwrap();
-        passwd.push_str(&format!("{user}:x:{id}:{id}::{}:/bin/bash\n", home.display()));
+        passwd.push_str(&format!(
+            "{user}:x:{id}:{id}::{}:/bin/bash\n",
+            home.display()
+        ));
         shadow.push_str(&format!("{user}:*:19000:0:99999:7:::\n"));
         group.push_str(&format!("{user}:x:{id}:\n"));
         std::fs::create_dir_all(d.join("authorized")).unwrap();
@@ -239,7 +252,11 @@ fn verify_over_a_real_sshd() {
     let keygen = need("ssh-keygen", "openssh-client");
     let fingerprint = run(
         &keygen,
-        &["-l", "-f", server.path("host_ed25519.pub").to_str().unwrap()],
+        &[
+            "-l",
+            "-f",
+            server.path("host_ed25519.pub").to_str().unwrap(),
+        ],
     );
     let sha = fingerprint.split_whitespace().nth(1).unwrap();
     assert_eq!(
@@ -252,7 +269,10 @@ fn verify_over_a_real_sshd() {
     let mounts = check(&record, "verify.mounts");
     assert_eq!(mounts["status"], "FAIL", "{mounts:#}");
     assert!(
-        mounts["problem"].as_str().unwrap().contains("no line starts with"),
+        mounts["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no line starts with"),
         "{mounts:#}"
     );
     let swap = check(&record, "verify.swap");
@@ -280,11 +300,19 @@ fn verify_over_a_real_sshd() {
         assert!(record["checks"].as_array().unwrap().is_empty());
     }
     // Nobody listening: exit 2.
-    let (code, _, stderr) = verify(&server, &format!("{ADMIN}@127.0.0.1:{}", PORT + 1), "known_hosts");
+    let (code, _, stderr) = verify(
+        &server,
+        &format!("{ADMIN}@127.0.0.1:{}", PORT + 1),
+        "known_hosts",
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("cannot be reached"), "{stderr}");
     // A login without sudo: exit 2, said so.
-    let (code, _, stderr) = verify(&server, &format!("{NO_SUDO}@127.0.0.1:{PORT}"), "known_hosts");
+    let (code, _, stderr) = verify(
+        &server,
+        &format!("{NO_SUDO}@127.0.0.1:{PORT}"),
+        "known_hosts",
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("cannot use sudo"), "{stderr}");
     let _ = std::io::stderr().flush();

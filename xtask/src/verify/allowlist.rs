@@ -32,23 +32,74 @@ enum Rule {
 
 /// Read-only programs, each with what keeps it read-only.
 const READ_ONLY: &[Allowed] = &[
-    Allowed { program: "true", rule: Rule::Any },
-    Allowed { program: "id", rule: Rule::Any },
-    Allowed { program: "cat", rule: Rule::Any },
-    Allowed { program: "ls", rule: Rule::Any },
-    Allowed { program: "test", rule: Rule::Any },
-    Allowed { program: "grep", rule: Rule::Any },
-    Allowed { program: "head", rule: Rule::Any },
-    Allowed { program: "tail", rule: Rule::Any },
-    Allowed { program: "stat", rule: Rule::Any },
-    Allowed { program: "findmnt", rule: Rule::Any },
-    Allowed { program: "lsblk", rule: Rule::Any },
-    Allowed { program: "lsattr", rule: Rule::Any },
-    Allowed { program: "compsize", rule: Rule::Any },
-    Allowed { program: "journalctl", rule: Rule::Option(&["-b", "--boot"]) },
-    Allowed { program: "swapon", rule: Rule::Option(&["--show", "-s", "--summary"]) },
-    Allowed { program: "sfdisk", rule: Rule::Option(&["--dump", "-d", "--json", "-J", "--list", "-l"]) },
-    Allowed { program: "cryptsetup", rule: Rule::Subcommand(&["status"]) },
+    Allowed {
+        program: "true",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "id",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "cat",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "ls",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "test",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "grep",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "head",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "tail",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "stat",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "findmnt",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "lsblk",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "lsattr",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "compsize",
+        rule: Rule::Any,
+    },
+    Allowed {
+        program: "journalctl",
+        rule: Rule::Option(&["-b", "--boot"]),
+    },
+    Allowed {
+        program: "swapon",
+        rule: Rule::Option(&["--show", "-s", "--summary"]),
+    },
+    Allowed {
+        program: "sfdisk",
+        rule: Rule::Option(&["--dump", "-d", "--json", "-J", "--list", "-l"]),
+    },
+    Allowed {
+        program: "cryptsetup",
+        rule: Rule::Subcommand(&["status"]),
+    },
     Allowed {
         program: "systemctl",
         rule: Rule::Subcommand(&["is-active", "is-failed", "status", "show", "list-units"]),
@@ -82,7 +133,9 @@ const JOURNALCTL_WRITES: &[&str] = &[
 pub fn check(line: &str) -> Result<(), String> {
     for token in ["`", "$(", ";", "&&", "||", ">", "<", "&", "\n"] {
         if line.contains(token) {
-            return Err(format!("{token:?} is not allowed (only plain read-only pipelines)"));
+            return Err(format!(
+                "{token:?} is not allowed (only plain read-only pipelines)"
+            ));
         }
     }
     for segment in line.split('|') {
@@ -99,7 +152,9 @@ pub fn check(line: &str) -> Result<(), String> {
             return Err("an empty command".to_owned());
         };
         if program.starts_with('-') || program.contains('=') {
-            return Err(format!("{program:?}: options or variables before the program"));
+            return Err(format!(
+                "{program:?}: options or variables before the program"
+            ));
         }
         let Some(allowed) = READ_ONLY.iter().find(|a| a.program == program) else {
             return Err(format!("{program} is not on the read-only list"));
@@ -126,7 +181,10 @@ pub fn check(line: &str) -> Result<(), String> {
                     plain.get(1).map(|s| s.as_str()).unwrap_or(""),
                 );
                 if !pairs.contains(&pair) {
-                    return Err(format!("{program} {} {}: not a read-only command", pair.0, pair.1));
+                    return Err(format!(
+                        "{program} {} {}: not a read-only command",
+                        pair.0, pair.1
+                    ));
                 }
             }
             Rule::Option(options) => {
@@ -170,7 +228,9 @@ fn words(segment: &str) -> Result<Vec<String>, String> {
                 loop {
                     match chars.next() {
                         Some(q) if q == c => break,
-                        Some('\\') if c == '"' => return Err("a backslash in double quotes".to_owned()),
+                        Some('\\') if c == '"' => {
+                            return Err("a backslash in double quotes".to_owned())
+                        }
                         Some(q) => word.push(q),
                         None => return Err(format!("an unclosed {c}")),
                     }
@@ -268,6 +328,9 @@ mod tests {
             paths("sudo sh -c 'sha256sum /etc/machine-id > /persist/identity.sha256'"),
             vec!["/etc/machine-id", "/persist/identity.sha256"]
         );
-        assert_eq!(paths("sudo touch /root/a /persist/b"), vec!["/root/a", "/persist/b"]);
+        assert_eq!(
+            paths("sudo touch /root/a /persist/b"),
+            vec!["/root/a", "/persist/b"]
+        );
     }
 }

@@ -147,7 +147,9 @@ pub fn plan(subject: &Subject, facts: &HostFacts, rules: Rules) -> Vec<Check> {
                 .into_iter()
                 .find(|p| written.contains(p))
             {
-                Some(format!("reads {path}, which an earlier command of the procedure writes"))
+                Some(format!(
+                    "reads {path}, which an earlier command of the procedure writes"
+                ))
             } else {
                 None
             };
@@ -209,7 +211,9 @@ pub fn retention(rules: Rules, status: &str, listing: &str) -> Result<String, St
     };
     let rotated = value("rotated_to").unwrap_or_default();
     let Some(stamp) = Stamp::parse(&rotated) else {
-        return Err(format!("the status file names no rotation (rotated_to={rotated:?})"));
+        return Err(format!(
+            "the status file names no rotation (rotated_to={rotated:?})"
+        ));
     };
     if value("clock").as_deref() != Some("ok") {
         return Err(format!(
@@ -221,7 +225,9 @@ pub fn retention(rules: Rules, status: &str, listing: &str) -> Result<String, St
     let verdict = retention::apply(rules, &roots, stamp.epoch);
     let kept = verdict.kept();
     if !roots.contains(&rotated) {
-        return Err(format!("{rotated}, the last boot's root, is not among the old roots"));
+        return Err(format!(
+            "{rotated}, the last boot's root, is not among the old roots"
+        ));
     }
     let overdue: Vec<String> = verdict.with(|fate| fate == Fate::Deleted);
     if !overdue.is_empty() {
@@ -230,7 +236,10 @@ pub fn retention(rules: Rules, status: &str, listing: &str) -> Result<String, St
             overdue.join(" ")
         ));
     }
-    Ok(format!("{} old roots, newest {rotated}, none past retention", kept.len()))
+    Ok(format!(
+        "{} old roots, newest {rotated}, none past retention",
+        kept.len()
+    ))
 }
 
 #[cfg(test)]
@@ -286,11 +295,17 @@ mod tests {
             .flat_map(|c| c.commands.iter().map(|p| p.line.as_str()))
             .collect();
         assert!(!all.iter().any(|l| l.contains("fstrim")), "{all:?}");
-        assert!(all.iter().any(|l| l.contains("cryptsetup status")), "{all:?}");
+        assert!(
+            all.iter().any(|l| l.contains("cryptsetup status")),
+            "{all:?}"
+        );
         let reboot = checks.iter().find(|c| c.id == "verify.reboot").unwrap();
         let sent: Vec<&str> = reboot.commands.iter().map(|p| p.line.as_str()).collect();
         assert!(sent.iter().any(|l| l.ends_with("/status")), "{sent:?}");
-        assert!(!sent.iter().any(|l| l.contains("wiped-at-boot")), "{sent:?}");
+        assert!(
+            !sent.iter().any(|l| l.contains("wiped-at-boot")),
+            "{sent:?}"
+        );
         assert!(reboot.left_out.iter().any(|l| l.line.contains("touch")));
         let partitions = checks.iter().find(|c| c.id == "verify.partitions").unwrap();
         let patterns: Vec<String> = partitions.commands[0]
@@ -299,7 +314,9 @@ mod tests {
             .map(|e| format!("{e:?}"))
             .collect();
         assert!(
-            patterns.iter().any(|p| p.contains("/dev/sda1 : start= 2048, size= 2048, type=21686148")),
+            patterns
+                .iter()
+                .any(|p| p.contains("/dev/sda1 : start= 2048, size= 2048, type=21686148")),
             "{patterns:?}"
         );
     }
@@ -314,7 +331,10 @@ mod tests {
         // sfdisk 2.38's --dump line for a BIOS boot partition sgdisk made
         // (the uuid differs on every disk).
         let printed = "/dev/sda1 : start=        2048, size=        2048, type=21686148-6449-6E6F-744E-656564454649, uuid=9A1B8A0D-6A0B-4B0C-9D7E-0B5C8E2F6A11, name=\"disk-main-boot\"";
-        assert!(crate::checklist::procedures::matches(pattern, printed), "{pattern}");
+        assert!(
+            crate::checklist::procedures::matches(pattern, printed),
+            "{pattern}"
+        );
         let moved = printed.replace("start=        2048", "start=        4096");
         assert!(!crate::checklist::procedures::matches(pattern, &moved));
     }
@@ -332,6 +352,11 @@ mod tests {
         let problem = retention(rules(), status, &old).unwrap_err();
         assert!(problem.contains("20260120T120000Z"), "{problem}");
         assert!(retention(rules(), "result=ok\nclock=ok\n", &listing).is_err());
-        assert!(retention(rules(), &status.replace("clock=ok", "clock=implausible"), &listing).is_err());
+        assert!(retention(
+            rules(),
+            &status.replace("clock=ok", "clock=implausible"),
+            &listing
+        )
+        .is_err());
     }
 }

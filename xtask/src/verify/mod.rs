@@ -76,7 +76,10 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let path = record::path(args.results_dir.as_deref(), &args.host);
     record::write(&path, &record)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&record).context("serialising the record")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).context("serialising the record")?
+        );
     } else {
         print!("{}", record::text(&record));
         eprintln!("recorded in {}", display_path(&path));
@@ -129,7 +132,10 @@ fn verify(
                 .find_map(|e| e.check(status, &output.stdout).err());
             ran.push(output);
             if let Some(problem) = problem {
-                let stderr = ran.last().map(|r| r.stderr.trim().to_owned()).unwrap_or_default();
+                let stderr = ran
+                    .last()
+                    .map(|r| r.stderr.trim().to_owned())
+                    .unwrap_or_default();
                 result.status = Status::Fail;
                 result.problem = Some(match stderr.lines().next() {
                     Some(first) if status != 0 => format!("`{}`: {problem} ({first})", probe.line),

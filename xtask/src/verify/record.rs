@@ -212,8 +212,17 @@ pub fn text(record: &Record) -> String {
         record.host_key.as_deref().unwrap_or("not seen")
     );
     for c in &record.checks {
-        let step = c.step.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
-        out.push_str(&format!("{:<8} {}{step}: {}\n", c.status.label(), c.id, c.value));
+        let step = c
+            .step
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<8} {}{step}: {}\n",
+            c.status.label(),
+            c.id,
+            c.value
+        ));
         if let Some(problem) = &c.problem {
             out.push_str(&format!("         {problem}\n"));
         }

@@ -45,8 +45,7 @@ impl std::str::FromStr for Target {
         } else {
             (rest, None)
         };
-        if address.is_empty() || address.starts_with('-') || address.contains(char::is_whitespace)
-        {
+        if address.is_empty() || address.starts_with('-') || address.contains(char::is_whitespace) {
             return Err(usage());
         }
         let port = match port {
@@ -259,7 +258,10 @@ mod tests {
     #[test]
     fn targets_parse_with_and_without_port() {
         let t: Target = "admin@203.0.113.7".parse().unwrap();
-        assert_eq!((t.user.as_str(), t.address.as_str(), t.port), ("admin", "203.0.113.7", None));
+        assert_eq!(
+            (t.user.as_str(), t.address.as_str(), t.port),
+            ("admin", "203.0.113.7", None)
+        );
         let t: Target = "admin@127.0.0.1:2222".parse().unwrap();
         assert_eq!(t.port, Some(2222));
         let t: Target = "admin@[2a01:4f8::1]:22".parse().unwrap();
@@ -267,19 +269,33 @@ mod tests {
         assert_eq!(t.to_string(), "admin@[2a01:4f8::1]:22");
         let t: Target = "admin@2a01:4f8::1".parse().unwrap();
         assert_eq!((t.address.as_str(), t.port), ("2a01:4f8::1", None));
-        for bad in ["203.0.113.7", "@x", "admin@", "admin@x:0", "admin@x:99999", "-oProxyCommand=x@y", "admin@-oFoo"] {
+        for bad in [
+            "203.0.113.7",
+            "@x",
+            "admin@",
+            "admin@x:0",
+            "admin@x:99999",
+            "-oProxyCommand=x@y",
+            "admin@-oFoo",
+        ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn ssh_failures_are_told_apart() {
-        assert!(matches!(classify("Host key verification failed.\n"), Refused::HostKey(_)));
+        assert!(matches!(
+            classify("Host key verification failed.\n"),
+            Refused::HostKey(_)
+        ));
         assert!(matches!(
             classify("@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.\n"),
             Refused::HostKey(_)
         ));
-        assert!(matches!(classify("admin@127.0.0.1: Permission denied (publickey).\n"), Refused::Login(_)));
+        assert!(matches!(
+            classify("admin@127.0.0.1: Permission denied (publickey).\n"),
+            Refused::Login(_)
+        ));
         assert!(matches!(
             classify("ssh: connect to host 127.0.0.1 port 9: Connection refused\n"),
             Refused::Unreachable(_)
