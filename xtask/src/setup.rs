@@ -148,6 +148,11 @@ pub const SSH_KEYGEN: Tool = Tool {
     program: "ssh-keygen",
     package: "openssh-client",
 };
+/// `verify` reads the partition table with it; the lab image has it too.
+pub const SFDISK: Tool = Tool {
+    program: "sfdisk",
+    package: "fdisk",
+};
 /// The verify tests make their own network and mount namespaces.
 pub const UNSHARE: Tool = Tool {
     program: "unshare",

@@ -61,6 +61,7 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::SSHD,
     setup::SUDO,
     setup::UNSHARE,
+    setup::SFDISK,
     // Optional for vm-test, but the tests build the VM image as users do.
     setup::STRIP,
 ];
@@ -107,6 +108,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("vm_test", Tier::Full),
     // A real sshd and sudo in network and mount namespaces, as root.
     ("verify_ssh", Tier::Full),
+    // A lab VM served over sshd: verify passes, and fails on each tamper.
+    ("verify_lab", Tier::Full),
 ];
 
 /// Unit tests that boot qemu or need a kernel, depmod or qemu-img live in

@@ -199,6 +199,31 @@ pub fn plan(subject: &Subject, facts: &HostFacts, rules: Rules) -> Vec<Check> {
     checks
 }
 
+/// The checks for a server whose disk the kernel names `to` where the
+/// layout says `from` (the lab VM's virtio disk is /dev/vda where the
+/// server's is /dev/sda): every line and expectation, partitions included.
+pub fn rename_device(checks: &mut [Check], from: &str, to: &str) {
+    let rename = |text: &mut String| *text = text.replace(from, to);
+    for check in checks {
+        rename(&mut check.title);
+        for probe in &mut check.commands {
+            rename(&mut probe.line);
+            for expect in &mut probe.expect {
+                match expect {
+                    Expect::Line { pattern }
+                    | Expect::NoLine { pattern }
+                    | Expect::AtMost { pattern, .. } => rename(pattern),
+                    Expect::Fields { first, include } => {
+                        rename(first);
+                        include.iter_mut().for_each(rename);
+                    }
+                    Expect::Exit { .. } | Expect::Empty => {}
+                }
+            }
+        }
+    }
+}
+
 /// The retention verdict on the last boot: `Err` names an old root the
 /// rollback should have deleted. `status` is the status file, `listing`
 /// the old roots' directory.

@@ -46,6 +46,22 @@ pub struct Args {
     /// Where the record goes (default: target/xtask).
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<Utf8PathBuf>,
+    /// For the lab VM, whose disk is /dev/vda where the server's is
+    /// /dev/sda: FROM=TO renames the disk in every command and expectation
+    /// (recorded in the record).
+    #[arg(long, hide = true, value_name = "FROM=TO", value_parser = parse_device_map)]
+    pub device_map: Option<(String, String)>,
+}
+
+fn parse_device_map(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((from, to)) if from.starts_with("/dev/") && to.starts_with("/dev/") => {
+            Ok((from.to_owned(), to.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: expected FROM=TO, e.g. /dev/sda=/dev/vda"
+        )),
+    }
 }
 
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
@@ -54,11 +70,20 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let ssh = found.path(setup::SSH)?.clone();
     let loaded = crate::checklist::load(context, &root, &args.host)?;
     let rules = rollback_rules(context, &root, &args.host)?;
-    let plan = checks::plan(&loaded.subject, &loaded.facts, rules);
-    let session = Session::new(ssh, args.target.clone(), args.ssh_config.clone());
+    let mut plan = checks::plan(&loaded.subject, &loaded.facts, rules);
+    if let Some((from, to)) = &args.device_map {
+        checks::rename_device(&mut plan, from, to);
+    }
+    let mut session = Session::new(ssh, args.target.clone(), args.ssh_config.clone())?;
     let mut record = Record::new(&args.host, &args.target, revision());
+    record.device_map = args
+        .device_map
+        .as_ref()
+        .map(|(from, to)| format!("{from}={to}"));
 
-    let outcome = verify(&session, &plan, &mut record);
+    let outcome = verify(&mut session, &plan, &mut record);
+    // Ends the master connection (dropping it kills and reaps it).
+    drop(session);
     let code = match outcome? {
         Ok(()) => {
             record.settle();
@@ -93,7 +118,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
 /// Runs the probe and every check, filling `record`; `Err(Refused)` when
 /// the connection failed.
 fn verify(
-    session: &Session,
+    session: &mut Session,
     plan: &[Check],
     record: &mut Record,
 ) -> Result<std::result::Result<(), Refused>> {
@@ -104,20 +129,18 @@ fn verify(
     for check in plan {
         let mut ran = Vec::new();
         let mut result = CheckResult::new(check);
+        let mut missing = Vec::new();
         for probe in &check.commands {
             let output = match session.run(&probe.line)? {
                 Ok(output) => output,
                 Err(refused) => return Ok(Err(refused)),
             };
-            let missing = missing_program(&output);
-            if let Some(program) = missing {
-                result.status = Status::NotRun;
-                result.problem = Some(format!(
-                    "{program} is not installed on the server (`{}`)",
-                    output.line
-                ));
+            // A program the server does not have: this command cannot
+            // tell; the others still run.
+            if let Some(program) = missing_program(&output) {
+                missing.push(program);
                 ran.push(output);
-                break;
+                continue;
             }
             let status = output.exit.unwrap_or(-1);
             let mut expectations = probe.expect.clone();
@@ -144,6 +167,21 @@ fn verify(
                 break;
             }
         }
+        if result.status == Status::Pass && !missing.is_empty() {
+            // Never PASS for what did not run.
+            result.status = Status::NotRun;
+            let others = ran.len() > missing.len();
+            missing.dedup();
+            result.problem = Some(format!(
+                "not installed on the server: {}{}",
+                missing.join(", "),
+                if others {
+                    " (the other commands passed)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if result.status == Status::Pass {
             if let Judge::Retention(rules) = &check.judge {
                 let text = |i: usize| ran.get(i).map(|r| r.stdout.clone()).unwrap_or_default();
@@ -165,20 +203,94 @@ fn verify(
     Ok(Ok(()))
 }
 
-/// The program a command could not find on the server (sudo's or the shell's message).
+/// The program a command could not find on the server: sudo's or the
+/// shell's "command not found" for the program the line runs.
 fn missing_program(ran: &ssh::Ran) -> Option<String> {
     if ran.exit == Some(0) {
         return None;
     }
+    let programs: Vec<&str> = ran
+        .line
+        .split('|')
+        .filter_map(|segment| {
+            let mut words = segment.split_whitespace();
+            let first = words.next()?;
+            if first == "sudo" {
+                words.find(|w| !w.starts_with('-'))
+            } else {
+                Some(first)
+            }
+        })
+        .collect();
     ran.stderr.lines().find_map(|line| {
         let line = line.trim();
-        let rest = line
-            .strip_prefix("sudo: ")
-            .or_else(|| line.strip_prefix("bash: "))
-            .or_else(|| line.strip_prefix("sh: "))?;
-        rest.strip_suffix(": command not found")
-            .map(|p| p.rsplit(": ").next().unwrap_or(p).to_owned())
+        programs
+            .iter()
+            .find(|p| {
+                line.ends_with(&format!("{p}: command not found"))
+                    || line.starts_with(&format!("sudo: {p}: No such file or directory"))
+            })
+            .map(|p| (*p).to_owned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(line: &str, exit: i32, stderr: &str) -> ssh::Ran {
+        ssh::Ran {
+            line: line.to_owned(),
+            exit: Some(exit),
+            stdout: String::new(),
+            stderr: stderr.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_told_from_a_failing_one() {
+        let missing = |line, exit, stderr| missing_program(&ran(line, exit, stderr));
+        assert_eq!(
+            missing(
+                "sudo compsize -x /nix",
+                1,
+                "sudo: compsize: command not found\n"
+            ),
+            Some("compsize".to_owned())
+        );
+        assert_eq!(
+            missing(
+                "sudo journalctl -b -o cat | grep x",
+                1,
+                "sudo: journalctl: No such file or directory (os error 2)\n"
+            ),
+            Some("journalctl".to_owned())
+        );
+        assert_eq!(
+            missing(
+                "sudo lsattr -d /x",
+                1,
+                "lsattr: No such file or directory while trying to stat /x\n"
+            ),
+            None
+        );
+        assert_eq!(
+            missing(
+                "sudo cat /run/x/status",
+                1,
+                "cat: /run/x/status: No such file or directory\n"
+            ),
+            None
+        );
+        assert_eq!(
+            missing(
+                "sudo compsize -x /nix",
+                0,
+                "sudo: compsize: command not found\n"
+            ),
+            None
+        );
+    }
 }
 
 /// The host's `boot.btrfsRollback` retention, as vm-test reads it.

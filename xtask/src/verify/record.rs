@@ -53,6 +53,9 @@ pub struct Record {
     /// PASS: every check that ran passed; FAIL: one failed; ERROR: could not run.
     pub status: Status,
     pub error: Option<String>,
+    /// `--device-map FROM=TO` (the lab VM's disk), if given.
+    #[serde(default)]
+    pub device_map: Option<String>,
     pub checks: Vec<CheckResult>,
 }
 
@@ -114,6 +117,7 @@ impl Record {
             finished_at: crate::results::now_rfc3339(),
             status: Status::Pass,
             error: None,
+            device_map: None,
             checks: Vec::new(),
         }
     }

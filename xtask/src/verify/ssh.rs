@@ -134,22 +134,43 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// What a record keeps of an output.
 const KEEP: u64 = 256 * 1024;
 
+/// One login for the whole run: a master connection (`ssh -M -N`, owned
+/// and ended by this process) that every command reuses through its
+/// control socket in a private directory, so that a run costs one key
+/// exchange, not one per command.
 pub struct Session {
     ssh: Utf8PathBuf,
     target: Target,
     config: Option<Utf8PathBuf>,
+    control: tempfile::TempDir,
+    master: Option<crate::process::Running>,
+    master_log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
+/// How long the login may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Session {
-    pub fn new(ssh: Utf8PathBuf, target: Target, config: Option<Utf8PathBuf>) -> Session {
-        Session {
+    pub fn new(ssh: Utf8PathBuf, target: Target, config: Option<Utf8PathBuf>) -> Result<Session> {
+        let control = tempfile::Builder::new()
+            .prefix("xtask-verify-")
+            .tempdir()
+            .context("creating a directory for ssh's control socket")?;
+        Ok(Session {
             ssh,
             target,
             config,
-        }
+            control,
+            master: None,
+            master_log: Default::default(),
+        })
     }
 
-    fn command(&self, verbose: bool) -> Supervised {
+    fn socket(&self) -> std::path::PathBuf {
+        self.control.path().join("master")
+    }
+
+    fn command(&self) -> Supervised {
         let mut ssh = Supervised::new(&self.ssh)
             .args([
                 "-o",
@@ -168,57 +189,92 @@ impl Session {
                 "ForwardAgent=no",
                 "-o",
                 "ClearAllForwardings=yes",
+                "-o",
+                "ControlPersist=no",
             ])
-            .stdout(Output::keep(KEEP))
-            .stderr(Output::keep(KEEP))
-            .timeout(COMMAND_TIMEOUT);
-        if verbose {
-            ssh = ssh.arg("-v");
-        }
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.socket().display()));
         if let Some(config) = &self.config {
             ssh = ssh.arg("-F").arg(config);
         }
         if let Some(port) = self.target.port {
             ssh = ssh.arg("-p").arg(port.to_string());
         }
-        ssh.arg("-l")
-            .arg(&self.target.user)
-            .arg("--")
-            .arg(&self.target.address)
+        ssh.arg("-l").arg(&self.target.user)
     }
 
-    /// Logs in and asks sudo for nothing: the host key's fingerprint as
-    /// ssh saw it, or why verify cannot run.
-    pub fn probe(&self) -> Result<std::result::Result<String, Refused>> {
-        let line = "sudo -n true";
-        allowlist::check(line).map_err(anyhow::Error::msg)?;
-        let finished = self
-            .command(true)
-            .arg(line)
-            .run()
+    /// Logs in (the master connection), then asks sudo, without a
+    /// password, who it is: the host key's fingerprint as ssh saw it, or
+    /// why verify cannot run.
+    pub fn probe(&mut self) -> Result<std::result::Result<String, Refused>> {
+        let log = self.master_log.clone();
+        let master = self
+            .command()
+            .args(["-M", "-N", "-v", "-o", "ControlMaster=yes", "--"])
+            .arg(&self.target.address)
+            .stdout(Output::Null)
+            .stderr(Output::Each(Box::new(move |chunk: &[u8]| {
+                if let Ok(mut log) = log.lock() {
+                    log.extend_from_slice(chunk);
+                }
+            })))
+            .spawn()
             .with_context(|| format!("running {}", self.ssh))?;
-        let stderr = finished.stderr_text();
-        match finished.status.and_then(|s| s.code()) {
-            Some(0) => {}
-            Some(255) | None => return Ok(Err(classify(&stderr))),
-            Some(_) => {
-                let said = stderr
-                    .lines()
-                    .filter(|l| !l.starts_with("debug") && !l.trim().is_empty())
-                    .last()
-                    .unwrap_or("sudo failed")
-                    .trim()
-                    .to_owned();
-                return Ok(Err(Refused::NoSudo(said)));
+        self.master = Some(master);
+        let started = std::time::Instant::now();
+        let logged = |log: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+            log.lock()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default()
+        };
+        loop {
+            if self.socket().exists() {
+                break;
             }
+            let exited = match self.master.as_mut() {
+                Some(master) => master.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited {
+                // Let the reading thread hand over ssh's last words.
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(Err(classify(&logged(&self.master_log))));
+            }
+            if started.elapsed() > LOGIN_TIMEOUT {
+                return Ok(Err(Refused::Unreachable(format!(
+                    "no login within {} s",
+                    LOGIN_TIMEOUT.as_secs()
+                ))));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let key = stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("debug1: Server host key: "))
-            .map(str::to_owned);
-        match key {
-            Some(key) => Ok(Ok(key)),
-            None => bail!("ssh -v did not print the server's host key (debug1: Server host key: …); is {} OpenSSH?", self.ssh),
+        let Some(key) = logged(&self.master_log).lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("debug1: Server host key: ")
+                .map(str::to_owned)
+        }) else {
+            bail!("ssh -v did not print the server's host key (debug1: Server host key: …); is {} OpenSSH?", self.ssh);
+        };
+        let line = "sudo -n id -u";
+        let ran = match self.run(line)? {
+            Ok(ran) => ran,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        match ran.exit {
+            Some(0) if ran.stdout.trim() == "0" => Ok(Ok(key)),
+            Some(0) => Ok(Err(Refused::NoSudo(format!(
+                "`{line}` printed {:?}, not 0 (root)",
+                ran.stdout.trim()
+            )))),
+            _ => Ok(Err(Refused::NoSudo(
+                ran.stderr
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .last()
+                    .unwrap_or("sudo printed nothing")
+                    .to_owned(),
+            ))),
         }
     }
 
@@ -228,8 +284,13 @@ impl Session {
             bail!("refusing to send {line:?}: {refused} (a bug: verify plans only read-only commands)");
         }
         let finished = self
-            .command(false)
+            .command()
+            .args(["-o", "ControlMaster=no", "--"])
+            .arg(&self.target.address)
             .arg(line)
+            .stdout(Output::keep(KEEP))
+            .stderr(Output::keep(KEEP))
+            .timeout(COMMAND_TIMEOUT)
             .run()
             .with_context(|| format!("running {}", self.ssh))?;
         if finished.stopped() {

@@ -116,6 +116,9 @@ pub struct BootSpec {
     /// (after them).
     pub continued: Vec<AdminStep>,
     pub procedures: Vec<AdminStep>,
+    /// `vm-test --serve-ssh`: at the end of the boot, sshd serves the
+    /// booted system until the host says `continue`.
+    pub serve_ssh: Option<ServeSsh>,
 }
 
 impl BootSpec {
@@ -138,6 +141,7 @@ impl BootSpec {
             discard_probe: None,
             continued: Vec::new(),
             procedures: Vec::new(),
+            serve_ssh: None,
         }
     }
 }
@@ -360,6 +364,15 @@ impl<'a> Realisation<'a> {
                 self.rollback(&mut steps, spec)?;
                 self.old_roots_check(&mut steps, spec);
             }
+        }
+        if let Some(serve) = &spec.serve_ssh {
+            // Last: everything the boot checks is done; the host's verify
+            // sees the system as the boot left it.
+            steps.push(step(
+                "serve:ssh",
+                OnFailure::Continue,
+                Action::ServeSsh(serve.clone()),
+            ));
         }
         steps.push(step("sync", OnFailure::Continue, Action::Sync));
         unique_names(&mut steps);
