@@ -107,7 +107,7 @@ pub struct Args {
     /// For verify's tests: the last default boot ends by serving the booted
     /// system over the distribution's sshd, forwarded from this port of the
     /// host's 127.0.0.1 only, until stdin closes. Results go to
-    /// target/xtask/vm-test-ssh.json.
+    /// target/xtask/vm-test-ssh-PORT.json.
     #[arg(long, hide = true, value_name = "PORT", requires_all = ["ssh_host_key", "ssh_authorized_key"])]
     pub serve_ssh: Option<u16>,
     /// The served sshd's host key (an OpenSSH private key file).

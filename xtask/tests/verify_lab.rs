@@ -10,6 +10,11 @@
 //! encryption. The first three are undone before the next, so each run
 //! fails only the check its tamper touched.
 //!
+//! A second lab VM, booted at the same time, stands in for a fleet:
+//! `verify --all` on a copy of the repository with two hosts whose
+//! machine.nix give the two forwarded addresses checks both in parallel,
+//! one summary table, one exit code (0 while both pass, 1 once one fails).
+//!
 //! The lab has no systemd: the commands that need systemctl or journalctl
 //! are NOT RUN there (verify says so; the NixOS VM test runs them).
 
@@ -44,6 +49,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The workstation's side: one admin key, and a known_hosts with each
+/// lab's host key at its port, in an ssh_config for `ssh -F`.
+struct Workstation {
+    config: PathBuf,
+    client_pub: PathBuf,
+}
+
+fn workstation(dir: &Path, labs: &[(u16, PathBuf)]) -> Workstation {
+    let client = keygen(dir, "client");
+    let mut known = String::new();
+    for (port, key) in labs {
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        known.push_str(&format!("[127.0.0.1]:{port} {public}"));
+    }
+    std::fs::write(dir.join("known_hosts"), known).unwrap();
+    let config = dir.join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n",
+            client.display(),
+            dir.join("known_hosts").display()
+        ),
+    )
+    .unwrap();
+    Workstation {
+        config,
+        client_pub: dir.join("client.pub"),
+    }
+}
+
 /// A lab VM serving its booted system on 127.0.0.1:port.
 struct Lab {
     vm: Child,
@@ -53,26 +89,8 @@ struct Lab {
 }
 
 impl Lab {
-    fn start(dir: &Path) -> Lab {
-        let host_key = keygen(dir, "host");
-        let client = keygen(dir, "client");
-        let port = free_port();
-        let host_pub = std::fs::read_to_string(dir.join("host.pub")).unwrap();
-        std::fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {host_pub}"),
-        )
-        .unwrap();
-        let config = dir.join("ssh_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n",
-                client.display(),
-                dir.join("known_hosts").display()
-            ),
-        )
-        .unwrap();
+    /// Starts `vm-test --serve-ssh`; `ready` waits until it serves.
+    fn start(port: u16, host_key: &Path, workstation: &Workstation) -> Lab {
         let mut vm = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args([
                 "vm-test",
@@ -80,9 +98,9 @@ impl Lab {
                 &port.to_string(),
                 "--ssh-host-key",
             ])
-            .arg(&host_key)
+            .arg(host_key)
             .arg("--ssh-authorized-key")
-            .arg(dir.join("client.pub"))
+            .arg(&workstation.client_pub)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -95,16 +113,19 @@ impl Lab {
                 let _ = tx.send(line);
             }
         });
-        let lab = Lab {
+        Lab {
             vm,
             port,
-            config,
+            config: workstation.config.clone(),
             stderr: rx,
-        };
+        }
+    }
+
+    fn ready(&self) {
         let mut seen = Vec::new();
         loop {
-            match lab.stderr.recv_timeout(Duration::from_secs(900)) {
-                Ok(line) if line.contains("serving ssh on 127.0.0.1") => break,
+            match self.stderr.recv_timeout(Duration::from_secs(900)) {
+                Ok(line) if line.contains("serving ssh on 127.0.0.1") => return,
                 Ok(line) => seen.push(line),
                 Err(_) => panic!(
                     "vm-test did not serve ssh (install what it names; a kernel comes with `apt-get install linux-image-cloud-amd64`):\n{}",
@@ -112,7 +133,6 @@ impl Lab {
                 ),
             }
         }
-        lab
     }
 
     /// A command as the admin, through the lab's ssh (not verify's).
@@ -190,7 +210,30 @@ fn failed(record: &Value) -> Vec<String> {
 fn verify_passes_on_the_lab_system_and_names_each_tamper() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results");
-    let lab = Lab::start(dir.path());
+    let keys = [keygen(dir.path(), "host-a"), keygen(dir.path(), "host-b")];
+    let ports = [free_port(), free_port()];
+    let workstation = workstation(
+        dir.path(),
+        &[(ports[0], keys[0].clone()), (ports[1], keys[1].clone())],
+    );
+    // Both boot at once; the second serves only verify --all.
+    let lab = Lab::start(ports[0], &keys[0], &workstation);
+    let other = Lab::start(ports[1], &keys[1], &workstation);
+    lab.ready();
+    other.ready();
+
+    // The fleet: two hosts with the layout, one per lab VM.
+    let fleet = fleet(dir.path(), ports);
+    let (code, records, stdout) = verify_all(&fleet, &workstation, &results);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(records.len(), 2, "{stdout}");
+    for (host, port) in [("hetzner-cloud", ports[0]), ("hetzner-cloud-b", ports[1])] {
+        assert!(
+            stdout.contains(&format!("| {host} "))
+                && stdout.contains(&format!("{ADMIN}@127.0.0.1:{port}")),
+            "{stdout}"
+        );
+    }
 
     let (code, record, stderr) = lab.verify(&results);
     assert_eq!(code, 0, "{stderr}\n{record:#}");
@@ -243,6 +286,14 @@ fn verify_passes_on_the_lab_system_and_names_each_tamper() {
         (1, vec!["verify.mounts".to_owned()]),
         "{stderr}"
     );
+    // The fleet with one server wrong: one exit code, the failing host named.
+    let (code, _, stdout) = verify_all(&fleet, &workstation, &results);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("hetzner-cloud: FAIL verify.mounts"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hetzner-cloud-b: FAIL"), "{stdout}");
     lab.ssh("sudo mount -o remount,compress=zstd:1 /");
 
     // The ESP readable by others.
@@ -304,6 +355,94 @@ fn verify_passes_on_the_lab_system_and_names_each_tamper() {
         "{swap:#}"
     );
 
-    let (code, rest) = lab.finish();
-    assert_eq!(code, Some(0), "vm-test --serve-ssh:\n{}", rest.join("\n"));
+    for lab in [lab, other] {
+        let (code, rest) = lab.finish();
+        assert_eq!(code, Some(0), "vm-test --serve-ssh:\n{}", rest.join("\n"));
+    }
+}
+
+/// A copy of the repository's hosts and Nix library with two hosts of the
+/// same layout, each machine.nix giving one lab's forwarded address.
+fn fleet(dir: &Path, ports: [u16; 2]) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = dir.join("fleet");
+    std::fs::create_dir_all(&root).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cp -a {} {}",
+            from.display(),
+            to.display()
+        );
+    };
+    for part in ["hosts", "nix", "flake.nix"] {
+        copy(&repo.join(part), &root.join(part));
+    }
+    let servers = root.join("hosts/servers");
+    copy(
+        &servers.join("hetzner-cloud"),
+        &servers.join("hetzner-cloud-b"),
+    );
+    for (host, port) in [("hetzner-cloud", ports[0]), ("hetzner-cloud-b", ports[1])] {
+        let machine = servers.join(host).join("machine.nix");
+        let text = std::fs::read_to_string(&machine).unwrap();
+        assert!(
+            text.contains("sshAddress = null;"),
+            "machine.nix has sshAddress"
+        );
+        std::fs::write(
+            &machine,
+            text.replace(
+                "sshAddress = null;",
+                &format!("sshAddress = \"127.0.0.1:{port}\";"),
+            ),
+        )
+        .unwrap();
+    }
+    root
+}
+
+/// `verify --all` on the fleet, as a table and as JSON: the exit code
+/// (the same for both), the records, and the table with its messages.
+fn verify_all(
+    fleet: &Path,
+    workstation: &Workstation,
+    results: &Path,
+) -> (i32, Vec<Value>, String) {
+    let run = |json: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args([
+                "verify",
+                "--all",
+                "--device-map",
+                "/dev/sda=/dev/vda",
+                "--ssh-config",
+            ])
+            .arg(&workstation.config)
+            .arg("--results-dir")
+            .arg(results)
+            .env("XTASK_PROJECT_ROOT", fleet);
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
+    let table = run(false);
+    let stdout = format!(
+        "{}{}",
+        String::from_utf8_lossy(&table.stdout),
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let json = run(true);
+    let records: Vec<Value> = serde_json::from_slice(&json.stdout)
+        .unwrap_or_else(|e| panic!("verify --all --json printed no records ({e}): {stdout}"));
+    assert_eq!(json.status.code(), table.status.code(), "{stdout}");
+    (table.status.code().unwrap_or(-1), records, stdout)
 }

@@ -8,9 +8,13 @@
 //! OpenSSH client as the admin. Every run is recorded in
 //! target/xtask/verify-<host>.json (`record`), which deploy-checklist reads.
 //!
+//! `--all` verifies every host whose machine.nix gives `sshAddress`, each
+//! on its own thread, and prints one summary table.
+//!
 //! Exit codes: 0 every check that ran passed; 1 a check failed; 2 could not
 //! run (unknown host, no ssh, the server unreachable, its host key not the
-//! known one, the admin cannot log in or has no sudo).
+//! known one, the admin cannot log in or has no sudo). With `--all`, the
+//! worst over the hosts.
 
 pub mod allowlist;
 pub mod checks;
@@ -32,15 +36,23 @@ use ssh::{Refused, Session, Target};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The host (hosts/…/NAME) whose layout the server must have.
-    #[arg(long, default_value = crate::hosts::DEFAULT_HOST)]
+    #[arg(long, default_value = crate::hosts::DEFAULT_HOST, conflicts_with = "all")]
     pub host: String,
+    /// Every host whose machine.nix gives an `sshAddress`, in parallel, as
+    /// its adminUser; one summary table and one exit code (the worst).
+    #[arg(long)]
+    pub all: bool,
     /// The server, as the admin: ADMIN@ADDRESS[:PORT] (IPv6 in brackets).
-    #[arg(value_name = "ADMIN@ADDRESS[:PORT]")]
-    pub target: Target,
+    #[arg(
+        value_name = "ADMIN@ADDRESS[:PORT]",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub target: Option<Target>,
     /// An ssh_config file for ssh's -F (keys, known_hosts); default: yours.
     #[arg(long, env = "XTASK_VERIFY_SSH_CONFIG", value_name = "FILE")]
     pub ssh_config: Option<Utf8PathBuf>,
-    /// Print the result as one JSON document (the record) on stdout.
+    /// Print the result as JSON on stdout: the record (with --all, a list of them).
     #[arg(long)]
     pub json: bool,
     /// Where the record goes (default: target/xtask).
@@ -64,55 +76,165 @@ fn parse_device_map(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The exit code a record stands for.
+fn code_of(record: &Record) -> u8 {
+    match record.status {
+        Status::Pass => 0,
+        Status::Fail => 1,
+        Status::NotRun | Status::Error => 2,
+    }
+}
+
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     let root = project_root();
     let found = setup::ensure(context, &[setup::SSH])?;
     let ssh = found.path(setup::SSH)?.clone();
-    let loaded = crate::checklist::load(context, &root, &args.host)?;
-    let rules = rollback_rules(context, &root, &args.host)?;
+    if !args.all {
+        let target = args
+            .target
+            .clone()
+            .context("give the server as ADMIN@ADDRESS[:PORT], or --all")?;
+        let record = verify_host(context, &root, &ssh, &args, &args.host, Some(target))?
+            .context("no target")?;
+        let path = record::path(args.results_dir.as_deref(), &args.host);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record).context("serialising the record")?
+            );
+        } else {
+            print!("{}", record::text(&record));
+            eprintln!("recorded in {}", display_path(&path));
+        }
+        if let Some(error) = &record.error {
+            eprintln!("error: {error}");
+        }
+        return Ok(ExitCode::from(code_of(&record)));
+    }
+    let names: Vec<String> = crate::hosts::discover(&root)?
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    // Every host at once: each waits on its server, not on the others.
+    let results: Vec<(String, Result<Option<Record>>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (root, ssh, args) = (&root, &ssh, &args);
+                (
+                    name.clone(),
+                    scope.spawn(move || verify_host(context, root, ssh, args, name, None)),
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(name, handle)| {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("verifying {name} panicked (a bug)")));
+                (name, result)
+            })
+            .collect()
+    });
+    let mut records = Vec::new();
+    let mut rows = Vec::new();
+    let mut worst = 0u8;
+    for (name, result) in results {
+        match result {
+            Ok(Some(record)) => {
+                worst = worst.max(code_of(&record));
+                rows.push(record::summary_row(&record));
+                records.push(record);
+            }
+            Ok(None) => rows.push([
+                name,
+                "-".to_owned(),
+                "SKIPPED".to_owned(),
+                "no sshAddress in its machine.nix".to_owned(),
+            ]),
+            Err(error) => {
+                worst = 2;
+                rows.push([
+                    name,
+                    "-".to_owned(),
+                    "ERROR".to_owned(),
+                    format!("{error:#}"),
+                ]);
+            }
+        }
+    }
+    if records.is_empty() && worst == 0 {
+        eprintln!("error: no host's machine.nix gives an sshAddress: set `sshAddress = \"ADDRESS\";` (hosts/<host>/machine.nix) or give one host: --host NAME ADMIN@ADDRESS");
+        return Ok(ExitCode::from(2));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&records).context("serialising the records")?
+        );
+    } else {
+        print!("{}", record::table(&rows));
+        for record in &records {
+            for check in record.checks.iter().filter(|c| c.status == Status::Fail) {
+                println!(
+                    "{}: FAIL {}: {}",
+                    record.host,
+                    check.id,
+                    check.problem.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::from(worst))
+}
+
+/// Verifies one host: `target`, or with `None` its machine.nix's
+/// `sshAddress` as its adminUser (`Ok(None)` when it has none). Writes
+/// the record.
+fn verify_host(
+    context: &Context,
+    root: &camino::Utf8Path,
+    ssh: &Utf8PathBuf,
+    args: &Args,
+    name: &str,
+    target: Option<Target>,
+) -> Result<Option<Record>> {
+    let loaded = crate::checklist::load(context, root, name)?;
+    let target = match target {
+        Some(target) => target,
+        None => {
+            let Some(address) = loaded.subject.machine.ssh_address.as_deref() else {
+                return Ok(None);
+            };
+            format!("{}@{address}", loaded.facts.admin_user)
+                .parse::<Target>()
+                .map_err(|e| anyhow::anyhow!("{name}'s machine.nix sshAddress: {e}"))?
+        }
+    };
+    let rules = rollback_rules(context, root, name)?;
     let mut plan = checks::plan(&loaded.subject, &loaded.facts, rules);
     if let Some((from, to)) = &args.device_map {
         checks::rename_device(&mut plan, from, to);
     }
-    let mut session = Session::new(ssh, args.target.clone(), args.ssh_config.clone())?;
-    let mut record = Record::new(&args.host, &args.target, revision());
+    let mut session = Session::new(ssh.clone(), target.clone(), args.ssh_config.clone())?;
+    let mut record = Record::new(name, &target, revision());
     record.device_map = args
         .device_map
         .as_ref()
         .map(|(from, to)| format!("{from}={to}"));
-
     let outcome = verify(&mut session, &plan, &mut record);
     // Ends the master connection (dropping it kills and reaps it).
     drop(session);
-    let code = match outcome? {
-        Ok(()) => {
-            record.settle();
-            match record.status {
-                Status::Pass => 0,
-                _ => 1,
-            }
-        }
+    match outcome? {
+        Ok(()) => record.settle(),
         Err(refused) => {
             record.status = Status::Error;
             record.error = Some(refused.to_string());
-            2
         }
-    };
-    let path = record::path(args.results_dir.as_deref(), &args.host);
-    record::write(&path, &record)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&record).context("serialising the record")?
-        );
-    } else {
-        print!("{}", record::text(&record));
-        eprintln!("recorded in {}", display_path(&path));
     }
-    if let Some(error) = &record.error {
-        eprintln!("error: {error}");
-    }
-    Ok(ExitCode::from(code))
+    record::write(&record::path(args.results_dir.as_deref(), name), &record)?;
+    Ok(Some(record))
 }
 
 /// Runs the probe and every check, filling `record`; `Err(Refused)` when

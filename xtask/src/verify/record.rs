@@ -207,6 +207,38 @@ pub fn read(path: &Utf8Path) -> anyhow::Result<Option<Record>> {
     }
 }
 
+/// `--all`'s row of a host: host, target, status, what it saw.
+pub fn summary_row(record: &Record) -> [String; 4] {
+    let count = |s: Status| record.checks.iter().filter(|c| c.status == s).count();
+    let detail = match &record.error {
+        Some(error) => error.lines().next().unwrap_or_default().to_owned(),
+        None => format!(
+            "{} passed, {} failed, {} not run; host key {}",
+            count(Status::Pass),
+            count(Status::Fail),
+            count(Status::NotRun),
+            record.host_key.as_deref().unwrap_or("not seen")
+        ),
+    };
+    [
+        record.host.clone(),
+        record.target.clone(),
+        record.status.label().to_owned(),
+        detail,
+    ]
+}
+
+/// The summary table of `--all`.
+pub fn table(rows: &[[String; 4]]) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    table.set_header(["host", "server", "status", "checks"]);
+    for row in rows {
+        table.add_row(row.iter().cloned());
+    }
+    format!("{table}\n")
+}
+
 /// One line per check, then the verdict.
 pub fn text(record: &Record) -> String {
     let mut out = format!(

@@ -351,11 +351,16 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         },
     )?;
     // Only a run of the layout as it is may stand as the vm-test result.
+    // What the host does to a served system is not vm-test's to record;
+    // several may serve at once (verify --all's test), each on its port.
+    let served = options
+        .serve_ssh
+        .as_ref()
+        .map(|s| format!("vm-test-ssh-{}", s.port));
     let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
         "vm-test-tampered"
-    } else if options.serve_ssh.is_some() {
-        // What the host does to the served system is not vm-test's to record.
-        "vm-test-ssh"
+    } else if let Some(served) = &served {
+        served.as_str()
     } else if options.compression.is_some() {
         "vm-test-what-if"
     } else {
