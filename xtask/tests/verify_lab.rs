@@ -7,8 +7,9 @@
 //! tamper, which the test makes through the lab's own channel (ssh as the
 //! admin with sudo, never verify): compression off, an ESP readable by
 //! others, a rollback that failed at the last boot, swap without
-//! encryption. The first three are undone before the next, so each run
-//! fails only the check its tamper touched.
+//! encryption; and one of the same kind the issue does not list, an old
+//! root past retention left behind. Each but the last is undone before the
+//! next, so each run fails only the check its tamper touched.
 //!
 //! A second lab VM, booted at the same time, stands in for a fleet:
 //! `verify --all` on a copy of the repository with two hosts whose
@@ -327,6 +328,31 @@ fn verify_passes_on_the_lab_system_and_names_each_tamper() {
     lab.ssh(&format!(
         "sudo sed -i s/^result=failed$/result=ok/ {status} && sudo rm /run/btrfs-rollback/failed"
     ));
+
+    // Not in the issue's list, of the same kind: an old root the last boot's
+    // rollback should have deleted (named 40 days before it) is still there.
+    let stale = "/btrfs_tmp/@old_roots/20200101T000000Z";
+    lab.ssh(&format!("sudo btrfs subvolume create {stale}"));
+    let (code, record, stderr) = lab.verify(&results);
+    assert_eq!(
+        (code, failed(&record)),
+        (1, vec!["verify.retention".to_owned()]),
+        "{stderr}"
+    );
+    let retention = record["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "verify.retention")
+        .unwrap();
+    assert!(
+        retention["problem"]
+            .as_str()
+            .unwrap()
+            .contains("20200101T000000Z"),
+        "{retention:#}"
+    );
+    lab.ssh(&format!("sudo btrfs subvolume delete {stale}"));
 
     // Swap without encryption: the mapping closed, the partition itself swapped on.
     let mapper = lab.ssh("sudo ls /dev/mapper");

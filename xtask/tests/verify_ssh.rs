@@ -10,9 +10,9 @@
 //! ssh config, the host key recorded as ssh saw it, the checks sent and
 //! judged one by one (exit 1, each failure named with what was seen), the
 //! record, and exit 2 for an unknown or changed host key, an unreachable
-//! server and an admin without sudo. That every check PASSES on a server
-//! with the layout needs the lab VM with sshd (not built yet; see
-//! docs/deploy-checklist.md, "Post-deploy verification").
+//! server and an admin without sudo. That every check passes on a server
+//! with the layout, and fails on each tamper, is tests/verify_lab.rs (the
+//! lab VM served over sshd).
 //!
 //! Needs root (namespaces, mounts); CI runs it as root.
 
