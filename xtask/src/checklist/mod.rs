@@ -748,7 +748,7 @@ mod tests {
             let mut observed = passing();
             observed.verify = found;
             let checklist = build(&host_subject(), &observed);
-            assert_eq!(checklist.ready, true, "the record is no gate");
+            assert!(checklist.ready, "the record is no gate");
             let text = render::markdown(&checklist);
             assert!(
                 text.contains(&format!(

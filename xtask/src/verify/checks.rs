@@ -143,15 +143,13 @@ pub fn plan(subject: &Subject, facts: &HostFacts, rules: Rules) -> Vec<Check> {
             } else if let Err(refused) = allowlist::check(&line) {
                 written.extend(allowlist::paths(&line));
                 Some(format!("not read-only: {refused}"))
-            } else if let Some(path) = allowlist::paths(&line)
-                .into_iter()
-                .find(|p| written.contains(p))
-            {
-                Some(format!(
-                    "reads {path}, which an earlier command of the procedure writes"
-                ))
             } else {
-                None
+                allowlist::paths(&line)
+                    .into_iter()
+                    .find(|p| written.contains(p))
+                    .map(|path| {
+                        format!("reads {path}, which an earlier command of the procedure writes")
+                    })
             };
             match why {
                 Some(why) => left_out.push(LeftOut { line, why }),

@@ -356,6 +356,22 @@ fn missing_program(ran: &ssh::Ran) -> Option<String> {
     })
 }
 
+/// The host's `boot.btrfsRollback` retention, as vm-test reads it.
+fn rollback_rules(
+    context: &Context,
+    root: &camino::Utf8Path,
+    name: &str,
+) -> Result<crate::vm::retention::Rules> {
+    let host = crate::hosts::find_in(root, name)?;
+    let nix = crate::nix::Nix::locate(context)?;
+    let loaded = crate::hosts::load(&nix, &host, &host.layout_file)?;
+    let settings = crate::vm::lab::rollback_settings(&host, &loaded)?;
+    Ok(crate::vm::retention::Rules {
+        retention_days: settings.retention_days,
+        keep_at_least: settings.keep_at_least,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,20 +429,4 @@ mod tests {
             None
         );
     }
-}
-
-/// The host's `boot.btrfsRollback` retention, as vm-test reads it.
-fn rollback_rules(
-    context: &Context,
-    root: &camino::Utf8Path,
-    name: &str,
-) -> Result<crate::vm::retention::Rules> {
-    let host = crate::hosts::find_in(root, name)?;
-    let nix = crate::nix::Nix::locate(context)?;
-    let loaded = crate::hosts::load(&nix, &host, &host.layout_file)?;
-    let settings = crate::vm::lab::rollback_settings(&host, &loaded)?;
-    Ok(crate::vm::retention::Rules {
-        retention_days: settings.retention_days,
-        keep_at_least: settings.keep_at_least,
-    })
 }

@@ -270,8 +270,7 @@ impl Session {
                 ran.stderr
                     .lines()
                     .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .last()
+                    .rfind(|l| !l.is_empty())
                     .unwrap_or("sudo printed nothing")
                     .to_owned(),
             ))),
