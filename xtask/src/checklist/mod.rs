@@ -654,6 +654,50 @@ mod tests {
         }
     }
 
+    /// The record verify writes is the one the checklist reads.
+    #[test]
+    fn the_checklist_reads_the_record_verify_writes() {
+        use crate::verify::record::{self as verified, Record, Status as Verified};
+        let loaded = loaded(host_facts());
+        let (_keep, root) = root_with_fresh_docs(&loaded.subject);
+        let results = root.join("results");
+        let target: crate::verify::ssh::Target = "hbohlen@203.0.113.7".parse().unwrap();
+        let mut record = Record::new(&loaded.subject.host, &target, at(HEAD, false));
+        record.status = Verified::Pass;
+        verified::write(
+            &verified::path(Some(&results), &loaded.subject.host),
+            &record,
+        )
+        .unwrap();
+        let observed = observe(&root, &loaded, &results, at(HEAD, false));
+        let checklist = build(&loaded.subject, &observed);
+        assert_eq!(
+            checklist.post_deploy.status, "PASS",
+            "{:?}",
+            checklist.post_deploy
+        );
+        assert!(checklist
+            .post_deploy
+            .file
+            .ends_with("verify-hetzner-cloud.json"));
+        let elsewhere = observe(&root, &loaded, &root.join("none"), at(HEAD, false));
+        assert_eq!(
+            build(&loaded.subject, &elsewhere).post_deploy.status,
+            "NOT RUN"
+        );
+        std::fs::write(verified::path(Some(&results), &loaded.subject.host), "{").unwrap();
+        let broken = build(
+            &loaded.subject,
+            &observe(&root, &loaded, &results, at(HEAD, false)),
+        );
+        assert_eq!(broken.post_deploy.status, "NOT RUN");
+        assert!(
+            broken.post_deploy.detail.contains("cannot be read"),
+            "{:?}",
+            broken.post_deploy
+        );
+    }
+
     #[test]
     fn the_json_document_is_complete() {
         let subject = host_subject();
