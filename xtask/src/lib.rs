@@ -24,5 +24,6 @@ pub mod results;
 pub mod rules;
 pub mod setup;
 pub mod test_cmd;
+pub mod verify;
 pub mod vm;
 pub mod vm_test;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xtask::context::{Context, Install};
-use xtask::{bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, vm, vm_test};
+use xtask::{
+    bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, verify, vm, vm_test,
+};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
@@ -66,6 +68,8 @@ enum Command {
     Docs(docs::Args),
     /// Print the deployment and rollback checklist, gated on real results.
     DeployChecklist(checklist::Args),
+    /// Prove over SSH, read-only, that the installed server matches the layout (exit 0 pass, 1 a check failed, 2 could not run).
+    Verify(verify::Args),
     /// Measure check latency, rollback time, VM boots, compression and TRIM; write docs/benchmarks.md.
     Bench(bench::Args),
     /// Install what the tests need, then run every test (--quick: the everyday tier).
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm_test::run(context, args),
         Command::Docs(args) => docs::run(context, args),
         Command::DeployChecklist(args) => checklist::run(context, args),
+        Command::Verify(args) => verify::run(context, args),
         Command::Bench(args) => bench::run(context, args),
         Command::Test(args) => test_cmd::run(context, args),
         Command::Fuzz(args) => fuzz::run(context, args),

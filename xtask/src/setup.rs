@@ -134,6 +134,35 @@ pub const LDD: Tool = Tool {
     program: "ldd",
     package: "libc-bin",
 };
+/// `verify` logs in to the server with the workstation's OpenSSH client.
+pub const SSH: Tool = Tool {
+    program: "ssh",
+    package: "openssh-client",
+};
+/// The verify tests run the distribution's real OpenSSH server.
+pub const SSHD: Tool = Tool {
+    program: "sshd",
+    package: "openssh-server",
+};
+pub const SSH_KEYGEN: Tool = Tool {
+    program: "ssh-keygen",
+    package: "openssh-client",
+};
+/// `verify` reads the partition table with it; the lab image has it too.
+pub const SFDISK: Tool = Tool {
+    program: "sfdisk",
+    package: "fdisk",
+};
+/// The verify tests make their own network and mount namespaces.
+pub const UNSHARE: Tool = Tool {
+    program: "unshare",
+    package: "util-linux",
+};
+/// The verify tests' server: the admin's commands go through the real sudo.
+pub const SUDO: Tool = Tool {
+    program: "sudo",
+    package: "sudo",
+};
 /// The tests and the gates ask git for the revision and the tree's state.
 pub const GIT: Tool = Tool {
     program: "git",

@@ -56,6 +56,13 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::SWAPOFF,
     setup::LDD,
     setup::PYTHON3,
+    // verify's tests: the real OpenSSH client and server, and sudo.
+    setup::SSH,
+    setup::SSH_KEYGEN,
+    setup::SSHD,
+    setup::SUDO,
+    setup::UNSHARE,
+    setup::SFDISK,
     // Optional for vm-test, but the tests build the VM image as users do.
     setup::STRIP,
 ];
@@ -104,6 +111,10 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("recovery", Tier::Full),
     // qemu boots.
     ("vm_test", Tier::Full),
+    // A real sshd and sudo in network and mount namespaces, as root.
+    ("verify_ssh", Tier::Full),
+    // A lab VM served over sshd: verify passes, and fails on each tamper.
+    ("verify_lab", Tier::Full),
 ];
 
 /// Unit tests that boot qemu or need a kernel, depmod or qemu-img live in

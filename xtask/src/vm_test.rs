@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
 
 use crate::context::Context;
@@ -108,11 +108,33 @@ pub struct Args {
     /// results go to target/xtask/vm-test-tampered.json.
     #[arg(long, value_name = "PATH")]
     pub rollback_script: Option<Utf8PathBuf>,
+    /// For verify's tests: the last default boot ends by serving the booted
+    /// system over the distribution's sshd, forwarded from this port of the
+    /// host's 127.0.0.1 only, until stdin closes. Results go to
+    /// target/xtask/vm-test-ssh-PORT.json.
+    #[arg(long, hide = true, value_name = "PORT", requires_all = ["ssh_host_key", "ssh_authorized_key"])]
+    pub serve_ssh: Option<u16>,
+    /// The served sshd's host key (an OpenSSH private key file).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub ssh_host_key: Option<Utf8PathBuf>,
+    /// The admin's public key the served sshd accepts.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub ssh_authorized_key: Option<Utf8PathBuf>,
 }
 
 impl Args {
-    pub fn lab_options(&self) -> lab::Options {
-        lab::Options {
+    pub fn lab_options(&self) -> Result<lab::Options> {
+        let serve_ssh = match (self.serve_ssh, &self.ssh_host_key, &self.ssh_authorized_key) {
+            (Some(port), Some(key), Some(authorized)) => Some(lab::SshServing {
+                port,
+                host_key: std::fs::read_to_string(key)
+                    .with_context(|| format!("reading --ssh-host-key {key}"))?,
+                authorized_key: std::fs::read_to_string(authorized)
+                    .with_context(|| format!("reading --ssh-authorized-key {authorized}"))?,
+            }),
+            _ => None,
+        };
+        Ok(lab::Options {
             host: self.host.clone(),
             boots: self.boots,
             disk_size: self.disk_size.clone(),
@@ -131,7 +153,8 @@ impl Args {
             rollback_script: self.rollback_script.clone(),
             discard_probe: false,
             reporter: lab::Reporter::Stderr,
-        }
+            serve_ssh,
+        })
     }
 }
 
@@ -139,7 +162,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if args.backend == Backend::Nixos {
         return nixos::run(context, &args.host);
     }
-    let outcome = lab::run(context, &args.lab_options())?;
+    let outcome = lab::run(context, &args.lab_options()?)?;
     let results = &outcome.results;
     let failed: Vec<_> = results.checks.iter().filter(|c| !c.passed).collect();
     let passed = results.checks.len() - failed.len();

@@ -49,6 +49,10 @@
   # the Cloud Console (Networking), e.g. "2a01:4f8:c012:3456::1/64". The
   # gateway is fe80::1. null: IPv4 only (only with publicIpv4 = true).
   ipv6Address = null;
+  # Where the admin reaches the server with ssh once it is installed:
+  # ADDRESS or ADDRESS:PORT (IPv6 in brackets), e.g. "203.0.113.7".
+  # `cargo xtask verify --all` checks every host that has one; null: skipped.
+  sshAddress = null;
   # The one login of the server: users.nix creates it (wheel, sudo without
   # a password), persistence.nix keeps its authorized_keys, and the deploy
   # checklist prints `ssh <adminUser>@<IP>` and `sudo` for every server command.

@@ -102,6 +102,8 @@ pub struct Checklist {
     /// The flake's NixOS VM tests: no gate rests on them and nothing here
     /// runs or records them, so each is NOT RUN, with the command that runs it.
     pub nixos_vm_tests: Vec<NotRunHere>,
+    /// What the last `cargo xtask verify` of the server saw, for HEAD.
+    pub post_deploy: PostDeploy,
 }
 
 /// A test this checklist cannot run or read a result of.
@@ -126,6 +128,104 @@ fn nixos_vm_tests() -> Vec<NotRunHere> {
             command: crate::vm::nixos::check_command(name),
         })
         .collect()
+}
+
+/// The post-deploy section: the last `verify` record, judged for HEAD
+/// (the revision being deployed). It is no gate: it can only exist after
+/// the deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostDeploy {
+    /// `PASS`, `FAIL` or `NOT RUN` (no record, one for another revision,
+    /// or a verify that could not run).
+    pub status: &'static str,
+    pub detail: String,
+    /// The command that makes the record.
+    pub command: String,
+    /// The record it reads.
+    pub file: String,
+}
+
+/// Judges the verify record against HEAD.
+pub fn post_deploy(observed: &Observed) -> PostDeploy {
+    use crate::verify::record::Status as Verified;
+    let file = format!("{}/verify-{}.json", observed.results_dir, observed.host);
+    let command = format!(
+        "cargo xtask verify --host {} {}@<IP>",
+        observed.host, observed.facts.admin_user
+    );
+    let not_run = |detail: String| PostDeploy {
+        status: "NOT RUN",
+        detail,
+        command: command.clone(),
+        file: file.clone(),
+    };
+    let record = match &observed.verify {
+        Found::Missing => {
+            return not_run("no verify has run against the server yet (run it after the install and after every deploy)".to_owned())
+        }
+        Found::Unreadable(error) => return not_run(format!("the record cannot be read: {error}")),
+        Found::Present(record) => record,
+    };
+    let head = observed.head.commit.as_deref();
+    if head.is_none() || record.revision.commit.as_deref() != head || record.revision.dirty {
+        return not_run(format!(
+            "the last verify ({}, {}) was made at revision {}{}, not at HEAD {}: run it again for the revision you deployed",
+            record.finished_at,
+            record.status.label(),
+            record.revision.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("unknown"),
+            if record.revision.dirty { " with uncommitted changes" } else { "" },
+            head.map(|c| &c[..c.len().min(12)]).unwrap_or("unknown"),
+        ));
+    }
+    let at = format!(
+        "{} at {} (host key {})",
+        record.target,
+        record.finished_at,
+        record.host_key.as_deref().unwrap_or("not seen")
+    );
+    match record.status {
+        Verified::Pass => {
+            let not_run: Vec<&str> = record
+                .checks
+                .iter()
+                .filter(|c| c.status == Verified::NotRun)
+                .map(|c| c.id.as_str())
+                .collect();
+            PostDeploy {
+                status: "PASS",
+                detail: format!(
+                    "{} checks passed on {at}{}",
+                    record.checks.len() - not_run.len(),
+                    if not_run.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not run there: {}", not_run.join(", "))
+                    }
+                ),
+                command,
+                file,
+            }
+        }
+        Verified::Fail => PostDeploy {
+            status: "FAIL",
+            detail: format!(
+                "failed on {at}: {}",
+                record
+                    .checks
+                    .iter()
+                    .filter(|c| c.status == Verified::Fail)
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            command,
+            file,
+        },
+        Verified::NotRun | Verified::Error => not_run(format!(
+            "the last verify could not run: {}",
+            record.error.as_deref().unwrap_or("no reason recorded")
+        )),
+    }
 }
 
 impl Checklist {
@@ -337,6 +437,14 @@ pub fn observe(
         nixos_blocked: flake_eval::cannot_run_here(root),
         nixos_how: flake_eval::how_to_run(root, &subject.host),
         results_dir: display_path(results_dir),
+        verify: match crate::verify::record::read(&crate::verify::record::path(
+            Some(results_dir),
+            &subject.host,
+        )) {
+            Ok(Some(record)) => Found::Present(record),
+            Ok(None) => Found::Missing,
+            Err(error) => Found::Unreadable(format!("{error:#}")),
+        },
     }
 }
 
@@ -370,6 +478,7 @@ pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
         placeholders: plan::PLACEHOLDERS.iter().copied().collect(),
         tested,
         nixos_vm_tests: nixos_vm_tests(),
+        post_deploy: post_deploy(observed),
     }
 }
 
@@ -576,6 +685,50 @@ mod tests {
         }
     }
 
+    /// The record verify writes is the one the checklist reads.
+    #[test]
+    fn the_checklist_reads_the_record_verify_writes() {
+        use crate::verify::record::{self as verified, Record, Status as Verified};
+        let loaded = loaded(host_facts());
+        let (_keep, root) = root_with_fresh_docs(&loaded.subject);
+        let results = root.join("results");
+        let target: crate::verify::ssh::Target = "hbohlen@203.0.113.7".parse().unwrap();
+        let mut record = Record::new(&loaded.subject.host, &target, at(HEAD, false));
+        record.status = Verified::Pass;
+        verified::write(
+            &verified::path(Some(&results), &loaded.subject.host),
+            &record,
+        )
+        .unwrap();
+        let observed = observe(&root, &loaded, &results, at(HEAD, false));
+        let checklist = build(&loaded.subject, &observed);
+        assert_eq!(
+            checklist.post_deploy.status, "PASS",
+            "{:?}",
+            checklist.post_deploy
+        );
+        assert!(checklist
+            .post_deploy
+            .file
+            .ends_with("verify-hetzner-cloud.json"));
+        let elsewhere = observe(&root, &loaded, &root.join("none"), at(HEAD, false));
+        assert_eq!(
+            build(&loaded.subject, &elsewhere).post_deploy.status,
+            "NOT RUN"
+        );
+        std::fs::write(verified::path(Some(&results), &loaded.subject.host), "{").unwrap();
+        let broken = build(
+            &loaded.subject,
+            &observe(&root, &loaded, &results, at(HEAD, false)),
+        );
+        assert_eq!(broken.post_deploy.status, "NOT RUN");
+        assert!(
+            broken.post_deploy.detail.contains("cannot be read"),
+            "{:?}",
+            broken.post_deploy
+        );
+    }
+
     #[test]
     fn the_nixos_vm_tests_are_listed_not_run_with_their_commands() {
         let checklist = build(&host_subject(), &passing());
@@ -678,5 +831,68 @@ mod tests {
         unique.dedup();
         // One filesystem: every id appears once.
         assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    }
+
+    /// The post-deploy section: NOT RUN until a verify passed for HEAD.
+    #[test]
+    fn the_post_deploy_section_shows_not_run_until_a_verify_passed_at_head() {
+        use crate::verify::record::{CheckResult, Record, Status as Verified};
+        let target: crate::verify::ssh::Target = "hbohlen@203.0.113.7".parse().unwrap();
+        let record = |commit: &str, dirty: bool, status: Verified| {
+            let mut r = Record::new("hetzner-cloud", &target, at(commit, dirty));
+            r.host_key = Some("ssh-ed25519 SHA256:abc".to_owned());
+            r.checks.push(CheckResult {
+                id: "verify.swap".to_owned(),
+                step: Some("3.4".to_owned()),
+                title: "Swap".to_owned(),
+                status: if status == Verified::Fail {
+                    Verified::Fail
+                } else {
+                    Verified::Pass
+                },
+                value: String::new(),
+                problem: None,
+                commands: Vec::new(),
+                left_out: Vec::new(),
+            });
+            r.status = status;
+            r
+        };
+        let judged = |found: Found<Record>| {
+            let mut observed = passing();
+            observed.verify = found;
+            let checklist = build(&host_subject(), &observed);
+            assert!(checklist.ready, "the record is no gate");
+            let text = render::markdown(&checklist);
+            assert!(
+                text.contains(&format!(
+                    "**Post-deploy verify: {}**",
+                    checklist.post_deploy.status
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains("cargo xtask verify --host hetzner-cloud hbohlen@<IP>"),
+                "{text}"
+            );
+            checklist.post_deploy
+        };
+        assert_eq!(judged(Found::Missing).status, "NOT RUN");
+        let old = judged(Found::Present(record(OLD, false, Verified::Pass)));
+        assert_eq!(old.status, "NOT RUN", "{old:?}");
+        assert!(old.detail.contains("fedcba987654"), "{old:?}");
+        assert_eq!(
+            judged(Found::Present(record(HEAD, true, Verified::Pass))).status,
+            "NOT RUN"
+        );
+        let mut error = record(HEAD, false, Verified::Error);
+        error.error = Some("the server cannot be reached".to_owned());
+        assert_eq!(judged(Found::Present(error)).status, "NOT RUN");
+        let failed = judged(Found::Present(record(HEAD, false, Verified::Fail)));
+        assert_eq!(failed.status, "FAIL");
+        assert!(failed.detail.contains("verify.swap"), "{failed:?}");
+        let passed = judged(Found::Present(record(HEAD, false, Verified::Pass)));
+        assert_eq!(passed.status, "PASS", "{passed:?}");
+        assert!(passed.detail.contains("SHA256:abc"), "{passed:?}");
     }
 }

@@ -310,6 +310,12 @@ pub fn markdown(checklist: &Checklist) -> String {
          from machine to machine, `<old-root>` for an old root's name, `<*>` for any text. \
          The procedure name after each title is its stable id (docs/deploy-checklist.md).\n\n",
     );
+    let post = &checklist.post_deploy;
+    let _ = writeln!(
+        out,
+        "`{}` runs the read-only commands of these steps over ssh (with the partition table and the old roots against retention) and records the result in {}; run it after the install, after every deploy, and from a timer on your workstation.\n\n**Post-deploy verify: {}**: {}.\n",
+        post.command, post.file, post.status, post.detail
+    );
     steps(&mut out, 3, &checklist.verification, checklist);
 
     out.push_str("## 4. Rollback plan\n\n");

@@ -57,6 +57,10 @@ pub struct Machine {
     pub admin_user: Option<String>,
     /// The admin's SSH public keys; `None` when machine.nix does not say.
     pub admin_ssh_keys: Option<Vec<String>>,
+    /// Where the admin reaches the installed server (`sshAddress`:
+    /// ADDRESS[:PORT]), for `verify --all`.
+    #[serde(default)]
+    pub ssh_address: Option<String>,
     /// The partition sizes required of the host (disko sizes).
     pub partition_sizes: Option<PartitionSizes>,
     /// Deliberate departures from `partition_sizes`, with their reasons.

@@ -63,7 +63,10 @@ pub fn collect(number: u32, kind: BootKind, wall_ms: u64, events: &[Event]) -> C
             continue;
         }
         match event {
-            Event::Hello { .. } | Event::StepStarted { .. } | Event::Measure { .. } => {}
+            Event::Hello { .. }
+            | Event::StepStarted { .. }
+            | Event::Measure { .. }
+            | Event::Serving {} => {}
             Event::StepFinished {
                 name,
                 ms,

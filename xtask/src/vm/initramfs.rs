@@ -102,6 +102,10 @@ pub const ADMIN_TOOLS: &[Tool] = &[
     tool("tar", "tar"),
     // `sudo test …` runs the program, not the shell's builtin.
     tool("test", "coreutils"),
+    // `cargo xtask verify` reads the partition table with it (util-linux on NixOS).
+    setup::SFDISK,
+    // `vm-test --serve-ssh`: the distribution's OpenSSH server (vm/guest/serve.rs).
+    setup::SSHD,
 ];
 /// Where the sudo and ssh shims go (first in the admin's PATH).
 pub const SUDO_PATH: &str = "/usr/local/bin/sudo";

@@ -30,6 +30,8 @@ pub const WANTED: &[(&str, Need)] = &[
     ("xts", Need::Required),
     ("aesni_intel", Need::Optional),
     ("crc32c_intel", Need::Optional),
+    // `vm-test --serve-ssh`: the network card qemu's user networking uses.
+    ("virtio_net", Need::Optional),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -183,6 +183,9 @@ pub enum Action {
     },
     /// Checklist commands, run as the admin would (see `AdminStep`).
     Admin(AdminStep),
+    /// `vm-test --serve-ssh`: the booted system served by the
+    /// distribution's sshd until the host says `continue`.
+    ServeSsh(ServeSsh),
     /// Roadmap 7.2: a large file is created and deleted under
     /// `discard=async`, and a thread writes and fdatasyncs a small block every
     /// `interval_ms` until `Expect::DiscardLatency` stops it.
@@ -243,6 +246,21 @@ pub struct AdminLogin {
     /// line of that place offers exactly these. Empty: the image's PATH.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub commands: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// What the guest needs to serve the booted system over ssh: sshd (from
+/// the image) runs outside /sysroot and chroots every session into it
+/// (`ChrootDirectory`), so the admin's commands see the system as the
+/// checklist's procedures do, with the same PATH and `sudo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServeSsh {
+    pub sshd: String,
+    /// The host key (OpenSSH private key format) and the admin's public key.
+    pub host_key: String,
+    pub authorized_key: String,
+    pub login: AdminLogin,
+    /// How long to wait for the host's `continue`.
+    pub wait_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -57,6 +57,9 @@ pub enum Event {
     Measure {
         point: String,
     },
+    /// sshd listens on the guest's port 22 (`vm-test --serve-ssh`); the
+    /// guest waits for the host's `continue`.
+    Serving {},
     /// The agent could not go on (its plan is unreadable, it panicked, …).
     Fatal {
         message: String,

@@ -49,6 +49,10 @@ pub struct VmConfig {
     pub rtc_base: Option<i64>,
     /// A second virtio disk (/dev/vdb), for procedures that save data off the server.
     pub second_disk: Option<Utf8PathBuf>,
+    /// `vm-test --serve-ssh`: a network card on qemu's user networking,
+    /// restricted (the guest reaches nothing), with this port of the host's
+    /// 127.0.0.1 (only) forwarded to the guest's 22.
+    pub ssh_forward: Option<u16>,
 }
 
 /// qemu's `-rtc base=` form: `2026-12-01T13:50:39` (UTC).
@@ -73,8 +77,6 @@ impl VmConfig {
             "-no-user-config",
             "-display",
             "none",
-            "-nic",
-            "none",
             "-machine",
             "pc",
             "-no-reboot",
@@ -83,6 +85,13 @@ impl VmConfig {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(self.accel.qemu_args().iter().map(|s| (*s).to_owned()));
+        args.push("-nic".to_owned());
+        args.push(match self.ssh_forward {
+            None => "none".to_owned(),
+            Some(port) => {
+                format!("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22")
+            }
+        });
         let drive = format!(
             "file={},if=none,id=disk0,format=qcow2,discard=unmap,cache=writeback",
             escape_option(self.disk.as_str())
@@ -389,6 +398,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             rtc_base: Some(1_799_589_600),
             second_disk: Some("/t/backup.qcow2".into()),
+            ssh_forward: None,
         };
         let args = config.args().unwrap();
         let joined = args.join(" ");
@@ -415,6 +425,26 @@ mod tests {
             .any(|a| a == "-rtc" || a.contains("disk1")));
         let memory = args.iter().position(|a| a == "-m").unwrap();
         assert!(args[memory + 1].parse::<u32>().unwrap() <= 1024);
+        // --serve-ssh: one forward, from the host's loopback only, and the
+        // guest restricted (it reaches nothing).
+        let serving = without.args_with_forward(2222);
+        let nic: Vec<&String> = serving.iter().filter(|a| a.contains("hostfwd")).collect();
+        assert_eq!(
+            nic,
+            ["user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"]
+        );
+        assert_eq!(serving.iter().filter(|a| *a == "-nic").count(), 1);
+    }
+
+    impl VmConfig {
+        fn args_with_forward(&self, port: u16) -> Vec<String> {
+            VmConfig {
+                ssh_forward: Some(port),
+                ..self.clone()
+            }
+            .args()
+            .unwrap()
+        }
     }
 
     #[test]

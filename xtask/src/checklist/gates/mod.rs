@@ -143,6 +143,8 @@ pub struct Observed {
     pub nixos_how: String,
     /// Where the results were read from, for messages.
     pub results_dir: String,
+    /// The last `cargo xtask verify` of the host (verify-<host>.json).
+    pub verify: Found<crate::verify::record::Record>,
 }
 
 /// A `vm-test --thorough` run as the `procedures` gate reads it.

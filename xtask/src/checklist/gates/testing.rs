@@ -233,6 +233,7 @@ pub fn proof<T>(results: T) -> Evidence<T> {
 /// Every gate passes: the key is in, everything ran at HEAD.
 pub fn passing() -> Observed {
     Observed {
+        verify: Found::Missing,
         host: "hetzner-cloud".to_owned(),
         flake_attribute: "hetzner-vps".to_owned(),
         machine_file: "hosts/servers/hetzner-cloud/machine.nix".to_owned(),

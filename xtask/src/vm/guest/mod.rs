@@ -12,6 +12,7 @@ mod discard;
 mod generate;
 pub mod parse;
 mod rollback;
+mod serve;
 mod start;
 mod steps;
 pub mod sudo;

@@ -109,6 +109,7 @@ pub(super) fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
         Action::Persistence { directories, files } => admin::persistence(directories, files),
         Action::Admin(step) => admin::run(plan, step),
         Action::DiscardProbe(probe) => discard::start(probe),
+        Action::ServeSsh(serve) => super::serve::serve(plan, serve, wait_for_host),
     }
 }
 

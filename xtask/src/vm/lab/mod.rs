@@ -43,7 +43,7 @@ mod thorough;
 
 use power_cuts::power_cuts;
 use prepare::describe_setup;
-pub use prepare::{prepare, with_compression, Prepared};
+pub use prepare::{prepare, rollback_settings, with_compression, Prepared};
 pub use report::Reporter;
 use session::boot_timeout;
 pub use session::{BootOutcome, Session};
@@ -92,6 +92,18 @@ pub struct Options {
     pub discard_probe: bool,
     /// Who hears of each boot as it ends (`Reporter::Quiet`: nobody).
     pub reporter: Reporter,
+    /// `--serve-ssh`: the last default boot ends by serving the booted
+    /// system over sshd on the host's 127.0.0.1:port until stdin closes.
+    pub serve_ssh: Option<SshServing>,
+}
+
+/// What `--serve-ssh` serves with: the port on the host's 127.0.0.1, the
+/// host key (private, OpenSSH format) and the admin's public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshServing {
+    pub port: u16,
+    pub host_key: String,
+    pub authorized_key: String,
 }
 
 impl Default for Options {
@@ -115,6 +127,7 @@ impl Default for Options {
             rollback_script: None,
             discard_probe: false,
             reporter: Reporter::Stderr,
+            serve_ssh: None,
         }
     }
 }
@@ -147,6 +160,9 @@ pub struct Outcome {
 fn progress_bar(show: bool) -> Progress {
     Progress::shown_if(show, "vm-test")
 }
+
+/// How long a `--serve-ssh` boot serves at most.
+pub const SERVE_WAIT: Duration = Duration::from_secs(1800);
 
 /// Run directories are `.vm-test-run-<pid>-<random>` under target/xtask.
 const RUN_DIR_PREFIX: &str = ".vm-test-run-";
@@ -234,7 +250,17 @@ impl Run<'_> {
     /// Boots `spec`, records it and makes the host's checks; whether it completed.
     fn boot(&mut self, spec: &BootSpec, label: &str) -> Result<bool> {
         let plan = self.realisation.plan_for(spec)?;
-        let outcome = self.session.boot(&plan, label, |_, _| Ok(()))?;
+        let serving = self.session.options.serve_ssh.as_ref().map(|s| s.port);
+        let outcome = self.session.boot(&plan, label, |event, control| {
+            if let (super::protocol::Event::Serving {}, Some(port)) = (event, serving) {
+                // The served system stays up until the caller closes our stdin.
+                eprintln!("vm-test: serving ssh on 127.0.0.1:{port}; close stdin to end");
+                let mut rest = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
+                control.answer()?;
+            }
+            Ok(())
+        })?;
         let completion = self.tally.completed(
             &plan,
             &outcome,
@@ -325,8 +351,16 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         },
     )?;
     // Only a run of the layout as it is may stand as the vm-test result.
+    // What the host does to a served system is not vm-test's to record;
+    // several may serve at once (verify --all's test), each on its port.
+    let served = options
+        .serve_ssh
+        .as_ref()
+        .map(|s| format!("vm-test-ssh-{}", s.port));
     let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
         "vm-test-tampered"
+    } else if let Some(served) = &served {
+        served.as_str()
     } else if options.compression.is_some() {
         "vm-test-what-if"
     } else {
@@ -408,6 +442,16 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
             let mut schedule = Schedule::new(quick);
             if let Some(parts) = schedule.next_boot(&run.tally.captured) {
                 spec.procedures = parts.started;
+            }
+            if let Some(serving) = &options.serve_ssh {
+                let found = crate::setup::require(&[crate::setup::SSHD])?;
+                spec.serve_ssh = Some(crate::vm::plan::ServeSsh {
+                    sshd: found.path(crate::setup::SSHD)?.to_string(),
+                    host_key: serving.host_key.clone(),
+                    authorized_key: serving.authorized_key.clone(),
+                    login: prepared.lab.login.clone(),
+                    wait_s: SERVE_WAIT.as_secs(),
+                });
             }
         }
         // In the month's boot: after its mounts only light work runs (swap,

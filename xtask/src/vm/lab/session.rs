@@ -78,9 +78,19 @@ impl Session<'_> {
             plan: plan_path,
             console_log: console_log.clone(),
             protocol_log: self.log_dir.join(format!("{label}.protocol.log")),
-            timeout: boot_timeout(self.options, self.prepared.accel, plan.kind),
+            timeout: boot_timeout(self.options, self.prepared.accel, plan.kind)
+                + if plan
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s.action, crate::vm::plan::Action::ServeSsh(_)))
+                {
+                    super::SERVE_WAIT
+                } else {
+                    Duration::ZERO
+                },
             rtc_base: plan.rtc_base,
             second_disk: self.second_disk.clone(),
+            ssh_forward: self.options.serve_ssh.as_ref().map(|s| s.port),
         };
         let title = format!("boot {}/{} {}", plan.boot, plan.boots, plan.kind.as_str());
         self.progress.set_message(format!("{title}: starting"));

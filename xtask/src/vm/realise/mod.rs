@@ -126,6 +126,9 @@ pub struct BootSpec {
     /// root measures the image before its rollback, after the deletion
     /// and after the host's fstrim.service (when its timer starts it).
     pub rollback_trim: Option<RollbackTrim>,
+    /// `vm-test --serve-ssh`: at the end of the boot, sshd serves the
+    /// booted system until the host says `continue`.
+    pub serve_ssh: Option<ServeSsh>,
 }
 
 /// The host's fstrim.service as a rotation boot runs it after the rollback.
@@ -158,6 +161,7 @@ impl BootSpec {
             continued: Vec::new(),
             procedures: Vec::new(),
             rollback_trim: None,
+            serve_ssh: None,
         }
     }
 }
@@ -392,6 +396,15 @@ impl<'a> Realisation<'a> {
                 self.rollback(&mut steps, spec)?;
                 self.old_roots_check(&mut steps, spec);
             }
+        }
+        if let Some(serve) = &spec.serve_ssh {
+            // Last: everything the boot checks is done; the host's verify
+            // sees the system as the boot left it.
+            steps.push(step(
+                "serve:ssh",
+                OnFailure::Continue,
+                Action::ServeSsh(serve.clone()),
+            ));
         }
         steps.push(step("sync", OnFailure::Continue, Action::Sync));
         unique_names(&mut steps);
