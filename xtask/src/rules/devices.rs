@@ -217,6 +217,24 @@ fn device_user(content: Option<&Content>) -> Option<&'static str> {
 pub fn partlabel_links(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     for (_, partition) in model.layout.partitions() {
+        // blkid reports a partition's GUID in lower case (ID_PART_ENTRY_UUID),
+        // and udev names the by-partuuid link after it; disko pastes the uuid as written.
+        if let Some(uuid) = partition.device.strip_prefix("/dev/disk/by-partuuid/") {
+            if uuid.chars().any(|c| c.is_ascii_uppercase()) {
+                if let Some(then) = device_user(partition.content.as_ref()) {
+                    issues.push(Issue::new(
+                        partition.path.join("uuid"),
+                        format!(
+                            "disko uses {} for partition {:?}, but udev names the link /dev/disk/by-partuuid/{} (blkid reports GUIDs in lower case): {then}",
+                            partition.device,
+                            partition.key,
+                            uuid.to_ascii_lowercase()
+                        ),
+                        format!("Write the uuid in lower case: {:?}.", uuid.to_ascii_lowercase()),
+                    ));
+                }
+            }
+        }
         let Some(partlabel) = &partition.partlabel else {
             continue;
         };

@@ -66,7 +66,7 @@ fn written<'a>(model: &'a Model) -> Vec<Written<'a>> {
 }
 
 /// What a mount that fails means for the machine.
-fn consequence(mount: &Mount) -> String {
+pub(super) fn consequence(mount: &Mount) -> String {
     let boot = if mount.mountpoint == "/" {
         "the initrd cannot mount the root, so the machine does not boot".to_owned()
     } else if mount.needed_for_boot {

@@ -7,7 +7,7 @@ use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::geometry::{DiskGeometry, Extent, Problem, Refusal, MAX_PARTITIONS};
 use crate::layout::size::{human, MIB, SECTOR_BYTES};
-use crate::layout::{Content, Disk, DiskContent, Gpt, Partition};
+use crate::layout::{Content, Disk, DiskContent, Filesystem, Gpt, Partition};
 
 /// The smallest device each mkfs accepts, in bytes. mkfs.btrfs (btrfs-progs
 /// 6.2, Debian 12) refuses less than 114294784 bytes ("minimum size for each
@@ -546,7 +546,10 @@ pub fn content_fits(model: &Model) -> Vec<Issue> {
                     "NixOS's mkswap on the encrypted device fails at every boot, and the machine runs without swap",
                 ),
                 Content::Swap(_) => (MKSWAP_MIN, "mkswap", "it refuses the partition and the install stops"),
-                Content::Filesystem(_) => continue,
+                Content::Filesystem(fs) => {
+                issues.extend(fat_size_refused(partition, fs, bytes));
+                continue;
+            }
             };
             if bytes >= minimum {
                 continue;
@@ -564,6 +567,50 @@ pub fn content_fits(model: &Model) -> Vec<Issue> {
         }
     }
     issues
+}
+
+/// The sizes mkfs.fat (dosfstools 4.2) accepts for `-F 12`, `-F 16` and
+/// `-F 32` with its default sector and cluster sizes, in KiB, measured by
+/// running it on sparse files (the first and last size it formats).
+const FAT_SIZES_KIB: [(&str, u64, u64); 3] = [
+    ("12", 64, 261_695),
+    ("16", 8_208, 4_194_004),
+    ("32", 64, u64::MAX),
+];
+
+/// `mkfs.vfat -F N` on a partition of a size that FAT type cannot address:
+/// mkfs.fat says "Attempting to create a too small or a too large
+/// filesystem" and disko's install stops.
+fn fat_size_refused(partition: &Partition, fs: &Filesystem, bytes: u64) -> Option<Issue> {
+    if !matches!(fs.format.as_str(), "vfat" | "fat") {
+        return None;
+    }
+    let args = &fs.extra_args;
+    // Sector or cluster sizes change the limits; those are not modelled.
+    if args.iter().any(|a| ["-s", "-S", "-R", "-f", "-r"].iter().any(|f| a.starts_with(f))) {
+        return None;
+    }
+    let fat = args.iter().enumerate().rev().find_map(|(i, a)| match a.strip_prefix("-F") {
+        Some("") => args.get(i + 1).cloned(),
+        Some(n) => Some(n.to_owned()),
+        None => None,
+    })?;
+    let &(_, min, max) = FAT_SIZES_KIB.iter().find(|(n, _, _)| *n == fat)?;
+    let kib = bytes / 1024;
+    if (min..=max).contains(&kib) {
+        return None;
+    }
+    Some(Issue::new(
+        fs.path.join("extraArgs"),
+        format!(
+            "partition {:?} is {} ({bytes} B), but mkfs.vfat -F {fat} formats only {} to {}: it refuses (\"Attempting to create a too small or a too large filesystem\") and the install stops",
+            partition.key,
+            human(bytes),
+            human(min * 1024),
+            if max == u64::MAX { "any size".to_owned() } else { human(max * 1024) }
+        ),
+        "Remove -F from extraArgs (mkfs.vfat picks the FAT type for the size) or use -F 32.",
+    ))
 }
 
 #[cfg(test)]

@@ -122,7 +122,10 @@ pub struct Spec {
     pub needs_read_only: bool,
 }
 
+mod reading;
 mod tables;
+
+pub use reading::{read, Reading};
 
 use tables::{specific, GENERIC, RESCUE};
 
