@@ -121,14 +121,20 @@ fn reaches_the_end(extent: &Extent, geometry: &DiskGeometry, gpt: &Gpt) -> bool 
 
 pub fn one_rest_partition(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
+    // The template's disk is the one holding /: its Btrfs takes the rest.
+    // Another disk may leave space free (real disko builds it), and an
+    // empty GPT is a valid disk too.
+    let root_device = model.mounts.iter().find(|m| m.mountpoint == "/").map(|m| m.device.as_str());
     for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
+        let holds_root = root_device.is_none_or(|device| gpt.partitions.iter().any(|p| p.device == device));
         let geometry = model.geometry.get(&disk.key);
         let rest: Vec<_> = gpt.partitions.iter().filter(|p| p.is_rest()).collect();
         match rest.as_slice() {
             [_] => {}
+            [] if !holds_root => {}
             [] => {
                 // Without size = "100%", an explicit end can still reach the end.
                 let reached = match geometry {

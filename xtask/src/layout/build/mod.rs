@@ -230,17 +230,22 @@ impl Builder {
         let devices = self.object(devices, &devices_path, "disko.devices")?;
         self.check_keys(devices, DEVICE_KINDS, &devices_path, "disko.devices");
         for kind in DEVICE_KINDS.iter().filter(|kind| **kind != "disk") {
-            if devices
-                .get(*kind)
-                .is_some_and(|v| v.as_object().is_some_and(|m| !m.is_empty()))
-            {
-                self.push(model_error(
-                    "MODEL002",
-                    devices_path.join(*kind),
-                    format!("disko.devices.{kind} is not modelled by this tool"),
-                    "This layout needs GPT disks with vfat, swap and Btrfs; move other devices to a separate host.",
-                ));
-            }
+            let Some(entries) = devices.get(*kind).and_then(Value::as_object).filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            // Real disko builds these beside the disks; this tool does not
+            // model them, and says so without failing the run.
+            let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+            self.push(Finding::new(
+                "MODEL007",
+                Severity::Info,
+                devices_path.join(*kind),
+                format!(
+                    "not checked: disko.devices.{kind} ({}) is not modelled by this tool; its mounts and options are not judged, nor whether they collide with the layout's",
+                    names.join(", ")
+                ),
+                "Nothing to fix; check these devices by hand or in the lab VM.",
+            ));
         }
         let mut disks = Vec::new();
         let disk_path = devices_path.join("disk");
