@@ -120,6 +120,26 @@ impl Builder {
         self.findings.push(finding);
     }
 
+    /// disko hands a mounted content's `mountOptions` to NixOS as
+    /// `fileSystems.<mountpoint>.options`, typed a non-empty list of
+    /// non-empty strings: `[]` or `""` there fails the evaluation.
+    fn mounted_options_not_empty(&mut self, options: Option<&Vec<String>>, mountpoint: Option<&String>, path: &AttrPath) {
+        let (Some(options), Some(mountpoint)) = (options, mountpoint) else {
+            return;
+        };
+        if options.is_empty() || options.iter().any(String::is_empty) {
+            self.push(model_error(
+                "MODEL001",
+                path.join("mountOptions"),
+                format!(
+                    "mountOptions of the mount at {mountpoint} is {}: disko passes it to fileSystems.\"{mountpoint}\".options, whose type is a non-empty list of non-empty strings, so the evaluation fails",
+                    if options.is_empty() { "an empty list" } else { "a list with an empty string" }
+                ),
+                "Remove `mountOptions` (disko's default is [ \"defaults\" ]), or list at least one option.",
+            ));
+        }
+    }
+
     fn object<'v>(
         &mut self,
         value: &'v Value,
@@ -247,6 +267,22 @@ impl Builder {
                 "Nothing to fix; check these devices by hand or in the lab VM.",
             ));
         }
+        let mut unmodelled_mounts = Vec::new();
+        if let Some(nodev) = devices.get("nodev").and_then(Value::as_object) {
+            for (name, entry) in nodev {
+                // disko's nodev `mountpoint` defaults to the attribute name.
+                let mountpoint = entry.get("mountpoint").and_then(Value::as_str).unwrap_or(name);
+                let options: Option<Vec<String>> = entry
+                    .get("mountOptions")
+                    .and_then(|o| serde_json::from_value(o.clone()).ok());
+                self.mounted_options_not_empty(
+                    options.as_ref(),
+                    Some(&mountpoint.to_owned()),
+                    &devices_path.join("nodev").join(name.clone()),
+                );
+                unmodelled_mounts.push((mountpoint.to_owned(), devices_path.join("nodev").join(name.clone())));
+            }
+        }
         let mut disks = Vec::new();
         let disk_path = devices_path.join("disk");
         match devices.get("disk") {
@@ -288,6 +324,7 @@ impl Builder {
             nocow_paths,
             resume_device,
             persistence,
+            unmodelled_mounts,
         })
     }
 
