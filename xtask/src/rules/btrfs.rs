@@ -101,6 +101,15 @@ pub fn flat_names(model: &Model) -> Vec<Issue> {
 fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
     let mut issues = Vec::new();
     let mut elsewhere = Vec::new();
+    // By device: its subvolume names and how many (ids 256.. in name order), built once.
+    let subvolumes: BTreeMap<&str, (std::collections::BTreeSet<&str>, u64)> = model
+        .layout
+        .btrfs_filesystems()
+        .map(|b| {
+            let names = b.subvolumes.iter().map(|s| s.name.trim_matches('/')).collect();
+            (b.device.as_str(), (names, u64::try_from(b.subvolumes.len()).unwrap_or(0)))
+        })
+        .collect();
     // Each Btrfs mount's whole option list (disko's, its `subvol=`, then
     // fileSystems' own) as the kernel reads it: the last selector wins, and
     // subvol= with a subvolid= of another subvolume is refused.
@@ -141,14 +150,12 @@ fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
         let exists = match (&reading.subvol, reading.subvolid) {
             (Some(subvol), _) => {
                 let subvol = subvol.trim_matches('/');
-                subvol.is_empty() || subvolume_id(model, &mount.device, subvol).is_some()
+                subvol.is_empty() || subvolumes.get(mount.device.as_str()).is_some_and(|(names, _)| names.contains(subvol))
             }
             (None, Some(5)) | (None, None) => true,
-            (None, Some(id)) => model
-                .layout
-                .btrfs_filesystems()
-                .find(|b| b.device == mount.device)
-                .is_some_and(|b| id >= 256 && id < 256 + u64::try_from(b.subvolumes.len()).unwrap_or(0)),
+            (None, Some(id)) => subvolumes
+                .get(mount.device.as_str())
+                .is_some_and(|(_, count)| id >= 256 && id < 256 + count),
         };
         if let (Some(wrong), false) = (&wrong, exists) {
             issues.push(Issue::new(

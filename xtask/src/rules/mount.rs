@@ -317,14 +317,16 @@ mod tests {
 /// for mount point"), so the system does not evaluate.
 pub fn file_systems_without_device(model: &Model) -> Vec<Issue> {
     let layout = &model.layout;
+    let mounted: std::collections::BTreeSet<&str> = model
+        .mounts
+        .iter()
+        .map(|m| m.mountpoint.as_str())
+        .chain(layout.unmodelled_mounts.iter().map(|(m, _)| m.as_str()))
+        .collect();
     layout
         .file_systems
         .iter()
-        .filter(|(mountpoint, flags)| {
-            flags.device.is_none()
-                && !model.mounts.iter().any(|m| &m.mountpoint == *mountpoint)
-                && !layout.unmodelled_mounts.iter().any(|(m, _)| m == *mountpoint)
-        })
+        .filter(|(mountpoint, flags)| flags.device.is_none() && !mounted.contains(mountpoint.as_str()))
         .map(|(mountpoint, flags)| {
             Issue::new(
                 flags.path.clone(),

@@ -48,21 +48,6 @@ impl Builder {
                 continue;
             }
             if let Some(fields) = self.fields::<FileSystemEntryFields>(entry, &entry_path) {
-                // NixOS types options as a non-empty list of non-empty strings.
-                if let Some(options) = &fields.options {
-                    if options.is_empty() || options.iter().any(String::is_empty) {
-                        self.push(Finding::new(
-                            "MODEL001",
-                            Severity::Error,
-                            entry_path.join("options"),
-                            format!(
-                                "fileSystems.\"{mountpoint}\".options is {}: NixOS's type is a non-empty list of non-empty strings, so the evaluation fails",
-                                if options.is_empty() { "an empty list" } else { "a list with an empty string" }
-                            ),
-                            "Remove `options`, or list at least one option (\"defaults\" when none is needed).",
-                        ));
-                    }
-                }
                 result.insert(
                     mountpoint.clone(),
                     FileSystemFlags {
