@@ -102,8 +102,13 @@ impl Scratch {
             let mut sorted = subvolumes.to_vec();
             sorted.sort();
             for name in &sorted {
-                // A nested name whose parent is missing fails here as in disko.
-                let _ = run("btrfs", &["subvolume", "create", top.join(name).as_str()]);
+                // disko makes the parent directory first (lib/types/btrfs.nix
+                // at 878ec37: mkdir -p "$(dirname "$SUBVOL_ABS_PATH")").
+                let path = top.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).expect("a subvolume's parent directory");
+                }
+                let _ = run("btrfs", &["subvolume", "create", path.as_str()]);
             }
             run("umount", &[top.as_str()]).expect("unmounting a scratch Btrfs");
         }
