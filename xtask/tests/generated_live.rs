@@ -58,6 +58,8 @@ struct Scratch {
     dir: Utf8PathBuf,
     /// By slot name: the loop device, and the subvolumes its Btrfs holds.
     images: BTreeMap<String, (String, Option<Vec<String>>)>,
+    /// Images made so far (each gets its own file).
+    made: u32,
 }
 
 impl Scratch {
@@ -65,7 +67,7 @@ impl Scratch {
         let base = if Utf8Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
         let dir = Utf8PathBuf::from(format!("{base}/xtask-generated-live-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
-        Scratch { dir, images: BTreeMap::new() }
+        Scratch { dir, images: BTreeMap::new(), made: 0 }
     }
 
     /// The loop device of `slot`, holding a fresh filesystem of `fs_type`
@@ -76,25 +78,25 @@ impl Scratch {
                 return device.clone();
             }
         }
-        // mkfs through the loop device, so that its cache holds what mkfs wrote.
-        let device = match self.images.get(slot) {
-            Some((device, _)) => device.clone(),
-            None => {
-                let image = self.dir.join(format!("{slot}.img"));
-                let bytes: u64 = if fs_type == "btrfs" { 1 << 30 } else { 256 << 20 };
-                std::fs::File::create(&image)
-                    .and_then(|f| f.set_len(bytes))
-                    .expect("a sparse image");
-                run("losetup", &["--find", "--show", image.as_str()])
-                    .expect("losetup (loop devices, as root)")
-                    .trim()
-                    .to_owned()
-            }
-        };
+        // A fresh image on a fresh loop device each time: a loop device a
+        // Btrfs was just unmounted from can stay busy for mkfs' exclusive open.
+        if let Some((old, _)) = self.images.remove(slot) {
+            let _ = run("losetup", &["--detach", &old]);
+        }
+        self.made += 1;
+        let image = self.dir.join(format!("{slot}-{}.img", self.made));
+        let bytes: u64 = if fs_type == "btrfs" { 1 << 30 } else { 256 << 20 };
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(bytes))
+            .expect("a sparse image");
         match fs_type {
-            "btrfs" => run("mkfs.btrfs", &["-q", "-f", &device]).expect("mkfs.btrfs on a scratch loop device"),
-            _ => run("mkfs.ext4", &["-q", "-F", &device]).expect("mkfs.ext4 on a scratch loop device"),
+            "btrfs" => run("mkfs.btrfs", &["-q", "-f", image.as_str()]).expect("mkfs.btrfs on a scratch image"),
+            _ => run("mkfs.ext4", &["-q", "-F", image.as_str()]).expect("mkfs.ext4 on a scratch image"),
         };
+        let device = run("losetup", &["--find", "--show", image.as_str()])
+            .expect("losetup (loop devices, as root)")
+            .trim()
+            .to_owned();
         if fs_type == "btrfs" && !subvolumes.is_empty() {
             let top = self.dir.join("top");
             std::fs::create_dir_all(&top).expect("a mountpoint");
@@ -255,6 +257,13 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
             }
         }
 
+        // An install that stops at sgdisk or mkfs never mounts: nothing to compare.
+        if findings.iter().any(|f| {
+            f.severity == Severity::Error
+                && matches!(install_stop(f.code), Some(InstallStop::Partitioning | InstallStop::Formatting | InstallStop::SwapFile))
+        }) {
+            continue;
+        }
         // The Btrfs and ext4 mounts, parents first.
         let mut mounts: Vec<&xtask::layout::Mount> = model
             .mounts

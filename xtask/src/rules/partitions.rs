@@ -590,11 +590,28 @@ pub fn content_fits(model: &Model) -> Vec<Issue> {
 /// directory (32 sectors) and two FATs of 2 bytes per cluster.
 fn fat16_clusters_refused(partition: &Partition, fs: &Filesystem, bytes: u64) -> Option<Issue> {
     let args = &fs.extra_args;
-    if args.iter().any(|a| ["-S", "-R", "-f", "-r", "-F"].iter().any(|f| a.starts_with(f))) || bytes >= 512 * MIB {
+    if args.iter().any(|a| ["-S", "-R", "-f", "-r", "-F"].iter().any(|f| a.starts_with(f))) {
         return None;
     }
     let per_cluster: u64 = flag_values(args, "-s", "--sectors-per-cluster").last()?.parse().ok().filter(|n| *n > 0)?;
     let sectors = bytes / 512;
+    // From 512 MiB mkfs.fat makes FAT32, which addresses at most 0x0FFFFFF5
+    // clusters (-s 1 on 480 GB: refused, seen by tests/generated_live.rs).
+    if bytes >= 512 * MIB {
+        let clusters = sectors / per_cluster;
+        if clusters <= 268_435_445 {
+            return None;
+        }
+        return Some(Issue::new(
+            fs.path.join("extraArgs"),
+            format!(
+                "partition {:?} is {} ({bytes} B): with -s {per_cluster} mkfs.vfat makes FAT32 of about {clusters} clusters, more than the 268435445 FAT32 addresses: it refuses (\"Not enough or too many clusters for filesystem\") and the install stops",
+                partition.key,
+                human(bytes)
+            ),
+            "Leave -s out (mkfs.vfat picks the cluster size), or give larger clusters.",
+        ));
+    }
     let raw_clusters = sectors / per_cluster;
     let fat_sectors = (raw_clusters * 2).div_ceil(512);
     let clusters = sectors.saturating_sub(4 + 32 + 2 * fat_sectors) / per_cluster;
