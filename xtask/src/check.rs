@@ -326,6 +326,24 @@ fn check_host(
     })
 }
 
+/// What `check` finds in one evaluated layout (the standalone evaluation's
+/// `layout` and `persistence`) with every disk `disk_bytes` long: the typed
+/// layout's findings, then the rules. `check_host` runs the same two steps;
+/// tests/generated_corpus.rs runs this on hundreds of layouts without a
+/// Nix process each (HOST rules, which read machine.nix, are not run).
+pub fn judge_evaluated(evaluated: &Evaluated, disk_bytes: u64, firmware: crate::hosts::Firmware) -> Vec<Finding> {
+    let (layout, mut findings) = build(evaluated);
+    if let Some(layout) = &layout {
+        let disk_sizes: BTreeMap<String, u64> = layout
+            .disks
+            .iter()
+            .map(|disk| (disk.key.clone(), disk_bytes))
+            .collect();
+        findings.extend(rules::run(&Model::new(layout, &disk_sizes, firmware)));
+    }
+    findings
+}
+
 /// `--mode flake`: evaluates the whole system (`toplevel.drvPath`), as the
 /// NixOS gate of the deploy checklist needs; a failure is finding NIX005.
 fn system_evaluation(

@@ -57,6 +57,10 @@ pub const MKFS_VFAT: Tool = Tool {
     program: "mkfs.vfat",
     package: "dosfstools",
 };
+pub const MKFS_EXT4: Tool = Tool {
+    program: "mkfs.ext4",
+    package: "e2fsprogs",
+};
 pub const CRYPTSETUP: Tool = Tool {
     program: "cryptsetup",
     package: "cryptsetup-bin",

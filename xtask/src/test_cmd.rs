@@ -35,6 +35,7 @@ pub const TEST_TOOLS: &[Tool] = &[
     setup::SGDISK,
     setup::COMPSIZE,
     setup::MKFS_VFAT,
+    setup::MKFS_EXT4,
     setup::CRYPTSETUP,
     setup::BUSYBOX,
     setup::DASH,
@@ -96,6 +97,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("docs_golden", Tier::Quick),
     ("flake_mode", Tier::Quick),
     ("fuzz_regressions", Tier::Quick),
+    // check against recorded real-tool verdicts on generated layouts, in process.
+    ("generated_corpus", Tier::Quick),
     ("geometry_sgdisk", Tier::Quick),
     ("cli_conventions", Tier::Quick),
     ("host_fixture", Tier::Quick),
@@ -109,6 +112,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     // Btrfs on loop devices, as root.
     ("rollback", Tier::Full),
     ("recovery", Tier::Full),
+    // Fresh generated layouts against mkfs and the kernel, as root (~25 s).
+    ("generated_live", Tier::Full),
     // qemu boots.
     ("vm_test", Tier::Full),
     // A real sshd and sudo in network and mount namespaces, as root.

@@ -50,7 +50,7 @@ fn broken_configs_get_their_finding() {
         ("unencrypted-swap-as-resume", "SWAP002"),
         ("duplicate-mountpoints", "BTRFS001"),
         ("dotdot-subvolume", "BTRFS003"),
-        ("subvol-in-mount-options", "BTRFS004"),
+        ("subvol-in-mount-options", "BTRFS012"),
         ("compress-level-per-subvolume", "BTRFS006"),
         ("nodatacow-with-compress", "BTRFS007"),
         ("missing-old-roots", "IMP003"),

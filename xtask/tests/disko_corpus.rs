@@ -31,6 +31,15 @@ struct Case {
     /// Rows of `sgdisk -p`: number, first and last sector, name.
     sgdisk: Option<Vec<(u32, u64, u64, String)>>,
     check: Expected,
+    /// What the real tools did (record.sh), for the cases recorded with it.
+    real: Option<Real>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Real {
+    install_fails: bool,
+    verdict: String,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +154,50 @@ fn check_agrees_with_real_disko_on_every_case() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// Where the real tools ran the install (record.sh), check agrees with them:
+/// an install that fails is an error, and the tool's own words are in the
+/// record; the cases (and two of the same class nobody listed) are there.
+#[test]
+fn check_agrees_with_the_real_install() {
+    let verdicts = verdicts();
+    let mut failures = Vec::new();
+    for (name, case) in &verdicts.cases {
+        let Some(real) = &case.real else { continue };
+        let (code, report) = check(name, verdicts.disk_bytes);
+        let errors: Vec<String> = report["hosts"][0]["findings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|f| f["severity"] == "error" && !f["code"].as_str().unwrap_or("").starts_with("HOST"))
+            .map(|f| f["message"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if real.install_fails && (errors.is_empty() || code != Some(1)) {
+            failures.push(format!("{name}: real install fails ({}), check exits {code:?} with no error", real.verdict));
+        }
+    }
+    for name in [
+        "esp-umask-then-fmask",
+        "subvol-twice",
+        "subvolid-with-subvol",
+        "nodatasum-on-containers",
+        "esp-fat12",
+        "uppercase-partuuid",
+        "swapfile-in-missing-dir",
+        "second-disk-no-rest",
+        "empty-gpt-disk",
+        "tmpfs-tmp",
+        "esp-umask-after-masks",
+        "top-level-subvol-after-subvolid",
+    ] {
+        match verdicts.cases.get(name) {
+            Some(Case { real: Some(_), .. }) => {}
+            _ => failures.push(format!("{name}: no verdict recorded with the real tools")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

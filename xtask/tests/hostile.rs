@@ -239,15 +239,16 @@ const CORPUS: &[Case] = &[
     case("mountpoint-newline-quote", "DEV002", "/srv/a\\n"),
     case("mountpoint-spaces-star", "DEV002", "/srv/my data/*"),
     case("mount-option-fstab-injection", "DEV002", "/dev/sdb /etc"),
-    // subvol= and subvolid= smuggled into mount options.
-    case("subvol-on-the-top-level-mount", "BTRFS004", "subvol=@root"),
-    case("subvolid-in-a-subvolume", "BTRFS004", "subvolid=256"),
+    // subvol= and subvolid= smuggled into mount options: another existing
+    // subvolume is mounted (BTRFS012); one the kernel refuses is BTRFS004.
+    case("subvol-on-the-top-level-mount", "BTRFS012", "subvolume \"@root\""),
+    case("subvolid-in-a-subvolume", "BTRFS004", "subvolid 256"),
     case(
         "subvol-through-filesystems-options",
-        "BTRFS004",
+        "BTRFS012",
         "fileSystems",
     ),
-    case("subvol-behind-a-comma", "BTRFS004", "subvol=@persist"),
+    case("subvol-behind-a-comma", "BTRFS012", "subvolume \"@persist\""),
     // Absurd sizes.
     case("size-zero", "PART004", "has no size"),
     case("size-negative", "PART001", "-1G"),

@@ -3,6 +3,7 @@
 //! realised by `crate::vm`, drawn by `crate::docs`.
 
 pub mod build;
+pub mod generator;
 pub mod geometry;
 pub mod impermanence;
 pub mod kernel_options;

@@ -24,6 +24,10 @@ pub struct Layout {
     pub resume_device: Option<String>,
     /// impermanence's `environment.persistence`, from the host's persistence file.
     pub persistence: Vec<PersistenceRoot>,
+    /// Mountpoints of devices this tool does not model (`disko.devices.nodev`,
+    /// keyed by mountpoint): their options are not judged, but disko still
+    /// defines `fileSystems.<mountpoint>` for them.
+    pub unmodelled_mounts: Vec<(String, AttrPath)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

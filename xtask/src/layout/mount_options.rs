@@ -198,7 +198,9 @@ fn filesystem_settings(mount: &Mount) -> BTreeMap<String, String> {
 
 /// Whether `options` (in effect) leave data copy-on-write off, so compression cannot apply.
 pub fn has_nodatacow(options: &[String]) -> bool {
-    options.iter().any(|o| o == "nodatacow" || o == "nodatasum")
+    kernel_options::read(Filesystem::Btrfs, options)
+        .nocow_option()
+        .is_some()
 }
 
 /// The compression in effect, `zstd:1`, if any.

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::{Issue, Model};
-use crate::layout::mount_options::{btrfs_scope, compression, key, Scope};
+use crate::findings::AttrPath;
+use crate::layout::kernel_options::{read, Filesystem};
+use crate::layout::mount_options::{btrfs_scope, key, Scope};
 use crate::layout::paths::is_normalised_absolute;
 use crate::layout::{Content, MountSource};
 
@@ -24,6 +26,20 @@ pub fn unique_mountpoints(model: &Model) -> Vec<Issue> {
                     mount.mountpoint, first.path, mount.path
                 ),
                 "Give each subvolume or filesystem its own mountpoint.",
+            ));
+        }
+    }
+    // A nodev device defines fileSystems.<mountpoint> too: two devices
+    // there are two definitions of its device, and disko's evaluation fails.
+    for (mountpoint, path) in &model.layout.unmodelled_mounts {
+        if let Some(first) = seen.get(mountpoint.as_str()) {
+            issues.push(Issue::new(
+                path.clone(),
+                format!(
+                    "{mountpoint} is mounted twice: by {} and by {path} (fileSystems.\"{mountpoint}\".device has conflicting definitions, so the evaluation fails)",
+                    first.path
+                ),
+                "Give each subvolume, filesystem or nodev device its own mountpoint.",
             ));
         }
     }
@@ -81,74 +97,198 @@ pub fn flat_names(model: &Model) -> Vec<Issue> {
         .collect()
 }
 
-/// The selectors that keep a top-level mount on the top level.
-fn selects_top_level(option: &str) -> bool {
-    matches!(option, "subvolid=5" | "subvol=/")
+/// (refused mounts, mounts of another existing subvolume).
+fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
+    let mut issues = Vec::new();
+    let mut elsewhere = Vec::new();
+    // By device: its subvolume names and how many (ids 256.. in name order), built once.
+    let subvolumes: BTreeMap<&str, (std::collections::BTreeSet<&str>, u64)> = model
+        .layout
+        .btrfs_filesystems()
+        .map(|b| {
+            let names = b.subvolumes.iter().map(|s| s.name.trim_matches('/')).collect();
+            (b.device.as_str(), (names, u64::try_from(b.subvolumes.len()).unwrap_or(0)))
+        })
+        .collect();
+    // Each Btrfs mount's whole option list (disko's, its `subvol=`, then
+    // fileSystems' own) as the kernel reads it: the last selector wins, and
+    // subvol= with a subvolid= of another subvolume is refused.
+    for mount in model.mounts.iter().filter(|m| m.fs_type == "btrfs") {
+        let mut reading = read(Filesystem::Btrfs, &mount.options);
+        reading.check_ids(|name| subvolume_id(model, &mount.device, name));
+        let wanted = match &mount.source {
+            MountSource::Subvolume { name } => Some(name.trim_matches('/')),
+            MountSource::BtrfsTopLevel => None,
+            _ => continue,
+        };
+        let place = selector_place(model, mount);
+        if let Some(said) = &reading.refused {
+            issues.push(Issue::new(
+                place,
+                format!(
+                    "the kernel refuses to mount {} ({said}): its options select two different subvolumes, so {}",
+                    mount.mountpoint,
+                    super::mount::consequence(mount)
+                ),
+                "Remove subvol=/subvolid= from the options; the layout's subvolumes pick what is mounted where.",
+            ));
+            continue;
+        }
+        let mounted = match (&reading.subvol, reading.subvolid) {
+            (Some(subvol), _) => Some(subvol.as_str()),
+            (None, Some(5)) | (None, None) => Some(""),
+            (None, Some(_)) => None,
+        };
+        let wrong = match (wanted, mounted) {
+            (Some(name), Some(got)) => (got != name).then(|| format!("subvolume {got:?}")),
+            (None, Some(got)) if !got.is_empty() => Some(format!("subvolume {got:?}")),
+            (_, None) => Some(format!("subvolid={}", reading.subvolid.unwrap_or_default())),
+            _ => None,
+        };
+        // A selector naming what the filesystem does not hold is refused
+        // ("No such file or directory", kernel 6.18.44).
+        let exists = match (&reading.subvol, reading.subvolid) {
+            (Some(subvol), _) => {
+                let subvol = subvol.trim_matches('/');
+                subvol.is_empty() || subvolumes.get(mount.device.as_str()).is_some_and(|(names, _)| names.contains(subvol))
+            }
+            (None, Some(5)) | (None, None) => true,
+            (None, Some(id)) => subvolumes
+                .get(mount.device.as_str())
+                .is_some_and(|(_, count)| id >= 256 && id < 256 + count),
+        };
+        if let (Some(wrong), false) = (&wrong, exists) {
+            issues.push(Issue::new(
+                place,
+                format!(
+                    "{} selects {wrong}, which its filesystem does not have (Btrfs takes the last subvol=/subvolid= of the options it is given): the kernel refuses the mount, so {}",
+                    mount.mountpoint,
+                    super::mount::consequence(mount)
+                ),
+                "Remove subvol=/subvolid= from mountOptions and fileSystems options; the layout's subvolumes pick what is mounted where (subvolid=5 alone for the top level).",
+            ));
+            continue;
+        }
+        if let Some(wrong) = wrong {
+            let meant = wanted.map_or("the top level where @root and @old_roots live".to_owned(), |n| format!("{n:?}"));
+            elsewhere.push(Issue::new(
+                place,
+                format!(
+                    "{} mounts {wrong} instead of {meant}: Btrfs takes the last subvol=/subvolid= of the options it is given",
+                    mount.mountpoint
+                ),
+                "Remove subvol=/subvolid= from mountOptions and fileSystems options; the layout's subvolumes pick what is mounted where (subvolid=5 alone for the top level).",
+            ));
+        }
+    }
+    (issues, elsewhere)
 }
 
+/// Selectors the kernel refuses (two that disagree, or one naming what the filesystem lacks).
 pub fn no_selector_options(model: &Model) -> Vec<Issue> {
+    selector_issues(model).0
+}
+
+/// Selectors that mount another existing subvolume: the install succeeds, wrongly.
+pub fn selector_mounts_elsewhere(model: &Model) -> Vec<Issue> {
+    selector_issues(model).1
+}
+
+/// Two different devices at one mountpoint (a nodev beside a disk's
+/// content, two filesystems): disko defines fileSystems.<mountpoint>.device
+/// twice with different values, and the evaluation fails. Two subvolumes of
+/// one filesystem give the same device: their options merge (BTRFS001).
+pub fn mountpoint_devices_conflict(model: &Model) -> Vec<Issue> {
+    let mut devices: BTreeMap<&str, (&str, &AttrPath)> = BTreeMap::new();
     let mut issues = Vec::new();
-    fn selectors(options: &[String]) -> impl Iterator<Item = &String> {
-        options.iter().filter(|o| btrfs_scope(o) == Scope::Selector)
-    }
-    for btrfs in model.layout.btrfs_filesystems() {
-        // The top-level mount: anything but subvolid=5 mounts a subvolume instead.
-        for option in selectors(&btrfs.mount_options) {
-            if !selects_top_level(option) {
-                issues.push(Issue::new(
-                    btrfs.path.join("mountOptions"),
-                    format!(
-                        "the top-level mount{} has {option:?}, so it mounts a subvolume instead of the top level where @root and @old_roots live",
-                        btrfs.mountpoint.as_deref().map(|m| format!(" at {m}")).unwrap_or_default()
-                    ),
-                    "Use \"subvolid=5\" as the top-level mount's only selector; mount subvolumes through `subvolumes`.",
-                ));
-            }
-        }
-        for subvolume in &btrfs.subvolumes {
-            // `subvol=<its own name>` written by hand is what disko adds:
-            // the kernel takes the same selector twice (seen on 6.18).
-            let own = |option: &&String| {
-                option
-                    .strip_prefix("subvol=")
-                    .is_some_and(|name| name.trim_matches('/') == subvolume.name.trim_matches('/'))
-            };
-            for option in selectors(&subvolume.mount_options).filter(|o| !own(o)) {
-                issues.push(Issue::new(
-                    subvolume.path.join("mountOptions"),
-                    format!(
-                        "subvolume {:?} has {option:?} in its mountOptions; disko adds subvol={} itself, and a second selector mounts something else",
-                        subvolume.name, subvolume.name
-                    ),
-                    "Remove subvol=/subvolid= from mountOptions; the attribute name picks the subvolume.",
-                ));
+    let all = model
+        .mounts
+        .iter()
+        .map(|m| (m.mountpoint.as_str(), m.device.as_str(), &m.path))
+        .chain(model.layout.unmodelled_mounts.iter().map(|(m, path)| (m.as_str(), "(nodev)", path)));
+    for (mountpoint, device, path) in all {
+        match devices.get(mountpoint) {
+            Some((first, first_path)) if *first != device || device == "(nodev)" => issues.push(Issue::new(
+                path.clone(),
+                format!(
+                    "{mountpoint} is the mountpoint of {first_path} ({first}) and of {path} ({device}): disko defines fileSystems.\"{mountpoint}\".device twice with different values, so the evaluation fails (\"conflicting definition values\")"
+                ),
+                "Give each filesystem or nodev device its own mountpoint.",
+            )),
+            Some(_) => {}
+            None => {
+                devices.insert(mountpoint, (device, path));
             }
         }
     }
-    // fileSystems.<mountpoint>.options are added to the options disko generates.
+    issues
+}
+
+/// A mountpoint that is not an absolute path: disko's type (null or an
+/// absolute path) refuses it and the evaluation fails.
+pub fn mountpoints_absolute(model: &Model) -> Vec<Issue> {
+    model
+        .mounts
+        .iter()
+        .filter(|m| !m.mountpoint.starts_with('/'))
+        .map(|m| {
+            Issue::new(
+                m.path.join("mountpoint"),
+                format!("mountpoint {:?} is not an absolute path: disko's option type refuses it, so the evaluation fails", m.mountpoint),
+                "Write the mountpoint as an absolute path, e.g. /srv.",
+            )
+        })
+        .collect()
+}
+
+/// The id a fresh filesystem gives a subvolume: disko creates them in
+/// attribute-name order and Btrfs numbers them from 256 (kernel 6.18.44:
+/// @caddy 256, @containers 257, @log 258, @nix 259 for this host).
+fn subvolume_id(model: &Model, device: &str, name: &str) -> Option<u64> {
+    let btrfs = model.layout.btrfs_filesystems().find(|b| b.device == device)?;
+    let index = btrfs
+        .subvolumes
+        .iter()
+        .position(|s| s.name.trim_matches('/') == name)?;
+    Some(256 + u64::try_from(index).ok()?)
+}
+
+/// Where a mount's own selectors are written: fileSystems' options when
+/// they carry one, else the mountOptions.
+fn selector_place(model: &Model, mount: &crate::layout::Mount) -> AttrPath {
+    match model.layout.file_systems.get(&mount.mountpoint) {
+        Some(flags) if flags.options.iter().any(|o| btrfs_scope(o) == Scope::Selector) => {
+            flags.path.join("options")
+        }
+        _ => mount.path.join("mountOptions"),
+    }
+}
+
+/// A selector a later one overrides (disko appends `subvol=<name>` after
+/// the mountOptions): it does nothing, whatever it names.
+pub fn overridden_selectors(model: &Model) -> Vec<Issue> {
+    let mut issues = Vec::new();
     for mount in model.mounts.iter().filter(|m| m.fs_type == "btrfs") {
-        let Some(flags) = model.layout.file_systems.get(&mount.mountpoint) else {
-            continue;
+        let reading = read(Filesystem::Btrfs, &mount.options);
+        // A mount that ends on the wrong subvolume is BTRFS004's.
+        let wanted = match &mount.source {
+            MountSource::Subvolume { name } => name.trim_matches('/'),
+            _ => "",
         };
-        for option in selectors(&flags.options) {
-            if mount.source == MountSource::BtrfsTopLevel && selects_top_level(option) {
+        if reading.refused.is_some() || reading.subvol.as_deref().is_some_and(|s| s != wanted) {
+            continue;
+        }
+        for (written, by) in &reading.overridden {
+            if btrfs_scope(written) != Scope::Selector {
                 continue;
             }
-            if let MountSource::Subvolume { name } = &mount.source {
-                if option
-                    .strip_prefix("subvol=")
-                    .is_some_and(|n| n.trim_matches('/') == name.trim_matches('/'))
-                {
-                    continue;
-                }
-            }
             issues.push(Issue::new(
-                flags.path.join("options"),
+                selector_place(model, mount),
                 format!(
-                    "fileSystems.{:?}.options has {option:?}, which is added to what disko mounts at {} and selects another subvolume",
-                    mount.mountpoint, mount.mountpoint
+                    "{written:?} on {} does nothing: {by:?} comes after it (disko appends subvol=<name>) and Btrfs takes the last one",
+                    mount.mountpoint
                 ),
-                "Remove subvol=/subvolid= from fileSystems options; the layout's subvolumes pick what is mounted where.",
+                "Remove it; the attribute name picks the subvolume.",
             ));
         }
     }
@@ -206,25 +346,49 @@ pub fn consistent_filesystem_options(model: &Model) -> Vec<Issue> {
 }
 
 pub fn nocow_with_compress(model: &Model) -> Vec<Issue> {
+    // Only the mount that decides the filesystem's options (BTRFS006 reports
+    // the others): there, nodatacow or nodatasum after compress= leaves data
+    // uncompressed (no compression without checksums).
     model
         .mounts
         .iter()
         .filter(|mount| mount.fs_type == "btrfs")
-        .filter(|mount| {
-            let nocow = mount.options.iter().any(|o| o == "nodatacow" || o == "nodatasum");
-            nocow && compression(&mount.options).is_some()
-        })
-        .map(|mount| {
-            Issue::new(
-                mount.path.join("mountOptions"),
+        .filter(|mount| decides(model, mount))
+        .filter_map(|mount| {
+            let reading = read(Filesystem::Btrfs, &mount.options);
+            let nocow = reading.nocow_option()?;
+            let cleared = reading
+                .overridden
+                .iter()
+                .find(|(written, by)| key(written).starts_with("compress") && by == "nodatacow");
+            let message = if reading.compression_blocked() {
                 format!(
-                    "{} asks for nodatacow and compress together; Btrfs never compresses no-COW data",
+                    "{} asks for {nocow} after compress=: Btrfs keeps both, and never compresses data without checksums",
                     mount.mountpoint
-                ),
-                "Keep compress, drop nodatacow, and give the directory +C with tmpfiles where no-COW is wanted.",
-            )
+                )
+            } else if let Some((written, _)) = cleared {
+                format!(
+                    "{} asks for nodatacow after {written}: nodatacow clears compress, so the filesystem is mounted without compression",
+                    mount.mountpoint
+                )
+            } else {
+                return None;
+            };
+            Some(Issue::new(
+                mount.path.join("mountOptions"),
+                message,
+                format!("Keep compress, drop {nocow}, and give the directory +C with tmpfiles where no-COW is wanted."),
+            ))
         })
         .collect()
+}
+
+/// Whether `mount` is the one whose filesystem-wide options take effect.
+pub(super) fn decides(model: &Model, mount: &crate::layout::Mount) -> bool {
+    model
+        .effective
+        .get(&mount.mountpoint)
+        .is_some_and(|e| e.decided_by == mount.mountpoint)
 }
 
 pub fn nocow_option(model: &Model) -> Vec<Issue> {
@@ -232,20 +396,23 @@ pub fn nocow_option(model: &Model) -> Vec<Issue> {
         .mounts
         .iter()
         .filter(|mount| mount.fs_type == "btrfs")
-        .filter(|mount| mount.options.iter().any(|o| o == "nodatacow" || o == "nodatasum"))
-        .map(|mount| {
-            let reach = match &mount.source {
-                MountSource::Subvolume { .. } if mount.mountpoint != "/" => "does nothing unless this is the filesystem's first mount, and then turns off checksums and compression everywhere",
-                _ => "turns off checksums and compression for the whole filesystem",
+        .filter_map(|mount| {
+            let nocow = read(Filesystem::Btrfs, &mount.options).nocow_option()?;
+            let reach = if !decides(model, mount) {
+                "does nothing: it is not the filesystem's first mount"
+            } else if nocow == "nodatasum" {
+                "turns off data checksums (and with them compression) for the whole filesystem"
+            } else {
+                "turns off copy-on-write, checksums and compression for the whole filesystem"
             };
-            Issue::new(
+            Some(Issue::new(
                 mount.path.join("mountOptions"),
-                format!("nodatacow on {} {reach}", mount.mountpoint),
+                format!("{nocow} on {} {reach}", mount.mountpoint),
                 format!(
                     "Use systemd.tmpfiles.settings.\"10-btrfs-nocow\".\"{}\".h.argument = \"+C\" instead.",
                     mount.mountpoint
                 ),
-            )
+            ))
         })
         .collect()
 }
@@ -345,7 +512,8 @@ pub fn space_cache_v1(model: &Model) -> Vec<Issue> {
         else {
             continue;
         };
-        if clears || !(option == "space_cache=v1" || option == "nospace_cache") {
+        // A bare space_cache means v1 to the kernel (seen refused on 6.18.44 by tests/generated_live.rs).
+        if clears || !(option == "space_cache=v1" || option == "space_cache" || option == "nospace_cache") {
             continue;
         }
         issues.push(Issue::new(
@@ -453,7 +621,18 @@ mod tests {
                 .unwrap()
                 .push(json!("subvol=@persist"))
         });
-        assert!(codes.contains(&"BTRFS004"), "{codes:?}");
+        // disko appends subvol=@nix after it, and the kernel takes the last
+        // one (6.18.44 mounted /@nix): it does nothing.
+        assert_eq!(codes, vec!["BTRFS011"]);
+        // subvolid=5 with disko's subvol=@nix: the kernel refuses the mount.
+        let findings = findings_after(|e| {
+            subvolume(e, "@nix")["mountOptions"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("subvolid=5"))
+        });
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].message.contains("does not match subvolid 5"), "{findings:?}");
     }
 
     #[test]
@@ -464,14 +643,15 @@ mod tests {
             options.retain(|o| o != "subvolid=5");
             options.push(json!("subvol=@root"));
         });
-        assert!(codes.contains(&"BTRFS004"), "{codes:?}");
+        assert!(codes.contains(&"BTRFS012"), "{codes:?}");
         let codes = codes_after(|e| {
             e["layout"]["fileSystems"]["/nix"]["options"] = json!(["subvol=@persist"]);
         });
-        assert_eq!(codes, vec!["BTRFS004"]);
+        assert_eq!(codes, vec!["BTRFS012"]);
         let codes = codes_after(|e| {
             subvolume(e, "@nix")["mountOptions"][1] = json!("noatime,subvolid=258");
         });
+        // subvolid=258 (@log) with disko's subvol=@nix: the kernel refuses the pair.
         assert_eq!(codes, vec!["BTRFS004"]);
         // subvolid=5 on the top level, also through fileSystems, is what it should say.
         let codes = codes_after(|e| {
@@ -517,9 +697,22 @@ mod tests {
                 .unwrap()
                 .push(json!("nodatacow"))
         });
-        assert!(codes.contains(&"BTRFS007"), "{codes:?}");
+        // Not the first mount: the kernel ignores it there (BTRFS006).
+        assert!(!codes.contains(&"BTRFS007"), "{codes:?}");
         assert!(codes.contains(&"BTRFS006"), "{codes:?}");
         assert!(codes.contains(&"BTRFS008"), "{codes:?}");
+        // On the first mount, after compress=: nodatasum keeps both (and
+        // blocks compression), nodatacow clears compress (kernel 6.18.44).
+        for (option, says) in [("nodatasum", "keeps both"), ("nodatacow", "clears compress")] {
+            let findings = findings_after(|e| {
+                subvolume(e, "@root")["mountOptions"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(option))
+            });
+            let finding = findings.iter().find(|f| f.code == "BTRFS007").expect("BTRFS007");
+            assert!(finding.message.contains(says) && finding.message.contains(option), "{finding:?}");
+        }
     }
 
     #[test]

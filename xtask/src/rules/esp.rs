@@ -5,6 +5,7 @@ use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::size::{human, MIB};
 use crate::layout::{Content, Disk, Partition};
+use crate::layout::kernel_options::{read, Filesystem};
 
 /// What GRUB keeps on the ESP when it is /boot, as NixOS installs it for
 /// BIOS and UEFI with efiInstallAsRemovable: its modules for i386-pc and
@@ -101,20 +102,22 @@ pub fn mounted(model: &Model) -> Vec<Issue> {
         .collect()
 }
 
-/// The mask an option sets, `umask=0077` → 0o077.
-fn mask(options: &[String], name: &str) -> Option<u32> {
-    options.iter().rev().find_map(|option| {
-        let value = option.strip_prefix(name)?.strip_prefix('=')?;
-        u32::from_str_radix(value, 8).ok()
-    })
+/// Group and others get nothing on directories and files, with the masks
+/// vfat ends up with after reading the options in order.
+pub fn restrictive(options: &[String]) -> bool {
+    let reading = read(Filesystem::Vfat, options);
+    let closed = |m: Option<u32>| m.is_some_and(|m| m & 0o077 == 0o077);
+    closed(reading.fmask) && closed(reading.dmask)
 }
 
-/// Group and others get nothing on directories and files.
-pub fn restrictive(options: &[String]) -> bool {
-    let closed = |m: Option<u32>| m.is_some_and(|m| m & 0o077 == 0o077);
-    let umask = mask(options, "umask");
-    (closed(mask(options, "fmask")) || closed(umask))
-        && (closed(mask(options, "dmask")) || closed(umask))
+/// The modes vfat gives files and directories under these options (no
+/// showexec: files get execute bits like directories; the default mask is
+/// the mounting process's umask, 0022 under mount(8) as root).
+fn modes(options: &[String]) -> String {
+    let reading = read(Filesystem::Vfat, options);
+    let file = 0o777 & !reading.fmask.unwrap_or(0o022);
+    let dir = 0o777 & !reading.dmask.unwrap_or(0o022);
+    format!("files {file:04o}, directories {dir:04o}")
 }
 
 pub fn permissions(model: &Model) -> Vec<Issue> {
@@ -135,8 +138,9 @@ pub fn permissions(model: &Model) -> Vec<Issue> {
                 Issue::new(
                     fs.path.join("mountOptions"),
                     format!(
-                        "the ESP at {mountpoint} is mounted with {:?}: other users could read kernels, initrd secrets and the random seed",
-                        options
+                        "the ESP at {mountpoint} is mounted with {:?}, which vfat reads in order as {}: other users could read kernels, initrd secrets and the random seed",
+                        options,
+                        modes(&options)
                     ),
                     "Add \"fmask=0177\" and \"dmask=0077\" to mountOptions (files 0600, directories 0700), or at least \"umask=0077\".",
                 )

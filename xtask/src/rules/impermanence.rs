@@ -9,6 +9,7 @@ use crate::layout::impermanence::{
     MANAGEMENT_MOUNTPOINT, NEEDED_FOR_BOOT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT,
     PERSIST_SUBVOLUME, ROOT_SUBVOLUME,
 };
+use crate::layout::kernel_options::{read, Filesystem};
 use crate::layout::paths::{is_at_or_below, is_normalised_absolute};
 use crate::layout::{Btrfs, Layout, Mount, MountSource};
 
@@ -151,10 +152,11 @@ pub fn management_mount(model: &Model) -> Vec<Issue> {
             hint,
         )],
         Some(mount) => {
-            let selects_other = mount.options.iter().any(|o| {
-                o.strip_prefix("subvolid=").is_some_and(|id| id != "5")
-                    || o.strip_prefix("subvol=").is_some_and(|s| s != "/")
-            });
+            // As the kernel reads them: the last selector wins, and a pair it refuses mounts nothing.
+            let reading = read(Filesystem::Btrfs, &mount.options);
+            let selects_other = reading.refused.is_some()
+                || reading.subvol.as_deref().is_some_and(|s| !s.is_empty())
+                || reading.subvolid.is_some_and(|id| id != 5);
             if mount.source != MountSource::BtrfsTopLevel || selects_other {
                 vec![Issue::new(
                     mount.path.clone(),
@@ -179,7 +181,7 @@ pub fn explicit_top_level(model: &Model) -> Vec<Issue> {
         .mounts
         .iter()
         .filter(|m| m.source == MountSource::BtrfsTopLevel)
-        .filter(|m| !m.options.iter().any(|o| o == "subvolid=5"))
+        .filter(|m| read(Filesystem::Btrfs, &m.options).subvolid != Some(5))
         .map(|mount| {
             Issue::new(
                 mount.path.join("mountOptions"),

@@ -129,10 +129,11 @@ pub const RULES: &[Rule] = &[
     rule!("MODEL003", Error, Model, "An attribute is not an option of its disko type (usually a typo)."),
     rule!("MODEL004", Error, Model, "The layout declares no disko.devices.disk."),
     rule!("MODEL005", Error, Model, "A string or attribute name of the evaluated config is not valid UTF-8."),
+    rule!("MODEL007", Info, Model, "Not checked: a disko device kind beside the disks (nodev, lvm_vg, zpool, mdadm, …) that this tool does not model; reported, not failed."),
     rule!("MODEL006", Error, Model, "The evaluated config nests deeper than any disko option (more than 100 levels)."),
     rule!("PART001", Error, Partitions, "A partition size does not parse as a disko size.", partitions::size_parses),
     rule!("PART002", Error, Partitions, "The partitions do not fit on the disk.", partitions::fits_disk),
-    rule!("PART003", Error, Partitions, "A GPT disk needs exactly one partition of size \"100%\".", partitions::one_rest_partition),
+    rule!("PART003", Error, Partitions, "The disk holding / needs one partition of size \"100%\" (or one that ends at the disk's end), and no GPT disk may have two.", partitions::one_rest_partition),
     rule!("PART004", Error, Partitions, "A partition has size zero (disko's default when size is missing) and is not the last: it takes all the free space.", partitions::nonzero_size),
     rule!("PART005", Error, Partitions, "Two partitions share a GPT label, so /dev/disk/by-partlabel is ambiguous.", partitions::unique_labels),
     rule!("PART006", Error, Partitions, "BIOS boot needs an EF02 partition, first on the disk and at least 1 MiB.", partitions::bios_boot),
@@ -140,7 +141,9 @@ pub const RULES: &[Rule] = &[
     rule!("PART008", Error, Partitions, "A disk declares more partitions than its GPT table holds (128).", partitions::table_entries),
     rule!("PART009", Error, Partitions, "A hybrid MBR entry that disko's commands get wrong: `sgdisk -h` without a device (efiGptPartitionFirst), or sfdisk given the GPT number as the MBR slot.", partitions::hybrid_mbr),
     rule!("PART010", Error, Partitions, "sgdisk cannot create a partition where its start and end put it (overlap, unreadable position, ignored command): the install stops.", partitions::sgdisk_refuses),
-    rule!("PART011", Error, Partitions, "A partition is smaller than the smallest device its mkfs accepts.", partitions::content_fits),
+    rule!("PART011", Error, Partitions, "A partition is smaller than the smallest device its mkfs accepts, or outside the sizes the FAT type its extraArgs force (-F 12/16/32) can address.", partitions::content_fits),
+    rule!("PART013", Error, Partitions, "extraArgs that mkfs.btrfs or mkfs.ext4 refuse in every version (a profile needing more devices, an unknown checksum or feature, a node or block size they cannot use): the install stops.", partitions::mkfs_arguments),
+    rule!("PART014", Warning, Partitions, "A Btrfs -O feature only some mkfs.btrfs versions know: the install stops where the installer's btrfs-progs is older.", partitions::mkfs_arguments_version),
     rule!("PART012", Warning, Partitions, "A start or end that sgdisk reads only in part (it stops at the first character that is not a digit or unit).", partitions::geometry_predicted),
     rule!("ESP001", Error, Esp, "UEFI boot needs an EF00 partition.", esp::present),
     rule!("ESP002", Error, Esp, "The ESP must hold a vfat filesystem.", esp::vfat),
@@ -153,16 +156,21 @@ pub const RULES: &[Rule] = &[
     rule!("SWAP003", Error, Swap, "boot.resumeDevice is set while swap is randomly encrypted.", swap::no_boot_resume),
     rule!("SWAP004", Error, Swap, "A Btrfs swap file (swap.<name>) is never encrypted: disko hands it to NixOS without randomEncryption.", swap::swapfiles_encrypted),
     rule!("SWAP005", Error, Swap, "A Btrfs swap file on a subvolume (or top level) without a mountpoint: disko's evaluation fails.", swap::swapfiles_mounted),
+    rule!("SWAP006", Error, Swap, "A Btrfs swap file's path has a directory disko never creates: mkswapfile fails and the install stops.", swap::swapfile_directories),
     rule!("BTRFS001", Error, Btrfs, "Two filesystems or subvolumes share a mountpoint.", btrfs::unique_mountpoints),
     rule!("BTRFS002", Error, Btrfs, "A mountpoint is not a normalised absolute path.", btrfs::absolute_mountpoints),
     rule!("BTRFS003", Error, Btrfs, "Subvolume names are flat @names: no `/`, no `..`.", btrfs::flat_names),
-    rule!("BTRFS004", Error, Btrfs, "A subvolume's mountOptions select a subvolume themselves (disko adds subvol=).", btrfs::no_selector_options),
+    rule!("BTRFS004", Error, Btrfs, "A Btrfs mount's options (disko's subvol=, mountOptions, fileSystems options, read in order: the last selector wins) select two subvolumes the kernel refuses together, or one the filesystem does not have: the mount fails.", btrfs::no_selector_options),
+    rule!("BTRFS012", Error, Btrfs, "A Btrfs mount's options (read in order: the last selector wins) mount another existing subvolume than the layout's: the install succeeds and mounts the wrong data.", btrfs::selector_mounts_elsewhere),
+    rule!("BTRFS013", Error, Btrfs, "Two different devices (filesystems, nodev) share a mountpoint: disko defines its fileSystems device twice and the evaluation fails.", btrfs::mountpoint_devices_conflict),
+    rule!("BTRFS014", Error, Btrfs, "A mountpoint is not an absolute path: disko's option type refuses it and the evaluation fails.", btrfs::mountpoints_absolute),
     rule!("BTRFS005", Error, Btrfs, "A Btrfs mount lacks a universal option (noatime, ssd, space_cache=v2, discard=async).", btrfs::universal_options),
     rule!("BTRFS006", Error, Btrfs, "A filesystem-wide option differs from the first mount's and would silently not apply.", btrfs::consistent_filesystem_options),
-    rule!("BTRFS007", Error, Btrfs, "nodatacow and compress together: no-COW data is never compressed.", btrfs::nocow_with_compress),
-    rule!("BTRFS008", Warning, Btrfs, "nodatacow as a mount option applies to the whole filesystem or to nothing; use chattr +C.", btrfs::nocow_option),
+    rule!("BTRFS007", Error, Btrfs, "nodatacow or nodatasum after compress= on the mount that decides: data without checksums is never compressed.", btrfs::nocow_with_compress),
+    rule!("BTRFS008", Warning, Btrfs, "nodatacow or nodatasum as a mount option applies to the whole filesystem or to nothing; use chattr +C.", btrfs::nocow_option),
     rule!("BTRFS009", Error, Btrfs, "A compress option names an unknown algorithm or level.", btrfs::compression_valid),
-    rule!("BTRFS010", Error, Btrfs, "space_cache=v1 or nospace_cache: mkfs.btrfs creates the free-space tree (v2), so the kernel refuses the mount.", btrfs::space_cache_v1),
+    rule!("BTRFS011", Warning, Btrfs, "A subvol=/subvolid= that a later one overrides (disko appends subvol=<name>): it does nothing.", btrfs::overridden_selectors),
+    rule!("BTRFS010", Error, Btrfs, "space_cache=v1 (or a bare space_cache) or nospace_cache: mkfs.btrfs creates the free-space tree (v2), so the kernel refuses the mount.", btrfs::space_cache_v1),
     rule!("IMP001", Error, Impermanence, "/ must be the root subvolume (@root) of a Btrfs filesystem.", impermanence::root_is_subvolume),
     rule!("IMP002", Error, Impermanence, "@persist must be a top-level subvolume at /persist; nothing that must survive may be nested in @root.", impermanence::persist_survives),
     rule!("IMP003", Error, Impermanence, "@old_roots must exist as a top-level subvolume on the root's filesystem.", impermanence::old_roots_exist),
@@ -180,13 +188,50 @@ pub const RULES: &[Rule] = &[
     rule!("HOST004", Error, Host, "rollback.nix gives boot.btrfsRollback an option it does not have or a value of the wrong type."),
     rule!("HOST005", Error, Host, "machine.nix describes an IPv6-only server (publicIpv4 = false) without its ipv6Address: it would come up with no address, unreachable."),
     rule!("DEV002", Error, Devices, "A mountpoint or mount option has characters that fstab, systemd or a shell would interpret, or is longer than Linux allows.", devices::plain_mounts),
-    rule!("DEV003", Error, Devices, "disko's /dev/disk/by-partlabel path for a partition is not the link udev creates for its GPT name: mkfs fails at install.", devices::partlabel_links),
+    rule!("DEV003", Error, Devices, "disko's /dev/disk/by-partlabel or by-partuuid path for a partition is not the link udev creates for its GPT name or GUID: mkfs fails at install.", devices::partlabel_links),
+    rule!("DEV005", Error, Devices, "A partition label disko cannot escape for its /dev/disk/by-partlabel path (a byte nixpkgs' charToInt does not know) on a partition with content: the evaluation fails.", devices::labels_disko_escapes),
+    rule!("DEV006", Error, Devices, "disko's /dev/disk/by-partlabel or by-partuuid path for a randomly encrypted swap partition is not the link udev creates: the install succeeds, and every boot waits for the device and runs without swap.", devices::partlabel_links_at_boot),
     rule!("DEV004", Error, Devices, "A disk with a partition table is a partition or mapped device itself: the kernel creates no partitions inside it, mkfs fails at install.", devices::whole_disks),
     rule!("MOUNT001", Error, Mount, "A mount option the filesystem does not know (or no longer accepts): the kernel refuses the mount.", mount::known_options),
     rule!("MOUNT002", Error, Mount, "A mount option with a value the filesystem refuses, or one it accepts only read-only: the kernel refuses the mount.", mount::option_values),
+    rule!("MOUNT004", Error, Mount, "A fileSystems entry that nothing in the layout mounts names no device: NixOS cannot write its fstab line, and the system does not evaluate.", mount::file_systems_without_device),
     rule!("MOUNT003", Warning, Mount, "A swap option that swapon and systemd do not read: it does nothing.", mount::swap_options),
     rule!("SHELL001", Error, Shell, "A string disko pastes into its install script has shell metacharacters: it runs arbitrary commands during the install, or changes the command's arguments.", shell::metacharacters),
 ];
+
+/// Where a real install stops: disko's evaluation, its create script (sgdisk,
+/// mkfs, the swap file) or the mounts NixOS makes. The real-tool judge
+/// (tests/fixtures/disko-corpus/record.sh) names one; check's prediction is
+/// the error codes that [`install_stop`] places there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InstallStop {
+    Evaluation,
+    Partitioning,
+    Formatting,
+    SwapFile,
+    Mount,
+}
+
+/// Where an error of `code` says the real install stops; `None` for the codes
+/// that judge this host's requirements (encryption, impermanence, the ESP's
+/// permissions, the HOST family, shell safety): a layout can break them and
+/// still install.
+pub fn install_stop(code: &str) -> Option<InstallStop> {
+    use InstallStop::*;
+    Some(match code {
+        "NIX001" | "NIX002" | "NIX003" | "NIX004" | "MODEL001" | "MODEL002" | "MODEL003"
+        | "MODEL005" | "MODEL006" | "PART001" | "SWAP005" | "BTRFS013" | "BTRFS014" | "MOUNT004"
+        | "DEV005" => Evaluation,
+        "PART002" | "PART004" | "PART008" | "PART009" | "PART010" => Partitioning,
+        "PART011" | "PART013" | "DEV003" | "DEV004" => Formatting,
+        "SWAP006" => SwapFile,
+        // Two partitions behind one by-partlabel link: both mkfs run on one of
+        // them, and the other's mount finds the wrong filesystem.
+        "PART005" | "BTRFS004" | "BTRFS010" | "MOUNT001" | "MOUNT002" => Mount,
+        _ => return None,
+    })
+}
 
 pub fn find(code: &str) -> Option<&'static Rule> {
     RULES.iter().find(|rule| rule.code == code)

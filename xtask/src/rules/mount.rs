@@ -66,7 +66,7 @@ fn written<'a>(model: &'a Model) -> Vec<Written<'a>> {
 }
 
 /// What a mount that fails means for the machine.
-fn consequence(mount: &Mount) -> String {
+pub(super) fn consequence(mount: &Mount) -> String {
     let boot = if mount.mountpoint == "/" {
         "the initrd cannot mount the root, so the machine does not boot".to_owned()
     } else if mount.needed_for_boot {
@@ -158,6 +158,15 @@ pub fn option_values(model: &Model) -> Vec<Issue> {
                     Filesystem::of(&list.mount.fs_type).documentation()
                 ),
             ),
+            // The kernel checks this when the filesystem is first mounted
+            // (the superblock is set up); a later mount of the same Btrfs
+            // takes the superblock as it is and mounts (kernel 6.18, seen
+            // by tests/generated_live.rs).
+            Verdict::NeedsReadOnly
+                if list.mount.fs_type == "btrfs" && !super::btrfs::decides(model, list.mount) =>
+            {
+                return
+            }
             Verdict::NeedsReadOnly => (
                 format!("{option:?} is accepted on a read-only mount only"),
                 "Remove it (it is for rescuing a damaged filesystem), or add \"ro\".".to_owned(),
@@ -264,10 +273,16 @@ mod tests {
                 .push(json!("commit=soon"));
         });
         assert!(codes.contains(&"MOUNT002"), "{codes:?}");
+        // On the mount that sets the filesystem up ("/", mounted first) the kernel refuses it;
+        // a later mount of the same Btrfs takes the superblock as it is (kernel 6.18, tests/generated_live.rs).
+        let codes = codes_after(|e| {
+            e["layout"]["fileSystems"]["/"] = json!({ "options": ["rescue=all"] });
+        });
+        assert!(codes.contains(&"MOUNT002"), "{codes:?}");
         let codes = codes_after(|e| {
             e["layout"]["fileSystems"]["/var/lib/caddy"] = json!({ "options": ["rescue=all"] });
         });
-        assert!(codes.contains(&"MOUNT002"), "{codes:?}");
+        assert!(!codes.contains(&"MOUNT002"), "{codes:?}");
         let codes = codes_after(|e| {
             subvolume(e, "@caddy")["mountOptions"]
                 .as_array_mut()
@@ -294,4 +309,32 @@ mod tests {
         assert_eq!(codes, vec!["MOUNT003"], "{findings:#?}");
         assert!(findings[0].hint.contains("`pri=`"), "{findings:?}");
     }
+}
+
+/// `fileSystems.<mountpoint>` that no disk content or nodev device of the
+/// layout mounts and that names no device: NixOS's fstab and mount units
+/// need one (nixos/modules/tasks/filesystems.nix throws "No device specified
+/// for mount point"), so the system does not evaluate.
+pub fn file_systems_without_device(model: &Model) -> Vec<Issue> {
+    let layout = &model.layout;
+    let mounted: std::collections::BTreeSet<&str> = model
+        .mounts
+        .iter()
+        .map(|m| m.mountpoint.as_str())
+        .chain(layout.unmodelled_mounts.iter().map(|(m, _)| m.as_str()))
+        .collect();
+    layout
+        .file_systems
+        .iter()
+        .filter(|(mountpoint, flags)| flags.device.is_none() && !mounted.contains(mountpoint.as_str()))
+        .map(|(mountpoint, flags)| {
+            Issue::new(
+                flags.path.clone(),
+                format!(
+                    "fileSystems.\"{mountpoint}\" is set, but nothing in the layout mounts {mountpoint} and the entry names no device: NixOS cannot write its fstab line (\"No device specified for mount point\")"
+                ),
+                "Mount a subvolume or filesystem there (its `mountpoint`), or remove the fileSystems entry.",
+            )
+        })
+        .collect()
 }

@@ -104,6 +104,28 @@ pub fn swapfiles_mounted(model: &Model) -> Vec<Issue> {
         .collect()
 }
 
+/// disko creates a swap file with `btrfs filesystem mkswapfile` at
+/// `<subvolume or top level>/<path>` and creates no directory for it: a path
+/// with a directory in it fails ("ERROR: cannot create new swapfile: No such
+/// file or directory", btrfs-progs 6.2 and 6.17) and the install stops.
+pub fn swapfile_directories(model: &Model) -> Vec<Issue> {
+    swapfiles(model)
+        .into_iter()
+        .filter_map(|(file, _)| {
+            let relative = file.file.trim_start_matches('/');
+            let (directory, _) = relative.rsplit_once('/')?;
+            Some(Issue::new(
+                file.path.clone(),
+                format!(
+                    "swap file {:?} is at {relative:?}, in directory {directory:?} that disko never creates: `btrfs filesystem mkswapfile` fails (\"cannot create new swapfile: No such file or directory\") and the install stops",
+                    file.key
+                ),
+                "Put the swap file directly in its subvolume (path without `/`), e.g. a subvolume \"@swap\" mounted at /swap with swap.swapfile.",
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

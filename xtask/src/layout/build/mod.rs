@@ -120,6 +120,26 @@ impl Builder {
         self.findings.push(finding);
     }
 
+    /// disko hands a mounted content's `mountOptions` to NixOS as
+    /// `fileSystems.<mountpoint>.options`, typed a non-empty list of
+    /// non-empty strings: `[]` or `""` there fails the evaluation.
+    fn mounted_options_not_empty(&mut self, options: Option<&Vec<String>>, mountpoint: Option<&String>, path: &AttrPath) {
+        let (Some(options), Some(mountpoint)) = (options, mountpoint) else {
+            return;
+        };
+        if options.is_empty() || options.iter().any(String::is_empty) {
+            self.push(model_error(
+                "MODEL001",
+                path.join("mountOptions"),
+                format!(
+                    "mountOptions of the mount at {mountpoint} is {}: disko passes it to fileSystems.\"{mountpoint}\".options, whose type is a non-empty list of non-empty strings, so the evaluation fails",
+                    if options.is_empty() { "an empty list" } else { "a list with an empty string" }
+                ),
+                "Remove `mountOptions` (disko's default is [ \"defaults\" ]), or list at least one option.",
+            ));
+        }
+    }
+
     fn object<'v>(
         &mut self,
         value: &'v Value,
@@ -230,16 +250,37 @@ impl Builder {
         let devices = self.object(devices, &devices_path, "disko.devices")?;
         self.check_keys(devices, DEVICE_KINDS, &devices_path, "disko.devices");
         for kind in DEVICE_KINDS.iter().filter(|kind| **kind != "disk") {
-            if devices
-                .get(*kind)
-                .is_some_and(|v| v.as_object().is_some_and(|m| !m.is_empty()))
-            {
-                self.push(model_error(
-                    "MODEL002",
-                    devices_path.join(*kind),
-                    format!("disko.devices.{kind} is not modelled by this tool"),
-                    "This layout needs GPT disks with vfat, swap and Btrfs; move other devices to a separate host.",
-                ));
+            let Some(entries) = devices.get(*kind).and_then(Value::as_object).filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            // Real disko builds these beside the disks; this tool does not
+            // model them, and says so without failing the run.
+            let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+            self.push(Finding::new(
+                "MODEL007",
+                Severity::Info,
+                devices_path.join(*kind),
+                format!(
+                    "not checked: disko.devices.{kind} ({}) is not modelled by this tool; its mounts and options are not judged, nor whether they collide with the layout's",
+                    names.join(", ")
+                ),
+                "Nothing to fix; check these devices by hand or in the lab VM.",
+            ));
+        }
+        let mut unmodelled_mounts = Vec::new();
+        if let Some(nodev) = devices.get("nodev").and_then(Value::as_object) {
+            for (name, entry) in nodev {
+                // disko's nodev `mountpoint` defaults to the attribute name.
+                let mountpoint = entry.get("mountpoint").and_then(Value::as_str).unwrap_or(name);
+                let options: Option<Vec<String>> = entry
+                    .get("mountOptions")
+                    .and_then(|o| serde_json::from_value(o.clone()).ok());
+                self.mounted_options_not_empty(
+                    options.as_ref(),
+                    Some(&mountpoint.to_owned()),
+                    &devices_path.join("nodev").join(name.clone()),
+                );
+                unmodelled_mounts.push((mountpoint.to_owned(), devices_path.join("nodev").join(name.clone())));
             }
         }
         let mut disks = Vec::new();
@@ -283,6 +324,7 @@ impl Builder {
             nocow_paths,
             resume_device,
             persistence,
+            unmodelled_mounts,
         })
     }
 

@@ -122,7 +122,10 @@ pub struct Spec {
     pub needs_read_only: bool,
 }
 
+mod reading;
 mod tables;
+
+pub use reading::{read, Reading};
 
 use tables::{specific, GENERIC, RESCUE};
 
@@ -260,7 +263,17 @@ fn check_value(kind: Value, value: &str) -> Result<(), String> {
             Ok(n) if n == 0 || (n.is_power_of_two() && n < 1 << 31) => Ok(()),
             _ => Err(format!("{value:?} is not 0 or a power of two below 2^31")),
         },
-        Value::Compression => Ok(()),
+        // The algorithm before the level; an unknown one is -EINVAL (the
+        // kernel refuses the mount). A level out of range is clamped, not
+        // refused: BTRFS009 says so.
+        Value::Compression => {
+            let algorithm = value.split(':').next().unwrap_or("");
+            if ["zlib", "lzo", "zstd", "no", "none"].contains(&algorithm) {
+                Ok(())
+            } else {
+                Err(format!("{algorithm:?} is not a compression Btrfs knows (zlib, lzo, zstd, no)"))
+            }
+        }
         Value::Rescue => {
             let bad: Vec<&str> = value
                 .split(':')

@@ -238,3 +238,47 @@ fn positions_sgdisk_reads_in_part() {
     let codes = codes_after(|e| partition(e, "swap")["end"] = json!("+32GB"));
     assert!(codes.contains(&"PART012"), "{codes:?}");
 }
+
+/// Found by the generated layouts against the real tools: mkfs.btrfs --mixed
+/// formats 16 MiB, -d raid1 needs two devices, an unknown checksum is refused,
+/// a feature only newer btrfs-progs know is a warning, mke2fs -b 65536 asks
+/// "Proceed anyway?", mkfs.vfat -F 64 and -s 1 on 33 MiB are refused.
+#[test]
+fn mkfs_arguments_as_the_tools_read_them() {
+    let data = |extra: serde_json::Value, size: &str| {
+        codes_after(|e| {
+            partitions(e).insert(
+                "data".into(),
+                json!({ "size": size, "content": { "type": "btrfs", "extraArgs": extra } }),
+            );
+        })
+    };
+    assert!(!data(json!(["-f", "--mixed"]), "100M").contains(&"PART011"));
+    assert!(data(json!(["-f"]), "100M").contains(&"PART011"));
+    assert!(data(json!(["-f", "--mixed"]), "8M").contains(&"PART011"));
+    assert!(data(json!(["-f", "-d", "raid1"]), "10G").contains(&"PART013"));
+    assert!(data(json!(["-f", "--csum", "blake3"]), "10G").contains(&"PART013"));
+    assert!(data(json!(["-f", "--csum", "xxhash", "-n", "16k"]), "10G").is_empty());
+    assert!(data(json!(["-f", "--nodesize", "3000"]), "10G").contains(&"PART013"));
+    let codes = data(json!(["-f", "-O", "block-group-tree"]), "10G");
+    assert_eq!(codes, vec!["PART014"]);
+    let ext4 = |extra: serde_json::Value| {
+        codes_after(|e| {
+            partitions(e).insert(
+                "data".into(),
+                json!({ "size": "10G", "content": { "type": "filesystem", "format": "ext4", "extraArgs": extra } }),
+            );
+        })
+    };
+    assert!(ext4(json!(["-b", "65536"])).contains(&"PART013"));
+    assert!(ext4(json!(["-b", "4096"])).is_empty());
+    let esp = |extra: serde_json::Value, size: &str| {
+        codes_after(|e| {
+            partition(e, "ESP")["size"] = json!(size);
+            partition(e, "ESP")["content"]["extraArgs"] = extra;
+        })
+    };
+    assert!(esp(json!(["-F", "64"]), "1G").contains(&"PART011"));
+    assert!(esp(json!(["-s", "1"]), "33M").contains(&"PART011"));
+    assert!(!esp(json!(["-s", "1"]), "8M").contains(&"PART011"));
+}
