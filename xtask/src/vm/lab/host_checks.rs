@@ -65,8 +65,10 @@ impl Run<'_> {
                 }
                 self.tally.last_old_roots = observed;
             }
+            // Nothing of the installed system is mounted: no retention, no mounts.
+            BootKind::Rescue => {}
         }
-        if spec.kind != BootKind::RotateOnly && collected.finished {
+        if !matches!(spec.kind, BootKind::RotateOnly | BootKind::Rescue) && collected.finished {
             mount_time(&mut self.tally, boot, collected, self.budgets.mount_all_ms);
         }
     }

@@ -360,6 +360,15 @@ impl<'a> Realisation<'a> {
                 self.rollback(&mut steps, spec)?;
                 self.old_roots_check(&mut steps, spec);
             }
+            // §4.6's rescue system: no rollback, no mount of the installed
+            // system; the admin's commands run in the RAM root (/sysroot
+            // of the initramfs) with the image's programs bound in.
+            BootKind::Rescue => {
+                self.link_partitions(&mut steps);
+                self.enter_system(&mut steps, spec);
+                self.admin(&mut steps, &spec.continued);
+                self.admin(&mut steps, &spec.procedures);
+            }
         }
         steps.push(step("sync", OnFailure::Continue, Action::Sync));
         unique_names(&mut steps);
