@@ -27,7 +27,11 @@
 //! before and compared after, across reboots and a reinstall).
 //!
 //! Quick read-only procedures of §3 run in the default vm-test (`Tier`),
-//! the rest with `--thorough`.
+//! the rest with `--thorough`; §4.6, which starts in the rescue system,
+//! with `--drills`: its first part ends at `hcloud server reset`, the next
+//! boot is the lab's rescue boot (`Then::Rescue`: nothing of the installed
+//! system mounted, its root deleted first), and it goes on with §4.5's
+//! lines from `hcloud server enable-rescue`, as the checklist says.
 
 use super::plan::{AdminCommand, AdminLogin};
 use crate::checklist::procedures::Names;
