@@ -382,6 +382,9 @@ pub struct VmTestRequest {
     /// `--thorough`: the checklist's procedures that need reboots and a reinstall.
     #[serde(default)]
     pub thorough: bool,
+    /// `--drills`: the drills from the lab's rescue boot (§4.6).
+    #[serde(default)]
+    pub drills: bool,
 }
 
 /// Why a vm-test run, even a passing one, is not the full test of the host.

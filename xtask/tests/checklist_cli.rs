@@ -145,6 +145,7 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
             power_cuts: 0,
             boot_timeout_s: None,
             thorough: false,
+            drills: false,
         },
         boots: (1..=boots)
             .map(|n| BootRecord {
@@ -267,7 +268,7 @@ fn a_fresh_clone_is_not_ready_and_says_why() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("to fix: cargo xtask vm-test --thorough --host hetzner-cloud"),
+        stderr.contains("to fix: cargo xtask vm-test --thorough --drills --host hetzner-cloud"),
         "{stderr}"
     );
     assert!(stderr.contains("PASS     docs"), "{stderr}");

@@ -117,6 +117,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
             power_cuts: 0,
             boot_timeout_s: None,
             thorough: false,
+            drills: false,
         },
         boots: Vec::new(),
         checks: vec![CheckRecord {

@@ -44,6 +44,10 @@ pub enum BootKind {
     /// A short boot of the month: the rollback and a look at the old roots,
     /// nothing mounted.
     RotateOnly,
+    /// The lab's rescue system (§4.6): a boot that mounts nothing of the
+    /// installed system; the admin's procedures run in a RAM root with the
+    /// rescue system's declared commands (`checklist::places`).
+    Rescue,
 }
 
 impl BootKind {
@@ -52,6 +56,7 @@ impl BootKind {
             BootKind::Install => "install",
             BootKind::Rotate => "rotate",
             BootKind::RotateOnly => "rotate-only",
+            BootKind::Rescue => "rescue",
         }
     }
 }

@@ -86,6 +86,7 @@ pub fn vm_results(commit: &str, passed: bool) -> VmTestResults {
             power_cuts: 0,
             boot_timeout_s: None,
             thorough: false,
+            drills: false,
         },
         boots: vec![
             BootRecord {

@@ -107,6 +107,21 @@ fn the_procedures_gate_needs_a_thorough_pass_of_every_procedure_the_lab_runs() {
         Status::NotRun
     );
 
+    // A thorough run without --drills: §4.6 (the lab's rescue boot) did
+    // not run, and the gate says how to run it.
+    let mut observed = passing();
+    observed
+        .lab_procedures
+        .push(("4.6".to_owned(), "rollback.rescue-save".to_owned()));
+    observed.thorough = proof(thorough_results(HEAD, true));
+    let gate = by_id(&gates_of(&observed), "procedures").clone();
+    assert_ne!(gate.status, Status::Pass);
+    assert!(
+        gate.detail.contains("4.6 rollback.rescue-save") && gate.detail.contains("--drills"),
+        "{}",
+        gate.detail
+    );
+
     // Another revision: STALE, with the command to run.
     let mut observed = passing();
     observed.thorough = proof(thorough_results(OLD, true));
@@ -114,7 +129,7 @@ fn the_procedures_gate_needs_a_thorough_pass_of_every_procedure_the_lab_runs() {
     assert_eq!(stale.status, Status::Stale);
     assert_eq!(
         stale.command.as_deref(),
-        Some("cargo xtask vm-test --thorough --host hetzner-cloud")
+        Some("cargo xtask vm-test --thorough --drills --host hetzner-cloud")
     );
 }
 
@@ -151,7 +166,7 @@ fn nothing_run_is_not_run_and_says_what_to_run() {
     );
     assert_eq!(
         by_id(&gates, "procedures").command.as_deref(),
-        Some("cargo xtask vm-test --thorough --host hetzner-cloud")
+        Some("cargo xtask vm-test --thorough --drills --host hetzner-cloud")
     );
     let nixos = by_id(&gates, "nixos");
     assert!(

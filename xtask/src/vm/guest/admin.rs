@@ -45,11 +45,19 @@ pub const ADMIN_PATH: &str = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 pub const PLACE_PATH: &str = "/run/xtask-path";
 pub const PLACE_SERVER: &str = "server";
 pub const PLACE_LOCAL: &str = "local";
+pub const PLACE_RESCUE: &str = "rescue";
+/// In the rescue boot: the file that tells the lab's `ssh` that
+/// `root@` is the rescue system (`ssh.sh`).
+pub const RESCUE_MARKER: &str = "/run/xtask-rescue";
 
 /// The PATH of a line run as `login` at `at`: the place's own commands,
 /// or the lab's PATH for its own lines (no login) and for a plan that
 /// declares no places.
 pub fn path_for(login: Option<&AdminLogin>, at: Option<Where>) -> String {
+    // The rescue system's lines run as root, with its declared commands.
+    if at == Some(Where::Rescue) {
+        return format!("{PLACE_PATH}/{PLACE_RESCUE}");
+    }
     match login {
         Some(login) if !login.commands.is_empty() => {
             let place = if at == Some(Where::Local) {
@@ -387,7 +395,8 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             continue;
         }
         let started = Instant::now();
-        let login = command.as_admin.then_some(&step.login);
+        // The rescue system's lines run as root (the only login there).
+        let login = (command.as_admin && command.at != Some(Where::Rescue)).then_some(&step.login);
         let problem = match fill(plan, step, command, line, &mut captured)? {
             Err(problem) => Some(problem),
             Ok(filled) => {

@@ -3,7 +3,8 @@
 # and the server are this one VM. `ssh [-p PORT] [-t|-T] USER@HOST COMMAND...`
 # runs COMMAND as ssh has the server run it: its words joined by spaces and
 # read by the user's login shell (bash on NixOS), with ssh's standard input
-# and output. Only the user running it may be named; an interactive login
+# and output. Only the user running it may be named (and root@ in the lab's
+# rescue boot, where the rescue system's root runs it); an interactive login
 # (no COMMAND) and other options are refused, so that a procedure never
 # relies on something the lab cannot show.
 while [ $# -gt 0 ]; do
@@ -35,6 +36,10 @@ case $destination in
 *@*) user=${destination%%@*} ;;
 *) user=$USER ;;
 esac
+if [ $# -gt 0 ] && [ "$user" = root ] && [ -e /run/xtask-rescue ] && [ -d /run/xtask-path/rescue ]; then
+	# The rescue system (§4.6): root logs in there, with its commands.
+	PATH=/run/xtask-path/rescue exec /usr/local/bin/sudo -n bash -c "$*"
+fi
 if [ "$user" != "$USER" ]; then
 	echo "ssh (vm-test lab): $user@ is not $USER, the user running it; the lab logs in as the admin only" >&2
 	exit 255

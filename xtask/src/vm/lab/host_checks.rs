@@ -72,8 +72,10 @@ impl Run<'_> {
                 }
                 self.session.measurements.clear();
             }
+            // Nothing of the installed system is mounted: no retention, no mounts.
+            BootKind::Rescue => {}
         }
-        if spec.kind != BootKind::RotateOnly && collected.finished {
+        if !matches!(spec.kind, BootKind::RotateOnly | BootKind::Rescue) && collected.finished {
             mount_time(&mut self.tally, boot, collected, self.budgets.mount_all_ms);
         }
     }

@@ -48,7 +48,7 @@ pub use report::Reporter;
 use session::boot_timeout;
 pub use session::{BootOutcome, Session};
 use tally::{Completion, Tally};
-use thorough::thorough;
+use thorough::{drills, thorough};
 
 /// The one rollback script (nix/modules/btrfs-rollback), embedded byte for byte.
 pub fn rollback_script() -> Utf8PathBuf {
@@ -83,6 +83,9 @@ pub struct Options {
     /// reinstall (§3.9, §4.3-4.5) and a calendar of short boots over more
     /// than three retention periods.
     pub thorough: bool,
+    /// After the default boots (and `--thorough`'s): the drills from the
+    /// lab's rescue boot (§4.6 twice, 8 boots).
+    pub drills: bool,
     /// A rollback script other than nix/modules/btrfs-rollback/rollback.sh
     /// (tests use tampered copies); the results go to vm-test-tampered.json.
     pub rollback_script: Option<Utf8PathBuf>,
@@ -124,6 +127,7 @@ impl Default for Options {
             compression: None,
             progress: true,
             thorough: false,
+            drills: false,
             rollback_script: None,
             discard_probe: false,
             reporter: Reporter::Stderr,
@@ -281,7 +285,7 @@ impl Run<'_> {
         };
         self.boot = spec.boot;
         self.after_boot(&plan, spec, &outcome.collected);
-        if completed && spec.kind != BootKind::RotateOnly {
+        if completed && !matches!(spec.kind, BootKind::RotateOnly | BootKind::Rescue) {
             self.last_full_boot = spec.boot;
         }
         Ok(completed)
@@ -337,7 +341,17 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
     } else {
         0
     };
-    let total_boots = options.boots + 2 * options.power_cuts + thorough_boots;
+    let drill_boots = if options.drills {
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Drill,
+            &prepared.lab,
+        )?)
+        .boots()
+    } else {
+        0
+    };
+    let total_boots = options.boots + 2 * options.power_cuts + thorough_boots + drill_boots;
     let realisation = Realisation::new(
         &prepared.layout,
         &context,
@@ -381,7 +395,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         .map_err(|p| anyhow::anyhow!("{p:?} is not UTF-8"))?;
     let disk_path = run_dir_path.join("disk.qcow2");
     disk::create(&prepared.qemu_img, &disk_path, disk_bytes)?;
-    let second_disk = if options.thorough {
+    let second_disk = if options.thorough || options.drills {
         let path = run_dir_path.join("second-disk.qcow2");
         disk::create(&prepared.qemu_img, &path, procedures::BACKUP_DISK_BYTES)?;
         Some(path)
@@ -487,11 +501,14 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
     if all_completed && run.tally.could_not_run.is_none() && options.thorough {
         all_completed = thorough(&mut run, &calendar_days)?;
     }
+    if all_completed && run.tally.could_not_run.is_none() && options.drills {
+        all_completed = drills(&mut run)?;
+    }
     let _ = all_completed;
     let Run {
         session, mut tally, ..
     } = run;
-    tally.settle_procedures(&prepared.procedures, options.thorough);
+    tally.settle_procedures(&prepared.procedures, options.thorough, options.drills);
     session.progress.finish_and_clear();
     let mut figures = std::mem::take(&mut tally.figures);
     if tally.peak > 0 {
@@ -520,6 +537,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
             power_cuts: options.power_cuts,
             boot_timeout_s: options.boot_timeout.map(|t| t.as_secs()),
             thorough: options.thorough,
+            drills: options.drills,
         },
         boots: tally.boots,
         checks: tally.checks,

@@ -1,10 +1,10 @@
 //! Before the first boot: the host evaluated and checked, the kernel, tools
 //! and image found or built, the checklist's procedures for this host.
 
-use crate::vm::guest::admin::{PLACE_LOCAL, PLACE_SERVER};
+use crate::vm::guest::admin::{PLACE_LOCAL, PLACE_RESCUE, PLACE_SERVER};
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use camino::Utf8PathBuf;
 
 use super::*;
@@ -191,6 +191,35 @@ pub(super) fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Resu
             }
             continue;
         }
+        if let Tamper::ProcedureStaleSave(id) = t {
+            let Some(command) = all
+                .iter_mut()
+                .find(|n| n.procedure.id == *id)
+                .and_then(|n| {
+                    n.procedure
+                        .commands
+                        .iter_mut()
+                        .find(|c| c.line.starts_with("btrfs subvolume snapshot -r "))
+                })
+            else {
+                bail!("--tamper {t}: the checklist has no procedure {id} with a `btrfs subvolume snapshot -r` line");
+            };
+            // `btrfs subvolume snapshot -r SOURCE DEST`: SOURCE becomes the
+            // oldest earlier save in DEST's directory, if there is one.
+            let words: Vec<&str> = command.line.split_whitespace().collect();
+            let (Some(source), Some(dest)) = (words.get(4), words.get(5)) else {
+                bail!(
+                    "--tamper {t}: `{}` is not `btrfs subvolume snapshot -r SOURCE DEST`",
+                    command.line
+                );
+            };
+            let (dir, name) = dest.rsplit_once('/').unwrap_or((".", dest));
+            let prefix = name.split("<stamp>").next().unwrap_or(name);
+            command.line = format!(
+                "old=$(ls -d {dir}/{prefix}* 2>/dev/null | head -n 1); btrfs subvolume snapshot -r \"${{old:-{source}}}\" {dest}"
+            );
+            continue;
+        }
         if let Tamper::ProcedureAlsoRuns { id, program } = t {
             let Some(command) = all
                 .iter_mut()
@@ -265,6 +294,7 @@ pub(super) fn checklist_procedures(
     let commands = [
         (PLACE_SERVER, &places.server),
         (PLACE_LOCAL, &places.workstation),
+        (PLACE_RESCUE, &places.rescue),
     ]
     .into_iter()
     .map(|(place, set)| (place.to_owned(), set.iter().cloned().collect()))
@@ -288,6 +318,14 @@ pub(super) fn checklist_procedures(
                 .into_iter()
                 .map(|(_, mountpoint)| mountpoint)
                 .collect(),
+            root_subvolume: subject
+                .tables()
+                .filesystems
+                .iter()
+                .flat_map(|f| f.subvolumes.iter())
+                .find(|s| s.mountpoint.as_deref() == Some("/"))
+                .map(|s| s.name.clone())
+                .context("the layout mounts no subvolume at /")?,
         },
         facts.fstrim,
     ))

@@ -23,9 +23,9 @@ pub(super) fn boot_timeout(options: &Options, accel: Accel, kind: BootKind) -> D
     }
     let seconds = match (accel, kind) {
         (Accel::Tcg, BootKind::Install) => 300,
-        (Accel::Tcg, BootKind::Rotate | BootKind::RotateOnly) => 150,
+        (Accel::Tcg, BootKind::Rotate | BootKind::RotateOnly | BootKind::Rescue) => 150,
         (Accel::Kvm, BootKind::Install) => 120,
-        (Accel::Kvm, BootKind::Rotate | BootKind::RotateOnly) => 60,
+        (Accel::Kvm, BootKind::Rotate | BootKind::RotateOnly | BootKind::Rescue) => 60,
     };
     Duration::from_secs(seconds)
 }

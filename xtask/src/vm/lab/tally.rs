@@ -210,7 +210,7 @@ impl Tally {
     /// Every procedure of the checklist's §3 and §4 in checklist order: as
     /// it ran, or NOT RUN with the reason (what the lab cannot run, what
     /// needs `--thorough`, what a stopped run never reached).
-    pub(super) fn settle_procedures(&mut self, all: &[Numbered], thorough: bool) {
+    pub(super) fn settle_procedures(&mut self, all: &[Numbered], thorough: bool, drills: bool) {
         let mut records = Vec::new();
         for numbered in all {
             let id = &numbered.procedure.id;
@@ -230,6 +230,9 @@ impl Tally {
                         Tier::Thorough if !thorough => {
                             Some("runs with `cargo xtask vm-test --thorough`")
                         }
+                        Tier::Drill if !drills => Some(
+                            "runs from the lab's rescue boot with `cargo xtask vm-test --thorough --drills`",
+                        ),
                         _ => Some("the run stopped before it"),
                     };
                     procedures::not_run_record(numbered, instead)

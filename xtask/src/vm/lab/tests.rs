@@ -179,3 +179,37 @@ fn a_save_with_fixed_names_is_what_the_second_run_must_catch() {
     let unknown: Vec<Tamper> = vec!["procedure-fixed-names=no.such".parse().unwrap()];
     assert!(prepare::tamper_procedures(&mut all, &unknown).is_err());
 }
+
+#[test]
+fn a_stale_save_keeps_every_name_and_snapshots_an_earlier_copy() {
+    use crate::checklist::facts::testing::host_facts;
+    use crate::hosts::testing::host_subject;
+    let mut all = crate::checklist::server_procedures(&host_subject(), &host_facts());
+    let before = all
+        .iter()
+        .find(|n| n.procedure.id == "rollback.rescue-save")
+        .unwrap()
+        .procedure
+        .commands
+        .len();
+    let tamper: Vec<Tamper> = vec!["procedure-stale-save=rollback.rescue-save".parse().unwrap()];
+    assert_eq!(
+        tamper[0].to_string(),
+        "procedure-stale-save=rollback.rescue-save"
+    );
+    prepare::tamper_procedures(&mut all, &tamper).unwrap();
+    let rescue = &all
+        .iter()
+        .find(|n| n.procedure.id == "rollback.rescue-save")
+        .unwrap()
+        .procedure;
+    let lines: Vec<&str> = rescue.commands.iter().map(|c| c.line.as_str()).collect();
+    // Nothing removed, the new name and its guard kept: no command can see it.
+    assert_eq!(lines.len(), before);
+    assert!(lines.contains(&"test ! -e /mnt/@snapshots/@persist.saved-<stamp>"));
+    assert!(lines.contains(
+        &"old=$(ls -d /mnt/@snapshots/@persist.saved-* 2>/dev/null | head -n 1); btrfs subvolume snapshot -r \"${old:-/mnt/@persist}\" /mnt/@snapshots/@persist.saved-<stamp>"
+    ));
+    let unknown: Vec<Tamper> = vec!["procedure-stale-save=verify.space".parse().unwrap()];
+    assert!(prepare::tamper_procedures(&mut all, &unknown).is_err());
+}

@@ -14,6 +14,28 @@ use crate::vm::retention::DAY;
 /// change /persist (their parts spread over reboots and a reinstall), then
 /// the calendar of short boots.
 pub(super) fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
+    if !procedures_of_tier(run, Tier::Thorough)? {
+        return Ok(false);
+    }
+    let start = run.calendar.offset_s;
+    for day in calendar_days {
+        run.calendar.offset_s = start + day * DAY;
+        let spec = run.spec(BootKind::RotateOnly, Vec::new());
+        let label = format!("boot{}-day{day}", spec.boot);
+        if !run.boot(&spec, &label)? || run.tally.could_not_run.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `--drills`: the drills from the lab's rescue boot (§4.6, twice).
+pub(super) fn drills(run: &mut Run) -> Result<bool> {
+    procedures_of_tier(run, Tier::Drill)
+}
+
+/// The procedures of `tier`, spread over boots; whether every boot completed.
+fn procedures_of_tier(run: &mut Run, tier: Tier) -> Result<bool> {
     // §4.3 copies back a file the last boot wrote into / (one in a
     // directory /persist lacks, if there is one).
     let lost_boot = run.last_full_boot;
@@ -36,15 +58,13 @@ pub(super) fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
         lost: Some(lost),
         ..prepared.lab.clone()
     };
-    let mut schedule = Schedule::new(procedures::of_tier(
-        &prepared.procedures,
-        Tier::Thorough,
-        &lab,
-    )?);
+    let mut schedule = Schedule::new(procedures::of_tier(&prepared.procedures, tier, &lab)?);
     let mut first = true;
     while let Some(boot_procedures) = schedule.next_boot(&run.tally.captured) {
         let kind = if boot_procedures.install {
             BootKind::Install
+        } else if boot_procedures.rescue {
+            BootKind::Rescue
         } else {
             BootKind::Rotate
         };
@@ -53,7 +73,11 @@ pub(super) fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
         spec.procedures = boot_procedures.started;
         // Roadmap 7.2, unless the month's boot had it: the procedures'
         // commands fill most of the 10 s the release waits for.
-        if first && kind == BootKind::Rotate && !run.session.options.discard_probe {
+        if first
+            && tier == Tier::Thorough
+            && kind == BootKind::Rotate
+            && !run.session.options.discard_probe
+        {
             spec.discard_probe = Some(DiscardBudget {
                 p99_ms: run.budgets.discard_p99_ms,
                 max_ms: run.budgets.discard_max_ms,
@@ -68,15 +92,6 @@ pub(super) fn thorough(run: &mut Run, calendar_days: &[i64]) -> Result<bool> {
             tally.check_passed(boot, &format!("procedure:{}", procedure.step))
         });
         if !completed || run.tally.could_not_run.is_some() {
-            return Ok(false);
-        }
-    }
-    let start = run.calendar.offset_s;
-    for day in calendar_days {
-        run.calendar.offset_s = start + day * DAY;
-        let spec = run.spec(BootKind::RotateOnly, Vec::new());
-        let label = format!("boot{}-day{day}", spec.boot);
-        if !run.boot(&spec, &label)? || run.tally.could_not_run.is_some() {
             return Ok(false);
         }
     }

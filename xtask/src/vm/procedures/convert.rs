@@ -6,7 +6,10 @@ use anyhow::{bail, Result};
 
 use super::disposition::not_run;
 use super::harness::{harness, lab_command};
-use super::{disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, TWICE, WORKSTATION};
+use super::{
+    disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, RESCUE_CONTINUES,
+    RESCUE_DRILLS, TWICE, WORKSTATION,
+};
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Expect;
 use crate::checklist::Numbered;
@@ -82,7 +85,29 @@ pub fn convert_run(numbered: &Numbered, lab: &Lab, run: u32) -> Result<Procedure
     let substitutions: Vec<(String, String)> = lab.disk.iter().cloned().collect();
     let mut parts = Vec::new();
     let mut current = harness.setup.clone();
+    // A rescue drill: the first `hcloud server reset` starts the rescue
+    // system (the lab's rescue boot); a later one only restarts it.
+    let mut rescue_pending = RESCUE_DRILLS.contains(&id);
     for command in &procedure.commands {
+        if rescue_pending && command.line.starts_with("hcloud server reset") {
+            rescue_pending = false;
+            current.push(AdminCommand {
+                at: Some(command.at),
+                as_admin: true,
+                not_run: Some(not_run(
+                    "the Hetzner API; the lab's rescue boot stands for it: the VM powers off and boots the rescue system, which mounts nothing of the installed system",
+                    None,
+                )),
+                ..lab_command(CommandRole::Checklist, command.line.clone())
+            });
+            parts.push(Part {
+                commands: std::mem::take(&mut current),
+                then: Then::Rescue,
+            });
+            current = harness.each_part.clone();
+            current.extend(harness.broken.iter().cloned());
+            continue;
+        }
         let recorded = |not_run: NotRun| AdminCommand {
             at: Some(command.at),
             as_admin: true,
@@ -170,6 +195,9 @@ pub fn convert_run(numbered: &Numbered, lab: &Lab, run: u32) -> Result<Procedure
 /// (§4.3 copies from the newest old root, which must be the root of the
 /// boot before), then the rest in checklist order.
 pub fn of_tier(all: &[Numbered], tier_wanted: Tier, lab: &Lab) -> Result<Vec<Procedure>> {
+    // §4.6 goes on with §4.5 from `hcloud server enable-rescue`: the lab
+    // runs them as one drill.
+    let all: Vec<Numbered> = all.iter().map(|n| with_continuation(n, all)).collect();
     let mut procedures = all
         .iter()
         .filter(|n| tier(&n.procedure) == tier_wanted)
@@ -190,6 +218,30 @@ pub fn of_tier(all: &[Numbered], tier_wanted: Tier, lab: &Lab) -> Result<Vec<Pro
     Ok(procedures)
 }
 
+/// A rescue drill with the lines of the procedure it goes on with
+/// (`RESCUE_CONTINUES`), as the checklist's last sentence says.
+fn with_continuation(numbered: &Numbered, all: &[Numbered]) -> Numbered {
+    let mut numbered = numbered.clone();
+    if !RESCUE_DRILLS.contains(&numbered.procedure.id.as_str()) {
+        return numbered;
+    }
+    let (then_id, from) = RESCUE_CONTINUES;
+    if let Some(next) = all.iter().find(|n| n.procedure.id == then_id) {
+        if let Some(start) = next
+            .procedure
+            .commands
+            .iter()
+            .position(|c| c.line.starts_with(from))
+        {
+            numbered
+                .procedure
+                .commands
+                .extend(next.procedure.commands[start..].iter().cloned());
+        }
+    }
+    numbered
+}
+
 /// The record of a procedure this run did not run: every command NOT RUN,
 /// with the lab's reason, or `instead` (e.g. it runs with `--thorough`).
 pub fn not_run_record(numbered: &Numbered, instead: Option<&str>) -> ProcedureRecord {
@@ -207,7 +259,7 @@ pub fn not_run_record(numbered: &Numbered, instead: Option<&str>) -> ProcedureRe
                         .contains(&crate::checklist::procedures::Need::RescueSystem) =>
                 {
                     not_run(
-                        "the procedure starts in the Hetzner rescue system, which the lab does not boot; this command works on what it saved",
+                        "the procedure starts in the Hetzner rescue system, which the lab boots only for its rescue drills (`vm-test --drills`); this command works on what it saved",
                         None,
                     )
                 }

@@ -2,7 +2,7 @@
 //! or reports it NOT RUN with why), read from the programs a line calls; and
 //! so which vm-test run a procedure belongs to (`Tier`).
 
-use super::{Tier, NIXOS_TEST_PROCEDURES, NIXOS_VM_TEST};
+use super::{Tier, NIXOS_TEST_PROCEDURES, NIXOS_VM_TEST, RESCUE_DRILLS};
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Command;
 use crate::vm::plan::NotRun;
@@ -25,6 +25,9 @@ pub enum Then {
     /// The next part runs after the disk was wiped and the system installed
     /// again (an install boot).
     Reinstall,
+    /// The next part runs in the lab's rescue boot (`BootKind::Rescue`):
+    /// the installed system broken, nothing of it mounted.
+    Rescue,
 }
 
 pub(super) fn not_run(reason: &str, proven_by: Option<&str>) -> NotRun {
@@ -205,7 +208,8 @@ pub fn disposition(id: &str, command: &Command) -> Disposition {
             ),
         );
     }
-    if command.at == Where::Rescue {
+    let drill = RESCUE_DRILLS.contains(&id);
+    if command.at == Where::Rescue && !drill {
         return Disposition::NotRun(not_run(
             "runs in the Hetzner rescue system, before the install",
             None,
@@ -234,10 +238,18 @@ pub fn disposition(id: &str, command: &Command) -> Disposition {
                 "needs Nix with nixpkgs and the network on the workstation",
                 None,
             )),
-            "ssh" if words.iter().any(|w| w.starts_with("root@")) => Some(not_run(
-                "logs in to the Hetzner rescue system as root; the lab boots no rescue system",
-                None,
-            )),
+            "ssh" if words.iter().any(|w| w.starts_with("root@"))
+                && !(drill && ssh_has_command(&words)) =>
+            {
+                Some(not_run(
+                    if drill {
+                        "an interactive root login to the rescue system over the network; in the lab's rescue boot the next commands run there as root"
+                    } else {
+                        "logs in to the Hetzner rescue system as root; only `vm-test --drills` boots the lab's rescue system"
+                    },
+                    None,
+                ))
+            }
             "ssh" if !ssh_has_command(&words) => Some(not_run(
                 "an interactive SSH login over the network; in the lab the VM is the server, and the next commands run there as the admin (the host keys it would check are compared by `sha256sum -c`)",
                 None,
@@ -258,11 +270,13 @@ pub fn tier(procedure: &crate::checklist::procedures::Procedure) -> Tier {
         .iter()
         .map(|c| disposition(&procedure.id, c))
         .collect();
-    if !dispositions.contains(&Disposition::Run)
-        || procedure
-            .needs
-            .contains(&crate::checklist::procedures::Need::RescueSystem)
-    {
+    let rescue = procedure
+        .needs
+        .contains(&crate::checklist::procedures::Need::RescueSystem);
+    if rescue && RESCUE_DRILLS.contains(&procedure.id.as_str()) {
+        // From the lab's rescue boot, with `--drills`.
+        Tier::Drill
+    } else if !dispositions.contains(&Disposition::Run) || rescue {
         // A procedure that starts in the rescue system: its later
         // commands build on what the rescue system did.
         Tier::NotInLab

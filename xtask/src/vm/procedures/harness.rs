@@ -19,6 +19,8 @@ pub(super) struct Harness {
     pub(super) each_part: Vec<AdminCommand>,
     /// After the last command.
     pub(super) verify: Vec<AdminCommand>,
+    /// At the start of the rescue boot's part: the installed system broken.
+    pub(super) broken: Vec<AdminCommand>,
     /// `local$` commands run on the workstation's disk.
     pub(super) workstation: bool,
 }
@@ -153,8 +155,10 @@ pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
             ];
             harness.verify = vec![verify_manifest(p, &name)];
         }
-        "rollback.reinstall" => {
-            let name = format!("reinstall:persist{}", run_suffix(run));
+        "rollback.reinstall" | "rollback.rescue-save" => {
+            let rescue = id == "rollback.rescue-save";
+            let drill = if rescue { "rescue" } else { "reinstall" };
+            let name = format!("{drill}:persist{}", run_suffix(run));
             let mount = format!(
                 "mkdir -p {WORKSTATION} && {{ findmnt {WORKSTATION} >/dev/null || mount {BACKUP_DISK} {WORKSTATION}; }}"
             );
@@ -162,8 +166,14 @@ pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
             // The second disk stands for the admin's workstation; a second
             // run finds the first one's files there.
             let workstation = if run == 1 {
+                // The rescue drill keeps what §4.5's drill saved there, if it ran.
+                let format = if rescue {
+                    format!("{{ blkid {BACKUP_DISK} >/dev/null || mkfs.btrfs -q -f -L xtask-workstation {BACKUP_DISK}; }}")
+                } else {
+                    format!("mkfs.btrfs -q -f -L xtask-workstation {BACKUP_DISK}")
+                };
                 setup(format!(
-                    "mkfs.btrfs -q -f -L xtask-workstation {BACKUP_DISK} && {mount} && chown {}:{} {WORKSTATION}",
+                    "{format} && {mount} && chown {}:{} {WORKSTATION}",
                     lab.login.uid, lab.login.gid
                 ))
             } else {
@@ -171,7 +181,7 @@ pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
             };
             harness.setup = vec![
                 workstation,
-                write_data("xtask-reinstall/data.bin", 1 << 20),
+                write_data(&format!("xtask-{drill}/data.bin"), 1 << 20),
                 capture_manifest(p, &name),
             ];
             // What the procedure says the reinstall erases (@caddy,
@@ -188,10 +198,25 @@ pub(super) fn harness(id: &str, lab: &Lab, run: u32) -> Result<Harness> {
             }
             harness.each_part = vec![setup(mount)];
             harness.bindings = vec![
-                binding("<path>", "printf %s xtask-reinstall/data.bin"),
+                binding("<path>", format!("printf %s xtask-{drill}/data.bin")),
                 // As the reader takes it: the time of the save.
                 binding("<stamp>", "date -u +%Y%m%dT%H%M%SZ"),
             ];
+            if rescue {
+                // The server does not boot: its root subvolume is gone
+                // (deleted from the top level, nothing else touched). The
+                // lab boots no GRUB, so it stands for every state in which
+                // the installed system cannot come up (a broken bootloader,
+                // a broken or missing root) while the rest of the disk is
+                // intact; the drill never boots it again.
+                let root = &lab.root_subvolume;
+                let broken = "/run/xtask-broken";
+                harness.broken = vec![
+                    setup(format!(
+                        "d=$(blkid -o device -t TYPE=btrfs /dev/vda[0-9]* | head -n 1) && mkdir -p {broken} && mount -o subvolid=5 \"$d\" {broken} && btrfs subvolume delete {broken}/{root} && test ! -e {broken}/{root} && test -d {broken}/{persist} && umount {broken}"
+                    )),
+                ];
+            }
             harness.verify = vec![verify_manifest(p, &name)];
             if !lab.erased.is_empty() {
                 harness.verify.push(lab_command(

@@ -27,7 +27,11 @@
 //! before and compared after, across reboots and a reinstall).
 //!
 //! Quick read-only procedures of §3 run in the default vm-test (`Tier`),
-//! the rest with `--thorough`.
+//! the rest with `--thorough`; §4.6, which starts in the rescue system,
+//! with `--drills`: its first part ends at `hcloud server reset`, the next
+//! boot is the lab's rescue boot (`Then::Rescue`: nothing of the installed
+//! system mounted, its root deleted first), and it goes on with §4.5's
+//! lines from `hcloud server enable-rescue`, as the checklist says.
 
 use super::plan::{AdminCommand, AdminLogin};
 use crate::checklist::procedures::Names;
@@ -49,7 +53,8 @@ pub use schedule::{step_of, BootProcedures, Schedule};
 /// §4.5 saves /persist before the reinstall.
 pub const BACKUP_DISK: &str = "/dev/vdb";
 /// Where the workstation's disk is mounted: `local$` commands run there.
-pub const WORKSTATION: &str = "/mnt/workstation";
+/// Not below /mnt: the rescue system mounts the server's top level there.
+pub const WORKSTATION: &str = "/workstation";
 /// The backup disk's size (sparse).
 pub const BACKUP_DISK_BYTES: u64 = 8 << 30;
 /// `<IP>` in the VM: the lab's ssh runs the remote command here.
@@ -58,7 +63,16 @@ pub const LAB_IP: &str = "127.0.0.1";
 pub const NIXOS_VM_TEST: &str = "the NixOS VM test (nix/tests/vm-test.nix: `nix build -L .#checks.x86_64-linux.vm-test`, needs nixpkgs and KVM), which runs this procedure from nix/tests/procedures.json";
 /// The drills `--thorough` runs twice, with /persist changed in between:
 /// the second run must restore the newer data.
-pub const TWICE: &[&str] = &["rollback.restore-persist", "rollback.reinstall"];
+pub const TWICE: &[&str] = &[
+    "rollback.restore-persist",
+    "rollback.reinstall",
+    "rollback.rescue-save",
+];
+/// The procedures that start in the rescue system and that the lab runs
+/// from its rescue boot (`--drills`): §4.6, then §4.5 from where it says.
+pub const RESCUE_DRILLS: &[&str] = &["rollback.rescue-save"];
+/// Where §4.6 goes on: §4.5 from this line on.
+pub const RESCUE_CONTINUES: (&str, &str) = ("rollback.reinstall", "hcloud server enable-rescue");
 /// The procedures the NixOS VM test runs (those that need systemd).
 pub const NIXOS_TEST_PROCEDURES: &[&str] = &["verify.units", "verify.reboot"];
 
@@ -74,6 +88,8 @@ pub struct Lab {
     /// The mountpoints of the subvolumes a reinstall erases and nothing
     /// brings back (`checklist::procedures::erased_by_reinstall`).
     pub erased: Vec<String>,
+    /// The subvolume mounted at `/` (`@root`): what the rescue drill breaks.
+    pub root_subvolume: String,
 }
 
 /// A file the last boot wrote into /, which is in the newest old root now.
@@ -91,6 +107,8 @@ pub enum Tier {
     Default,
     /// With `--thorough`: reboots, reinstalls, changes to /persist.
     Thorough,
+    /// With `--drills`: from the lab's rescue boot (§4.6).
+    Drill,
     /// No command of it can run in the lab.
     NotInLab,
 }

@@ -10,6 +10,9 @@ use crate::vm::plan::AdminStep;
 pub struct BootProcedures {
     /// The last boot ended with a reinstall: this one is an install boot.
     pub install: bool,
+    /// The last boot ended where the rescue system starts: this one is
+    /// the lab's rescue boot.
+    pub rescue: bool,
     pub continued: Vec<AdminStep>,
     pub started: Vec<AdminStep>,
 }
@@ -75,6 +78,10 @@ impl Schedule {
             .pending
             .iter()
             .any(|(p, part)| p.parts[part - 1].then == Then::Reinstall);
+        let rescue = self
+            .pending
+            .iter()
+            .any(|(p, part)| p.parts[part - 1].then == Then::Rescue);
         let continued_parts = std::mem::take(&mut self.pending);
         let mut waits = continued_parts
             .iter()
@@ -90,6 +97,7 @@ impl Schedule {
         let step = |(p, part): &(Procedure, usize)| step_of(p, *part, captured);
         let boot = BootProcedures {
             install,
+            rescue,
             continued: continued_parts.iter().map(step).collect(),
             started: started_parts.iter().map(step).collect(),
         };

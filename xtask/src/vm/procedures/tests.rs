@@ -33,6 +33,7 @@ fn lab() -> Lab {
             sha256: "ab".repeat(32),
         }),
         erased: vec!["/var/log".into(), "/var/lib/caddy".into()],
+        root_subvolume: "@root".to_owned(),
     }
 }
 
@@ -96,7 +97,7 @@ fn every_server_procedure_has_its_place_in_the_lab() {
             ("rollback.file-from-old-root", Tier::Thorough),
             ("rollback.restore-persist", Tier::Thorough),
             ("rollback.reinstall", Tier::Thorough),
-            ("rollback.rescue-save", Tier::NotInLab),
+            ("rollback.rescue-save", Tier::Drill),
         ]
     );
     // What is not run, each with its reason: nothing else.
@@ -136,12 +137,6 @@ fn every_server_procedure_has_its_place_in_the_lab() {
                 "4.6 hcloud server reset <server>",
                 "4.6 ssh-keygen -R <IP>",
                 "4.6 ssh root@<IP>",
-                "4.6 mount -o subvolid=5 /dev/sda4 /mnt",
-                "4.6 ls /mnt/@snapshots",
-                "4.6 test ! -e /mnt/@snapshots/@persist.saved-<stamp>",
-                "4.6 btrfs subvolume snapshot -r /mnt/@persist /mnt/@snapshots/@persist.saved-<stamp>",
-                "4.6 ssh root@<IP> 'btrfs send /mnt/@snapshots/@persist.saved-<stamp>' | zstd > persist-<stamp>.btrfs.zst",
-                "4.6 ssh root@<IP> 'tar -C /mnt/@persist -c etc/machine-id etc/ssh' | tar -x -C extra-<stamp>/persist",
             ]
         );
 }
@@ -348,4 +343,56 @@ fn the_schedule_waits_for_reboots_and_reinstalls() {
     let next = schedule.next_boot(&captured).unwrap();
     assert!(next.continued.is_empty());
     assert_eq!(next.started[0].step, "4.4");
+}
+
+#[test]
+fn the_rescue_drill_breaks_the_system_boots_the_rescue_system_and_goes_on_with_4_5() {
+    let all = server_procedures(&host_subject(), &host_facts());
+    let procedures = of_tier(&all, Tier::Drill, &lab()).unwrap();
+    let steps: Vec<&str> = procedures.iter().map(|p| p.step.as_str()).collect();
+    assert_eq!(steps, ["4.6", "4.6#2"]);
+    let drill = &procedures[0];
+    let thens: Vec<Then> = drill.parts.iter().map(|p| p.then).collect();
+    assert_eq!(
+        thens,
+        [Then::Rescue, Then::Reinstall, Then::Reboot, Then::Done]
+    );
+    let ran = |part: usize| -> Vec<String> {
+        drill.parts[part]
+            .commands
+            .iter()
+            .filter(|c| c.not_run.is_none())
+            .map(|c| c.line.clone())
+            .collect()
+    };
+    // The healthy system: the data that must come back, captured.
+    assert!(ran(0).iter().any(|l| l.contains("xtask-rescue/data.bin")));
+    // The rescue boot: the root deleted first, then §4.6's lines, run.
+    let rescue = ran(1);
+    let broken = rescue
+        .iter()
+        .position(|l| l.contains("btrfs subvolume delete /run/xtask-broken/@root"))
+        .unwrap();
+    let mount = rescue
+        .iter()
+        .position(|l| l == "mount -o subvolid=5 /dev/sda4 /mnt")
+        .unwrap();
+    assert!(broken < mount);
+    assert!(rescue
+        .iter()
+        .any(|l| l.starts_with("ssh root@<IP> 'btrfs send")));
+    // §4.5 from `hcloud server enable-rescue`: the receive after the
+    // install, the checksum after the reboot.
+    assert!(ran(2).iter().any(|l| l.contains("btrfs receive")));
+    assert!(ran(3).iter().any(|l| l.contains("sha256sum")));
+    let mut schedule = Schedule::new(procedures);
+    let captured = BTreeMap::new();
+    let mut kinds = Vec::new();
+    while let Some(boot) = schedule.next_boot(&captured) {
+        kinds.push((boot.rescue, boot.install));
+        schedule.finished_boot(|_| true);
+    }
+    // The second run starts in the boot that ends the first.
+    let once = [(true, false), (false, true), (false, false)];
+    assert_eq!(kinds, [&[(false, false)][..], &once, &once].concat());
 }

@@ -396,6 +396,15 @@ impl<'a> Realisation<'a> {
                 self.rollback(&mut steps, spec)?;
                 self.old_roots_check(&mut steps, spec);
             }
+            // §4.6's rescue system: no rollback, no mount of the installed
+            // system; the admin's commands run in the RAM root (/sysroot
+            // of the initramfs) with the image's programs bound in.
+            BootKind::Rescue => {
+                self.link_partitions(&mut steps);
+                self.enter_system(&mut steps, spec);
+                self.admin(&mut steps, &spec.continued);
+                self.admin(&mut steps, &spec.procedures);
+            }
         }
         if let Some(serve) = &spec.serve_ssh {
             // Last: everything the boot checks is done; the host's verify

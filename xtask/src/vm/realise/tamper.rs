@@ -26,6 +26,11 @@ pub enum Tamper {
     /// every `<stamp>` a fixed word, and its `test ! -e` lines gone (a
     /// save that may reuse an existing name).
     ProcedureFixedNames(String),
+    /// In procedure ID (§4.6), the save snapshots the oldest copy an
+    /// earlier save left in the snapshots' subvolume, when there is one,
+    /// instead of /persist, under the new name: a stale restore that every
+    /// command of the procedure passes (tests only).
+    ProcedureStaleSave(String),
     /// The lab's server PATH as NixOS alone makes it, without the host's
     /// own `environment.systemPackages` (tools.nix).
     ServerWithoutHostPackages,
@@ -57,6 +62,9 @@ impl FromStr for Tamper {
             Some(("procedure-fixed-names", id)) if !id.is_empty() => {
                 Ok(Tamper::ProcedureFixedNames(id.to_owned()))
             }
+            Some(("procedure-stale-save", id)) if !id.is_empty() => {
+                Ok(Tamper::ProcedureStaleSave(id.to_owned()))
+            }
             Some(("drop-mount-option", rest)) => match rest.split_once(':') {
                 Some((mountpoint, option)) if !option.is_empty() => Ok(Tamper::DropMountOption {
                     mountpoint: mountpoint.to_owned(),
@@ -67,7 +75,7 @@ impl FromStr for Tamper {
                 )),
             },
             _ => Err(format!(
-                "{text:?}: expected drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION, procedure-expect=ID, procedure-drop-sudo=ID, procedure-also-runs=ID:PROGRAM, procedure-fixed-names=ID or server-path=without-host-packages"
+                "{text:?}: expected drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION, procedure-expect=ID, procedure-drop-sudo=ID, procedure-also-runs=ID:PROGRAM, procedure-fixed-names=ID, procedure-stale-save=ID or server-path=without-host-packages"
             )),
         }
     }
@@ -87,6 +95,7 @@ impl fmt::Display for Tamper {
             }
             Tamper::ServerWithoutHostPackages => write!(f, "server-path=without-host-packages"),
             Tamper::ProcedureFixedNames(id) => write!(f, "procedure-fixed-names={id}"),
+            Tamper::ProcedureStaleSave(id) => write!(f, "procedure-stale-save={id}"),
         }
     }
 }

@@ -39,6 +39,10 @@ pub fn enter_system(
         std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
+    if plan.kind == crate::vm::plan::BootKind::Rescue {
+        let marker = format!("{SYSROOT}{}", super::RESCUE_MARKER);
+        std::fs::write(&marker, "rescue\n").with_context(|| format!("writing {marker}"))?;
+    }
     let Some(login) = login else {
         return Ok(Some(format!("bound {}", done.join(" "))));
     };
