@@ -30,8 +30,25 @@ let
   # hand /run over to the running system.
   statusDir = "/run/btrfs-rollback";
 
+  # The subvolume a fileSystems entry mounts (its subvol= option, without a
+  # leading /), or null.
+  subvolumeOf =
+    fs:
+    let
+      found = lib.filter (lib.hasPrefix "subvol=") (fs.options or [ ]);
+    in
+    if found == [ ] then null else lib.removePrefix "/" (lib.removePrefix "subvol=" (lib.head found));
+
+  # Every subvolume the system mounts at another path than /: never the
+  # root to wipe, never the place whose old roots are deleted.
+  mountedElsewhere = lib.filter (sv: sv != null) (
+    lib.mapAttrsToList (path: fs: if path == "/" then null else subvolumeOf fs) config.fileSystems
+  );
+  rootMounted = subvolumeOf (config.fileSystems."/" or { });
+
   environment = {
     BTRFS_ROLLBACK_MOUNTPOINT = cfg.mountPoint;
+    BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES = lib.concatStringsSep " " mountedElsewhere;
     BTRFS_ROLLBACK_ROOT_SUBVOLUME = cfg.rootSubvolume;
     BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME = cfg.oldRootsSubvolume;
     BTRFS_ROLLBACK_RETENTION_DAYS = toString cfg.retentionDays;
@@ -145,6 +162,23 @@ in
             assertion = cfg.rootSubvolume != cfg.oldRootsSubvolume;
             message = "boot.btrfsRollback.rootSubvolume and oldRootsSubvolume must differ.";
           }
+          {
+            assertion = rootMounted == cfg.rootSubvolume;
+            message = ''
+              boot.btrfsRollback.rootSubvolume is ${cfg.rootSubvolume}, but / is mounted
+              from ${if rootMounted == null then "no subvol= option" else "subvol=${rootMounted}"}:
+              the subvolume wiped at every boot must be the one mounted at /.
+              Set rootSubvolume to it, or fileSystems."/".options to subvol=${cfg.rootSubvolume}.
+            '';
+          }
+          {
+            assertion = !lib.elem cfg.oldRootsSubvolume (mountedElsewhere ++ [ rootMounted ]);
+            message = ''
+              boot.btrfsRollback.oldRootsSubvolume is ${cfg.oldRootsSubvolume}, which
+              fileSystems mounts: old roots past retention are deleted from it, so it
+              must be a subvolume mounted nowhere (the default @old_roots).
+            '';
+          }
         ]
         ++ map (path: {
           assertion = (config.fileSystems.${path} or { neededForBoot = false; }).neededForBoot;
@@ -153,20 +187,6 @@ in
             mount of its own with fileSystems."${path}".neededForBoot = true.
           '';
         }) cfg.mountsNeededForBoot;
-
-        warnings =
-          let
-            rootOptions = config.fileSystems."/".options or [ ];
-          in
-          lib.optional
-            (
-              !lib.elem "subvol=${cfg.rootSubvolume}" rootOptions
-              && !lib.elem "subvol=/${cfg.rootSubvolume}" rootOptions
-            )
-            ''
-              boot.btrfsRollback rotates the subvolume ${cfg.rootSubvolume}, but
-              fileSystems."/".options has no subvol=${cfg.rootSubvolume}.
-            '';
 
         # btrfs-progs in the initrd: nixos/modules/tasks/filesystems/btrfs.nix
         # (nixpkgs master, 2026) adds it to boot.initrd.systemd.initrdBin, or
@@ -188,6 +208,10 @@ in
             failed=${lib.escapeShellArg "${statusDir}/failed"}
             if [ ! -e "$status" ]; then
               echo "btrfs-rollback: no $status: the root rollback did not run in the initrd" >&2
+              exit 1
+            fi
+            if [ ! -s "$status" ]; then
+              echo "btrfs-rollback: $status is empty: the rollback could not write it (a full /run?); its summary line is in the journal of this boot" >&2
               exit 1
             fi
             cat "$status"
