@@ -774,8 +774,9 @@ delete_the_rest() {
 
 # Deletes the paths in $1 (one a line, in that order) with `btrfs subvolume
 # delete`, as few processes as the argument limit allows: $BATCH_BYTES of
-# arguments each. Returns 1 when some call reported errors. The batch string
-# is bounded, so appending to it stays cheap in every shell.
+# arguments each. Returns 1 when some call reported errors; their text is
+# dropped, as the one-by-one pass after it retries (and reports) whatever is
+# left. The batch string is bounded, so appending stays cheap in every shell.
 delete_in_batches() {
 	_bad=0 _batch='' _bytes=0
 	IFS=$NL
@@ -785,14 +786,14 @@ delete_in_batches() {
 		if [ "$_bytes" -ge "$BATCH_BYTES" ]; then
 			# shellcheck disable=SC2086 # one path per line
 			set -- $_batch
-			btrfs subvolume delete "$@" >/dev/null || _bad=1
+			btrfs subvolume delete "$@" >/dev/null 2>&1 || _bad=1
 			_batch='' _bytes=0
 		fi
 	done
 	if [ -n "$_batch" ]; then
 		# shellcheck disable=SC2086 # one path per line
 		set -- $_batch
-		btrfs subvolume delete "$@" >/dev/null || _bad=1
+		btrfs subvolume delete "$@" >/dev/null 2>&1 || _bad=1
 	fi
 	unset IFS
 	return "$_bad"
