@@ -2103,6 +2103,88 @@ fn keep_at_least_counts_suffixed_names_in_time_order() {
 
 // --- Conditions a server meets ------------------------------------------------------
 
+per_interpreter!(
+    full_metadata_held_by_the_current_root_heals_by_the_second_boot,
+    full_metadata_in_the_current_root
+);
+
+/// The metadata is full because of what the current root holds (a runaway
+/// cache under /, xattrs here), and the data chunks are full of an old root
+/// past retention: deleting it frees data, not room for metadata, until the
+/// emptied data chunks go back to the unallocated space.
+fn full_metadata_in_the_current_root(interpreter: Interpreter) {
+    let lab = lab();
+    let case = Case::with_size(&lab, runner(interpreter), SMALL_FIXTURE_BYTES);
+    let l = &case.label;
+    let past = name(NOW - 40 * DAY);
+    let recent = name(NOW - 2 * DAY);
+    case.old_root(&past, &[]);
+    case.old_root(&recent, &[]);
+    case.current_root("current", CURRENT_NESTED);
+    let chunk = vec![0u8; 1 << 20];
+    for i in 0.. {
+        match fs::write(case.old(&past).join(format!("f{i}")), &chunk) {
+            Ok(()) => {}
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} filling the data: {e}"),
+        }
+    }
+    case.fs.sync().unwrap();
+    let value = vec![b'm'; 3900];
+    'fill: for f in 0.. {
+        let file = case.root().join(format!("xattrs-{f}"));
+        match fs::write(&file, "") {
+            Ok(()) => {}
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} {file}: {e}"),
+        }
+        for a in 0..100 {
+            match set_xattr(&file, &format!("user.m{a}"), &value) {
+                Ok(()) => {}
+                Err(e) if is_enospc(&e) => break 'fill,
+                Err(e) => panic!("{l} xattr on {file}: {e}"),
+            }
+        }
+    }
+    case.fs.sync().unwrap();
+    match fs::rename(case.root(), case.old("probe")) {
+        Err(e) if is_enospc(&e) => {}
+        other => panic!("{l} the metadata is not full: renaming @root gave {other:?}"),
+    }
+    let mut settings = case.settings.clone();
+    settings.keep_at_least = Some(1);
+    let first = case.runner.run(case.fs.device(), &settings).unwrap();
+    eprintln!("{l} the first boot: {}", first.stdout.trim());
+    assert!(first.summary().is_some(), "{l} {}", first.transcript());
+    case.check_persist();
+    assert_eq!(holders_of_current(&case).len(), 1, "{l}");
+    if first.status().unwrap().get("result") != "ok" {
+        assert!(first.status().unwrap().failed_marker, "{l}");
+        settings.now = Some(NOW + 3600);
+        let second = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert_eq!(
+            second.status().unwrap().get("result"),
+            "ok",
+            "{l} the second boot: {}",
+            second.transcript()
+        );
+    }
+    let holders = holders_of_current(&case);
+    assert_eq!(holders.len(), 1, "{l} the current root is at {holders:?}");
+    assert_ne!(
+        holders[0],
+        case.root(),
+        "{l} not rotated by the second boot"
+    );
+    assert!(
+        case.intact(holders[0].file_name().unwrap(), "current", CURRENT_NESTED),
+        "{l}"
+    );
+    assert!(case.intact(&recent, &recent, &[]), "{l}");
+    assert!(!case.old(&past).exists(), "{l}");
+    case.check_persist();
+}
+
 /// An RLIMIT_STACK of 256 KiB gives the smallest argument limit Linux has
 /// (128 KiB) for every exec of the run.
 fn with_smallest_argument_limit(command: &mut std::process::Command) {

@@ -49,7 +49,9 @@
 #
 # When the move fails, the cause decides (never a guess): no space left
 # (ENOSPC) deletes the old roots past retention first and tries again once
-# their space is free; a read-only root subvolume (btrfs receive makes them) has the flag
+# their space is free, and once the chunks they emptied are returned (so that
+# a metadata that is full because of the current root can grow); a
+# read-only root subvolume (btrfs receive makes them) has the flag
 # cleared and is moved; a read-only device, a read-only, append-only or
 # immutable old-roots subvolume and a qgroup limit change nothing and say so.
 # Several runs at once cannot nest or lose a root: every rename refuses an
@@ -63,7 +65,7 @@
 # $BTRFS_ROLLBACK_STATUS_DIR/failed and exits non-zero.
 #
 # Plain POSIX sh (busybox ash, dash, bash). Tools: btrfs, mount, umount,
-# mkdir, mv, sort, stat, date, timeout (coreutils in the systemd initrd,
+# mkdir, mv, sort, stat, date, sleep, timeout (coreutils in the systemd initrd,
 # busybox in the scripted one). Process calls do not grow with the number of
 # old roots, and neither does the work per old root: no list is built by
 # appending to a string, and nothing is kept in a variable per name (both
@@ -265,7 +267,7 @@ note_skipped() {
 # no space, tab, backslash or newline (refused above), so it appears in
 # mountinfo as it is.
 mount_at() {
-	mnt_found='' mnt_fstype='' mnt_source='' mnt_ro=''
+	mnt_found='' mnt_fstype='' mnt_source='' mnt_ro='' mnt_super=''
 	[ -r /proc/self/mountinfo ] || return 1
 	while read -r _id _parent _devno _mroot _mp _mopts _rest; do
 		[ "$_mp" = "$1" ] || continue
@@ -277,7 +279,8 @@ mount_at() {
 		_x=${_x#* }
 		mnt_source=${_x%% *}
 		mnt_ro=''
-		case ,$_mopts,${_x#* }, in *,ro,*) mnt_ro=1 ;; esac
+		mnt_super=${_x#* }
+		case ,$_mopts,$mnt_super, in *,ro,*) mnt_ro=1 ;; esac
 	done </proc/self/mountinfo
 }
 
@@ -477,7 +480,9 @@ mounted=1
 cd "$mountpoint" || fail "cannot enter $mountpoint"
 # mount(8) falls back to read-only on a write-protected device; so does
 # Btrfs after errors. Nothing can change: say so before trying anything.
-if mount_at "$mountpoint_real" && [ -n "$mnt_ro" ]; then
+mount_options=
+if mount_at "$mountpoint_real"; then mount_options=$mnt_super; fi
+if [ -n "$mnt_ro" ]; then
 	fail "$device is read-only (a write-protected device, or Btrfs forced read-only after errors: see the kernel log); changed nothing, this boot keeps its old root"
 fi
 
@@ -844,12 +849,46 @@ delete_selected() {
 
 # Waits until the deleted subvolumes' space is free (the kernel frees it in
 # the background), so that a retry can use it.
+# The cleaner drops the deleted subvolumes (subvolume sync waits for it),
+# and their extents are free once a transaction commits (filesystem sync).
 # Both are bounded: on a timeout the move is simply tried again.
 wait_for_space() {
-	timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null ||
-		warn "btrfs filesystem sync failed or took over $wait_seconds s; going on"
 	timeout -s KILL "$wait_seconds" btrfs subvolume sync . >/dev/null ||
 		warn "btrfs subvolume sync failed or took over $wait_seconds s; trying the move anyway"
+	timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null ||
+		warn "btrfs filesystem sync failed or took over $wait_seconds s; trying the move anyway"
+}
+
+# Chunks that deleting emptied go back to the unallocated space, where
+# metadata can grow, when the cleaner deletes them; with discard=async (the
+# default on SSDs) it waits until they are trimmed, minutes at the default
+# rate, so a full metadata stays full. Remounting without discard lets the
+# cleaner return them at once; each commit wakes it. The option is the
+# filesystem's while it is mounted (only this mount, in the initrd), and it
+# is put back right after. Tries the move up to 10 times, a second apart;
+# sets $_moved.
+move_after_returning_chunks() {
+	mount -o remount,nodiscard "$mountpoint" ||
+		warn "cannot remount $mountpoint without discard"
+	_try=0
+	while [ "$_try" -lt 10 ]; do
+		_try=$((_try + 1))
+		timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null || :
+		move_root
+		_moved=$?
+		[ "$_moved" -eq 1 ] && [ "$move_cause" = nospace ] || break
+		sleep 1
+	done
+	case ,$mount_options, in
+	*,discard=async,*)
+		mount -o remount,discard=async "$mountpoint" ||
+			warn "cannot remount $mountpoint with discard=async again"
+		;;
+	*,discard,* | *,discard=sync,*)
+		mount -o remount,discard=sync "$mountpoint" ||
+			warn "cannot remount $mountpoint with discard again"
+		;;
+	esac
 }
 
 # --- Rotate ------------------------------------------------------------------
@@ -965,6 +1004,10 @@ if [ -n "$root_ino" ]; then
 		[ "$deleted" -eq 0 ] || wait_for_space
 		move_root
 		_moved=$?
+		if [ "$_moved" -eq 1 ] && [ "$move_cause" = nospace ] && [ "$deleted" -gt 0 ]; then
+			warn "$move_error; returning the chunks the deletion emptied so that metadata can grow, then trying again"
+			move_after_returning_chunks
+		fi
 		[ "$_moved" -eq 0 ] || [ "$_moved" -eq 2 ] ||
 			fail "$move_error (deleted $deleted old roots past retention first); this boot keeps its old root"
 		moved_after_deleting=1

@@ -27,7 +27,8 @@ pub fn script_path() -> Utf8PathBuf {
 
 /// Every program the script may call.
 pub const SCRIPT_PROGRAMS: &[&str] = &[
-    "btrfs", "mount", "umount", "mkdir", "mv", "sort", "stat", "date", "cat", "sync", "timeout",
+    "btrfs", "mount", "umount", "mkdir", "mv", "sort", "stat", "date", "cat", "sync", "sleep",
+    "timeout",
 ];
 
 const fn coreutil(program: &'static str) -> Tool {
@@ -49,6 +50,7 @@ pub const GNU_TOOLS: &[Tool] = &[
     coreutil("date"),
     coreutil("cat"),
     coreutil("sync"),
+    coreutil("sleep"),
     coreutil("timeout"),
 ];
 
