@@ -2154,7 +2154,7 @@ fn full_metadata_in_the_current_root(interpreter: Interpreter) {
     let mut settings = case.settings.clone();
     settings.keep_at_least = Some(1);
     let first = case.runner.run(case.fs.device(), &settings).unwrap();
-    eprintln!("{l} the first boot: {}", first.stdout.trim());
+    eprintln!("{l} the first boot: {}", first.transcript());
     assert!(first.summary().is_some(), "{l} {}", first.transcript());
     case.check_persist();
     assert_eq!(holders_of_current(&case).len(), 1, "{l}");

@@ -254,8 +254,10 @@ in
           serviceConfig = {
             Type = "oneshot";
             # Tools come from the initrd's /bin (PATH=/bin:/sbin): coreutils
-            # and util-linux's mount and umount from initrd.nix, btrfs-progs
-            # from btrfs.nix (supportedFilesystems above).
+            # (timeout and sleep among them) and util-linux's mount and
+            # umount from initrd.nix (boot.initrd.systemd.initrdBin, nixpkgs
+            # 00e6b22b), btrfs-progs from btrfs.nix (supportedFilesystems
+            # above).
             ExecStart = utils.escapeSystemdExecArgs [
               bash
               rollbackScript
@@ -279,7 +281,8 @@ in
         # postResumeCommands option", in NixOS since 24.05, added the hook
         # for exactly this). The text is pasted into stage-1-init.sh by
         # substitutions of @name@ placeholders: never write one here.
-        # busybox provides every tool but btrfs.
+        # busybox provides every tool but btrfs (stage-1.nix copies every
+        # applet of pkgs.busybox into extra-utils: timeout and sleep too).
         boot.initrd.postResumeCommands = lib.mkAfter ''
           btrfs_rollback_device=${lib.escapeShellArg device}
           btrfs_rollback_wait=0

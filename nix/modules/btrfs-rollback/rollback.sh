@@ -849,10 +849,13 @@ delete_selected() {
 
 # Waits until the deleted subvolumes' space is free (the kernel frees it in
 # the background), so that a retry can use it.
-# The cleaner drops the deleted subvolumes (subvolume sync waits for it),
-# and their extents are free once a transaction commits (filesystem sync).
-# Both are bounded: on a timeout the move is simply tried again.
+# A commit wakes the cleaner (otherwise it waits for the next periodic
+# one, up to 30 s), which drops the deleted subvolumes (subvolume sync waits
+# for it); their extents are free once another transaction commits. Each
+# step is bounded: on a timeout the move is simply tried again.
 wait_for_space() {
+	timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null ||
+		warn "btrfs filesystem sync failed or took over $wait_seconds s; going on"
 	timeout -s KILL "$wait_seconds" btrfs subvolume sync . >/dev/null ||
 		warn "btrfs subvolume sync failed or took over $wait_seconds s; trying the move anyway"
 	timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null ||
