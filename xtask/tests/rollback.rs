@@ -152,6 +152,16 @@ impl Case {
     }
 
     fn check_summary(&self, run: &Run, status: &Status) {
+        // A run that worked says nothing alarming (btrfs-progs' errors
+        // about ids it was asked to resolve after deleting them, e.g.).
+        if status.get("result") == "ok" {
+            assert!(
+                !run.stderr.contains("ERROR"),
+                "{} noise on a successful run: {}",
+                self.label,
+                run.transcript()
+            );
+        }
         let summary = run.summary().unwrap_or_else(|| {
             panic!(
                 "{} stdout is not one summary line: {}",
@@ -904,12 +914,20 @@ impl Hooks {
             let wrapper = format!(
                 r#"#!/bin/sh
 n=0
+# The run's process group, from the first call (made by the script itself):
+# a tool under GNU timeout is in a group of its own.
+if [ ! -s "$XTASK_HOOK_COUNTER.group" ]; then
+    read -r _ _ _ _ group _ < /proc/$$/stat
+    echo "$group" > "$XTASK_HOOK_COUNTER.group"
+fi
+read -r group < "$XTASK_HOOK_COUNTER.group"
 [ -r "$XTASK_HOOK_COUNTER" ] && read -r n < "$XTASK_HOOK_COUNTER"
 n=$((n + 1))
 echo "$n" > "$XTASK_HOOK_COUNTER"
 echo "{program} $*" >> "$XTASK_HOOK_LOG"
 if [ "$n" -eq "${{XTASK_HOOK_FAIL_AT:-0}}" ]; then
-    echo "xtask hook: call $n ({program}) fails" >&2
+    # As a full filesystem fails (the script reads the cause from the error).
+    echo "xtask hook: call $n ({program}) fails: No space left on device" >&2
     exit 1
 fi
 if [ "$n" -eq "${{XTASK_HOOK_CRASH_AT:-0}}" ]; then
@@ -923,7 +941,7 @@ if [ "$n" -eq "${{XTASK_HOOK_CRASH_AT:-0}}" ]; then
             '{real}' subvolume delete "$p" >/dev/null
         done
     fi
-    kill -KILL 0
+    kill -KILL -"$group" 0
 fi
 exec '{real}' "$@"
 "#,
@@ -963,6 +981,7 @@ exec '{real}' "$@"
         let counter = case.fs.scratch().join("hook-counter");
         let log = case.fs.scratch().join("hook-log");
         let _ = fs::remove_file(&counter);
+        let _ = fs::remove_file(format!("{counter}.group"));
         let _ = fs::remove_file(&log);
         let mut command = case
             .runner
@@ -1827,6 +1846,8 @@ fn read_only_old_roots_and_names_with_newlines_are_deleted() {
         settings.keep_at_least = Some(0);
         let run = case.runner.run(case.fs.device(), &settings).unwrap();
         assert_ok_with(&run, l, 3, 2);
+        // What the batch deleted is not an error of the one-by-one pass.
+        case.check_summary(&run, run.status().unwrap());
         assert!(
             !run.stdout.contains("could not delete"),
             "{l} {}",
@@ -2077,5 +2098,497 @@ fn keep_at_least_counts_suffixed_names_in_time_order() {
             [name(NOW - 80 * DAY), name(NOW - 70 * DAY), name(NOW)],
             "{l}"
         );
+    });
+}
+
+// --- Conditions a server meets ------------------------------------------------------
+
+per_interpreter!(
+    full_metadata_held_by_the_current_root_heals_by_the_second_boot,
+    full_metadata_in_the_current_root
+);
+
+/// The metadata is full because of what the current root holds (a runaway
+/// cache under /, xattrs here), and the data chunks are full of an old root
+/// past retention: deleting it frees data, not room for metadata, until the
+/// emptied data chunks go back to the unallocated space.
+fn full_metadata_in_the_current_root(interpreter: Interpreter) {
+    let lab = lab();
+    let case = Case::with_size(&lab, runner(interpreter), SMALL_FIXTURE_BYTES);
+    let l = &case.label;
+    let past = name(NOW - 40 * DAY);
+    let recent = name(NOW - 2 * DAY);
+    case.old_root(&past, &[]);
+    case.old_root(&recent, &[]);
+    case.current_root("current", CURRENT_NESTED);
+    let chunk = vec![0u8; 1 << 20];
+    for i in 0.. {
+        match fs::write(case.old(&past).join(format!("f{i}")), &chunk) {
+            Ok(()) => {}
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} filling the data: {e}"),
+        }
+    }
+    case.fs.sync().unwrap();
+    let value = vec![b'm'; 3900];
+    'fill: for f in 0.. {
+        let file = case.root().join(format!("xattrs-{f}"));
+        match fs::write(&file, "") {
+            Ok(()) => {}
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} {file}: {e}"),
+        }
+        for a in 0..100 {
+            match set_xattr(&file, &format!("user.m{a}"), &value) {
+                Ok(()) => {}
+                Err(e) if is_enospc(&e) => break 'fill,
+                Err(e) => panic!("{l} xattr on {file}: {e}"),
+            }
+        }
+    }
+    case.fs.sync().unwrap();
+    match fs::rename(case.root(), case.old("probe")) {
+        Err(e) if is_enospc(&e) => {}
+        other => panic!("{l} the metadata is not full: renaming @root gave {other:?}"),
+    }
+    let mut settings = case.settings.clone();
+    settings.keep_at_least = Some(1);
+    let first = case.runner.run(case.fs.device(), &settings).unwrap();
+    eprintln!("{l} the first boot: {}", first.transcript());
+    assert!(first.summary().is_some(), "{l} {}", first.transcript());
+    case.check_persist();
+    assert_eq!(holders_of_current(&case).len(), 1, "{l}");
+    if first.status().unwrap().get("result") != "ok" {
+        assert!(first.status().unwrap().failed_marker, "{l}");
+        settings.now = Some(NOW + 3600);
+        let second = case.runner.run(case.fs.device(), &settings).unwrap();
+        assert_eq!(
+            second.status().unwrap().get("result"),
+            "ok",
+            "{l} the second boot: {}",
+            second.transcript()
+        );
+    }
+    let holders = holders_of_current(&case);
+    assert_eq!(holders.len(), 1, "{l} the current root is at {holders:?}");
+    assert_ne!(
+        holders[0],
+        case.root(),
+        "{l} not rotated by the second boot"
+    );
+    assert!(
+        case.intact(holders[0].file_name().unwrap(), "current", CURRENT_NESTED),
+        "{l}"
+    );
+    assert!(case.intact(&recent, &recent, &[]), "{l}");
+    assert!(!case.old(&past).exists(), "{l}");
+    case.check_persist();
+}
+
+/// An RLIMIT_STACK of 256 KiB gives the smallest argument limit Linux has
+/// (128 KiB) for every exec of the run.
+fn with_smallest_argument_limit(command: &mut std::process::Command) {
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256 << 10,
+                rlim_max: 256 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_STACK, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+#[test]
+fn many_nested_subvolumes_are_deleted_in_batches_below_the_argument_limit() {
+    // 1 200 nested subvolumes with container-engine names (64 hex digits)
+    // pass 128 KiB of arguments: one `btrfs subvolume delete` of them all
+    // fails with E2BIG. The 20 000 of a real engine are in the bench.
+    const NESTED: usize = 1200;
+    let lab = lab();
+    for interpreter in Interpreter::ALL {
+        let case = Case::new(&lab, interpreter);
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &[]);
+        let engine = format!("@old_roots/{past}/var/lib/docker/btrfs/subvolumes");
+        fs::create_dir_all(case.top().join(&engine)).unwrap();
+        for i in 0..NESTED {
+            let id = format!("{:064x}", (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15);
+            case.fs.create_subvolume(&format!("{engine}/{id}")).unwrap();
+        }
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(1);
+        let hooks = Hooks::new(&case.runner);
+        let counter = case.fs.scratch().join("hook-counter");
+        let log = case.fs.scratch().join("hook-log");
+        let mut command =
+            case.runner
+                .command(case.fs.device(), &settings, false, Some(hooks.path()));
+        command
+            .env("XTASK_HOOK_COUNTER", &counter)
+            .env("XTASK_HOOK_LOG", &log)
+            .process_group(0);
+        with_smallest_argument_limit(&mut command);
+        let run = case.runner.run_command(command, &settings).unwrap();
+        let calls = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !run.stderr.contains("too long") && !run.stderr.contains("one by one"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_ok_with(&run, l, 1, 1);
+        case.check_summary(&run, run.status().unwrap());
+        let deletes = calls
+            .lines()
+            .filter(|c| c.starts_with("btrfs subvolume delete"))
+            .count();
+        let btrfs_calls = calls.lines().filter(|c| c.starts_with("btrfs ")).count();
+        assert!(
+            (2..=6).contains(&deletes) && btrfs_calls <= deletes + 4,
+            "{l} {deletes} deletes, {btrfs_calls} btrfs calls for {NESTED} nested subvolumes"
+        );
+        assert!(case.subvolumes_of(&past).is_empty(), "{l}");
+        case.check_persist();
+    }
+}
+
+/// A directory of PATH with the run's tools, and `umount` replaced by one
+/// that keeps a process inside the mount while it runs the real umount:
+/// the real umount finds it busy.
+fn path_with_busy_umount(case: &Case) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(case.runner.tool_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let program = entry.file_name();
+        let real = fs::canonicalize(entry.path()).unwrap();
+        let path = dir.path().join(&program);
+        if program == "umount" {
+            let script = format!(
+                "#!/bin/sh\n( cd \"$1\" && exec {sleep} 2 ) &\n{sleep} 0.3\nexec '{}' \"$@\"\n",
+                real.display(),
+                sleep = ["/usr/bin/sleep", "/bin/sleep"]
+                    .into_iter()
+                    .find(|p| Utf8Path::new(p).exists())
+                    .expect("sleep (coreutils)")
+            );
+            fs::write(&path, script).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        } else {
+            symlink(&real, &path).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn a_busy_unmount_after_a_good_move_is_not_a_failure() {
+    // busybox sh runs its own umount applet, without PATH: dash and bash.
+    let lab = lab();
+    for interpreter in [Interpreter::Dash, Interpreter::Bash] {
+        let case = Case::new(&lab, interpreter);
+        let l = &case.label;
+        case.current_root("current", &[]);
+        let dir = path_with_busy_umount(&case);
+        let path = Utf8Path::from_path(dir.path()).unwrap();
+        let command = case
+            .runner
+            .command(case.fs.device(), &case.settings, false, Some(path));
+        let run = case.runner.run_command(command, &case.settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(run.code, Some(0), "{l} {}", run.transcript());
+        assert_eq!(status.get("result"), "ok", "{l} {}", run.transcript());
+        assert!(
+            !status.failed_marker,
+            "{l} a failed marker after a good move"
+        );
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        assert!(run.stderr.contains("busy"), "{l} {}", run.transcript());
+        std::thread::sleep(Duration::from_millis(2500));
+        // The next run finds the mountpoint usable.
+        let mut settings = case.settings.clone();
+        settings.now = Some(NOW + 60);
+        case.run_with(&settings);
+    }
+}
+
+/// A tmpfs at `at` with `options`; unmounted on the fixture's drop.
+fn mount_tmpfs(case: &Case, at: &Utf8Path, options: &str) {
+    fs::create_dir_all(at).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs", at.as_str()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs at {at}");
+    case.fs.forget_on_drop(at);
+}
+
+#[test]
+fn trouble_writing_the_status_never_decides_the_result() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        // Read-only, full of data, out of inodes.
+        for (k, (options, fill)) in [
+            ("ro,size=64k", None),
+            ("size=8k", Some("data")),
+            ("size=1m,nr_inodes=2", Some("inodes")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut settings = case.settings.clone();
+            settings.status_dir = case.fs.scratch().join(format!("status-trouble-{k}"));
+            settings.now = Some(NOW + k as i64 * 60);
+            mount_tmpfs(case, &settings.status_dir, options);
+            match fill {
+                Some("data") => {
+                    let chunk = vec![1u8; 4096];
+                    let mut file = fs::File::create(settings.status_dir.join("filler")).unwrap();
+                    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+                }
+                Some(_) => {
+                    for i in 0.. {
+                        if fs::write(settings.status_dir.join(format!("f{i}")), "").is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => {}
+            }
+            case.current_root(&format!("current-{k}"), &[]);
+            let run = case.runner.run(case.fs.device(), &settings).unwrap();
+            let summary = run
+                .summary()
+                .unwrap_or_else(|| panic!("{l} {options}: {}", run.transcript()));
+            assert_eq!(run.code, Some(0), "{l} {options}: {}", run.transcript());
+            assert_eq!(
+                summary["result"],
+                "ok",
+                "{l} {options}: {}",
+                run.transcript()
+            );
+            assert_eq!(
+                summary["rotated_to"],
+                name(NOW + k as i64 * 60),
+                "{l} {options}"
+            );
+            assert!(
+                run.stderr.contains("could not write"),
+                "{l} {options}: {}",
+                run.transcript()
+            );
+            case.check_persist();
+        }
+    });
+}
+
+/// `chattr +a`/`+i` on a directory: FS_IOC_SETFLAGS.
+fn set_inode_flags(path: &Utf8Path, flags: libc::c_long) {
+    let dir = fs::File::open(path).unwrap();
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    // SAFETY: a valid descriptor and a pointer to a long.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            FS_IOC_SETFLAGS,
+            &flags as *const libc::c_long,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setting flags on {path}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+const FS_APPEND_FL: libc::c_long = 0x20;
+
+/// A run that must fail, change nothing, and not go down the full
+/// filesystem's path; returns the message.
+fn refused(case: &Case, settings: &Settings, past: &str) -> String {
+    let l = &case.label;
+    let run = case.runner.run(case.fs.device(), settings).unwrap();
+    let status = run.status().unwrap();
+    assert_eq!(status.get("result"), "failed", "{l} {}", run.transcript());
+    assert!(status.failed_marker, "{l}");
+    assert_ne!(run.code, Some(0), "{l}");
+    assert!(
+        !run.stderr
+            .contains("deleting old roots past retention first"),
+        "{l} taken for a full filesystem: {}",
+        run.transcript()
+    );
+    assert!(
+        status
+            .get("message")
+            .contains("this boot keeps its old root"),
+        "{l} {}",
+        run.transcript()
+    );
+    assert!(
+        case.intact(past, past, &["var/lib/machines"]),
+        "{l} the old root past retention was touched: {}",
+        run.transcript()
+    );
+    assert!(case.root().join("marker").exists(), "{l} @root moved");
+    assert!(!is_mountpoint(&settings.mountpoint), "{l}");
+    case.check_persist();
+    status.get("message").to_owned()
+}
+
+#[test]
+fn each_cause_of_a_failed_move_is_told_apart() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &["var/lib/machines"]);
+        case.current_root("current", &[]);
+        let settings = case.settings.clone();
+
+        // A read-only @old_roots.
+        case.fs.set_read_only("@old_roots", true).unwrap();
+        let message = refused(case, &settings, &past);
+        assert!(
+            message.contains("@old_roots is a read-only subvolume"),
+            "{l} {message}"
+        );
+        case.fs.set_read_only("@old_roots", false).unwrap();
+
+        // A read-only @root (btrfs receive makes them): rotated.
+        case.fs.set_read_only("@root", true).unwrap();
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        assert!(case.intact(&name(NOW), "current", &[]), "{l}");
+
+        // An append-only @old_roots takes the root (the kernel lets entries
+        // in, not out); retention then leaves what it cannot delete, with
+        // a warning, and nothing is lost.
+        fs::write(case.root().join("marker"), "current2").unwrap();
+        let mut settings = settings.clone();
+        settings.now = Some(NOW + 60);
+        set_inode_flags(&case.top().join("@old_roots"), FS_APPEND_FL);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap().clone();
+        set_inode_flags(&case.top().join("@old_roots"), 0);
+        assert_eq!(
+            status.get("result"),
+            "ok",
+            "{l} append-only: {}",
+            run.transcript()
+        );
+        assert!(
+            case.intact(status.get("rotated_to"), "current2", &[]),
+            "{l}"
+        );
+        case.check_persist();
+    });
+}
+
+#[test]
+fn a_qgroup_over_its_limit_is_named_and_deletes_nothing() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &["var/lib/machines"]);
+        case.current_root("current", &[]);
+        fs::write(case.root().join("big"), vec![5u8; 4 << 20]).unwrap();
+        let btrfs = |args: &[&str]| {
+            let out = std::process::Command::new("btrfs")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "btrfs {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let top = case.top().as_str();
+        btrfs(&["quota", "enable", top]);
+        btrfs(&["quota", "rescan", "-w", top]);
+        // The rename reserves metadata in the top level's tree: its
+        // qgroup (0/5) at its limit refuses it with EDQUOT.
+        btrfs(&["qgroup", "limit", "16k", top]);
+        case.fs.sync().unwrap();
+        let message = refused(case, &case.settings, &past);
+        assert!(message.contains("qgroup"), "{l} {message}");
+    });
+}
+
+#[test]
+fn a_stale_mount_on_the_mountpoint_is_cleared_and_a_foreign_one_refused() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.current_root("current", &[]);
+        // What a run stopped before its unmount leaves.
+        case.fs.mount_top_level(&case.settings.mountpoint).unwrap();
+        let status = case.run_ok();
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        // Not ours: never unmounted, never used.
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &["var/lib/machines"]);
+        fs::write(case.root().join("marker"), "second").unwrap();
+        mount_tmpfs(case, &case.settings.mountpoint, "size=64k");
+        let mut settings = case.settings.clone();
+        settings.now = Some(NOW + 60);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "failed", "{l} {}", run.transcript());
+        assert!(
+            status.get("message").contains("tmpfs"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(
+            is_mountpoint(&case.settings.mountpoint),
+            "{l} unmounted a tmpfs"
+        );
+        assert!(case.intact(&past, &past, &["var/lib/machines"]), "{l}");
+        case.check_persist();
+    });
+}
+
+#[test]
+fn a_mounted_subvolume_is_never_the_root_nor_the_old_roots() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        case.current_root("current", &[]);
+        fs::create_dir_all(case.top().join("@persist/old")).unwrap();
+        let root_name = name(NOW - 40 * DAY);
+        case.fs
+            .create_subvolume(&format!("@persist/{root_name}"))
+            .unwrap();
+        let digest = tree_digest(&case.top().join("@persist"));
+        for (root, old) in [("@persist", "@old_roots"), ("@root", "@persist")] {
+            let mut settings = case.settings.clone();
+            settings.root_subvolume = Some(root.to_owned());
+            settings.old_roots_subvolume = Some(old.to_owned());
+            settings.mounted_subvolumes = Some("@persist /@nix @log".to_owned());
+            let run = case.runner.run(case.fs.device(), &settings).unwrap();
+            let status = run.status().unwrap();
+            assert_eq!(
+                status.get("result"),
+                "failed",
+                "{l} {root} {old}: {}",
+                run.transcript()
+            );
+            assert!(
+                status.get("message").contains("mounted by the system"),
+                "{l} {}",
+                run.transcript()
+            );
+            assert_eq!(
+                tree_digest(&case.top().join("@persist")),
+                digest,
+                "{l} {root} {old}"
+            );
+            assert!(case.root().join("marker").exists(), "{l}");
+        }
     });
 }

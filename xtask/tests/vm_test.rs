@@ -133,21 +133,22 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     ] {
         assert!(check(&results, 2, name).passed, "{name} at boot 2");
     }
-    // The month: the clock jumped 40 days, then six rotations in one second
-    // and one 31 days later, each held against the retention model, and
-    // every rule was at work.
+    // The month: the clock jumped 40 days, then six rotations in one second,
+    // then roots on both sides of the retention and keepAtLeast boundaries
+    // (xtask::vm::month), each held against the retention model, and every
+    // rule was at work.
     let clock = check(&results, 2, "clock");
     assert!(
         clock.passed && clock.measured.starts_with("20"),
         "{clock:?}"
     );
-    for run in 1..=7 {
+    for run in 1..=16 {
         assert!(
             check(&results, 2, &format!("retention:run{run}")).passed,
             "run {run}"
         );
     }
-    for run in 2..=7 {
+    for run in 2..=16 {
         assert!(
             check(&results, 2, &format!("rollback-run:{run}")).passed,
             "run {run}"
@@ -157,6 +158,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         "month:deletion",
         "month:keep-at-least",
         "month:long-uptime",
+        "month:retention-boundary",
         "month:same-second",
     ] {
         assert!(check(&results, 2, name).passed, "{name}");
@@ -573,11 +575,25 @@ fn a_rollback_that_never_deletes_fails_the_month() {
     let results = fails_with(
         "BTRFS_ROLLBACK_RETENTION_DAYS=999999 # tampered: nothing is ever past retention",
         2,
-        &["retention:run7", "month:deletion", "old-roots"],
+        &["retention:run15", "month:deletion", "old-roots"],
     );
-    assert!(check(&results, 2, "retention:run7")
+    assert!(check(&results, 2, "retention:run15")
         .measured
         .contains("kept but must be deleted"));
+}
+
+#[test]
+fn a_rollback_with_a_too_short_retention_fails_the_month() {
+    // The month holds roots 29 and 30 days old outside the newest
+    // keepAtLeast: a 3-day retention deletes them.
+    let results = fails_with(
+        "BTRFS_ROLLBACK_RETENTION_DAYS=3 # tampered: 3 days instead of the host's 30",
+        2,
+        &["retention:run15", "month:retention-boundary"],
+    );
+    assert!(check(&results, 2, "retention:run15")
+        .measured
+        .contains("deleted but must be kept"));
 }
 
 /// Two tampers that see different things share one VM run (CI's time):
@@ -593,12 +609,12 @@ fn a_rollback_that_ignores_keep_at_least_and_a_host_without_fstrim_fail_the_mont
         "BTRFS_ROLLBACK_KEEP_AT_LEAST=0 # tampered: keepAtLeast ignored",
         2,
         &[
-            "retention:run7",
+            "retention:run16",
             "month:keep-at-least",
             "trim:rollback-freed",
         ],
     );
-    assert!(check(&results, 2, "retention:run7")
+    assert!(check(&results, 2, "retention:run16")
         .measured
         .contains("deleted but must be kept"));
     let trim = check(&results, 2, "trim:rollback-freed");

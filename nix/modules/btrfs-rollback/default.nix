@@ -30,13 +30,31 @@ let
   # hand /run over to the running system.
   statusDir = "/run/btrfs-rollback";
 
+  # The subvolume a fileSystems entry mounts (its subvol= option, without a
+  # leading /), or null.
+  subvolumeOf =
+    fs:
+    let
+      found = lib.filter (lib.hasPrefix "subvol=") (fs.options or [ ]);
+    in
+    if found == [ ] then null else lib.removePrefix "/" (lib.removePrefix "subvol=" (lib.head found));
+
+  # Every subvolume the system mounts at another path than /: never the
+  # root to wipe, never the place whose old roots are deleted.
+  mountedElsewhere = lib.filter (sv: sv != null) (
+    lib.mapAttrsToList (path: fs: if path == "/" then null else subvolumeOf fs) config.fileSystems
+  );
+  rootMounted = subvolumeOf (config.fileSystems."/" or { });
+
   environment = {
     BTRFS_ROLLBACK_MOUNTPOINT = cfg.mountPoint;
+    BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES = lib.concatStringsSep " " mountedElsewhere;
     BTRFS_ROLLBACK_ROOT_SUBVOLUME = cfg.rootSubvolume;
     BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME = cfg.oldRootsSubvolume;
     BTRFS_ROLLBACK_RETENTION_DAYS = toString cfg.retentionDays;
     BTRFS_ROLLBACK_KEEP_AT_LEAST = toString cfg.keepAtLeast;
     BTRFS_ROLLBACK_STATUS_DIR = statusDir;
+    BTRFS_ROLLBACK_WAIT_SECONDS = toString waitSeconds;
   };
 
   device = if cfg.device == null then "" else cfg.device;
@@ -62,6 +80,12 @@ let
   # next is in docs/troubleshooting.md ("The rollback hangs or times out").
   timeoutSeconds = 180;
   killSeconds = 15;
+  # The longest one wait of the script's full-filesystem path may take (a
+  # commit or `btrfs subvolume sync`; on a timeout it tries the move anyway).
+  # That path waits at most 13 times, with 10 s of pauses (rollback.sh:
+  # wait_for_space, move_after_returning_chunks): 13 * 10 + 10 = 140 s, so
+  # a slow commit never uses up timeoutSeconds before the move is retried.
+  waitSeconds = 10;
   # How long the scripted initrd waits for the device node to appear.
   deviceWaitSeconds = 10;
 in
@@ -160,6 +184,23 @@ in
             assertion = cfg.rootSubvolume != cfg.oldRootsSubvolume;
             message = "boot.btrfsRollback.rootSubvolume and oldRootsSubvolume must differ.";
           }
+          {
+            assertion = rootMounted == cfg.rootSubvolume;
+            message = ''
+              boot.btrfsRollback.rootSubvolume is ${cfg.rootSubvolume}, but / is mounted
+              from ${if rootMounted == null then "no subvol= option" else "subvol=${rootMounted}"}:
+              the subvolume wiped at every boot must be the one mounted at /.
+              Set rootSubvolume to it, or fileSystems."/".options to subvol=${cfg.rootSubvolume}.
+            '';
+          }
+          {
+            assertion = !lib.elem cfg.oldRootsSubvolume (mountedElsewhere ++ [ rootMounted ]);
+            message = ''
+              boot.btrfsRollback.oldRootsSubvolume is ${cfg.oldRootsSubvolume}, which
+              fileSystems mounts: old roots past retention are deleted from it, so it
+              must be a subvolume mounted nowhere (the default @old_roots).
+            '';
+          }
         ]
         ++ map (path: {
           assertion = (config.fileSystems.${path} or { neededForBoot = false; }).neededForBoot;
@@ -168,20 +209,6 @@ in
             mount of its own with fileSystems."${path}".neededForBoot = true.
           '';
         }) cfg.mountsNeededForBoot;
-
-        warnings =
-          let
-            rootOptions = config.fileSystems."/".options or [ ];
-          in
-          lib.optional
-            (
-              !lib.elem "subvol=${cfg.rootSubvolume}" rootOptions
-              && !lib.elem "subvol=/${cfg.rootSubvolume}" rootOptions
-            )
-            ''
-              boot.btrfsRollback rotates the subvolume ${cfg.rootSubvolume}, but
-              fileSystems."/".options has no subvol=${cfg.rootSubvolume}.
-            '';
 
         # btrfs-progs in the initrd: nixos/modules/tasks/filesystems/btrfs.nix
         # (nixpkgs master, 2026) adds it to boot.initrd.systemd.initrdBin, or
@@ -205,6 +232,10 @@ in
             failed=${lib.escapeShellArg "${statusDir}/failed"}
             if [ ! -e "$status" ]; then
               echo "btrfs-rollback: no $status: the root rollback did not run in the initrd" >&2
+              exit 1
+            fi
+            if [ ! -s "$status" ]; then
+              echo "btrfs-rollback: $status is empty: the rollback could not write it (a full /run?); its summary line is in the journal of this boot" >&2
               exit 1
             fi
             cat "$status"
@@ -247,8 +278,10 @@ in
           serviceConfig = {
             Type = "oneshot";
             # Tools come from the initrd's /bin (PATH=/bin:/sbin): coreutils
-            # and util-linux's mount and umount from initrd.nix, btrfs-progs
-            # from btrfs.nix (supportedFilesystems above).
+            # (timeout and sleep among them) and util-linux's mount and
+            # umount from initrd.nix (boot.initrd.systemd.initrdBin, nixpkgs
+            # 00e6b22b), btrfs-progs from btrfs.nix (supportedFilesystems
+            # above).
             ExecStart = utils.escapeSystemdExecArgs [
               bash
               rollbackScript
@@ -293,7 +326,8 @@ in
         # postResumeCommands option", in NixOS since 24.05, added the hook
         # for exactly this). The text is pasted into stage-1-init.sh by
         # substitutions of @name@ placeholders: never write one here.
-        # busybox provides every tool but btrfs, `timeout` too: at the
+        # busybox provides every tool but btrfs (stage-1.nix copies every
+        # applet of pkgs.busybox into extra-utils: timeout and sleep too): at the
         # limit the script gets SIGTERM (and SIGKILL after killSeconds),
         # the module prints FAILED and stage 1 goes on to mount the
         # root; a missing @root then fails that mount, and stage-1-init.sh

@@ -25,6 +25,14 @@
 #                                       (tests fake clocks). Default `date +%s`.
 #   BTRFS_ROLLBACK_STATUS_DIR           where the status file goes. Default
 #                                       /run/btrfs-rollback.
+#   BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES   subvolumes the system mounts (the
+#                                       NixOS module lists every subvol= of
+#                                       fileSystems but /), separated by
+#                                       spaces: neither the root nor the
+#                                       old-roots subvolume may be one of them.
+#   BTRFS_ROLLBACK_WAIT_SECONDS         the longest a step that waits on the
+#                                       filesystem may take (filesystem and
+#                                       subvolume sync). Default 60.
 #
 # Old roots are subvolumes in the old-roots subvolume named by the UTC time
 # of the move, ISO 8601 basic without colons: YYYYMMDDTHHMMSSZ, and
@@ -39,8 +47,13 @@
 # the newest old root (or to 20260101T000000Z when there is none), so that a
 # wrong clock never names a root that later looks older or newer than it is.
 #
-# When the move fails (a full filesystem), the old roots past retention are
-# deleted first and the move is tried again once their space is free.
+# When the move fails, the cause decides (never a guess): no space left
+# (ENOSPC) deletes the old roots past retention first and tries again once
+# their space is free, and once the chunks they emptied are returned (so that
+# a metadata that is full because of the current root can grow); a
+# read-only root subvolume (btrfs receive makes them) has the flag
+# cleared and is moved; a read-only device, a read-only, append-only or
+# immutable old-roots subvolume and a qgroup limit change nothing and say so.
 # Several runs at once cannot nest or lose a root: every rename refuses an
 # existing target (mv -T), so a run that finds a name taken takes the next.
 #
@@ -52,7 +65,8 @@
 # $BTRFS_ROLLBACK_STATUS_DIR/failed and exits non-zero.
 #
 # Plain POSIX sh (busybox ash, dash, bash). Tools: btrfs, mount, umount,
-# mkdir, mv, sort, stat, date. Process calls do not grow with the number of
+# mkdir, mv, sort, stat, date, sleep, timeout (coreutils in the systemd initrd,
+# busybox in the scripted one). Process calls do not grow with the number of
 # old roots, and neither does the work per old root: no list is built by
 # appending to a string, and nothing is kept in a variable per name (both
 # are quadratic in dash and busybox).
@@ -76,6 +90,10 @@ NL='
 '
 # The shape of an old root's name (without the -NN suffix).
 NAME_GLOB='[0-9][0-9][0-9][0-9][0-1][0-9][0-3][0-9]T[0-2][0-9][0-5][0-9][0-5][0-9]Z'
+# Argument bytes per `btrfs subvolume delete`, counting 9 per argument for
+# its pointer and NUL: half the smallest limit Linux allows (128 KiB, with a
+# stack limit of 512 KiB or less), whatever the environment.
+BATCH_BYTES=65536
 
 result=running
 rotated_to=
@@ -242,6 +260,30 @@ note_skipped() {
 	fi
 }
 
+# The mount on top at the directory $1 (a canonical path), from
+# /proc/self/mountinfo: $mnt_found is 1 when there is one, $mnt_fstype,
+# $mnt_source, and $mnt_ro is 1 when the mount or its filesystem is
+# read-only. Returns 1 when mountinfo cannot be read. The mountpoint holds
+# no space, tab, backslash or newline (refused above), so it appears in
+# mountinfo as it is.
+mount_at() {
+	mnt_found='' mnt_fstype='' mnt_source='' mnt_ro='' mnt_super=''
+	[ -r /proc/self/mountinfo ] || return 1
+	while read -r _id _parent _devno _mroot _mp _mopts _rest; do
+		[ "$_mp" = "$1" ] || continue
+		# Optional fields, then "- FSTYPE SOURCE SUPER-OPTIONS".
+		_x=" $_rest"
+		_x=${_x#* - }
+		mnt_found=1
+		mnt_fstype=${_x%% *}
+		_x=${_x#* }
+		mnt_source=${_x%% *}
+		mnt_ro=''
+		mnt_super=${_x#* }
+		case ,$_mopts,$mnt_super, in *,ro,*) mnt_ro=1 ;; esac
+	done </proc/self/mountinfo
+}
+
 write_status() {
 	[ -n "$status_dir" ] || return 0
 	printf 'result=%s\nrotated_to=%s\ndeleted=%s\nkept=%s\nskipped=%s\nclock=%s\nms=%s\nmessage=%s\n' \
@@ -272,10 +314,16 @@ on_exit() {
 	fi
 	if [ -n "$mounted" ]; then
 		cd / || :
+		# Busy (a process still inside): detach it, which is as good for
+		# the boot; the work is done either way, so it never decides the
+		# result. A later run in this boot clears what is left (see below).
 		if ! umount "$mountpoint"; then
-			warn "could not unmount $mountpoint"
-			result=failed
-			[ -n "$message" ] || message="could not unmount $mountpoint"
+			if umount -l "$mountpoint"; then
+				warn "could not unmount $mountpoint (busy); detached it"
+			else
+				warn "could not unmount $mountpoint; left it mounted"
+				[ "$result" != ok ] || message="$message; left $mountpoint mounted"
+			fi
 		fi
 	fi
 	# One line: no newline may reach the summary or the status file.
@@ -289,12 +337,13 @@ on_exit() {
 	case $start_ms in '' | *[!0-9]*) start_ms=$now_ms ;; esac
 	_ms=$((now_ms - start_ms))
 	[ "$_ms" -ge 0 ] || _ms=0
+	# Trouble writing the status is reported, and never changes the
+	# result: the summary line below and the exit code are the record.
 	if [ -n "$status_dir" ]; then
-		if ! write_status "$_ms" 2>/dev/null; then
-			warn "could not write $status_dir/status"
-			result=failed
-		elif [ "$result" = failed ]; then
-			printf '%s\n' "$message" >"$status_dir/failed" ||
+		write_status "$_ms" 2>/dev/null ||
+			warn "could not write $status_dir/status (result=$result)"
+		if [ "$result" = failed ]; then
+			printf '%s\n' "$message" 2>/dev/null >"$status_dir/failed" ||
 				warn "could not write $status_dir/failed"
 		fi
 	fi
@@ -328,6 +377,8 @@ if [ -z "$now" ]; then
 	is_count "$now" || now=0
 fi
 status_dir_wanted=${BTRFS_ROLLBACK_STATUS_DIR:-/run/btrfs-rollback}
+mounted_subvolumes=${BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES:-}
+wait_seconds=${BTRFS_ROLLBACK_WAIT_SECONDS:-60}
 
 case $status_dir_wanted in
 *"$NL"*) fail "BTRFS_ROLLBACK_STATUS_DIR must not contain a newline" ;;
@@ -355,7 +406,7 @@ case $device in
 *) fail "DEVICE must be an absolute path, got '$device'" ;;
 esac
 case $mountpoint_wanted in
-/ | *"$NL"*) fail "BTRFS_ROLLBACK_MOUNTPOINT must not be / or contain a newline" ;;
+/ | *"$NL"* | *[\\\ \	]*) fail "BTRFS_ROLLBACK_MOUNTPOINT must not be / or contain a newline, a space, a tab or a backslash" ;;
 /*) ;;
 *) fail "BTRFS_ROLLBACK_MOUNTPOINT must be an absolute path" ;;
 esac
@@ -366,6 +417,19 @@ for _sv in "$root_sv" "$old_sv"; do
 	esac
 done
 [ "$root_sv" != "$old_sv" ] || fail "the root and old-roots subvolumes must differ"
+# A subvolume the system mounts (/persist, /nix, ...) is never the root to
+# wipe nor the place whose old roots are deleted.
+for _m in $mounted_subvolumes; do
+	_m=${_m#/}
+	[ "$_m" != "$root_sv" ] ||
+		fail "the root subvolume $root_sv is mounted by the system at another path than /; refusing to wipe it (check boot.btrfsRollback.rootSubvolume)"
+	[ "$_m" != "$old_sv" ] ||
+		fail "the old-roots subvolume $old_sv is mounted by the system; refusing to delete in it (check boot.btrfsRollback.oldRootsSubvolume)"
+done
+is_count "$wait_seconds" && [ "$wait_seconds" -ge 1 ] && [ "$wait_seconds" -le 86400 ] ||
+	fail "BTRFS_ROLLBACK_WAIT_SECONDS is not a number of seconds from 1 to 86400: '$wait_seconds'"
+decimal "$wait_seconds"
+wait_seconds=$_dec
 is_count "$retention_days" || fail "BTRFS_ROLLBACK_RETENTION_DAYS is not a number: '$retention_days'"
 is_count "$keep_at_least" || fail "BTRFS_ROLLBACK_KEEP_AT_LEAST is not a number: '$keep_at_least'"
 is_count "$now" || fail "the current time is not a number of epoch seconds: '$now'"
@@ -395,10 +459,32 @@ fi
 # --- Mount the top level ---------------------------------------------------
 
 [ -d "$mountpoint" ] || mkdir -p "$mountpoint" || fail "cannot create $mountpoint"
+mountpoint_real=$(cd "$mountpoint" && pwd -P) || fail "cannot enter $mountpoint"
+# A mount left on the mountpoint (a run stopped before its unmount, a
+# detached busy one): mount(8) refuses to mount the same filesystem there
+# again. A Btrfs mount there is one of ours, and goes; anything else is not
+# ours to touch.
+_stale=0
+while mount_at "$mountpoint_real" && [ -n "$mnt_found" ]; do
+	[ "$mnt_fstype" = btrfs ] ||
+		fail "$mountpoint is already a mount point of a $mnt_fstype filesystem ($mnt_source); refusing to use it"
+	_stale=$((_stale + 1))
+	[ "$_stale" -le 8 ] || fail "cannot clear the stale mounts at $mountpoint"
+	warn "$mountpoint already has $mnt_source mounted (left by an earlier run); unmounting it"
+	umount "$mountpoint" || umount -l "$mountpoint" ||
+		fail "cannot unmount the stale mount of $mnt_source at $mountpoint"
+done
 mount -t btrfs -o subvolid=5,noatime "$device" "$mountpoint" ||
 	fail "cannot mount the top level of $device at $mountpoint"
 mounted=1
 cd "$mountpoint" || fail "cannot enter $mountpoint"
+# mount(8) falls back to read-only on a write-protected device; so does
+# Btrfs after errors. Nothing can change: say so before trying anything.
+mount_options=
+if mount_at "$mountpoint_real"; then mount_options=$mnt_super; fi
+if [ -n "$mnt_ro" ]; then
+	fail "$device is read-only (a write-protected device, or Btrfs forced read-only after errors: see the kernel log); changed nothing, this boot keeps its old root"
+fi
 
 # --- Look at what is there (no changes yet) --------------------------------
 
@@ -664,7 +750,8 @@ delete_the_rest() {
 	_jobs=''
 	for _id in $_ids; do
 		# The kernel's path for the id, exactly (a name may end in a newline).
-		_real=$(btrfs inspect-internal subvolid-resolve "$_id" . && echo .) || continue
+		# An id the batch already deleted does not resolve: not an error.
+		_real=$(btrfs inspect-internal subvolid-resolve "$_id" . 2>/dev/null && echo .) || continue
 		_real=${_real%.}
 		_real=${_real%"$NL"}
 		case $_real in "$old_sv"/*) ;; *) continue ;; esac
@@ -690,8 +777,35 @@ delete_the_rest() {
 	done
 }
 
+# Deletes the paths in $1 (one a line, in that order) with `btrfs subvolume
+# delete`, as few processes as the argument limit allows: $BATCH_BYTES of
+# arguments each. Returns 1 when some call reported errors; their text is
+# dropped, as the one-by-one pass after it retries (and reports) whatever is
+# left. The batch string is bounded, so appending stays cheap in every shell.
+delete_in_batches() {
+	_bad=0 _batch='' _bytes=0
+	IFS=$NL
+	for _p in $1; do
+		_batch=$_batch$_p$NL
+		_bytes=$((_bytes + ${#_p} + 9))
+		if [ "$_bytes" -ge "$BATCH_BYTES" ]; then
+			# shellcheck disable=SC2086 # one path per line
+			set -- $_batch
+			btrfs subvolume delete "$@" >/dev/null 2>&1 || _bad=1
+			_batch='' _bytes=0
+		fi
+	done
+	if [ -n "$_batch" ]; then
+		# shellcheck disable=SC2086 # one path per line
+		set -- $_batch
+		btrfs subvolume delete "$@" >/dev/null 2>&1 || _bad=1
+	fi
+	unset IFS
+	return "$_bad"
+}
+
 # Deletes the selected old roots with their nested subvolumes: one listing,
-# one delete of every path deepest first; what is left (read-only parents,
+# a delete of every path deepest first (in batches); what is left (read-only parents,
 # names with a newline) one by one. An old root that still cannot be deleted
 # is skipped with a warning and tried again at the next boot; the boot goes on.
 deleted_done=''
@@ -712,11 +826,7 @@ delete_selected() {
 		# A parent sorts before its children: reverse order deletes
 		# children first.
 		_paths=$(printf '%s\n' "$_paths" | sort -r -u) || fail "sort failed"
-		IFS=$NL
-		# shellcheck disable=SC2086 # one path per line
-		set -- $_paths
-		unset IFS
-		btrfs subvolume delete "$@" >/dev/null ||
+		delete_in_batches "$_paths" ||
 			warn "btrfs subvolume delete reported errors; retrying what is left one by one"
 		IFS=$NL
 		# shellcheck disable=SC2086 # one line per record
@@ -739,9 +849,49 @@ delete_selected() {
 
 # Waits until the deleted subvolumes' space is free (the kernel frees it in
 # the background), so that a retry can use it.
+# A commit wakes the cleaner (otherwise it waits for the next periodic
+# one, up to 30 s), which drops the deleted subvolumes (subvolume sync waits
+# for it); their extents are free once another transaction commits. Each
+# step is bounded: on a timeout the move is simply tried again.
 wait_for_space() {
-	btrfs filesystem sync . >/dev/null || :
-	btrfs subvolume sync . >/dev/null || warn "btrfs subvolume sync failed"
+	timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null ||
+		warn "btrfs filesystem sync failed or took over $wait_seconds s; going on"
+	timeout -s KILL "$wait_seconds" btrfs subvolume sync . >/dev/null ||
+		warn "btrfs subvolume sync failed or took over $wait_seconds s; trying the move anyway"
+	timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null ||
+		warn "btrfs filesystem sync failed or took over $wait_seconds s; trying the move anyway"
+}
+
+# Chunks that deleting emptied go back to the unallocated space, where
+# metadata can grow, when the cleaner deletes them; with discard=async (the
+# default on SSDs) it waits until they are trimmed, minutes at the default
+# rate, so a full metadata stays full. Remounting without discard lets the
+# cleaner return them at once; each commit wakes it. The option is the
+# filesystem's while it is mounted (only this mount, in the initrd), and it
+# is put back right after. Tries the move up to 10 times, a second apart;
+# sets $_moved.
+move_after_returning_chunks() {
+	mount -o remount,nodiscard "$mountpoint" ||
+		warn "cannot remount $mountpoint without discard"
+	_try=0
+	while [ "$_try" -lt 10 ]; do
+		_try=$((_try + 1))
+		timeout -s KILL "$wait_seconds" btrfs filesystem sync . >/dev/null || :
+		move_root
+		_moved=$?
+		[ "$_moved" -eq 1 ] && [ "$move_cause" = nospace ] || break
+		sleep 1
+	done
+	case ,$mount_options, in
+	*,discard=async,*)
+		mount -o remount,discard=async "$mountpoint" ||
+			warn "cannot remount $mountpoint with discard=async again"
+		;;
+	*,discard,* | *,discard=sync,*)
+		mount -o remount,discard=sync "$mountpoint" ||
+			warn "cannot remount $mountpoint with discard again"
+		;;
+	esac
 }
 
 # --- Rotate ------------------------------------------------------------------
@@ -751,8 +901,12 @@ wait_for_space() {
 # rename onto a subvolume or a non-empty directory, so a run that loses a
 # race for a name sees the move fail, and takes the next name. Returns 0
 # when moved, 2 when the root is gone (another run moved it), 3 when no name
-# is left, 1 when the move itself fails (a full filesystem).
+# is left, 1 when the move itself fails: then $move_cause says why, from the
+# error (LC_ALL=C: strerror's words in glibc and musl): nospace (ENOSPC),
+# quota (EDQUOT: a qgroup limit), readonly (EROFS), notpermitted (EPERM:
+# an append-only or immutable attribute), or other.
 move_root() {
+	move_cause=other
 	_tries=0
 	while [ "$_tries" -lt 200 ]; do
 		_tries=$((_tries + 1))
@@ -766,7 +920,7 @@ move_root() {
 			target_num=$next
 			continue
 		fi
-		if mv -T "$rp" "$op/$num_name"; then
+		if _err=$(mv -T "$rp" "$op/$num_name" 2>&1); then
 			rotated_to=$num_name
 			return 0
 		fi
@@ -776,11 +930,42 @@ move_root() {
 			target_num=$next
 			continue
 		fi
-		move_error="cannot move $root_sv to $old_sv/$num_name"
+		case $_err in
+		*"No space left on device"*) move_cause=nospace ;;
+		*"uota exceeded"*) move_cause=quota ;;
+		*"Read-only file system"*) move_cause=readonly ;;
+		*"Operation not permitted"*) move_cause=notpermitted ;;
+		esac
+		move_error="cannot move $root_sv to $old_sv/$num_name: ${_err##*: }"
 		return 1
 	done
 	move_error="cannot move $root_sv: 200 names taken"
 	return 1
+}
+
+# After a move refused with EROFS or EPERM: a read-only root subvolume
+# (what `btrfs receive` makes, e.g. a root restored from a backup) has the
+# flag cleared, as deletion does, and is moved (sets $_moved); anything else
+# fails, naming the cause, before anything is deleted.
+explain_refused_move() {
+	_ro=$(btrfs property get -ts "$rp" ro 2>/dev/null) || _ro=
+	if [ "$_ro" = ro=true ]; then
+		warn "$root_sv is a read-only subvolume (btrfs receive makes them); clearing the flag to move it"
+		btrfs property set -f -ts "$rp" ro false >/dev/null ||
+			fail "$move_error: $root_sv is read-only and the flag cannot be cleared; this boot keeps its old root"
+		move_root
+		_moved=$?
+		[ "$_moved" -ne 3 ] || fail "$move_error; this boot keeps its old root"
+		[ "$_moved" -ne 1 ] || [ "$move_cause" = nospace ] ||
+			fail "$move_error (after clearing the read-only flag of $root_sv); this boot keeps its old root"
+		return 0
+	fi
+	_ro=$(btrfs property get -ts "$op" ro 2>/dev/null) || _ro=
+	[ "$_ro" != ro=true ] ||
+		fail "$move_error: $old_sv is a read-only subvolume (btrfs property set -ts $mountpoint/$old_sv ro false makes it writable); changed nothing, this boot keeps its old root"
+	[ "$move_cause" != notpermitted ] ||
+		fail "$move_error: $old_sv or $root_sv has the append-only or immutable attribute (lsattr -d shows it, chattr -ai clears it); changed nothing, this boot keeps its old root"
+	fail "$move_error: the filesystem refuses writes; changed nothing, this boot keeps its old root"
 }
 
 # Creates the new root; an empty subvolume that another run created at the
@@ -812,16 +997,29 @@ if [ -n "$root_ino" ]; then
 	move_root
 	_moved=$?
 	[ "$_moved" -ne 3 ] || fail "$move_error; this boot keeps its old root"
-	if [ "$_moved" -eq 1 ]; then
+	if [ "$_moved" -eq 1 ] && { [ "$move_cause" = readonly ] || [ "$move_cause" = notpermitted ]; }; then
+		explain_refused_move
+	fi
+	if [ "$_moved" -eq 1 ] && [ "$move_cause" = nospace ]; then
 		# A full filesystem: free what retention frees, then try again.
 		warn "$move_error; deleting old roots past retention first, then trying again"
 		delete_selected
 		[ "$deleted" -eq 0 ] || wait_for_space
 		move_root
 		_moved=$?
+		if [ "$_moved" -eq 1 ] && [ "$move_cause" = nospace ] && [ "$deleted" -gt 0 ]; then
+			warn "$move_error; returning the chunks the deletion emptied so that metadata can grow, then trying again"
+			move_after_returning_chunks
+		fi
 		[ "$_moved" -eq 0 ] || [ "$_moved" -eq 2 ] ||
 			fail "$move_error (deleted $deleted old roots past retention first); this boot keeps its old root"
 		moved_after_deleting=1
+	fi
+	if [ "$_moved" -eq 1 ]; then
+		case $move_cause in
+		quota) fail "$move_error: a qgroup limit is exceeded (btrfs qgroup show -re shows which); changed nothing, this boot keeps its old root" ;;
+		*) fail "$move_error; changed nothing, this boot keeps its old root" ;;
+		esac
 	fi
 	[ "$_moved" -ne 2 ] || warn "$root_sv was moved by another run at the same time"
 fi

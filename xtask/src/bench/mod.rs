@@ -23,6 +23,9 @@ pub enum Section {
     Check,
     /// Root rotation time with 30 to 10 000 old roots on loop-device Btrfs under bash, dash and busybox sh, and its growth from 1000 to 10 000 (root only).
     Rollback,
+    /// Deleting one old root with 2 000 and 20 000 nested subvolumes (what a container engine leaves) under bash and busybox sh, and the growth ratio (root only).
+    #[serde(rename = "rollback-nested")]
+    RollbackNested,
     /// vm-test under TCG: time per boot and per phase, qemu's peak memory.
     Vm,
 }
@@ -201,6 +204,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
             .step(&name, || match section {
                 Section::Check => check::measure(context, args.runs),
                 Section::Rollback => rollback::measure(context, args.runs),
+                Section::RollbackNested => rollback::measure_nested(context, args.runs),
                 Section::Vm => vm::measure(context, args.runs),
             })
             .with_context(|| format!("measuring {section:?}"))?;

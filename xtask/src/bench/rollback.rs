@@ -190,6 +190,110 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// Nested subvolumes in one old root past retention, for `measure_nested`.
+const NESTED: [usize; 2] = [2000, 20_000];
+/// Linear cost: ten times the nested subvolumes may take at most this many times as long.
+const MAX_NESTED_RATIO_10X: f64 = 12.0;
+
+/// A fresh filesystem with one old root past retention holding `nested`
+/// subvolumes named as a container engine names them (64 hex digits), one
+/// recent old root, and a current root.
+fn populate_nested(lab: &Lab, nested: usize, images: Option<&Utf8Path>) -> Result<BtrfsFixture> {
+    let fs = BtrfsFixture::create_in(lab, (2u64 << 30) + nested as u64 * (64 << 10), images)?;
+    fs.create_subvolume("@persist")?;
+    fs.create_subvolume("@old_roots")?;
+    let past = format!("@old_roots/{}", old_root_name(NOW - 40 * DAY, 0)?);
+    fs.create_subvolume(&past)?;
+    fs.create_subvolume(&format!("@old_roots/{}", old_root_name(NOW - DAY, 0)?))?;
+    let engine = format!("{past}/var/lib/docker/btrfs/subvolumes");
+    std::fs::create_dir_all(fs.top().join(&engine))
+        .with_context(|| format!("creating {engine}"))?;
+    for i in 0..nested {
+        let id = format!("{:064x}", (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15);
+        fs.create_subvolume(&format!("{engine}/{id}"))?;
+    }
+    fs.create_subvolume("@root")?;
+    fs.sync()?;
+    Ok(fs)
+}
+
+/// One figure: the median wall time of rotations that delete one old root
+/// with `nested` nested subvolumes.
+fn nested_deletion(
+    lab: &Lab,
+    runner: &Runner,
+    nested: usize,
+    runs: u32,
+    images: Option<&Utf8Path>,
+) -> Result<Figure> {
+    let runs = if nested >= 10_000 { runs.min(2) } else { runs };
+    let mut wall = Vec::new();
+    for _ in 0..runs {
+        let fs = populate_nested(lab, nested, images)?;
+        let mut settings = Settings::under(fs.scratch());
+        settings.now = Some(NOW);
+        settings.keep_at_least = Some(1);
+        fs.forget_on_drop(&settings.mountpoint);
+        let run = runner.run(fs.device(), &settings)?;
+        let status = run.status()?;
+        ensure!(
+            status.get("result") == "ok" && status.number("deleted") == Some(1),
+            "deleting {nested} nested subvolumes under {}: {}",
+            runner.interpreter.name(),
+            run.transcript()
+        );
+        ensure!(
+            !run.stderr.contains("one by one"),
+            "the batch delete left subvolumes: {}",
+            run.transcript()
+        );
+        wall.push(run.wall_ms);
+    }
+    Ok(Figure::new(
+        Section::RollbackNested,
+        format!(
+            "rotation deleting 1 old root with {nested} nested subvolumes, {}",
+            runner.interpreter.name()
+        ),
+        median(&wall),
+        "ms",
+        runs,
+        "batched `btrfs subvolume delete`; no E2BIG, no one-by-one fallback",
+    ))
+}
+
+pub fn measure_nested(context: &Context, runs: u32) -> Result<Vec<Figure>> {
+    let lab = Lab::prepare(context, &required_tools())?;
+    let images = tmpfs_dir();
+    let mut figures = Vec::new();
+    for interpreter in [Interpreter::Bash, Interpreter::Busybox] {
+        let runner = Runner::new(interpreter)?;
+        let mut by_size = Vec::new();
+        for nested in NESTED {
+            let figure = nested_deletion(&lab, &runner, nested, runs, images)?;
+            eprintln!("bench: {}: {:.0} ms", figure.name, figure.value);
+            by_size.push(figure);
+        }
+        let value = by_size[1].value / by_size[0].value;
+        let verdict = if value <= MAX_NESTED_RATIO_10X {
+            "met"
+        } else {
+            "MISSED"
+        };
+        let ratio = Figure::new(
+            Section::RollbackNested,
+            format!("deletion time 20 000 / 2 000 nested subvolumes, {}", interpreter.name()),
+            value,
+            "×",
+            by_size[1].runs.min(by_size[0].runs),
+            format!("ratio of the medians above; linear cost, target ≤ {MAX_NESTED_RATIO_10X:.0}×: {verdict}"),
+        );
+        figures.extend(by_size);
+        figures.push(ratio);
+    }
+    Ok(figures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -302,7 +302,26 @@ impl BtrfsFixture {
     pub fn unmount_all(&self, at: &Utf8Path) -> Result<()> {
         let sh = Shell::new()?;
         let umount = &self.umount;
+        // A process killed with the run may still be leaving the mount
+        // (one in a process group of its own, e.g. under GNU timeout):
+        // a busy unmount is tried again for up to 5 s.
+        let mut busy = 0;
         for _ in 0..16 {
+            if !is_mountpoint(at) {
+                return Ok(());
+            }
+            while busy < 50 {
+                let probe = cmd!(sh, "{umount} {at}")
+                    .quiet()
+                    .ignore_status()
+                    .output()
+                    .with_context(|| format!("unmounting {at}"))?;
+                if probe.status.success() || !is_mountpoint(at) {
+                    break;
+                }
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             if !is_mountpoint(at) {
                 return Ok(());
             }

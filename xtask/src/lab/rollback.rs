@@ -27,7 +27,8 @@ pub fn script_path() -> Utf8PathBuf {
 
 /// Every program the script may call.
 pub const SCRIPT_PROGRAMS: &[&str] = &[
-    "btrfs", "mount", "umount", "mkdir", "mv", "sort", "stat", "date", "cat", "sync",
+    "btrfs", "mount", "umount", "mkdir", "mv", "sort", "stat", "date", "cat", "sync", "sleep",
+    "timeout",
 ];
 
 const fn coreutil(program: &'static str) -> Tool {
@@ -49,6 +50,8 @@ pub const GNU_TOOLS: &[Tool] = &[
     coreutil("date"),
     coreutil("cat"),
     coreutil("sync"),
+    coreutil("sleep"),
+    coreutil("timeout"),
 ];
 
 pub const BASH: Tool = Tool {
@@ -96,6 +99,10 @@ pub struct Settings {
     pub keep_at_least: Option<u32>,
     pub root_subvolume: Option<String>,
     pub old_roots_subvolume: Option<String>,
+    /// BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES: what the system mounts, space-separated.
+    pub mounted_subvolumes: Option<String>,
+    /// BTRFS_ROLLBACK_WAIT_SECONDS.
+    pub wait_seconds: Option<u32>,
 }
 
 impl Settings {
@@ -127,6 +134,14 @@ impl Settings {
             (
                 "BTRFS_ROLLBACK_OLD_ROOTS_SUBVOLUME",
                 self.old_roots_subvolume.clone(),
+            ),
+            (
+                "BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES",
+                self.mounted_subvolumes.clone(),
+            ),
+            (
+                "BTRFS_ROLLBACK_WAIT_SECONDS",
+                self.wait_seconds.map(|v| v.to_string()),
             ),
         ];
         env.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::{Deviation, Host, Machine};
 use crate::hosts::{Firmware, Model};
+use crate::layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
 use crate::layout::positions::Positions;
 use crate::layout::size::parse_partition_size;
 use crate::layout::{Content, Disk, Layout, Partition};
@@ -35,7 +36,12 @@ pub fn findings(layout: Option<&Layout>, files: &HostFiles) -> Vec<Finding> {
     if let Some(layout) = layout {
         found.extend(partition_sizes(layout, files));
     }
-    found.extend(rollback_settings(files));
+    let settings = rollback_settings(files);
+    // Which subvolumes they name is only asked of settings NixOS accepts.
+    if let (Some(layout), true) = (layout, settings.is_empty()) {
+        found.extend(rollback_subvolumes(layout, files));
+    }
+    found.extend(settings);
     found.extend(reachable(files));
     found
 }
@@ -59,6 +65,54 @@ fn reachable(files: &HostFiles) -> Vec<Finding> {
         "Set ipv6Address to an address of the server's /64 from the Hetzner Cloud Console (Networking), e.g. \"2a01:4f8:c012:3456::1/64\"; or, if the server has a public IPv4, set publicIpv4 = true.",
     )
     .at(machine_location(files, &["ipv6Address"]))]
+}
+
+/// IMP011 (rules::impermanence::rollback_subvolumes) for the subvolumes
+/// rollback.nix sets, or the module's defaults.
+fn rollback_subvolumes(layout: &Layout, files: &HostFiles) -> Vec<Finding> {
+    let Some(Value::Object(settings)) = files
+        .rollback
+        .and_then(|r| r.pointer("/boot/btrfsRollback"))
+    else {
+        return Vec::new();
+    };
+    let text = |name: &str, default: &'static str| match settings.get(name) {
+        Some(Value::String(value)) => value.clone(),
+        _ => default.to_owned(),
+    };
+    let base = AttrPath::new(["boot", "btrfsRollback"]);
+    let issues = crate::rules::impermanence::rollback_subvolumes(
+        layout,
+        &text("rootSubvolume", ROOT_SUBVOLUME),
+        &text("oldRootsSubvolume", OLD_ROOTS_SUBVOLUME),
+        &base,
+    );
+    let file = files
+        .host
+        .rollback_file
+        .as_deref()
+        .map(display_path)
+        .unwrap_or_else(|| "rollback.nix".to_owned());
+    issues
+        .into_iter()
+        .map(|issue| {
+            let at = files.rollback_positions.locate(&issue.path).or_else(|| {
+                files.host.rollback_file.clone().map(|file| Location {
+                    file,
+                    line: 0,
+                    column: 0,
+                })
+            });
+            Finding::new(
+                "IMP011",
+                Severity::Error,
+                issue.path,
+                format!("{file}: {}", issue.message),
+                issue.hint,
+            )
+            .at(at)
+        })
+        .collect()
 }
 
 fn machine_location(files: &HostFiles, path: &[&str]) -> Option<Location> {

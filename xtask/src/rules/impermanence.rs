@@ -58,6 +58,47 @@ pub fn root_is_subvolume(model: &Model) -> Vec<Issue> {
     }
 }
 
+/// IMP011: the subvolumes rollback.nix gives boot.btrfsRollback. The root
+/// subvolume must be the one mounted at `/` (otherwise the rollback wipes
+/// another one at every boot, e.g. @persist), and the old-roots subvolume
+/// must be mounted nowhere (old roots past retention are deleted from it: a
+/// mounted one is someone's data). Emitted by the host rules, which read
+/// rollback.nix; `path` is where the settings are written.
+pub fn rollback_subvolumes(
+    layout: &Layout,
+    root_subvolume: &str,
+    old_roots_subvolume: &str,
+    path: &AttrPath,
+) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let subvolumes = || layout.btrfs_filesystems().flat_map(|b| b.subvolumes.iter());
+    let at_root = subvolumes().find(|s| s.mountpoint.as_deref() == Some("/"));
+    if let Some(at_root) = at_root {
+        if at_root.name != root_subvolume {
+            issues.push(Issue::new(
+                path.join("rootSubvolume"),
+                format!(
+                    "boot.btrfsRollback.rootSubvolume is {root_subvolume:?}, but / is the subvolume {:?}: the rollback would wipe {root_subvolume:?} at every boot and never /",
+                    at_root.name
+                ),
+                format!("Set boot.btrfsRollback.rootSubvolume = {:?};", at_root.name),
+            ));
+        }
+    }
+    for mounted in subvolumes().filter(|s| s.name == old_roots_subvolume) {
+        if let Some(mountpoint) = &mounted.mountpoint {
+            issues.push(Issue::new(
+                path.join("oldRootsSubvolume"),
+                format!(
+                    "boot.btrfsRollback.oldRootsSubvolume is {old_roots_subvolume:?}, which is mounted at {mountpoint}: old roots past retention are deleted from it, so whatever lives there with a root's name is lost"
+                ),
+                format!("Use an unmounted subvolume: boot.btrfsRollback.oldRootsSubvolume = {OLD_ROOTS_SUBVOLUME:?}; with `\"{OLD_ROOTS_SUBVOLUME}\" = {{ }};` in the layout."),
+            ));
+        }
+    }
+    issues
+}
+
 pub fn persist_survives(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     let Some(btrfs) = root_filesystem(model.layout, model) else {

@@ -181,6 +181,7 @@ pub const RULES: &[Rule] = &[
     rule!("IMP008", Warning, Impermanence, "@old_roots is mounted; it is meant to be reached through /btrfs_tmp only.", impermanence::old_roots_unmounted),
     rule!("IMP009", Warning, Impermanence, "A persisted path is already on a persistent subvolume; the bind mount would hide it.", impermanence::persisted_on_wiped_root),
     rule!("IMP010", Error, Impermanence, "A persisted path is not a normalised absolute path outside the storage path.", impermanence::persisted_paths_valid),
+    rule!("IMP011", Error, Impermanence, "rollback.nix names a root subvolume that is not the one mounted at /, or an old-roots subvolume that is mounted: the rollback would wipe or delete from the wrong subvolume."),
     rule!("DEV001", Error, Devices, "A device is not a plain /dev path, or a partition label is not a plain GPT name.", devices::plain_dev_paths),
     rule!("HOST001", Warning, Host, "machine.nix lists no SSH key for the admin user: the build refuses it, and nobody could log in. A warning, so that `check` passes on a fresh clone; the deploy checklist's `login` and `check` gates fail on it."),
     rule!("HOST002", Error, Host, "A partition's size differs from what machine.nix requires of the host (partitionSizes), or a required partition is missing."),

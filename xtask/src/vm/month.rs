@@ -8,9 +8,17 @@
 //! the root the install boot used all that time (a long uptime) to a name
 //! of that day. Then `keepAtLeast` more rotations within that second push
 //! the long-uptime root out of the newest `keepAtLeast`, where it is kept
-//! by its name's age though its contents are older; then the clock steps
-//! `retentionDays + 1` days on, and one more rotation deletes the roots past
-//! retention that are not among the newest and keeps those that are.
+//! by its name's age though its contents are older. Then the month holds old
+//! roots on both sides of every boundary, so that a script with any of them
+//! wrong disagrees with the model: roots one day less one second, one day
+//! and two days after the first, and `keepAtLeast` more three days after
+//! it; a rotation `retentionDays + 1` days after the first finds one of them
+//! one second past the retention (deleted), one exactly at it and one a day
+//! within it (both kept, outside the newest), and the first second's roots
+//! past it (deleted); one more, `retentionDays` days and a second after that
+//! rotation, finds every root past the retention, and keeps exactly the
+//! newest `keepAtLeast` (counting its own). (A retention under 4 days keeps
+//! the simpler month: one rotation `retentionDays + 1` days on.)
 //! `--thorough` adds a calendar of short boots (rollback only) spread over
 //! more than three retention periods.
 
@@ -46,8 +54,17 @@ impl Month {
 
 pub fn month(rules: Rules) -> Month {
     let same_second = rules.keep_at_least.clamp(1, MAX_SAME_SECOND_RUNS) as usize;
+    let retention = rules.retention_days as i64 * DAY;
     let mut extra_runs = vec![0; same_second];
-    extra_runs.push((rules.retention_days + 1) as i64 * DAY);
+    if rules.retention_days >= 4 {
+        extra_runs.extend([DAY - 1, DAY, 2 * DAY]);
+        extra_runs.extend(std::iter::repeat_n(3 * DAY, same_second));
+        let boundary = retention + DAY;
+        extra_runs.push(boundary);
+        extra_runs.push(boundary + retention + 1);
+    } else {
+        extra_runs.push(retention + DAY);
+    }
     Month {
         jump_s: (rules.retention_days + UPTIME_BEYOND_RETENTION_DAYS) as i64 * DAY,
         extra_runs,
@@ -339,6 +356,38 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             "the root left after {uptime_days} days of uptime is kept by its name's age, also when it is not among the newest"
         ),
     ));
+    // Both sides of the retention in one agreed run: a root exactly the
+    // retention old kept, one a second older deleted.
+    let retention = rules.retention_days as i64 * DAY;
+    let fate_at = |j: &Judged, age: i64| {
+        let now = Stamp::parse(&j.moved)?.epoch;
+        j.verdict
+            .roots
+            .iter()
+            .find(|(n, _)| Stamp::parse(n).is_some_and(|s| now - s.epoch == age))
+            .map(|(_, f)| *f)
+    };
+    let boundary = agreed.iter().find(|j| {
+        fate_at(j, retention) == Some(Fate::Young)
+            && fate_at(j, retention + 1) == Some(Fate::Deleted)
+    });
+    checks.push(CheckRecord::new(
+        boot,
+        "month:retention-boundary",
+        boundary.is_some() || rules.retention_days < 4,
+        match boundary {
+            Some(j) => format!(
+                "run {} kept the root exactly {} days old and deleted the one a second older",
+                j.run, rules.retention_days
+            ),
+            None if rules.retention_days < 4 => "a retention under 4 days: the simpler month".to_owned(),
+            None => "no agreed run held roots on both sides of the retention".to_owned(),
+        },
+        format!(
+            "a root exactly {} days old is kept, one a second older is deleted (when not among the newest)",
+            rules.retention_days
+        ),
+    ));
     let first = judged.first().and_then(|j| Stamp::parse(&j.moved));
     let burst: Vec<Option<Stamp>> = judged
         .iter()
@@ -387,6 +436,18 @@ mod tests {
 
     /// What a correct script does in the month's boot.
     fn correct_month(before: &[String], now: i64) -> Vec<Run> {
+        script_month(before, now, |roots, at| {
+            retention::apply(RULES, roots, at).kept()
+        })
+    }
+
+    /// The month's boot under a script that keeps what `keeps` says of the
+    /// old roots (with the moved one) at the time of each move.
+    fn script_month(
+        before: &[String],
+        now: i64,
+        keeps: impl Fn(&[String], i64) -> Vec<String>,
+    ) -> Vec<Run> {
         let plan = month(RULES);
         let mut roots = before.to_vec();
         let mut runs = Vec::new();
@@ -398,7 +459,7 @@ mod tests {
             let moved = retention::next_name(&roots, clock.unwrap_or(now));
             let at = Stamp::parse(&moved).unwrap().epoch;
             roots.push(moved.clone());
-            roots = retention::apply(RULES, &roots, at).kept();
+            roots = keeps(&roots, at);
             runs.push(Run {
                 run: index as u32 + 1,
                 status: status(&moved),
@@ -409,57 +470,135 @@ mod tests {
         runs
     }
 
+    /// Whether the month fails a script: a check or a coverage check.
+    fn month_fails(runs: &[Run]) -> bool {
+        let (checks, judged) = judge(RULES, 2, &[], runs, None);
+        checks.iter().any(|c| !c.passed)
+            || coverage(RULES, 2, &judged, 40).iter().any(|c| !c.passed)
+    }
+
     #[test]
     fn the_default_month_shows_every_rule_with_the_host_settings() {
         let plan = month(RULES);
         assert_eq!(plan.jump_s, 40 * DAY);
-        assert_eq!(plan.extra_runs, [0, 0, 0, 0, 0, 31 * DAY]);
+        assert_eq!(
+            plan.extra_runs,
+            [
+                0,
+                0,
+                0,
+                0,
+                0,
+                DAY - 1,
+                DAY,
+                2 * DAY,
+                3 * DAY,
+                3 * DAY,
+                3 * DAY,
+                3 * DAY,
+                3 * DAY,
+                31 * DAY,
+                61 * DAY + 1
+            ]
+        );
         // The month's boot starts right after the install: no old roots.
         let now = T0 + plan.jump_s + 7;
         let runs = correct_month(&[], now);
         let (checks, judged) = judge(RULES, 2, &[], &runs, None);
         assert!(checks.iter().all(|c| c.passed), "{checks:#?}");
-        assert_eq!(checks.len(), 7);
+        assert_eq!(checks.len(), 16);
         let coverage = coverage(RULES, 2, &judged, 40);
         assert!(coverage.iter().all(|c| c.passed), "{coverage:#?}");
-        // Run 6 keeps the long-uptime root outside the newest 5; run 7
-        // deletes it and the next, and keeps four past retention.
-        assert_eq!(judged[6].verdict.deleted(), [name(now, 0), name(now, 1)]);
-        assert_eq!(judged[6].after.len(), 5);
+        assert_eq!(coverage.len(), 5);
+        // Run 15: the first second's six roots and the one a second past
+        // the retention go; the one exactly at it and the one a day within
+        // it stay, outside the newest five.
+        let mut gone: Vec<String> = (0..6).map(|s| name(now, s)).collect();
+        gone.push(name(now + DAY - 1, 0));
+        assert_eq!(judged[14].verdict.deleted(), gone);
+        assert_eq!(
+            judged[14].verdict.with(|f| f == Fate::Young)[..2],
+            [name(now + DAY, 0), name(now + 2 * DAY, 0)]
+        );
+        // Run 16: everything is past retention but its own root; exactly
+        // the newest five stay.
+        assert_eq!(judged[15].after.len(), 5);
+        assert_eq!(
+            judged[15]
+                .verdict
+                .with(|f| f == Fate::KeptAmongNewest)
+                .len(),
+            4
+        );
         // The prediction for the plan agrees.
-        assert_eq!(predict(RULES, &[], now, &plan.extra_runs), judged[6].after);
+        assert_eq!(predict(RULES, &[], now, &plan.extra_runs), judged[15].after);
         assert_eq!(predict(RULES, &[], now, &[]).len(), 1);
     }
 
     #[test]
-    fn a_script_that_never_deletes_or_ignores_keep_at_least_disagrees() {
+    fn a_wrong_boundary_fails_the_month() {
         let now = T0 + 40 * DAY;
-        // Never deletes: run 7 keeps what it must delete.
-        let mut runs = correct_month(&[], now);
-        let all: Vec<String> = runs
-            .iter()
-            .map(|r| r.status["rotated_to"].clone())
-            .collect();
-        runs[6].old_roots = Some(all.clone());
-        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
-        assert!(!checks[6].passed);
+        assert!(!month_fails(&correct_month(&[], now)));
+        // Retention 3 days instead of 30, 29 or 31; keepAtLeast 4 or 6.
+        for (retention_days, keep_at_least) in [(3, 5), (29, 5), (31, 5), (30, 4), (30, 6)] {
+            let wrong = Rules {
+                retention_days,
+                keep_at_least,
+            };
+            let runs = script_month(&[], now, |roots, at| {
+                retention::apply(wrong, roots, at).kept()
+            });
+            assert!(month_fails(&runs), "{wrong:?} passes the month");
+        }
+        // The runs xtask/tests/vm_test.rs's tampered scripts fail at.
+        for (retention_days, keep_at_least, run, what) in [
+            (3, 5, 15, "deleted but must be kept"),
+            (999_999, 5, 15, "kept but must be deleted"),
+            (30, 0, 16, "deleted but must be kept"),
+        ] {
+            let wrong = Rules {
+                retention_days,
+                keep_at_least,
+            };
+            let runs = script_month(&[], now, |roots, at| {
+                retention::apply(wrong, roots, at).kept()
+            });
+            let (checks, _) = judge(RULES, 2, &[], &runs, None);
+            let first = checks.iter().position(|c| !c.passed).unwrap();
+            assert_eq!(first + 1, run, "{wrong:?}: {:?}", checks[first]);
+            assert!(checks[first].measured.contains(what), "{:?}", checks[first]);
+        }
+        // The cutoff one second off either way: a root exactly the
+        // retention old deleted, or one a second older kept.
+        for shift in [-1, 1] {
+            let runs = script_month(&[], now, |roots, at| {
+                retention::apply(RULES, roots, at + shift).kept()
+            });
+            assert!(
+                month_fails(&runs),
+                "a cutoff shifted by {shift} s passes the month"
+            );
+        }
+        // keepAtLeast not counting the root moved at this boot.
+        let runs = script_month(&[], now, |roots, at| {
+            let before = &roots[..roots.len() - 1];
+            let mut kept = retention::apply(RULES, before, at).kept();
+            kept.push(roots[roots.len() - 1].clone());
+            kept
+        });
         assert!(
-            checks[6].measured.contains("kept but must be deleted"),
-            "{:?}",
-            checks[6]
+            month_fails(&runs),
+            "keepAtLeast without the new root passes"
         );
-        assert!(!coverage(RULES, 2, &judged, 40)[0].passed);
-        // Ignores keepAtLeast: run 7 deletes everything past retention.
-        let mut runs = correct_month(&[], now);
-        runs[6].old_roots = Some(vec![all[6].clone()]);
-        let (checks, judged) = judge(RULES, 2, &[], &runs, None);
-        assert!(checks[6].measured.contains("deleted but must be kept"));
-        assert!(!coverage(RULES, 2, &judged, 40)[1].passed);
     }
 
     #[test]
-    fn a_script_that_deletes_the_newest_or_misnames_disagrees() {
+    fn a_script_that_never_deletes_or_deletes_the_newest_disagrees() {
         let now = T0 + 40 * DAY;
+        let runs = script_month(&[], now, |roots, _| roots.to_vec());
+        assert!(month_fails(&runs));
+        let (_, judged) = judge(RULES, 2, &[], &runs, None);
+        assert!(!coverage(RULES, 2, &judged, 40)[0].passed);
         let mut runs = correct_month(&[], now);
         runs[0].old_roots = Some(Vec::new());
         let (checks, _) = judge(RULES, 2, &[], &runs, None);

@@ -295,3 +295,34 @@ fn an_ipv6_only_server_needs_its_address() {
     assert!(with(None, None).is_empty());
     assert_eq!(with(Some(false), None), [("HOST005", Severity::Error)]);
 }
+
+#[test]
+fn rollback_subvolumes_must_be_the_root_and_an_unmounted_one() {
+    let with = |root: &str, old: &str| {
+        json!({ "boot": { "btrfsRollback": {
+            "enable": true, "rootSubvolume": root, "oldRootsSubvolume": old
+        } } })
+    };
+    assert!(run(&roadmap(), "32G", Some(with("@root", "@old_roots"))).is_empty());
+    for (root, old, wrong) in [
+        ("@persist", "@old_roots", "rootSubvolume"),
+        ("@root", "@persist", "oldRootsSubvolume"),
+        ("@root", "@nix", "oldRootsSubvolume"),
+        ("@root", "@root", "oldRootsSubvolume"),
+    ] {
+        let found = run(&roadmap(), "32G", Some(with(root, old)));
+        assert_eq!(
+            codes(&found),
+            [("IMP011", Severity::Error)],
+            "{root} {old}: {found:#?}"
+        );
+        assert!(
+            found[0].path.to_string().ends_with(wrong),
+            "{}",
+            found[0].path
+        );
+    }
+    // The module's defaults apply when rollback.nix does not name them.
+    let defaults = json!({ "boot": { "btrfsRollback": { "enable": true } } });
+    assert!(run(&roadmap(), "32G", Some(defaults)).is_empty());
+}

@@ -491,7 +491,7 @@ pub(super) fn describe_setup(
                         keep_at_least: prepared.rollback_settings.keep_at_least,
                     });
                     format!(
-                        " (boot {MONTH_BOOT} is the month: the clock {} days on, {} rotations in one second, one more {} days later)",
+                        " (boot {MONTH_BOOT} is the month: the clock {} days on, {} more rotations, in one second and then on both sides of the retention and keepAtLeast boundaries, the last {} days later)",
                         month.jump_s / DAY,
                         month.extra_runs.len(),
                         month.stepped_s() / DAY
