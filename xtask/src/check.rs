@@ -331,7 +331,11 @@ fn check_host(
 /// layout's findings, then the rules. `check_host` runs the same two steps;
 /// tests/generated_corpus.rs runs this on hundreds of layouts without a
 /// Nix process each (HOST rules, which read machine.nix, are not run).
-pub fn judge_evaluated(evaluated: &Evaluated, disk_bytes: u64, firmware: crate::hosts::Firmware) -> Vec<Finding> {
+pub fn judge_evaluated(
+    evaluated: &Evaluated,
+    disk_bytes: u64,
+    firmware: crate::hosts::Firmware,
+) -> Vec<Finding> {
     let (layout, mut findings) = build(evaluated);
     if let Some(layout) = &layout {
         let disk_sizes: BTreeMap<String, u64> = layout

@@ -171,11 +171,16 @@ fn check_agrees_with_the_real_install() {
             .cloned()
             .unwrap_or_default()
             .iter()
-            .filter(|f| f["severity"] == "error" && !f["code"].as_str().unwrap_or("").starts_with("HOST"))
+            .filter(|f| {
+                f["severity"] == "error" && !f["code"].as_str().unwrap_or("").starts_with("HOST")
+            })
             .map(|f| f["message"].as_str().unwrap_or("").to_owned())
             .collect();
         if real.install_fails && (errors.is_empty() || code != Some(1)) {
-            failures.push(format!("{name}: real install fails ({}), check exits {code:?} with no error", real.verdict));
+            failures.push(format!(
+                "{name}: real install fails ({}), check exits {code:?} with no error",
+                real.verdict
+            ));
         }
     }
     for name in [

@@ -101,9 +101,14 @@ fn real_stop(real: &Real) -> Option<(InstallStop, String)> {
         // The last lines of the create script name the tool that stopped it.
         let stop = if tail.contains("swapfile") {
             InstallStop::SwapFile
-        } else if ["Could not create partition", "Problem", "sgdisk", "Unable to"]
-            .iter()
-            .any(|w| tail.contains(w))
+        } else if [
+            "Could not create partition",
+            "Problem",
+            "sgdisk",
+            "Unable to",
+        ]
+        .iter()
+        .any(|w| tail.contains(w))
         {
             InstallStop::Partitioning
         } else {
@@ -135,15 +140,14 @@ fn not_run_mounts(real: &Real) -> BTreeSet<String> {
 /// The disagreements of check with one recorded case, as lines.
 pub fn disagreement(name: &str, layout: &Value, real: &Real, host: &Value) -> Option<String> {
     let findings = judge(layout, host);
-    let stops: BTreeMap<InstallStop, Vec<&Finding>> =
-        findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .filter_map(|f| install_stop(f.code).map(|s| (s, f)))
-            .fold(BTreeMap::new(), |mut map, (stop, f)| {
-                map.entry(stop).or_default().push(f);
-                map
-            });
+    let stops: BTreeMap<InstallStop, Vec<&Finding>> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .filter_map(|f| install_stop(f.code).map(|s| (s, f)))
+        .fold(BTreeMap::new(), |mut map, (stop, f)| {
+            map.entry(stop).or_default().push(f);
+            map
+        });
     let describe = |list: &[&Finding]| {
         list.iter()
             .map(|f| format!("{} {}: {}", f.code, f.path, f.message))
@@ -159,11 +163,19 @@ pub fn disagreement(name: &str, layout: &Value, real: &Real, host: &Value) -> Op
             // disko's nodev devices are not modelled (MODEL007 says "not checked").
             let nodev = stop == InstallStop::Mount
                 && findings.iter().any(|f| f.code == "MODEL007")
-                && real.mounts.iter().filter(|m| m.status == "failed").all(|m| {
-                    layout["disko"]["devices"]["nodev"].as_object().is_some_and(|n| {
-                        n.iter().any(|(k, v)| v["mountpoint"].as_str().unwrap_or(k) == m.mountpoint)
-                    })
-                });
+                && real
+                    .mounts
+                    .iter()
+                    .filter(|m| m.status == "failed")
+                    .all(|m| {
+                        layout["disko"]["devices"]["nodev"]
+                            .as_object()
+                            .is_some_and(|n| {
+                                n.iter().any(|(k, v)| {
+                                    v["mountpoint"].as_str().unwrap_or(k) == m.mountpoint
+                                })
+                            })
+                    });
             if stops.contains_key(&stop) || version || nodev {
                 None
             } else {
@@ -172,7 +184,11 @@ pub fn disagreement(name: &str, layout: &Value, real: &Real, host: &Value) -> Op
                     if stops.is_empty() {
                         "no stop".to_owned()
                     } else {
-                        stops.iter().map(|(s, l)| format!("{s:?}: {}", describe(l))).collect::<Vec<_>>().join(" | ")
+                        stops
+                            .iter()
+                            .map(|(s, l)| format!("{s:?}: {}", describe(l)))
+                            .collect::<Vec<_>>()
+                            .join(" | ")
                     }
                 ))
             }
@@ -194,13 +210,20 @@ pub fn disagreement(name: &str, layout: &Value, real: &Real, host: &Value) -> Op
             // The recorder's disks are image files: one named like a
             // partition still gets partitions there, which a real partition
             // does not (DEV004 is the kernel's rule, not judged here).
-            let judged: Vec<_> = judged.into_iter().filter(|(_, list)| !list.iter().all(|f| f.code == "DEV004")).collect();
+            let judged: Vec<_> = judged
+                .into_iter()
+                .filter(|(_, list)| !list.iter().all(|f| f.code == "DEV004"))
+                .collect();
             if judged.is_empty() {
                 return None;
             }
             Some(format!(
                 "{name}: the real install succeeds; check predicts {}",
-                judged.iter().map(|(s, l)| format!("{s:?}: {}", describe(l))).collect::<Vec<_>>().join(" | ")
+                judged
+                    .iter()
+                    .map(|(s, l)| format!("{s:?}: {}", describe(l)))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             ))
         }
     }
@@ -236,7 +259,10 @@ fn corpus() -> Corpus {
 #[test]
 fn check_agrees_with_real_disko_on_every_generated_layout() {
     let corpus = corpus();
-    assert_eq!(corpus.disko.revision, "878ec37d6a8f52c6c801d0e2a2ad554c75b9353c");
+    assert_eq!(
+        corpus.disko.revision,
+        "878ec37d6a8f52c6c801d0e2a2ad554c75b9353c"
+    );
     assert_eq!(corpus.disk_bytes, DISK_BYTES);
     let host = host();
     let failures: Vec<String> = corpus
@@ -244,15 +270,28 @@ fn check_agrees_with_real_disko_on_every_generated_layout() {
         .iter()
         .filter_map(|(name, case)| disagreement(name, &case.layout, &case.real, &host))
         .collect();
-    let failing = corpus.cases.values().filter(|c| real_stop(&c.real).is_some()).count();
+    let failing = corpus
+        .cases
+        .values()
+        .filter(|c| real_stop(&c.real).is_some())
+        .count();
     eprintln!(
         "{} generated layouts: the real install fails on {failing}, succeeds on {}; {} disagreements",
         corpus.cases.len(),
         corpus.cases.len() - failing,
         failures.len()
     );
-    assert!(failures.is_empty(), "{}\n{}", failures.len(), failures.join("\n"));
-    assert!(corpus.cases.len() >= 500, "only {} recorded layouts", corpus.cases.len());
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        corpus.cases.len() >= 500,
+        "only {} recorded layouts",
+        corpus.cases.len()
+    );
 }
 
 /// The corpus reaches every kind of stop and both verdicts, so agreement means something.
@@ -275,6 +314,9 @@ fn the_generated_corpus_covers_every_stop() {
         InstallStop::SwapFile,
         InstallStop::Mount,
     ] {
-        assert!(seen.get(&stop).copied().unwrap_or(0) >= 3, "{stop:?}: {seen:?}");
+        assert!(
+            seen.get(&stop).copied().unwrap_or(0) >= 3,
+            "{stop:?}: {seen:?}"
+        );
     }
 }

@@ -47,7 +47,13 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
     if output.status.success() {
         Ok(text)
     } else {
-        Err(text.trim().lines().rev().take(3).collect::<Vec<_>>().join(" / "))
+        Err(text
+            .trim()
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" / "))
     }
 }
 
@@ -64,10 +70,21 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Scratch {
-        let base = if Utf8Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
-        let dir = Utf8PathBuf::from(format!("{base}/xtask-generated-live-{}", std::process::id()));
+        let base = if Utf8Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        };
+        let dir = Utf8PathBuf::from(format!(
+            "{base}/xtask-generated-live-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
-        Scratch { dir, images: BTreeMap::new(), made: 0 }
+        Scratch {
+            dir,
+            images: BTreeMap::new(),
+            made: 0,
+        }
     }
 
     /// The loop device of `slot`, holding a fresh filesystem of `fs_type`
@@ -85,13 +102,19 @@ impl Scratch {
         }
         self.made += 1;
         let image = self.dir.join(format!("{slot}-{}.img", self.made));
-        let bytes: u64 = if fs_type == "btrfs" { 1 << 30 } else { 256 << 20 };
+        let bytes: u64 = if fs_type == "btrfs" {
+            1 << 30
+        } else {
+            256 << 20
+        };
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(bytes))
             .expect("a sparse image");
         match fs_type {
-            "btrfs" => run("mkfs.btrfs", &["-q", "-f", image.as_str()]).expect("mkfs.btrfs on a scratch image"),
-            _ => run("mkfs.ext4", &["-q", "-F", image.as_str()]).expect("mkfs.ext4 on a scratch image"),
+            "btrfs" => run("mkfs.btrfs", &["-q", "-f", image.as_str()])
+                .expect("mkfs.btrfs on a scratch image"),
+            _ => run("mkfs.ext4", &["-q", "-F", image.as_str()])
+                .expect("mkfs.ext4 on a scratch image"),
         };
         let device = run("losetup", &["--find", "--show", image.as_str()])
             .expect("losetup (loop devices, as root)")
@@ -100,7 +123,8 @@ impl Scratch {
         if fs_type == "btrfs" && !subvolumes.is_empty() {
             let top = self.dir.join("top");
             std::fs::create_dir_all(&top).expect("a mountpoint");
-            run("mount", &["-t", "btrfs", &device, top.as_str()]).expect("mounting a scratch Btrfs");
+            run("mount", &["-t", "btrfs", &device, top.as_str()])
+                .expect("mounting a scratch Btrfs");
             let mut sorted = subvolumes.to_vec();
             sorted.sort();
             for name in &sorted {
@@ -114,7 +138,8 @@ impl Scratch {
             }
             run("umount", &[top.as_str()]).expect("unmounting a scratch Btrfs");
         }
-        self.images.insert(slot.to_owned(), (device.clone(), Some(subvolumes.to_vec())));
+        self.images
+            .insert(slot.to_owned(), (device.clone(), Some(subvolumes.to_vec())));
         device
     }
 
@@ -125,7 +150,10 @@ impl Scratch {
         for (index, (fs_type, options, mountpoint, device)) in mounts.iter().enumerate() {
             let target = self.dir.join(format!("m{index}"));
             std::fs::create_dir_all(&target).expect("a mountpoint");
-            match run("mount", &["-t", fs_type, "-o", options, device, target.as_str()]) {
+            match run(
+                "mount",
+                &["-t", fs_type, "-o", options, device, target.as_str()],
+            ) {
                 Ok(_) => mounted.push(target),
                 Err(message) => {
                     refused = Some(format!("{mountpoint} ({options}): {message}"));
@@ -150,7 +178,10 @@ impl Drop for Scratch {
 }
 
 fn host() -> Value {
-    let path = format!("{}/tests/fixtures/hetzner-cloud.eval.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/hetzner-cloud.eval.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("the host fixture")).expect("JSON")
 }
 
@@ -179,7 +210,9 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(LAYOUTS);
-    eprintln!("seed {seed}: replay with GENERATED_SEED={seed} cargo test -p xtask --test generated_live");
+    eprintln!(
+        "seed {seed}: replay with GENERATED_SEED={seed} cargo test -p xtask --test generated_live"
+    );
     let host = host();
     let machine: Machine = serde_json::from_value(host["machine"].clone()).expect("machine facts");
     let mut scratch = Scratch::new();
@@ -198,12 +231,19 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
         };
         let findings = judge_evaluated(&evaluated, DISK_BYTES, firmware(&machine));
         // A layout that does not evaluate never reaches a mount or mkfs.
-        if findings.iter().any(|f| f.severity == Severity::Error && install_stop(f.code) == Some(InstallStop::Evaluation)) {
+        if findings.iter().any(|f| {
+            f.severity == Severity::Error && install_stop(f.code) == Some(InstallStop::Evaluation)
+        }) {
             continue;
         }
-        let (Some(model_layout), _) = build(&evaluated) else { continue };
-        let sizes: BTreeMap<String, u64> =
-            model_layout.disks.iter().map(|d| (d.key.clone(), DISK_BYTES)).collect();
+        let (Some(model_layout), _) = build(&evaluated) else {
+            continue;
+        };
+        let sizes: BTreeMap<String, u64> = model_layout
+            .disks
+            .iter()
+            .map(|d| (d.key.clone(), DISK_BYTES))
+            .collect();
         let model = Model::new(&model_layout, &sizes, firmware(&machine));
         let name = format!("seed {seed} layout {index}");
 
@@ -219,11 +259,15 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
             };
             for partition in &gpt.partitions {
                 let (tool, args, path) = match &partition.content {
-                    Some(Content::Filesystem(fs)) if fs.format == "vfat" => ("mkfs.vfat", &fs.extra_args, &fs.path),
+                    Some(Content::Filesystem(fs)) if fs.format == "vfat" => {
+                        ("mkfs.vfat", &fs.extra_args, &fs.path)
+                    }
                     Some(Content::Btrfs(b)) => ("mkfs.btrfs", &b.extra_args, &b.path),
                     _ => continue,
                 };
-                let Some(bytes) = model.partition_bytes(disk, partition) else { continue };
+                let Some(bytes) = model.partition_bytes(disk, partition) else {
+                    continue;
+                };
                 let key = format!("{tool} {args:?} {bytes}");
                 if !mkfs_verdicts.contains_key(&key) {
                     if started.elapsed() > LIVE_BUDGET {
@@ -232,7 +276,9 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
                     }
                     let file = scratch.dir.join("mkfs.img");
                     let _ = std::fs::remove_file(&file);
-                    std::fs::File::create(&file).and_then(|f| f.set_len(bytes)).expect("a sparse file");
+                    std::fs::File::create(&file)
+                        .and_then(|f| f.set_len(bytes))
+                        .expect("a sparse file");
                     let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
                     argv.push(file.as_str());
                     mkfs_verdicts.insert(key.clone(), run(tool, &argv).err());
@@ -240,18 +286,30 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
                 mkfs_judged += 1;
                 let real = &mkfs_verdicts[&key];
                 let here = |f: &&Finding| {
-                    f.path.segments().starts_with(partition.path.segments()) || f.path.segments().starts_with(path.segments())
+                    f.path.segments().starts_with(partition.path.segments())
+                        || f.path.segments().starts_with(path.segments())
                 };
                 // A feature only later mkfs.btrfs versions know: check warns
                 // (PART014), and this mkfs.btrfs is one that refuses it.
-                let version_dependent = findings.iter().filter(|f| f.code == "PART014").any(|f| here(&f));
+                let version_dependent = findings
+                    .iter()
+                    .filter(|f| f.code == "PART014")
+                    .any(|f| here(&f));
                 let predicted = formatting.iter().any(here)
-                    || (version_dependent && real.as_deref().is_some_and(|m| m.contains("unrecognized filesystem feature")));
+                    || (version_dependent
+                        && real
+                            .as_deref()
+                            .is_some_and(|m| m.contains("unrecognized filesystem feature")));
                 if real.is_some() != predicted {
                     failures.push(format!(
                         "{name}: {tool} {args:?} on {bytes} B: real {}, check {}",
-                        real.as_deref().map_or("formats".to_owned(), |m| format!("refuses ({m})")),
-                        if predicted { "predicts a refusal" } else { "predicts none" }
+                        real.as_deref()
+                            .map_or("formats".to_owned(), |m| format!("refuses ({m})")),
+                        if predicted {
+                            "predicts a refusal"
+                        } else {
+                            "predicts none"
+                        }
                     ));
                 }
             }
@@ -260,7 +318,12 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
         // An install that stops at sgdisk or mkfs never mounts: nothing to compare.
         if findings.iter().any(|f| {
             f.severity == Severity::Error
-                && matches!(install_stop(f.code), Some(InstallStop::Partitioning | InstallStop::Formatting | InstallStop::SwapFile))
+                && matches!(
+                    install_stop(f.code),
+                    Some(
+                        InstallStop::Partitioning | InstallStop::Formatting | InstallStop::SwapFile
+                    )
+                )
         }) {
             continue;
         }
@@ -277,23 +340,38 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
         // Each filesystem of the layout: its slot and the subvolumes disko creates in it.
         let mut filesystems: Vec<(String, String, Vec<String>)> = Vec::new();
         for mount in &mounts {
-            if filesystems.iter().any(|(device, _, _)| *device == mount.device) {
+            if filesystems
+                .iter()
+                .any(|(device, _, _)| *device == mount.device)
+            {
                 continue;
             }
             let subvolumes: Vec<String> = model_layout
                 .contents()
                 .filter_map(|(_, _, c)| match c {
-                    Content::Btrfs(b) if b.device == mount.device => Some(b.subvolumes.iter().map(|s| s.name.clone()).collect::<Vec<_>>()),
+                    Content::Btrfs(b) if b.device == mount.device => Some(
+                        b.subvolumes
+                            .iter()
+                            .map(|s| s.name.clone())
+                            .collect::<Vec<_>>(),
+                    ),
                     _ => None,
                 })
                 .flatten()
                 .collect();
             let ordinal = filesystems.len();
-            filesystems.push((mount.device.clone(), format!("{}{ordinal}", mount.fs_type), subvolumes));
+            filesystems.push((
+                mount.device.clone(),
+                format!("{}{ordinal}", mount.fs_type),
+                subvolumes,
+            ));
         }
         let key = format!(
             "{filesystems:?} {:?}",
-            mounts.iter().map(|m| (&m.device, &m.fs_type, &m.options)).collect::<Vec<_>>()
+            mounts
+                .iter()
+                .map(|m| (&m.device, &m.fs_type, &m.options))
+                .collect::<Vec<_>>()
         );
         if !mount_verdicts.contains_key(&key) {
             if started.elapsed() > LIVE_BUDGET {
@@ -302,7 +380,11 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
             }
             let mut devices = BTreeMap::new();
             for (device, slot, subvolumes) in &filesystems {
-                let fs_type = if slot.starts_with("btrfs") { "btrfs" } else { "ext4" };
+                let fs_type = if slot.starts_with("btrfs") {
+                    "btrfs"
+                } else {
+                    "ext4"
+                };
                 devices.insert(device.clone(), scratch.device(slot, fs_type, subvolumes));
             }
             let sequence: Vec<(String, String, String, String)> = mounts
@@ -315,7 +397,12 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
                         // mount(8) passes x-* options to no filesystem.
                         .filter(|o| !o.starts_with("x-"))
                         .collect();
-                    (m.fs_type.clone(), options.join(","), m.mountpoint.clone(), devices[&m.device].clone())
+                    (
+                        m.fs_type.clone(),
+                        options.join(","),
+                        m.mountpoint.clone(),
+                        devices[&m.device].clone(),
+                    )
                 })
                 .collect();
             mount_verdicts.insert(key.clone(), scratch.mount_all(&sequence));
@@ -335,14 +422,21 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
             .collect();
         // Subvolumes the generator never created on this image (a layout's own
         // names are all created) cannot explain a refusal: compare.
-        if real.is_some() != !predicted.is_empty() {
+        if real.is_some() == predicted.is_empty() {
             failures.push(format!(
                 "{name}: the kernel {}; check predicts {}",
-                real.as_deref().map_or("mounts every filesystem".to_owned(), |m| format!("refuses {m}")),
+                real.as_deref()
+                    .map_or("mounts every filesystem".to_owned(), |m| format!(
+                        "refuses {m}"
+                    )),
                 if predicted.is_empty() {
                     "no failed mount".to_owned()
                 } else {
-                    predicted.iter().map(|f| format!("{} {}: {}", f.code, f.path, f.message)).collect::<Vec<_>>().join("; ")
+                    predicted
+                        .iter()
+                        .map(|f| format!("{} {}: {}", f.code, f.path, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 }
             ));
         }

@@ -241,14 +241,22 @@ const CORPUS: &[Case] = &[
     case("mount-option-fstab-injection", "DEV002", "/dev/sdb /etc"),
     // subvol= and subvolid= smuggled into mount options: another existing
     // subvolume is mounted (BTRFS012); one the kernel refuses is BTRFS004.
-    case("subvol-on-the-top-level-mount", "BTRFS012", "subvolume \"@root\""),
+    case(
+        "subvol-on-the-top-level-mount",
+        "BTRFS012",
+        "subvolume \"@root\"",
+    ),
     case("subvolid-in-a-subvolume", "BTRFS004", "subvolid 256"),
     case(
         "subvol-through-filesystems-options",
         "BTRFS012",
         "fileSystems",
     ),
-    case("subvol-behind-a-comma", "BTRFS012", "subvolume \"@persist\""),
+    case(
+        "subvol-behind-a-comma",
+        "BTRFS012",
+        "subvolume \"@persist\"",
+    ),
     // Absurd sizes.
     case("size-zero", "PART004", "has no size"),
     case("size-negative", "PART001", "-1G"),

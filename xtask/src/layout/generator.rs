@@ -236,13 +236,24 @@ const VFAT_EXTRA_ARGS: &[&[&str]] = &[
 ];
 
 const SIZES: &[&str] = &[
-    "1M", "2M", "8M", "32M", "33M", "100M", "256M", "260M", "512M", "1G", "2G", "4G", "8G",
-    "10G", "32G", "64G", "100G", "300G", "500G", "1T", "1.5G", "0", "100%", "50%",
+    "1M", "2M", "8M", "32M", "33M", "100M", "256M", "260M", "512M", "1G", "2G", "4G", "8G", "10G",
+    "32G", "64G", "100G", "300G", "500G", "1T", "1.5G", "0", "100%", "50%",
 ];
 
 const TYPES: &[&str] = &[
-    "8300", "8300", "8300", "8309", "8200", "0700", "EF00", "ef00", "EF02", "8e00", "FD00",
-    "ZZZZ", "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+    "8300",
+    "8300",
+    "8300",
+    "8309",
+    "8200",
+    "0700",
+    "EF00",
+    "ef00",
+    "EF02",
+    "8e00",
+    "FD00",
+    "ZZZZ",
+    "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
 ];
 
 const LABELS: &[&str] = &[
@@ -333,8 +344,9 @@ fn object(value: &mut Value) -> &mut Map<String, Value> {
 }
 
 fn at<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Value {
-    path.iter()
-        .fold(value, |v, key| object(v).entry((*key).to_owned()).or_insert(json!({})))
+    path.iter().fold(value, |v, key| {
+        object(v).entry((*key).to_owned()).or_insert(json!({}))
+    })
 }
 
 fn main_partitions(layout: &mut Value) -> &mut Map<String, Value> {
@@ -347,7 +359,16 @@ fn main_partitions(layout: &mut Value) -> &mut Map<String, Value> {
 fn root_btrfs(layout: &mut Value) -> &mut Map<String, Value> {
     object(at(
         layout,
-        &["disko", "devices", "disk", "main", "content", "partitions", "root", "content"],
+        &[
+            "disko",
+            "devices",
+            "disk",
+            "main",
+            "content",
+            "partitions",
+            "root",
+            "content",
+        ],
     ))
 }
 
@@ -409,8 +430,14 @@ fn extra_partition(rng: &mut Rng) -> Value {
     let map = object(&mut partition);
     if rng.one_in(6) {
         map.remove("size");
-        map.insert("start".into(), json!(rng.pick(&["0", "1M", "2048", "34s", "10G", "1G"])));
-        map.insert("end".into(), json!(rng.pick(&["+10G", "-1G", "20G", "-0", "+1M", "100%"])));
+        map.insert(
+            "start".into(),
+            json!(rng.pick(&["0", "1M", "2048", "34s", "10G", "1G"])),
+        );
+        map.insert(
+            "end".into(),
+            json!(rng.pick(&["+10G", "-1G", "20G", "-0", "+1M", "100%"])),
+        );
     }
     if rng.one_in(3) {
         map.insert("type".into(), json!(rng.pick(TYPES)));
@@ -425,7 +452,10 @@ fn extra_partition(rng: &mut Rng) -> Value {
         map.insert("alignment".into(), json!(rng.pick(&[1, 8, 2048, 4096, 3])));
     }
     if rng.one_in(4) {
-        map.insert("priority".into(), json!(rng.pick(&[50, 150, 1000, 2000, 9001])));
+        map.insert(
+            "priority".into(),
+            json!(rng.pick(&[50, 150, 1000, 2000, 9001])),
+        );
     }
     if !rng.one_in(6) {
         let mountpoint = rng.pick(MOUNTPOINTS).to_string();
@@ -440,7 +470,18 @@ const PARTITION_NAMES: &[&str] = &["data", "srv", "home", "extra", "aaa", "zzz",
 fn mutate(rng: &mut Rng, layout: &mut Value) {
     match rng.below(16) {
         0 => {
-            let esp = at(layout, &["disko", "devices", "disk", "main", "content", "partitions", "ESP"]);
+            let esp = at(
+                layout,
+                &[
+                    "disko",
+                    "devices",
+                    "disk",
+                    "main",
+                    "content",
+                    "partitions",
+                    "ESP",
+                ],
+            );
             let mut base = vec!["fmask=0177", "dmask=0077"];
             if rng.one_in(2) {
                 base = vec!["umask=0077"];
@@ -449,7 +490,18 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
             object(at(esp, &["content"])).insert("mountOptions".into(), owned(&opts));
         }
         1 => {
-            let esp = at(layout, &["disko", "devices", "disk", "main", "content", "partitions", "ESP"]);
+            let esp = at(
+                layout,
+                &[
+                    "disko",
+                    "devices",
+                    "disk",
+                    "main",
+                    "content",
+                    "partitions",
+                    "ESP",
+                ],
+            );
             object(esp).insert(
                 "size".into(),
                 json!(rng.pick(&["1G", "512M", "260M", "100M", "64M", "33M", "32M", "8M", "2G"])),
@@ -458,7 +510,11 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
                 .insert("extraArgs".into(), strings(*rng.pick(VFAT_EXTRA_ARGS)));
         }
         2 | 3 => {
-            let opts = options(rng, &[HOST_BTRFS_OPTIONS, &["subvolid=5"]].concat(), BTRFS_OPTIONS);
+            let opts = options(
+                rng,
+                &[HOST_BTRFS_OPTIONS, &["subvolid=5"]].concat(),
+                BTRFS_OPTIONS,
+            );
             root_btrfs(layout).insert("mountOptions".into(), owned(&opts));
         }
         4 | 5 => {
@@ -472,22 +528,29 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
             }
             let name = rng.pick(&names).clone();
             let opts = options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS);
-            let subvolumes = at(root_btrfs(layout).entry("subvolumes").or_insert(json!({})), &[&name]);
+            let subvolumes = at(
+                root_btrfs(layout).entry("subvolumes").or_insert(json!({})),
+                &[&name],
+            );
             object(subvolumes).insert("mountOptions".into(), owned(&opts));
         }
         6 => {
-            root_btrfs(layout)
-                .insert("extraArgs".into(), strings(*rng.pick(BTRFS_EXTRA_ARGS)));
+            root_btrfs(layout).insert("extraArgs".into(), strings(*rng.pick(BTRFS_EXTRA_ARGS)));
         }
         7 => {
             // A subvolume more or less, or one with a swap file.
             let subvolumes = object(root_btrfs(layout).entry("subvolumes").or_insert(json!({})));
             match rng.below(4) {
                 0 => {
-                    let name = rng.pick(&["@home", "@srv", "@data", "home", "@a/b", "@nix"]).to_string();
+                    let name = rng
+                        .pick(&["@home", "@srv", "@data", "home", "@a/b", "@nix"])
+                        .to_string();
                     let mut sub = json!({ "mountpoint": rng.pick(MOUNTPOINTS) });
                     if rng.one_in(2) {
-                        object(&mut sub).insert("mountOptions".into(), owned(&options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS)));
+                        object(&mut sub).insert(
+                            "mountOptions".into(),
+                            owned(&options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS)),
+                        );
                     }
                     subvolumes.insert(name, sub);
                 }
@@ -499,7 +562,9 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
                     }
                 }
                 _ => {
-                    let path = rng.pick(&["swapfile", "swap/swapfile", "/swapfile", "a b"]).to_string();
+                    let path = rng
+                        .pick(&["swapfile", "swap/swapfile", "/swapfile", "a b"])
+                        .to_string();
                     let size = rng.pick(&["1G", "8M", "64M", "512M", "1M"]).to_string();
                     let mut sub = json!({ "swap": { "swapfile": { "size": size, "path": path } } });
                     if !rng.one_in(4) {
@@ -510,7 +575,18 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
             }
         }
         8 => {
-            let swap = at(layout, &["disko", "devices", "disk", "main", "content", "partitions", "swap"]);
+            let swap = at(
+                layout,
+                &[
+                    "disko",
+                    "devices",
+                    "disk",
+                    "main",
+                    "content",
+                    "partitions",
+                    "swap",
+                ],
+            );
             match rng.below(4) {
                 0 => {
                     object(swap).insert("size".into(), json!(rng.pick(SIZES)));
@@ -521,7 +597,12 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
                 2 => {
                     object(at(swap, &["content"])).insert(
                         "extraArgs".into(),
-                        strings(*rng.pick(&[&["-L", "swap"][..], &["-p", "4096"], &["--pagesize", "3"], &[]])),
+                        strings(*rng.pick(&[
+                            &["-L", "swap"][..],
+                            &["-p", "4096"],
+                            &["--pagesize", "3"],
+                            &[],
+                        ])),
                     );
                 }
                 _ => {
@@ -538,7 +619,18 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
         11 => {
             // Labels, types, UUIDs, alignment and order of the template's partitions.
             let name = rng.pick(&["boot", "ESP", "swap", "root"]).to_string();
-            let partition = object(at(layout, &["disko", "devices", "disk", "main", "content", "partitions", &name]));
+            let partition = object(at(
+                layout,
+                &[
+                    "disko",
+                    "devices",
+                    "disk",
+                    "main",
+                    "content",
+                    "partitions",
+                    &name,
+                ],
+            ));
             match rng.below(5) {
                 0 => partition.insert("label".into(), json!(rng.pick(LABELS))),
                 1 => partition.insert("type".into(), json!(rng.pick(TYPES))),
@@ -550,7 +642,15 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
         12 => {
             // Another disk.
             let name = rng.pick(&["data", "second", "nvme"]).to_string();
-            let device = rng.pick(&["/dev/sdb", "/dev/vdb", "/dev/nvme0n1", "/dev/sda1", "/dev/mapper/x"]).to_string();
+            let device = rng
+                .pick(&[
+                    "/dev/sdb",
+                    "/dev/vdb",
+                    "/dev/nvme0n1",
+                    "/dev/sda1",
+                    "/dev/mapper/x",
+                ])
+                .to_string();
             let content = match rng.below(4) {
                 0 => json!({ "type": "gpt" }),
                 1 => {
@@ -560,7 +660,8 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
                 _ => {
                     let mut partitions = Map::new();
                     for _ in 0..=rng.below(3) {
-                        partitions.insert(rng.pick(PARTITION_NAMES).to_string(), extra_partition(rng));
+                        partitions
+                            .insert(rng.pick(PARTITION_NAMES).to_string(), extra_partition(rng));
                     }
                     json!({ "type": "gpt", "partitions": partitions })
                 }
@@ -571,7 +672,9 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
             );
         }
         13 => {
-            let mountpoint = rng.pick(&["/tmp", "/run/scratch", "/var/tmp", "/nix"]).to_string();
+            let mountpoint = rng
+                .pick(&["/tmp", "/run/scratch", "/var/tmp", "/nix"])
+                .to_string();
             let fs_type = rng.pick(&["tmpfs", "tmpfs", "ramfs"]).to_string();
             let opts = options(rng, &["mode=1777"], TMPFS_OPTIONS);
             object(at(layout, &["disko", "devices", "nodev"])).insert(
@@ -581,7 +684,9 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
         }
         14 => {
             // fileSystems options NixOS appends to disko's.
-            let mountpoint = rng.pick(&["/nix", "/persist", "/", "/btrfs_tmp", "/var/log"]).to_string();
+            let mountpoint = rng
+                .pick(&["/nix", "/persist", "/", "/btrfs_tmp", "/var/log"])
+                .to_string();
             let mut opts = rng.some(BTRFS_OPTIONS, 2);
             if opts.is_empty() {
                 opts.push(*rng.pick(BTRFS_OPTIONS));
@@ -611,7 +716,11 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
 fn from_scratch(rng: &mut Rng) -> Value {
     let mut layout = json!({});
     let disks = 1 + rng.below(2);
-    for (index, device) in ["/dev/sda", "/dev/sdb", "/dev/sdc"].iter().take(disks).enumerate() {
+    for (index, device) in ["/dev/sda", "/dev/sdb", "/dev/sdc"]
+        .iter()
+        .take(disks)
+        .enumerate()
+    {
         let mut partitions = Map::new();
         for _ in 0..=rng.below(4) {
             partitions.insert(rng.pick(PARTITION_NAMES).to_string(), extra_partition(rng));
@@ -623,7 +732,11 @@ fn from_scratch(rng: &mut Rng) -> Value {
                 json!({ "size": "100%", "content": content(rng, mountpoint) }),
             );
         }
-        let name = if index == 0 { "main".to_owned() } else { format!("disk{index}") };
+        let name = if index == 0 {
+            "main".to_owned()
+        } else {
+            format!("disk{index}")
+        };
         object(at(&mut layout, &["disko", "devices", "disk"])).insert(
             name,
             json!({ "type": "disk", "device": device, "content": { "type": "gpt", "partitions": partitions } }),
@@ -661,14 +774,23 @@ mod tests {
         }
         let distinct: std::collections::BTreeSet<String> =
             (0..200).map(|i| layout(7, i).to_string()).collect();
-        assert!(distinct.len() > 150, "only {} distinct layouts", distinct.len());
+        assert!(
+            distinct.len() > 150,
+            "only {} distinct layouts",
+            distinct.len()
+        );
     }
 
     #[test]
     fn the_template_is_the_corpus_host() {
         let template = template();
         let partitions = &template["disko"]["devices"]["disk"]["main"]["content"]["partitions"];
-        assert_eq!(partitions["root"]["content"]["subvolumes"].as_object().map(Map::len), Some(8));
+        assert_eq!(
+            partitions["root"]["content"]["subvolumes"]
+                .as_object()
+                .map(Map::len),
+            Some(8)
+        );
         assert_eq!(partitions["swap"]["size"], "32G");
     }
 }

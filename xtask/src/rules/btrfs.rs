@@ -106,8 +106,15 @@ fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
         .layout
         .btrfs_filesystems()
         .map(|b| {
-            let names = b.subvolumes.iter().map(|s| s.name.trim_matches('/')).collect();
-            (b.device.as_str(), (names, u64::try_from(b.subvolumes.len()).unwrap_or(0)))
+            let names = b
+                .subvolumes
+                .iter()
+                .map(|s| s.name.trim_matches('/'))
+                .collect();
+            (
+                b.device.as_str(),
+                (names, u64::try_from(b.subvolumes.len()).unwrap_or(0)),
+            )
         })
         .collect();
     // Each Btrfs mount's whole option list (disko's, its `subvol=`, then
@@ -150,7 +157,10 @@ fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
         let exists = match (&reading.subvol, reading.subvolid) {
             (Some(subvol), _) => {
                 let subvol = subvol.trim_matches('/');
-                subvol.is_empty() || subvolumes.get(mount.device.as_str()).is_some_and(|(names, _)| names.contains(subvol))
+                subvol.is_empty()
+                    || subvolumes
+                        .get(mount.device.as_str())
+                        .is_some_and(|(names, _)| names.contains(subvol))
             }
             (None, Some(5)) | (None, None) => true,
             (None, Some(id)) => subvolumes
@@ -170,7 +180,10 @@ fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
             continue;
         }
         if let Some(wrong) = wrong {
-            let meant = wanted.map_or("the top level where @root and @old_roots live".to_owned(), |n| format!("{n:?}"));
+            let meant = wanted.map_or(
+                "the top level where @root and @old_roots live".to_owned(),
+                |n| format!("{n:?}"),
+            );
             elsewhere.push(Issue::new(
                 place,
                 format!(
@@ -205,7 +218,13 @@ pub fn mountpoint_devices_conflict(model: &Model) -> Vec<Issue> {
         .mounts
         .iter()
         .map(|m| (m.mountpoint.as_str(), m.device.as_str(), &m.path))
-        .chain(model.layout.unmodelled_mounts.iter().map(|(m, path)| (m.as_str(), "(nodev)", path)));
+        .chain(
+            model
+                .layout
+                .unmodelled_mounts
+                .iter()
+                .map(|(m, path)| (m.as_str(), "(nodev)", path)),
+        );
     for (mountpoint, device, path) in all {
         match devices.get(mountpoint) {
             Some((first, first_path)) if *first != device || device == "(nodev)" => issues.push(Issue::new(
@@ -245,7 +264,10 @@ pub fn mountpoints_absolute(model: &Model) -> Vec<Issue> {
 /// attribute-name order and Btrfs numbers them from 256 (kernel 6.18.44:
 /// @caddy 256, @containers 257, @log 258, @nix 259 for this host).
 fn subvolume_id(model: &Model, device: &str, name: &str) -> Option<u64> {
-    let btrfs = model.layout.btrfs_filesystems().find(|b| b.device == device)?;
+    let btrfs = model
+        .layout
+        .btrfs_filesystems()
+        .find(|b| b.device == device)?;
     let index = btrfs
         .subvolumes
         .iter()
@@ -257,7 +279,12 @@ fn subvolume_id(model: &Model, device: &str, name: &str) -> Option<u64> {
 /// they carry one, else the mountOptions.
 fn selector_place(model: &Model, mount: &crate::layout::Mount) -> AttrPath {
     match model.layout.file_systems.get(&mount.mountpoint) {
-        Some(flags) if flags.options.iter().any(|o| btrfs_scope(o) == Scope::Selector) => {
+        Some(flags)
+            if flags
+                .options
+                .iter()
+                .any(|o| btrfs_scope(o) == Scope::Selector) =>
+        {
             flags.path.join("options")
         }
         _ => mount.path.join("mountOptions"),
@@ -513,7 +540,9 @@ pub fn space_cache_v1(model: &Model) -> Vec<Issue> {
             continue;
         };
         // A bare space_cache means v1 to the kernel (seen refused on 6.18.44 by tests/generated_live.rs).
-        if clears || !(option == "space_cache=v1" || option == "space_cache" || option == "nospace_cache") {
+        if clears
+            || !(option == "space_cache=v1" || option == "space_cache" || option == "nospace_cache")
+        {
             continue;
         }
         issues.push(Issue::new(
@@ -632,7 +661,10 @@ mod tests {
                 .push(json!("subvolid=5"))
         });
         assert_eq!(findings.len(), 1, "{findings:?}");
-        assert!(findings[0].message.contains("does not match subvolid 5"), "{findings:?}");
+        assert!(
+            findings[0].message.contains("does not match subvolid 5"),
+            "{findings:?}"
+        );
     }
 
     #[test]
@@ -703,15 +735,24 @@ mod tests {
         assert!(codes.contains(&"BTRFS008"), "{codes:?}");
         // On the first mount, after compress=: nodatasum keeps both (and
         // blocks compression), nodatacow clears compress (kernel 6.18.44).
-        for (option, says) in [("nodatasum", "keeps both"), ("nodatacow", "clears compress")] {
+        for (option, says) in [
+            ("nodatasum", "keeps both"),
+            ("nodatacow", "clears compress"),
+        ] {
             let findings = findings_after(|e| {
                 subvolume(e, "@root")["mountOptions"]
                     .as_array_mut()
                     .unwrap()
                     .push(json!(option))
             });
-            let finding = findings.iter().find(|f| f.code == "BTRFS007").expect("BTRFS007");
-            assert!(finding.message.contains(says) && finding.message.contains(option), "{finding:?}");
+            let finding = findings
+                .iter()
+                .find(|f| f.code == "BTRFS007")
+                .expect("BTRFS007");
+            assert!(
+                finding.message.contains(says) && finding.message.contains(option),
+                "{finding:?}"
+            );
         }
     }
 

@@ -228,7 +228,8 @@ pub fn partlabel_links_at_boot(model: &Model) -> Vec<Issue> {
 fn link_issues(model: &Model, at_boot: bool) -> Vec<Issue> {
     let mut issues = Vec::new();
     for (_, partition) in model.layout.partitions() {
-        let boot_only = matches!(&partition.content, Some(Content::Swap(swap)) if swap.random_encryption);
+        let boot_only =
+            matches!(&partition.content, Some(Content::Swap(swap)) if swap.random_encryption);
         if boot_only != at_boot {
             continue;
         }

@@ -3,9 +3,9 @@
 
 use super::{Issue, Model};
 use crate::findings::AttrPath;
+use crate::layout::kernel_options::{read, Filesystem};
 use crate::layout::size::{human, MIB};
 use crate::layout::{Content, Disk, Partition};
-use crate::layout::kernel_options::{read, Filesystem};
 
 /// What GRUB keeps on the ESP when it is /boot, as NixOS installs it for
 /// BIOS and UEFI with efiInstallAsRemovable: its modules for i386-pc and

@@ -222,8 +222,8 @@ pub fn install_stop(code: &str) -> Option<InstallStop> {
     use InstallStop::*;
     Some(match code {
         "NIX001" | "NIX002" | "NIX003" | "NIX004" | "MODEL001" | "MODEL002" | "MODEL003"
-        | "MODEL005" | "MODEL006" | "PART001" | "SWAP005" | "BTRFS013" | "BTRFS014" | "MOUNT004"
-        | "DEV005" => Evaluation,
+        | "MODEL005" | "MODEL006" | "PART001" | "SWAP005" | "BTRFS013" | "BTRFS014"
+        | "MOUNT004" | "DEV005" => Evaluation,
         "PART002" | "PART004" | "PART008" | "PART009" | "PART010" => Partitioning,
         "PART011" | "PART013" | "DEV003" | "DEV004" => Formatting,
         "SWAP006" => SwapFile,

@@ -128,12 +128,17 @@ pub fn one_rest_partition(model: &Model) -> Vec<Issue> {
     // The template's disk is the one holding /: its Btrfs takes the rest.
     // Another disk may leave space free (real disko builds it), and an
     // empty GPT is a valid disk too.
-    let root_device = model.mounts.iter().find(|m| m.mountpoint == "/").map(|m| m.device.as_str());
+    let root_device = model
+        .mounts
+        .iter()
+        .find(|m| m.mountpoint == "/")
+        .map(|m| m.device.as_str());
     for disk in &model.layout.disks {
         let Some(gpt) = gpt_of(disk) else {
             continue;
         };
-        let holds_root = root_device.is_none_or(|device| gpt.partitions.iter().any(|p| p.device == device));
+        let holds_root =
+            root_device.is_none_or(|device| gpt.partitions.iter().any(|p| p.device == device));
         let geometry = model.geometry.get(&disk.key);
         let rest: Vec<_> = gpt.partitions.iter().filter(|p| p.is_rest()).collect();
         match rest.as_slice() {
@@ -590,10 +595,18 @@ pub fn content_fits(model: &Model) -> Vec<Issue> {
 /// directory (32 sectors) and two FATs of 2 bytes per cluster.
 fn fat16_clusters_refused(partition: &Partition, fs: &Filesystem, bytes: u64) -> Option<Issue> {
     let args = &fs.extra_args;
-    if args.iter().any(|a| ["-S", "-R", "-f", "-r", "-F"].iter().any(|f| a.starts_with(f))) {
+    if args.iter().any(|a| {
+        ["-S", "-R", "-f", "-r", "-F"]
+            .iter()
+            .any(|f| a.starts_with(f))
+    }) {
         return None;
     }
-    let per_cluster: u64 = flag_values(args, "-s", "--sectors-per-cluster").last()?.parse().ok().filter(|n| *n > 0)?;
+    let per_cluster: u64 = flag_values(args, "-s", "--sectors-per-cluster")
+        .last()?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)?;
     let sectors = bytes / 512;
     // From 512 MiB mkfs.fat makes FAT32, which addresses at most 0x0FFFFFF5
     // clusters (-s 1 on 480 GB: refused, seen by tests/generated_live.rs).
@@ -646,11 +659,15 @@ fn fat_size_refused(partition: &Partition, fs: &Filesystem, bytes: u64) -> Optio
         return None;
     }
     let args = &fs.extra_args;
-    let fat = args.iter().enumerate().rev().find_map(|(i, a)| match a.strip_prefix("-F") {
-        Some("") => args.get(i + 1).cloned(),
-        Some(n) => Some(n.to_owned()),
-        None => None,
-    });
+    let fat = args
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, a)| match a.strip_prefix("-F") {
+            Some("") => args.get(i + 1).cloned(),
+            Some(n) => Some(n.to_owned()),
+            None => None,
+        });
     let Some(fat) = fat else {
         return fat16_clusters_refused(partition, fs, bytes);
     };
@@ -666,7 +683,11 @@ fn fat_size_refused(partition: &Partition, fs: &Filesystem, bytes: u64) -> Optio
         ));
     }
     // Sector or cluster sizes change the limits; those are not modelled.
-    if args.iter().any(|a| ["-s", "-S", "-R", "-f", "-r"].iter().any(|f| a.starts_with(f))) {
+    if args.iter().any(|a| {
+        ["-s", "-S", "-R", "-f", "-r"]
+            .iter()
+            .any(|f| a.starts_with(f))
+    }) {
         return None;
     }
     let &(_, min, max) = FAT_SIZES_KIB.iter().find(|(n, _, _)| *n == fat)?;
@@ -702,17 +723,31 @@ const BTRFS_PROFILE_DEVICES: &[(&str, usize)] = &[
 ];
 
 /// Checksums every mkfs.btrfs since 5.5 knows; nothing else.
-const BTRFS_CHECKSUMS: &[&str] = &["crc32c", "xxhash", "xxhash64", "sha256", "blake2", "blake2b"];
+const BTRFS_CHECKSUMS: &[&str] = &[
+    "crc32c", "xxhash", "xxhash64", "sha256", "blake2", "blake2b",
+];
 
 /// `-O` features mkfs.btrfs 6.2 (Debian 12, the recorded judge) knows.
 const BTRFS_FEATURES_6_2: &[&str] = &[
-    "mixed-bg", "extref", "raid56", "skinny-metadata", "no-holes", "raid1c34", "zoned", "list-all",
+    "mixed-bg",
+    "extref",
+    "raid56",
+    "skinny-metadata",
+    "no-holes",
+    "raid1c34",
+    "zoned",
+    "list-all",
 ];
 
 /// `-O` features later btrfs-progs added (6.3 moved free-space-tree from
 /// `-R` to `-O`; block-group-tree, squota and raid-stripe-tree came after).
-const BTRFS_FEATURES_LATER: &[&str] =
-    &["free-space-tree", "block-group-tree", "quota", "squota", "raid-stripe-tree"];
+const BTRFS_FEATURES_LATER: &[&str] = &[
+    "free-space-tree",
+    "block-group-tree",
+    "quota",
+    "squota",
+    "raid-stripe-tree",
+];
 
 /// The value of `flag` (either `-x value`, `-xvalue` or `--flag=value`), last one.
 fn flag_values<'a>(args: &'a [String], short: &str, long: &str) -> Vec<&'a str> {
@@ -725,7 +760,11 @@ fn flag_values<'a>(args: &'a [String], short: &str, long: &str) -> Vec<&'a str> 
             }
         } else if let Some(value) = arg.strip_prefix(&format!("{long}=")) {
             values.push(value);
-        } else if short.len() == 2 && arg.len() > 2 && arg.starts_with(short) && !arg.starts_with("--") {
+        } else if short.len() == 2
+            && arg.len() > 2
+            && arg.starts_with(short)
+            && !arg.starts_with("--")
+        {
             values.push(&arg[2..]);
         }
     }
@@ -749,9 +788,15 @@ fn btrfs_argument_problems(args: &[String]) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    for csum in flag_values(args, "--csum", "--checksum").into_iter().chain(flag_values(args, "-K", "--checksum")) {
+    for csum in flag_values(args, "--csum", "--checksum")
+        .into_iter()
+        .chain(flag_values(args, "-K", "--checksum"))
+    {
         if !BTRFS_CHECKSUMS.contains(&csum.to_ascii_lowercase().as_str()) {
-            refused.push(format!("--csum {csum}: not a checksum mkfs.btrfs knows ({}): \"unknown csum type\"", BTRFS_CHECKSUMS.join(", ")));
+            refused.push(format!(
+                "--csum {csum}: not a checksum mkfs.btrfs knows ({}): \"unknown csum type\"",
+                BTRFS_CHECKSUMS.join(", ")
+            ));
         }
     }
     for size in flag_values(args, "-n", "--nodesize") {
@@ -764,7 +809,11 @@ fn btrfs_argument_problems(args: &[String]) -> (Vec<String>, Vec<String>) {
             "g" | "G" | "GiB" => 1 << 30,
             _ => 0,
         };
-        let bytes = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(unit)).filter(|b| *b > 0);
+        let bytes = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .filter(|b| *b > 0);
         match bytes {
             Some(b) if b.is_power_of_two() && (4096..=65536).contains(&b) => {}
             _ => refused.push(format!(
@@ -791,10 +840,13 @@ fn btrfs_argument_problems(args: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 fn btrfs_contents<'a>(model: &'a Model<'a>) -> impl Iterator<Item = &'a crate::layout::Btrfs> {
-    model.layout.contents().filter_map(|(_, _, content)| match content {
-        Content::Btrfs(btrfs) => Some(btrfs),
-        _ => None,
-    })
+    model
+        .layout
+        .contents()
+        .filter_map(|(_, _, content)| match content {
+            Content::Btrfs(btrfs) => Some(btrfs),
+            _ => None,
+        })
 }
 
 /// The page size of the machines this tool checks (x86_64).
@@ -802,10 +854,13 @@ const PAGE_BYTES: u64 = 4096;
 
 /// extraArgs mkfs.btrfs or mkfs.ext4 refuse in every version: the install stops.
 pub fn mkfs_arguments(model: &Model) -> Vec<Issue> {
-    let ext4 = model.layout.contents().filter_map(|(_, _, content)| match content {
-        Content::Filesystem(fs) if fs.format == "ext4" => Some(fs),
-        _ => None,
-    });
+    let ext4 = model
+        .layout
+        .contents()
+        .filter_map(|(_, _, content)| match content {
+            Content::Filesystem(fs) if fs.format == "ext4" => Some(fs),
+            _ => None,
+        });
     // mke2fs asks "Proceed anyway? (y,N)" for blocks above the page size;
     // disko's script has no terminal to answer, so it stops (mke2fs 1.47.0).
     let ext4_issues = ext4.flat_map(|fs| {
@@ -822,16 +877,18 @@ pub fn mkfs_arguments(model: &Model) -> Vec<Issue> {
             .collect::<Vec<_>>()
     });
     let mut issues: Vec<Issue> = ext4_issues.collect();
-    issues.extend(btrfs_contents(model)
-        .flat_map(|btrfs| {
-            btrfs_argument_problems(&btrfs.extra_args).0.into_iter().map(|problem| {
+    issues.extend(btrfs_contents(model).flat_map(|btrfs| {
+        btrfs_argument_problems(&btrfs.extra_args)
+            .0
+            .into_iter()
+            .map(|problem| {
                 Issue::new(
                     btrfs.path.join("extraArgs"),
                     format!("mkfs.btrfs refuses its extraArgs, so the install stops: {problem}"),
                     "Remove the argument or give a value mkfs.btrfs takes (see mkfs.btrfs(8)).",
                 )
             })
-        }));
+    }));
     issues
 }
 

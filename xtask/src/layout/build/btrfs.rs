@@ -135,7 +135,11 @@ impl Builder {
             }
         }
         let swapfiles = self.swapfiles(map, &path)?;
-        self.mounted_options_not_empty(fields.mount_options.as_ref(), fields.mountpoint.as_ref(), &path);
+        self.mounted_options_not_empty(
+            fields.mount_options.as_ref(),
+            fields.mountpoint.as_ref(),
+            &path,
+        );
         Some(Content::Btrfs(Btrfs {
             device: fields.device.unwrap_or_else(|| device.to_owned()),
             extra_args: fields.extra_args.unwrap_or_default(),

@@ -41,7 +41,11 @@ impl Builder {
             ));
             return None;
         };
-        self.mounted_options_not_empty(fields.mount_options.as_ref(), fields.mountpoint.as_ref(), &path);
+        self.mounted_options_not_empty(
+            fields.mount_options.as_ref(),
+            fields.mountpoint.as_ref(),
+            &path,
+        );
         Some(Content::Filesystem(Filesystem {
             device: fields.device.unwrap_or_else(|| device.to_owned()),
             format,

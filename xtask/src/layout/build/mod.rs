@@ -123,7 +123,12 @@ impl Builder {
     /// disko hands a mounted content's `mountOptions` to NixOS as
     /// `fileSystems.<mountpoint>.options`, typed a non-empty list of
     /// non-empty strings: `[]` or `""` there fails the evaluation.
-    fn mounted_options_not_empty(&mut self, options: Option<&Vec<String>>, mountpoint: Option<&String>, path: &AttrPath) {
+    fn mounted_options_not_empty(
+        &mut self,
+        options: Option<&Vec<String>>,
+        mountpoint: Option<&String>,
+        path: &AttrPath,
+    ) {
         let (Some(options), Some(mountpoint)) = (options, mountpoint) else {
             return;
         };
@@ -250,7 +255,11 @@ impl Builder {
         let devices = self.object(devices, &devices_path, "disko.devices")?;
         self.check_keys(devices, DEVICE_KINDS, &devices_path, "disko.devices");
         for kind in DEVICE_KINDS.iter().filter(|kind| **kind != "disk") {
-            let Some(entries) = devices.get(*kind).and_then(Value::as_object).filter(|m| !m.is_empty()) else {
+            let Some(entries) = devices
+                .get(*kind)
+                .and_then(Value::as_object)
+                .filter(|m| !m.is_empty())
+            else {
                 continue;
             };
             // Real disko builds these beside the disks; this tool does not
@@ -271,7 +280,10 @@ impl Builder {
         if let Some(nodev) = devices.get("nodev").and_then(Value::as_object) {
             for (name, entry) in nodev {
                 // disko's nodev `mountpoint` defaults to the attribute name.
-                let mountpoint = entry.get("mountpoint").and_then(Value::as_str).unwrap_or(name);
+                let mountpoint = entry
+                    .get("mountpoint")
+                    .and_then(Value::as_str)
+                    .unwrap_or(name);
                 let options: Option<Vec<String>> = entry
                     .get("mountOptions")
                     .and_then(|o| serde_json::from_value(o.clone()).ok());
@@ -280,7 +292,10 @@ impl Builder {
                     Some(&mountpoint.to_owned()),
                     &devices_path.join("nodev").join(name.clone()),
                 );
-                unmodelled_mounts.push((mountpoint.to_owned(), devices_path.join("nodev").join(name.clone())));
+                unmodelled_mounts.push((
+                    mountpoint.to_owned(),
+                    devices_path.join("nodev").join(name.clone()),
+                ));
             }
         }
         let mut disks = Vec::new();

@@ -271,7 +271,9 @@ fn check_value(kind: Value, value: &str) -> Result<(), String> {
             if ["zlib", "lzo", "zstd", "no", "none"].contains(&algorithm) {
                 Ok(())
             } else {
-                Err(format!("{algorithm:?} is not a compression Btrfs knows (zlib, lzo, zstd, no)"))
+                Err(format!(
+                    "{algorithm:?} is not a compression Btrfs knows (zlib, lzo, zstd, no)"
+                ))
             }
         }
         Value::Rescue => {

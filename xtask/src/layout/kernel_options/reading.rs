@@ -93,7 +93,12 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
                 let algorithm = value.unwrap_or("zlib").to_owned();
                 if reading.nodatacow || reading.nodatasum {
                     reading.overridden.push((
-                        if reading.nodatacow { "nodatacow" } else { "nodatasum" }.to_owned(),
+                        if reading.nodatacow {
+                            "nodatacow"
+                        } else {
+                            "nodatasum"
+                        }
+                        .to_owned(),
                         option.clone(),
                     ));
                 }
@@ -116,7 +121,9 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
             }
             (Filesystem::Btrfs, "datacow") => {
                 if reading.nodatacow {
-                    reading.overridden.push(("nodatacow".to_owned(), option.clone()));
+                    reading
+                        .overridden
+                        .push(("nodatacow".to_owned(), option.clone()));
                 }
                 reading.nodatacow = false;
             }
@@ -124,7 +131,12 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
             (Filesystem::Btrfs, "datasum") => {
                 if reading.nodatacow || reading.nodatasum {
                     reading.overridden.push((
-                        if reading.nodatacow { "nodatacow" } else { "nodatasum" }.to_owned(),
+                        if reading.nodatacow {
+                            "nodatacow"
+                        } else {
+                            "nodatasum"
+                        }
+                        .to_owned(),
                         option.clone(),
                     ));
                 }
@@ -158,13 +170,17 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
             }
             (Filesystem::Vfat, "fmask") => {
                 if let Some(umask) = &umask_written {
-                    reading.overridden.push((format!("the file mask of {umask}"), option.clone()));
+                    reading
+                        .overridden
+                        .push((format!("the file mask of {umask}"), option.clone()));
                 }
                 reading.fmask = value.and_then(octal);
             }
             (Filesystem::Vfat, "dmask") => {
                 if let Some(umask) = &umask_written {
-                    reading.overridden.push((format!("the directory mask of {umask}"), option.clone()));
+                    reading
+                        .overridden
+                        .push((format!("the directory mask of {umask}"), option.clone()));
                 }
                 reading.dmask = value.and_then(octal);
             }
@@ -204,7 +220,12 @@ impl Reading {
 }
 
 fn same_subvolume(a: &str, b: &str) -> bool {
-    let name = |o: &str| o.strip_prefix("subvol=").unwrap_or(o).trim_matches('/').to_owned();
+    let name = |o: &str| {
+        o.strip_prefix("subvol=")
+            .unwrap_or(o)
+            .trim_matches('/')
+            .to_owned()
+    };
     name(a) == name(b)
 }
 
@@ -242,23 +263,38 @@ mod tests {
     use super::*;
 
     fn btrfs(options: &[&str]) -> Reading {
-        read(Filesystem::Btrfs, &options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>())
+        read(
+            Filesystem::Btrfs,
+            &options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>(),
+        )
     }
 
     fn vfat(options: &[&str]) -> Reading {
-        read(Filesystem::Vfat, &options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>())
+        read(
+            Filesystem::Vfat,
+            &options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>(),
+        )
     }
 
     // Each expectation is what kernel 6.18.44 showed in /proc/self/mountinfo.
     #[test]
     fn btrfs_data_flags_in_order() {
         let r = btrfs(&["compress=zstd:1", "nodatasum"]);
-        assert_eq!((r.nodatasum, r.nodatacow, r.compress.as_deref()), (true, false, Some("zstd:1")));
+        assert_eq!(
+            (r.nodatasum, r.nodatacow, r.compress.as_deref()),
+            (true, false, Some("zstd:1"))
+        );
         assert!(r.compression_blocked());
         assert_eq!(r.nocow_option(), Some("nodatasum"));
         let r = btrfs(&["nodatasum", "compress=zstd:1"]);
-        assert_eq!((r.nodatasum, r.nodatacow, r.compress.as_deref()), (false, false, Some("zstd:1")));
-        assert_eq!(r.overridden, vec![("nodatasum".to_owned(), "compress=zstd:1".to_owned())]);
+        assert_eq!(
+            (r.nodatasum, r.nodatacow, r.compress.as_deref()),
+            (false, false, Some("zstd:1"))
+        );
+        assert_eq!(
+            r.overridden,
+            vec![("nodatasum".to_owned(), "compress=zstd:1".to_owned())]
+        );
         let r = btrfs(&["compress=zstd:1", "nodatacow"]);
         assert_eq!((r.nodatasum, r.nodatacow, r.compress), (true, true, None));
         let r = btrfs(&["nodatacow", "compress=zstd:1"]);
@@ -275,7 +311,10 @@ mod tests {
     fn btrfs_last_setting_wins() {
         assert_eq!(btrfs(&["ssd", "nossd"]).setting("ssd"), Some("nossd"));
         assert_eq!(btrfs(&["nossd", "ssd"]).setting("ssd"), Some("ssd"));
-        assert_eq!(btrfs(&["discard=async", "nodiscard"]).setting("discard"), Some("nodiscard"));
+        assert_eq!(
+            btrfs(&["discard=async", "nodiscard"]).setting("discard"),
+            Some("nodiscard")
+        );
     }
 
     #[test]
@@ -283,10 +322,18 @@ mod tests {
         let r = btrfs(&["subvol=@persist", "subvol=@nix"]);
         assert_eq!(r.subvol.as_deref(), Some("@nix"));
         assert_eq!(r.refused, None);
-        assert_eq!(r.overridden, vec![("subvol=@persist".to_owned(), "subvol=@nix".to_owned())]);
+        assert_eq!(
+            r.overridden,
+            vec![("subvol=@persist".to_owned(), "subvol=@nix".to_owned())]
+        );
         // The same subvolume twice is no override.
-        assert!(btrfs(&["subvol=/@nix", "subvol=@nix"]).overridden.is_empty());
-        for options in [&["subvolid=5", "subvol=@nix"][..], &["subvol=@nix", "subvolid=5"]] {
+        assert!(btrfs(&["subvol=/@nix", "subvol=@nix"])
+            .overridden
+            .is_empty());
+        for options in [
+            &["subvolid=5", "subvol=@nix"][..],
+            &["subvol=@nix", "subvolid=5"],
+        ] {
             assert_eq!(
                 btrfs(options).refused.as_deref(),
                 Some("BTRFS error: subvol '@nix' does not match subvolid 5")
