@@ -411,3 +411,69 @@ fn the_nixos_vm_test_variants_are_wired_and_their_scripts_parse() {
     let default = tests["vm-test"]["testScript"].as_str().unwrap();
     assert!(default.contains("deletion_boots"), "{default}");
 }
+
+/// The module refuses a rollback that would wipe or delete in a subvolume
+/// the system mounts (issue 21's guards), under the stand-in evaluation.
+#[test]
+fn the_rollback_refuses_subvolumes_the_system_mounts() {
+    let with = |root: &str, old: &str, persist: &str| {
+        evaluate(
+            "nix/modules/btrfs-rollback",
+            &json!({
+                "boot": {
+                    "btrfsRollback": {
+                        "enable": true, "rootSubvolume": root, "oldRootsSubvolume": old
+                    },
+                    "initrd": { "systemd": { "enable": true } }
+                },
+                "fileSystems": {
+                    "/": { "device": "/dev/disk/by-partlabel/disk-main-root", "options": ["subvol=@root"] },
+                    "/persist": { "neededForBoot": true, "options": [format!("subvol={persist}")] },
+                    "/var/log": { "neededForBoot": true }
+                }
+            }),
+        )
+    };
+    let at_root = "the subvolume wiped at every boot must be the one mounted at /";
+    let unmounted = "must be a subvolume mounted nowhere";
+    let good = with("@root", "@old_roots", "@persist");
+    assert!(assertion_holds(&good, at_root) && assertion_holds(&good, unmounted));
+    // The script is told which subvolumes are mounted, and refuses them too.
+    let environment =
+        &good["boot"]["initrd"]["systemd"]["services"]["btrfs-rollback"]["environment"];
+    assert_eq!(
+        environment["BTRFS_ROLLBACK_MOUNTED_SUBVOLUMES"], "@persist",
+        "{environment:#}"
+    );
+    assert!(!assertion_holds(
+        &with("@persist", "@old_roots", "@persist"),
+        at_root
+    ));
+    assert!(!assertion_holds(
+        &with("@root", "@persist", "@persist"),
+        unmounted
+    ));
+    // A leading slash in subvol= names the same subvolume.
+    assert!(!assertion_holds(
+        &with("@root", "@data", "/@data"),
+        unmounted
+    ));
+}
+
+/// The script's bounded waits (13 at most, with 10 s of pauses:
+/// rollback.sh's wait_for_space and move_after_returning_chunks) fit inside
+/// the unit's start limit, so a slow commit cannot use it up.
+#[test]
+fn the_scripts_waits_fit_the_units_time_limit() {
+    let config = rollback_module(true);
+    let service = &config["boot"]["initrd"]["systemd"]["services"]["btrfs-rollback"];
+    let wait: u64 = service["environment"]["BTRFS_ROLLBACK_WAIT_SECONDS"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no BTRFS_ROLLBACK_WAIT_SECONDS: {service:#}"));
+    let start = seconds(&service["serviceConfig"]["TimeoutStartSec"]).unwrap();
+    assert!(
+        13 * wait + 10 < start,
+        "13 × {wait} s + 10 s ≥ TimeoutStartSec {start} s"
+    );
+}
