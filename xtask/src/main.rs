@@ -76,7 +76,7 @@ enum Command {
     Test(test_cmd::Args),
     /// Fuzz the size parsers, the model, the geometry and the JSON reader (cargo-fuzz; docs/fuzzing.md).
     Fuzz(fuzz::Args),
-    /// Prove the README's two commands on a fresh Debian 12 root (debootstrap + chroot; root only).
+    /// Prove the README's two commands on a fresh Debian 12 root (debootstrap, then its own mount namespace with the root made / by pivot_root; root only).
     FreshMachine(fresh_machine::Args),
     /// The vm-test VM's /init (runs only as PID 1 inside the VM).
     #[command(hide = true)]
