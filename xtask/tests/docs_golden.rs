@@ -6,8 +6,11 @@
 //! To accept new output of the fixture host after a deliberate change:
 //! `UPDATE_GOLDEN=1 cargo test --test docs_golden`.
 
+mod support;
+use support::copy_tree;
+
 use assert_cmd::Command;
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use predicates::prelude::*;
 use xtask::context::Context;
 use xtask::reference::{self, REFERENCE_DIR};
@@ -137,26 +140,13 @@ fn the_diagrams_are_well_formed_and_keep_tiny_partitions_visible() {
     assert!(fixture["disk.svg"].contains("whole disk: btrfs"));
 }
 
-fn copy_tree(from: &Utf8Path, to: &Utf8Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in from.read_dir_utf8().unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn check_fails_after_a_layout_change_and_passes_after_docs() {
     // A copy of the repository's hosts and reference, never the repository itself.
     let temp = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(temp.path().to_owned()).unwrap();
-    copy_tree(&repo().join("hosts"), &root.join("hosts"));
-    copy_tree(&repo().join(REFERENCE_DIR), &root.join(REFERENCE_DIR));
+    copy_tree(repo().join("hosts"), root.join("hosts"));
+    copy_tree(repo().join(REFERENCE_DIR), root.join(REFERENCE_DIR));
     let dir = root.join(REFERENCE_DIR);
 
     let generated = reference::generate(&Context::default(), &root, "hetzner-cloud").unwrap();

@@ -5,6 +5,9 @@
 //! expression nix eval runs, nix/lib/eval-flake.nix, reading and judging the
 //! result) and that flake mode sees what only the merged config shows.
 
+mod support;
+use support::copy_tree;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -13,25 +16,12 @@ use predicates::prelude::*;
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flake-mode");
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A repository root with the host, our Nix wrappers and the stand-in flake.
 fn stand_in_repository(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    copy_tree(&Path::new(REPO).join("hosts"), &root.join("hosts"));
-    copy_tree(&Path::new(REPO).join("nix/lib"), &root.join("nix/lib"));
+    copy_tree(Path::new(REPO).join("hosts"), root.join("hosts"));
+    copy_tree(Path::new(REPO).join("nix/lib"), root.join("nix/lib"));
     for file in ["flake.nix", "flake.lock"] {
         std::fs::copy(Path::new(FIXTURE).join(file), root.join(file)).unwrap();
     }

@@ -5,6 +5,9 @@
 //! repository itself is never touched) and runs the real binary with the
 //! real nix-instantiate.
 
+mod support;
+use support::copy_tree;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -13,26 +16,13 @@ use serde_json::Value;
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const HOST: &str = "hosts/servers/hetzner-cloud";
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A copy of the repository's hosts/ and nix/lib/ with `file` of the host
 /// changed by `edit`.
 fn stand_in(file: &str, edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    copy_tree(&Path::new(REPO).join("hosts"), &root.join("hosts"));
-    copy_tree(&Path::new(REPO).join("nix/lib"), &root.join("nix/lib"));
+    copy_tree(Path::new(REPO).join("hosts"), root.join("hosts"));
+    copy_tree(Path::new(REPO).join("nix/lib"), root.join("nix/lib"));
     let path = host_file(root, file);
     let text = std::fs::read_to_string(&path).unwrap();
     let changed = edit(text.clone());

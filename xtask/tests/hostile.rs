@@ -10,6 +10,9 @@
 //! The fixtures are in tests/fixtures/hostile/, one hazard each; most apply
 //! one change to the repo's host with tests/fixtures/bad/with-change.nix.
 
+mod support;
+use support::copy_tree;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -520,19 +523,6 @@ fn a_hundred_thousand_subvolumes_stay_linear() {
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("creating a directory");
-    for entry in std::fs::read_dir(from).expect("reading a directory") {
-        let entry = entry.expect("an entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("a file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copying a file");
-        }
-    }
-}
-
 fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {
     std::os::unix::fs::symlink(target, link).expect("creating a symlink");
 }
@@ -543,7 +533,7 @@ fn temporary_repo() -> tempfile::TempDir {
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let dir = tempfile::tempdir().expect("a temporary directory");
     for part in ["hosts", "nix"] {
-        copy_tree(&repo.join(part), &dir.path().join(part));
+        copy_tree(repo.join(part), dir.path().join(part));
     }
     dir
 }

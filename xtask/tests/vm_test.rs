@@ -4,6 +4,9 @@
 //! Without qemu or a kernel these tests fail and say what to install; they
 //! never pass without having booted.
 
+mod support;
+use support::copy_tree;
+
 use std::process::Output;
 use std::sync::Mutex;
 
@@ -474,22 +477,10 @@ fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
 /// timer and the unit): nothing then trims what the rollback frees in the
 /// initrd. The copy shares the real checkout's initramfs cache.
 fn repository_without_fstrim() -> tempfile::TempDir {
-    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_tree(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).unwrap();
-            }
-        }
-    }
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().expect("a temporary directory");
     for part in ["hosts", "nix"] {
-        copy_tree(&repo.join(part), &dir.path().join(part));
+        copy_tree(repo.join(part), dir.path().join(part));
     }
     let services = dir.path().join("hosts/servers/hetzner-cloud/services.nix");
     let text = std::fs::read_to_string(&services).unwrap();

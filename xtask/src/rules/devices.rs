@@ -356,6 +356,33 @@ pub fn whole_disks(model: &Model) -> Vec<Issue> {
         .collect()
 }
 
+/// A label disko's hexEscapeUdevSymlink cannot escape (a byte nixpkgs'
+/// charToInt does not know), on a partition whose device disko computes
+/// (one with content): the evaluation fails. An empty partition's device is
+/// never asked for (real disko 878ec37 installs it).
+pub fn labels_disko_escapes(model: &Model) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for disk in &model.layout.disks {
+        let Some(crate::layout::DiskContent::Gpt(gpt)) = &disk.content else {
+            continue;
+        };
+        for partition in gpt.partitions.iter().filter(|p| p.content.is_some()) {
+            let Some(Err(byte)) = partition.partlabel.as_ref().map(|l| &l.disko) else {
+                continue;
+            };
+            issues.push(Issue::new(
+                partition.path.join("label"),
+                format!(
+                    "disko cannot compute the device of partition {:?}: its hexEscapeUdevSymlink takes label {:?} byte by byte and nixpkgs' charToInt knows no byte 0x{byte:02X}, so the evaluation fails (\"attribute missing\") and nothing is installed",
+                    partition.key, partition.label
+                ),
+                "Use a label (or partition and disk names) of ASCII letters, digits and - _ . only, or set `uuid` so that disko uses /dev/disk/by-partuuid.",
+            ));
+        }
+    }
+    issues
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -556,31 +583,4 @@ mod tests {
         let codes = codes_after(|e| subvolume(e, "@caddy")["mountpoint"] = json!("/srv/my data"));
         assert!(codes.is_empty(), "{codes:?}");
     }
-}
-
-/// A label disko's hexEscapeUdevSymlink cannot escape (a byte nixpkgs'
-/// charToInt does not know), on a partition whose device disko computes
-/// (one with content): the evaluation fails. An empty partition's device is
-/// never asked for (real disko 878ec37 installs it).
-pub fn labels_disko_escapes(model: &Model) -> Vec<Issue> {
-    let mut issues = Vec::new();
-    for disk in &model.layout.disks {
-        let Some(crate::layout::DiskContent::Gpt(gpt)) = &disk.content else {
-            continue;
-        };
-        for partition in gpt.partitions.iter().filter(|p| p.content.is_some()) {
-            let Some(Err(byte)) = partition.partlabel.as_ref().map(|l| &l.disko) else {
-                continue;
-            };
-            issues.push(Issue::new(
-                partition.path.join("label"),
-                format!(
-                    "disko cannot compute the device of partition {:?}: its hexEscapeUdevSymlink takes label {:?} byte by byte and nixpkgs' charToInt knows no byte 0x{byte:02X}, so the evaluation fails (\"attribute missing\") and nothing is installed",
-                    partition.key, partition.label
-                ),
-                "Use a label (or partition and disk names) of ASCII letters, digits and - _ . only, or set `uuid` so that disko uses /dev/disk/by-partuuid.",
-            ));
-        }
-    }
-    issues
 }

@@ -225,6 +225,34 @@ pub fn swap_options(model: &Model) -> Vec<Issue> {
     issues
 }
 
+/// `fileSystems.<mountpoint>` that no disk content or nodev device of the
+/// layout mounts and that names no device: NixOS's fstab and mount units
+/// need one (nixos/modules/tasks/filesystems.nix throws "No device specified
+/// for mount point"), so the system does not evaluate.
+pub fn file_systems_without_device(model: &Model) -> Vec<Issue> {
+    let layout = &model.layout;
+    let mounted: std::collections::BTreeSet<&str> = model
+        .mounts
+        .iter()
+        .map(|m| m.mountpoint.as_str())
+        .chain(layout.unmodelled_mounts.iter().map(|(m, _)| m.as_str()))
+        .collect();
+    layout
+        .file_systems
+        .iter()
+        .filter(|(mountpoint, flags)| flags.device.is_none() && !mounted.contains(mountpoint.as_str()))
+        .map(|(mountpoint, flags)| {
+            Issue::new(
+                flags.path.clone(),
+                format!(
+                    "fileSystems.\"{mountpoint}\" is set, but nothing in the layout mounts {mountpoint} and the entry names no device: NixOS cannot write its fstab line (\"No device specified for mount point\")"
+                ),
+                "Mount a subvolume or filesystem there (its `mountpoint`), or remove the fileSystems entry.",
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -309,32 +337,4 @@ mod tests {
         assert_eq!(codes, vec!["MOUNT003"], "{findings:#?}");
         assert!(findings[0].hint.contains("`pri=`"), "{findings:?}");
     }
-}
-
-/// `fileSystems.<mountpoint>` that no disk content or nodev device of the
-/// layout mounts and that names no device: NixOS's fstab and mount units
-/// need one (nixos/modules/tasks/filesystems.nix throws "No device specified
-/// for mount point"), so the system does not evaluate.
-pub fn file_systems_without_device(model: &Model) -> Vec<Issue> {
-    let layout = &model.layout;
-    let mounted: std::collections::BTreeSet<&str> = model
-        .mounts
-        .iter()
-        .map(|m| m.mountpoint.as_str())
-        .chain(layout.unmodelled_mounts.iter().map(|(m, _)| m.as_str()))
-        .collect();
-    layout
-        .file_systems
-        .iter()
-        .filter(|(mountpoint, flags)| flags.device.is_none() && !mounted.contains(mountpoint.as_str()))
-        .map(|(mountpoint, flags)| {
-            Issue::new(
-                flags.path.clone(),
-                format!(
-                    "fileSystems.\"{mountpoint}\" is set, but nothing in the layout mounts {mountpoint} and the entry names no device: NixOS cannot write its fstab line (\"No device specified for mount point\")"
-                ),
-                "Mount a subvolume or filesystem there (its `mountpoint`), or remove the fileSystems entry.",
-            )
-        })
-        .collect()
 }

@@ -91,16 +91,8 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
         match (fs, name) {
             (Filesystem::Btrfs, "compress" | "compress-force") => {
                 let algorithm = value.unwrap_or("zlib").to_owned();
-                if reading.nodatacow || reading.nodatasum {
-                    reading.overridden.push((
-                        if reading.nodatacow {
-                            "nodatacow"
-                        } else {
-                            "nodatasum"
-                        }
-                        .to_owned(),
-                        option.clone(),
-                    ));
+                if let Some(off) = reading.checksums_off() {
+                    reading.overridden.push((off.to_owned(), option.clone()));
                 }
                 if let Some(previous) = compress_written.replace(option.clone()) {
                     if previous != *option {
@@ -129,16 +121,8 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
             }
             (Filesystem::Btrfs, "nodatasum") => reading.nodatasum = true,
             (Filesystem::Btrfs, "datasum") => {
-                if reading.nodatacow || reading.nodatasum {
-                    reading.overridden.push((
-                        if reading.nodatacow {
-                            "nodatacow"
-                        } else {
-                            "nodatasum"
-                        }
-                        .to_owned(),
-                        option.clone(),
-                    ));
+                if let Some(off) = reading.checksums_off() {
+                    reading.overridden.push((off.to_owned(), option.clone()));
                 }
                 reading.nodatacow = false;
                 reading.nodatasum = false;
@@ -203,6 +187,18 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
 }
 
 impl Reading {
+    /// The option in effect that turns data checksums off (`nodatacow`
+    /// implies `nodatasum`), which `compress` and `datasum` override.
+    fn checksums_off(&self) -> Option<&'static str> {
+        if self.nodatacow {
+            Some("nodatacow")
+        } else if self.nodatasum {
+            Some("nodatasum")
+        } else {
+            None
+        }
+    }
+
     /// The kernel refuses subvol= with a subvolid= of another subvolume;
     /// `id_of` gives a subvolume's id where the layout fixes it.
     pub fn check_ids(&mut self, id_of: impl Fn(&str) -> Option<u64>) {
