@@ -9,6 +9,13 @@ use xshell::Shell;
 
 use crate::progress::Progress;
 
+/// Set to `1` to forbid installing packages (main reads it as `--no-install`).
+pub const NO_INSTALL_ENV: &str = "XTASK_NO_INSTALL";
+/// Seconds one nix-instantiate may run before `check` stops it.
+pub const NIX_TIMEOUT_ENV: &str = "XTASK_NIX_TIMEOUT";
+/// The repo's host evaluates in well under a second, 100 000 subvolumes in about one.
+pub const DEFAULT_NIX_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Whether missing system packages may be installed (`--no-install`,
 /// `XTASK_NO_INSTALL=1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +38,17 @@ impl Default for Context {
     fn default() -> Context {
         Context {
             install: Install::Allowed,
-            nix_timeout: crate::nix::DEFAULT_TIMEOUT,
+            nix_timeout: DEFAULT_NIX_TIMEOUT,
         }
     }
 }
 
 impl Context {
-    /// `nix_timeout` `None` keeps the default (`crate::nix::DEFAULT_TIMEOUT`).
+    /// `nix_timeout` `None` keeps the default (`DEFAULT_NIX_TIMEOUT`).
     pub fn new(install: Install, nix_timeout: Option<Duration>) -> Context {
         Context {
             install,
-            nix_timeout: nix_timeout.unwrap_or(crate::nix::DEFAULT_TIMEOUT),
+            nix_timeout: nix_timeout.unwrap_or(DEFAULT_NIX_TIMEOUT),
         }
     }
 
@@ -59,13 +66,10 @@ impl Context {
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
         let mut env = Vec::new();
         if self.install == Install::Forbidden {
-            env.push((crate::setup::NO_INSTALL_ENV, "1".to_owned()));
+            env.push((NO_INSTALL_ENV, "1".to_owned()));
         }
-        if self.nix_timeout != crate::nix::DEFAULT_TIMEOUT {
-            env.push((
-                crate::nix::TIMEOUT_ENV,
-                self.nix_timeout.as_secs().to_string(),
-            ));
+        if self.nix_timeout != DEFAULT_NIX_TIMEOUT {
+            env.push((NIX_TIMEOUT_ENV, self.nix_timeout.as_secs().to_string()));
         }
         env
     }

@@ -19,8 +19,7 @@ use camino::Utf8PathBuf;
 
 use crate::context::{Context, Install};
 
-/// Set to `1` to forbid installing packages (main reads it as `--no-install`).
-pub const NO_INSTALL_ENV: &str = "XTASK_NO_INSTALL";
+pub use crate::context::NO_INSTALL_ENV;
 
 /// A program and the Debian package that provides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,10 +30,9 @@ pub use evaluation::{read_evaluation, too_deep};
 pub use flake::{eval_raw, evaluate_flake, FlakeEvaluation, RawEvaluation};
 use run::{run_retrying, Limits, Ran};
 
-/// Seconds one nix-instantiate may run before `check` stops it.
-pub const TIMEOUT_ENV: &str = "XTASK_NIX_TIMEOUT";
-/// The repo's host evaluates in well under a second, 100 000 subvolumes in about one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The time limit's variable and default belong to the context (which
+/// commands are handed); kept here under their old names.
+pub use crate::context::{DEFAULT_NIX_TIMEOUT as DEFAULT_TIMEOUT, NIX_TIMEOUT_ENV as TIMEOUT_ENV};
 /// Boehm GC's heap limit for the evaluator (`GC_MAXIMUM_HEAP_SIZE`): a config
 /// that allocates without end stops with Nix's "out of memory" instead of
 /// taking the machine's memory. 100 000 subvolumes need about 300 MiB.
