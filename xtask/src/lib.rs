@@ -1,10 +1,13 @@
 //! The xtask of the Hetzner CPX52 flake: one crate, one vocabulary (the
 //! layout), one module per subcommand. `main.rs` only parses arguments.
 
+// Moved to crates/toolbox; re-exported so that `crate::process::…` and
+// `xtask::process::…` keep their paths.
+pub use toolbox::{context, process, progress, project, setup};
+
 pub mod bench;
 pub mod check;
 pub mod checklist;
-pub mod context;
 pub mod docs;
 pub mod findings;
 pub mod flake_eval;
@@ -15,14 +18,10 @@ pub mod lab;
 pub mod layout;
 pub mod names;
 pub mod nix;
-pub mod process;
-pub mod progress;
-pub mod project;
 pub mod reference;
 pub mod report;
 pub mod results;
 pub mod rules;
-pub mod setup;
 pub mod test_cmd;
 pub mod verify;
 pub mod vm;

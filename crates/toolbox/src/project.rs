@@ -8,7 +8,8 @@ use xshell::{cmd, Shell};
 /// hosts/ and nix/), e.g. a temporary tree in tests.
 pub const ROOT_ENV: &str = "XTASK_PROJECT_ROOT";
 
-/// The repository root: the parent of the xtask crate, or `XTASK_PROJECT_ROOT`.
+/// The repository root: the workspace root two levels above this crate
+/// (crates/toolbox), or `XTASK_PROJECT_ROOT`.
 pub fn project_root() -> Utf8PathBuf {
     if let Some(root) = std::env::var_os(ROOT_ENV).filter(|root| !root.is_empty()) {
         // An override that is not UTF-8 cannot name our paths; keep the checkout.
@@ -17,7 +18,11 @@ pub fn project_root() -> Utf8PathBuf {
         }
     }
     let manifest = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_owned()
+    manifest
+        .parent()
+        .and_then(Utf8Path::parent)
+        .unwrap_or(manifest)
+        .to_owned()
 }
 
 /// `target/xtask`, where results, caches and logs go.
