@@ -4,6 +4,8 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
+use crate::process::Supervised;
+
 /// Makes the xtask work on another copy of the repository (a directory with
 /// hosts/ and nix/), e.g. a temporary tree in tests.
 pub const ROOT_ENV: &str = "XTASK_PROJECT_ROOT";
@@ -54,15 +56,11 @@ pub fn revision() -> Revision {
             dirty: true,
         };
     };
-    let commit = cmd!(sh, "git rev-parse --verify --quiet HEAD")
-        .quiet()
-        .ignore_stderr()
+    let commit = Supervised::from_command(cmd!(sh, "git rev-parse --verify --quiet HEAD"))
         .read()
         .ok()
         .filter(|c| !c.is_empty());
-    let dirty = cmd!(sh, "git status --porcelain --untracked-files=normal")
-        .quiet()
-        .ignore_stderr()
+    let dirty = Supervised::from_command(cmd!(sh, "git status --porcelain --untracked-files=normal"))
         .read()
         .map(|status| !status.trim().is_empty())
         .unwrap_or(true);
@@ -109,8 +107,21 @@ mod tests {
 
     #[test]
     fn the_root_holds_the_workspace() {
-        assert!(project_root().join("Cargo.toml").is_file());
-        assert!(project_root().join("xtask").is_dir());
+        // Built from crates/toolbox, the root is two levels up: the
+        // workspace's manifest, with the xtask and this crate below it.
+        let root = project_root();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"), "{root}");
+        assert!(root.join("xtask").join("Cargo.toml").is_file(), "{root}");
+        assert!(root.join("crates/toolbox/src/project.rs").is_file(), "{root}");
+    }
+
+    #[test]
+    fn the_revision_is_read_through_the_runner() {
+        let revision = revision();
+        let commit = revision.commit.expect("this checkout has a HEAD");
+        assert_eq!(commit.len(), 40, "{commit}");
+        assert!(commit.bytes().all(|b| b.is_ascii_hexdigit()), "{commit}");
     }
 
     #[test]

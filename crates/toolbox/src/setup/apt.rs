@@ -19,12 +19,10 @@
 //!    is named with the exact command (exit 2).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
-
 use anyhow::{bail, Context as _, Result};
 use camino::Utf8Path;
 
+use crate::process::{Output, Supervised};
 use crate::progress::Progress;
 
 /// The lines apt printed, for the error when it fails.
@@ -59,46 +57,29 @@ pub fn command_for(packages: &[&str]) -> String {
 /// Runs apt-get (or apt-cache) with the given arguments, non-interactively,
 /// showing its latest line in a terminal; returns what it printed.
 fn run(apt_get: &Utf8Path, args: &[String], progress: &Progress) -> Result<Ran> {
-    let mut child = Command::new(apt_get)
+    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    let each_line = |sender: std::sync::mpsc::Sender<String>| {
+        Output::lines(move |line| {
+            let line = String::from_utf8_lossy(line);
+            let _ = sender.send(line.trim_end_matches(['\n', '\r']).to_owned());
+        })
+    };
+    let running = Supervised::new(apt_get)
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {apt_get}"))?;
-    let (sender, receiver) = std::sync::mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    let stdout = child.stdout.take().context("apt-get's output")?;
-    let stderr = child.stderr.take().context("apt-get's errors")?;
-    for pipe in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let sender = sender.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(sender);
+        .stdout(each_line(sender.clone()))
+        .stderr(each_line(sender))
+        .spawn()?;
+    // Ends when both readers have ended (they hold the senders).
     let mut lines = Vec::new();
     for line in receiver {
         progress.set_detail(format!("apt-get: {}", shorten(&line, 100)));
         lines.push(line);
     }
-    for reader in readers {
-        let _ = reader.join();
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for {apt_get}"))?;
+    let finished = running.wait()?;
     Ok(Ran {
-        success: status.success(),
+        success: finished.success(),
         lines,
     })
 }
@@ -363,6 +344,26 @@ btrfs-progs:
         500 http://deb.debian.org/debian bookworm/main amd64 Packages
         100 /var/lib/dpkg/status
 ";
+
+    #[test]
+    fn apt_runs_and_every_line_of_both_outputs_comes_back() {
+        // apt-cache reads only; a Debian or Ubuntu machine has it.
+        let apt_cache = which::which("apt-cache")
+            .expect("apt-cache is missing: this test runs on Debian or Ubuntu");
+        let apt_cache = Utf8Path::from_path(&apt_cache).unwrap();
+        let progress = Progress::lines("apt test");
+        let ran = run(apt_cache, &["policy".into(), "bash".into()], &progress).unwrap();
+        assert!(ran.success, "{}", ran.tail(20));
+        assert!(ran.lines.iter().any(|l| l == "bash:"), "{}", ran.tail(20));
+        assert!(ran.lines.iter().all(|l| !l.ends_with('\n')));
+        let failed = run(apt_cache, &["--no-such-option".into()], &progress).unwrap();
+        assert!(!failed.success);
+        assert!(
+            failed.lines.iter().any(|l| l.contains("no-such-option")),
+            "apt's error on stderr comes back: {}",
+            failed.tail(20)
+        );
+    }
 
     #[test]
     fn reads_apt_cache_policy() {
