@@ -8,7 +8,7 @@
 //! breaks: a panic is what a fuzzer reports.
 
 use std::collections::BTreeMap;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -22,6 +22,7 @@ use crate::layout::size::{
 };
 use crate::layout::{DiskContent, Gpt, Partition};
 use crate::nix::{read_evaluation, too_deep, MAX_DEPTH};
+use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 
@@ -95,8 +96,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         std::fs::create_dir_all(&corpus).with_context(|| format!("creating {corpus}"))?;
         let artifact_dir = dir.join("artifacts").join(target);
         let before = artifacts(&artifact_dir);
-        let mut command = Command::new("cargo");
-        command
+        let mut command = Supervised::new("cargo")
             .current_dir(&dir)
             // cargo-fuzz passes -Z flags; this lets a stable rustc take them.
             .env("RUSTC_BOOTSTRAP", "1")
@@ -104,9 +104,9 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
             .arg(corpus.as_str());
         let seeds = dir.join("seeds").join(target);
         if seeds.is_dir() {
-            command.arg(seeds.as_str());
+            command = command.arg(seeds.as_str());
         }
-        command.args([
+        command = command.args([
             "--",
             &format!("-max_total_time={}", args.seconds),
             "-rss_limit_mb=2048",
@@ -116,11 +116,12 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         // Tokens that make up the target's inputs (fuzz/<target>.dict).
         let dict = dir.join(format!("{target}.dict"));
         if dict.is_file() {
-            command.arg(format!("-dict={dict}"));
+            command = command.arg(format!("-dict={dict}"));
         }
+        command = command.inherit_output();
         if args.json {
             // stdout carries the JSON document only.
-            command.stdout(std::process::Stdio::null());
+            command = command.stdout(Output::Null);
         }
         let status = progress
             .step(
@@ -181,10 +182,10 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
 
 /// cargo-fuzz, installed with `cargo install` when missing and allowed.
 fn ensure_cargo_fuzz(context: &Context) -> Result<()> {
-    let installed = Command::new("cargo")
+    let installed = Supervised::new("cargo")
         .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|output| output.status.success());
+        .run()
+        .is_ok_and(|finished| finished.success());
     if installed {
         return Ok(());
     }
@@ -192,8 +193,9 @@ fn ensure_cargo_fuzz(context: &Context) -> Result<()> {
         bail!("cargo-fuzz is missing and installing is turned off ({NO_INSTALL_ENV}=1 or --no-install): run `cargo install cargo-fuzz`");
     }
     eprintln!("installing cargo-fuzz: cargo install cargo-fuzz");
-    let status = Command::new("cargo")
+    let status = Supervised::new("cargo")
         .args(["install", "cargo-fuzz"])
+        .inherit_output()
         .status()
         .context("running cargo install cargo-fuzz")?;
     anyhow::ensure!(status.success(), "cargo install cargo-fuzz failed");

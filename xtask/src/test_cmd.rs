@@ -13,14 +13,15 @@
 //! run (a tool missing, a build error, an argument cargo or the test
 //! harness refused).
 
-use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
-use std::process::{Command, ExitCode, Stdio};
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
 use crate::context::Context;
+use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::setup::{self, Tool};
 
@@ -107,6 +108,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     // Broken copies of the host files; vm-test refuses them before booting.
     ("host_files", Tier::Quick),
     ("nix_store", Tier::Quick),
+    // A text scan: every host-side process goes through the one runner.
+    ("one_runner", Tier::Quick),
     // The hostile corpus: memory bombs and endless evaluations, ~30 s.
     ("hostile", Tier::Full),
     // Btrfs on loop devices, as root.
@@ -230,41 +233,29 @@ pub fn reports_failure(line: &str) -> bool {
 /// test from a run that could not start.
 /// Runs cargo test; `env` carries the flags to the xtask processes the tests start.
 fn run_cargo_test(args: &[String], env: &[(&str, String)]) -> Result<Outcome> {
-    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let failed = Arc::new(AtomicBool::new(false));
+    let pass = |to_stdout: bool| {
+        let failed = Arc::clone(&failed);
+        Output::lines(move |line| {
+            if reports_failure(&String::from_utf8_lossy(line)) {
+                failed.store(true, Ordering::Relaxed);
+            }
+            let _ = if to_stdout {
+                std::io::stdout().lock().write_all(line)
+            } else {
+                std::io::stderr().lock().write_all(line)
+            };
+        })
+    };
+    let finished = Supervised::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
         .envs(env.iter().map(|(key, value)| (*key, value)))
         .current_dir(project_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stdout(pass(true))
+        .stderr(pass(false))
+        .run()
         .context("running cargo test")?;
-    let failed = Arc::new(AtomicBool::new(false));
-    let stdout = child.stdout.take().context("cargo's output")?;
-    let stderr = child.stderr.take().context("cargo's errors")?;
-    let pass = |pipe: Box<dyn std::io::Read + Send>, to_stdout: bool| {
-        let failed = Arc::clone(&failed);
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                if reports_failure(&String::from_utf8_lossy(&line)) {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                let _ = if to_stdout {
-                    std::io::stdout().lock().write_all(&line)
-                } else {
-                    std::io::stderr().lock().write_all(&line)
-                };
-                line.clear();
-            }
-        })
-    };
-    let readers = [pass(Box::new(stdout), true), pass(Box::new(stderr), false)];
-    let status = child.wait().context("waiting for cargo test")?;
-    for reader in readers {
-        let _ = reader.join();
-    }
+    let status = finished.status.context("cargo test was stopped")?;
     Ok(if status.success() {
         Outcome::Passed
     } else if failed.load(Ordering::Relaxed) {

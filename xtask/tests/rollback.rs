@@ -6,15 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::{symlink, PermissionsExt as _};
-use std::os::unix::process::CommandExt as _;
-use std::process::Stdio;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest as _, Sha256};
+use xtask::process::{Output, Supervised};
 use xtask::lab::loopback::{create_subvolume_in, is_mountpoint, is_subvolume, BtrfsFixture, Lab};
 use xtask::lab::rollback::{
     old_root_name, required_tools, Interpreter, Run, Runner, Settings, Status,
@@ -983,17 +981,16 @@ exec '{real}' "$@"
         let _ = fs::remove_file(&counter);
         let _ = fs::remove_file(format!("{counter}.group"));
         let _ = fs::remove_file(&log);
-        let mut command = case
+        let command = case
             .runner
-            .command(case.fs.device(), settings, false, Some(self.path()));
-        command
+            .command(case.fs.device(), settings, false, Some(self.path()))
             .env("XTASK_HOOK_COUNTER", &counter)
             .env("XTASK_HOOK_LOG", &log)
             .env("XTASK_HOOK_CRASH_AT", crash_at.to_string())
             .env("XTASK_HOOK_HALF", if half { "1" } else { "0" })
             .env("XTASK_HOOK_FAIL_AT", fail_at.to_string())
             // Its own process group: `kill 0` must not reach the test.
-            .process_group(0);
+            .own_process_group();
         let run = case.runner.run_command(command, settings).unwrap();
         let calls = fs::read_to_string(&log)
             .unwrap_or_default()
@@ -1282,17 +1279,21 @@ fn kill_at_every_traced_line(interpreter: Interpreter) {
 /// Runs under `-x` and SIGKILLs the run's process group when the `kill_at`-th
 /// traced line appears; returns how many traced lines were seen.
 fn traced_run(case: &Case, settings: &Settings, kill_at: usize) -> usize {
-    let mut command = case.runner.command(case.fs.device(), settings, true, None);
-    command
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let group = child.id() as libc::pid_t;
-    let stderr = child.stderr.take().unwrap();
+    let (traced, lines) = std::sync::mpsc::channel::<Vec<u8>>();
+    let running = case
+        .runner
+        .command(case.fs.device(), settings, true, None)
+        .own_process_group()
+        .stdout(Output::Null)
+        .stderr(Output::lines(move |line| {
+            let _ = traced.send(line.to_vec());
+        }))
+        .spawn()
+        .unwrap();
+    let group = running.pid().unwrap() as libc::pid_t;
     let mut seen = 0;
-    for line in BufReader::new(stderr).split(b'\n') {
-        let line = line.unwrap();
+    // Ends when the reader has read all of stderr (it holds the sender).
+    for line in lines {
         if line.first() == Some(&b'+') {
             seen += 1;
             if seen == kill_at {
@@ -1303,7 +1304,7 @@ fn traced_run(case: &Case, settings: &Settings, kill_at: usize) -> usize {
             }
         }
     }
-    child.wait().unwrap();
+    running.wait().unwrap();
     wait_until_gone(group);
     seen
 }
@@ -1725,8 +1726,6 @@ fn concurrent_runs(interpreter: Interpreter) {
             .map(|s| {
                 case.runner
                     .command(case.fs.device(), s, false, None)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
                     .spawn()
                     .unwrap()
             })
@@ -1735,11 +1734,11 @@ fn concurrent_runs(interpreter: Interpreter) {
             .into_iter()
             .zip(&all)
             .map(|(child, s)| {
-                let output = child.wait_with_output().unwrap();
+                let output = child.wait().unwrap();
                 Run {
-                    code: output.status.code(),
-                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                    code: output.status.and_then(|status| status.code()),
+                    stdout: output.stdout_text(),
+                    stderr: output.stderr_text(),
                     wall_ms: 0.0,
                     status: Status::read(&s.status_dir).unwrap(),
                 }
@@ -2187,7 +2186,7 @@ fn full_metadata_in_the_current_root(interpreter: Interpreter) {
 
 /// An RLIMIT_STACK of 256 KiB gives the smallest argument limit Linux has
 /// (128 KiB) for every exec of the run.
-fn with_smallest_argument_limit(command: &mut std::process::Command) {
+fn with_smallest_argument_limit(command: Supervised) -> Supervised {
     // SAFETY: only setrlimit between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -2200,7 +2199,7 @@ fn with_smallest_argument_limit(command: &mut std::process::Command) {
             } else {
                 Err(std::io::Error::last_os_error())
             }
-        });
+        })
     }
 }
 
@@ -2228,14 +2227,13 @@ fn many_nested_subvolumes_are_deleted_in_batches_below_the_argument_limit() {
         let hooks = Hooks::new(&case.runner);
         let counter = case.fs.scratch().join("hook-counter");
         let log = case.fs.scratch().join("hook-log");
-        let mut command =
-            case.runner
-                .command(case.fs.device(), &settings, false, Some(hooks.path()));
-        command
+        let command = case
+            .runner
+            .command(case.fs.device(), &settings, false, Some(hooks.path()))
             .env("XTASK_HOOK_COUNTER", &counter)
             .env("XTASK_HOOK_LOG", &log)
-            .process_group(0);
-        with_smallest_argument_limit(&mut command);
+            .own_process_group();
+        let command = with_smallest_argument_limit(command);
         let run = case.runner.run_command(command, &settings).unwrap();
         let calls = fs::read_to_string(&log).unwrap_or_default();
         assert!(

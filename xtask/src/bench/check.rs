@@ -1,8 +1,6 @@
 //! `check` latency next to a bare `nix-instantiate --eval` of the same
 //! disko.nix (target: warm check ≤ 3× the bare eval).
 
-use std::process::Command;
-
 use anyhow::{ensure, Context as _, Result};
 use camino::Utf8PathBuf;
 
@@ -10,15 +8,18 @@ use super::{median, time_ms, Figure, Section};
 use crate::context::Context;
 use crate::hosts::{self, DEFAULT_HOST};
 use crate::nix::Nix;
+use crate::process::Supervised;
 
-fn run_quietly(command: &mut Command) -> Result<()> {
+/// Runs `command` (check exits 1 on findings: that counts as a run).
+fn run_quietly(command: Supervised) -> Result<()> {
+    let name = command.name().to_owned();
     let output = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
+        .run()
+        .with_context(|| format!("running {name}"))?;
     ensure!(
-        output.status.code().is_some_and(|c| c <= 1),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        output.status.and_then(|s| s.code()).is_some_and(|c| c <= 1),
+        "{name} failed: {}",
+        output.stderr_text()
     );
     Ok(())
 }
@@ -28,7 +29,7 @@ fn drop_page_cache() -> bool {
     if !crate::setup::is_root() {
         return false;
     }
-    let _ = Command::new("sync").status();
+    let _ = Supervised::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
@@ -37,19 +38,17 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     let host = hosts::find(DEFAULT_HOST)?;
     let xtask = Utf8PathBuf::try_from(std::env::current_exe()?)?;
     let check = || {
-        let mut command = Command::new(&xtask);
-        command
+        Supervised::new(&xtask)
             .args(["check", "--mode", "standalone", "--json"])
-            .envs(context.child_env());
-        command
+            .envs(context.child_env())
     };
     // Cold: with the page cache dropped (as root), so Nix and the files come from disk.
     let dropped = drop_page_cache();
-    let cold = time_ms(1, || run_quietly(&mut check()))?;
-    let warm = time_ms(runs, || run_quietly(&mut check()))?;
+    let cold = time_ms(1, || run_quietly(check()))?;
+    let warm = time_ms(runs, || run_quietly(check()))?;
     let bare = time_ms(runs, || {
         run_quietly(
-            Command::new(&nix.instantiate)
+            Supervised::new(&nix.instantiate)
                 .args(["--eval", "--strict", "--json"])
                 .arg(host.layout_file.as_str()),
         )

@@ -20,13 +20,11 @@
 //! Exit codes: 0 both commands passed, 1 a README command failed on the
 //! fresh root, 2 the proof could not run (not root, no network, ...).
 
-mod process;
 mod root;
 
 use std::io::Write as _;
 
-use std::process::{Command, ExitCode};
-use std::sync::atomic::Ordering;
+use std::process::{ExitCode, ExitStatus};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -34,15 +32,36 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::context::Context;
+use crate::process::{Interrupt, Supervised};
 use crate::progress::{seconds, Progress};
 use crate::project::{project_root, revision};
 use crate::setup;
-use process::{interrupted, run_ok, run_process, INTERRUPTED, RUNNING_GROUP};
 pub use root::mounts_below;
 use root::{
     ca_bundle, debian_sources, in_root, lock, private_mount_namespace, remove_root, rust_sysroot,
     Mounts,
 };
+
+/// Set by Ctrl-C / SIGTERM: the running step's process group is told to
+/// stop, and nothing more starts (the runner's `Interrupt`).
+static INTERRUPT: Interrupt = Interrupt::new();
+
+fn interrupted() -> bool {
+    INTERRUPT.requested()
+}
+
+/// Runs a step's command in its own process group (so that an interruption
+/// stops all of it), inheriting our output.
+fn run_process(command: Supervised) -> Result<ExitStatus> {
+    command.interruptible(&INTERRUPT).inherit_output().status()
+}
+
+/// Runs a step's command that must succeed.
+fn run_ok(command: Supervised, what: &str) -> Result<()> {
+    let status = run_process(command)?;
+    anyhow::ensure!(status.success(), "{what} failed ({status})");
+    Ok(())
+}
 
 /// Debian 12.
 pub const SUITE: &str = "bookworm";
@@ -187,14 +206,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if args.check_only {
         commands.truncate(1);
     }
-    let _ = ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let group = RUNNING_GROUP.load(Ordering::SeqCst);
-        if group > 0 {
-            // SAFETY: signalling a process group we started.
-            unsafe { libc::kill(-group, libc::SIGTERM) };
-        }
-    });
+    let _ = ctrlc::set_handler(|| INTERRUPT.interrupt());
 
     let started = Instant::now();
     let base = project_root().join("target").join("fresh-machine");
@@ -321,7 +333,7 @@ fn prove(
         proof.step("unpack the cached Debian 12 root", |_| {
             std::fs::create_dir_all(root)?;
             run_ok(
-                Command::new("tar").args([
+                Supervised::new("tar").args([
                     "--numeric-owner",
                     "-xpf",
                     cache.as_str(),
@@ -334,7 +346,7 @@ fn prove(
     } else {
         proof.step("debootstrap a minimal Debian 12 root", |_| {
             run_ok(
-                Command::new("debootstrap").args([
+                Supervised::new("debootstrap").args([
                     "--variant=minbase",
                     &format!("--include={}", PREREQUISITES.join(",")),
                     SUITE,
@@ -347,7 +359,7 @@ fn prove(
         proof.step("cache the root", |_| {
             let partial = cache.with_extension("partial");
             run_ok(
-                Command::new("tar").args([
+                Supervised::new("tar").args([
                     "--numeric-owner",
                     "--one-file-system",
                     "-cpf",
@@ -403,7 +415,7 @@ fn prove(
     )?;
     proof.step("clone the repository (HEAD)", |_| {
         run_ok(
-            Command::new("git").args([
+            Supervised::new("git").args([
                 "clone",
                 "--quiet",
                 project_root().as_str(),
@@ -422,7 +434,7 @@ fn prove(
                 inside.push(format!("/tmp/{name}"));
             }
             run_ok(
-                &mut in_root(
+                in_root(
                     root,
                     &format!(
                         "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends {}",
@@ -441,7 +453,7 @@ fn prove(
             "fresh-machine: running `{command}` in the fresh root"
         ));
         let status = proof.progress.suspend(|| {
-            run_process(&mut in_root(
+            run_process(in_root(
                 root,
                 &format!("cd {REPO_IN_ROOT} && {command}"),
             ))

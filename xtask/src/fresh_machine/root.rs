@@ -3,14 +3,11 @@
 //! it (the host's Rust, the CA bundle, Debian's apt sources, a clean
 //! environment for chroot).
 
-use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
-
 use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::process::run_ok;
-use super::{CA_IN_ROOT, RUST_IN_ROOT, SUITE};
+use super::{run_ok, CA_IN_ROOT, RUST_IN_ROOT, SUITE};
+use crate::process::{Output, Supervised};
 
 /// Mount points at or below `dir`, from /proc/self/mountinfo.
 pub fn mounts_below(mountinfo: &str, dir: &Utf8Path) -> Vec<String> {
@@ -57,7 +54,7 @@ impl Mounts {
     pub(super) fn mount(&mut self, args: &[&str], target: &Utf8Path) -> Result<()> {
         std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
         run_ok(
-            Command::new("mount").args(args).arg(target.as_str()),
+            Supervised::new("mount").args(args).arg(target.as_str()),
             &format!("mount {} {target}", args.join(" ")),
         )?;
         self.points.push(target.to_owned());
@@ -73,7 +70,7 @@ impl Mounts {
         self.mount(&["--rbind", source.as_str()], target)?;
         if read_only {
             run_ok(
-                Command::new("mount").args(["-o", "remount,bind,ro", target.as_str()]),
+                Supervised::new("mount").args(["-o", "remount,bind,ro", target.as_str()]),
                 &format!("making {target} read-only"),
             )?;
         }
@@ -84,15 +81,18 @@ impl Mounts {
     pub(super) fn unmount_all(&mut self) -> Result<()> {
         let mut failed = Vec::new();
         while let Some(point) = self.points.pop() {
-            let plain = Command::new("umount")
+            // Not `run_ok`: unmounting goes on after an interruption.
+            let plain = Supervised::new("umount")
                 .args(["--recursive", point.as_str()])
-                .stderr(Stdio::null())
+                .inherit_output()
+                .stderr(Output::Null)
                 .status();
             if plain.is_ok_and(|s| s.success()) {
                 continue;
             }
-            let lazy = Command::new("umount")
+            let lazy = Supervised::new("umount")
                 .args(["--recursive", "--lazy", point.as_str()])
+                .inherit_output()
                 .status();
             if !lazy.is_ok_and(|s| s.success()) {
                 failed.push(point);
@@ -122,7 +122,7 @@ pub(super) fn private_mount_namespace() -> Result<()> {
         );
     }
     run_ok(
-        Command::new("mount").args(["--make-rprivate", "/"]),
+        Supervised::new("mount").args(["--make-rprivate", "/"]),
         "mount --make-rprivate /",
     )
 }
@@ -142,8 +142,9 @@ pub(super) fn remove_root(dir: &Utf8Path) -> Result<()> {
         mounted.join(", ")
     );
     // Not `run_ok`: cleaning up goes on after an interruption.
-    let status = Command::new("rm")
+    let status = Supervised::new("rm")
         .args(["-rf", "--one-file-system", dir.as_str()])
+        .inherit_output()
         .status()
         .context("running rm")?;
     anyhow::ensure!(status.success(), "removing {dir} failed ({status})");
@@ -180,11 +181,11 @@ pub(super) fn ca_bundle() -> Option<Utf8PathBuf> {
 
 /// The host's Rust toolchain (its sysroot, with bin/cargo and bin/rustc).
 pub(super) fn rust_sysroot() -> Result<Utf8PathBuf> {
-    let output = Command::new("rustc")
+    let output = Supervised::new("rustc")
         .args(["--print", "sysroot"])
-        .output()
+        .run()
         .context("running rustc --print sysroot (Rust must be installed on the host)")?;
-    anyhow::ensure!(output.status.success(), "rustc --print sysroot failed");
+    anyhow::ensure!(output.success(), "rustc --print sysroot failed");
     let sysroot = Utf8PathBuf::from(String::from_utf8(output.stdout)?.trim());
     anyhow::ensure!(
         sysroot.join("bin").join("cargo").is_file(),
@@ -229,62 +230,11 @@ pub(super) fn root_environment() -> Vec<(&'static str, String)> {
 /// namespace's root, so under a chroot `nix eval` of a Git flake escapes to
 /// the host and fails ("cannot change to '…': No such file or directory").
 /// The child gets a mount namespace of its own whose root *is* the fresh
-/// root (pivot_root), as on a real machine.
-pub(super) fn in_root(root: &Utf8Path, script: &str) -> Command {
-    let mut command = Command::new("/bin/sh");
-    command
+/// root (the runner's `in_root`: pivot_root), as on a real machine.
+pub(super) fn in_root(root: &Utf8Path, script: &str) -> Supervised {
+    Supervised::new("/bin/sh")
         .args(["-c", script])
         .env_clear()
-        .envs(root_environment());
-    let new_root = std::ffi::CString::new(root.as_str());
-    // SAFETY: the closure runs in the child between fork and exec and makes
-    // only async-signal-safe system calls on memory prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let new_root = new_root
-                .as_ref()
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-            enter_root(new_root)
-        });
-    }
-    command
-}
-
-/// In a child: a private mount namespace, `root` bound onto itself (pivot_root
-/// needs a mount point), made the namespace's root, the old root detached.
-fn enter_root(root: &std::ffi::CStr) -> std::io::Result<()> {
-    fn check(result: libc::c_int) -> std::io::Result<()> {
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-    let dot = c".";
-    let slash = c"/";
-    // SAFETY: plain system calls on NUL-terminated strings that outlive them.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            std::ptr::null(),
-            slash.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            root.as_ptr(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        ))?;
-        check(libc::chdir(root.as_ptr()))?;
-        // pivot_root(".", ".") stacks the old root on the new one; detaching
-        // the top of "." then leaves only the new root.
-        check(libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int)?;
-        check(libc::umount2(dot.as_ptr(), libc::MNT_DETACH))?;
-        check(libc::chdir(slash.as_ptr()))?;
-    }
-    Ok(())
+        .envs(root_environment())
+        .in_root(root)
 }

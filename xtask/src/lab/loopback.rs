@@ -13,6 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
 use crate::context::Context;
+use crate::process::Supervised;
 use crate::setup::{self, Found, Tool};
 
 pub const UMOUNT: Tool = Tool {
@@ -78,7 +79,7 @@ fn kernel_has_btrfs() -> Result<bool> {
         return Ok(true);
     }
     let sh = Shell::new()?;
-    let _ = cmd!(sh, "modprobe btrfs").quiet().ignore_stderr().run();
+    let _ = Supervised::from_command(cmd!(sh, "modprobe btrfs")).status();
     Ok(listed())
 }
 
@@ -118,8 +119,7 @@ impl LoopDevice {
         drop(file);
         let losetup = lab.tool(setup::LOSETUP)?.clone();
         let sh = Shell::new()?;
-        let attached = cmd!(sh, "{losetup} --find --show {image}")
-            .quiet()
+        let attached = Supervised::from_command(cmd!(sh, "{losetup} --find --show {image}"))
             .read()
             .with_context(|| {
                 format!("attaching {image} to a loop device (does this machine allow loop devices? try `modprobe loop`)")
@@ -172,10 +172,8 @@ impl Drop for LoopDevice {
         }
         let Ok(sh) = Shell::new() else { return };
         let (losetup, device) = (&self.losetup, &self.device);
-        if cmd!(sh, "{losetup} --detach {device}")
-            .quiet()
-            .ignore_stderr()
-            .run()
+        if Supervised::from_command(cmd!(sh, "{losetup} --detach {device}"))
+            .checked()
             .is_err()
         {
             eprintln!("warning: could not detach {device}");
@@ -247,15 +245,13 @@ impl BtrfsFixture {
         fixture.device.check_ours()?;
         let sh = Shell::new()?;
         let (mkfs, dev) = (lab.tool(setup::MKFS_BTRFS)?, fixture.device.path());
-        let output = cmd!(sh, "{mkfs} --quiet --force --nodiscard {dev}")
-            .quiet()
-            .ignore_status()
-            .output()
+        let output = Supervised::from_command(cmd!(sh, "{mkfs} --quiet --force --nodiscard {dev}"))
+            .run()
             .with_context(|| format!("formatting {dev}"))?;
         ensure!(
-            output.status.success(),
+            output.success(),
             "mkfs.btrfs {dev} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
+            output.stderr_text()
         );
         fixture.mount_top_level(&fixture.top)?;
         Ok(fixture)
@@ -281,9 +277,8 @@ impl BtrfsFixture {
         fs::create_dir_all(at).with_context(|| format!("creating {at}"))?;
         let sh = Shell::new()?;
         let (mount, dev) = (&self.mount, self.device.path());
-        cmd!(sh, "{mount} -t btrfs -o subvolid=5 {dev} {at}")
-            .quiet()
-            .run()
+        Supervised::from_command(cmd!(sh, "{mount} -t btrfs -o subvolid=5 {dev} {at}"))
+            .checked()
             .with_context(|| format!("mounting {dev} at {at}"))?;
         self.forget_on_drop(at);
         Ok(())
@@ -311,12 +306,10 @@ impl BtrfsFixture {
                 return Ok(());
             }
             while busy < 50 {
-                let probe = cmd!(sh, "{umount} {at}")
-                    .quiet()
-                    .ignore_status()
-                    .output()
+                let probe = Supervised::from_command(cmd!(sh, "{umount} {at}"))
+                    .run()
                     .with_context(|| format!("unmounting {at}"))?;
-                if probe.status.success() || !is_mountpoint(at) {
+                if probe.success() || !is_mountpoint(at) {
                     break;
                 }
                 busy += 1;
@@ -325,15 +318,13 @@ impl BtrfsFixture {
             if !is_mountpoint(at) {
                 return Ok(());
             }
-            let output = cmd!(sh, "{umount} {at}")
-                .quiet()
-                .ignore_status()
-                .output()
+            let output = Supervised::from_command(cmd!(sh, "{umount} {at}"))
+                .run()
                 .with_context(|| format!("unmounting {at}"))?;
             ensure!(
-                output.status.success() || !is_mountpoint(at),
+                output.success() || !is_mountpoint(at),
                 "umount {at} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
+                output.stderr_text().trim()
             );
         }
         bail!("{at} is still mounted after 16 unmounts")
@@ -357,9 +348,9 @@ impl BtrfsFixture {
         let path = self.top.join(relative);
         let sh = Shell::new()?;
         let (btrfs, value) = (&self.btrfs, if read_only { "true" } else { "false" });
-        cmd!(sh, "{btrfs} property set -ts {path} ro {value}")
-            .quiet()
-            .run()
+        Supervised::from_command(cmd!(sh, "{btrfs} property set -ts {path} ro {value}"))
+            .checked()
+            .map(drop)
             .with_context(|| format!("setting ro={value} on {path}"))
     }
 
@@ -367,8 +358,7 @@ impl BtrfsFixture {
     pub fn subvolumes(&self) -> Result<Vec<String>> {
         let sh = Shell::new()?;
         let (btrfs, top) = (&self.btrfs, &self.top);
-        let listing = cmd!(sh, "{btrfs} subvolume list {top}")
-            .quiet()
+        let listing = Supervised::from_command(cmd!(sh, "{btrfs} subvolume list {top}"))
             .read()
             .with_context(|| format!("listing the subvolumes of {}", self.device.path()))?;
         let mut paths: Vec<String> = listing
@@ -383,10 +373,9 @@ impl BtrfsFixture {
     pub fn sync(&self) -> Result<()> {
         let sh = Shell::new()?;
         let (btrfs, top) = (&self.btrfs, &self.top);
-        cmd!(sh, "{btrfs} filesystem sync {top}")
-            .quiet()
-            .ignore_stdout()
-            .run()
+        Supervised::from_command(cmd!(sh, "{btrfs} filesystem sync {top}"))
+            .checked()
+            .map(drop)
             .context("btrfs filesystem sync")
     }
 }

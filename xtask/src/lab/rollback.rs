@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::loopback::UMOUNT;
+use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::setup::{self, Tool};
 
@@ -208,11 +208,10 @@ impl Runner {
         settings: &Settings,
         trace: bool,
         path: Option<&Utf8Path>,
-    ) -> Command {
-        let mut command = Command::new(&self.program);
-        command.args(&self.shell_args);
+    ) -> Supervised {
+        let mut command = Supervised::new(&self.program).args(&self.shell_args);
         if trace {
-            command.arg("-x");
+            command = command.arg("-x");
         }
         command
             .arg(&self.script)
@@ -220,8 +219,9 @@ impl Runner {
             .env_clear()
             .env("PATH", path.unwrap_or(&self.tool_dir))
             .envs(settings.environment())
-            .stdin(Stdio::null());
-        command
+            // Far more than any run prints; a run that loops is cut there.
+            .stdout(Output::keep(256 << 20))
+            .stderr(Output::keep(256 << 20))
     }
 
     /// Runs the script to the end.
@@ -230,16 +230,16 @@ impl Runner {
     }
 
     /// Runs a prepared command to the end and reads its status.
-    pub fn run_command(&self, mut command: Command, settings: &Settings) -> Result<Run> {
+    pub fn run_command(&self, command: Supervised, settings: &Settings) -> Result<Run> {
         let started = Instant::now();
         let output = command
-            .output()
+            .run()
             .with_context(|| format!("running {} {}", self.interpreter.name(), self.script))?;
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: output.status.and_then(|status| status.code()),
+            stdout: output.stdout_text(),
+            stderr: output.stderr_text(),
             wall_ms,
             status: Status::read(&settings.status_dir)?,
         })

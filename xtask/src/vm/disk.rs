@@ -8,13 +8,14 @@ use camino::Utf8Path;
 use serde::Deserialize;
 use xshell::cmd;
 
+use crate::process::{Output, Supervised};
+
 /// Creates a sparse qcow2 image of `bytes`.
 pub fn create(qemu_img: &Utf8Path, path: &Utf8Path, bytes: u64) -> Result<()> {
     let sh = crate::project::shell()?;
     let size = bytes.to_string();
-    cmd!(sh, "{qemu_img} create -q -f qcow2 {path} {size}")
-        .quiet()
-        .run()
+    Supervised::from_command(cmd!(sh, "{qemu_img} create -q -f qcow2 {path} {size}"))
+        .checked()
         .with_context(|| format!("creating the {bytes}-byte disk image {path}"))?;
     Ok(())
 }
@@ -37,8 +38,9 @@ struct MapEntry {
 /// Measures the image; `-U` because qemu has it open (the guest flushed first).
 pub fn allocation(qemu_img: &Utf8Path, path: &Utf8Path) -> Result<Allocation> {
     let sh = crate::project::shell()?;
-    let output = cmd!(sh, "{qemu_img} map -U --output=json {path}")
-        .quiet()
+    // One entry per run of clusters: a fragmented image maps long.
+    let output = Supervised::from_command(cmd!(sh, "{qemu_img} map -U --output=json {path}"))
+        .stdout(Output::keep(256 << 20))
         .read()
         .with_context(|| format!("qemu-img map {path}"))?;
     let data_bytes = data_bytes(&output)?;

@@ -6,6 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::cmd;
 
+use crate::process::Supervised;
 use crate::setup;
 
 /// What one program needs besides itself.
@@ -22,14 +23,12 @@ pub fn needs(program: &Utf8Path) -> Result<Needs> {
     let found = setup::require(&[setup::LDD])?;
     let ldd = found.path(setup::LDD)?;
     let sh = crate::project::shell()?;
-    let output = cmd!(sh, "{ldd} {program}")
-        .quiet()
-        .ignore_status()
-        .output()
+    let output = Supervised::from_command(cmd!(sh, "{ldd} {program}"))
+        .run()
         .with_context(|| format!("running ldd {program}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
+    if !output.success() {
         // glibc's ldd says so for static programs, on stdout or stderr.
         if stdout.contains("not a dynamic executable")
             || stderr.contains("not a dynamic executable")

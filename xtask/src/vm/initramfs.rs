@@ -18,6 +18,7 @@ use super::cpio::CpioWriter;
 use super::elf;
 use super::modules::ModuleFile;
 use super::plan::GuestTools;
+use crate::process::{Output, Supervised};
 use crate::setup::{self, Tool};
 
 /// Bumped when the image's layout changes, so old cache entries are not reused.
@@ -469,9 +470,10 @@ fn decompress(path: &Utf8Path) -> Result<Vec<u8>> {
     };
     let found = setup::require(&[tool])?;
     let program = found.path(tool)?;
-    let output = cmd!(sh, "{program} -dc {path}")
-        .quiet()
-        .output()
+    // A module is a few MiB; the cap only guards against a runaway.
+    let output = Supervised::from_command(cmd!(sh, "{program} -dc {path}"))
+        .stdout(Output::keep(1 << 30))
+        .checked()
         .with_context(|| format!("decompressing {path}"))?;
     Ok(output.stdout)
 }
@@ -490,9 +492,8 @@ fn stripped_agent(agent: &Utf8Path, cache_dir: &Utf8Path) -> Result<Utf8PathBuf>
     }
     let temporary = cache_dir.join(format!("agent-{}.tmp{}", &hash[..32], std::process::id()));
     let sh = crate::project::shell()?;
-    let result = cmd!(sh, "{strip} --strip-debug -o {temporary} {agent}")
-        .quiet()
-        .run();
+    let result = Supervised::from_command(cmd!(sh, "{strip} --strip-debug -o {temporary} {agent}"))
+        .checked();
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
         return Ok(agent.to_owned());

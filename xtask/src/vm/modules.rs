@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use crate::process::Supervised;
 use crate::setup;
 
 /// What the guest loads, and whether the boot can do without it.
@@ -300,9 +301,8 @@ fn depmod_copy(modules: &Utf8Path, version: &str) -> Result<(Utf8PathBuf, tempfi
         }
     }
     let sh = crate::project::shell()?;
-    xshell::cmd!(sh, "{depmod} -b {base} {version}")
-        .quiet()
-        .run()
+    Supervised::from_command(xshell::cmd!(sh, "{depmod} -b {base} {version}"))
+        .checked()
         .with_context(|| format!("depmod for {modules} (it has no modules.dep)"))?;
     Ok((copy, temp))
 }
