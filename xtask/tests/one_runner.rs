@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 const FORBIDDEN: &[(&str, &str)] = &[
     ("Command::new(", "builds a std Command"),
     ("process::Command", "names std's Command"),
-    ("CommandExt", "sets up a child by hand (pre_exec, process_group)"),
+    (
+        "CommandExt",
+        "sets up a child by hand (pre_exec, process_group)",
+    ),
     ("Stdio::", "sets up a child's pipes by hand"),
     ("wait_with_output", "waits for a child by hand"),
 ];
@@ -114,7 +117,11 @@ fn no_host_side_file_starts_a_process_outside_the_runner() {
     let mut findings = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file:?}: {e}"));
-        let shown = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         findings.extend(scan(&text).into_iter().map(|f| format!("{shown}:{f}")));
     }
     assert!(

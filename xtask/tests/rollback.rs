@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest as _, Sha256};
-use xtask::process::{Output, Supervised};
 use xtask::lab::loopback::{create_subvolume_in, is_mountpoint, is_subvolume, BtrfsFixture, Lab};
 use xtask::lab::rollback::{
     old_root_name, required_tools, Interpreter, Run, Runner, Settings, Status,
 };
+use xtask::process::{Output, Supervised};
 
 const DAY: i64 = 86_400;
 /// The fake clock: 2026-05-28T20:26:40Z.

@@ -951,7 +951,12 @@ mod tests {
             .checked()
             .unwrap();
         let lines: Vec<Vec<u8>> = received.iter().collect();
-        assert_eq!(lines.len(), 3, "{:?}", lines.iter().map(Vec::len).collect::<Vec<_>>());
+        assert_eq!(
+            lines.len(),
+            3,
+            "{:?}",
+            lines.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         assert_eq!(lines[0], [vec![b'x'; 20000], vec![b'\n']].concat());
         assert_eq!(lines[1], b"short\n");
         assert_eq!(lines[2], b"last");
@@ -980,9 +985,21 @@ mod tests {
             .to_string();
         interrupter.join().unwrap();
         assert_eq!(error, "interrupted");
-        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
-        assert_eq!(INTERRUPT.group.load(Ordering::SeqCst), 0, "the group is forgotten");
-        let grandchild: i32 = std::fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            INTERRUPT.group.load(Ordering::SeqCst),
+            0,
+            "the group is forgotten"
+        );
+        let grandchild: i32 = std::fs::read_to_string(&pids)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // SAFETY: signal 0 only asks whether the process exists.
         let alive = unsafe { libc::kill(grandchild, 0) } == 0;
         assert!(!alive, "the group's sleep {grandchild} still runs");
@@ -1004,8 +1021,8 @@ mod tests {
             0,
             "run as root: the runner's in_root needs a mount namespace"
         );
-        let busybox = which::which("busybox")
-            .expect("busybox is missing: apt-get install busybox-static");
+        let busybox =
+            which::which("busybox").expect("busybox is missing: apt-get install busybox-static");
         let root = tempfile::tempdir().unwrap();
         let bin = root.path().join("bin");
         std::fs::create_dir(&bin).unwrap();

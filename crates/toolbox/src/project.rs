@@ -60,10 +60,11 @@ pub fn revision() -> Revision {
         .read()
         .ok()
         .filter(|c| !c.is_empty());
-    let dirty = Supervised::from_command(cmd!(sh, "git status --porcelain --untracked-files=normal"))
-        .read()
-        .map(|status| !status.trim().is_empty())
-        .unwrap_or(true);
+    let dirty =
+        Supervised::from_command(cmd!(sh, "git status --porcelain --untracked-files=normal"))
+            .read()
+            .map(|status| !status.trim().is_empty())
+            .unwrap_or(true);
     Revision { commit, dirty }
 }
 
@@ -113,7 +114,10 @@ mod tests {
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("[workspace]"), "{root}");
         assert!(root.join("xtask").join("Cargo.toml").is_file(), "{root}");
-        assert!(root.join("crates/toolbox/src/project.rs").is_file(), "{root}");
+        assert!(
+            root.join("crates/toolbox/src/project.rs").is_file(),
+            "{root}"
+        );
     }
 
     #[test]

@@ -13,9 +13,7 @@ use crate::process::Supervised;
 /// Runs `command` (check exits 1 on findings: that counts as a run).
 fn run_quietly(command: Supervised) -> Result<()> {
     let name = command.name().to_owned();
-    let output = command
-        .run()
-        .with_context(|| format!("running {name}"))?;
+    let output = command.run().with_context(|| format!("running {name}"))?;
     ensure!(
         output.status.and_then(|s| s.code()).is_some_and(|c| c <= 1),
         "{name} failed: {}",

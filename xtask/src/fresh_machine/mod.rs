@@ -452,12 +452,9 @@ fn prove(
         proof.progress.println(format!(
             "fresh-machine: running `{command}` in the fresh root"
         ));
-        let status = proof.progress.suspend(|| {
-            run_process(in_root(
-                root,
-                &format!("cd {REPO_IN_ROOT} && {command}"),
-            ))
-        })?;
+        let status = proof
+            .progress
+            .suspend(|| run_process(in_root(root, &format!("cd {REPO_IN_ROOT} && {command}"))))?;
         let took = started.elapsed();
         proof.progress.println(format!(
             "fresh-machine: `{command}`: {} ({status})",

@@ -18,9 +18,9 @@
 //! 4. The caller then looks for every program again; what is still missing
 //!    is named with the exact command (exit 2).
 
-use std::collections::BTreeMap;
 use anyhow::{bail, Context as _, Result};
 use camino::Utf8Path;
+use std::collections::BTreeMap;
 
 use crate::process::{Output, Supervised};
 use crate::progress::Progress;
