@@ -6,14 +6,11 @@ pub mod check;
 pub mod checklist;
 pub mod context;
 pub mod docs;
-pub mod findings;
 pub mod flake_eval;
 pub mod fresh_machine;
 pub mod fuzz;
 pub mod hosts;
 pub mod lab;
-pub mod layout;
-pub mod names;
 pub mod nix;
 pub mod process;
 pub mod progress;
@@ -27,3 +24,7 @@ pub mod test_cmd;
 pub mod verify;
 pub mod vm;
 pub mod vm_test;
+
+// The layout model is its own crate; re-exported under its old paths.
+pub use layout;
+pub use layout::{findings, names};

@@ -2,7 +2,7 @@
 //! accept them (the sources are named in the module above).
 
 use super::{Filesystem, Form, Spec, Value};
-use crate::layout::mount_options::Scope;
+use crate::mount_options::Scope;
 
 const fn spec(name: &'static str, form: Form, scope: Scope) -> Spec {
     Spec {
