@@ -1,5 +1,6 @@
-//! The xtask of the Hetzner CPX52 flake: one crate, one vocabulary (the
-//! layout), one module per subcommand. `main.rs` only parses arguments.
+//! The xtask of the Hetzner CPX52 flake: one vocabulary (the layout, its own
+//! crate in crates/layout), one module per subcommand. `main.rs` only parses
+//! arguments.
 
 pub mod bench;
 pub mod check;
