@@ -1,5 +1,6 @@
-//! The xtask of the Hetzner CPX52 flake: one crate, one vocabulary (the
-//! layout), one module per subcommand. `main.rs` only parses arguments.
+//! The xtask of the Hetzner CPX52 flake: one vocabulary (the layout, its own
+//! crate in crates/layout), one module per subcommand. `main.rs` only parses
+//! arguments.
 
 // Moved to crates/toolbox; re-exported so that `crate::process::…` and
 // `xtask::process::…` keep their paths.
@@ -9,14 +10,11 @@ pub mod bench;
 pub mod check;
 pub mod checklist;
 pub mod docs;
-pub mod findings;
 pub mod flake_eval;
 pub mod fresh_machine;
 pub mod fuzz;
 pub mod hosts;
 pub mod lab;
-pub mod layout;
-pub mod names;
 pub mod nix;
 pub mod reference;
 pub mod report;
@@ -26,3 +24,7 @@ pub mod test_cmd;
 pub mod verify;
 pub mod vm;
 pub mod vm_test;
+
+// The layout model is its own crate; re-exported under its old paths.
+pub use layout;
+pub use layout::{findings, names};

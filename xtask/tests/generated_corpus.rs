@@ -21,7 +21,7 @@ use xtask::check::judge_evaluated;
 use xtask::findings::{Finding, Severity};
 use xtask::hosts::{firmware, Machine};
 use xtask::layout::build::Evaluated;
-use xtask::layout::generator::DISK_BYTES;
+use xtask::layout::generator::{self, DISK_BYTES};
 use xtask::rules::{install_stop, InstallStop};
 
 #[derive(Deserialize)]
@@ -29,6 +29,7 @@ use xtask::rules::{install_stop, InstallStop};
 struct Corpus {
     disko: Revision,
     disk_bytes: u64,
+    seed: u64,
     cases: BTreeMap<String, Case>,
 }
 
@@ -254,6 +255,25 @@ fn corpus() -> Corpus {
     let text = std::fs::read_to_string(format!("{}/disko-corpus/generated.json", fixtures()))
         .expect("reading generated.json");
     serde_json::from_str(&text).expect("generated.json parses")
+}
+
+/// The recorded layouts are still what the generator makes: a change to the
+/// generator that moves a draw shows here, not as a corpus that no longer
+/// matches what record-generated.sh would record.
+#[test]
+fn the_generator_still_makes_the_recorded_layouts() {
+    let corpus = corpus();
+    let prefix = format!("g{}-", corpus.seed);
+    for (name, case) in &corpus.cases {
+        let index: u64 = name
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not {prefix}<index>"));
+        assert!(
+            generator::layout(corpus.seed, index) == case.layout,
+            "{name}: the generator no longer makes the recorded layout"
+        );
+    }
 }
 
 #[test]

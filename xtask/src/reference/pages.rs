@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::layout::mount_options::{btrfs_scope, Scope};
+use crate::layout::kernel_options::{btrfs_scope, Scope};
 use crate::layout::size::{human, human_decimal};
 use crate::layout::{EntryKind, Layout};
 use crate::names::swap_mapper_name;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::layout::mount_options::{btrfs_scope, Scope};
+use crate::layout::kernel_options::{btrfs_scope, Scope};
 use crate::layout::size::{human, human_decimal};
 use crate::report::{BtrfsTable, DiskTable, Lifecycle, SubvolumeRow, Tables};
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::hosts::Model;
 use crate::layout::geometry::DiskGeometry;
 use crate::layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
-use crate::layout::mount_options::{compression, has_nodatacow};
+use crate::layout::kernel_options::{compression, has_nodatacow};
 use crate::layout::size::{human, parse_partition_size, PartitionSize};
 use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
 

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::mount_facts::{consequence, decides};
 use super::{Issue, Model};
 use crate::findings::AttrPath;
-use crate::layout::kernel_options::{read, Filesystem};
-use crate::layout::mount_options::{btrfs_scope, key, Scope};
+use crate::layout::kernel_options::{
+    btrfs_scope, compress_value, judge_compression, key, read, Compression, Filesystem, Scope,
+};
 use crate::layout::paths::is_normalised_absolute;
 use crate::layout::{Content, MountSource};
 
@@ -135,7 +137,7 @@ fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
                 format!(
                     "the kernel refuses to mount {} ({said}): its options select two different subvolumes, so {}",
                     mount.mountpoint,
-                    super::mount::consequence(mount)
+                    consequence(mount)
                 ),
                 "Remove subvol=/subvolid= from the options; the layout's subvolumes pick what is mounted where.",
             ));
@@ -173,7 +175,7 @@ fn selector_issues(model: &Model) -> (Vec<Issue>, Vec<Issue>) {
                 format!(
                     "{} selects {wrong}, which its filesystem does not have (Btrfs takes the last subvol=/subvolid= of the options it is given): the kernel refuses the mount, so {}",
                     mount.mountpoint,
-                    super::mount::consequence(mount)
+                    consequence(mount)
                 ),
                 "Remove subvol=/subvolid= from mountOptions and fileSystems options; the layout's subvolumes pick what is mounted where (subvolid=5 alone for the top level).",
             ));
@@ -410,14 +412,6 @@ pub fn nocow_with_compress(model: &Model) -> Vec<Issue> {
         .collect()
 }
 
-/// Whether `mount` is the one whose filesystem-wide options take effect.
-pub(super) fn decides(model: &Model, mount: &crate::layout::Mount) -> bool {
-    model
-        .effective
-        .get(&mount.mountpoint)
-        .is_some_and(|e| e.decided_by == mount.mountpoint)
-}
-
 pub fn nocow_option(model: &Model) -> Vec<Issue> {
     model
         .mounts
@@ -444,54 +438,6 @@ pub fn nocow_option(model: &Model) -> Vec<Issue> {
         .collect()
 }
 
-/// What the kernel does with a `compress=` value (btrfs(5); fs/btrfs/
-/// super.c and compression.c; each form mounted on kernel 6.18.44).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Compression {
-    /// Taken as written.
-    Valid,
-    /// The mount fails: "failed to parse compression option".
-    Refused(String),
-    /// Accepted, but the kernel uses another level than the one written.
-    Changed(String),
-}
-
-pub fn judge_compression(value: &str) -> Compression {
-    let (algorithm, level) = match value.split_once(':') {
-        Some((a, l)) => (a, Some(l)),
-        None => (value, None),
-    };
-    let parsed = level.map(|l| l.parse::<i64>().map_err(|_| l));
-    let refused = |why: String| Compression::Refused(why);
-    match (algorithm, parsed) {
-        ("zstd" | "zlib" | "lzo" | "no" | "none", Some(Err(level))) => refused(format!(
-            "level {level:?} is not a number: the kernel refuses the mount (\"failed to parse compression option\")"
-        )),
-        ("zstd", None) | ("zlib", None) | ("lzo", None) | ("no", None) | ("none", None) => {
-            Compression::Valid
-        }
-        ("zstd", Some(Ok(n))) if (1..=15).contains(&n) || n == 0 => Compression::Valid,
-        ("zstd", Some(Ok(n))) if (-15..=-1).contains(&n) => Compression::Changed(format!(
-            "negative (fast) zstd levels exist since kernel 6.15; older kernels such as 6.12 cannot read {n} and use the default level 3"
-        )),
-        ("zstd", Some(Ok(n))) => Compression::Changed(format!(
-            "the kernel clamps zstd:{n} to zstd:{} (kernels 5.1 to 6.18; seen on 6.18.44): the filesystem compresses at that level, not the one written",
-            if n > 15 { 15 } else { -15 }
-        )),
-        ("zlib", Some(Ok(n))) if (0..=9).contains(&n) => Compression::Valid,
-        ("zlib", Some(Ok(n))) => Compression::Changed(format!(
-            "the kernel clamps zlib:{n} to zlib:{} (seen on 6.18.44)",
-            if n > 9 { 9 } else { 1 }
-        )),
-        // lzo has no levels: the kernel ignores one.
-        ("lzo", Some(Ok(_))) => Compression::Changed("lzo has no levels: the kernel ignores it and uses plain lzo".to_owned()),
-        ("no" | "none", Some(Ok(_))) => Compression::Valid,
-        (other, _) => refused(format!(
-            "{other:?} is not an algorithm Btrfs knows (zstd, zlib, lzo, no): the kernel refuses the mount (\"failed to parse compression option\")"
-        )),
-    }
-}
-
 pub fn compression_valid(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     for (_, _, content) in model.layout.contents() {
@@ -502,9 +448,8 @@ pub fn compression_valid(model: &Model) -> Vec<Issue> {
             .chain(btrfs.subvolumes.iter().map(|s| (&s.path, &s.mount_options)));
         for (path, options) in declared {
             for option in options {
-                let value = match option.split_once('=') {
-                    Some(("compress" | "compress-force", value)) => value,
-                    _ => continue,
+                let Some(value) = compress_value(option) else {
+                    continue;
                 };
                 let why = match judge_compression(value) {
                     Compression::Valid => continue,
@@ -530,18 +475,13 @@ pub fn space_cache_v1(model: &Model) -> Vec<Issue> {
         if mount.fs_type != "btrfs" || effective.decided_by != mount.mountpoint {
             continue;
         }
-        let clears = mount.options.iter().any(|o| o == "clear_cache");
-        let Some(option) = mount
-            .options
-            .iter()
-            .rev()
-            .find(|o| o.starts_with("space_cache") || *o == "nospace_cache")
-        else {
+        let reading = read(Filesystem::Btrfs, &mount.options);
+        let Some(option) = reading.setting("space_cache") else {
             continue;
         };
         // A bare space_cache means v1 to the kernel (seen refused on 6.18.44 by tests/generated_live.rs).
-        if clears
-            || !(option == "space_cache=v1" || option == "space_cache" || option == "nospace_cache")
+        if reading.clear_cache
+            || !matches!(option, "space_cache=v1" | "space_cache" | "nospace_cache")
         {
             continue;
         }
@@ -561,7 +501,7 @@ pub fn space_cache_v1(model: &Model) -> Vec<Issue> {
 mod tests {
     use serde_json::json;
 
-    use super::{is_flat_name, judge_compression, Compression};
+    use super::is_flat_name;
     use crate::rules::testing::*;
 
     #[test]
@@ -582,34 +522,6 @@ mod tests {
         ] {
             assert!(!is_flat_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn compression_forms() {
-        // As kernel 6.18.44 mounted them.
-        for good in [
-            "zstd", "zstd:0", "zstd:1", "zstd:15", "zlib:9", "lzo", "no", "none",
-        ] {
-            assert_eq!(judge_compression(good), Compression::Valid, "{good}");
-        }
-        for refused in ["brotli", "zstd:x", "zstd:", "zstd:1x", "ZSTD", ""] {
-            assert!(
-                matches!(judge_compression(refused), Compression::Refused(_)),
-                "{refused}"
-            );
-        }
-        for changed in [
-            "zstd:16", "zstd:99", "zstd:-16", "zlib:10", "lzo:1", "zstd:-3",
-        ] {
-            assert!(
-                matches!(judge_compression(changed), Compression::Changed(_)),
-                "{changed}"
-            );
-        }
-        let Compression::Changed(why) = judge_compression("zstd:99") else {
-            unreachable!()
-        };
-        assert!(why.contains("clamps zstd:99 to zstd:15"), "{why}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod esp;
 pub mod host;
 pub mod impermanence;
 pub mod mount;
+mod mount_facts;
 pub mod partitions;
 pub mod shell;
 pub mod swap;

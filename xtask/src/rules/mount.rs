@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::mount_facts::{consequence, decides};
 use super::{Issue, Model};
 use crate::findings::AttrPath;
 use crate::layout::kernel_options::{self, Filesystem, Verdict};
@@ -63,26 +64,6 @@ fn written<'a>(model: &'a Model) -> Vec<Written<'a>> {
         }
     }
     lists
-}
-
-/// What a mount that fails means for the machine.
-pub(super) fn consequence(mount: &Mount) -> String {
-    let boot = if mount.mountpoint == "/" {
-        "the initrd cannot mount the root, so the machine does not boot".to_owned()
-    } else if mount.needed_for_boot {
-        format!(
-            "the initrd cannot mount {} (neededForBoot), so the machine does not boot",
-            mount.mountpoint
-        )
-    } else if mount.options.iter().any(|o| o == "nofail") {
-        format!("{} is not mounted at boot (nofail)", mount.mountpoint)
-    } else {
-        format!(
-            "{} is not mounted at boot, local-fs.target fails and systemd enters emergency mode",
-            mount.mountpoint
-        )
-    };
-    format!("disko's mount step fails during the install first, and once installed {boot}")
 }
 
 fn each_verdict<'a>(model: &'a Model, mut report: impl FnMut(&Written<'a>, &'a str, Verdict)) {
@@ -163,7 +144,7 @@ pub fn option_values(model: &Model) -> Vec<Issue> {
             // takes the superblock as it is and mounts (kernel 6.18, seen
             // by tests/generated_live.rs).
             Verdict::NeedsReadOnly
-                if list.mount.fs_type == "btrfs" && !super::btrfs::decides(model, list.mount) =>
+                if list.mount.fs_type == "btrfs" && !decides(model, list.mount) =>
             {
                 return
             }

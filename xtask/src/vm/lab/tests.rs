@@ -1,5 +1,6 @@
 use super::*;
-use crate::layout::mount_options::{compression, effective};
+use crate::layout::kernel_options::compression;
+use crate::layout::mount_options::effective;
 use crate::layout::testing::host_layout;
 use crate::vm::accel::Accel;
 use crate::vm::collect::collect;

@@ -2,7 +2,7 @@
 //! data, subvolumes, mount options, the trim probe.
 
 use super::*;
-use crate::layout::mount_options::{compression, has_nodatacow};
+use crate::layout::kernel_options::{compression, has_nodatacow};
 use crate::layout::{Mount, MountSource};
 
 impl<'a> Realisation<'a> {

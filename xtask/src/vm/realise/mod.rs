@@ -56,7 +56,8 @@ mod tamper;
 #[cfg(test)]
 mod tests;
 
-pub use mounts::{kernel_forms, systemd_device_name, vfat_modes};
+pub use crate::layout::kernel_options::{kernel_forms, vfat_modes};
+pub use mounts::systemd_device_name;
 pub use rollback::RollbackSettings;
 pub use tamper::Tamper;
 

@@ -585,33 +585,6 @@ fn hostile_strings_stay_single_arguments_and_no_shell_runs_them() {
 }
 
 #[test]
-fn kernel_forms_and_vfat_modes() {
-    let given: Vec<String> = [
-        "subvol=@nix",
-        "compress=zstd",
-        "noatime",
-        "x-systemd.automount",
-        "defaults",
-    ]
-    .map(String::from)
-    .to_vec();
-    assert_eq!(
-        kernel_forms("btrfs", &given),
-        ["subvol=/@nix", "compress=zstd:3", "noatime"]
-    );
-    assert_eq!(
-        kernel_forms("vfat", &["umask=077".to_owned()]),
-        ["fmask=0077", "dmask=0077"]
-    );
-    assert_eq!(vfat_modes(&["umask=0077".to_owned()]), (0o700, 0o700));
-    assert_eq!(
-        vfat_modes(&["fmask=0177".to_owned(), "dmask=0077".to_owned()]),
-        (0o700, 0o600)
-    );
-    assert_eq!(vfat_modes(&[]), (0o755, 0o755));
-}
-
-#[test]
 fn rollback_settings_from_the_host_or_the_module_defaults() {
     let value = serde_json::json!({ "boot": { "btrfsRollback": {
         "enable": true, "mountPoint": "/mnt/top", "retentionDays": 7, "keepAtLeast": 2

@@ -8,59 +8,16 @@
 //! subvolume selection belong to each mount. An option the filesystem does
 //! not accept (`kernel_options`) is in effect nowhere: the kernel refuses
 //! the mount.
+//!
+//! This module sits above `kernel_options`, which alone reads option
+//! strings; it adds which mount of a filesystem decides.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::kernel_options::{self, Filesystem};
+use super::kernel_options::{self, btrfs_scope, btrfs_setting, Filesystem, Scope, Verdict};
 use super::model::{Layout, Mount};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Belongs to each mount (VFS flags).
-    PerMount,
-    /// Belongs to the filesystem: the first mount decides.
-    FilesystemWide,
-    /// Picks the subvolume (`subvol=`, `subvolid=`).
-    Selector,
-    /// Read by mount(8) or systemd, never by the kernel (`nofail`, `x-systemd.*`).
-    Userspace,
-    /// Not an option the filesystem accepts: the mount fails (MOUNT001), so
-    /// it is in effect nowhere.
-    Unknown,
-}
-
-/// The option's name: `compress` for `compress=zstd:1`.
-pub fn key(option: &str) -> &str {
-    kernel_options::key(option)
-}
-
-/// The scope of a Btrfs mount option (kernel_options knows which exist).
-pub fn btrfs_scope(option: &str) -> Scope {
-    kernel_options::scope(Filesystem::Btrfs, option).unwrap_or(Scope::Unknown)
-}
-
-/// Filesystem options whose `no…` form switches the same setting, so that
-/// `ssd` and `nossd` compare as one setting.
-fn setting_of(option: &str) -> String {
-    let name = key(option);
-    let base = match name {
-        "nodatacow" | "datacow" => "datacow",
-        "nodatasum" | "datasum" => "datasum",
-        "nossd" | "ssd" | "ssd_spread" | "nossd_spread" => "ssd",
-        "nodiscard" | "discard" => "discard",
-        "nospace_cache" | "space_cache" | "clear_cache" => "space_cache",
-        "compress" | "compress-force" => "compress",
-        "nobarrier" | "barrier" => "barrier",
-        "noautodefrag" | "autodefrag" => "autodefrag",
-        "noflushoncommit" | "flushoncommit" => "flushoncommit",
-        "notreelog" | "treelog" => "treelog",
-        other => other,
-    };
-    base.to_owned()
-}
 
 /// What one mount ends up with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,9 +83,7 @@ pub fn effective_per_mount(mounts: &[Mount]) -> Vec<Effective> {
             .filter(|o| {
                 !matches!(
                     kernel_options::judge(filesystem, o, &mount.options),
-                    kernel_options::Verdict::Unknown { .. }
-                        | kernel_options::Verdict::BadValue { .. }
-                        | kernel_options::Verdict::Refused { .. }
+                    Verdict::Unknown { .. } | Verdict::BadValue { .. } | Verdict::Refused { .. }
                 )
             })
             .collect();
@@ -192,50 +147,6 @@ fn filesystem_settings(mount: &Mount) -> BTreeMap<String, String> {
         .options
         .iter()
         .filter(|o| !o.is_empty() && btrfs_scope(o) == Scope::FilesystemWide)
-        .map(|o| (setting_of(o), o.clone()))
+        .map(|o| (btrfs_setting(o), o.clone()))
         .collect()
-}
-
-/// Whether `options` (in effect) leave data copy-on-write off, so compression cannot apply.
-pub fn has_nodatacow(options: &[String]) -> bool {
-    kernel_options::read(Filesystem::Btrfs, options)
-        .nocow_option()
-        .is_some()
-}
-
-/// The compression in effect, `zstd:1`, if any.
-pub fn compression(options: &[String]) -> Option<String> {
-    options.iter().find_map(|o| {
-        let (k, v) = o.split_once('=')?;
-        (k == "compress" || k == "compress-force").then(|| v.to_owned())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes() {
-        assert_eq!(btrfs_scope("noatime"), Scope::PerMount);
-        assert_eq!(btrfs_scope("compress=zstd:3"), Scope::FilesystemWide);
-        assert_eq!(btrfs_scope("nodatacow"), Scope::FilesystemWide);
-        assert_eq!(btrfs_scope("discard=async"), Scope::FilesystemWide);
-        assert_eq!(btrfs_scope("subvol=@nix"), Scope::Selector);
-        assert_eq!(btrfs_scope("x-systemd.automount"), Scope::Userspace);
-        assert_eq!(btrfs_scope("nofail"), Scope::Userspace);
-        // An unknown option is not a filesystem-wide setting: the kernel refuses it.
-        assert_eq!(btrfs_scope("noatimex"), Scope::Unknown);
-        assert_eq!(btrfs_scope("fmask=0177"), Scope::Unknown);
-        assert_eq!(setting_of("nossd"), setting_of("ssd"));
-        assert_eq!(setting_of("compress-force=zstd"), "compress");
-    }
-
-    #[test]
-    fn compression_and_nocow_in_effect() {
-        let options: Vec<String> = ["noatime", "compress=zstd:1"].map(String::from).to_vec();
-        assert_eq!(compression(&options).as_deref(), Some("zstd:1"));
-        assert!(!has_nodatacow(&options));
-        assert!(has_nodatacow(&["nodatacow".to_owned()]));
-    }
 }

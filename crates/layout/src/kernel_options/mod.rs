@@ -31,7 +31,24 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::mount_options::Scope;
+use serde::Serialize;
+
+/// Whom a mount option belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Belongs to each mount (VFS flags).
+    PerMount,
+    /// Belongs to the filesystem: the first mount decides.
+    FilesystemWide,
+    /// Picks the subvolume (`subvol=`, `subvolid=`).
+    Selector,
+    /// Read by mount(8) or systemd, never by the kernel (`nofail`, `x-systemd.*`).
+    Userspace,
+    /// Not an option the filesystem accepts: the mount fails (MOUNT001), so
+    /// it is in effect nowhere.
+    Unknown,
+}
 
 /// A filesystem whose options this module knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +139,13 @@ pub struct Spec {
     pub needs_read_only: bool,
 }
 
+mod compression;
+mod mountinfo;
 mod reading;
 mod tables;
 
+pub use compression::{compress_value, judge_compression, Compression};
+pub use mountinfo::{kernel_forms, vfat_modes};
 pub use reading::{read, Reading};
 
 use tables::{specific, GENERIC, RESCUE};
@@ -326,9 +347,76 @@ pub fn scope(fs: Filesystem, option: &str) -> Option<Scope> {
     }
 }
 
+/// The scope of a Btrfs mount option; `Unknown` for one Btrfs refuses.
+pub fn btrfs_scope(option: &str) -> Scope {
+    scope(Filesystem::Btrfs, option).unwrap_or(Scope::Unknown)
+}
+
+/// The Btrfs setting a filesystem-wide option decides, so that `ssd` and
+/// `nossd`, `datacow` and `nodatacow`, `compress` and `compress-force`
+/// compare as one setting; other options are their own setting.
+pub fn btrfs_setting(option: &str) -> String {
+    let name = key(option);
+    match name {
+        "nodatacow" | "datacow" => "datacow",
+        "nodatasum" | "datasum" => "datasum",
+        "clear_cache" => "space_cache",
+        "compress" | "compress-force" => "compress",
+        other => reading::setting(Filesystem::Btrfs, other).unwrap_or(other),
+    }
+    .to_owned()
+}
+
+/// Whether Btrfs options (in effect) leave data copy-on-write off, so compression cannot apply.
+pub fn has_nodatacow(options: &[String]) -> bool {
+    read(Filesystem::Btrfs, options).nocow_option().is_some()
+}
+
+/// The compression in effect, `zstd:1`, if any: the first `compress=` or
+/// `compress-force=` of options in effect (which hold one of each setting).
+pub fn compression(options: &[String]) -> Option<String> {
+    options
+        .iter()
+        .find_map(|o| compress_value(o).map(str::to_owned))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_and_settings() {
+        assert_eq!(btrfs_scope("noatime"), Scope::PerMount);
+        assert_eq!(btrfs_scope("compress=zstd:3"), Scope::FilesystemWide);
+        assert_eq!(btrfs_scope("nodatacow"), Scope::FilesystemWide);
+        assert_eq!(btrfs_scope("discard=async"), Scope::FilesystemWide);
+        assert_eq!(btrfs_scope("subvol=@nix"), Scope::Selector);
+        assert_eq!(btrfs_scope("x-systemd.automount"), Scope::Userspace);
+        assert_eq!(btrfs_scope("nofail"), Scope::Userspace);
+        // An unknown option is not a filesystem-wide setting: the kernel refuses it.
+        assert_eq!(btrfs_scope("noatimex"), Scope::Unknown);
+        assert_eq!(btrfs_scope("fmask=0177"), Scope::Unknown);
+        assert_eq!(btrfs_scope("inode_cache"), Scope::Unknown);
+        assert_eq!(btrfs_setting("nossd"), btrfs_setting("ssd"));
+        assert_eq!(btrfs_setting("ssd_spread"), "ssd");
+        assert_eq!(btrfs_setting("compress-force=zstd"), "compress");
+        assert_eq!(btrfs_setting("nodatacow"), btrfs_setting("datacow"));
+        assert_eq!(btrfs_setting("clear_cache"), "space_cache");
+        assert_eq!(btrfs_setting("nospace_cache"), "space_cache");
+        assert_eq!(btrfs_setting("commit=30"), "commit");
+        assert_eq!(btrfs_setting("max_inline=2048"), "max_inline");
+    }
+
+    #[test]
+    fn compression_and_nocow_in_effect() {
+        let options: Vec<String> = ["noatime", "compress=zstd:1"].map(String::from).to_vec();
+        assert_eq!(compression(&options).as_deref(), Some("zstd:1"));
+        assert!(!has_nodatacow(&options));
+        assert!(has_nodatacow(&["nodatacow".to_owned()]));
+        assert!(has_nodatacow(&["nodatasum".to_owned()]));
+        let forced: Vec<String> = ["compress-force=lzo".to_owned()].to_vec();
+        assert_eq!(compression(&forced).as_deref(), Some("lzo"));
+    }
 
     fn verdict(fs: Filesystem, option: &str) -> Verdict {
         judge(fs, option, &[])

@@ -290,6 +290,12 @@ fn strings(items: &[&str]) -> Value {
     Value::Array(items.iter().map(|s| json!(s)).collect())
 }
 
+/// One of `pool`'s argument lists, as JSON.
+fn args(rng: &mut Rng, pool: &[&[&str]]) -> Value {
+    let picked: &&[&str] = rng.pick(pool);
+    strings(picked)
+}
+
 fn owned(items: &[String]) -> Value {
     Value::Array(items.iter().map(|s| json!(s)).collect())
 }
@@ -404,17 +410,17 @@ fn content(rng: &mut Rng, mountpoint: &str) -> Value {
     match rng.below(6) {
         0 | 1 => json!({
             "type": "filesystem", "format": "ext4", "mountpoint": mountpoint,
-            "extraArgs": strings(*rng.pick(EXT4_EXTRA_ARGS)),
+            "extraArgs": args(rng, EXT4_EXTRA_ARGS),
             "mountOptions": owned(&options(rng, &["noatime"], EXT4_OPTIONS)),
         }),
         2 => json!({
             "type": "btrfs", "mountpoint": mountpoint,
-            "extraArgs": strings(*rng.pick(BTRFS_EXTRA_ARGS)),
+            "extraArgs": args(rng, BTRFS_EXTRA_ARGS),
             "mountOptions": owned(&options(rng, &["noatime"], BTRFS_OPTIONS)),
         }),
         3 => json!({
             "type": "filesystem", "format": "vfat", "mountpoint": mountpoint,
-            "extraArgs": strings(*rng.pick(VFAT_EXTRA_ARGS)),
+            "extraArgs": args(rng, VFAT_EXTRA_ARGS),
             "mountOptions": owned(&options(rng, &["umask=0077"], VFAT_OPTIONS)),
         }),
         4 => json!({ "type": "swap", "randomEncryption": !rng.one_in(4) }),
@@ -466,49 +472,36 @@ fn extra_partition(rng: &mut Rng) -> Value {
 
 const PARTITION_NAMES: &[&str] = &["data", "srv", "home", "extra", "aaa", "zzz", "swap2"];
 
+/// The template's partition `name` on the main disk (made if missing).
+fn main_partition<'a>(layout: &'a mut Value, name: &str) -> &'a mut Value {
+    at(
+        layout,
+        &[
+            "disko",
+            "devices",
+            "disk",
+            "main",
+            "content",
+            "partitions",
+            name,
+        ],
+    )
+}
+
+/// The names of the root Btrfs's subvolumes.
+fn subvolume_names(layout: &mut Value) -> Vec<String> {
+    root_btrfs(layout)
+        .get("subvolumes")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// One random change to a layout.
 fn mutate(rng: &mut Rng, layout: &mut Value) {
     match rng.below(16) {
-        0 => {
-            let esp = at(
-                layout,
-                &[
-                    "disko",
-                    "devices",
-                    "disk",
-                    "main",
-                    "content",
-                    "partitions",
-                    "ESP",
-                ],
-            );
-            let mut base = vec!["fmask=0177", "dmask=0077"];
-            if rng.one_in(2) {
-                base = vec!["umask=0077"];
-            }
-            let opts = options(rng, &base, VFAT_OPTIONS);
-            object(at(esp, &["content"])).insert("mountOptions".into(), owned(&opts));
-        }
-        1 => {
-            let esp = at(
-                layout,
-                &[
-                    "disko",
-                    "devices",
-                    "disk",
-                    "main",
-                    "content",
-                    "partitions",
-                    "ESP",
-                ],
-            );
-            object(esp).insert(
-                "size".into(),
-                json!(rng.pick(&["1G", "512M", "260M", "100M", "64M", "33M", "32M", "8M", "2G"])),
-            );
-            object(at(esp, &["content"]))
-                .insert("extraArgs".into(), strings(*rng.pick(VFAT_EXTRA_ARGS)));
-        }
+        0 => esp_options(rng, layout),
+        1 => esp_size(rng, layout),
         2 | 3 => {
             let opts = options(
                 rng,
@@ -517,199 +510,204 @@ fn mutate(rng: &mut Rng, layout: &mut Value) {
             );
             root_btrfs(layout).insert("mountOptions".into(), owned(&opts));
         }
-        4 | 5 => {
-            let names: Vec<String> = root_btrfs(layout)
-                .get("subvolumes")
-                .and_then(Value::as_object)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            if names.is_empty() {
-                return;
-            }
-            let name = rng.pick(&names).clone();
-            let opts = options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS);
-            let subvolumes = at(
-                root_btrfs(layout).entry("subvolumes").or_insert(json!({})),
-                &[&name],
-            );
-            object(subvolumes).insert("mountOptions".into(), owned(&opts));
-        }
+        4 | 5 => subvolume_options(rng, layout),
         6 => {
-            root_btrfs(layout).insert("extraArgs".into(), strings(*rng.pick(BTRFS_EXTRA_ARGS)));
+            root_btrfs(layout).insert("extraArgs".into(), args(rng, BTRFS_EXTRA_ARGS));
         }
-        7 => {
-            // A subvolume more or less, or one with a swap file.
-            let subvolumes = object(root_btrfs(layout).entry("subvolumes").or_insert(json!({})));
-            match rng.below(4) {
-                0 => {
-                    let name = rng
-                        .pick(&["@home", "@srv", "@data", "home", "@a/b", "@nix"])
-                        .to_string();
-                    let mut sub = json!({ "mountpoint": rng.pick(MOUNTPOINTS) });
-                    if rng.one_in(2) {
-                        object(&mut sub).insert(
-                            "mountOptions".into(),
-                            owned(&options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS)),
-                        );
-                    }
-                    subvolumes.insert(name, sub);
-                }
-                1 => {
-                    let names: Vec<String> = subvolumes.keys().cloned().collect();
-                    if !names.is_empty() {
-                        let name = rng.pick(&names).clone();
-                        subvolumes.remove(&name);
-                    }
-                }
-                _ => {
-                    let path = rng
-                        .pick(&["swapfile", "swap/swapfile", "/swapfile", "a b"])
-                        .to_string();
-                    let size = rng.pick(&["1G", "8M", "64M", "512M", "1M"]).to_string();
-                    let mut sub = json!({ "swap": { "swapfile": { "size": size, "path": path } } });
-                    if !rng.one_in(4) {
-                        object(&mut sub).insert("mountpoint".into(), json!("/.swapvol"));
-                    }
-                    subvolumes.insert("@swap".into(), sub);
-                }
-            }
-        }
-        8 => {
-            let swap = at(
-                layout,
-                &[
-                    "disko",
-                    "devices",
-                    "disk",
-                    "main",
-                    "content",
-                    "partitions",
-                    "swap",
-                ],
-            );
-            match rng.below(4) {
-                0 => {
-                    object(swap).insert("size".into(), json!(rng.pick(SIZES)));
-                }
-                1 => {
-                    object(at(swap, &["content"])).insert("randomEncryption".into(), json!(false));
-                }
-                2 => {
-                    object(at(swap, &["content"])).insert(
-                        "extraArgs".into(),
-                        strings(*rng.pick(&[
-                            &["-L", "swap"][..],
-                            &["-p", "4096"],
-                            &["--pagesize", "3"],
-                            &[],
-                        ])),
-                    );
-                }
-                _ => {
-                    object(at(swap, &["content"]))
-                        .insert("priority".into(), json!(rng.pick(&[10, -1, 100])));
-                }
-            }
-        }
+        7 => subvolume_added_or_removed(rng, layout),
+        8 => swap_partition(rng, layout),
         9 | 10 => {
             let name = rng.pick(PARTITION_NAMES).to_string();
             let partition = extra_partition(rng);
             main_partitions(layout).insert(name, partition);
         }
-        11 => {
-            // Labels, types, UUIDs, alignment and order of the template's partitions.
-            let name = rng.pick(&["boot", "ESP", "swap", "root"]).to_string();
-            let partition = object(at(
-                layout,
-                &[
-                    "disko",
-                    "devices",
-                    "disk",
-                    "main",
-                    "content",
-                    "partitions",
-                    &name,
-                ],
-            ));
-            match rng.below(5) {
-                0 => partition.insert("label".into(), json!(rng.pick(LABELS))),
-                1 => partition.insert("type".into(), json!(rng.pick(TYPES))),
-                2 => partition.insert("uuid".into(), json!(rng.pick(UUIDS))),
-                3 => partition.insert("alignment".into(), json!(rng.pick(&[1, 8, 2048, 4096]))),
-                _ => partition.insert("priority".into(), json!(rng.pick(&[50, 500, 1500, 9001]))),
-            };
-        }
-        12 => {
-            // Another disk.
-            let name = rng.pick(&["data", "second", "nvme"]).to_string();
-            let device = rng
-                .pick(&[
-                    "/dev/sdb",
-                    "/dev/vdb",
-                    "/dev/nvme0n1",
-                    "/dev/sda1",
-                    "/dev/mapper/x",
-                ])
+        11 => partition_attribute(rng, layout),
+        12 => another_disk(rng, layout),
+        13 => nodev_mount(rng, layout),
+        14 => file_systems_options(rng, layout),
+        _ => mountpoint_moved(rng, layout),
+    }
+}
+
+fn esp_options(rng: &mut Rng, layout: &mut Value) {
+    let esp = main_partition(layout, "ESP");
+    let mut base = vec!["fmask=0177", "dmask=0077"];
+    if rng.one_in(2) {
+        base = vec!["umask=0077"];
+    }
+    let opts = options(rng, &base, VFAT_OPTIONS);
+    object(at(esp, &["content"])).insert("mountOptions".into(), owned(&opts));
+}
+
+fn esp_size(rng: &mut Rng, layout: &mut Value) {
+    let esp = main_partition(layout, "ESP");
+    object(esp).insert(
+        "size".into(),
+        json!(rng.pick(&["1G", "512M", "260M", "100M", "64M", "33M", "32M", "8M", "2G"])),
+    );
+    object(at(esp, &["content"])).insert("extraArgs".into(), args(rng, VFAT_EXTRA_ARGS));
+}
+
+fn subvolume_options(rng: &mut Rng, layout: &mut Value) {
+    let names = subvolume_names(layout);
+    if names.is_empty() {
+        return;
+    }
+    let name = rng.pick(&names).clone();
+    let opts = options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS);
+    let subvolumes = at(
+        root_btrfs(layout).entry("subvolumes").or_insert(json!({})),
+        &[&name],
+    );
+    object(subvolumes).insert("mountOptions".into(), owned(&opts));
+}
+
+/// A subvolume more or less, or one with a swap file.
+fn subvolume_added_or_removed(rng: &mut Rng, layout: &mut Value) {
+    let subvolumes = object(root_btrfs(layout).entry("subvolumes").or_insert(json!({})));
+    match rng.below(4) {
+        0 => {
+            let name = rng
+                .pick(&["@home", "@srv", "@data", "home", "@a/b", "@nix"])
                 .to_string();
-            let content = match rng.below(4) {
-                0 => json!({ "type": "gpt" }),
-                1 => {
-                    let mountpoint = rng.pick(MOUNTPOINTS).to_string();
-                    content(rng, &mountpoint)
-                }
-                _ => {
-                    let mut partitions = Map::new();
-                    for _ in 0..=rng.below(3) {
-                        partitions
-                            .insert(rng.pick(PARTITION_NAMES).to_string(), extra_partition(rng));
-                    }
-                    json!({ "type": "gpt", "partitions": partitions })
-                }
-            };
-            object(at(layout, &["disko", "devices", "disk"])).insert(
-                name,
-                json!({ "type": "disk", "device": device, "content": content }),
-            );
-        }
-        13 => {
-            let mountpoint = rng
-                .pick(&["/tmp", "/run/scratch", "/var/tmp", "/nix"])
-                .to_string();
-            let fs_type = rng.pick(&["tmpfs", "tmpfs", "ramfs"]).to_string();
-            let opts = options(rng, &["mode=1777"], TMPFS_OPTIONS);
-            object(at(layout, &["disko", "devices", "nodev"])).insert(
-                mountpoint,
-                json!({ "fsType": fs_type, "mountOptions": owned(&opts) }),
-            );
-        }
-        14 => {
-            // fileSystems options NixOS appends to disko's.
-            let mountpoint = rng
-                .pick(&["/nix", "/persist", "/", "/btrfs_tmp", "/var/log"])
-                .to_string();
-            let mut opts = rng.some(BTRFS_OPTIONS, 2);
-            if opts.is_empty() {
-                opts.push(*rng.pick(BTRFS_OPTIONS));
+            let mut sub = json!({ "mountpoint": rng.pick(MOUNTPOINTS) });
+            if rng.one_in(2) {
+                object(&mut sub).insert(
+                    "mountOptions".into(),
+                    owned(&options(rng, HOST_BTRFS_OPTIONS, BTRFS_OPTIONS)),
+                );
             }
-            let fs = object(at(layout, &["fileSystems", &mountpoint]));
-            fs.insert("options".into(), strings(&opts));
+            subvolumes.insert(name, sub);
+        }
+        1 => {
+            let names: Vec<String> = subvolumes.keys().cloned().collect();
+            if !names.is_empty() {
+                let name = rng.pick(&names).clone();
+                subvolumes.remove(&name);
+            }
         }
         _ => {
-            // A mountpoint moved.
-            let names: Vec<String> = root_btrfs(layout)
-                .get("subvolumes")
-                .and_then(Value::as_object)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            if names.is_empty() {
-                return;
+            let path = rng
+                .pick(&["swapfile", "swap/swapfile", "/swapfile", "a b"])
+                .to_string();
+            let size = rng.pick(&["1G", "8M", "64M", "512M", "1M"]).to_string();
+            let mut sub = json!({ "swap": { "swapfile": { "size": size, "path": path } } });
+            if !rng.one_in(4) {
+                object(&mut sub).insert("mountpoint".into(), json!("/.swapvol"));
             }
-            let name = rng.pick(&names).clone();
-            let mountpoint = rng.pick(MOUNTPOINTS).to_string();
-            let subvolumes = root_btrfs(layout).entry("subvolumes").or_insert(json!({}));
-            object(at(subvolumes, &[&name])).insert("mountpoint".into(), json!(mountpoint));
+            subvolumes.insert("@swap".into(), sub);
         }
     }
+}
+
+fn swap_partition(rng: &mut Rng, layout: &mut Value) {
+    let swap = main_partition(layout, "swap");
+    match rng.below(4) {
+        0 => {
+            object(swap).insert("size".into(), json!(rng.pick(SIZES)));
+        }
+        1 => {
+            object(at(swap, &["content"])).insert("randomEncryption".into(), json!(false));
+        }
+        2 => {
+            object(at(swap, &["content"])).insert(
+                "extraArgs".into(),
+                args(
+                    rng,
+                    &[
+                        &["-L", "swap"][..],
+                        &["-p", "4096"],
+                        &["--pagesize", "3"],
+                        &[],
+                    ],
+                ),
+            );
+        }
+        _ => {
+            object(at(swap, &["content"]))
+                .insert("priority".into(), json!(rng.pick(&[10, -1, 100])));
+        }
+    }
+}
+
+/// Labels, types, UUIDs, alignment and order of the template's partitions.
+fn partition_attribute(rng: &mut Rng, layout: &mut Value) {
+    let name = rng.pick(&["boot", "ESP", "swap", "root"]).to_string();
+    let partition = object(main_partition(layout, &name));
+    match rng.below(5) {
+        0 => partition.insert("label".into(), json!(rng.pick(LABELS))),
+        1 => partition.insert("type".into(), json!(rng.pick(TYPES))),
+        2 => partition.insert("uuid".into(), json!(rng.pick(UUIDS))),
+        3 => partition.insert("alignment".into(), json!(rng.pick(&[1, 8, 2048, 4096]))),
+        _ => partition.insert("priority".into(), json!(rng.pick(&[50, 500, 1500, 9001]))),
+    };
+}
+
+fn another_disk(rng: &mut Rng, layout: &mut Value) {
+    let name = rng.pick(&["data", "second", "nvme"]).to_string();
+    let device = rng
+        .pick(&[
+            "/dev/sdb",
+            "/dev/vdb",
+            "/dev/nvme0n1",
+            "/dev/sda1",
+            "/dev/mapper/x",
+        ])
+        .to_string();
+    let content = match rng.below(4) {
+        0 => json!({ "type": "gpt" }),
+        1 => {
+            let mountpoint = rng.pick(MOUNTPOINTS).to_string();
+            content(rng, &mountpoint)
+        }
+        _ => {
+            let mut partitions = Map::new();
+            for _ in 0..=rng.below(3) {
+                partitions.insert(rng.pick(PARTITION_NAMES).to_string(), extra_partition(rng));
+            }
+            json!({ "type": "gpt", "partitions": partitions })
+        }
+    };
+    object(at(layout, &["disko", "devices", "disk"])).insert(
+        name,
+        json!({ "type": "disk", "device": device, "content": content }),
+    );
+}
+
+fn nodev_mount(rng: &mut Rng, layout: &mut Value) {
+    let mountpoint = rng
+        .pick(&["/tmp", "/run/scratch", "/var/tmp", "/nix"])
+        .to_string();
+    let fs_type = rng.pick(&["tmpfs", "tmpfs", "ramfs"]).to_string();
+    let opts = options(rng, &["mode=1777"], TMPFS_OPTIONS);
+    object(at(layout, &["disko", "devices", "nodev"])).insert(
+        mountpoint,
+        json!({ "fsType": fs_type, "mountOptions": owned(&opts) }),
+    );
+}
+
+/// fileSystems options NixOS appends to disko's.
+fn file_systems_options(rng: &mut Rng, layout: &mut Value) {
+    let mountpoint = rng
+        .pick(&["/nix", "/persist", "/", "/btrfs_tmp", "/var/log"])
+        .to_string();
+    let mut opts = rng.some(BTRFS_OPTIONS, 2);
+    if opts.is_empty() {
+        opts.push(*rng.pick(BTRFS_OPTIONS));
+    }
+    let fs = object(at(layout, &["fileSystems", &mountpoint]));
+    fs.insert("options".into(), strings(&opts));
+}
+
+fn mountpoint_moved(rng: &mut Rng, layout: &mut Value) {
+    let names = subvolume_names(layout);
+    if names.is_empty() {
+        return;
+    }
+    let name = rng.pick(&names).clone();
+    let mountpoint = rng.pick(MOUNTPOINTS).to_string();
+    let subvolumes = root_btrfs(layout).entry("subvolumes").or_insert(json!({}));
+    object(at(subvolumes, &[&name])).insert("mountpoint".into(), json!(mountpoint));
 }
 
 /// A layout built from scratch: one to three disks of random partitions.

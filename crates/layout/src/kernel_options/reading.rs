@@ -35,9 +35,13 @@ pub struct Reading {
     /// Btrfs: the subvolume selectors that win.
     pub subvol: Option<String>,
     pub subvolid: Option<u64>,
+    /// Btrfs: `clear_cache` is written (the space cache is rebuilt).
+    pub clear_cache: bool,
     /// vfat: the file and directory masks in effect.
     pub fmask: Option<u32>,
     pub dmask: Option<u32>,
+    /// vfat: files lose the execute bits (`showexec`).
+    pub showexec: bool,
     /// Options a later one replaced or cleared: (written, replaced by).
     pub overridden: Vec<(String, String)>,
     /// Why the kernel refuses the whole list, in its own words.
@@ -45,7 +49,7 @@ pub struct Reading {
 }
 
 /// The setting an option switches: `ssd` and `nossd` are one setting.
-fn setting(fs: Filesystem, name: &str) -> Option<&'static str> {
+pub(super) fn setting(fs: Filesystem, name: &str) -> Option<&'static str> {
     Some(match (fs, name) {
         (Filesystem::Btrfs, "ssd" | "nossd" | "ssd_spread" | "nossd_spread") => "ssd",
         (Filesystem::Btrfs, "discard" | "nodiscard") => "discard",
@@ -120,6 +124,7 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
                 reading.nodatacow = false;
             }
             (Filesystem::Btrfs, "nodatasum") => reading.nodatasum = true,
+            (Filesystem::Btrfs, "clear_cache") => reading.clear_cache = true,
             (Filesystem::Btrfs, "datasum") => {
                 if let Some(off) = reading.checksums_off() {
                     reading.overridden.push((off.to_owned(), option.clone()));
@@ -160,6 +165,7 @@ pub fn read(fs: Filesystem, options: &[String]) -> Reading {
                 }
                 reading.fmask = value.and_then(octal);
             }
+            (Filesystem::Vfat, "showexec") => reading.showexec = true,
             (Filesystem::Vfat, "dmask") => {
                 if let Some(umask) = &umask_written {
                     reading
@@ -225,7 +231,7 @@ fn same_subvolume(a: &str, b: &str) -> bool {
     name(a) == name(b)
 }
 
-fn octal(value: &str) -> Option<u32> {
+pub(super) fn octal(value: &str) -> Option<u32> {
     u32::from_str_radix(value, 8).ok()
 }
 
@@ -310,6 +316,15 @@ mod tests {
         assert_eq!(
             btrfs(&["discard=async", "nodiscard"]).setting("discard"),
             Some("nodiscard")
+        );
+        let r = btrfs(&["space_cache=v2", "clear_cache", "nospace_cache"]);
+        assert_eq!(
+            (r.setting("space_cache"), r.clear_cache),
+            (Some("nospace_cache"), true)
+        );
+        assert_eq!(
+            btrfs(&["noatime,space_cache"]).setting("space_cache"),
+            Some("space_cache")
         );
     }
 

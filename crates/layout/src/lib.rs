@@ -1,21 +1,25 @@
 //! The layout: the one vocabulary every subcommand speaks. Evaluated from Nix
-//! once (`crate::nix`), built into typed data here, judged by `crate::rules`,
-//! realised by `crate::vm`, drawn by `crate::docs`.
+//! once (by the xtask's nix module), built into typed data here, judged by
+//! the xtask's rules, realised by its lab VM, drawn by its docs.
+//!
+//! Pure: no child processes, no network, no files but the ones it is given.
 
 pub mod build;
+pub mod findings;
 pub mod generator;
 pub mod geometry;
 pub mod impermanence;
 pub mod kernel_options;
 pub mod model;
 pub mod mount_options;
+pub mod names;
 pub mod paths;
 pub mod positions;
 pub mod size;
 
 pub use model::*;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     //! The repo's own host as Nix evaluates it, for unit tests that must not
     //! need Nix. `tests/host_fixture.rs` proves it still equals the real evaluation.
@@ -26,7 +30,8 @@ pub mod testing {
     use super::Layout;
     use crate::findings::Finding;
 
-    pub const HOST_EVALUATION: &str = include_str!("../../tests/fixtures/hetzner-cloud.eval.json");
+    pub const HOST_EVALUATION: &str =
+        include_str!("../../../xtask/tests/fixtures/hetzner-cloud.eval.json");
 
     /// The evaluation of hosts/servers/hetzner-cloud (`layout`, `persistence`, …).
     pub fn host_evaluation() -> Value {

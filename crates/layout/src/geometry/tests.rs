@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::findings::AttrPath;
-use crate::layout::size::parse_partition_size;
+use crate::size::parse_partition_size;
 
 pub(crate) fn partition(number: u32, key: &str, size: &str) -> Partition {
     Partition {

@@ -1,8 +1,7 @@
 //! The options each filesystem accepts, as the kernels this tool follows
 //! accept them (the sources are named in the module above).
 
-use super::{Filesystem, Form, Spec, Value};
-use crate::layout::mount_options::Scope;
+use super::{Filesystem, Form, Scope, Spec, Value};
 
 const fn spec(name: &'static str, form: Form, scope: Scope) -> Spec {
     Spec {
