@@ -322,19 +322,7 @@ impl ProcedureRecord {
     }
 }
 
-/// What became of one command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CommandStatus {
-    /// It ran and everything it was expected to do held.
-    Pass,
-    /// It ran, and its exit status or output was not as expected.
-    Fail,
-    /// Not run because an earlier command of its part failed.
-    Skipped,
-    /// The lab cannot run it (`problem` says why, `proven_by` where it runs instead).
-    NotRun,
-}
+pub use lab_protocol::command::CommandStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRecord {

@@ -24,8 +24,7 @@ use crate::setup::{self, Tool};
 const FORMAT: &str = "xtask-initramfs-5";
 /// Where the agent lives in the image; /init links to it.
 pub const AGENT_PATH: &str = "/bin/xtask";
-/// The modules to load, in order (JSON list of paths).
-pub const MODULES_LIST: &str = "/etc/xtask/modules.json";
+pub use lab_protocol::{hex, MODULES_LIST};
 /// The rollback script, byte for byte.
 pub const ROLLBACK_PATH: &str = "/etc/xtask/btrfs-rollback.sh";
 /// Cache entries kept besides the newest.
@@ -159,30 +158,6 @@ pub fn admin_programs() -> Result<Vec<Utf8PathBuf>> {
         .collect()
 }
 
-impl GuestTools {
-    pub fn programs(&self) -> [&str; 17] {
-        [
-            &self.busybox,
-            &self.sgdisk,
-            &self.mkfs_btrfs,
-            &self.btrfs,
-            &self.mkfs_vfat,
-            &self.cryptsetup,
-            &self.mkswap,
-            &self.swapon,
-            &self.swapoff,
-            &self.mount,
-            &self.umount,
-            &self.blkid,
-            &self.findmnt,
-            &self.lsattr,
-            &self.chattr,
-            &self.compsize,
-            &self.fstrim,
-        ]
-    }
-}
-
 pub struct Inputs {
     /// Host paths, which are also the paths in the image.
     pub tools: GuestTools,
@@ -282,10 +257,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn sha256_file(path: &Utf8Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("reading {path}"))?;
     let mut hasher = Sha256::new();
@@ -327,7 +298,7 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
         spec.symlink(SUDO_PATH, AGENT_PATH);
         spec.file(
             SSH_PATH,
-            Source::Bytes(super::guest::SSH_SHIM.as_bytes().to_vec()),
+            Source::Bytes(lab_protocol::SSH_SHIM.as_bytes().to_vec()),
             0o755,
         );
     }
@@ -627,7 +598,7 @@ mod tests {
         assert_eq!(sudo.data, AGENT_PATH.as_bytes());
         assert_eq!(find(AGENT_PATH).unwrap().mode & 0o7777, 0o4755);
         let ssh = find(SSH_PATH).expect("the ssh shim");
-        assert_eq!(ssh.data, super::super::guest::SSH_SHIM.as_bytes());
+        assert_eq!(ssh.data, lab_protocol::SSH_SHIM.as_bytes());
 
         // Same inputs: the cached image. A changed script: a new one.
         let again = build(&inputs).unwrap();

@@ -20,16 +20,15 @@ pub mod collect;
 pub mod cpio;
 pub mod disk;
 pub mod elf;
-pub mod guest;
 pub mod initramfs;
 pub mod kernel;
 pub mod lab;
 pub mod modules;
 pub mod month;
 pub mod nixos;
-pub mod plan;
 pub mod procedures;
-pub mod protocol;
 pub mod qemu;
 pub mod realise;
 pub mod retention;
+
+pub use lab_protocol::{plan, protocol};

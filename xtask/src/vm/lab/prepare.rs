@@ -1,7 +1,7 @@
 //! Before the first boot: the host evaluated and checked, the kernel, tools
 //! and image found or built, the checklist's procedures for this host.
 
-use crate::vm::guest::admin::{PLACE_LOCAL, PLACE_RESCUE, PLACE_SERVER};
+use crate::vm::plan::{PLACE_LOCAL, PLACE_RESCUE, PLACE_SERVER};
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _, Result};
@@ -286,7 +286,7 @@ pub(super) fn checklist_procedures(
     // nixos/modules/misc/ids.nix: `users` (a normal user's group) is 100, `wheel` 1.
     let mut groups = vec![100];
     if facts.admin_groups.iter().any(|g| g == "wheel") {
-        groups.push(crate::vm::guest::sudo::WHEEL_GID);
+        groups.push(crate::vm::plan::WHEEL_GID);
     }
     // The lab's PATH offers the admin exactly the server's (or the
     // workstation's) commands, as the configuration makes them.

@@ -32,10 +32,10 @@ use wait_timeout::ChildExt as _;
 
 use super::checks::report;
 use super::{say, send};
-use crate::checklist::facts::Where;
-use crate::results::CommandStatus;
-use crate::vm::plan::{AdminCommand, AdminLogin, AdminStep, Expectation, Plan, SYSROOT};
-use crate::vm::protocol::{CommandEvent, Event};
+use lab_protocol::command::Where;
+use lab_protocol::command::CommandStatus;
+use lab_protocol::plan::{AdminCommand, AdminLogin, AdminStep, Expectation, Plan, SYSROOT};
+use lab_protocol::protocol::{CommandEvent, Event};
 
 /// The lab's own PATH in the VM (its setup and verification, as root):
 /// the shims first, then the image's programs.
@@ -43,9 +43,7 @@ pub const ADMIN_PATH: &str = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The directories in the booted system that hold one link per command of
 /// a place (`/run/xtask-path/server`, …): the admin's PATH there.
 pub const PLACE_PATH: &str = "/run/xtask-path";
-pub const PLACE_SERVER: &str = "server";
-pub const PLACE_LOCAL: &str = "local";
-pub const PLACE_RESCUE: &str = "rescue";
+pub use lab_protocol::plan::{PLACE_LOCAL, PLACE_RESCUE, PLACE_SERVER};
 /// In the rescue boot: the file that tells the lab's `ssh` that
 /// `root@` is the rescue system (`ssh.sh`).
 pub const RESCUE_MARKER: &str = "/run/xtask-rescue";

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::parse;
 use super::{run_ok, run_program, say, send, Random};
-use crate::vm::plan::{Check, Expect, ExpectedPartition, Plan, TOP_LEVEL_MOUNT};
-use crate::vm::protocol::Event;
+use lab_protocol::plan::{Check, Expect, ExpectedPartition, Plan, TOP_LEVEL_MOUNT};
+use lab_protocol::protocol::Event;
 
 pub fn report(name: &str, passed: bool, measured: impl Into<String>, expected: impl Into<String>) {
     let (measured, expected) = (measured.into(), expected.into());
@@ -454,7 +454,7 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
         }
         Expect::Digest { path, sha256 } => {
             let measured = match std::fs::read(path) {
-                Ok(bytes) => crate::vm::initramfs::hex(&Sha256::digest(&bytes)),
+                Ok(bytes) => lab_protocol::hex(&Sha256::digest(&bytes)),
                 Err(error) => format!("unreadable: {error}"),
             };
             report(
@@ -691,7 +691,7 @@ pub fn clock(name: &str, rtc_base: i64, slack_s: u64) -> Result<()> {
     let uptime_s = super::uptime_ms() as i64 / 1000;
     let ahead = now - rtc_base;
     let limit = uptime_s + slack_s as i64;
-    let show = |epoch: i64| crate::vm::retention::Stamp { epoch, suffix: 0 }.name();
+    let show = |epoch: i64| lab_protocol::stamp::Stamp { epoch, suffix: 0 }.name();
     report(
         name,
         (0..=limit).contains(&ahead),

@@ -1,4 +1,4 @@
-//! What each step of the plan does (`crate::vm::plan::Action`): programs,
+//! What each step of the plan does (`lab_protocol::plan::Action`): programs,
 //! devices, files, the host's measurements, checks and the admin's procedures.
 
 use std::fs::File;
@@ -12,8 +12,8 @@ use anyhow::{bail, Context as _, Result};
 
 use super::generate::{kernel_random, write_generated, write_repeated_log};
 use super::{admin, checks, discard, parse, rollback, run_program, send, MEASURE_TIMEOUT, PORT};
-use crate::vm::plan::{Action, Plan};
-use crate::vm::protocol::{self, Event};
+use lab_protocol::plan::{Action, Plan};
+use lab_protocol::protocol::{self, Event};
 
 pub(super) fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
     match action {
@@ -153,7 +153,7 @@ fn wait_for_host(timeout: Duration) -> Result<()> {
     }
 }
 
-fn link_partitions(disk: &str, links: &[crate::vm::plan::PartitionLink]) -> Result<Option<String>> {
+fn link_partitions(disk: &str, links: &[lab_protocol::plan::PartitionLink]) -> Result<Option<String>> {
     let disk_name = disk.rsplit('/').next().unwrap_or(disk);
     for link in links {
         let separator = if disk_name.ends_with(|c: char| c.is_ascii_digit()) {

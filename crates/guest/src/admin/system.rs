@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 
 use super::bash;
-use crate::vm::plan::{AdminLogin, PersistedPath, Plan, SYSROOT};
+use lab_protocol::plan::{AdminLogin, PersistedPath, Plan, SYSROOT};
 
 /// Stage 2's mounts inside /sysroot: the kernel's filesystems, and the
 /// image's program directories read-only; the admin's home; then a check
@@ -39,7 +39,7 @@ pub fn enter_system(
         std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
-    if plan.kind == crate::vm::plan::BootKind::Rescue {
+    if plan.kind == lab_protocol::plan::BootKind::Rescue {
         let marker = format!("{SYSROOT}{}", super::RESCUE_MARKER);
         std::fs::write(&marker, "rescue\n").with_context(|| format!("writing {marker}"))?;
     }
@@ -169,7 +169,7 @@ pub fn persistence(
 fn is_mountpoint(path: &str) -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .map(|m| {
-            crate::vm::guest::parse::proc_mounts(&m)
+            crate::parse::proc_mounts(&m)
                 .iter()
                 .any(|e| e.mountpoint == path)
         })

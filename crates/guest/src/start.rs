@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use super::{say, PLAN_FILE, PORT, PROTOCOL_PORT};
-use crate::vm::initramfs::MODULES_LIST;
-use crate::vm::plan::{Plan, SCHEMA};
+use lab_protocol::MODULES_LIST;
+use lab_protocol::plan::{Plan, SCHEMA};
 
 fn mount_pseudo(source: &str, target: &str, fs_type: &str, options: &str) -> Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;

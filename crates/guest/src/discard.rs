@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use super::checks::{figure, report};
-use crate::vm::plan::DiscardProbe;
+use lab_protocol::plan::DiscardProbe;
 
 /// The probe between `start` and `finish`.
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);

@@ -82,11 +82,11 @@ pub struct CommandEvent {
     pub role: String,
     /// Where the checklist runs it (none for the lab's own commands).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<crate::checklist::facts::Where>,
+    pub at: Option<crate::command::Where>,
     /// As the checklist prints it, and as it ran (placeholders filled).
     pub line: String,
     pub ran: String,
-    pub status: crate::results::CommandStatus,
+    pub status: crate::command::CommandStatus,
     /// None: not run.
     pub exit: Option<i32>,
     pub ms: u64,

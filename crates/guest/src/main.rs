@@ -19,8 +19,6 @@ pub mod sudo;
 
 pub use admin::ADMIN_PATH;
 pub use generate::Random;
-/// `ssh` in the image: the lab's transport, the VM being both machines.
-pub const SSH_SHIM: &str = include_str!("ssh.sh");
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -32,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::plan::{OnFailure, Plan, SYSROOT, TOP_LEVEL_MOUNT};
-use super::protocol::{self, Event};
+use lab_protocol::plan::{OnFailure, Plan, SYSROOT, TOP_LEVEL_MOUNT};
+use lab_protocol::protocol::{self, Event};
 use start::{early_mounts, load_modules, open_port, read_plan};
 use steps::execute;
 
@@ -42,9 +40,6 @@ const PROTOCOL_PORT: &str = "/dev/ttyS1";
 const PLAN_FILE: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/xtask/plan.json/raw";
 /// How long a `measure` waits for the host.
 const MEASURE_TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Debug, clap::Args)]
-pub struct Args {}
 
 /// The protocol port, shared with the panic hook.
 static PORT: Mutex<Option<File>> = Mutex::new(None);
@@ -65,7 +60,22 @@ pub fn say(text: &str) {
     println!("[xtask] {text}");
 }
 
-pub fn run(_args: Args) -> Result<ExitCode> {
+fn main() -> ExitCode {
+    // The image's `sudo` is a link to this binary (a multi-call binary,
+    // like busybox): sudo.rs.
+    if sudo::called_as_sudo() {
+        return sudo::main();
+    }
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn run() -> Result<ExitCode> {
     if std::process::id() != 1 {
         bail!("`xtask guest` is the vm-test VM's /init and runs only as PID 1 inside it");
     }
@@ -324,6 +334,6 @@ mod tests {
 
     #[test]
     fn refuses_to_run_outside_the_vm() {
-        assert!(run(Args {}).is_err());
+        assert!(run().is_err());
     }
 }
