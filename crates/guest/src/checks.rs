@@ -9,28 +9,13 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 
-use super::parse;
-use super::{run_ok, run_program, say, send, Random};
-use lab_protocol::plan::{Check, Expect, ExpectedPartition, Plan, TOP_LEVEL_MOUNT};
+use crate::generate::Random;
+use crate::parse;
+use crate::port::{send, uptime_ms};
+use crate::program::{run_ok, run_program};
+use crate::report::{figure, report, with_top_level};
+use lab_protocol::plan::{Check, Expect, ExpectedPartition, Plan};
 use lab_protocol::protocol::Event;
-
-pub fn report(name: &str, passed: bool, measured: impl Into<String>, expected: impl Into<String>) {
-    let (measured, expected) = (measured.into(), expected.into());
-    say(&format!(
-        "{} {name}: measured {measured}; expected {expected}",
-        if passed { "PASS" } else { "FAIL" }
-    ));
-    send(&Event::Check {
-        name: name.to_owned(),
-        passed,
-        measured,
-        expected,
-    });
-}
-
-pub fn figure(name: String, value: f64) {
-    send(&Event::Figure { name, value });
-}
 
 /// Runs one check; a check that cannot measure fails with the reason.
 pub fn run(plan: &Plan, check: &Check) {
@@ -475,7 +460,7 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
         } => {
             let (names, all_subvolumes, newest_missing, some_missing) =
                 with_top_level(plan, device, |top| {
-                    let names = super::rollback::list_old_roots(top, directory)?;
+                    let names = crate::rollback::list_old_roots(top, directory)?;
                     let dir = Path::new(top).join(directory);
                     // A subvolume's root directory is inode 256.
                     let all_subvolumes = names
@@ -547,7 +532,7 @@ fn measure(plan: &Plan, check: &Check) -> Result<()> {
             max_wait_ms,
             p99_budget_ms,
             max_budget_ms,
-        } => super::discard::finish(
+        } => crate::discard::finish(
             name,
             *min_released_bytes,
             *max_wait_ms,
@@ -659,36 +644,13 @@ fn partition_table(
     Ok(())
 }
 
-/// Mounts the top level (subvolid=5) of `device` at a private place for `f`.
-pub(super) fn with_top_level<T>(
-    plan: &Plan,
-    device: &str,
-    f: impl FnOnce(&str) -> Result<T>,
-) -> Result<T> {
-    std::fs::create_dir_all(TOP_LEVEL_MOUNT)?;
-    run_ok(&[
-        plan.tools.mount.clone(),
-        "-t".into(),
-        "btrfs".into(),
-        "-o".into(),
-        "subvolid=5".into(),
-        device.into(),
-        TOP_LEVEL_MOUNT.into(),
-    ])?;
-    let result = f(TOP_LEVEL_MOUNT);
-    let unmounted = run_ok(&[plan.tools.umount.clone(), TOP_LEVEL_MOUNT.into()]);
-    let value = result?;
-    unmounted?;
-    Ok(value)
-}
-
 /// The guest's wall clock against the RTC qemu started with.
 pub fn clock(name: &str, rtc_base: i64, slack_s: u64) -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("the clock is before 1970")?
         .as_secs() as i64;
-    let uptime_s = super::uptime_ms() as i64 / 1000;
+    let uptime_s = uptime_ms() as i64 / 1000;
     let ahead = now - rtc_base;
     let limit = uptime_s + slack_s as i64;
     let show = |epoch: i64| lab_protocol::stamp::Stamp { epoch, suffix: 0 }.name();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::checks::{figure, report};
+use crate::report::{figure, report};
 use lab_protocol::plan::DiscardProbe;
 
 /// The probe between `start` and `finish`.

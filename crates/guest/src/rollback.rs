@@ -9,8 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 
-use super::checks::{figure, report, with_top_level};
-use super::{parse, run_program, say, send};
+use crate::parse;
+use crate::port::{say, send};
+use crate::program::{run_program, Ran};
+use crate::report::{figure, report, with_top_level};
 use lab_protocol::plan::{Plan, RollbackStep};
 use lab_protocol::protocol::Event;
 
@@ -165,7 +167,7 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
 
 /// One run of the rollback script and what it left.
 struct ScriptRun {
-    ran: super::Ran,
+    ran: Ran,
     ms: f64,
     summary: Option<String>,
     fields: BTreeMap<String, String>,

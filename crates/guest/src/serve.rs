@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::admin::ADMIN_PATH;
-use super::{run_ok, say, send};
+use crate::admin::ADMIN_PATH;
+use crate::port::{say, send};
+use crate::program::run_ok;
 use lab_protocol::plan::{Plan, ServeSsh, SYSROOT};
 use lab_protocol::protocol::Event;
 
