@@ -1,8 +1,8 @@
 //! The lab VM's initramfs, built from the host's own programs: busybox,
 //! btrfs-progs, sgdisk, mkfs.vfat, cryptsetup, util-linux's tools, compsize,
 //! e2fsprogs' lsattr/chattr, each with its libraries and ELF interpreter;
-//! the kernel modules; the rollback script byte for byte; and this very
-//! xtask binary as /init (the guest agent). Cached under target/xtask/ by a
+//! the kernel modules; the rollback script byte for byte; and the guest
+//! agent (crates/guest, `super::agent`) as /init. Cached under target/xtask/ by a
 //! hash of everything that goes in.
 
 use std::collections::BTreeMap;
@@ -21,9 +21,9 @@ use super::plan::GuestTools;
 use crate::setup::{self, Tool};
 
 /// Bumped when the image's layout changes, so old cache entries are not reused.
-const FORMAT: &str = "xtask-initramfs-5";
+const FORMAT: &str = "xtask-initramfs-6";
 /// Where the agent lives in the image; /init links to it.
-pub const AGENT_PATH: &str = "/bin/xtask";
+pub const AGENT_PATH: &str = "/bin/guest";
 pub use lab_protocol::{hex, MODULES_LIST};
 /// The rollback script, byte for byte.
 pub const ROLLBACK_PATH: &str = "/etc/xtask/btrfs-rollback.sh";
@@ -103,7 +103,7 @@ pub const ADMIN_TOOLS: &[Tool] = &[
     tool("test", "coreutils"),
     // `cargo xtask verify` reads the partition table with it (util-linux on NixOS).
     setup::SFDISK,
-    // `vm-test --serve-ssh`: the distribution's OpenSSH server (vm/guest/serve.rs).
+    // `vm-test --serve-ssh`: the distribution's OpenSSH server (crates/guest/src/serve.rs).
     setup::SSHD,
 ];
 /// Where the sudo and ssh shims go (first in the admin's PATH).
@@ -161,7 +161,7 @@ pub fn admin_programs() -> Result<Vec<Utf8PathBuf>> {
 pub struct Inputs {
     /// Host paths, which are also the paths in the image.
     pub tools: GuestTools,
-    /// The xtask binary that runs as /init.
+    /// The guest agent's binary, which runs as /init.
     pub agent: Utf8PathBuf,
     pub modules: Vec<ModuleFile>,
     pub rollback_script: Option<Utf8PathBuf>,
@@ -306,7 +306,7 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
     std::fs::create_dir_all(&inputs.cache_dir)
         .with_context(|| format!("creating {}", inputs.cache_dir))?;
     let agent = stripped_agent(&inputs.agent, &inputs.cache_dir)?;
-    // Setuid root: the admin's `sudo` is a link to it (vm/guest/sudo.rs);
+    // Setuid root: the admin's `sudo` is a link to it (crates/guest/src/sudo.rs);
     // as /init it runs as root anyway.
     spec.file(AGENT_PATH, Source::Host(agent), 0o4755);
     for library in elf::needs(&inputs.agent)?

@@ -19,6 +19,7 @@ use crate::project::xtask_dir;
 use crate::rules;
 use crate::setup;
 use crate::vm::accel::{self, Accel};
+use crate::vm::agent;
 use crate::vm::initramfs::{self, Image};
 use crate::vm::kernel::{self, Kernel};
 use crate::vm::modules::{self, Index};
@@ -123,8 +124,9 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
     let index = Index::load(&kernel.modules)?;
     let resolved = index.resolve(modules::WANTED)?;
     let tools = initramfs::host_tools()?;
-    let agent = Utf8PathBuf::try_from(std::env::current_exe()?)
-        .context("the xtask binary's path is not UTF-8")?;
+    let progress = crate::progress::Progress::shown_if(options.progress, "vm-test");
+    let agent = agent::build(&progress)?;
+    progress.finish_and_clear();
     let script = match &options.rollback_script {
         Some(given) => {
             anyhow::ensure!(
