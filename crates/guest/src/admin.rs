@@ -32,11 +32,11 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::port::{say, send};
 use crate::report::report;
-use shell::COMMAND_TIMEOUT;
-use lab_protocol::command::Where;
 use lab_protocol::command::CommandStatus;
+use lab_protocol::command::Where;
 use lab_protocol::plan::{AdminCommand, AdminStep, Expectation, Plan};
 use lab_protocol::protocol::{CommandEvent, Event};
+use shell::COMMAND_TIMEOUT;
 
 /// What a record keeps of each output.
 const OUTPUT_LIMIT: usize = 4000;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::port::{say, PORT, PROTOCOL_PORT};
-use lab_protocol::MODULES_LIST;
 use lab_protocol::plan::{Plan, SCHEMA};
+use lab_protocol::MODULES_LIST;
 
 /// Where qemu's fw_cfg shows the plan (`lab_protocol::plan::FW_CFG_NAME`).
 const PLAN_FILE: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/xtask/plan.json/raw";

@@ -158,7 +158,10 @@ fn wait_for_host(timeout: Duration) -> Result<()> {
     }
 }
 
-fn link_partitions(disk: &str, links: &[lab_protocol::plan::PartitionLink]) -> Result<Option<String>> {
+fn link_partitions(
+    disk: &str,
+    links: &[lab_protocol::plan::PartitionLink],
+) -> Result<Option<String>> {
     let disk_name = disk.rsplit('/').next().unwrap_or(disk);
     for link in links {
         let separator = if disk_name.ends_with(|c: char| c.is_ascii_digit()) {
