@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xtask::context::{Context, Install};
-use xtask::{
-    bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, verify, vm_test,
-};
+use xtask::{bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, verify, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.

@@ -32,8 +32,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::port::{say, send};
 use crate::report::report;
-use lab_protocol::command::CommandStatus;
 use lab_protocol::command::Where;
+use lab_protocol::command::{CommandOutcome, CommandStatus};
 use lab_protocol::plan::{AdminCommand, AdminStep, Expectation, Plan};
 use lab_protocol::protocol::{CommandEvent, Event};
 use shell::COMMAND_TIMEOUT;
@@ -224,25 +224,27 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             step: step.step.clone(),
             part: step.part,
             index: index as u32,
-            role: command.role.as_str().to_owned(),
-            at: command.at,
-            line: command.line.clone(),
-            ran: String::new(),
-            status: CommandStatus::Skipped,
-            exit: None,
-            ms: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            expected: describe(command),
-            passed: false,
-            problem: None,
-            proven_by: None,
+            outcome: CommandOutcome {
+                role: command.role.as_str().to_owned(),
+                at: command.at,
+                line: command.line.clone(),
+                ran: String::new(),
+                status: CommandStatus::Skipped,
+                exit: None,
+                ms: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+                expected: describe(command),
+                passed: false,
+                problem: None,
+                proven_by: None,
+            },
         };
         if let Some(why) = &command.not_run {
-            event.status = CommandStatus::NotRun;
-            event.problem = Some(why.reason.clone());
-            event.proven_by = why.proven_by.clone();
-            event.expected = String::new();
+            event.outcome.status = CommandStatus::NotRun;
+            event.outcome.problem = Some(why.reason.clone());
+            event.outcome.proven_by = why.proven_by.clone();
+            event.outcome.expected = String::new();
             not_run += 1;
             say(&format!(
                 "  {} [{}/{total}] NOT RUN {}: {}",
@@ -255,7 +257,7 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             continue;
         }
         if let Some(reason) = &failure {
-            event.problem = Some(format!("not run: {reason}"));
+            event.outcome.problem = Some(format!("not run: {reason}"));
             send(&Event::Command(Box::new(event)));
             continue;
         }
@@ -265,8 +267,14 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
         let problem = match fill(plan, step, command, line, &mut captured)? {
             Err(problem) => Some(problem),
             Ok(filled) => {
-                event.ran = filled;
-                let output = bash(plan, &event.ran, login, command.at, command.cwd.as_deref())?;
+                event.outcome.ran = filled;
+                let output = bash(
+                    plan,
+                    &event.outcome.ran,
+                    login,
+                    command.at,
+                    command.cwd.as_deref(),
+                )?;
                 let problem = judge(&plan.tools.grep, command, &output, &captured);
                 if problem.is_none() {
                     if let Some(name) = &command.capture {
@@ -278,28 +286,28 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
                         });
                     }
                 }
-                event.exit = output.exit;
-                event.stdout = clip(&output.stdout);
-                event.stderr = clip(&output.stderr);
+                event.outcome.exit = output.exit;
+                event.outcome.stdout = clip(&output.stdout);
+                event.outcome.stderr = clip(&output.stderr);
                 problem
             }
         };
         ran += 1;
-        event.ms = started.elapsed().as_millis() as u64;
-        event.passed = problem.is_none();
-        event.status = if event.passed {
+        event.outcome.ms = started.elapsed().as_millis() as u64;
+        event.outcome.passed = problem.is_none();
+        event.outcome.status = if event.outcome.passed {
             CommandStatus::Pass
         } else {
             CommandStatus::Fail
         };
-        event.problem = problem.clone();
+        event.outcome.problem = problem.clone();
         say(&format!(
             "  {} [{}/{total}] {} {}{}: {}",
             step.step,
             index + 1,
-            if event.passed { "ok  " } else { "FAIL" },
+            if event.outcome.passed { "ok  " } else { "FAIL" },
             if login.is_some() { "$ " } else { "# " },
-            event.ran,
+            event.outcome.ran,
             problem.as_deref().unwrap_or("as expected")
         ));
         send(&Event::Command(Box::new(event)));

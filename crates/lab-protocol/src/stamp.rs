@@ -73,4 +73,3 @@ pub fn old_root_name(epoch: i64, suffix: u8) -> Result<String> {
         format!("{base}-{suffix:02}")
     })
 }
-

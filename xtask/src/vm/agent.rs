@@ -72,7 +72,9 @@ pub fn build(progress: &Progress) -> Result<Utf8PathBuf> {
     }
     // The cargo that runs us (`cargo xtask`, `cargo test`), else the PATH's.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    progress.set_message(format!("building the guest agent (cargo build -p {PACKAGE})"));
+    progress.set_message(format!(
+        "building the guest agent (cargo build -p {PACKAGE})"
+    ));
     let finished = Supervised::new(&cargo)
         .args(["build", "--quiet", "--package", PACKAGE, "--profile"])
         .arg(&build.profile)

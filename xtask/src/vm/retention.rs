@@ -9,7 +9,6 @@
 
 use std::fmt;
 
-
 /// 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the script's plausible clock range.
 pub const CLOCK_FLOOR: i64 = 1_767_225_600;
 pub const CLOCK_CEILING: i64 = 4_102_444_800;
