@@ -575,7 +575,10 @@ mod tests {
                 r#""proven_by":"the NixOS VM test"}"#
             )
         );
-        assert_eq!(serde_json::from_str::<CommandRecord>(&json).unwrap(), record);
+        assert_eq!(
+            serde_json::from_str::<CommandRecord>(&json).unwrap(),
+            record
+        );
     }
 
     #[test]

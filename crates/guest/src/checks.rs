@@ -151,7 +151,7 @@ fn subvolumes(plan: &Plan, name: &str, device: &str, names: &[String]) -> Result
 /// The mount shows every expected option, as the kernel prints it.
 fn mount_options(name: &str, mountpoint: &str, fs_type: &str, options: &[String]) -> Result<()> {
     let mounts = parse::proc_mounts(&std::fs::read_to_string("/proc/self/mounts")?);
-    let Some(entry) = mounts.iter().rev().find(|m| &m.mountpoint == mountpoint) else {
+    let Some(entry) = mounts.iter().rev().find(|m| m.mountpoint == mountpoint) else {
         report(
             name,
             false,
@@ -164,7 +164,7 @@ fn mount_options(name: &str, mountpoint: &str, fs_type: &str, options: &[String]
         .iter()
         .filter(|o| !entry.options.contains(o))
         .collect();
-    let type_ok = &entry.fs_type == fs_type;
+    let type_ok = entry.fs_type == fs_type;
     let mut measured = format!("{} {}", entry.fs_type, entry.options.join(","));
     if !missing.is_empty() {
         measured.push_str(&format!(
@@ -460,7 +460,7 @@ fn async_discard(name: &str, mountpoint: &str) -> Result<()> {
     let option = mounts
         .iter()
         .rev()
-        .find(|m| &m.mountpoint == mountpoint)
+        .find(|m| m.mountpoint == mountpoint)
         .is_some_and(|m| m.options.iter().any(|o| o == "discard=async"));
     // /sys/fs/btrfs/<fsid>/discard/ counts what waits for the async discard worker.
     let mut queued = None;
@@ -532,7 +532,7 @@ fn digest(name: &str, path: &str, sha256: &str) -> Result<()> {
     };
     report(
         name,
-        &measured == sha256,
+        measured == sha256,
         format!("sha256 {measured}"),
         format!("sha256 {sha256}"),
     );

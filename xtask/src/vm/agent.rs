@@ -120,7 +120,7 @@ fn executable(messages: &str) -> Option<Utf8PathBuf> {
         .filter(|message| message["reason"] == "compiler-artifact")
         .filter(|message| message["target"]["name"] == PACKAGE)
         .filter_map(|message| message["executable"].as_str().map(Utf8PathBuf::from))
-        .last()
+        .next_back()
 }
 
 #[cfg(test)]
