@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xtask::context::{Context, Install};
-use xtask::{
-    bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, verify, vm, vm_test,
-};
+use xtask::{bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, verify, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
@@ -78,17 +76,9 @@ enum Command {
     Fuzz(fuzz::Args),
     /// Prove the README's two commands on a fresh Debian 12 root (debootstrap, then its own mount namespace with the root made / by pivot_root; root only).
     FreshMachine(fresh_machine::Args),
-    /// The vm-test VM's /init (runs only as PID 1 inside the VM).
-    #[command(hide = true)]
-    Guest(vm::guest::Args),
 }
 
 fn main() -> ExitCode {
-    // In the vm-test VM, `sudo` is a link to this binary (a multi-call
-    // binary, like busybox): vm/guest/sudo.rs.
-    if vm::guest::sudo::called_as_sudo() {
-        return vm::guest::sudo::main();
-    }
     let cli = Cli::parse();
     let context = Context::new(
         if cli.no_install {
@@ -110,7 +100,6 @@ fn main() -> ExitCode {
         Command::Test(args) => test_cmd::run(context, args),
         Command::Fuzz(args) => fuzz::run(context, args),
         Command::FreshMachine(args) => fresh_machine::run(context, args),
-        Command::Guest(args) => vm::guest::run(args),
     });
     match result {
         Ok(Ok(code)) => code,

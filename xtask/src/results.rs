@@ -282,11 +282,13 @@ impl ProcedureRecord {
         let ran = self
             .commands
             .iter()
-            .any(|c| matches!(c.status, CommandStatus::Pass | CommandStatus::Fail));
-        let failed = self
-            .commands
-            .iter()
-            .any(|c| matches!(c.status, CommandStatus::Fail | CommandStatus::Skipped));
+            .any(|c| matches!(c.outcome.status, CommandStatus::Pass | CommandStatus::Fail));
+        let failed = self.commands.iter().any(|c| {
+            matches!(
+                c.outcome.status,
+                CommandStatus::Fail | CommandStatus::Skipped
+            )
+        });
         self.status = if failed {
             ProcedureStatus::Fail
         } else if ran {
@@ -303,13 +305,16 @@ impl ProcedureRecord {
         let passed = |checklist: bool| {
             self.commands
                 .iter()
-                .filter(|c| c.status == CommandStatus::Pass && (c.role == "checklist") == checklist)
+                .filter(|c| {
+                    c.outcome.status == CommandStatus::Pass
+                        && (c.outcome.role == "checklist") == checklist
+                })
                 .count()
         };
         let not_run = self
             .commands
             .iter()
-            .filter(|c| c.status == CommandStatus::NotRun)
+            .filter(|c| c.outcome.status == CommandStatus::NotRun)
             .count();
         (passed(true), passed(false), not_run)
     }
@@ -318,23 +323,11 @@ impl ProcedureRecord {
     pub fn first_failure(&self) -> Option<&CommandRecord> {
         self.commands
             .iter()
-            .find(|c| c.status == CommandStatus::Fail)
+            .find(|c| c.outcome.status == CommandStatus::Fail)
     }
 }
 
-/// What became of one command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CommandStatus {
-    /// It ran and everything it was expected to do held.
-    Pass,
-    /// It ran, and its exit status or output was not as expected.
-    Fail,
-    /// Not run because an earlier command of its part failed.
-    Skipped,
-    /// The lab cannot run it (`problem` says why, `proven_by` where it runs instead).
-    NotRun,
-}
+pub use lab_protocol::command::{CommandOutcome, CommandStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRecord {
@@ -342,30 +335,9 @@ pub struct CommandRecord {
     pub boot: u32,
     /// Parts of a procedure are separated by reboots and reinstalls.
     pub part: u32,
-    /// `checklist` (the checklist's own line), `setup` (brings the VM into
-    /// the situation) or `verify` (the test's own check).
-    pub role: String,
-    /// Where the checklist runs it; none for the lab's own commands.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<crate::checklist::facts::Where>,
-    /// As the checklist prints it, and as it ran with the placeholders filled.
-    pub line: String,
-    pub ran: String,
-    pub status: CommandStatus,
-    /// None when it did not run.
-    pub exit: Option<i32>,
-    pub ms: u64,
-    pub stdout: String,
-    pub stderr: String,
-    pub expected: String,
-    /// `status` is pass.
-    pub passed: bool,
-    /// Why it failed, or why it did not run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// For a command the lab cannot run: where it runs instead, if anywhere.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proven_by: Option<String>,
+    /// What became of it, as the guest reported it (`CommandEvent`).
+    #[serde(flatten)]
+    pub outcome: CommandOutcome,
 }
 
 /// The options of a vm-test run that decide what it can prove.
@@ -568,6 +540,45 @@ mod tests {
         #[serde(flatten)]
         header: Header,
         figure: u64,
+    }
+
+    /// The record flattens the outcome it shares with the guest's event:
+    /// vm-test.json keeps every field, in the order it always had.
+    #[test]
+    fn a_command_record_keeps_its_fields_and_their_order() {
+        let record = CommandRecord {
+            boot: 3,
+            part: 1,
+            outcome: CommandOutcome {
+                role: "verify".into(),
+                at: None,
+                line: "sha256sum /persist/x".into(),
+                ran: "sha256sum /persist/x".into(),
+                status: CommandStatus::Pass,
+                exit: Some(0),
+                ms: 12,
+                stdout: "abc  /persist/x\n".into(),
+                stderr: String::new(),
+                expected: "exit 0".into(),
+                passed: true,
+                problem: None,
+                proven_by: Some("the NixOS VM test".into()),
+            },
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"boot":3,"part":1,"role":"verify","line":"sha256sum /persist/x","#,
+                r#""ran":"sha256sum /persist/x","status":"pass","exit":0,"ms":12,"#,
+                r#""stdout":"abc  /persist/x\n","stderr":"","expected":"exit 0","passed":true,"#,
+                r#""proven_by":"the NixOS VM test"}"#
+            )
+        );
+        assert_eq!(
+            serde_json::from_str::<CommandRecord>(&json).unwrap(),
+            record
+        );
     }
 
     #[test]

@@ -239,7 +239,13 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         }
         let failure = procedure
             .first_failure()
-            .map(|c| format!(": `{}` {}", c.ran, c.problem.as_deref().unwrap_or("failed")))
+            .map(|c| {
+                format!(
+                    ": `{}` {}",
+                    c.outcome.ran,
+                    c.outcome.problem.as_deref().unwrap_or("failed")
+                )
+            })
             .unwrap_or_default();
         highlights.push(format!(
             "checklist {} {}: {}, {passed} of its commands as expected (and {own} of the lab's own), {skipped} NOT RUN in the lab{failure}",

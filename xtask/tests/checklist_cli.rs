@@ -19,8 +19,8 @@ use serde_json::Value;
 use xtask::flake_eval::{self, FlakeEvalResults};
 use xtask::project::Revision;
 use xtask::results::{
-    self, BootRecord, CheckRecord, CommandRecord, CommandStatus, Header, VmTestRequest,
-    VmTestResults, SCHEMA,
+    self, BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, Header,
+    VmTestRequest, VmTestResults, SCHEMA,
 };
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -201,19 +201,21 @@ fn stand_in_thorough(root: &Path) -> VmTestResults {
             record.commands = vec![CommandRecord {
                 boot: 2,
                 part: 0,
-                role: "checklist".to_owned(),
-                at: Some(first.at),
-                line: first.line.clone(),
-                ran: first.line.clone(),
-                status: CommandStatus::Pass,
-                exit: Some(0),
-                ms: 100,
-                stdout: String::new(),
-                stderr: String::new(),
-                expected: "exit 0".to_owned(),
-                passed: true,
-                problem: None,
-                proven_by: None,
+                outcome: CommandOutcome {
+                    role: "checklist".to_owned(),
+                    at: Some(first.at),
+                    line: first.line.clone(),
+                    ran: first.line.clone(),
+                    status: CommandStatus::Pass,
+                    exit: Some(0),
+                    ms: 100,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    expected: "exit 0".to_owned(),
+                    passed: true,
+                    problem: None,
+                    proven_by: None,
+                },
             }];
             record.settle();
             record

@@ -209,8 +209,8 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         let lines: Vec<&str> = record
             .commands
             .iter()
-            .filter(|c| c.role == "checklist")
-            .map(|c| c.line.as_str())
+            .filter(|c| c.outcome.role == "checklist")
+            .map(|c| c.outcome.line.as_str())
             .collect();
         let wanted: Vec<&str> = numbered
             .procedure
@@ -229,13 +229,20 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         assert_eq!(lines, wanted, "{}", record.id);
         for command in &record.commands {
             assert!(
-                matches!(command.status, CommandStatus::Pass | CommandStatus::NotRun),
+                matches!(
+                    command.outcome.status,
+                    CommandStatus::Pass | CommandStatus::NotRun
+                ),
                 "{} {}: {command:#?}",
                 record.step,
                 record.id
             );
-            if command.status == CommandStatus::NotRun {
-                assert!(command.problem.as_deref().is_some_and(|p| !p.is_empty()));
+            if command.outcome.status == CommandStatus::NotRun {
+                assert!(command
+                    .outcome
+                    .problem
+                    .as_deref()
+                    .is_some_and(|p| !p.is_empty()));
             }
         }
         let expected = match record.id.as_str() {
@@ -256,6 +263,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     let procedure = |id: &str| results.procedures.iter().find(|p| p.id == id).unwrap();
     // The systemd commands are the NixOS VM test's.
     assert!(procedure("verify.units").commands.iter().all(|c| c
+        .outcome
         .proven_by
         .as_deref()
         .is_some_and(|p| p.contains("NixOS VM test"))));
@@ -264,19 +272,21 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         .commands
         .iter()
         .any(|c| c
+            .outcome
             .ran
             .starts_with("sudo cp -a --reflink=auto /btrfs_tmp/@old_roots/20")
-            && c.exit == Some(0)));
+            && c.outcome.exit == Some(0)));
     assert!(procedure("rollback.reinstall").commands.iter().any(|c| c
+        .outcome
         .ran
         .starts_with("ssh hbohlen@127.0.0.1 'sudo btrfs send")
-        && c.status == CommandStatus::Pass));
+        && c.outcome.status == CommandStatus::Pass));
     // §3.9 and §4.4 span a reboot, §4.5 a reinstall and a reboot.
     let boots = |id: &str| {
         let mut boots: Vec<u32> = procedure(id)
             .commands
             .iter()
-            .filter(|c| c.status != CommandStatus::NotRun || c.boot > 0)
+            .filter(|c| c.outcome.status != CommandStatus::NotRun || c.boot > 0)
             .map(|c| c.boot)
             .collect();
         boots.dedup();
@@ -303,7 +313,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
         .procedures
         .iter()
         .flat_map(|p| &p.commands)
-        .filter(|c| c.role == "verify" && c.status == CommandStatus::Pass)
+        .filter(|c| c.outcome.role == "verify" && c.outcome.status == CommandStatus::Pass)
         .collect();
     assert!(verified.len() >= 7, "{verified:#?}");
     // The quick ones ran in the default run's last boot (the month's).
@@ -715,8 +725,9 @@ fn the_rescue_drill_restores_the_newer_data_and_a_stale_save_fails_on_its_checks
     assert!(drill
         .commands
         .iter()
-        .filter(|c| c.line.starts_with("mount -o subvolid=5") || c.line.contains("'btrfs send"))
-        .all(|c| c.status == CommandStatus::Pass));
+        .filter(|c| c.outcome.line.starts_with("mount -o subvolid=5")
+            || c.outcome.line.contains("'btrfs send"))
+        .all(|c| c.outcome.status == CommandStatus::Pass));
 
     let (output, results) = vm_test(&[
         "--drills",
@@ -744,13 +755,18 @@ fn the_rescue_drill_restores_the_newer_data_and_a_stale_save_fails_on_its_checks
     let failures: Vec<&xtask::results::CommandRecord> = drill
         .commands
         .iter()
-        .filter(|c| c.status == CommandStatus::Fail)
+        .filter(|c| c.outcome.status == CommandStatus::Fail)
         .collect();
     // Only the checksum of /persist sees it: every checklist command passed.
     assert_eq!(failures.len(), 1, "{failures:#?}");
-    assert_eq!(failures[0].role, "verify");
-    assert!(failures[0].line.contains("sha256sum"), "{:#?}", failures[0]);
+    assert_eq!(failures[0].outcome.role, "verify");
+    assert!(
+        failures[0].outcome.line.contains("sha256sum"),
+        "{:#?}",
+        failures[0]
+    );
     assert!(failures[0]
+        .outcome
         .problem
         .as_deref()
         .is_some_and(|p| p.contains("rescue:persist#2")));

@@ -107,30 +107,7 @@ impl Fstrim {
     }
 }
 
-/// Where a command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Where {
-    /// On your workstation, in this repository.
-    Local,
-    /// On the installed server, logged in as the admin; `sudo` in the line
-    /// where root is needed.
-    Server,
-    /// In the Hetzner rescue system (or the installer nixos-anywhere kexecs
-    /// into), as root: the only place root logs in.
-    Rescue,
-}
-
-impl Where {
-    /// The prompt the checklist prints in front of the command.
-    pub fn prompt(self) -> &'static str {
-        match self {
-            Where::Local => "local$",
-            Where::Server => "server$",
-            Where::Rescue => "rescue#",
-        }
-    }
-}
+pub use lab_protocol::command::Where;
 
 impl HostFacts {
     /// Evaluates the facts of the host in `host_dir`.

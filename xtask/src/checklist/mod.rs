@@ -507,12 +507,15 @@ fn tested(gates: &[Gate], observed: &Observed) -> BTreeMap<String, Tested> {
             let passed = p
                 .commands
                 .iter()
-                .filter(|c| c.role == "checklist" && c.status == results::CommandStatus::Pass)
+                .filter(|c| {
+                    c.outcome.role == "checklist"
+                        && c.outcome.status == results::CommandStatus::Pass
+                })
                 .count();
             let skipped: Vec<&results::CommandRecord> = p
                 .commands
                 .iter()
-                .filter(|c| c.status == results::CommandStatus::NotRun)
+                .filter(|c| c.outcome.status == results::CommandStatus::NotRun)
                 .collect();
             (
                 p.id.clone(),
@@ -522,8 +525,8 @@ fn tested(gates: &[Gate], observed: &Observed) -> BTreeMap<String, Tested> {
                     passed,
                     not_run: skipped.len(),
                     why_not: skipped.first().and_then(|c| {
-                        let reason = c.problem.clone()?;
-                        Some(match &c.proven_by {
+                        let reason = c.outcome.problem.clone()?;
+                        Some(match &c.outcome.proven_by {
                             Some(by) => format!("{reason}; run instead by {by}"),
                             None => reason,
                         })

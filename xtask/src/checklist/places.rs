@@ -3,7 +3,7 @@
 //! system, and the operator's workstation. A procedure or a guide that
 //! calls a program its place lacks fails `commands_of` in tests and
 //! `cargo xtask docs --check`; the lab VM offers the admin exactly the
-//! server's (or the workstation's) set (`crate::vm::guest::admin`).
+//! server's (or the workstation's) set (crates/guest, `admin`).
 //!
 //! # The server
 //!

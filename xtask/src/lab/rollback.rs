@@ -329,22 +329,7 @@ impl Status {
     }
 }
 
-/// The name the script gives a root moved at `epoch` (UTC), with the
-/// collision suffix `-NN` when `suffix` > 0.
-pub fn old_root_name(epoch: i64, suffix: u8) -> Result<String> {
-    let at = time::OffsetDateTime::from_unix_timestamp(epoch)
-        .with_context(|| format!("{epoch} is not a representable time"))?;
-    let base = at
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .context("formatting an old root's name")?;
-    Ok(if suffix == 0 {
-        base
-    } else {
-        format!("{base}-{suffix:02}")
-    })
-}
+pub use lab_protocol::stamp::old_root_name;
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,8 @@
 //! The lab VM's initramfs, built from the host's own programs: busybox,
 //! btrfs-progs, sgdisk, mkfs.vfat, cryptsetup, util-linux's tools, compsize,
 //! e2fsprogs' lsattr/chattr, each with its libraries and ELF interpreter;
-//! the kernel modules; the rollback script byte for byte; and this very
-//! xtask binary as /init (the guest agent). Cached under target/xtask/ by a
+//! the kernel modules; the rollback script byte for byte; and the guest
+//! agent (crates/guest, `super::agent`) as /init. Cached under target/xtask/ by a
 //! hash of everything that goes in.
 
 use std::collections::BTreeMap;
@@ -22,11 +22,10 @@ use crate::process::{Output, Supervised};
 use crate::setup::{self, Tool};
 
 /// Bumped when the image's layout changes, so old cache entries are not reused.
-const FORMAT: &str = "xtask-initramfs-5";
+const FORMAT: &str = "xtask-initramfs-6";
 /// Where the agent lives in the image; /init links to it.
-pub const AGENT_PATH: &str = "/bin/xtask";
-/// The modules to load, in order (JSON list of paths).
-pub const MODULES_LIST: &str = "/etc/xtask/modules.json";
+pub const AGENT_PATH: &str = "/bin/guest";
+pub use lab_protocol::{hex, MODULES_LIST};
 /// The rollback script, byte for byte.
 pub const ROLLBACK_PATH: &str = "/etc/xtask/btrfs-rollback.sh";
 /// Cache entries kept besides the newest.
@@ -105,7 +104,7 @@ pub const ADMIN_TOOLS: &[Tool] = &[
     tool("test", "coreutils"),
     // `cargo xtask verify` reads the partition table with it (util-linux on NixOS).
     setup::SFDISK,
-    // `vm-test --serve-ssh`: the distribution's OpenSSH server (vm/guest/serve.rs).
+    // `vm-test --serve-ssh`: the distribution's OpenSSH server (crates/guest/src/serve.rs).
     setup::SSHD,
 ];
 /// Where the sudo and ssh shims go (first in the admin's PATH).
@@ -160,34 +159,10 @@ pub fn admin_programs() -> Result<Vec<Utf8PathBuf>> {
         .collect()
 }
 
-impl GuestTools {
-    pub fn programs(&self) -> [&str; 17] {
-        [
-            &self.busybox,
-            &self.sgdisk,
-            &self.mkfs_btrfs,
-            &self.btrfs,
-            &self.mkfs_vfat,
-            &self.cryptsetup,
-            &self.mkswap,
-            &self.swapon,
-            &self.swapoff,
-            &self.mount,
-            &self.umount,
-            &self.blkid,
-            &self.findmnt,
-            &self.lsattr,
-            &self.chattr,
-            &self.compsize,
-            &self.fstrim,
-        ]
-    }
-}
-
 pub struct Inputs {
     /// Host paths, which are also the paths in the image.
     pub tools: GuestTools,
-    /// The xtask binary that runs as /init.
+    /// The guest agent's binary, which runs as /init.
     pub agent: Utf8PathBuf,
     pub modules: Vec<ModuleFile>,
     pub rollback_script: Option<Utf8PathBuf>,
@@ -283,10 +258,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn sha256_file(path: &Utf8Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("reading {path}"))?;
     let mut hasher = Sha256::new();
@@ -328,7 +299,7 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
         spec.symlink(SUDO_PATH, AGENT_PATH);
         spec.file(
             SSH_PATH,
-            Source::Bytes(super::guest::SSH_SHIM.as_bytes().to_vec()),
+            Source::Bytes(lab_protocol::SSH_SHIM.as_bytes().to_vec()),
             0o755,
         );
     }
@@ -336,7 +307,7 @@ pub fn build(inputs: &Inputs) -> Result<Image> {
     std::fs::create_dir_all(&inputs.cache_dir)
         .with_context(|| format!("creating {}", inputs.cache_dir))?;
     let agent = stripped_agent(&inputs.agent, &inputs.cache_dir)?;
-    // Setuid root: the admin's `sudo` is a link to it (vm/guest/sudo.rs);
+    // Setuid root: the admin's `sudo` is a link to it (crates/guest/src/sudo.rs);
     // as /init it runs as root anyway.
     spec.file(AGENT_PATH, Source::Host(agent), 0o4755);
     for library in elf::needs(&inputs.agent)?
@@ -628,7 +599,7 @@ mod tests {
         assert_eq!(sudo.data, AGENT_PATH.as_bytes());
         assert_eq!(find(AGENT_PATH).unwrap().mode & 0o7777, 0o4755);
         let ssh = find(SSH_PATH).expect("the ssh shim");
-        assert_eq!(ssh.data, super::super::guest::SSH_SHIM.as_bytes());
+        assert_eq!(ssh.data, lab_protocol::SSH_SHIM.as_bytes());
 
         // Same inputs: the cached image. A changed script: a new one.
         let again = build(&inputs).unwrap();

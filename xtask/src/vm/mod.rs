@@ -2,11 +2,11 @@
 //!
 //! Data flows one way. The host evaluates the layout (`hosts::load`),
 //! derives geometry and effective options once, and turns them into one
-//! plan per boot (`realise`); the guest agent (`guest`, this very binary as
-//! the VM's /init) executes the plan and reports events (`protocol`); the
+//! plan per boot (`realise`); the guest agent (crates/guest, built and
+//! found by `agent`, the VM's /init) executes the plan and reports events (`protocol`); the
 //! host collects them (`collect`) into target/xtask/vm-test.json.
 //!
-//! - `kernel`, `modules`, `elf`, `cpio`, `initramfs`: what the VM boots;
+//! - `kernel`, `modules`, `elf`, `cpio`, `agent`, `initramfs`: what the VM boots;
 //! - `accel`, `qemu`, `disk`: running it;
 //! - `lab`: the default backend; `nixos`: the flake's NixOS VM test;
 //! - `retention`, `month`: the rollback's rules and the month of boots
@@ -15,21 +15,21 @@
 //! - `budgets`: the roadmap's performance budgets (discard, mounts).
 
 pub mod accel;
+pub mod agent;
 pub mod budgets;
 pub mod collect;
 pub mod cpio;
 pub mod disk;
 pub mod elf;
-pub mod guest;
 pub mod initramfs;
 pub mod kernel;
 pub mod lab;
 pub mod modules;
 pub mod month;
 pub mod nixos;
-pub mod plan;
 pub mod procedures;
-pub mod protocol;
 pub mod qemu;
 pub mod realise;
 pub mod retention;
+
+pub use lab_protocol::{plan, protocol};

@@ -66,9 +66,9 @@ pub fn rtc_base(epoch: i64) -> Result<String> {
 }
 
 /// The kernel command line: the console on ttyS0, a panic ends the VM,
-/// and `guest` reaches /init (the agent) as its argument.
+/// and /init is the guest agent.
 pub const KERNEL_COMMAND_LINE: &str =
-    "console=ttyS0 loglevel=5 panic=-1 mitigations=off rdinit=/init -- guest";
+    "console=ttyS0 loglevel=5 panic=-1 mitigations=off rdinit=/init";
 
 impl VmConfig {
     pub fn args(&self) -> Result<Vec<String>> {

@@ -9,65 +9,12 @@
 
 use std::fmt;
 
-use crate::lab::rollback::old_root_name;
-
 /// 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the script's plausible clock range.
 pub const CLOCK_FLOOR: i64 = 1_767_225_600;
 pub const CLOCK_CEILING: i64 = 4_102_444_800;
 pub const DAY: i64 = 86_400;
 
-/// An old root's name, parsed: the UTC second it was moved and its `-NN` suffix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Stamp {
-    pub epoch: i64,
-    pub suffix: u8,
-}
-
-impl Stamp {
-    /// `YYYYMMDDTHHMMSSZ` or `YYYYMMDDTHHMMSSZ-NN` (NN 01..99) naming a real UTC second.
-    pub fn parse(name: &str) -> Option<Stamp> {
-        let (base, suffix) = match name.split_once('-') {
-            Some((base, suffix)) => {
-                if suffix.len() != 2 || !suffix.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                let n: u8 = suffix.parse().ok()?;
-                if n == 0 {
-                    return None;
-                }
-                (base, n)
-            }
-            None => (name, 0),
-        };
-        let b = base.as_bytes();
-        if b.len() != 16
-            || b[8] != b'T'
-            || b[15] != b'Z'
-            || !b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
-        {
-            return None;
-        }
-        let number = |range: std::ops::Range<usize>| -> Option<u32> { base[range].parse().ok() };
-        let year = number(0..4)? as i32;
-        let month = time::Month::try_from(number(4..6)? as u8).ok()?;
-        let date = time::Date::from_calendar_date(year, month, number(6..8)? as u8).ok()?;
-        let clock = time::Time::from_hms(
-            number(9..11)? as u8,
-            number(11..13)? as u8,
-            number(13..15)? as u8,
-        )
-        .ok()?;
-        if year < 1970 {
-            return None;
-        }
-        let epoch = date.with_time(clock).assume_utc().unix_timestamp();
-        Some(Stamp { epoch, suffix })
-    }
-
-    pub fn name(self) -> String {
-        old_root_name(self.epoch, self.suffix).unwrap_or_else(|_| format!("@{}", self.epoch))
-    }
-}
+pub use lab_protocol::stamp::Stamp;
 
 /// `boot.btrfsRollback.retentionDays` and `keepAtLeast`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

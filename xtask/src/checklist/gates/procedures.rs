@@ -55,8 +55,12 @@ impl Proof for ThoroughResults {
                     "checklist {} ({}) failed at `{}`: {}",
                     p.step,
                     p.id,
-                    if c.ran.is_empty() { &c.line } else { &c.ran },
-                    c.problem.as_deref().unwrap_or("not as expected")
+                    if c.outcome.ran.is_empty() {
+                        &c.outcome.line
+                    } else {
+                        &c.outcome.ran
+                    },
+                    c.outcome.problem.as_deref().unwrap_or("not as expected")
                 ),
                 None => format!("checklist {} ({}) failed", p.step, p.id),
             })
@@ -78,7 +82,7 @@ impl Proof for ThoroughResults {
                 .procedures
                 .iter()
                 .flat_map(|p| &p.commands)
-                .filter(|c| c.role == "checklist" && c.status == status)
+                .filter(|c| c.outcome.role == "checklist" && c.outcome.status == status)
                 .count()
         };
         let not_run: Vec<&crate::results::CommandRecord> = self
@@ -86,9 +90,12 @@ impl Proof for ThoroughResults {
             .procedures
             .iter()
             .flat_map(|p| &p.commands)
-            .filter(|c| c.status == crate::results::CommandStatus::NotRun)
+            .filter(|c| c.outcome.status == crate::results::CommandStatus::NotRun)
             .collect();
-        let elsewhere = not_run.iter().filter(|c| c.proven_by.is_some()).count();
+        let elsewhere = not_run
+            .iter()
+            .filter(|c| c.outcome.proven_by.is_some())
+            .count();
         format!(
             "{} procedures of §3 and §4 ran in the lab VM as the admin ({} of the checklist's commands as expected); {} commands cannot run there and are NOT RUN, not counted ({elsewhere} of them run in the NixOS VM test, which needs nixpkgs and KVM and did not run here; the rest only on the server)",
             ran.len(),

@@ -3,8 +3,8 @@ use super::*;
 use crate::checklist::facts::testing::with_key;
 use crate::flake_eval::LockedInput;
 use crate::results::{
-    BootRecord, CheckRecord, CommandRecord, CommandStatus, ProcedureRecord, StepRecord,
-    VmTestRequest,
+    BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, ProcedureRecord,
+    StepRecord, VmTestRequest,
 };
 use crate::results::{HostSummary, ProcedureStatus, SCHEMA};
 
@@ -149,23 +149,25 @@ fn command(status: CommandStatus, role: &str, line: &str) -> CommandRecord {
     CommandRecord {
         boot: 3,
         part: 0,
-        role: role.to_owned(),
-        at: None,
-        line: line.to_owned(),
-        ran: line.to_owned(),
-        status,
-        exit: (status != CommandStatus::NotRun).then_some(0),
-        ms: 100,
-        stdout: String::new(),
-        stderr: String::new(),
-        expected: "exit 0".to_owned(),
-        passed: status == CommandStatus::Pass,
-        problem: match status {
-            CommandStatus::NotRun => Some("needs systemd".to_owned()),
-            CommandStatus::Fail => Some("exit 1 instead of 0".to_owned()),
-            _ => None,
+        outcome: CommandOutcome {
+            role: role.to_owned(),
+            at: None,
+            line: line.to_owned(),
+            ran: line.to_owned(),
+            status,
+            exit: (status != CommandStatus::NotRun).then_some(0),
+            ms: 100,
+            stdout: String::new(),
+            stderr: String::new(),
+            expected: "exit 0".to_owned(),
+            passed: status == CommandStatus::Pass,
+            problem: match status {
+                CommandStatus::NotRun => Some("needs systemd".to_owned()),
+                CommandStatus::Fail => Some("exit 1 instead of 0".to_owned()),
+                _ => None,
+            },
+            proven_by: (status == CommandStatus::NotRun).then(|| "the NixOS VM test".to_owned()),
         },
-        proven_by: (status == CommandStatus::NotRun).then(|| "the NixOS VM test".to_owned()),
     }
 }
 

@@ -53,7 +53,7 @@ use crate::report::{Lifecycle, Tables};
 
 use super::facts::Where;
 
-mod expect;
+use lab_protocol::expect;
 mod rollback;
 mod verification;
 

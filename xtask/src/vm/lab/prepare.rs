@@ -1,7 +1,7 @@
 //! Before the first boot: the host evaluated and checked, the kernel, tools
 //! and image found or built, the checklist's procedures for this host.
 
-use crate::vm::guest::admin::{PLACE_LOCAL, PLACE_RESCUE, PLACE_SERVER};
+use crate::vm::plan::{PLACE_LOCAL, PLACE_RESCUE, PLACE_SERVER};
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _, Result};
@@ -19,6 +19,7 @@ use crate::project::xtask_dir;
 use crate::rules;
 use crate::setup;
 use crate::vm::accel::{self, Accel};
+use crate::vm::agent;
 use crate::vm::initramfs::{self, Image};
 use crate::vm::kernel::{self, Kernel};
 use crate::vm::modules::{self, Index};
@@ -123,8 +124,9 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
     let index = Index::load(&kernel.modules)?;
     let resolved = index.resolve(modules::WANTED)?;
     let tools = initramfs::host_tools()?;
-    let agent = Utf8PathBuf::try_from(std::env::current_exe()?)
-        .context("the xtask binary's path is not UTF-8")?;
+    let progress = crate::progress::Progress::shown_if(options.progress, "vm-test");
+    let agent = agent::build(&progress)?;
+    progress.finish_and_clear();
     let script = match &options.rollback_script {
         Some(given) => {
             anyhow::ensure!(
@@ -286,7 +288,7 @@ pub(super) fn checklist_procedures(
     // nixos/modules/misc/ids.nix: `users` (a normal user's group) is 100, `wheel` 1.
     let mut groups = vec![100];
     if facts.admin_groups.iter().any(|g| g == "wheel") {
-        groups.push(crate::vm::guest::sudo::WHEEL_GID);
+        groups.push(crate::vm::plan::WHEEL_GID);
     }
     // The lab's PATH offers the admin exactly the server's (or the
     // workstation's) commands, as the configuration makes them.

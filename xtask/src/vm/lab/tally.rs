@@ -180,19 +180,7 @@ impl Tally {
             self.procedures[index].commands.push(CommandRecord {
                 boot: plan.boot,
                 part: command.part,
-                role: command.role.clone(),
-                at: command.at,
-                line: command.line.clone(),
-                ran: command.ran.clone(),
-                status: command.status,
-                exit: command.exit,
-                ms: command.ms,
-                stdout: command.stdout.clone(),
-                stderr: command.stderr.clone(),
-                expected: command.expected.clone(),
-                passed: command.passed,
-                problem: command.problem.clone(),
-                proven_by: command.proven_by.clone(),
+                outcome: command.outcome.clone(),
             });
         }
         // A part whose check failed without a failing command (it could not start).

@@ -13,7 +13,7 @@ use super::{
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Expect;
 use crate::checklist::Numbered;
-use crate::results::{CommandRecord, CommandStatus, ProcedureRecord};
+use crate::results::{CommandOutcome, CommandRecord, CommandStatus, ProcedureRecord};
 use crate::vm::plan::{AdminCommand, CommandRole, NotRun};
 
 /// The `<placeholders>` of a line, in order, each once.
@@ -268,19 +268,21 @@ pub fn not_run_record(numbered: &Numbered, instead: Option<&str>) -> ProcedureRe
             CommandRecord {
                 boot: 0,
                 part: 0,
-                role: CommandRole::Checklist.as_str().to_owned(),
-                at: Some(command.at),
-                line: command.line.clone(),
-                ran: String::new(),
-                status: CommandStatus::NotRun,
-                exit: None,
-                ms: 0,
-                stdout: String::new(),
-                stderr: String::new(),
-                expected: String::new(),
-                passed: false,
-                problem: Some(why.reason),
-                proven_by: why.proven_by,
+                outcome: CommandOutcome {
+                    role: CommandRole::Checklist.as_str().to_owned(),
+                    at: Some(command.at),
+                    line: command.line.clone(),
+                    ran: String::new(),
+                    status: CommandStatus::NotRun,
+                    exit: None,
+                    ms: 0,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    expected: String::new(),
+                    passed: false,
+                    problem: Some(why.reason),
+                    proven_by: why.proven_by,
+                },
             }
         })
         .collect();

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::CommandOutcome;
+
 /// Every protocol line starts with this.
 pub const PREFIX: &str = "@xtask ";
 /// What the host writes back after a `measure` event has been handled.
@@ -79,27 +81,9 @@ pub struct CommandEvent {
     pub step: String,
     pub part: u32,
     pub index: u32,
-    pub role: String,
-    /// Where the checklist runs it (none for the lab's own commands).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<crate::checklist::facts::Where>,
-    /// As the checklist prints it, and as it ran (placeholders filled).
-    pub line: String,
-    pub ran: String,
-    pub status: crate::results::CommandStatus,
-    /// None: not run.
-    pub exit: Option<i32>,
-    pub ms: u64,
-    pub stdout: String,
-    pub stderr: String,
-    pub expected: String,
-    pub passed: bool,
-    /// Why it failed, or why the lab does not run it, in one line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// Where a command the lab does not run is proven instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proven_by: Option<String>,
+    /// What became of it, as the host's record keeps it.
+    #[serde(flatten)]
+    pub outcome: CommandOutcome,
 }
 
 /// One protocol line, newline included.
@@ -209,6 +193,46 @@ mod tests {
             );
             assert_eq!(decode(&line), Line::Event(event));
         }
+    }
+
+    /// The command's shared outcome is flattened: the line is what it was
+    /// when the event declared every field itself, in the same order.
+    #[test]
+    fn a_command_event_keeps_its_fields_and_their_order() {
+        let event = Event::Command(Box::new(CommandEvent {
+            id: "rollback.file-from-old-root".into(),
+            step: "4.3".into(),
+            part: 1,
+            index: 2,
+            outcome: CommandOutcome {
+                role: "checklist".into(),
+                at: Some(crate::command::Where::Server),
+                line: "sudo ls <old-root>".into(),
+                ran: "sudo ls 20260101T000000Z".into(),
+                status: crate::command::CommandStatus::NotRun,
+                exit: None,
+                ms: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+                expected: "exit 0".into(),
+                passed: false,
+                problem: Some("needs systemd".into()),
+                proven_by: None,
+            },
+        }));
+        let line = encode(&event);
+        assert_eq!(
+            line,
+            concat!(
+                r#"@xtask {"event":"command","id":"rollback.file-from-old-root","step":"4.3","#,
+                r#""part":1,"index":2,"role":"checklist","at":"server","line":"sudo ls <old-root>","#,
+                r#""ran":"sudo ls 20260101T000000Z","status":"not-run","exit":null,"ms":0,"#,
+                r#""stdout":"","stderr":"","expected":"exit 0","passed":false,"#,
+                r#""problem":"needs systemd"}"#,
+                "\n"
+            )
+        );
+        assert_eq!(decode(&line), Line::Event(event));
     }
 
     #[test]

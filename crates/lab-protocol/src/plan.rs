@@ -88,6 +88,31 @@ pub struct GuestTools {
     pub grep: String,
 }
 
+impl GuestTools {
+    /// Every program, in the order of the fields (empty: not in the image).
+    pub fn programs(&self) -> [&str; 17] {
+        [
+            &self.busybox,
+            &self.sgdisk,
+            &self.mkfs_btrfs,
+            &self.btrfs,
+            &self.mkfs_vfat,
+            &self.cryptsetup,
+            &self.mkswap,
+            &self.swapon,
+            &self.swapoff,
+            &self.mount,
+            &self.umount,
+            &self.blkid,
+            &self.findmnt,
+            &self.lsattr,
+            &self.chattr,
+            &self.compsize,
+            &self.fstrim,
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// Stable and unique within the boot: `sgdisk:2`, `mount:/nix`, `check:subvolumes`.
@@ -253,6 +278,14 @@ pub struct AdminLogin {
     pub commands: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// The places the admin's lines run in: the keys of `AdminLogin::commands`.
+pub const PLACE_SERVER: &str = "server";
+pub const PLACE_LOCAL: &str = "local";
+pub const PLACE_RESCUE: &str = "rescue";
+/// nixos/modules/misc/ids.nix: `wheel` is gid 1; the lab's `sudo` admits
+/// its members (`AdminLogin::groups`).
+pub const WHEEL_GID: u32 = 1;
+
 /// What the guest needs to serve the booted system over ssh: sshd (from
 /// the image) runs outside /sysroot and chroots every session into it
 /// (`ChrootDirectory`), so the admin's commands see the system as the
@@ -273,7 +306,7 @@ pub struct AdminCommand {
     pub role: CommandRole,
     /// Where the checklist runs it (`server`, `local`); None for the lab's own.
     #[serde(default)]
-    pub at: Option<crate::checklist::facts::Where>,
+    pub at: Option<crate::command::Where>,
     /// As the checklist prints it, `<placeholders>` included.
     pub line: String,
     /// Run as the admin (the checklist's commands: `sudo` in the line where
@@ -294,7 +327,7 @@ pub struct AdminCommand {
     pub expect: Vec<Expectation>,
     /// The checklist's expectations, checked by `Expect::check` as printed.
     #[serde(default)]
-    pub checklist_expect: Vec<crate::checklist::procedures::Expect>,
+    pub checklist_expect: Vec<crate::expect::Expect>,
     /// Keep the trimmed stdout under this name (also for later boots).
     #[serde(default)]
     pub capture: Option<String>,

@@ -1,4 +1,4 @@
-//! What each step of the plan does (`crate::vm::plan::Action`): programs,
+//! What each step of the plan does (`lab_protocol::plan::Action`): programs,
 //! devices, files, the host's measurements, checks and the admin's procedures.
 
 use std::fs::File;
@@ -10,10 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::generate::{kernel_random, write_generated, write_repeated_log};
-use super::{admin, checks, discard, parse, rollback, run_program, send, MEASURE_TIMEOUT, PORT};
-use crate::vm::plan::{Action, Plan};
-use crate::vm::protocol::{self, Event};
+use crate::generate::{kernel_random, write_generated, write_repeated_log};
+use crate::port::{send, PORT};
+use crate::program::run_program;
+use crate::{admin, checks, discard, parse, rollback, serve};
+use lab_protocol::plan::{Action, Plan};
+use lab_protocol::protocol::{self, Event};
+
+/// How long a `measure` waits for the host.
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(super) fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
     match action {
@@ -109,7 +114,7 @@ pub(super) fn execute(plan: &Plan, action: &Action) -> Result<Option<String>> {
         Action::Persistence { directories, files } => admin::persistence(directories, files),
         Action::Admin(step) => admin::run(plan, step),
         Action::DiscardProbe(probe) => discard::start(probe),
-        Action::ServeSsh(serve) => super::serve::serve(plan, serve, wait_for_host),
+        Action::ServeSsh(serve) => serve::serve(plan, serve, wait_for_host),
     }
 }
 
@@ -153,7 +158,10 @@ fn wait_for_host(timeout: Duration) -> Result<()> {
     }
 }
 
-fn link_partitions(disk: &str, links: &[crate::vm::plan::PartitionLink]) -> Result<Option<String>> {
+fn link_partitions(
+    disk: &str,
+    links: &[lab_protocol::plan::PartitionLink],
+) -> Result<Option<String>> {
     let disk_name = disk.rsplit('/').next().unwrap_or(disk);
     for link in links {
         let separator = if disk_name.ends_with(|c: char| c.is_ascii_digit()) {

@@ -1,73 +1,58 @@
-//! `xtask guest`: the lab VM's /init. It mounts the kernel's filesystems,
-//! loads the modules listed in the image, reads its plan from fw_cfg and
-//! runs it step by step: programs by absolute path with argument vectors,
-//! never a shell, except the checklist's own command lines, which bash runs
-//! as the admin would (`admin`). Every step and check is reported on ttyS1 (see
-//! `super::protocol`); the console (ttyS0) gets a human-readable log. At the
-//! end it unmounts, syncs and powers off, also after a failure or a panic.
+//! The lab VM's /init for `cargo xtask vm-test` (crates/guest, a binary of
+//! its own that the host builds and packs into the initramfs). It mounts
+//! the kernel's filesystems, loads the modules listed in the image, reads
+//! its plan from fw_cfg and runs it step by step: programs by absolute path
+//! with argument vectors, never a shell, except the checklist's own command
+//! lines, which bash runs as the admin would (`admin`). Every step and check
+//! is reported on ttyS1 (see `lab_protocol::protocol`); the console (ttyS0)
+//! gets a human-readable log. At the end it unmounts, syncs and powers off,
+//! also after a failure or a panic. Called as `sudo` (the image's link), it
+//! is the admin's sudo instead (`sudo`).
 
-pub mod admin;
+mod admin;
 mod checks;
 mod discard;
 mod generate;
-pub mod parse;
+mod parse;
+mod port;
+mod program;
+mod report;
 mod rollback;
 mod serve;
 mod start;
 mod steps;
-pub mod sudo;
+mod sudo;
 
-pub use admin::ADMIN_PATH;
-pub use generate::Random;
-/// `ssh` in the image: the lab's transport, the VM being both machines.
-pub const SSH_SHIM: &str = include_str!("ssh.sh");
-
-use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::fs::File;
-use std::io::Write as _;
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
-use super::plan::{OnFailure, Plan, SYSROOT, TOP_LEVEL_MOUNT};
-use super::protocol::{self, Event};
+use lab_protocol::plan::{OnFailure, Plan, SYSROOT, TOP_LEVEL_MOUNT};
+use lab_protocol::protocol::Event;
+use port::{say, send, uptime_ms};
 use start::{early_mounts, load_modules, open_port, read_plan};
 use steps::execute;
 
-/// The protocol port; the console is ttyS0.
-const PROTOCOL_PORT: &str = "/dev/ttyS1";
-const PLAN_FILE: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/xtask/plan.json/raw";
-/// How long a `measure` waits for the host.
-const MEASURE_TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Debug, clap::Args)]
-pub struct Args {}
-
-/// The protocol port, shared with the panic hook.
-static PORT: Mutex<Option<File>> = Mutex::new(None);
-
-pub fn send(event: &Event) {
-    let line = protocol::encode(event);
-    if let Ok(mut port) = PORT.lock() {
-        if let Some(port) = port.as_mut() {
-            // One write per line, so a line is never split by another writer.
-            let _ = port.write_all(line.as_bytes());
-            let _ = port.flush();
+fn main() -> ExitCode {
+    // The image's `sudo` is a link to this binary (a multi-call binary,
+    // like busybox): sudo.rs.
+    if sudo::called_as_sudo() {
+        return sudo::main();
+    }
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
         }
     }
 }
 
-/// A line on the console log.
-pub fn say(text: &str) {
-    println!("[xtask] {text}");
-}
-
-pub fn run(_args: Args) -> Result<ExitCode> {
+fn run() -> Result<ExitCode> {
     if std::process::id() != 1 {
-        bail!("`xtask guest` is the vm-test VM's /init and runs only as PID 1 inside it");
+        bail!("the guest agent is the vm-test VM's /init and runs only as PID 1 inside it");
     }
     let started = Instant::now();
     std::panic::set_hook(Box::new(|info| {
@@ -245,85 +230,12 @@ fn power_off() -> ! {
     std::process::exit(1)
 }
 
-pub fn uptime_ms() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0, |s| (s * 1000.0) as u64)
-}
-
-/// Output of a finished program.
-pub struct Ran {
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Ran {
-    pub fn ok(&self) -> bool {
-        self.status.success()
-    }
-
-    /// The status and the last lines of output, for a failure message.
-    pub fn describe(&self) -> String {
-        let tail = |text: &str| -> String {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(6)..].join(" | ")
-        };
-        format!(
-            "{}; stderr: {}; stdout: {}",
-            self.status,
-            tail(&self.stderr),
-            tail(&self.stdout)
-        )
-    }
-}
-
-/// Runs a program (absolute path) with a clean environment.
-pub fn run_program(argv: &[String], env: &BTreeMap<String, String>) -> Result<Ran> {
-    let (program, args) = argv.split_first().context("an empty command")?;
-    if !program.starts_with('/') {
-        bail!("{program}: programs are called by absolute path");
-    }
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env)
-        .stdin(Stdio::null());
-    let output = command
-        .output()
-        .with_context(|| format!("starting {program}"))?;
-    let ran = Ran {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    for line in ran.stderr.lines().take(20) {
-        say(&format!(
-            "  {}: {line}",
-            program.rsplit('/').next().unwrap_or(program)
-        ));
-    }
-    Ok(ran)
-}
-
-/// Runs a program and requires exit status 0.
-pub fn run_ok(argv: &[String]) -> Result<Ran> {
-    let ran = run_program(argv, &BTreeMap::new())?;
-    if !ran.ok() {
-        bail!("{} failed: {}", argv.join(" "), ran.describe());
-    }
-    Ok(ran)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn refuses_to_run_outside_the_vm() {
-        assert!(run(Args {}).is_err());
+        assert!(run().is_err());
     }
 }

@@ -17,164 +17,29 @@
 //! a password, as on the server (wheelNeedsPassword is false). The lab's
 //! own setup and verification run as root.
 
+mod shell;
 mod system;
 
+pub use shell::{bash, Output, ADMIN_PATH};
 pub use system::{enter_system, persistence};
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::os::unix::process::CommandExt as _;
+use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
-use wait_timeout::ChildExt as _;
 
-use super::checks::report;
-use super::{say, send};
-use crate::checklist::facts::Where;
-use crate::results::CommandStatus;
-use crate::vm::plan::{AdminCommand, AdminLogin, AdminStep, Expectation, Plan, SYSROOT};
-use crate::vm::protocol::{CommandEvent, Event};
+use crate::port::{say, send};
+use crate::report::report;
+use lab_protocol::command::Where;
+use lab_protocol::command::{CommandOutcome, CommandStatus};
+use lab_protocol::plan::{AdminCommand, AdminStep, Expectation, Plan};
+use lab_protocol::protocol::{CommandEvent, Event};
+use shell::COMMAND_TIMEOUT;
 
-/// The lab's own PATH in the VM (its setup and verification, as root):
-/// the shims first, then the image's programs.
-pub const ADMIN_PATH: &str = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// The directories in the booted system that hold one link per command of
-/// a place (`/run/xtask-path/server`, …): the admin's PATH there.
-pub const PLACE_PATH: &str = "/run/xtask-path";
-pub const PLACE_SERVER: &str = "server";
-pub const PLACE_LOCAL: &str = "local";
-pub const PLACE_RESCUE: &str = "rescue";
-/// In the rescue boot: the file that tells the lab's `ssh` that
-/// `root@` is the rescue system (`ssh.sh`).
-pub const RESCUE_MARKER: &str = "/run/xtask-rescue";
-
-/// The PATH of a line run as `login` at `at`: the place's own commands,
-/// or the lab's PATH for its own lines (no login) and for a plan that
-/// declares no places.
-pub fn path_for(login: Option<&AdminLogin>, at: Option<Where>) -> String {
-    // The rescue system's lines run as root, with its declared commands.
-    if at == Some(Where::Rescue) {
-        return format!("{PLACE_PATH}/{PLACE_RESCUE}");
-    }
-    match login {
-        Some(login) if !login.commands.is_empty() => {
-            let place = if at == Some(Where::Local) {
-                PLACE_LOCAL
-            } else {
-                PLACE_SERVER
-            };
-            format!("{PLACE_PATH}/{place}")
-        }
-        _ => ADMIN_PATH.to_owned(),
-    }
-}
-/// No admin command may take longer (a hung command must not hang the boot).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// What a record keeps of each output.
 const OUTPUT_LIMIT: usize = 4000;
-
-/// What a command printed and how it ended.
-pub struct Output {
-    pub exit: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub timed_out: bool,
-}
-
-/// `bash -c LINE` in the booted system with the admin's PATH: as `login`
-/// (its uid, primary group and groups), else as root; in `cwd`, else in
-/// the user's home.
-pub fn bash(
-    plan: &Plan,
-    line: &str,
-    login: Option<&AdminLogin>,
-    at: Option<Where>,
-    cwd: Option<&str>,
-) -> Result<Output> {
-    let (user, home, ids) = match login {
-        Some(l) => (
-            l.user.as_str(),
-            l.home.as_str(),
-            Some((l.uid, l.gid, l.groups.clone())),
-        ),
-        None => ("root", "/root", None),
-    };
-    let directory = std::ffi::CString::new(cwd.unwrap_or(home)).context("NUL in a directory")?;
-    let mut command = Command::new(&plan.tools.bash);
-    command
-        .arg("-c")
-        .arg(line)
-        .env_clear()
-        .env("PATH", path_for(login, at))
-        .env("HOME", home)
-        .env("USER", user)
-        .env("LOGNAME", user)
-        .env("SHELL", &plan.tools.bash)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let groups: Vec<libc::gid_t> = ids.as_ref().map(|(_, _, g)| g.clone()).unwrap_or_default();
-    // SAFETY: chroot, chdir, setgroups, setgid and setuid are
-    // async-signal-safe; everything they read was allocated before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let root = b"/sysroot\0";
-            if libc::chroot(root.as_ptr().cast()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some((uid, gid, _)) = ids {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if libc::chdir(directory.as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {} in {SYSROOT}", plan.tools.bash))?;
-    let mut stdout = child.stdout.take().context("bash's stdout")?;
-    let mut stderr = child.stderr.take().context("bash's stderr")?;
-    let out_thread = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        bytes
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stderr.read_to_end(&mut bytes);
-        bytes
-    });
-    // wait-timeout, as the host's runner (`crate::process`) waits: the agent
-    // is the same binary. That runner is not used here: the command needs
-    // the chroot and the admin's ids before exec, and a timed-out command's
-    // output is still reported.
-    let mut timed_out = false;
-    let status = match child.wait_timeout(COMMAND_TIMEOUT)? {
-        Some(status) => status,
-        None => {
-            timed_out = true;
-            let _ = child.kill();
-            child.wait()?
-        }
-    };
-    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-    Ok(Output {
-        exit: status.code(),
-        stdout: text(out_thread.join().unwrap_or_default()),
-        stderr: text(err_thread.join().unwrap_or_default()),
-        timed_out,
-    })
-}
 
 /// Whether a line of `text` matches the ERE, by GNU grep (`grep`).
 fn matches(grep: &str, pattern: &str, text: &str) -> Result<bool> {
@@ -359,25 +224,27 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             step: step.step.clone(),
             part: step.part,
             index: index as u32,
-            role: command.role.as_str().to_owned(),
-            at: command.at,
-            line: command.line.clone(),
-            ran: String::new(),
-            status: CommandStatus::Skipped,
-            exit: None,
-            ms: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            expected: describe(command),
-            passed: false,
-            problem: None,
-            proven_by: None,
+            outcome: CommandOutcome {
+                role: command.role.as_str().to_owned(),
+                at: command.at,
+                line: command.line.clone(),
+                ran: String::new(),
+                status: CommandStatus::Skipped,
+                exit: None,
+                ms: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+                expected: describe(command),
+                passed: false,
+                problem: None,
+                proven_by: None,
+            },
         };
         if let Some(why) = &command.not_run {
-            event.status = CommandStatus::NotRun;
-            event.problem = Some(why.reason.clone());
-            event.proven_by = why.proven_by.clone();
-            event.expected = String::new();
+            event.outcome.status = CommandStatus::NotRun;
+            event.outcome.problem = Some(why.reason.clone());
+            event.outcome.proven_by = why.proven_by.clone();
+            event.outcome.expected = String::new();
             not_run += 1;
             say(&format!(
                 "  {} [{}/{total}] NOT RUN {}: {}",
@@ -390,7 +257,7 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
             continue;
         }
         if let Some(reason) = &failure {
-            event.problem = Some(format!("not run: {reason}"));
+            event.outcome.problem = Some(format!("not run: {reason}"));
             send(&Event::Command(Box::new(event)));
             continue;
         }
@@ -400,8 +267,14 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
         let problem = match fill(plan, step, command, line, &mut captured)? {
             Err(problem) => Some(problem),
             Ok(filled) => {
-                event.ran = filled;
-                let output = bash(plan, &event.ran, login, command.at, command.cwd.as_deref())?;
+                event.outcome.ran = filled;
+                let output = bash(
+                    plan,
+                    &event.outcome.ran,
+                    login,
+                    command.at,
+                    command.cwd.as_deref(),
+                )?;
                 let problem = judge(&plan.tools.grep, command, &output, &captured);
                 if problem.is_none() {
                     if let Some(name) = &command.capture {
@@ -413,28 +286,28 @@ pub fn run(plan: &Plan, step: &AdminStep) -> Result<Option<String>> {
                         });
                     }
                 }
-                event.exit = output.exit;
-                event.stdout = clip(&output.stdout);
-                event.stderr = clip(&output.stderr);
+                event.outcome.exit = output.exit;
+                event.outcome.stdout = clip(&output.stdout);
+                event.outcome.stderr = clip(&output.stderr);
                 problem
             }
         };
         ran += 1;
-        event.ms = started.elapsed().as_millis() as u64;
-        event.passed = problem.is_none();
-        event.status = if event.passed {
+        event.outcome.ms = started.elapsed().as_millis() as u64;
+        event.outcome.passed = problem.is_none();
+        event.outcome.status = if event.outcome.passed {
             CommandStatus::Pass
         } else {
             CommandStatus::Fail
         };
-        event.problem = problem.clone();
+        event.outcome.problem = problem.clone();
         say(&format!(
             "  {} [{}/{total}] {} {}{}: {}",
             step.step,
             index + 1,
-            if event.passed { "ok  " } else { "FAIL" },
+            if event.outcome.passed { "ok  " } else { "FAIL" },
             if login.is_some() { "$ " } else { "# " },
-            event.ran,
+            event.outcome.ran,
             problem.as_deref().unwrap_or("as expected")
         ));
         send(&Event::Command(Box::new(event)));

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{say, PLAN_FILE, PORT, PROTOCOL_PORT};
-use crate::vm::initramfs::MODULES_LIST;
-use crate::vm::plan::{Plan, SCHEMA};
+use crate::port::{say, PORT, PROTOCOL_PORT};
+use lab_protocol::plan::{Plan, SCHEMA};
+use lab_protocol::MODULES_LIST;
+
+/// Where qemu's fw_cfg shows the plan (`lab_protocol::plan::FW_CFG_NAME`).
+const PLAN_FILE: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/xtask/plan.json/raw";
 
 fn mount_pseudo(source: &str, target: &str, fs_type: &str, options: &str) -> Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;

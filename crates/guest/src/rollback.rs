@@ -9,10 +9,12 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 
-use super::checks::{figure, report, with_top_level};
-use super::{parse, run_program, say, send};
-use crate::vm::plan::{Plan, RollbackStep};
-use crate::vm::protocol::Event;
+use crate::parse;
+use crate::port::{say, send};
+use crate::program::{run_program, Ran};
+use crate::report::{figure, report, with_top_level};
+use lab_protocol::plan::{Plan, RollbackStep};
+use lab_protocol::protocol::Event;
 
 /// Runs the rollback script as the initrd would and checks what it did;
 /// then, if the plan asks, runs it again with the clock set (several times
@@ -21,7 +23,7 @@ use crate::vm::protocol::Event;
 pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
     let boot = plan.boot;
     let bytes = std::fs::read(&step.script).with_context(|| format!("reading {}", step.script))?;
-    let sha256 = crate::vm::initramfs::hex(&Sha256::digest(&bytes));
+    let sha256 = lab_protocol::hex(&Sha256::digest(&bytes));
     report(
         "rollback-script",
         sha256 == step.script_sha256,
@@ -90,7 +92,7 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
         send_run(1, &first, None, None);
         return Ok(first.summary);
     }
-    let second = crate::vm::retention::Stamp::parse(get("rotated_to"))
+    let second = lab_protocol::stamp::Stamp::parse(get("rotated_to"))
         .map(|s| s.epoch)
         .context("the first run named no old root; nothing to repeat in its second")?;
     // One top-level mount for the listings, held while the runs go on (the
@@ -137,7 +139,7 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
                 passed,
                 format!(
                     "clock set to {}; {}; {}",
-                    crate::vm::retention::Stamp {
+                    lab_protocol::stamp::Stamp {
                         epoch: clock,
                         suffix: 0
                     }
@@ -165,7 +167,7 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
 
 /// One run of the rollback script and what it left.
 struct ScriptRun {
-    ran: super::Ran,
+    ran: Ran,
     ms: f64,
     summary: Option<String>,
     fields: BTreeMap<String, String>,

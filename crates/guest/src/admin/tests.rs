@@ -1,5 +1,5 @@
 use super::*;
-use crate::vm::plan::CommandRole;
+use lab_protocol::plan::CommandRole;
 
 fn command(exit: i32, expect: Vec<Expectation>) -> AdminCommand {
     AdminCommand {
@@ -100,7 +100,7 @@ fn long_output_is_clipped_on_a_character_boundary() {
 
 #[test]
 fn the_checklists_own_expectations_decide_too() {
-    use crate::checklist::procedures::Expect;
+    use lab_protocol::expect::Expect;
     let grep = grep();
     let none = BTreeMap::new();
     let mut swapon = command(0, vec![]);

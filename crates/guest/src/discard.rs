@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::checks::{figure, report};
-use crate::vm::plan::DiscardProbe;
+use crate::report::{figure, report};
+use lab_protocol::plan::DiscardProbe;
 
 /// The probe between `start` and `finish`.
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 
-use super::bash;
-use crate::vm::plan::{AdminLogin, PersistedPath, Plan, SYSROOT};
+use super::shell::{bash, PLACE_PATH, RESCUE_MARKER};
+use lab_protocol::plan::{AdminLogin, PersistedPath, Plan, SYSROOT};
 
 /// Stage 2's mounts inside /sysroot: the kernel's filesystems, and the
 /// image's program directories read-only; the admin's home; then a check
@@ -39,8 +39,8 @@ pub fn enter_system(
         std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
-    if plan.kind == crate::vm::plan::BootKind::Rescue {
-        let marker = format!("{SYSROOT}{}", super::RESCUE_MARKER);
+    if plan.kind == lab_protocol::plan::BootKind::Rescue {
+        let marker = format!("{SYSROOT}{}", RESCUE_MARKER);
         std::fs::write(&marker, "rescue\n").with_context(|| format!("writing {marker}"))?;
     }
     let Some(login) = login else {
@@ -92,7 +92,7 @@ fn place_paths(login: &AdminLogin) -> Result<(usize, Vec<String>)> {
     let mut linked = 0;
     let mut absent = Vec::new();
     for (place, commands) in &login.commands {
-        let dir = format!("{SYSROOT}{}/{place}", super::PLACE_PATH);
+        let dir = format!("{SYSROOT}{}/{place}", PLACE_PATH);
         if Path::new(&dir).exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {dir}"))?;
         }
@@ -169,7 +169,7 @@ pub fn persistence(
 fn is_mountpoint(path: &str) -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .map(|m| {
-            crate::vm::guest::parse::proc_mounts(&m)
+            crate::parse::proc_mounts(&m)
                 .iter()
                 .any(|e| e.mountpoint == path)
         })

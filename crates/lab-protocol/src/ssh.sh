@@ -48,8 +48,8 @@ if [ $# -eq 0 ]; then
 	echo "ssh (vm-test lab): an interactive login is not possible in the lab" >&2
 	exit 255
 fi
-# The remote command runs with the server's commands (xtask/src/vm/guest/
-# admin.rs, path_for), whatever the workstation has.
+# The remote command runs with the server's commands (crates/guest/src/
+# admin/shell.rs, path_for), whatever the workstation has.
 if [ -d /run/xtask-path/server ]; then
 	PATH=/run/xtask-path/server
 fi

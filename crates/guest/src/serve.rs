@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::admin::ADMIN_PATH;
-use super::{run_ok, say, send};
-use crate::vm::plan::{Plan, ServeSsh, SYSROOT};
-use crate::vm::protocol::Event;
+use crate::admin::ADMIN_PATH;
+use crate::port::{say, send};
+use crate::program::run_ok;
+use lab_protocol::plan::{Plan, ServeSsh, SYSROOT};
+use lab_protocol::protocol::Event;
 
 /// qemu's user networking: the guest's address and the network's prefix.
 const GUEST_ADDRESS: &str = "10.0.2.15/24";

@@ -14,8 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-/// nixos/modules/misc/ids.nix: `wheel` is gid 1.
-pub const WHEEL_GID: u32 = 1;
+use lab_protocol::plan::WHEEL_GID;
 
 /// Whether this process was started as `sudo` (the image's link).
 pub fn called_as_sudo() -> bool {
