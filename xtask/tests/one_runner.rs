@@ -5,7 +5,7 @@
 //! starts, pipes or waits for a process itself. A text scan, so that a new
 //! raw `Command::new(…).output()` fails here, with the file and line.
 //!
-//! The guest agent (xtask/src/vm/guest, crates/guest) is exempt: it runs as
+//! The guest agent (crates/guest) is exempt: it runs as
 //! PID 1 in the lab VM with nothing of the host side, and must not pull the
 //! toolbox (indicatif, which, apt) into the initramfs; it has its own small
 //! runner.
@@ -84,17 +84,19 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The host side's sources: xtask/src and crates/*, but the guest's.
+/// The host side's product sources: xtask/src and crates/*/src, but the guest's.
 fn host_side_sources() -> Vec<PathBuf> {
     let root = workspace();
     let mut files = Vec::new();
     rust_files(&root.join("xtask/src"), &mut files);
     let crates = root.join("crates");
-    if crates.is_dir() {
-        rust_files(&crates, &mut files);
+    for entry in std::fs::read_dir(&crates).expect("the workspace's crates/") {
+        let source = entry.expect("a directory entry").path().join("src");
+        if source.is_dir() {
+            rust_files(&source, &mut files);
+        }
     }
     let exempt = [
-        root.join("xtask/src/vm/guest"),
         root.join("crates/guest"),
         // The runner itself.
         root.join("crates/toolbox/src/process.rs"),
