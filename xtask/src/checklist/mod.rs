@@ -147,7 +147,7 @@ pub struct PostDeploy {
 
 /// Judges the verify record against HEAD.
 pub fn post_deploy(observed: &Observed) -> PostDeploy {
-    use crate::verify::record::Status as Verified;
+    use crate::verified::Status as Verified;
     let file = format!("{}/verify-{}.json", observed.results_dir, observed.host);
     let command = format!(
         "cargo xtask verify --host {} {}@<IP>",
@@ -353,7 +353,7 @@ pub struct Loaded {
 
 /// Evaluates host `name` of the repository at `root` (exit 2 when it cannot).
 pub fn load(context: &Context, root: &Utf8Path, name: &str) -> Result<Loaded> {
-    let subject = crate::hosts::load_subject(context, root, name)?;
+    let subject = crate::rules::load_subject(context, root, name)?;
     let host = crate::hosts::discover(root)?
         .into_iter()
         .find(|h| h.name == name)
@@ -437,7 +437,7 @@ pub fn observe(
         nixos_blocked: flake_eval::cannot_run_here(root),
         nixos_how: flake_eval::how_to_run(root, &subject.host),
         results_dir: display_path(results_dir),
-        verify: match crate::verify::record::read(&crate::verify::record::path(
+        verify: match crate::verified::read(&crate::verified::path(
             Some(results_dir),
             &subject.host,
         )) {
@@ -688,7 +688,7 @@ mod tests {
     /// The record verify writes is the one the checklist reads.
     #[test]
     fn the_checklist_reads_the_record_verify_writes() {
-        use crate::verify::record::{self as verified, Record, Status as Verified};
+        use crate::verified::{self as verified, Record, Status as Verified};
         let loaded = loaded(host_facts());
         let (_keep, root) = root_with_fresh_docs(&loaded.subject);
         let results = root.join("results");
@@ -836,7 +836,7 @@ mod tests {
     /// The post-deploy section: NOT RUN until a verify passed for HEAD.
     #[test]
     fn the_post_deploy_section_shows_not_run_until_a_verify_passed_at_head() {
-        use crate::verify::record::{CheckResult, Record, Status as Verified};
+        use crate::verified::{CheckResult, Record, Status as Verified};
         let target: crate::verify::ssh::Target = "hbohlen@203.0.113.7".parse().unwrap();
         let record = |commit: &str, dirty: bool, status: Verified| {
             let mut r = Record::new("hetzner-cloud", &target, at(commit, dirty));

@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::context::Context;
-use crate::hosts::load_subject;
+use crate::rules::load_subject;
 use crate::project::write_readable;
 
 pub use compare::{compare, Drift};

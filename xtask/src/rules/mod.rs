@@ -9,12 +9,15 @@ pub mod devices;
 pub mod esp;
 pub mod host;
 pub mod impermanence;
+pub mod load;
 pub mod mount;
 pub mod partitions;
 pub mod shell;
 pub mod swap;
 
 use serde::Serialize;
+
+pub use load::{load, load_subject, Loaded};
 
 use crate::findings::{AttrPath, Finding, Severity};
 pub use crate::hosts::Model;

@@ -144,7 +144,7 @@ pub struct Observed {
     /// Where the results were read from, for messages.
     pub results_dir: String,
     /// The last `cargo xtask verify` of the host (verify-<host>.json).
-    pub verify: Found<crate::verify::record::Record>,
+    pub verify: Found<crate::verified::Record>,
 }
 
 /// A `vm-test --thorough` run as the `procedures` gate reads it.
