@@ -60,7 +60,7 @@ fn write_results(
     let names: Vec<&str> = report.hosts.iter().map(|h| h.host.as_str()).collect();
     let results = CheckResults {
         header: crate::results::Header::at_revision(
-            "check",
+            crate::results::Kind::Check,
             &names.join(","),
             report.errors == 0,
             revision,
@@ -86,7 +86,7 @@ fn write_results(
     };
     // The proof the deploy gate reads: a clean check of the sizes in machine.nix.
     let proof = report.errors == 0 && args.disk_size.is_none();
-    crate::results::record("check", &results, proof)?;
+    crate::results::record(crate::results::Kind::Check, &results, proof)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use crate::project::Revision;
 use crate::results::{self, Header};
 
 /// The results kind: target/xtask/flake-eval.json.
-pub const KIND: &str = "flake-eval";
+pub const KIND: results::Kind = results::Kind::FlakeEval;
 
 /// Evaluating all of NixOS takes tens of seconds, fetching nixpkgs minutes.
 const TIMEOUT: Duration = Duration::from_secs(900);

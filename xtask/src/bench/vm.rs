@@ -46,7 +46,7 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
         progress: true,
         // The bench prints its own lines; the boots' report is vm-test's.
         reporter: lab::Reporter::Quiet,
-        ..lab::Options::default()
+        ..lab::Options::defaults()?
     };
     let with_probe = lab::Options {
         discard_probe: true,
@@ -224,7 +224,7 @@ fn compression_settings(context: &Context) -> Result<Vec<Figure>> {
             boots: 1,
             compression: Some(setting.to_owned()),
             reporter: lab::Reporter::Quiet,
-            ..lab::Options::default()
+            ..lab::Options::defaults()?
         };
         let outcome = lab::run(context, &options)?;
         if outcome.verdict != Verdict::Passed {

@@ -45,7 +45,7 @@ use crate::hosts::DEFAULT_HOST;
 use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
 use crate::reference::{self, REFERENCE_DIR};
 use crate::results::CheckResults;
-use crate::results::{self, VmTestResults};
+use crate::results::{self, Kind, VmTestResults};
 
 use facts::HostFacts;
 use gates::{DocsState, Evidence, Found, Gate, Observed, Status};
@@ -376,7 +376,7 @@ fn read_results<T: serde::de::DeserializeOwned>(path: &Utf8Path) -> Found<T> {
     }
 }
 
-fn evidence<T: serde::de::DeserializeOwned>(dir: &Utf8Path, kind: &str) -> Evidence<T> {
+fn evidence<T: serde::de::DeserializeOwned>(dir: &Utf8Path, kind: Kind) -> Evidence<T> {
     Evidence {
         pass: read_results(&dir.join(results::pass_file_name(kind))),
         last: read_results(&dir.join(results::file_name(kind))),
@@ -399,14 +399,9 @@ pub fn observe(
         Ok(drift) => DocsState::Drifted(drift.summary()),
         Err(error) => DocsState::Unknown(format!("{error:#}")),
     };
-    let current = ["check", flake_eval::KIND, "vm-test", results::THOROUGH_KIND]
-        .iter()
-        .map(|kind| {
-            (
-                kind.to_string(),
-                results::current_inputs(root, kind, &subject.host),
-            )
-        })
+    let current = [Kind::Check, flake_eval::KIND, Kind::VmTest, results::THOROUGH_KIND]
+        .into_iter()
+        .map(|kind| (kind, results::current_inputs(root, kind, &subject.host)))
         .collect();
     let machine_file = subject
         .sources
@@ -420,9 +415,9 @@ pub fn observe(
         machine_file,
         head,
         facts: loaded.facts.clone(),
-        check: evidence::<CheckResults>(results_dir, "check"),
+        check: evidence::<CheckResults>(results_dir, Kind::Check),
         nixos: evidence::<FlakeEvalResults>(results_dir, flake_eval::KIND),
-        vm_test: evidence::<VmTestResults>(results_dir, "vm-test"),
+        vm_test: evidence::<VmTestResults>(results_dir, Kind::VmTest),
         thorough: evidence::<gates::ThoroughResults>(results_dir, results::THOROUGH_KIND),
         lab_procedures: server_procedures(subject, &loaded.facts)
             .into_iter()
@@ -452,8 +447,8 @@ pub fn observe(
 pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
     let gates = gates::gates(observed);
     let measured = [
-        (results::pass_file_name("vm-test"), &observed.vm_test.pass),
-        (results::file_name("vm-test"), &observed.vm_test.last),
+        (results::pass_file_name(Kind::VmTest), &observed.vm_test.pass),
+        (results::file_name(Kind::VmTest), &observed.vm_test.last),
     ]
     .into_iter()
     .find_map(|(file, found)| match found {
@@ -588,14 +583,14 @@ mod tests {
         assert!(nixos.detail.contains("no flake.lock"), "{}", nixos.detail);
 
         // Files written as the commands write them, with the inputs of `root` now.
-        let stamp = |mut header: crate::results::Header, kind: &str| {
-            header.inputs = observed.current[kind].clone();
+        let stamp = |mut header: crate::results::Header, kind: Kind| {
+            header.inputs = observed.current[&kind].clone();
             header
         };
         let mut check = check_results(HEAD, 0);
-        check.header = stamp(check.header, "check");
+        check.header = stamp(check.header, Kind::Check);
         let mut vm = vm_results(HEAD, true);
-        vm.header = stamp(vm.header, "vm-test");
+        vm.header = stamp(vm.header, Kind::VmTest);
         let mut nixos = gates::testing::nixos_results(HEAD, true);
         nixos.header = stamp(nixos.header, flake_eval::KIND);
         // Every procedure the lab runs for this host, as observe lists them.
@@ -645,7 +640,7 @@ mod tests {
 
         // A failed last run stays visible beside the proof.
         let mut failed = vm_results(HEAD, false);
-        failed.header = stamp(failed.header, "vm-test");
+        failed.header = stamp(failed.header, Kind::VmTest);
         failed.header.finished_at = "2026-11-29T00:00:00Z".to_owned();
         put(&results, "vm-test.json", &failed);
         let shown = build(

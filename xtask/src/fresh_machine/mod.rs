@@ -232,7 +232,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     unmounted?;
     let passed = codes.len() == commands.len() && codes.iter().all(|c| *c == Some(0));
     let results = Results {
-        header: crate::results::Header::at_revision("fresh-machine", "-", passed, state),
+        header: crate::results::Header::at_revision(crate::results::Kind::FreshMachine, "-", passed, state),
         suite: SUITE.to_owned(),
         mirror: args.mirror.clone(),
         root_from_cache: from_cache,
@@ -242,7 +242,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         total_seconds: started.elapsed().as_secs_f64(),
     };
     if outcome.is_ok() {
-        crate::results::record("fresh-machine", &results, passed)?;
+        crate::results::record(crate::results::Kind::FreshMachine, &results, passed)?;
     }
     print_summary(&results);
     if args.json {

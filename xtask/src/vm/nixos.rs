@@ -101,7 +101,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
         .status
         .map_or_else(|| "stopped".to_owned(), |status| status.to_string());
     let results = VmTestResults {
-        header: Header::now("vm-test", host, passed),
+        header: Header::now(crate::results::Kind::VmTest, host, passed),
         backend: "nixos".to_owned(),
         accelerator: if std::path::Path::new("/dev/kvm").exists() {
             "kvm"
@@ -133,7 +133,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
     };
     // Shown as the last run; the NixOS test records no boots of the host's
     // disk, so it never becomes the deploy gate's proof.
-    let path = crate::results::record("vm-test", &results, false)?.run;
+    let path = crate::results::record(crate::results::Kind::VmTest, &results, false)?.run;
     eprintln!("results: {}", crate::project::display_path(&path));
     Ok(if passed {
         ExitCode::SUCCESS

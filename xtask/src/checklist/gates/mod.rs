@@ -136,7 +136,7 @@ pub struct Observed {
     /// The size of the host's disk(s) from machine.nix, by disk key.
     pub disk_bytes: BTreeMap<String, u64>,
     /// The files each kind of result rests on, hashed as they are now.
-    pub current: BTreeMap<String, Inputs>,
+    pub current: BTreeMap<crate::results::Kind, Inputs>,
     /// Why the NixOS evaluation cannot run in this checkout, if it cannot.
     pub nixos_blocked: Option<String>,
     /// What runs the NixOS evaluation where it can run.

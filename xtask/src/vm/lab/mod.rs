@@ -30,7 +30,7 @@ use crate::hosts;
 use crate::hosts::Model;
 use crate::progress::Progress;
 use crate::project::{project_root, xtask_dir};
-use crate::results::{Header, VmTestResults};
+use crate::results::{Header, Kind, VmTestResults};
 mod host_checks;
 mod power_cuts;
 mod prepare;
@@ -59,44 +59,104 @@ pub fn rollback_script() -> Utf8PathBuf {
         .join("rollback.sh")
 }
 
-#[derive(Debug, Clone)]
+/// What a lab run boots and checks. These are `vm-test`'s flags (flattened
+/// into `vm_test::Args`), so each default is stated once, here; `bench`
+/// starts from [`Options::defaults`].
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The host whose layout is booted (a directory under hosts/).
+    #[arg(long, default_value = hosts::DEFAULT_HOST)]
     pub host: String,
+    /// Boots in all: the install boot, then rotation boots (the second is the
+    /// month: its clock jumps past the retention and it rotates several times).
+    #[arg(long, default_value_t = crate::results::FULL_VM_TEST_BOOTS, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub boots: u32,
+    /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
+    #[arg(long)]
     pub disk_size: Option<String>,
+    /// The kernel to boot (default: the NixOS system's, or /boot/vmlinuz-*).
+    #[arg(long, env = super::kernel::KERNEL_ENV)]
     pub kernel: Option<Utf8PathBuf>,
+    /// Its modules: the lib/modules/<version> directory (default: derived from the kernel).
+    #[arg(long, requires = "kernel", env = super::kernel::MODULES_ENV)]
     pub modules: Option<Utf8PathBuf>,
-    pub accel: Option<Choice>,
-    pub memory_mib: u32,
-    pub cpus: u32,
-    /// Overrides every boot's timeout.
-    pub boot_timeout: Option<Duration>,
+    /// Keep the console and protocol logs under target/xtask/ after a pass too.
+    #[arg(long)]
     pub keep_logs: bool,
+    /// KVM or TCG (default: KVM when a probe shows it works).
+    #[arg(long, value_enum, env = super::accel::ACCEL_ENV)]
+    pub accel: Option<Choice>,
+    /// Guest memory in MiB.
+    #[arg(long = "memory", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
+    pub memory_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub cpus: u32,
+    /// Each boot's time limit in seconds, 1 to 3600 (default: 300 install / 150 rotate under TCG).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=3600), Duration::from_secs))]
+    pub boot_timeout: Option<Duration>,
+    /// Create something other than what is expected, to prove a check catches it
+    /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION), or run a
+    /// wrong copy of a checklist procedure (procedure-expect=ID: an
+    /// expectation its first command cannot meet; procedure-drop-sudo=ID:
+    /// its first command without `sudo`; procedure-also-runs=ID:PROGRAM: its
+    /// first command also runs PROGRAM; procedure-fixed-names=ID: `<stamp>`
+    /// a fixed word and no `test ! -e` lines), or the lab's server PATH
+    /// without the host's own packages (server-path=without-host-packages).
+    /// For tests.
+    #[arg(long, hide = true)]
     pub tamper: Vec<Tamper>,
-    /// Power cuts during the rollback after the normal boots (`--power-cuts`).
+    /// After the normal boots, SIGKILL the VM at N instants spread over the
+    /// rollback of a rotation boot, boot again normally and check that
+    /// nothing was lost. Without N: 3. Each cut costs two boots; 20 makes a soak run.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "3", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=500))]
     pub power_cuts: u32,
-    /// A what-if layout: every Btrfs mount with this compression (`none`: without).
+    /// Boot a what-if layout whose Btrfs mounts all use this compression
+    /// (zstd:3, none, …) instead of the layout's; for comparisons such as
+    /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
+    #[arg(long, hide = true)]
     pub compression: Option<String>,
     /// Show a spinner with step names on stderr.
+    #[arg(skip = true)]
     pub progress: bool,
-    /// After the default boots: the checklist's procedures that reboot or
-    /// reinstall (§3.9, §4.3-4.5) and a calendar of short boots over more
-    /// than three retention periods.
+    /// After the default boots (and any power cuts), run the deploy
+    /// checklist's procedures that reboot, reinstall or change /persist, as
+    /// the checklist prints them (§3.9 the root wiped and /persist kept
+    /// across a reboot; §4.3 a file from an old root; §4.4 /persist from a
+    /// snapshot; §4.5 /persist sent to a second disk and received after a
+    /// reinstall) and the write latency while async discard releases a large
+    /// deletion (roadmap 7.2), then a calendar of short boots over three
+    /// retention periods. About 12 more boots; a pass is the proof of the
+    /// deploy checklist's `procedures` gate.
+    #[arg(long)]
     pub thorough: bool,
-    /// After the default boots (and `--thorough`'s): the drills from the
-    /// lab's rescue boot (§4.6 twice, 8 boots).
+    /// After the default boots (and `--thorough`'s): the drill for a server
+    /// that does not boot (§4.6), twice with /persist changed in between:
+    /// its root deleted, the lab's rescue system (nothing of the installed
+    /// system mounted, the rescue system's commands as root) saves /persist
+    /// to the second disk, then the reinstall and the restore, checked by
+    /// checksum. 8 more boots (about 4 minutes under TCG); the deploy
+    /// checklist's `procedures` gate asks for `--thorough --drills`.
+    #[arg(long)]
     pub drills: bool,
-    /// A rollback script other than nix/modules/btrfs-rollback/rollback.sh
-    /// (tests use tampered copies); the results go to vm-test-tampered.json.
+    /// Boot with this rollback script instead of
+    /// nix/modules/btrfs-rollback/rollback.sh, e.g. a modified copy; the
+    /// results go to target/xtask/vm-test-tampered.json.
+    #[arg(long, value_name = "PATH")]
     pub rollback_script: Option<Utf8PathBuf>,
     /// Roadmap 7.2's probe in the month's boot (`bench` asks for it;
     /// `--thorough` has it in its first boot). It waits about 10 s for
     /// Btrfs to release the deletion, too long for the default run.
+    #[arg(skip)]
     pub discard_probe: bool,
     /// Who hears of each boot as it ends (`Reporter::Quiet`: nobody).
+    #[arg(skip)]
     pub reporter: Reporter,
     /// `--serve-ssh`: the last default boot ends by serving the booted
-    /// system over sshd on the host's 127.0.0.1:port until stdin closes.
+    /// system over sshd on the host's 127.0.0.1:port until stdin closes
+    /// (`vm_test::Args` reads the keys' files into it).
+    #[arg(skip)]
     pub serve_ssh: Option<SshServing>,
 }
 
@@ -109,30 +169,18 @@ pub struct SshServing {
     pub authorized_key: String,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            host: hosts::DEFAULT_HOST.to_owned(),
-            boots: 2,
-            disk_size: None,
-            kernel: None,
-            modules: None,
-            accel: None,
-            memory_mib: 1024,
-            cpus: 2,
-            boot_timeout: None,
-            keep_logs: false,
-            tamper: Vec::new(),
-            power_cuts: 0,
-            compression: None,
-            progress: true,
-            thorough: false,
-            drills: false,
-            rollback_script: None,
-            discard_probe: false,
-            reporter: Reporter::Stderr,
-            serve_ssh: None,
-        }
+impl Options {
+    /// The flags' defaults, as `vm-test` without flags would run, except that
+    /// the environment (`XTASK_KERNEL`, …) is not read: what `bench` and the
+    /// tests start from.
+    pub fn defaults() -> Result<Options> {
+        use clap::{Args as _, FromArgMatches as _};
+        let command = Options::augment_args(clap::Command::new("lab"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["lab"])
+            .context("reading the lab's default options")?;
+        Options::from_arg_matches(&matches).context("reading the lab's default options")
     }
 }
 
@@ -367,18 +415,14 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
     // Only a run of the layout as it is may stand as the vm-test result.
     // What the host does to a served system is not vm-test's to record;
     // several may serve at once (verify --all's test), each on its port.
-    let served = options
-        .serve_ssh
-        .as_ref()
-        .map(|s| format!("vm-test-ssh-{}", s.port));
     let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
-        "vm-test-tampered"
-    } else if let Some(served) = &served {
-        served.as_str()
+        Kind::VmTestTampered
+    } else if let Some(served) = &options.serve_ssh {
+        Kind::VmTestSsh(served.port)
     } else if options.compression.is_some() {
-        "vm-test-what-if"
+        Kind::VmTestWhatIf
     } else {
-        "vm-test"
+        Kind::VmTest
     };
     let log_dir = xtask_dir().join(format!("{kind}-logs"));
     if log_dir.exists() {
@@ -552,11 +596,11 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         .iter()
         .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
         .collect();
-    let proof = kind == "vm-test" && passed && results.shortfall(&host_disks).is_none();
+    let proof = kind == Kind::VmTest && passed && results.shortfall(&host_disks).is_none();
     let recorded = crate::results::record(kind, &results, proof)?;
     // A thorough run is also kept as the procedures' own results: a later
     // default run replaces vm-test.json, not these.
-    if kind == "vm-test" && options.thorough {
+    if kind == Kind::VmTest && options.thorough {
         crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
     }
     let logs_kept = options.keep_logs || !passed;

@@ -73,7 +73,7 @@ fn a_boot_that_ran_to_the_end_is_recorded_with_the_hosts_check() {
         .completed(
             &install_plan(),
             &outcome(Ending::Exited { code: Some(0) }, true, true),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap();
@@ -94,7 +94,7 @@ fn a_boot_that_timed_out_ran_but_failed() {
         .completed(
             &install_plan(),
             &outcome(Ending::TimedOut, true, false),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap();
@@ -118,7 +118,7 @@ fn a_boot_whose_agent_never_started_could_not_run() {
         .completed(
             &install_plan(),
             &outcome(Ending::Exited { code: Some(1) }, false, false),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap();
@@ -139,7 +139,7 @@ fn an_interrupted_boot_stops_the_run() {
         .completed(
             &install_plan(),
             &outcome(Ending::Interrupted, true, false),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap_err();
