@@ -16,6 +16,7 @@ use camino::Utf8PathBuf;
 
 use crate::context::Context;
 use crate::project::display_path;
+use crate::results::VmTestResults;
 use crate::vm::lab::{self, Verdict};
 use crate::vm::nixos;
 
@@ -86,6 +87,59 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
             check.boot, check.name, check.measured, check.expected
         );
     }
+    let highlights = highlights(results);
+    for line in highlights {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "{}: {passed} checks passed, {} failed, {:.1} s in all; results in {}",
+        match outcome.verdict {
+            Verdict::Passed => "vm-test passed",
+            Verdict::ChecksFailed => "vm-test FAILED",
+            Verdict::CouldNotRun(_) => "vm-test could not run",
+        },
+        failed.len(),
+        results.wall_ms as f64 / 1000.0,
+        display_path(&outcome.results_path)
+    );
+    match &outcome.proof_path {
+        Some(proof) => eprintln!("the deploy gate's proof now: {}", display_path(proof)),
+        None => eprintln!(
+            "not a proof for the deploy gate (only a full default run that passes is): {} kept",
+            crate::results::pass_file_name(crate::results::Kind::VmTest)
+        ),
+    }
+    if let Verdict::CouldNotRun(reason) = &outcome.verdict {
+        eprintln!("error: {reason}");
+    }
+    if outcome.verdict != Verdict::Passed {
+        if let Some((log, lines)) = &outcome.failing_console {
+            eprintln!(
+                "last {} console lines of {}:",
+                lines.len(),
+                display_path(log)
+            );
+            for line in lines {
+                eprintln!("  | {line}");
+            }
+        }
+    }
+    if outcome.logs_kept {
+        eprintln!("logs: {}", display_path(&outcome.log_dir));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+    }
+    Ok(match outcome.verdict {
+        Verdict::Passed => ExitCode::SUCCESS,
+        Verdict::ChecksFailed => ExitCode::from(1),
+        Verdict::CouldNotRun(_) => ExitCode::from(2),
+    })
+}
+
+/// The lines under the verdict: each boot's time, the figures that matter,
+/// the retention checks and the checklist's procedures.
+fn highlights(results: &VmTestResults) -> Vec<String> {
     let figure = |name: &str| results.figures.get(name).copied();
     let mut highlights = Vec::new();
     for boot in &results.boots {
@@ -176,51 +230,5 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if let Some(peak) = figure("vm.peak_rss_bytes") {
         highlights.push(format!("qemu peak memory: {:.0} MiB", peak / 1048576.0));
     }
-    for line in highlights {
-        eprintln!("  {line}");
-    }
-    eprintln!(
-        "{}: {passed} checks passed, {} failed, {:.1} s in all; results in {}",
-        match outcome.verdict {
-            Verdict::Passed => "vm-test passed",
-            Verdict::ChecksFailed => "vm-test FAILED",
-            Verdict::CouldNotRun(_) => "vm-test could not run",
-        },
-        failed.len(),
-        results.wall_ms as f64 / 1000.0,
-        display_path(&outcome.results_path)
-    );
-    match &outcome.proof_path {
-        Some(proof) => eprintln!("the deploy gate's proof now: {}", display_path(proof)),
-        None => eprintln!(
-            "not a proof for the deploy gate (only a full default run that passes is): {} kept",
-            crate::results::pass_file_name(crate::results::Kind::VmTest)
-        ),
-    }
-    if let Verdict::CouldNotRun(reason) = &outcome.verdict {
-        eprintln!("error: {reason}");
-    }
-    if outcome.verdict != Verdict::Passed {
-        if let Some((log, lines)) = &outcome.failing_console {
-            eprintln!(
-                "last {} console lines of {}:",
-                lines.len(),
-                display_path(log)
-            );
-            for line in lines {
-                eprintln!("  | {line}");
-            }
-        }
-    }
-    if outcome.logs_kept {
-        eprintln!("logs: {}", display_path(&outcome.log_dir));
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(results)?);
-    }
-    Ok(match outcome.verdict {
-        Verdict::Passed => ExitCode::SUCCESS,
-        Verdict::ChecksFailed => ExitCode::from(1),
-        Verdict::CouldNotRun(_) => ExitCode::from(2),
-    })
+    highlights
 }

@@ -340,6 +340,81 @@ impl Run<'_> {
     }
 }
 
+impl Run<'_> {
+    /// The default boots: the install, then rotations (the month's among
+    /// them), the last with the checklist's quick procedures of §3. False
+    /// when one did not complete.
+    fn default_boots(&mut self) -> Result<bool> {
+        let options = self.session.options;
+        let prepared = self.session.prepared;
+        let month = month::month(self.rules);
+        for boot in 1..=options.boots {
+            let is_month = boot == MONTH_BOOT;
+            if is_month {
+                // The install boot's root stays in use for the whole jump: a long uptime.
+                self.calendar.offset_s += month.jump_s;
+            }
+            let kind = if boot == 1 {
+                BootKind::Install
+            } else {
+                BootKind::Rotate
+            };
+            let extra_runs = if is_month {
+                month.extra_runs.clone()
+            } else {
+                Vec::new()
+            };
+            let mut spec = self.spec(kind, extra_runs);
+            // The checklist's quick read-only checks of §3 in the last default
+            // boot: the system as the server has it after a reboot.
+            if boot == options.boots {
+                let quick =
+                    procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
+                let mut schedule = Schedule::new(quick);
+                if let Some(parts) = schedule.next_boot(&self.tally.captured) {
+                    spec.procedures = parts.started;
+                }
+                if let Some(serving) = &options.serve_ssh {
+                    let found = crate::setup::require(&[crate::setup::SSHD])?;
+                    spec.serve_ssh = Some(crate::vm::plan::ServeSsh {
+                        sshd: found.path(crate::setup::SSHD)?.to_string(),
+                        host_key: serving.host_key.clone(),
+                        authorized_key: serving.authorized_key.clone(),
+                        login: prepared.lab.login.clone(),
+                        wait_s: SERVE_WAIT.as_secs(),
+                    });
+                }
+            }
+            // In the month's boot: after its mounts only light work runs (swap,
+            // checks), so the writes measure the release, not the install's
+            // own flushes.
+            if options.discard_probe && boot == MONTH_BOOT.min(options.boots) {
+                spec.discard_probe = Some(DiscardBudget {
+                    p99_ms: self.budgets.discard_p99_ms,
+                    max_ms: self.budgets.discard_max_ms,
+                });
+            }
+            // The install's root carries data into the month, whose rollback
+            // deletes it; the month measures whether its space reaches the
+            // image once the host's fstrim.service ran.
+            if options.boots >= MONTH_BOOT && (boot == 1 || is_month) {
+                spec.rollback_trim = Some(RollbackTrim {
+                    triggers: prepared.fstrim.triggers(),
+                });
+            }
+            let completed = self.boot(&spec, &format!("boot{boot}"))?;
+            if is_month {
+                // The last run set the clock on; later boots start after it.
+                self.calendar.offset_s += month.stepped_s();
+            }
+            if !completed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Runs the whole lab vm-test.
 pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outcome> {
     let started = Instant::now();
@@ -371,34 +446,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         keep_at_least: prepared.rollback_settings.keep_at_least,
     };
     let calendar_days = month::calendar(rules);
-    let thorough_boots = if options.thorough {
-        let counted = procedures::Lab {
-            lost: Some(LostFile {
-                path: "counted".to_owned(),
-                sha256: String::new(),
-            }),
-            ..prepared.lab.clone()
-        };
-        procedures::Schedule::new(procedures::of_tier(
-            &prepared.procedures,
-            Tier::Thorough,
-            &counted,
-        )?)
-        .boots()
-            + calendar_days.len() as u32
-    } else {
-        0
-    };
-    let drill_boots = if options.drills {
-        procedures::Schedule::new(procedures::of_tier(
-            &prepared.procedures,
-            Tier::Drill,
-            &prepared.lab,
-        )?)
-        .boots()
-    } else {
-        0
-    };
+    let (thorough_boots, drill_boots) = extra_boots(&prepared, options, calendar_days.len())?;
     let total_boots = options.boots + 2 * options.power_cuts + thorough_boots + drill_boots;
     let realisation = Realisation::new(
         &prepared.layout,
@@ -412,18 +460,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
             tamper: options.tamper.clone(),
         },
     )?;
-    // Only a run of the layout as it is may stand as the vm-test result.
-    // What the host does to a served system is not vm-test's to record;
-    // several may serve at once (verify --all's test), each on its port.
-    let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
-        Kind::VmTestTampered
-    } else if let Some(served) = &options.serve_ssh {
-        Kind::VmTestSsh(served.port)
-    } else if options.compression.is_some() {
-        Kind::VmTestWhatIf
-    } else {
-        Kind::VmTest
-    };
+    let kind = result_kind(options);
     let log_dir = xtask_dir().join(format!("{kind}-logs"));
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir).with_context(|| format!("clearing {log_dir}"))?;
@@ -474,71 +511,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         last_full_boot: 0,
         boot: 0,
     };
-    let month = month::month(rules);
-    let mut all_completed = true;
-    for boot in 1..=options.boots {
-        let is_month = boot == MONTH_BOOT;
-        if is_month {
-            // The install boot's root stays in use for the whole jump: a long uptime.
-            run.calendar.offset_s += month.jump_s;
-        }
-        let kind = if boot == 1 {
-            BootKind::Install
-        } else {
-            BootKind::Rotate
-        };
-        let extra_runs = if is_month {
-            month.extra_runs.clone()
-        } else {
-            Vec::new()
-        };
-        let mut spec = run.spec(kind, extra_runs);
-        // The checklist's quick read-only checks of §3 in the last default
-        // boot: the system as the server has it after a reboot.
-        if boot == options.boots {
-            let quick = procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
-            let mut schedule = Schedule::new(quick);
-            if let Some(parts) = schedule.next_boot(&run.tally.captured) {
-                spec.procedures = parts.started;
-            }
-            if let Some(serving) = &options.serve_ssh {
-                let found = crate::setup::require(&[crate::setup::SSHD])?;
-                spec.serve_ssh = Some(crate::vm::plan::ServeSsh {
-                    sshd: found.path(crate::setup::SSHD)?.to_string(),
-                    host_key: serving.host_key.clone(),
-                    authorized_key: serving.authorized_key.clone(),
-                    login: prepared.lab.login.clone(),
-                    wait_s: SERVE_WAIT.as_secs(),
-                });
-            }
-        }
-        // In the month's boot: after its mounts only light work runs (swap,
-        // checks), so the writes measure the release, not the install's
-        // own flushes.
-        if options.discard_probe && boot == MONTH_BOOT.min(options.boots) {
-            spec.discard_probe = Some(DiscardBudget {
-                p99_ms: budgets.discard_p99_ms,
-                max_ms: budgets.discard_max_ms,
-            });
-        }
-        // The install's root carries data into the month, whose rollback
-        // deletes it; the month measures whether its space reaches the
-        // image once the host's fstrim.service ran.
-        if options.boots >= MONTH_BOOT && (boot == 1 || is_month) {
-            spec.rollback_trim = Some(RollbackTrim {
-                triggers: prepared.fstrim.triggers(),
-            });
-        }
-        let completed = run.boot(&spec, &format!("boot{boot}"))?;
-        if is_month {
-            // The last run set the clock on; later boots start after it.
-            run.calendar.offset_s += month.stepped_s();
-        }
-        if !completed {
-            all_completed = false;
-            break;
-        }
-    }
+    let mut all_completed = run.default_boots()?;
     if all_completed && run.tally.could_not_run.is_none() && options.power_cuts > 0 {
         all_completed = power_cuts(&mut run)?;
     }
@@ -554,6 +527,50 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
     } = run;
     tally.settle_procedures(&prepared.procedures, options.thorough, options.drills);
     session.progress.finish_and_clear();
+    let failing_console = tally.failing_console.take();
+    let (verdict, results) = settle(tally, &prepared, options, kind, disk_bytes, started);
+    let passed = verdict == Verdict::Passed;
+    // The proof the deploy gate reads is only ever replaced by another full pass.
+    let host_disks: BTreeMap<String, u64> = prepared
+        .layout
+        .disks
+        .iter()
+        .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
+        .collect();
+    let proof = kind == Kind::VmTest && passed && results.shortfall(&host_disks).is_none();
+    let recorded = crate::results::record(kind, &results, proof)?;
+    // A thorough run is also kept as the procedures' own results: a later
+    // default run replaces vm-test.json, not these.
+    if kind == Kind::VmTest && options.thorough {
+        crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
+    }
+    let logs_kept = options.keep_logs || !passed;
+    if !logs_kept {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    drop(session);
+    drop(run_dir);
+    Ok(Outcome {
+        verdict,
+        results,
+        results_path: recorded.run,
+        proof_path: recorded.pass,
+        log_dir,
+        logs_kept,
+        failing_console,
+        setup,
+    })
+}
+
+/// The run's verdict and its results, from what the boots recorded.
+fn settle(
+    mut tally: Tally,
+    prepared: &Prepared,
+    options: &Options,
+    kind: Kind,
+    disk_bytes: u64,
+    started: Instant,
+) -> (Verdict, VmTestResults) {
     let mut figures = std::mem::take(&mut tally.figures);
     if tally.peak > 0 {
         figures.insert("vm.peak_rss_bytes".to_owned(), tally.peak as f64);
@@ -589,34 +606,55 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         wall_ms: started.elapsed().as_millis() as u64,
         procedures: tally.procedures,
     };
-    // The proof the deploy gate reads is only ever replaced by another full pass.
-    let host_disks: BTreeMap<String, u64> = prepared
-        .layout
-        .disks
-        .iter()
-        .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
-        .collect();
-    let proof = kind == Kind::VmTest && passed && results.shortfall(&host_disks).is_none();
-    let recorded = crate::results::record(kind, &results, proof)?;
-    // A thorough run is also kept as the procedures' own results: a later
-    // default run replaces vm-test.json, not these.
-    if kind == Kind::VmTest && options.thorough {
-        crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
+    (verdict, results)
+}
+
+/// The boots `--thorough` and `--drills` add: their procedures' parts and
+/// the calendar's short boots (`calendar_days`).
+fn extra_boots(prepared: &Prepared, options: &Options, calendar_days: usize) -> Result<(u32, u32)> {
+    let thorough_boots = if options.thorough {
+        let counted = procedures::Lab {
+            lost: Some(LostFile {
+                path: "counted".to_owned(),
+                sha256: String::new(),
+            }),
+            ..prepared.lab.clone()
+        };
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Thorough,
+            &counted,
+        )?)
+        .boots()
+            + calendar_days as u32
+    } else {
+        0
+    };
+    let drill_boots = if options.drills {
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Drill,
+            &prepared.lab,
+        )?)
+        .boots()
+    } else {
+        0
+    };
+    Ok((thorough_boots, drill_boots))
+}
+
+/// What the run's results are recorded as. Only a run of the layout as it
+/// is may stand as the vm-test result. What the host does to a served system
+/// is not vm-test's to record; several may serve at once (verify --all's
+/// test), each on its port.
+fn result_kind(options: &Options) -> Kind {
+    if !options.tamper.is_empty() || options.rollback_script.is_some() {
+        Kind::VmTestTampered
+    } else if let Some(served) = &options.serve_ssh {
+        Kind::VmTestSsh(served.port)
+    } else if options.compression.is_some() {
+        Kind::VmTestWhatIf
+    } else {
+        Kind::VmTest
     }
-    let logs_kept = options.keep_logs || !passed;
-    if !logs_kept {
-        let _ = std::fs::remove_dir_all(&log_dir);
-    }
-    drop(session);
-    drop(run_dir);
-    Ok(Outcome {
-        verdict,
-        results,
-        results_path: recorded.run,
-        proof_path: recorded.pass,
-        log_dir,
-        logs_kept,
-        failing_console: tally.failing_console,
-        setup,
-    })
 }

@@ -336,7 +336,10 @@ pub(super) fn checklist_procedures(
 /// A rollback.nix that does not evaluate, or that check rejects (NIX002,
 /// NIX004, HOST004), stops vm-test: booting with the defaults instead would
 /// prove something about a server that is not ours.
-pub fn rollback_settings(host: &hosts::Host, loaded: &crate::rules::Loaded) -> Result<RollbackSettings> {
+pub fn rollback_settings(
+    host: &hosts::Host,
+    loaded: &crate::rules::Loaded,
+) -> Result<RollbackSettings> {
     let Some(file) = &host.rollback_file else {
         return Ok(RollbackSettings {
             source: format!(
