@@ -18,7 +18,7 @@ use super::facts::Where;
 use super::hazards::{hazards, Line};
 use super::places::{place_name, Places};
 use super::procedures::{Command, Procedure};
-use crate::vm::procedures::{disposition, Disposition};
+use super::disposition::{disposition, Disposition};
 
 /// The hand-written guides whose commands an operator types.
 pub const GUIDES: &[&str] = &[

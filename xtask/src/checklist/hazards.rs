@@ -27,7 +27,7 @@
 
 use super::facts::Where;
 use super::places::Places;
-use crate::vm::procedures::simple_commands_sudo;
+use super::disposition::simple_commands_sudo;
 
 /// One command of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]

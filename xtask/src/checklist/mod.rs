@@ -22,6 +22,7 @@
 //! step the checklist shows what the last thorough run did with it.
 
 pub mod consistency;
+pub mod disposition;
 pub mod facts;
 pub mod gates;
 pub mod guides;
@@ -116,16 +117,16 @@ pub struct NotRunHere {
     pub command: String,
 }
 
-/// `crate::vm::nixos::VM_TESTS`, each NOT RUN.
+/// `disposition::VM_TESTS`, each NOT RUN.
 fn nixos_vm_tests() -> Vec<NotRunHere> {
-    crate::vm::nixos::VM_TESTS
+    disposition::VM_TESTS
         .iter()
         .map(|(name, proves)| NotRunHere {
             name: (*name).to_owned(),
             proves: (*proves).to_owned(),
             status: Status::NotRun,
             reason: "needs nixpkgs and KVM (the NixOS test driver); deploy-checklist records no result of it".to_owned(),
-            command: crate::vm::nixos::check_command(name),
+            command: disposition::check_command(name),
         })
         .collect()
 }
@@ -422,7 +423,7 @@ pub fn observe(
         lab_procedures: server_procedures(subject, &loaded.facts)
             .into_iter()
             .filter(|n| {
-                crate::vm::procedures::tier(&n.procedure) != crate::vm::procedures::Tier::NotInLab
+                disposition::tier(&n.procedure) != disposition::Tier::NotInLab
             })
             .map(|n| (n.step, n.procedure.id))
             .collect(),

@@ -572,7 +572,7 @@ impl Places {
     pub fn missing(&self, at: Where, line: &str) -> Vec<String> {
         let have = self.commands(at);
         let mut missing = Vec::new();
-        for words in crate::vm::procedures::simple_commands(line) {
+        for words in super::disposition::simple_commands(line) {
             let program = words[0].as_str();
             // An absolute path names a file, not a PATH lookup.
             if program.starts_with('/') || program.starts_with('<') {

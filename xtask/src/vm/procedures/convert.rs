@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use super::disposition::not_run;
+use crate::checklist::disposition::not_run;
 use super::harness::{harness, lab_command};
 use super::{
     disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, RESCUE_CONTINUES,

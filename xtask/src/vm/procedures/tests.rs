@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::disposition::ssh_has_command;
+use crate::checklist::disposition::ssh_has_command;
 use super::*;
 use crate::checklist::facts::testing::host_facts;
 use crate::checklist::facts::Where;
