@@ -17,7 +17,6 @@ use crate::context::Context;
 use crate::findings::{self, Finding, Severity};
 use crate::hosts::Model;
 use crate::hosts::{self, firmware, Host, DEFAULT_HOST};
-use crate::rules::{load, Loaded};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::size::parse_disk_size;
 use crate::nix::{self, FlakeEvaluation, Nix};
@@ -25,6 +24,7 @@ use crate::project::{display_path, project_root};
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 use crate::results::{CheckResults, HostSummary};
 use crate::rules;
+use crate::rules::{load, Loaded};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -232,3 +232,62 @@ fn highlights(results: &VmTestResults) -> Vec<String> {
     }
     highlights
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(flags: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("vm-test").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    /// vm-test's flags land in the lab's options as given: the names
+    /// that differ (`--memory`) and the conversions (`--boot-timeout` in
+    /// seconds) included.
+    #[test]
+    fn flags_become_the_lab_options() {
+        let args = parse(&[
+            "--host",
+            "other",
+            "--boots",
+            "3",
+            "--memory",
+            "512",
+            "--cpus",
+            "1",
+            "--boot-timeout",
+            "30",
+            "--power-cuts",
+            "--thorough",
+            "--drills",
+            "--json",
+        ]);
+        let options = args.lab_options().unwrap();
+        assert_eq!(options.host, "other");
+        assert_eq!(
+            (options.boots, options.memory_mib, options.cpus),
+            (3, 512, 1)
+        );
+        assert_eq!(options.boot_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(options.power_cuts, 3);
+        assert!(options.thorough && options.drills && options.progress);
+        assert!(args.json);
+        assert_eq!(args.backend, Backend::Lab);
+        let err = Cli::try_parse_from(["vm-test", "--boot-timeout", "0"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("1..=3600"), "{err}");
+    }
+}

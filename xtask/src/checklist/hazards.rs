@@ -25,9 +25,9 @@
 //!   rescue system, a fresh install, a restored /persist) without
 //!   `ssh-keygen -R <IP>` since: ssh refuses to connect.
 
+use super::disposition::simple_commands_sudo;
 use super::facts::Where;
 use super::places::Places;
-use super::disposition::simple_commands_sudo;
 
 /// One command of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]

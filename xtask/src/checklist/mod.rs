@@ -400,10 +400,15 @@ pub fn observe(
         Ok(drift) => DocsState::Drifted(drift.summary()),
         Err(error) => DocsState::Unknown(format!("{error:#}")),
     };
-    let current = [Kind::Check, flake_eval::KIND, Kind::VmTest, results::THOROUGH_KIND]
-        .into_iter()
-        .map(|kind| (kind, results::current_inputs(root, kind, &subject.host)))
-        .collect();
+    let current = [
+        Kind::Check,
+        flake_eval::KIND,
+        Kind::VmTest,
+        results::THOROUGH_KIND,
+    ]
+    .into_iter()
+    .map(|kind| (kind, results::current_inputs(root, kind, &subject.host)))
+    .collect();
     let machine_file = subject
         .sources
         .iter()
@@ -422,9 +427,7 @@ pub fn observe(
         thorough: evidence::<gates::ThoroughResults>(results_dir, results::THOROUGH_KIND),
         lab_procedures: server_procedures(subject, &loaded.facts)
             .into_iter()
-            .filter(|n| {
-                disposition::tier(&n.procedure) != disposition::Tier::NotInLab
-            })
+            .filter(|n| disposition::tier(&n.procedure) != disposition::Tier::NotInLab)
             .map(|n| (n.step, n.procedure.id))
             .collect(),
         docs,
@@ -448,7 +451,10 @@ pub fn observe(
 pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
     let gates = gates::gates(observed);
     let measured = [
-        (results::pass_file_name(Kind::VmTest), &observed.vm_test.pass),
+        (
+            results::pass_file_name(Kind::VmTest),
+            &observed.vm_test.pass,
+        ),
         (results::file_name(Kind::VmTest), &observed.vm_test.last),
     ]
     .into_iter()

@@ -129,4 +129,3 @@ pub enum SystemEvaluation {
         reason: String,
     },
 }
-

@@ -56,4 +56,3 @@ impl From<&Ran> for RanCommand {
         }
     }
 }
-

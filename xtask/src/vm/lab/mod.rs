@@ -87,7 +87,7 @@ pub struct Options {
     #[arg(long, value_enum, env = super::accel::ACCEL_ENV)]
     pub accel: Option<Choice>,
     /// Guest memory in MiB.
-    #[arg(long = "memory", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
+    #[arg(long = "memory", value_name = "MEMORY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
     pub memory_mib: u32,
     /// Guest CPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]

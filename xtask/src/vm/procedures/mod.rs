@@ -41,13 +41,13 @@ mod harness;
 mod nixos_test;
 mod schedule;
 
-pub use convert::{convert, convert_run, not_run_record, of_tier, placeholders};
 /// What the lab does with each checklist command is the checklist's to say
 /// (it prints it); the lab follows it.
 pub use crate::checklist::disposition::{
     disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then, Tier,
     NIXOS_TEST_PROCEDURES, NIXOS_VM_TEST, RESCUE_DRILLS,
 };
+pub use convert::{convert, convert_run, not_run_record, of_tier, placeholders};
 pub use nixos_test::{nixos_test_json, NIXOS_TEST_FILE};
 pub use schedule::{step_of, BootProcedures, Schedule};
 
