@@ -16,7 +16,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::context::Context;
 use crate::findings::{self, Finding, Severity};
 use crate::hosts::Model;
-use crate::hosts::{self, firmware, load, Host, Loaded, DEFAULT_HOST};
+use crate::hosts::{self, firmware, Host, DEFAULT_HOST};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::size::parse_disk_size;
 use crate::nix::{self, FlakeEvaluation, Nix};
@@ -24,6 +24,7 @@ use crate::project::{display_path, project_root};
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 use crate::results::{CheckResults, HostSummary};
 use crate::rules;
+use crate::rules::{load, Loaded};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -59,7 +60,7 @@ fn write_results(
     let names: Vec<&str> = report.hosts.iter().map(|h| h.host.as_str()).collect();
     let results = CheckResults {
         header: crate::results::Header::at_revision(
-            "check",
+            crate::results::Kind::Check,
             &names.join(","),
             report.errors == 0,
             revision,
@@ -85,7 +86,7 @@ fn write_results(
     };
     // The proof the deploy gate reads: a clean check of the sizes in machine.nix.
     let proof = report.errors == 0 && args.disk_size.is_none();
-    crate::results::record("check", &results, proof)?;
+    crate::results::record(crate::results::Kind::Check, &results, proof)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use crate::project::Revision;
 use crate::results::{self, Header};
 
 /// The results kind: target/xtask/flake-eval.json.
-pub const KIND: &str = "flake-eval";
+pub const KIND: results::Kind = results::Kind::FlakeEval;
 
 /// Evaluating all of NixOS takes tens of seconds, fetching nixpkgs minutes.
 const TIMEOUT: Duration = Duration::from_secs(900);
@@ -55,26 +55,8 @@ pub struct LockedInput {
     pub nar_hash: Option<String>,
 }
 
-/// How the evaluation went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
-pub enum SystemEvaluation {
-    /// The system evaluates.
-    Evaluated {
-        /// E.g. `/nix/store/…-nixos-system-….drv`.
-        drv_path: String,
-    },
-    /// The configuration does not evaluate: a failed assertion, a type error, ….
-    Failed {
-        /// Nix's message.
-        message: String,
-    },
-    /// Could not run here; the reason.
-    NotRun {
-        /// Why.
-        reason: String,
-    },
-}
+/// What `check` reports of the system's evaluation: the report owns the type.
+pub use crate::report::SystemEvaluation;
 
 /// `.#nixosConfigurations.<attribute>.config.system.build.toplevel.drvPath`.
 pub fn installable(attribute: &str) -> String {

@@ -42,7 +42,58 @@ pub const VM_TEST_BOOT_KINDS: &[&str] = &["install", "rotate"];
 /// The results of the last `vm-test --thorough` (`vm-test-thorough.json`,
 /// and `.pass.json` for the last one that passed in full): the deploy
 /// checklist's `procedures` gate reads them.
-pub const THOROUGH_KIND: &str = "vm-test-thorough";
+pub const THOROUGH_KIND: Kind = Kind::VmTestThorough;
+
+/// What made a results file: it is written as `<kind>.json` (and
+/// `<kind>.pass.json`), and the header names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `cargo xtask check`.
+    Check,
+    /// The NixOS system's evaluation (`check --mode flake`).
+    FlakeEval,
+    /// The default lab vm-test (or the NixOS VM test's record).
+    VmTest,
+    /// `vm-test --thorough`'s procedures and calendar.
+    VmTestThorough,
+    /// A run with `--tamper` or another rollback script: never the proof.
+    VmTestTampered,
+    /// A what-if layout (`--compression`).
+    VmTestWhatIf,
+    /// A run that serves the booted system over sshd on this port.
+    VmTestSsh(u16),
+    /// `cargo xtask fresh-machine`.
+    FreshMachine,
+}
+
+impl Kind {
+    /// Whether the result is a vm-test's, of any variant.
+    pub fn is_vm_test(self) -> bool {
+        matches!(
+            self,
+            Kind::VmTest
+                | Kind::VmTestThorough
+                | Kind::VmTestTampered
+                | Kind::VmTestWhatIf
+                | Kind::VmTestSsh(_)
+        )
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Check => f.write_str("check"),
+            Kind::FlakeEval => f.write_str("flake-eval"),
+            Kind::VmTest => f.write_str("vm-test"),
+            Kind::VmTestThorough => f.write_str("vm-test-thorough"),
+            Kind::VmTestTampered => f.write_str("vm-test-tampered"),
+            Kind::VmTestWhatIf => f.write_str("vm-test-what-if"),
+            Kind::VmTestSsh(port) => write!(f, "vm-test-ssh-{port}"),
+            Kind::FreshMachine => f.write_str("fresh-machine"),
+        }
+    }
+}
 
 /// What every results file starts with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,15 +112,15 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn now(kind: &str, host: &str, passed: bool) -> Header {
+    pub fn now(kind: Kind, host: &str, passed: bool) -> Header {
         Header::at_revision(kind, host, passed, revision())
     }
 
     /// With a revision read earlier (e.g. in parallel with the work).
-    pub fn at_revision(kind: &str, host: &str, passed: bool, revision: Revision) -> Header {
+    pub fn at_revision(kind: Kind, host: &str, passed: bool, revision: Revision) -> Header {
         Header {
             schema: SCHEMA,
-            kind: kind.to_owned(),
+            kind: kind.to_string(),
             host: host.to_owned(),
             revision,
             finished_at: now_rfc3339(),
@@ -94,11 +145,11 @@ pub fn now_rfc3339() -> String {
 ///
 /// The xtask's own code is covered by the revision: results made with
 /// uncommitted changes are never fresh.
-pub fn input_files(root: &Utf8Path, kind: &str, host: &str) -> Result<Vec<Utf8PathBuf>> {
+pub fn input_files(root: &Utf8Path, kind: Kind, host: &str) -> Result<Vec<Utf8PathBuf>> {
     let mut files = Vec::new();
     match kind {
-        "check" => files = crate::hosts::nix_files(root)?,
-        "flake-eval" => {
+        Kind::Check => files = crate::hosts::nix_files(root)?,
+        Kind::FlakeEval => {
             for file in ["flake.nix", "flake.lock"] {
                 if root.join(file).is_file() {
                     files.push(root.join(file));
@@ -107,7 +158,7 @@ pub fn input_files(root: &Utf8Path, kind: &str, host: &str) -> Result<Vec<Utf8Pa
             files_below(&root.join("hosts"), &mut files)?;
             files_below(&root.join("nix"), &mut files)?;
         }
-        kind if kind.starts_with("vm-test") => {
+        kind if kind.is_vm_test() => {
             for name in host.split(',') {
                 let dir = crate::hosts::discover(root)?
                     .into_iter()
@@ -119,7 +170,10 @@ pub fn input_files(root: &Utf8Path, kind: &str, host: &str) -> Result<Vec<Utf8Pa
             files_below(&root.join("nix").join("modules"), &mut files)?;
             files_below(&root.join("nix").join("lib"), &mut files)?;
         }
-        other => anyhow::bail!("no input files are defined for results of kind {other:?}"),
+        other => anyhow::bail!(
+            "no input files are defined for results of kind {:?}",
+            other.to_string()
+        ),
     }
     files.sort();
     files.dedup();
@@ -169,7 +223,7 @@ pub fn hash_files(root: &Utf8Path, files: &[Utf8PathBuf]) -> Result<Inputs> {
 /// The inputs of a `kind` result for `host` as the files are now. When they
 /// cannot be read, one entry names the error: such a result never matches the
 /// files and so is never fresh.
-pub fn current_inputs(root: &Utf8Path, kind: &str, host: &str) -> Inputs {
+pub fn current_inputs(root: &Utf8Path, kind: Kind, host: &str) -> Inputs {
     input_files(root, kind, host)
         .and_then(|files| hash_files(root, &files))
         .unwrap_or_else(|error| Inputs::from([("<unreadable>".to_owned(), format!("{error:#}"))]))
@@ -467,20 +521,20 @@ impl CheckRecord {
 }
 
 /// `target/xtask/<kind>.json`: the last run.
-pub fn path(kind: &str) -> Utf8PathBuf {
+pub fn path(kind: Kind) -> Utf8PathBuf {
     xtask_dir().join(file_name(kind))
 }
 
 /// `target/xtask/<kind>.pass.json`: the last run that passed and counts as proof.
-pub fn pass_path(kind: &str) -> Utf8PathBuf {
+pub fn pass_path(kind: Kind) -> Utf8PathBuf {
     xtask_dir().join(pass_file_name(kind))
 }
 
-pub fn file_name(kind: &str) -> String {
+pub fn file_name(kind: Kind) -> String {
     format!("{kind}.json")
 }
 
-pub fn pass_file_name(kind: &str) -> String {
+pub fn pass_file_name(kind: Kind) -> String {
     format!("{kind}.pass.json")
 }
 
@@ -496,13 +550,13 @@ pub struct Recorded {
 /// Writes a run's results (a struct with a flattened `Header`) atomically as
 /// the last run of `kind`, and also as its proof when `proof` (the run passed
 /// and is the full test; the caller decides, since only it knows its kind).
-pub fn record<T: Serialize>(kind: &str, results: &T, proof: bool) -> Result<Recorded> {
+pub fn record<T: Serialize>(kind: Kind, results: &T, proof: bool) -> Result<Recorded> {
     record_in(&xtask_dir(), kind, results, proof)
 }
 
 fn record_in<T: Serialize>(
     dir: &Utf8Path,
-    kind: &str,
+    kind: Kind,
     results: &T,
     proof: bool,
 ) -> Result<Recorded> {
@@ -586,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().join("x.json")).unwrap();
         let example = Example {
-            header: Header::now("check", "h", true),
+            header: Header::now(Kind::Check, "h", true),
             figure: 7,
         };
         write_atomically(&path, &serde_json::to_vec(&example).unwrap()).unwrap();
@@ -608,26 +662,53 @@ mod tests {
     #[test]
     fn each_kind_rests_on_its_own_files() {
         let root = project_root();
-        let names = |kind: &str| -> Vec<String> {
+        let names = |kind: Kind| -> Vec<String> {
             input_files(&root, kind, "hetzner-cloud")
                 .unwrap()
                 .iter()
                 .map(|p| p.strip_prefix(&root).unwrap().to_string())
                 .collect()
         };
-        let check = names("check");
+        let check = names(Kind::Check);
         assert!(check.contains(&"hosts/servers/hetzner-cloud/disko.nix".to_owned()));
         assert!(check.contains(&"flake.nix".to_owned()));
         assert!(check.iter().all(|p| p.ends_with(".nix")), "{check:?}");
-        let vm = names("vm-test");
+        let vm = names(Kind::VmTest);
         assert!(vm.contains(&"hosts/servers/hetzner-cloud/disko.nix".to_owned()));
         assert!(vm.contains(&"nix/modules/btrfs-rollback/rollback.sh".to_owned()));
         assert!(vm.contains(&"nix/lib/eval-host.nix".to_owned()));
         assert!(!vm.contains(&"flake.nix".to_owned()));
-        let flake = names("flake-eval");
+        let flake = names(Kind::FlakeEval);
         assert!(flake.contains(&"flake.nix".to_owned()));
         assert!(flake.contains(&"nix/modules/btrfs-rollback/rollback.sh".to_owned()));
-        assert!(input_files(&root, "bench", "hetzner-cloud").is_err());
+        // Every variant of vm-test rests on the same files as vm-test.
+        assert_eq!(names(Kind::VmTestSsh(2222)), vm);
+        assert_eq!(names(Kind::VmTestTampered), vm);
+        let fresh = input_files(&root, Kind::FreshMachine, "-").unwrap_err();
+        assert_eq!(
+            fresh.to_string(),
+            "no input files are defined for results of kind \"fresh-machine\""
+        );
+    }
+
+    #[test]
+    fn kinds_are_named_as_their_files() {
+        let named = [
+            (Kind::Check, "check"),
+            (Kind::FlakeEval, "flake-eval"),
+            (Kind::VmTest, "vm-test"),
+            (Kind::VmTestThorough, "vm-test-thorough"),
+            (Kind::VmTestTampered, "vm-test-tampered"),
+            (Kind::VmTestWhatIf, "vm-test-what-if"),
+            (Kind::VmTestSsh(2201), "vm-test-ssh-2201"),
+            (Kind::FreshMachine, "fresh-machine"),
+        ];
+        for (kind, name) in named {
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(file_name(kind), format!("{name}.json"));
+            assert_eq!(pass_file_name(kind), format!("{name}.pass.json"));
+            assert_eq!(kind.is_vm_test(), name.starts_with("vm-test"), "{name}");
+        }
     }
 
     #[test]
@@ -658,7 +739,7 @@ mod tests {
         let dir = Utf8Path::from_path(dir.path()).unwrap();
         let example = |figure| Example {
             header: Header::at_revision(
-                "check",
+                Kind::Check,
                 "h",
                 true,
                 Revision {
@@ -668,9 +749,9 @@ mod tests {
             ),
             figure,
         };
-        let first = record_in(dir, "check", &example(1), true).unwrap();
+        let first = record_in(dir, Kind::Check, &example(1), true).unwrap();
         assert!(first.pass.is_some());
-        let second = record_in(dir, "check", &example(2), false).unwrap();
+        let second = record_in(dir, Kind::Check, &example(2), false).unwrap();
         assert!(second.pass.is_none());
         let run: Example = read(&first.run).unwrap().unwrap();
         let pass: Example = read(first.pass.as_ref().unwrap()).unwrap().unwrap();

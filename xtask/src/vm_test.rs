@@ -10,18 +10,15 @@
 //! Exit codes: 0 every check passed, 1 a check failed, 2 could not run.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
 
 use crate::context::Context;
-use crate::hosts::DEFAULT_HOST;
 use crate::project::display_path;
-use crate::vm::accel::Choice;
+use crate::results::VmTestResults;
 use crate::vm::lab::{self, Verdict};
 use crate::vm::nixos;
-use crate::vm::realise::Tamper;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -33,90 +30,15 @@ pub enum Backend {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The host whose layout is booted (a directory under hosts/).
-    #[arg(long, default_value = DEFAULT_HOST)]
-    pub host: String,
-    /// Boots in all: the install boot, then rotation boots (the second is the
-    /// month: its clock jumps past the retention and it rotates several times).
-    #[arg(long, default_value_t = crate::results::FULL_VM_TEST_BOOTS, value_parser = clap::value_parser!(u32).range(1..=50))]
-    pub boots: u32,
-    /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
-    #[arg(long)]
-    pub disk_size: Option<String>,
-    /// The kernel to boot (default: the NixOS system's, or /boot/vmlinuz-*).
-    #[arg(long, env = crate::vm::kernel::KERNEL_ENV)]
-    pub kernel: Option<Utf8PathBuf>,
-    /// Its modules: the lib/modules/<version> directory (default: derived from the kernel).
-    #[arg(long, requires = "kernel", env = crate::vm::kernel::MODULES_ENV)]
-    pub modules: Option<Utf8PathBuf>,
+    /// What the lab boots and checks (the lab's own options, defaults and all).
+    #[command(flatten)]
+    pub lab: lab::Options,
     /// Print the results (target/xtask/vm-test.json) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// Where the layout boots.
     #[arg(long, value_enum, default_value_t = Backend::Lab)]
     pub backend: Backend,
-    /// Keep the console and protocol logs under target/xtask/ after a pass too.
-    #[arg(long)]
-    pub keep_logs: bool,
-    /// KVM or TCG (default: KVM when a probe shows it works).
-    #[arg(long, value_enum, env = crate::vm::accel::ACCEL_ENV)]
-    pub accel: Option<Choice>,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
-    pub memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
-    pub cpus: u32,
-    /// Each boot's time limit in seconds, 1 to 3600 (default: 300 install / 150 rotate under TCG).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub boot_timeout: Option<u64>,
-    /// Create something other than what is expected, to prove a check catches it
-    /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION), or run a
-    /// wrong copy of a checklist procedure (procedure-expect=ID: an
-    /// expectation its first command cannot meet; procedure-drop-sudo=ID:
-    /// its first command without `sudo`; procedure-also-runs=ID:PROGRAM: its
-    /// first command also runs PROGRAM; procedure-fixed-names=ID: `<stamp>`
-    /// a fixed word and no `test ! -e` lines), or the lab's server PATH
-    /// without the host's own packages (server-path=without-host-packages).
-    /// For tests.
-    #[arg(long, hide = true)]
-    pub tamper: Vec<Tamper>,
-    /// After the normal boots, SIGKILL the VM at N instants spread over the
-    /// rollback of a rotation boot, boot again normally and check that
-    /// nothing was lost. Without N: 3. Each cut costs two boots; 20 makes a soak run.
-    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "3", value_name = "N",
-          value_parser = clap::value_parser!(u32).range(0..=500))]
-    pub power_cuts: u32,
-    /// Boot a what-if layout whose Btrfs mounts all use this compression
-    /// (zstd:3, none, …) instead of the layout's; for comparisons such as
-    /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
-    #[arg(long, hide = true)]
-    pub compression: Option<String>,
-    /// After the default boots (and any power cuts), run the deploy
-    /// checklist's procedures that reboot, reinstall or change /persist, as
-    /// the checklist prints them (§3.9 the root wiped and /persist kept
-    /// across a reboot; §4.3 a file from an old root; §4.4 /persist from a
-    /// snapshot; §4.5 /persist sent to a second disk and received after a
-    /// reinstall) and the write latency while async discard releases a large
-    /// deletion (roadmap 7.2), then a calendar of short boots over three
-    /// retention periods. About 12 more boots; a pass is the proof of the
-    /// deploy checklist's `procedures` gate.
-    #[arg(long)]
-    pub thorough: bool,
-    /// After the default boots (and `--thorough`'s): the drill for a server
-    /// that does not boot (§4.6), twice with /persist changed in between:
-    /// its root deleted, the lab's rescue system (nothing of the installed
-    /// system mounted, the rescue system's commands as root) saves /persist
-    /// to the second disk, then the reinstall and the restore, checked by
-    /// checksum. 8 more boots (about 4 minutes under TCG); the deploy
-    /// checklist's `procedures` gate asks for `--thorough --drills`.
-    #[arg(long)]
-    pub drills: bool,
-    /// Boot with this rollback script instead of
-    /// nix/modules/btrfs-rollback/rollback.sh, e.g. a modified copy; the
-    /// results go to target/xtask/vm-test-tampered.json.
-    #[arg(long, value_name = "PATH")]
-    pub rollback_script: Option<Utf8PathBuf>,
     /// For verify's tests: the last default boot ends by serving the booted
     /// system over the distribution's sshd, forwarded from this port of the
     /// host's 127.0.0.1 only, until stdin closes. Results go to
@@ -132,6 +54,7 @@ pub struct Args {
 }
 
 impl Args {
+    /// The lab's options with `--serve-ssh`'s key files read.
     pub fn lab_options(&self) -> Result<lab::Options> {
         let serve_ssh = match (self.serve_ssh, &self.ssh_host_key, &self.ssh_authorized_key) {
             (Some(port), Some(key), Some(authorized)) => Some(lab::SshServing {
@@ -144,33 +67,15 @@ impl Args {
             _ => None,
         };
         Ok(lab::Options {
-            host: self.host.clone(),
-            boots: self.boots,
-            disk_size: self.disk_size.clone(),
-            kernel: self.kernel.clone(),
-            modules: self.modules.clone(),
-            accel: self.accel,
-            memory_mib: self.memory,
-            cpus: self.cpus,
-            boot_timeout: self.boot_timeout.map(Duration::from_secs),
-            keep_logs: self.keep_logs,
-            tamper: self.tamper.clone(),
-            power_cuts: self.power_cuts,
-            compression: self.compression.clone(),
-            progress: true,
-            thorough: self.thorough,
-            drills: self.drills,
-            rollback_script: self.rollback_script.clone(),
-            discard_probe: false,
-            reporter: lab::Reporter::Stderr,
             serve_ssh,
+            ..self.lab.clone()
         })
     }
 }
 
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if args.backend == Backend::Nixos {
-        return nixos::run(context, &args.host);
+        return nixos::run(context, &args.lab.host);
     }
     let outcome = lab::run(context, &args.lab_options()?)?;
     let results = &outcome.results;
@@ -182,6 +87,59 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
             check.boot, check.name, check.measured, check.expected
         );
     }
+    let highlights = highlights(results);
+    for line in highlights {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "{}: {passed} checks passed, {} failed, {:.1} s in all; results in {}",
+        match outcome.verdict {
+            Verdict::Passed => "vm-test passed",
+            Verdict::ChecksFailed => "vm-test FAILED",
+            Verdict::CouldNotRun(_) => "vm-test could not run",
+        },
+        failed.len(),
+        results.wall_ms as f64 / 1000.0,
+        display_path(&outcome.results_path)
+    );
+    match &outcome.proof_path {
+        Some(proof) => eprintln!("the deploy gate's proof now: {}", display_path(proof)),
+        None => eprintln!(
+            "not a proof for the deploy gate (only a full default run that passes is): {} kept",
+            crate::results::pass_file_name(crate::results::Kind::VmTest)
+        ),
+    }
+    if let Verdict::CouldNotRun(reason) = &outcome.verdict {
+        eprintln!("error: {reason}");
+    }
+    if outcome.verdict != Verdict::Passed {
+        if let Some((log, lines)) = &outcome.failing_console {
+            eprintln!(
+                "last {} console lines of {}:",
+                lines.len(),
+                display_path(log)
+            );
+            for line in lines {
+                eprintln!("  | {line}");
+            }
+        }
+    }
+    if outcome.logs_kept {
+        eprintln!("logs: {}", display_path(&outcome.log_dir));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+    }
+    Ok(match outcome.verdict {
+        Verdict::Passed => ExitCode::SUCCESS,
+        Verdict::ChecksFailed => ExitCode::from(1),
+        Verdict::CouldNotRun(_) => ExitCode::from(2),
+    })
+}
+
+/// The lines under the verdict: each boot's time, the figures that matter,
+/// the retention checks and the checklist's procedures.
+fn highlights(results: &VmTestResults) -> Vec<String> {
     let figure = |name: &str| results.figures.get(name).copied();
     let mut highlights = Vec::new();
     for boot in &results.boots {
@@ -278,51 +236,64 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if let Some(peak) = figure("vm.peak_rss_bytes") {
         highlights.push(format!("qemu peak memory: {:.0} MiB", peak / 1048576.0));
     }
-    for line in highlights {
-        eprintln!("  {line}");
+    highlights
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
     }
-    eprintln!(
-        "{}: {passed} checks passed, {} failed, {:.1} s in all; results in {}",
-        match outcome.verdict {
-            Verdict::Passed => "vm-test passed",
-            Verdict::ChecksFailed => "vm-test FAILED",
-            Verdict::CouldNotRun(_) => "vm-test could not run",
-        },
-        failed.len(),
-        results.wall_ms as f64 / 1000.0,
-        display_path(&outcome.results_path)
-    );
-    match &outcome.proof_path {
-        Some(proof) => eprintln!("the deploy gate's proof now: {}", display_path(proof)),
-        None => eprintln!(
-            "not a proof for the deploy gate (only a full default run that passes is): {} kept",
-            crate::results::pass_file_name("vm-test")
-        ),
+
+    fn parse(flags: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("vm-test").chain(flags.iter().copied()))
+            .unwrap()
+            .args
     }
-    if let Verdict::CouldNotRun(reason) = &outcome.verdict {
-        eprintln!("error: {reason}");
+
+    /// vm-test's flags land in the lab's options as given: the names
+    /// that differ (`--memory`) and the conversions (`--boot-timeout` in
+    /// seconds) included.
+    #[test]
+    fn flags_become_the_lab_options() {
+        let args = parse(&[
+            "--host",
+            "other",
+            "--boots",
+            "3",
+            "--memory",
+            "512",
+            "--cpus",
+            "1",
+            "--boot-timeout",
+            "30",
+            "--power-cuts",
+            "--thorough",
+            "--drills",
+            "--json",
+        ]);
+        let options = args.lab_options().unwrap();
+        assert_eq!(options.host, "other");
+        assert_eq!(
+            (options.boots, options.memory_mib, options.cpus),
+            (3, 512, 1)
+        );
+        assert_eq!(options.boot_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(options.power_cuts, 3);
+        assert!(options.thorough && options.drills && options.progress);
+        assert!(args.json);
+        assert_eq!(args.backend, Backend::Lab);
+        let err = Cli::try_parse_from(["vm-test", "--boot-timeout", "0"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("1..=3600"), "{err}");
     }
-    if outcome.verdict != Verdict::Passed {
-        if let Some((log, lines)) = &outcome.failing_console {
-            eprintln!(
-                "last {} console lines of {}:",
-                lines.len(),
-                display_path(log)
-            );
-            for line in lines {
-                eprintln!("  | {line}");
-            }
-        }
-    }
-    if outcome.logs_kept {
-        eprintln!("logs: {}", display_path(&outcome.log_dir));
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(results)?);
-    }
-    Ok(match outcome.verdict {
-        Verdict::Passed => ExitCode::SUCCESS,
-        Verdict::ChecksFailed => ExitCode::from(1),
-        Verdict::CouldNotRun(_) => ExitCode::from(2),
-    })
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use xtask::flake_eval::{self, FlakeEvalResults};
 use xtask::project::Revision;
 use xtask::results::{
-    self, BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, Header,
+    self, BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, Header, Kind,
     VmTestRequest, VmTestResults, SCHEMA,
 };
 
@@ -114,11 +114,11 @@ fn utf8(path: &Path) -> Utf8PathBuf {
 }
 
 /// A header as the commands write it, for the files of `root` as they are now.
-fn header(root: &Path, kind: &str, passed: bool) -> Header {
+fn header(root: &Path, kind: Kind, passed: bool) -> Header {
     let root = utf8(root);
     Header {
         schema: SCHEMA,
-        kind: kind.to_owned(),
+        kind: kind.to_string(),
         host: "hetzner-cloud".to_owned(),
         revision: Revision {
             commit: Some(git(root.as_std_path(), &["rev-parse", "HEAD"])),
@@ -134,7 +134,7 @@ fn header(root: &Path, kind: &str, passed: bool) -> Header {
 fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
     let kinds = ["install", "rotate", "rotate", "rotate"];
     VmTestResults {
-        header: header(root, "vm-test", true),
+        header: header(root, Kind::VmTest, true),
         backend: "lab".to_owned(),
         accelerator: "tcg".to_owned(),
         kernel: "6.1.0-56-cloud-amd64".to_owned(),

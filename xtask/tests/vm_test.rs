@@ -364,9 +364,10 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     assert_eq!(figure("power_cuts.total"), 2.0);
 
     // The file the deploy checklist reads says the same.
-    let written: VmTestResults = xtask::results::read(&xtask::results::path("vm-test"))
-        .unwrap()
-        .expect("target/xtask/vm-test.json");
+    let written: VmTestResults =
+        xtask::results::read(&xtask::results::path(xtask::results::Kind::VmTest))
+            .unwrap()
+            .expect("target/xtask/vm-test.json");
     assert_eq!(written.header.finished_at, results.header.finished_at);
     assert!(written.header.passed);
     // … and so does the procedures gate's own file.
@@ -381,7 +382,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
 #[test]
 fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let before = std::fs::read(xtask::results::path("vm-test")).ok();
+    let before = std::fs::read(xtask::results::path(xtask::results::Kind::VmTest)).ok();
     let (output, results) = vm_test(&[
         "--boots",
         "1",
@@ -479,7 +480,10 @@ fn a_tampered_realisation_fails_exactly_the_checks_that_see_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("procedure:3.3"), "{stderr}");
     // The real results are not overwritten by a tampered run.
-    assert_eq!(std::fs::read(xtask::results::path("vm-test")).ok(), before);
+    assert_eq!(
+        std::fs::read(xtask::results::path(xtask::results::Kind::VmTest)).ok(),
+        before
+    );
 }
 
 /// A copy of the repository's hosts/ and nix/ with the host's fstrim path
@@ -545,7 +549,7 @@ fn fails_with_in(
     failing: &[&str],
 ) -> VmTestResults {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let before = std::fs::read(xtask::results::path("vm-test")).ok();
+    let before = std::fs::read(xtask::results::path(xtask::results::Kind::VmTest)).ok();
     let (_dir, script) = tampered_script(prologue);
     let (output, results) = vm_test_in(root, &["--rollback-script", &script]);
     let failed: Vec<&str> = results
@@ -567,7 +571,10 @@ fn fails_with_in(
             "{name} did not fail at boot {boot}: {failed:?}"
         );
     }
-    assert_eq!(std::fs::read(xtask::results::path("vm-test")).ok(), before);
+    assert_eq!(
+        std::fs::read(xtask::results::path(xtask::results::Kind::VmTest)).ok(),
+        before
+    );
     results
 }
 
@@ -664,10 +671,11 @@ fn the_nixos_backend_fails_fast_and_says_what_is_missing_without_nixpkgs() {
     if output.status.success() {
         // A machine with the flake's inputs ran the NixOS test: it passed,
         // and the run is recorded as the NixOS backend's.
-        let results =
-            xtask::results::read::<xtask::results::VmTestResults>(&xtask::results::path("vm-test"))
-                .expect("reading vm-test.json")
-                .expect("the NixOS backend records its run");
+        let results = xtask::results::read::<xtask::results::VmTestResults>(&xtask::results::path(
+            xtask::results::Kind::VmTest,
+        ))
+        .expect("reading vm-test.json")
+        .expect("the NixOS backend records its run");
         assert_eq!(results.backend, "nixos");
         assert!(results.header.passed, "{results:?}");
     } else {

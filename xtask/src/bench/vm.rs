@@ -9,6 +9,7 @@ use super::{median, Figure, Section};
 use crate::context::Context;
 use crate::results::VmTestResults;
 use crate::vm::accel::Choice;
+use crate::vm::budgets::Budgets;
 use crate::vm::lab::{self, Verdict};
 
 /// The phase a step belongs to, for a table that stays readable.
@@ -46,7 +47,7 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
         progress: true,
         // The bench prints its own lines; the boots' report is vm-test's.
         reporter: lab::Reporter::Quiet,
-        ..lab::Options::default()
+        ..lab::Options::defaults()?
     };
     let with_probe = lab::Options {
         discard_probe: true,
@@ -78,107 +79,13 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
                 results.figures.insert(name, value);
             }
         }
-        let mut add = |name: String, value: f64| match samples.iter_mut().find(|(n, _)| *n == name)
-        {
-            Some((_, values)) => values.push(value),
-            None => samples.push((name, vec![value])),
-        };
-        add("total".into(), results.wall_ms as f64);
-        for boot in &results.boots {
-            let label = format!("boot {} ({})", boot.number, boot.kind);
-            add(format!("{label}: wall"), boot.wall_ms as f64);
-            if let Some(ms) = results
-                .figures
-                .get(&format!("boot_ms.kernel_to_init.boot{}", boot.number))
-            {
-                add(format!("{label}: kernel to /init"), *ms);
-            }
-            let mut phases: Vec<(&str, f64)> = Vec::new();
-            for step in &boot.steps {
-                let name = phase(&step.name);
-                match phases.iter_mut().find(|(p, _)| *p == name) {
-                    Some((_, ms)) => *ms += step.ms as f64,
-                    None => phases.push((name, step.ms as f64)),
-                }
-            }
-            for (phase, ms) in phases {
-                add(format!("{label}: {phase}"), ms);
-            }
-        }
-        if let Some(peak) = results.figures.get("vm.peak_rss_bytes") {
-            add("qemu peak RSS".into(), peak / 1048576.0);
-        }
-        // Roadmap 7.2 and 7.3, as vm-test asserts them.
-        for (figure, name) in [
-            (
-                "discard.latency_p99_ms",
-                "7.2: write+fdatasync p99 while async discard runs",
-            ),
-            (
-                "discard.latency_max_ms",
-                "7.2: write+fdatasync max while async discard runs",
-            ),
-            (
-                "discard.baseline_p99_ms",
-                "7.2: write+fdatasync p99 before the discard",
-            ),
-        ] {
-            if let Some(ms) = results.figures.get(figure) {
-                add(name.into(), *ms);
-            }
-        }
-        for boot in &results.boots {
-            if let Some(ms) = results
-                .figures
-                .get(&format!("mount_ms.boot{}", boot.number))
-            {
-                add(
-                    format!(
-                        "7.3: mount every filesystem, boot {} ({})",
-                        boot.number, boot.kind
-                    ),
-                    *ms,
-                );
-            }
-        }
-        if let Some(ms) = results.figures.get("vm.cpu_ms") {
-            add("qemu CPU time".into(), *ms);
-        }
+        sample(&mut samples, &results);
         last = Some(results);
     }
-    let budgets = crate::vm::budgets::Budgets::for_accel(crate::vm::accel::Accel::Tcg);
+    let budgets = Budgets::for_accel(crate::vm::accel::Accel::Tcg);
     let mut figures = Vec::new();
     for (name, values) in &samples {
-        let (unit, note) = match name.as_str() {
-            "total" => (
-                "ms",
-                "target ≤ 45 000 ms for the default boots (TCG, 2 cores)".to_owned(),
-            ),
-            "qemu CPU time" => (
-                "ms",
-                "all boots; what the wall time approaches on an idle machine".to_owned(),
-            ),
-            n if n.starts_with("7.2") && n.contains("p99 while") => (
-                "ms",
-                format!(
-                    "budget ≤ {} ms under TCG (vm-test fails past it)",
-                    budgets.discard_p99_ms
-                ),
-            ),
-            n if n.starts_with("7.2") && n.contains("max") => (
-                "ms",
-                format!("budget ≤ {} ms under TCG", budgets.discard_max_ms),
-            ),
-            n if n.starts_with("7.3") => (
-                "ms",
-                format!("budget ≤ {} ms under TCG", budgets.mount_all_ms),
-            ),
-            "qemu peak RSS" => ("MiB", "VmHWM; target ≤ 1024 MiB".to_owned()),
-            n if n.ends_with("rollback script") => {
-                ("ms", "target < 10 000 ms; expect far under 1 s".to_owned())
-            }
-            _ => ("ms", String::new()),
-        };
+        let (unit, note) = unit_and_note(name, &budgets);
         figures.push(Figure::new(
             Section::Vm,
             name.clone(),
@@ -212,6 +119,110 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// One run's figures, added to the samples of the runs before (in the
+/// order they happen: a boot, then its phases).
+fn sample(samples: &mut Vec<(String, Vec<f64>)>, results: &VmTestResults) {
+    let mut add = |name: String, value: f64| match samples.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, values)) => values.push(value),
+        None => samples.push((name, vec![value])),
+    };
+    add("total".into(), results.wall_ms as f64);
+    for boot in &results.boots {
+        let label = format!("boot {} ({})", boot.number, boot.kind);
+        add(format!("{label}: wall"), boot.wall_ms as f64);
+        if let Some(ms) = results
+            .figures
+            .get(&format!("boot_ms.kernel_to_init.boot{}", boot.number))
+        {
+            add(format!("{label}: kernel to /init"), *ms);
+        }
+        let mut phases: Vec<(&str, f64)> = Vec::new();
+        for step in &boot.steps {
+            let name = phase(&step.name);
+            match phases.iter_mut().find(|(p, _)| *p == name) {
+                Some((_, ms)) => *ms += step.ms as f64,
+                None => phases.push((name, step.ms as f64)),
+            }
+        }
+        for (phase, ms) in phases {
+            add(format!("{label}: {phase}"), ms);
+        }
+    }
+    if let Some(peak) = results.figures.get("vm.peak_rss_bytes") {
+        add("qemu peak RSS".into(), peak / 1048576.0);
+    }
+    // Roadmap 7.2 and 7.3, as vm-test asserts them.
+    for (figure, name) in [
+        (
+            "discard.latency_p99_ms",
+            "7.2: write+fdatasync p99 while async discard runs",
+        ),
+        (
+            "discard.latency_max_ms",
+            "7.2: write+fdatasync max while async discard runs",
+        ),
+        (
+            "discard.baseline_p99_ms",
+            "7.2: write+fdatasync p99 before the discard",
+        ),
+    ] {
+        if let Some(ms) = results.figures.get(figure) {
+            add(name.into(), *ms);
+        }
+    }
+    for boot in &results.boots {
+        if let Some(ms) = results
+            .figures
+            .get(&format!("mount_ms.boot{}", boot.number))
+        {
+            add(
+                format!(
+                    "7.3: mount every filesystem, boot {} ({})",
+                    boot.number, boot.kind
+                ),
+                *ms,
+            );
+        }
+    }
+    if let Some(ms) = results.figures.get("vm.cpu_ms") {
+        add("qemu CPU time".into(), *ms);
+    }
+}
+
+/// The unit of a figure and what it is held against.
+fn unit_and_note(name: &str, budgets: &Budgets) -> (&'static str, String) {
+    match name {
+        "total" => (
+            "ms",
+            "target ≤ 45 000 ms for the default boots (TCG, 2 cores)".to_owned(),
+        ),
+        "qemu CPU time" => (
+            "ms",
+            "all boots; what the wall time approaches on an idle machine".to_owned(),
+        ),
+        n if n.starts_with("7.2") && n.contains("p99 while") => (
+            "ms",
+            format!(
+                "budget ≤ {} ms under TCG (vm-test fails past it)",
+                budgets.discard_p99_ms
+            ),
+        ),
+        n if n.starts_with("7.2") && n.contains("max") => (
+            "ms",
+            format!("budget ≤ {} ms under TCG", budgets.discard_max_ms),
+        ),
+        n if n.starts_with("7.3") => (
+            "ms",
+            format!("budget ≤ {} ms under TCG", budgets.mount_all_ms),
+        ),
+        "qemu peak RSS" => ("MiB", "VmHWM; target ≤ 1024 MiB".to_owned()),
+        n if n.ends_with("rollback script") => {
+            ("ms", "target < 10 000 ms; expect far under 1 s".to_owned())
+        }
+        _ => ("ms", String::new()),
+    }
+}
+
 /// The same /nix corpus under each setting that really takes effect: the
 /// install boot of a what-if layout per setting (zstd:1 is the layout's own).
 fn compression_settings(context: &Context) -> Result<Vec<Figure>> {
@@ -224,7 +235,7 @@ fn compression_settings(context: &Context) -> Result<Vec<Figure>> {
             boots: 1,
             compression: Some(setting.to_owned()),
             reporter: lab::Reporter::Quiet,
-            ..lab::Options::default()
+            ..lab::Options::defaults()?
         };
         let outcome = lab::run(context, &options)?;
         if outcome.verdict != Verdict::Passed {

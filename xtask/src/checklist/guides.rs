@@ -14,11 +14,11 @@ use std::fmt;
 use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 
+use super::disposition::{disposition, Disposition};
 use super::facts::Where;
 use super::hazards::{hazards, Line};
 use super::places::{place_name, Places};
 use super::procedures::{Command, Procedure};
-use crate::vm::procedures::{disposition, Disposition};
 
 /// The hand-written guides whose commands an operator types.
 pub const GUIDES: &[&str] = &[

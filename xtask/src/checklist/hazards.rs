@@ -25,9 +25,9 @@
 //!   rescue system, a fresh install, a restored /persist) without
 //!   `ssh-keygen -R <IP>` since: ssh refuses to connect.
 
+use super::disposition::simple_commands_sudo;
 use super::facts::Where;
 use super::places::Places;
-use crate::vm::procedures::simple_commands_sudo;
 
 /// One command of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,78 +220,7 @@ pub fn hazards(places: &Places, lines: &[Line]) -> Vec<Hazard> {
         for call in &calls {
             let words = &call.words;
             let program = words[0].rsplit('/').next().unwrap_or("");
-            for missing in places.missing(call.at, &words.join(" ")) {
-                if missing == words[0] {
-                    hazard(
-                        "missing-command",
-                        format!(
-                            "`{missing}` is not a command of {}",
-                            super::places::place_name(call.at)
-                        ),
-                    );
-                }
-            }
-            if let Some(destination) = snapshot_destination(words) {
-                let stamped = destination.contains("$(date")
-                    || line.contains(&format!("{destination}$(date"));
-                if !stamped && !absent_checked.contains(&destination) {
-                    hazard("snapshot-name", format!(
-                        "{destination} may exist already (a retry, an earlier save): btrfs then fails or snapshots into it, and the name keeps its old contents for the next command; name it with `$(date -u +%Y%m%dT%H%M%SZ)` or check first with `test ! -e {destination}`"
-                    ));
-                }
-            }
-            if program == "mv"
-                && !words[1..].iter().any(|w| {
-                    w == "--no-target-directory"
-                        || (w.starts_with('-') && !w.starts_with("--") && w.contains('T'))
-                })
-            {
-                hazard("mv-into", "`mv` without `-T` moves into a target that exists as a directory instead of renaming onto it: use `mv -T`".to_owned());
-            }
-            if program == "hcloud" && words.get(1..3) == Some(&["server".into(), "reboot".into()]) {
-                hazard("soft-reboot", "`hcloud server reboot` asks the OS to reboot (ACPI), which a hung or half-installed server ignores: use `hcloud server reset`".to_owned());
-            }
-            if call.at == Where::Server && !call.root {
-                let writes =
-                    WRITERS.contains(&program) && words[1..].iter().any(|w| under_root_path(w));
-                let redirect = words
-                    .windows(2)
-                    .any(|w| w[0] == ">" && under_root_path(&w[1]))
-                    || words
-                        .iter()
-                        .any(|w| w.starts_with('>') && w.len() > 1 && under_root_path(w));
-                if ROOT_PROGRAMS.contains(&program) || writes || redirect {
-                    hazard(
-                        "needs-root",
-                        format!(
-                            "`{}` needs root on the server: the admin runs it with `sudo`",
-                            words.join(" ")
-                        ),
-                    );
-                }
-                if program == "nix-collect-garbage" {
-                    hazard("needs-root", "`nix-collect-garbage` as the admin collects only the admin's own profiles; the system's generations need `sudo`".to_owned());
-                }
-            }
-            if call.at == Where::Rescue && words.iter().any(|w| w.contains("/btrfs_tmp")) {
-                hazard("rescue-paths", "the rescue system has no /btrfs_tmp: mount the top level there at /mnt (`mount -o subvolid=5 <partition> /mnt`) and use /mnt/@…".to_owned());
-            }
-            if program == "cp" {
-                let operands: Vec<&String> =
-                    words[1..].iter().filter(|w| !w.starts_with('-')).collect();
-                if let Some((_, sources)) = operands.split_last() {
-                    for source in sources {
-                        // An old root's /etc is NixOS's (links); a
-                        // snapshot of /persist holds real files.
-                        if source.contains("@old_roots/")
-                            && source.contains("/etc/")
-                            && !no_link.contains(source)
-                        {
-                            hazard("etc-link", format!("{source}: NixOS's files in /etc are links into /etc/static, and `cp` copies the link (the running generation's file, not the old one); check with `test ! -L {source}` first"));
-                        }
-                    }
-                }
-            }
+            call_hazards(places, call, line, &absent_checked, &no_link, &mut hazard);
             // Who answers at <IP>.
             if call.at == Where::Local {
                 match program {
@@ -347,6 +276,90 @@ pub fn hazards(places: &Places, lines: &[Line]) -> Vec<Hazard> {
         }
     }
     found
+}
+
+/// The hazards of one call on its own, given what the commands so far
+/// checked (`absent_checked`, `no_link`).
+fn call_hazards(
+    places: &Places,
+    call: &Call,
+    line: &str,
+    absent_checked: &[String],
+    no_link: &[String],
+    hazard: &mut dyn FnMut(&'static str, String),
+) {
+    let words = &call.words;
+    let program = words[0].rsplit('/').next().unwrap_or("");
+    for missing in places.missing(call.at, &words.join(" ")) {
+        if missing == words[0] {
+            hazard(
+                "missing-command",
+                format!(
+                    "`{missing}` is not a command of {}",
+                    super::places::place_name(call.at)
+                ),
+            );
+        }
+    }
+    if let Some(destination) = snapshot_destination(words) {
+        let stamped =
+            destination.contains("$(date") || line.contains(&format!("{destination}$(date"));
+        if !stamped && !absent_checked.contains(&destination) {
+            hazard("snapshot-name", format!(
+                "{destination} may exist already (a retry, an earlier save): btrfs then fails or snapshots into it, and the name keeps its old contents for the next command; name it with `$(date -u +%Y%m%dT%H%M%SZ)` or check first with `test ! -e {destination}`"
+            ));
+        }
+    }
+    if program == "mv"
+        && !words[1..].iter().any(|w| {
+            w == "--no-target-directory"
+                || (w.starts_with('-') && !w.starts_with("--") && w.contains('T'))
+        })
+    {
+        hazard("mv-into", "`mv` without `-T` moves into a target that exists as a directory instead of renaming onto it: use `mv -T`".to_owned());
+    }
+    if program == "hcloud" && words.get(1..3) == Some(&["server".into(), "reboot".into()]) {
+        hazard("soft-reboot", "`hcloud server reboot` asks the OS to reboot (ACPI), which a hung or half-installed server ignores: use `hcloud server reset`".to_owned());
+    }
+    if call.at == Where::Server && !call.root {
+        let writes = WRITERS.contains(&program) && words[1..].iter().any(|w| under_root_path(w));
+        let redirect = words
+            .windows(2)
+            .any(|w| w[0] == ">" && under_root_path(&w[1]))
+            || words
+                .iter()
+                .any(|w| w.starts_with('>') && w.len() > 1 && under_root_path(w));
+        if ROOT_PROGRAMS.contains(&program) || writes || redirect {
+            hazard(
+                "needs-root",
+                format!(
+                    "`{}` needs root on the server: the admin runs it with `sudo`",
+                    words.join(" ")
+                ),
+            );
+        }
+        if program == "nix-collect-garbage" {
+            hazard("needs-root", "`nix-collect-garbage` as the admin collects only the admin's own profiles; the system's generations need `sudo`".to_owned());
+        }
+    }
+    if call.at == Where::Rescue && words.iter().any(|w| w.contains("/btrfs_tmp")) {
+        hazard("rescue-paths", "the rescue system has no /btrfs_tmp: mount the top level there at /mnt (`mount -o subvolid=5 <partition> /mnt`) and use /mnt/@…".to_owned());
+    }
+    if program == "cp" {
+        let operands: Vec<&String> = words[1..].iter().filter(|w| !w.starts_with('-')).collect();
+        if let Some((_, sources)) = operands.split_last() {
+            for source in sources {
+                // An old root's /etc is NixOS's (links); a
+                // snapshot of /persist holds real files.
+                if source.contains("@old_roots/")
+                    && source.contains("/etc/")
+                    && !no_link.contains(source)
+                {
+                    hazard("etc-link", format!("{source}: NixOS's files in /etc are links into /etc/static, and `cp` copies the link (the running generation's file, not the old one); check with `test ! -L {source}` first"));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

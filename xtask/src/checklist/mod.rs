@@ -22,6 +22,7 @@
 //! step the checklist shows what the last thorough run did with it.
 
 pub mod consistency;
+pub mod disposition;
 pub mod facts;
 pub mod gates;
 pub mod guides;
@@ -45,7 +46,7 @@ use crate::hosts::DEFAULT_HOST;
 use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
 use crate::reference::{self, REFERENCE_DIR};
 use crate::results::CheckResults;
-use crate::results::{self, VmTestResults};
+use crate::results::{self, Kind, VmTestResults};
 
 use facts::HostFacts;
 use gates::{DocsState, Evidence, Found, Gate, Observed, Status};
@@ -116,16 +117,16 @@ pub struct NotRunHere {
     pub command: String,
 }
 
-/// `crate::vm::nixos::VM_TESTS`, each NOT RUN.
+/// `disposition::VM_TESTS`, each NOT RUN.
 fn nixos_vm_tests() -> Vec<NotRunHere> {
-    crate::vm::nixos::VM_TESTS
+    disposition::VM_TESTS
         .iter()
         .map(|(name, proves)| NotRunHere {
             name: (*name).to_owned(),
             proves: (*proves).to_owned(),
             status: Status::NotRun,
             reason: "needs nixpkgs and KVM (the NixOS test driver); deploy-checklist records no result of it".to_owned(),
-            command: crate::vm::nixos::check_command(name),
+            command: disposition::check_command(name),
         })
         .collect()
 }
@@ -147,7 +148,7 @@ pub struct PostDeploy {
 
 /// Judges the verify record against HEAD.
 pub fn post_deploy(observed: &Observed) -> PostDeploy {
-    use crate::verify::record::Status as Verified;
+    use crate::verified::Status as Verified;
     let file = format!("{}/verify-{}.json", observed.results_dir, observed.host);
     let command = format!(
         "cargo xtask verify --host {} {}@<IP>",
@@ -353,7 +354,7 @@ pub struct Loaded {
 
 /// Evaluates host `name` of the repository at `root` (exit 2 when it cannot).
 pub fn load(context: &Context, root: &Utf8Path, name: &str) -> Result<Loaded> {
-    let subject = crate::hosts::load_subject(context, root, name)?;
+    let subject = crate::rules::load_subject(context, root, name)?;
     let host = crate::hosts::discover(root)?
         .into_iter()
         .find(|h| h.name == name)
@@ -376,7 +377,7 @@ fn read_results<T: serde::de::DeserializeOwned>(path: &Utf8Path) -> Found<T> {
     }
 }
 
-fn evidence<T: serde::de::DeserializeOwned>(dir: &Utf8Path, kind: &str) -> Evidence<T> {
+fn evidence<T: serde::de::DeserializeOwned>(dir: &Utf8Path, kind: Kind) -> Evidence<T> {
     Evidence {
         pass: read_results(&dir.join(results::pass_file_name(kind))),
         last: read_results(&dir.join(results::file_name(kind))),
@@ -399,15 +400,15 @@ pub fn observe(
         Ok(drift) => DocsState::Drifted(drift.summary()),
         Err(error) => DocsState::Unknown(format!("{error:#}")),
     };
-    let current = ["check", flake_eval::KIND, "vm-test", results::THOROUGH_KIND]
-        .iter()
-        .map(|kind| {
-            (
-                kind.to_string(),
-                results::current_inputs(root, kind, &subject.host),
-            )
-        })
-        .collect();
+    let current = [
+        Kind::Check,
+        flake_eval::KIND,
+        Kind::VmTest,
+        results::THOROUGH_KIND,
+    ]
+    .into_iter()
+    .map(|kind| (kind, results::current_inputs(root, kind, &subject.host)))
+    .collect();
     let machine_file = subject
         .sources
         .iter()
@@ -420,15 +421,13 @@ pub fn observe(
         machine_file,
         head,
         facts: loaded.facts.clone(),
-        check: evidence::<CheckResults>(results_dir, "check"),
+        check: evidence::<CheckResults>(results_dir, Kind::Check),
         nixos: evidence::<FlakeEvalResults>(results_dir, flake_eval::KIND),
-        vm_test: evidence::<VmTestResults>(results_dir, "vm-test"),
+        vm_test: evidence::<VmTestResults>(results_dir, Kind::VmTest),
         thorough: evidence::<gates::ThoroughResults>(results_dir, results::THOROUGH_KIND),
         lab_procedures: server_procedures(subject, &loaded.facts)
             .into_iter()
-            .filter(|n| {
-                crate::vm::procedures::tier(&n.procedure) != crate::vm::procedures::Tier::NotInLab
-            })
+            .filter(|n| disposition::tier(&n.procedure) != disposition::Tier::NotInLab)
             .map(|n| (n.step, n.procedure.id))
             .collect(),
         docs,
@@ -437,7 +436,7 @@ pub fn observe(
         nixos_blocked: flake_eval::cannot_run_here(root),
         nixos_how: flake_eval::how_to_run(root, &subject.host),
         results_dir: display_path(results_dir),
-        verify: match crate::verify::record::read(&crate::verify::record::path(
+        verify: match crate::verified::read(&crate::verified::path(
             Some(results_dir),
             &subject.host,
         )) {
@@ -452,8 +451,11 @@ pub fn observe(
 pub fn build(subject: &Subject, observed: &Observed) -> Checklist {
     let gates = gates::gates(observed);
     let measured = [
-        (results::pass_file_name("vm-test"), &observed.vm_test.pass),
-        (results::file_name("vm-test"), &observed.vm_test.last),
+        (
+            results::pass_file_name(Kind::VmTest),
+            &observed.vm_test.pass,
+        ),
+        (results::file_name(Kind::VmTest), &observed.vm_test.last),
     ]
     .into_iter()
     .find_map(|(file, found)| match found {
@@ -591,14 +593,14 @@ mod tests {
         assert!(nixos.detail.contains("no flake.lock"), "{}", nixos.detail);
 
         // Files written as the commands write them, with the inputs of `root` now.
-        let stamp = |mut header: crate::results::Header, kind: &str| {
-            header.inputs = observed.current[kind].clone();
+        let stamp = |mut header: crate::results::Header, kind: Kind| {
+            header.inputs = observed.current[&kind].clone();
             header
         };
         let mut check = check_results(HEAD, 0);
-        check.header = stamp(check.header, "check");
+        check.header = stamp(check.header, Kind::Check);
         let mut vm = vm_results(HEAD, true);
-        vm.header = stamp(vm.header, "vm-test");
+        vm.header = stamp(vm.header, Kind::VmTest);
         let mut nixos = gates::testing::nixos_results(HEAD, true);
         nixos.header = stamp(nixos.header, flake_eval::KIND);
         // Every procedure the lab runs for this host, as observe lists them.
@@ -648,7 +650,7 @@ mod tests {
 
         // A failed last run stays visible beside the proof.
         let mut failed = vm_results(HEAD, false);
-        failed.header = stamp(failed.header, "vm-test");
+        failed.header = stamp(failed.header, Kind::VmTest);
         failed.header.finished_at = "2026-11-29T00:00:00Z".to_owned();
         put(&results, "vm-test.json", &failed);
         let shown = build(
@@ -691,7 +693,7 @@ mod tests {
     /// The record verify writes is the one the checklist reads.
     #[test]
     fn the_checklist_reads_the_record_verify_writes() {
-        use crate::verify::record::{self as verified, Record, Status as Verified};
+        use crate::verified::{self as verified, Record, Status as Verified};
         let loaded = loaded(host_facts());
         let (_keep, root) = root_with_fresh_docs(&loaded.subject);
         let results = root.join("results");
@@ -839,7 +841,7 @@ mod tests {
     /// The post-deploy section: NOT RUN until a verify passed for HEAD.
     #[test]
     fn the_post_deploy_section_shows_not_run_until_a_verify_passed_at_head() {
-        use crate::verify::record::{CheckResult, Record, Status as Verified};
+        use crate::verified::{CheckResult, Record, Status as Verified};
         let target: crate::verify::ssh::Target = "hbohlen@203.0.113.7".parse().unwrap();
         let record = |commit: &str, dirty: bool, status: Verified| {
             let mut r = Record::new("hetzner-cloud", &target, at(commit, dirty));

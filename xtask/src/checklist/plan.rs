@@ -187,82 +187,17 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
     let tables = subject.tables();
     let n = names(&tables);
     let attribute = subject.flake_attribute();
-    let host = &subject.host;
     let admin = &facts.admin_user;
-    let disks: Vec<String> = subject
-        .layout
-        .disks
-        .iter()
-        .map(|d| d.device.clone())
-        .collect();
-    let firmware: Vec<String> = subject
-        .machine
-        .firmware
-        .iter()
-        .map(|f| f.to_ascii_uppercase())
-        .collect();
-    let firmware_text = if firmware.is_empty() {
-        "BIOS or UEFI".to_owned()
-    } else {
-        firmware.join(" or ")
-    };
-    let saved = format!("{}/{}/{}.saved-<stamp>", n.top, n.snapshots, n.persist);
+    let disks = disks(subject);
     let anywhere = format!(
         "nix run github:nix-community/nixos-anywhere -- --flake .#{attribute} --target-host root@<IP>"
     );
     let mut steps = Vec::new();
 
     // The repository cannot know the admin's key or the server's IPv6 address.
-    if let Some(machine_file) = subject.sources.iter().find(|s| s.ends_with("machine.nix")) {
-        steps.push(
-            procedure("deploy.facts", format!("Give the server its own facts in {machine_file}"))
-                .note(format!("adminSshKeys: the SSH public key of {admin}, the one login. The server has no passwords, so the build refuses an empty list (check reports HOST001)."))
-                .note(format!("Which kind of server is it? The Cloud Console shows it (the server, Networking). With a public IPv4 (Hetzner's default): publicIpv4 = true; the IPv4 comes by DHCP. IPv6 only (created without a public IPv4): publicIpv4 = false, and ipv6Address must be set, or the server comes up with no address at all (check refuses it: HOST005; the build too). {machine_file} now says: {}.", server_kind(&subject.machine)))
-                .note("ipv6Address: the address of the server's /64 from the Cloud Console (Networking), with its prefix, e.g. \"2a01:4f8:c012:3456::1/64\"; null keeps the server on IPv4.")
-                .run(local(format!(
-                    "nix-instantiate --eval --strict --json -E '(import ./{machine_file}).adminSshKeys'"
-                )))
-                .shows("[\"ssh-ed25519 AAAA… you@laptop\"]   (at least one key)")
-                .expect(Expect::NoLine { pattern: "[]".to_owned() })
-                .note(format!("Then commit, and run the gates again: {machine_file} feeds `check`, the NixOS evaluation and `vm-test`, so the edit made their results STALE."))
-                .run(local(format!("git commit -m '{host}: the admin key and the IPv6 address' {machine_file}")))
-                .run(local(format!("cargo xtask check --host {host}")))
-                .run(local(format!("cargo xtask check --mode flake --host {host}")))
-                .run(local(format!("cargo xtask vm-test --host {host}")))
-                .run(local(format!("cargo xtask deploy-checklist --host {host}")))
-                .shows("the gates, all PASS, and READY (exit code 0)"),
-        );
-    }
+    steps.extend(own_facts(subject, facts));
 
-    steps.push(
-        procedure("deploy.backup", "Save what must outlive the install (an existing server)")
-            .needs(Need::Hetzner)
-            .note(format!(
-                "Installing erases {} completely: the partition table, every filesystem, {PERSIST_MOUNTPOINT} and every snapshot on the disk. Skip this step on a new, empty server.",
-                disks.join(" and ")
-            ))
-            .note("First a Hetzner snapshot of the whole server: it keeps everything, whatever the server runs, and `hcloud server rebuild --image <id> <server>` brings it back (snapshots are billed by size; delete it once the new system is settled).")
-            .run(local("hcloud server create-image --type snapshot --description pre-install <server>"))
-            .note(format!(
-                "If the server already runs this configuration, also copy {PERSIST_MOUNTPOINT} off it (a read-only snapshot under a name no earlier save used, streamed to your machine and checked): the rollback plan (§4.5) restores it into the new system."
-            ))
-            .parameter("<stamp>", "the time of this save, as `date -u +%Y%m%dT%H%M%SZ` prints it (e.g. 20260101T120000Z): the snapshot's and the file's names carry it, so they cannot exist from an earlier save")
-            .run(local_to(Where::Server, facts.ssh_server_sudo(&format!("test ! -e {saved}"))))
-            .run(local_to(Where::Server, facts.ssh_server_sudo(&format!(
-                "btrfs subvolume snapshot -r {top}/{persist} {saved}",
-                top = n.top,
-                persist = n.persist,
-            ))))
-            .run(local_to(Where::Server, format!(
-                "{} | zstd > persist-<stamp>.btrfs.zst",
-                facts.ssh_server_sudo(&format!("btrfs send {saved}"))
-            )))
-            .run(local("zstd -t persist-<stamp>.btrfs.zst"))
-            .shows("no error: the file is a complete zstd frame")
-            .run(local("zstd -dc persist-<stamp>.btrfs.zst | head -c 12"))
-            .shows("btrfs-stream   (a send stream: a failed ssh leaves an empty stream that passes `zstd -t`, not this)")
-            .expect(Expect::Line { pattern: "btrfs-stream".to_owned() }),
-    );
+    steps.push(backup(subject, facts));
 
     steps.push(
         procedure("deploy.rescue", "Boot the Hetzner rescue system")
@@ -275,50 +210,7 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             .run(local("ssh-keygen -R <IP>")),
     );
 
-    let mut check_machine = procedure(
-        "deploy.machine",
-        "Check the firmware and the disk in the rescue system",
-    )
-    .note(format!(
-        "Log in to the rescue system as root (the only place root logs in), with the key you gave Hetzner. The layout boots with {firmware_text}: it has a BIOS boot partition for GRUB on BIOS and an ESP for UEFI."
-    ))
-    .run(local_to(Where::Rescue, facts.ssh_rescue()))
-    .run(rescue("[ -d /sys/firmware/efi ] && echo UEFI || echo BIOS"));
-    check_machine = if firmware.is_empty() {
-        check_machine.shows("BIOS or UEFI")
-    } else {
-        let mut step = check_machine.shows(firmware_text.clone());
-        if firmware.len() == 1 {
-            step = step.expect(Expect::Line {
-                pattern: firmware[0].clone(),
-            });
-        }
-        step
-    };
-    for disk in &subject.layout.disks {
-        check_machine = check_machine.run(rescue(format!(
-            "lsblk -b -d -n -o NAME,SIZE {}",
-            disk.device
-        )));
-        match subject.disk_sizes.get(&disk.key) {
-            Some(bytes) => {
-                let line = format!("{} {bytes}", disk.device.trim_start_matches("/dev/"));
-                check_machine = check_machine
-                    .shows(line.clone())
-                    .expect(Expect::Line { pattern: line })
-            }
-            None => {
-                check_machine = check_machine.shows(format!(
-                    "{}: any size (machine.nix gives none, so no geometry was checked)",
-                    disk.device
-                ))
-            }
-        }
-    }
-    check_machine = check_machine.then(
-        "If a size differs, stop: run `cargo xtask check --disk-size <bytes>` with the size shown and review the partition table before going on.",
-    );
-    steps.push(check_machine);
+    steps.push(machine(subject, facts));
 
     steps.push(
         procedure("deploy.install", "Install with nixos-anywhere (this erases the disk)")
@@ -369,6 +261,137 @@ pub fn deployment(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {
             )),
     );
     steps
+}
+
+/// The devices of the host's disks.
+fn disks(subject: &Subject) -> Vec<String> {
+    subject
+        .layout
+        .disks
+        .iter()
+        .map(|d| d.device.clone())
+        .collect()
+}
+
+/// deploy.facts: what only the admin knows, in machine.nix.
+fn own_facts(subject: &Subject, facts: &HostFacts) -> Option<Procedure> {
+    let host = &subject.host;
+    let admin = &facts.admin_user;
+    let machine_file = subject
+        .sources
+        .iter()
+        .find(|s| s.ends_with("machine.nix"))?;
+    Some(
+        procedure("deploy.facts", format!("Give the server its own facts in {machine_file}"))
+            .note(format!("adminSshKeys: the SSH public key of {admin}, the one login. The server has no passwords, so the build refuses an empty list (check reports HOST001)."))
+            .note(format!("Which kind of server is it? The Cloud Console shows it (the server, Networking). With a public IPv4 (Hetzner's default): publicIpv4 = true; the IPv4 comes by DHCP. IPv6 only (created without a public IPv4): publicIpv4 = false, and ipv6Address must be set, or the server comes up with no address at all (check refuses it: HOST005; the build too). {machine_file} now says: {}.", server_kind(&subject.machine)))
+            .note("ipv6Address: the address of the server's /64 from the Cloud Console (Networking), with its prefix, e.g. \"2a01:4f8:c012:3456::1/64\"; null keeps the server on IPv4.")
+            .run(local(format!(
+                "nix-instantiate --eval --strict --json -E '(import ./{machine_file}).adminSshKeys'"
+            )))
+            .shows("[\"ssh-ed25519 AAAA… you@laptop\"]   (at least one key)")
+            .expect(Expect::NoLine { pattern: "[]".to_owned() })
+            .note(format!("Then commit, and run the gates again: {machine_file} feeds `check`, the NixOS evaluation and `vm-test`, so the edit made their results STALE."))
+            .run(local(format!("git commit -m '{host}: the admin key and the IPv6 address' {machine_file}")))
+            .run(local(format!("cargo xtask check --host {host}")))
+            .run(local(format!("cargo xtask check --mode flake --host {host}")))
+            .run(local(format!("cargo xtask vm-test --host {host}")))
+            .run(local(format!("cargo xtask deploy-checklist --host {host}")))
+            .shows("the gates, all PASS, and READY (exit code 0)"),
+    )
+}
+
+/// deploy.backup: what must outlive the install, saved first.
+fn backup(subject: &Subject, facts: &HostFacts) -> Procedure {
+    let n = names(&subject.tables());
+    let disks = disks(subject);
+    let saved = format!("{}/{}/{}.saved-<stamp>", n.top, n.snapshots, n.persist);
+    procedure("deploy.backup", "Save what must outlive the install (an existing server)")
+        .needs(Need::Hetzner)
+        .note(format!(
+            "Installing erases {} completely: the partition table, every filesystem, {PERSIST_MOUNTPOINT} and every snapshot on the disk. Skip this step on a new, empty server.",
+            disks.join(" and ")
+        ))
+        .note("First a Hetzner snapshot of the whole server: it keeps everything, whatever the server runs, and `hcloud server rebuild --image <id> <server>` brings it back (snapshots are billed by size; delete it once the new system is settled).")
+        .run(local("hcloud server create-image --type snapshot --description pre-install <server>"))
+        .note(format!(
+            "If the server already runs this configuration, also copy {PERSIST_MOUNTPOINT} off it (a read-only snapshot under a name no earlier save used, streamed to your machine and checked): the rollback plan (§4.5) restores it into the new system."
+        ))
+        .parameter("<stamp>", "the time of this save, as `date -u +%Y%m%dT%H%M%SZ` prints it (e.g. 20260101T120000Z): the snapshot's and the file's names carry it, so they cannot exist from an earlier save")
+        .run(local_to(Where::Server, facts.ssh_server_sudo(&format!("test ! -e {saved}"))))
+        .run(local_to(Where::Server, facts.ssh_server_sudo(&format!(
+            "btrfs subvolume snapshot -r {top}/{persist} {saved}",
+            top = n.top,
+            persist = n.persist,
+        ))))
+        .run(local_to(Where::Server, format!(
+            "{} | zstd > persist-<stamp>.btrfs.zst",
+            facts.ssh_server_sudo(&format!("btrfs send {saved}"))
+        )))
+        .run(local("zstd -t persist-<stamp>.btrfs.zst"))
+        .shows("no error: the file is a complete zstd frame")
+        .run(local("zstd -dc persist-<stamp>.btrfs.zst | head -c 12"))
+        .shows("btrfs-stream   (a send stream: a failed ssh leaves an empty stream that passes `zstd -t`, not this)")
+        .expect(Expect::Line { pattern: "btrfs-stream".to_owned() })
+}
+
+/// deploy.machine: the firmware and the disk sizes, seen from the rescue system.
+fn machine(subject: &Subject, facts: &HostFacts) -> Procedure {
+    let firmware: Vec<String> = subject
+        .machine
+        .firmware
+        .iter()
+        .map(|f| f.to_ascii_uppercase())
+        .collect();
+    let firmware_text = if firmware.is_empty() {
+        "BIOS or UEFI".to_owned()
+    } else {
+        firmware.join(" or ")
+    };
+    let mut check_machine = procedure(
+        "deploy.machine",
+        "Check the firmware and the disk in the rescue system",
+    )
+    .note(format!(
+        "Log in to the rescue system as root (the only place root logs in), with the key you gave Hetzner. The layout boots with {firmware_text}: it has a BIOS boot partition for GRUB on BIOS and an ESP for UEFI."
+    ))
+    .run(local_to(Where::Rescue, facts.ssh_rescue()))
+    .run(rescue("[ -d /sys/firmware/efi ] && echo UEFI || echo BIOS"));
+    check_machine = if firmware.is_empty() {
+        check_machine.shows("BIOS or UEFI")
+    } else {
+        let mut step = check_machine.shows(firmware_text.clone());
+        if firmware.len() == 1 {
+            step = step.expect(Expect::Line {
+                pattern: firmware[0].clone(),
+            });
+        }
+        step
+    };
+    for disk in &subject.layout.disks {
+        check_machine = check_machine.run(rescue(format!(
+            "lsblk -b -d -n -o NAME,SIZE {}",
+            disk.device
+        )));
+        match subject.disk_sizes.get(&disk.key) {
+            Some(bytes) => {
+                let line = format!("{} {bytes}", disk.device.trim_start_matches("/dev/"));
+                check_machine = check_machine
+                    .shows(line.clone())
+                    .expect(Expect::Line { pattern: line })
+            }
+            None => {
+                check_machine = check_machine.shows(format!(
+                    "{}: any size (machine.nix gives none, so no geometry was checked)",
+                    disk.device
+                ))
+            }
+        }
+    }
+    check_machine = check_machine.then(
+        "If a size differs, stop: run `cargo xtask check --disk-size <bytes>` with the size shown and review the partition table before going on.",
+    );
+    check_machine
 }
 
 #[cfg(test)]

@@ -244,7 +244,12 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     unmounted?;
     let passed = codes.len() == commands.len() && codes.iter().all(|c| *c == Some(0));
     let results = Results {
-        header: crate::results::Header::at_revision("fresh-machine", "-", passed, state),
+        header: crate::results::Header::at_revision(
+            crate::results::Kind::FreshMachine,
+            "-",
+            passed,
+            state,
+        ),
         suite: SUITE.to_owned(),
         mirror: args.mirror.clone(),
         root_from_cache: from_cache,
@@ -254,7 +259,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         total_seconds: started.elapsed().as_secs_f64(),
     };
     if outcome.is_ok() {
-        crate::results::record("fresh-machine", &results, passed)?;
+        crate::results::record(crate::results::Kind::FreshMachine, &results, passed)?;
     }
     print_summary(&results);
     if args.json {
@@ -319,6 +324,67 @@ fn prove(
     })?;
     let sysroot = rust_sysroot()?;
     let ca = ca_bundle();
+    let cached = debian_root(proof, root, base)?;
+    proof.step("configure apt sources, DNS, CA bundle", |_| {
+        configure_root(root, args, ca.as_deref())
+    })?;
+    proof.step(
+        "mount /proc, /sys, /dev, /run and the Rust toolchain",
+        |_| {
+            mounts.mount(&["-t", "proc", "proc"], &root.join("proc"))?;
+            mounts.bind(Utf8Path::new("/sys"), &root.join("sys"), false)?;
+            mounts.bind(Utf8Path::new("/dev"), &root.join("dev"), false)?;
+            mounts.mount(
+                &["-t", "tmpfs", "-o", "mode=755", "tmpfs"],
+                &root.join("run"),
+            )?;
+            mounts.bind(
+                &sysroot,
+                &root.join(RUST_IN_ROOT.trim_start_matches('/')),
+                true,
+            )
+        },
+    )?;
+    proof.step("clone the repository (HEAD)", |_| {
+        run_ok(
+            Supervised::new("git").args([
+                "clone",
+                "--quiet",
+                project_root().as_str(),
+                root.join(REPO_IN_ROOT.trim_start_matches('/')).as_str(),
+            ]),
+            "git clone",
+        )
+    })?;
+    if !args.preinstall.is_empty() {
+        proof.step("preinstall the given packages", |_| {
+            let mut inside = Vec::new();
+            for deb in &args.preinstall {
+                let name = deb.file_name().context("a .deb file name")?;
+                std::fs::copy(deb, root.join("tmp").join(name))
+                    .with_context(|| format!("copying {deb}"))?;
+                inside.push(format!("/tmp/{name}"));
+            }
+            run_ok(
+                in_root(
+                    root,
+                    &format!(
+                        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends {}",
+                        inside.join(" ")
+                    ),
+                ),
+                "installing the --preinstall packages",
+            )
+        })?;
+    }
+    let codes = run_commands(proof, root, commands)?;
+    Ok((codes, cached))
+}
+
+/// A minimal Debian 12 root at `root`: unpacked from the cache under `base`,
+/// or debootstrapped and cached. Returns whether it came from the cache.
+fn debian_root(proof: &mut Proof, root: &Utf8Path, base: &Utf8Path) -> Result<bool> {
+    let args = proof.args;
     // Uncompressed: compressing it takes longer than debootstrap itself.
     let cache = base.join("cache").join(format!(
         "debian-12-{SUITE}-minbase-{}.tar",
@@ -375,76 +441,39 @@ fn prove(
             Ok(())
         })?;
     }
-    proof.step("configure apt sources, DNS, CA bundle", |_| {
-        let _ = std::fs::remove_file(root.join("etc/apt/sources.list"));
-        std::fs::create_dir_all(root.join("etc/apt/sources.list.d"))?;
-        std::fs::write(
-            root.join("etc/apt/sources.list.d/debian.sources"),
-            debian_sources(&args.mirror, &args.security_mirror),
-        )?;
-        // No daemon may start inside a chroot (Debian's policy-rc.d convention).
-        let policy = root.join("usr/sbin/policy-rc.d");
-        std::fs::write(&policy, "#!/bin/sh\nexit 101\n")?;
-        std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
-        std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf"))
-            .context("copying /etc/resolv.conf into the root")?;
-        if let Some(ca) = &ca {
-            let target = root.join(CA_IN_ROOT.trim_start_matches('/'));
-            std::fs::create_dir_all(target.parent().context("the CA's directory")?)?;
-            std::fs::copy(ca, &target).with_context(|| format!("copying {ca}"))?;
-        }
-        Ok(())
-    })?;
-    proof.step(
-        "mount /proc, /sys, /dev, /run and the Rust toolchain",
-        |_| {
-            mounts.mount(&["-t", "proc", "proc"], &root.join("proc"))?;
-            mounts.bind(Utf8Path::new("/sys"), &root.join("sys"), false)?;
-            mounts.bind(Utf8Path::new("/dev"), &root.join("dev"), false)?;
-            mounts.mount(
-                &["-t", "tmpfs", "-o", "mode=755", "tmpfs"],
-                &root.join("run"),
-            )?;
-            mounts.bind(
-                &sysroot,
-                &root.join(RUST_IN_ROOT.trim_start_matches('/')),
-                true,
-            )
-        },
+    Ok(cached)
+}
+
+/// apt's sources, no daemons, DNS and the CA bundle in the fresh root.
+fn configure_root(root: &Utf8Path, args: &Args, ca: Option<&Utf8Path>) -> Result<()> {
+    let _ = std::fs::remove_file(root.join("etc/apt/sources.list"));
+    std::fs::create_dir_all(root.join("etc/apt/sources.list.d"))?;
+    std::fs::write(
+        root.join("etc/apt/sources.list.d/debian.sources"),
+        debian_sources(&args.mirror, &args.security_mirror),
     )?;
-    proof.step("clone the repository (HEAD)", |_| {
-        run_ok(
-            Supervised::new("git").args([
-                "clone",
-                "--quiet",
-                project_root().as_str(),
-                root.join(REPO_IN_ROOT.trim_start_matches('/')).as_str(),
-            ]),
-            "git clone",
-        )
-    })?;
-    if !args.preinstall.is_empty() {
-        proof.step("preinstall the given packages", |_| {
-            let mut inside = Vec::new();
-            for deb in &args.preinstall {
-                let name = deb.file_name().context("a .deb file name")?;
-                std::fs::copy(deb, root.join("tmp").join(name))
-                    .with_context(|| format!("copying {deb}"))?;
-                inside.push(format!("/tmp/{name}"));
-            }
-            run_ok(
-                in_root(
-                    root,
-                    &format!(
-                        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends {}",
-                        inside.join(" ")
-                    ),
-                ),
-                "installing the --preinstall packages",
-            )
-        })?;
+    // No daemon may start inside a chroot (Debian's policy-rc.d convention).
+    let policy = root.join("usr/sbin/policy-rc.d");
+    std::fs::write(&policy, "#!/bin/sh\nexit 101\n")?;
+    std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
+    std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf"))
+        .context("copying /etc/resolv.conf into the root")?;
+    if let Some(ca) = ca {
+        let target = root.join(CA_IN_ROOT.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().context("the CA's directory")?)?;
+        std::fs::copy(ca, &target).with_context(|| format!("copying {ca}"))?;
     }
+    Ok(())
+}
+
+/// The README's commands in the root, in order, until one fails; their
+/// exit codes.
+fn run_commands(
+    proof: &mut Proof,
+    root: &Utf8Path,
+    commands: &[String],
+) -> Result<Vec<Option<i32>>> {
     let mut codes = Vec::new();
     for command in commands {
         let started = Instant::now();
@@ -470,7 +499,7 @@ fn prove(
             break;
         }
     }
-    Ok((codes, cached))
+    Ok(codes)
 }
 
 #[cfg(test)]

@@ -1,17 +1,16 @@
 //! The hosts of the flake: every directory under hosts/ that holds a
-//! disko.nix, with its optional persistence.nix, machine.nix and rollback.nix;
-//! loading one (`load`: evaluated, built, judged by the host rules) and the
-//! view of it the generated pages and the checklist share (`subject`).
+//! disko.nix, with its optional persistence.nix, machine.nix and rollback.nix,
+//! and the view of one the generated pages and the checklist share
+//! (`subject`). Loading one (evaluated, built, judged by the host rules) is
+//! `rules::load`.
 
-mod load;
 mod model;
 mod subject;
 
-pub use load::{load, Loaded};
 pub use model::{firmware, Firmware, Model};
 #[cfg(test)]
 pub use subject::testing;
-pub use subject::{load_subject, Subject};
+pub use subject::Subject;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,17 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context as _, Result};
-use camino::Utf8Path;
+use anyhow::Result;
 
-use super::{load, Loaded, Machine};
+use super::Machine;
 use super::{Firmware, Model};
-use crate::context::Context;
-use crate::findings::Severity;
 use crate::layout::Layout;
-use crate::nix::Nix;
-use crate::report::render_finding;
-use crate::report::Tables;
 
 /// What the reference is generated from: one host's evaluated files.
 #[derive(Debug, Clone)]
@@ -56,10 +50,6 @@ impl Subject {
         Model::new(&self.layout, &self.disk_sizes, Firmware::default())
     }
 
-    pub fn tables(&self) -> Tables {
-        Tables::new(&self.model())
-    }
-
     /// The flake attribute that builds the host (`nixosConfigurations.<this>`).
     pub fn flake_attribute(&self) -> &str {
         self.machine
@@ -67,38 +57,6 @@ impl Subject {
             .as_deref()
             .unwrap_or(self.host.as_str())
     }
-}
-
-/// Evaluates host `name` of the repository at `root` with nix-instantiate.
-/// Fails (exit 2) when the layout does not build: the docs would be fiction.
-pub fn load_subject(context: &Context, root: &Utf8Path, name: &str) -> Result<Subject> {
-    let host = super::find_in(root, name)?;
-    let nix = Nix::locate(context)?;
-    let Loaded {
-        layout,
-        findings,
-        machine,
-        ..
-    } = load(&nix, &host, &host.layout_file)?;
-    let Some(layout) = layout else {
-        let mut shown = String::new();
-        for finding in findings.iter().filter(|f| f.severity == Severity::Error) {
-            render_finding(&mut shown, finding);
-        }
-        bail!(
-            "the layout of {name} does not build, so there is nothing true to document:\n{shown}run `cargo xtask check --host {name}` and fix it first"
-        );
-    };
-    let relative = |path: &Utf8Path| {
-        path.strip_prefix(root)
-            .map(Utf8Path::to_string)
-            .unwrap_or_else(|_| path.to_string())
-    };
-    let mut sources = vec![relative(&host.layout_file)];
-    sources.extend(host.persistence_file.as_deref().map(relative));
-    sources.extend(host.machine_file.as_deref().map(relative));
-    Subject::new(name, sources, layout, machine)
-        .with_context(|| format!("reading the machine facts of {name}"))
 }
 
 #[cfg(test)]

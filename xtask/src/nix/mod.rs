@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use crate::context::Context;
 use crate::findings::{AttrPath, Finding, Location, Severity};
-use crate::hosts::Host;
 use crate::project::project_root;
 use crate::setup;
 
@@ -161,11 +160,8 @@ impl Nix {
     /// Evaluates a host's standalone files to JSON through nix/lib/eval-host.nix.
     /// An evaluation error, or a value JSON cannot carry, is a finding, not a
     /// failure to run.
-    pub fn evaluate_host(
-        &self,
-        host: &Host,
-        layout_file: &Utf8Path,
-    ) -> Result<Result<Value, Vec<Finding>>> {
+    pub fn evaluate_host(&self, files: &HostFiles<'_>) -> Result<Result<Value, Vec<Finding>>> {
+        let layout_file = files.layout;
         let wrapper = project_root().join("nix").join("lib").join("eval-host.nix");
         let mut args: Vec<&str> = vec![
             "--eval",
@@ -178,13 +174,13 @@ impl Nix {
             "layoutFile",
             layout_file.as_str(),
         ];
-        if let Some(persistence) = &host.persistence_file {
+        if let Some(persistence) = files.persistence {
             args.extend(["--argstr", "persistenceFile", persistence.as_str()]);
         }
-        if let Some(machine) = &host.machine_file {
+        if let Some(machine) = files.machine {
             args.extend(["--argstr", "machineFile", machine.as_str()]);
         }
-        if let Some(rollback) = &host.rollback_file {
+        if let Some(rollback) = files.rollback {
             args.extend(["--argstr", "rollbackFile", rollback.as_str()]);
         }
         let ran = self
@@ -207,6 +203,17 @@ impl Nix {
             )
         })
     }
+}
+
+/// The files of one host that nix/lib/eval-host.nix reads: what Nix needs
+/// of a host, as plain paths (the host itself is a layer above).
+#[derive(Debug, Clone, Copy)]
+pub struct HostFiles<'a> {
+    /// disko.nix (or the file given in its place).
+    pub layout: &'a Utf8Path,
+    pub persistence: Option<&'a Utf8Path>,
+    pub machine: Option<&'a Utf8Path>,
+    pub rollback: Option<&'a Utf8Path>,
 }
 
 /// Where our Nix wrappers live (nix/lib).

@@ -16,8 +16,8 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::context::Context;
-use crate::hosts::load_subject;
 use crate::project::write_readable;
+use crate::rules::load_subject;
 
 pub use compare::{compare, Drift};
 pub use pages::pages;

@@ -379,6 +379,81 @@ fn home_of(tables: &Tables, device: &str) -> String {
 }
 
 fn subvolume_tree(canvas: &mut Canvas, tables: &Tables, fs: &BtrfsTable) {
+    tree_heading(canvas, tables, fs);
+    let top = fs.subvolumes.iter().find(|s| s.name == "(top level)");
+    let children: Vec<&SubvolumeRow> = fs
+        .subvolumes
+        .iter()
+        .filter(|s| s.name != "(top level)")
+        .collect();
+    canvas.y += 14.0;
+    let top_y = canvas.y;
+    let top_text = format!(
+        "top level (subvolid 5) → {}",
+        top.and_then(|t| t.mountpoint.as_deref())
+            .unwrap_or("not mounted")
+    );
+    let top_width = text_width(&top_text, 13.0) + 24.0;
+    canvas.rect(
+        PAD,
+        top_y,
+        top_width,
+        BOX_HEIGHT,
+        " rx=\"4\" fill=\"#eaeef2\" stroke=\"#8c959f\"",
+    );
+    canvas.text(
+        PAD + 12.0,
+        top_y + 16.5,
+        13.0,
+        &format!(" font-weight=\"bold\" fill=\"{INK}\""),
+        &top_text,
+    );
+
+    let box_x = PAD + 44.0;
+    let columns = Columns {
+        trunk_x: PAD + 18.0,
+        box_x,
+        box_width: WIDTH - PAD - box_x,
+        name_width: children
+            .iter()
+            .map(|s| text_width(&s.name, 13.0))
+            .fold(0.0, f64::max)
+            + 20.0,
+        mount_width: children
+            .iter()
+            .map(|s| text_width(s.mountpoint.as_deref().unwrap_or("(not mounted)"), 12.0) + 18.0)
+            .fold(0.0, f64::max)
+            + 16.0,
+    };
+    let mut last_mid = top_y + BOX_HEIGHT;
+    canvas.y = top_y + BOX_HEIGHT;
+    for s in &children {
+        last_mid = subvolume_box(canvas, s, &columns);
+    }
+    if !children.is_empty() {
+        canvas.line(
+            columns.trunk_x,
+            top_y + BOX_HEIGHT,
+            columns.trunk_x,
+            last_mid,
+            "",
+        );
+    }
+}
+
+/// Where the tree's parts go across: the trunk, the boxes, and in a box
+/// the name and mountpoint columns.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    trunk_x: f64,
+    box_x: f64,
+    box_width: f64,
+    name_width: f64,
+    mount_width: f64,
+}
+
+/// The filesystem's title and its filesystem-wide options.
+fn tree_heading(canvas: &mut Canvas, tables: &Tables, fs: &BtrfsTable) {
     canvas.y += 40.0;
     canvas.text(
         PAD,
@@ -404,140 +479,102 @@ fn subvolume_tree(canvas: &mut Canvas, tables: &Tables, fs: &BtrfsTable) {
             )
         },
     );
-    let top = fs.subvolumes.iter().find(|s| s.name == "(top level)");
-    let children: Vec<&SubvolumeRow> = fs
-        .subvolumes
-        .iter()
-        .filter(|s| s.name != "(top level)")
-        .collect();
+}
 
-    canvas.y += 14.0;
-    let top_y = canvas.y;
-    let top_text = format!(
-        "top level (subvolid 5) → {}",
-        top.and_then(|t| t.mountpoint.as_deref())
-            .unwrap_or("not mounted")
-    );
-    let top_width = text_width(&top_text, 13.0) + 24.0;
+/// One subvolume's box on the trunk (and what accumulates inside it);
+/// returns the height of its branch.
+fn subvolume_box(canvas: &mut Canvas, s: &SubvolumeRow, columns: &Columns) -> f64 {
+    let Columns {
+        box_x,
+        box_width,
+        name_width,
+        mount_width,
+        ..
+    } = *columns;
+    canvas.y += ROW - BOX_HEIGHT + 2.0;
+    let y = canvas.y;
+    let mid = y + BOX_HEIGHT / 2.0;
+    canvas.line(columns.trunk_x, mid, box_x, mid, "");
     canvas.rect(
-        PAD,
-        top_y,
-        top_width,
+        box_x,
+        y,
+        box_width,
         BOX_HEIGHT,
-        " rx=\"4\" fill=\"#eaeef2\" stroke=\"#8c959f\"",
+        &format!(
+            " rx=\"4\" fill=\"{}\" stroke=\"#8c959f\"",
+            lifecycle_fill(s.lifecycle)
+        ),
     );
+    let base = y + 16.5;
     canvas.text(
-        PAD + 12.0,
-        top_y + 16.5,
+        box_x + 10.0,
+        base,
         13.0,
         &format!(" font-weight=\"bold\" fill=\"{INK}\""),
-        &top_text,
+        &s.name,
     );
-
-    let trunk_x = PAD + 18.0;
-    let box_x = PAD + 44.0;
-    let box_width = WIDTH - PAD - box_x;
-    let name_width = children
-        .iter()
-        .map(|s| text_width(&s.name, 13.0))
-        .fold(0.0, f64::max)
-        + 20.0;
-    let mount_width = children
-        .iter()
-        .map(|s| text_width(s.mountpoint.as_deref().unwrap_or("(not mounted)"), 12.0) + 18.0)
-        .fold(0.0, f64::max)
-        + 16.0;
-    let mut last_mid = top_y + BOX_HEIGHT;
-    canvas.y = top_y + BOX_HEIGHT;
-    for s in &children {
-        canvas.y += ROW - BOX_HEIGHT + 2.0;
-        let y = canvas.y;
-        let mid = y + BOX_HEIGHT / 2.0;
-        canvas.line(trunk_x, mid, box_x, mid, "");
-        last_mid = mid;
+    let mount_x = box_x + 10.0 + name_width;
+    canvas.text(
+        mount_x,
+        base,
+        12.0,
+        &format!(" fill=\"{INK}\""),
+        &format!("→ {}", s.mountpoint.as_deref().unwrap_or("(not mounted)")),
+    );
+    let mut notes = Vec::new();
+    if s.nocow {
+        notes.push("No_COW (+C): not compressed".to_owned());
+    } else if let Some(compression) = &s.compression {
+        notes.push(format!("compressed {compression}"));
+    }
+    if s.needed_for_boot {
+        notes.push("mounted in the initrd".to_owned());
+    }
+    canvas.text(
+        mount_x + mount_width,
+        base,
+        12.0,
+        &format!(" fill=\"{MUTED}\""),
+        &notes.join(" · "),
+    );
+    canvas.text(
+        box_x + box_width - 10.0,
+        base,
+        12.0,
+        &format!(" text-anchor=\"end\" font-style=\"italic\" fill=\"{INK}\""),
+        s.lifecycle.describe(),
+    );
+    canvas.y = y + BOX_HEIGHT;
+    if s.lifecycle == Lifecycle::Retained {
+        // What accumulates inside: one old root per boot.
+        canvas.y += 6.0;
+        let inner_y = canvas.y;
+        let inner_x = box_x + 36.0;
+        canvas.line(
+            box_x + 18.0,
+            y + BOX_HEIGHT,
+            box_x + 18.0,
+            inner_y + 11.0,
+            "",
+        );
+        canvas.line(box_x + 18.0, inner_y + 11.0, inner_x, inner_y + 11.0, "");
         canvas.rect(
-            box_x,
-            y,
-            box_width,
-            BOX_HEIGHT,
-            &format!(
-                " rx=\"4\" fill=\"{}\" stroke=\"#8c959f\"",
-                lifecycle_fill(s.lifecycle)
-            ),
+            inner_x,
+            inner_y,
+            box_width - 36.0,
+            22.0,
+            " rx=\"4\" fill=\"#f6f8fa\" stroke=\"#8c959f\" stroke-dasharray=\"4 3\"",
         );
-        let base = y + 16.5;
         canvas.text(
-            box_x + 10.0,
-            base,
-            13.0,
-            &format!(" font-weight=\"bold\" fill=\"{INK}\""),
-            &s.name,
-        );
-        let mount_x = box_x + 10.0 + name_width;
-        canvas.text(
-            mount_x,
-            base,
-            12.0,
-            &format!(" fill=\"{INK}\""),
-            &format!("→ {}", s.mountpoint.as_deref().unwrap_or("(not mounted)")),
-        );
-        let mut notes = Vec::new();
-        if s.nocow {
-            notes.push("No_COW (+C): not compressed".to_owned());
-        } else if let Some(compression) = &s.compression {
-            notes.push(format!("compressed {compression}"));
-        }
-        if s.needed_for_boot {
-            notes.push("mounted in the initrd".to_owned());
-        }
-        canvas.text(
-            mount_x + mount_width,
-            base,
+            inner_x + 10.0,
+            inner_y + 15.5,
             12.0,
             &format!(" fill=\"{MUTED}\""),
-            &notes.join(" · "),
+            "one subvolume per boot: the root of the previous boot, named by its time",
         );
-        canvas.text(
-            box_x + box_width - 10.0,
-            base,
-            12.0,
-            &format!(" text-anchor=\"end\" font-style=\"italic\" fill=\"{INK}\""),
-            s.lifecycle.describe(),
-        );
-        canvas.y = y + BOX_HEIGHT;
-        if s.lifecycle == Lifecycle::Retained {
-            // What accumulates inside: one old root per boot.
-            canvas.y += 6.0;
-            let inner_y = canvas.y;
-            let inner_x = box_x + 36.0;
-            canvas.line(
-                box_x + 18.0,
-                y + BOX_HEIGHT,
-                box_x + 18.0,
-                inner_y + 11.0,
-                "",
-            );
-            canvas.line(box_x + 18.0, inner_y + 11.0, inner_x, inner_y + 11.0, "");
-            canvas.rect(
-                inner_x,
-                inner_y,
-                box_width - 36.0,
-                22.0,
-                " rx=\"4\" fill=\"#f6f8fa\" stroke=\"#8c959f\" stroke-dasharray=\"4 3\"",
-            );
-            canvas.text(
-                inner_x + 10.0,
-                inner_y + 15.5,
-                12.0,
-                &format!(" fill=\"{MUTED}\""),
-                "one subvolume per boot: the root of the previous boot, named by its time",
-            );
-            canvas.y = inner_y + 22.0;
-        }
+        canvas.y = inner_y + 22.0;
     }
-    if !children.is_empty() {
-        canvas.line(trunk_x, top_y + BOX_HEIGHT, trunk_x, last_mid, "");
-    }
+    mid
 }
 
 fn legend(canvas: &mut Canvas) {

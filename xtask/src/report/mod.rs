@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::findings::{Finding, Severity};
 
-pub use render::{render, render_finding, table};
+pub use crate::finding_text::render_finding;
+pub use render::{render, table};
 pub use tables::*;
 
 /// Version of the `--json` document (docs/check-json.md).
@@ -45,7 +46,7 @@ pub enum FlakeStatus {
         /// (`config.system.build.toplevel.drvPath`), also finding NIX005 when
         /// it fails; recorded in `target/xtask/flake-eval.json` for the deploy
         /// checklist's NixOS gate.
-        system: Option<crate::flake_eval::SystemEvaluation>,
+        system: Option<SystemEvaluation>,
     },
     /// Flake mode could not run here (`--mode auto`).
     NotRun {
@@ -106,4 +107,25 @@ impl CheckReport {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// How the evaluation went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum SystemEvaluation {
+    /// The system evaluates.
+    Evaluated {
+        /// E.g. `/nix/store/…-nixos-system-….drv`.
+        drv_path: String,
+    },
+    /// The configuration does not evaluate: a failed assertion, a type error, ….
+    Failed {
+        /// Nix's message.
+        message: String,
+    },
+    /// Could not run here; the reason.
+    NotRun {
+        /// Why.
+        reason: String,
+    },
 }

@@ -5,9 +5,8 @@ use std::fmt::Write as _;
 
 use super::bytes_cell;
 use super::{CheckReport, FlakeStatus, HostReport, Tables};
-use crate::findings::Finding;
+use crate::finding_text::render_finding;
 use crate::layout::size::{human, human_decimal};
-use crate::project::display_path;
 
 /// The human-readable report.
 pub fn render(report: &CheckReport) -> String {
@@ -33,9 +32,9 @@ fn render_host(out: &mut String, host: &HostReport) {
         FlakeStatus::Ran { attribute, system } => format!(
             "standalone and flake mode (nixosConfigurations.{attribute}){}",
             match system {
-                Some(crate::flake_eval::SystemEvaluation::Evaluated { drv_path }) =>
+                Some(super::SystemEvaluation::Evaluated { drv_path }) =>
                     format!("; the system evaluates: {drv_path}"),
-                Some(crate::flake_eval::SystemEvaluation::Failed { .. }) =>
+                Some(super::SystemEvaluation::Failed { .. }) =>
                     "; the system does NOT evaluate (NIX005)".to_owned(),
                 _ => String::new(),
             }
@@ -57,29 +56,6 @@ fn render_host(out: &mut String, host: &HostReport) {
             render_finding(out, finding);
         }
         let _ = writeln!(out);
-    }
-}
-
-pub fn render_finding(out: &mut String, finding: &Finding) {
-    let place = match &finding.location {
-        Some(location) if location.line > 0 => format!(
-            " ({}:{}:{})",
-            display_path(&location.file),
-            location.line,
-            location.column
-        ),
-        Some(location) => format!(" ({})", display_path(&location.file)),
-        None => String::new(),
-    };
-    let path = if finding.path.segments().is_empty() {
-        String::new()
-    } else {
-        format!(" {}", finding.path)
-    };
-    let _ = writeln!(out, "{}[{}]{path}{place}", finding.severity, finding.code);
-    let _ = writeln!(out, "    {}", finding.message);
-    if !finding.hint.is_empty() {
-        let _ = writeln!(out, "    fix: {}", finding.hint);
     }
 }
 

@@ -15,6 +15,13 @@ use crate::layout::kernel_options::{compression, has_nodatacow};
 use crate::layout::size::{human, parse_partition_size, PartitionSize};
 use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
 
+impl crate::hosts::Subject {
+    /// The tables of the host (the report's view of it, derived once).
+    pub fn tables(&self) -> Tables {
+        Tables::new(&self.model())
+    }
+}
+
 /// The tables of one host's layout.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Tables {

@@ -1,6 +1,6 @@
 //! Rules about the host's own files beside the layout: machine.nix (the
 //! machine's facts, among them the partition sizes required of the host) and
-//! rollback.nix (the settings of the root rollback). `hosts::load` runs them
+//! rollback.nix (the settings of the root rollback). `rules::load` runs them
 //! with the layout, so `check` reports them and `vm-test` refuses what they
 //! reject; they are not in the registry's per-layout pass because a layout
 //! alone (`--disko`, the fuzzers) has no machine.nix.

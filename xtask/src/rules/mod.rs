@@ -9,6 +9,7 @@ pub mod devices;
 pub mod esp;
 pub mod host;
 pub mod impermanence;
+pub mod load;
 pub mod mount;
 mod mount_facts;
 pub mod partitions;
@@ -16,6 +17,8 @@ pub mod shell;
 pub mod swap;
 
 use serde::Serialize;
+
+pub use load::{load, load_subject, Loaded};
 
 use crate::findings::{AttrPath, Finding, Severity};
 pub use crate::hosts::Model;

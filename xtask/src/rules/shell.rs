@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use super::{Issue, Model};
 use crate::findings::AttrPath;
-use crate::layout::{Content, DiskContent};
+use crate::layout::{Btrfs, Content, Disk, DiskContent, Filesystem, Subvolume, Swap};
 
 /// How a string is pasted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,261 +89,278 @@ struct Pasted<'a> {
 }
 
 fn pasted<'a>(model: &Model<'a>) -> Vec<Pasted<'a>> {
-    use Quoting::{Bare, Comment, DoubleQuoted};
     let mut list = Vec::new();
     for disk in &model.layout.disks {
-        list.push(Pasted {
-            base: &disk.path,
-            field: "name",
-            index: None,
-            value: &disk.name,
-            quoting: &[Comment],
-            command: Cow::Borrowed("( # disk <name> <device> #"),
-        });
-        list.push(Pasted {
-            base: &disk.path,
-            field: "device",
-            index: None,
-            value: &disk.device,
-            quoting: &[Comment, DoubleQuoted],
-            command: Cow::Borrowed("sgdisk --clear \"<device>\""),
-        });
-        let Some(DiskContent::Gpt(gpt)) = &disk.content else {
-            continue;
-        };
-        for partition in &gpt.partitions {
-            let number = partition.number;
-            list.push(Pasted {
-                base: &partition.path,
-                field: "start",
-                index: None,
-                value: &partition.start,
-                quoting: &[Bare],
-                command: Cow::Owned(format!("sgdisk --new={number}:<start>:<end>")),
-            });
-            list.push(Pasted {
-                base: &partition.path,
-                field: "end",
-                index: None,
-                value: &partition.end,
-                quoting: &[Bare],
-                command: Cow::Owned(format!("sgdisk --new={number}:<start>:<end>")),
-            });
-            list.push(Pasted {
-                base: &partition.path,
-                field: "label",
-                index: None,
-                value: &partition.label,
-                quoting: &[DoubleQuoted],
-                command: Cow::Owned(format!("sgdisk --change-name=\"{number}:<label>\"")),
-            });
-            if let Some(code) = partition
-                .hybrid
-                .as_ref()
-                .and_then(|h| h.mbr_partition_type.as_ref())
-            {
-                list.push(Pasted {
-                    base: &partition.path,
-                    field: "hybrid.mbrPartitionType",
-                    index: None,
-                    value: code,
-                    quoting: &[Bare],
-                    command: Cow::Owned(format!(
-                        "sfdisk --label-nested dos --part-type <disk> {number} <type>"
-                    )),
-                });
-            }
-        }
+        disk_pasted(disk, &mut list);
     }
     for (_, _, content) in model.layout.contents() {
         match content {
-            Content::Filesystem(fs) => {
-                list.push(Pasted {
-                    base: &fs.path,
-                    field: "device",
-                    index: None,
-                    value: &fs.device,
-                    quoting: &[Comment, DoubleQuoted],
-                    command: Cow::Borrowed("mkfs.<format> … \"<device>\""),
-                });
-                list.push(Pasted {
-                    base: &fs.path,
-                    field: "format",
-                    index: None,
-                    value: &fs.format,
-                    quoting: &[Comment, Bare],
-                    command: Cow::Borrowed("mkfs.<format> … \"<device>\""),
-                });
-                if let Some(mountpoint) = &fs.mountpoint {
-                    list.push(Pasted {
-                        base: &fs.path,
-                        field: "mountpoint",
-                        index: None,
-                        value: mountpoint,
-                        quoting: &[Comment, DoubleQuoted],
-                        command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
-                    });
-                }
-            }
-            Content::Btrfs(btrfs) => {
-                let has_swap = !btrfs.swapfiles.is_empty();
-                list.push(Pasted {
-                    base: &btrfs.path,
-                    field: "device",
-                    index: None,
-                    value: &btrfs.device,
-                    quoting: if has_swap {
-                        &[Comment, DoubleQuoted, Bare]
-                    } else {
-                        &[Comment, DoubleQuoted]
-                    },
-                    command: if has_swap {
-                        Cow::Borrowed("mount <device> \"$MNTPOINT\" -o subvol=/")
-                    } else {
-                        Cow::Borrowed("mkfs.btrfs \"<device>\" <extraArgs>")
-                    },
-                });
-                for (index, arg) in btrfs.extra_args.iter().enumerate() {
-                    list.push(Pasted {
-                        base: &btrfs.path,
-                        field: "extraArgs",
-                        index: Some(index),
-                        value: arg,
-                        quoting: &[Bare],
-                        command: Cow::Borrowed("mkfs.btrfs \"<device>\" <extraArgs>"),
-                    });
-                }
-                if let Some(mountpoint) = &btrfs.mountpoint {
-                    list.push(Pasted {
-                        base: &btrfs.path,
-                        field: "mountpoint",
-                        index: None,
-                        value: mountpoint,
-                        quoting: &[Comment, DoubleQuoted],
-                        command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
-                    });
-                    for (index, option) in btrfs.mount_options.iter().enumerate() {
-                        list.push(Pasted {
-                            base: &btrfs.path,
-                            field: "mountOptions",
-                            index: Some(index),
-                            value: option,
-                            quoting: &[Bare],
-                            command: Cow::Borrowed("mount … -o <option>"),
-                        });
-                    }
-                }
-                for file in &btrfs.swapfiles {
-                    list.push(Pasted {
-                        base: &file.path,
-                        field: "path",
-                        index: None,
-                        value: &file.file,
-                        quoting: &[DoubleQuoted],
-                        command: Cow::Borrowed(
-                            "btrfs filesystem mkswapfile … \"$MNTPOINT/<path>\"",
-                        ),
-                    });
-                }
-                for subvolume in &btrfs.subvolumes {
-                    list.push(Pasted {
-                        base: &subvolume.path,
-                        field: "name",
-                        index: None,
-                        value: &subvolume.name,
-                        quoting: if subvolume.mountpoint.is_some() {
-                            &[DoubleQuoted, Bare]
-                        } else {
-                            &[DoubleQuoted]
-                        },
-                        command: if subvolume.mountpoint.is_some() {
-                            Cow::Borrowed("mount … -o subvol=<name>")
-                        } else {
-                            Cow::Borrowed("SUBVOL_ABS_PATH=\"$MNTPOINT/<name>\"")
-                        },
-                    });
-                    for (index, arg) in subvolume.extra_args.iter().enumerate() {
-                        list.push(Pasted {
-                            base: &subvolume.path,
-                            field: "extraArgs",
-                            index: Some(index),
-                            value: arg,
-                            quoting: &[Bare],
-                            command: Cow::Borrowed(
-                                "btrfs subvolume create \"$SUBVOL_ABS_PATH\" <extraArgs>",
-                            ),
-                        });
-                    }
-                    if let Some(mountpoint) = &subvolume.mountpoint {
-                        list.push(Pasted {
-                            base: &subvolume.path,
-                            field: "mountpoint",
-                            index: None,
-                            value: mountpoint,
-                            quoting: &[DoubleQuoted],
-                            command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
-                        });
-                        for (index, option) in subvolume.mount_options.iter().enumerate() {
-                            list.push(Pasted {
-                                base: &subvolume.path,
-                                field: "mountOptions",
-                                index: Some(index),
-                                value: option,
-                                quoting: &[Bare],
-                                command: Cow::Borrowed("mount … -o <option>"),
-                            });
-                        }
-                    }
-                    for file in &subvolume.swapfiles {
-                        list.push(Pasted {
-                            base: &file.path,
-                            field: "path",
-                            index: None,
-                            value: &file.file,
-                            quoting: &[DoubleQuoted],
-                            command: Cow::Borrowed(
-                                "btrfs filesystem mkswapfile … \"$SUBVOL_ABS_PATH/<path>\"",
-                            ),
-                        });
-                    }
-                }
-            }
-            Content::Swap(swap) => {
-                list.push(Pasted {
-                    base: &swap.path,
-                    field: "device",
-                    index: None,
-                    value: &swap.device,
-                    quoting: &[Comment, DoubleQuoted],
-                    command: Cow::Borrowed("swapon … \"<device>\""),
-                });
-                // With randomEncryption disko neither formats nor enables it.
-                if !swap.random_encryption {
-                    for (index, arg) in swap.extra_args.iter().enumerate() {
-                        list.push(Pasted {
-                            base: &swap.path,
-                            field: "extraArgs",
-                            index: Some(index),
-                            value: arg,
-                            quoting: &[Bare],
-                            command: Cow::Borrowed("mkswap <extraArgs> \"<device>\""),
-                        });
-                    }
-                    for (index, option) in swap.mount_options.iter().enumerate() {
-                        list.push(Pasted {
-                            base: &swap.path,
-                            field: "mountOptions",
-                            index: Some(index),
-                            value: option,
-                            quoting: &[Bare],
-                            command: Cow::Borrowed("swapon --options=<options> \"<device>\""),
-                        });
-                    }
-                }
-            }
+            Content::Filesystem(fs) => filesystem_pasted(fs, &mut list),
+            Content::Btrfs(btrfs) => btrfs_pasted(btrfs, &mut list),
+            Content::Swap(swap) => swap_pasted(swap, &mut list),
         }
     }
     list
+}
+
+/// A disk's name and device, and its GPT partitions' fields.
+fn disk_pasted<'a>(disk: &'a Disk, list: &mut Vec<Pasted<'a>>) {
+    use Quoting::{Bare, Comment, DoubleQuoted};
+    list.push(Pasted {
+        base: &disk.path,
+        field: "name",
+        index: None,
+        value: &disk.name,
+        quoting: &[Comment],
+        command: Cow::Borrowed("( # disk <name> <device> #"),
+    });
+    list.push(Pasted {
+        base: &disk.path,
+        field: "device",
+        index: None,
+        value: &disk.device,
+        quoting: &[Comment, DoubleQuoted],
+        command: Cow::Borrowed("sgdisk --clear \"<device>\""),
+    });
+    let Some(DiskContent::Gpt(gpt)) = &disk.content else {
+        return;
+    };
+    for partition in &gpt.partitions {
+        let number = partition.number;
+        list.push(Pasted {
+            base: &partition.path,
+            field: "start",
+            index: None,
+            value: &partition.start,
+            quoting: &[Bare],
+            command: Cow::Owned(format!("sgdisk --new={number}:<start>:<end>")),
+        });
+        list.push(Pasted {
+            base: &partition.path,
+            field: "end",
+            index: None,
+            value: &partition.end,
+            quoting: &[Bare],
+            command: Cow::Owned(format!("sgdisk --new={number}:<start>:<end>")),
+        });
+        list.push(Pasted {
+            base: &partition.path,
+            field: "label",
+            index: None,
+            value: &partition.label,
+            quoting: &[DoubleQuoted],
+            command: Cow::Owned(format!("sgdisk --change-name=\"{number}:<label>\"")),
+        });
+        if let Some(code) = partition
+            .hybrid
+            .as_ref()
+            .and_then(|h| h.mbr_partition_type.as_ref())
+        {
+            list.push(Pasted {
+                base: &partition.path,
+                field: "hybrid.mbrPartitionType",
+                index: None,
+                value: code,
+                quoting: &[Bare],
+                command: Cow::Owned(format!(
+                    "sfdisk --label-nested dos --part-type <disk> {number} <type>"
+                )),
+            });
+        }
+    }
+}
+
+/// A filesystem's device, format and mountpoint.
+fn filesystem_pasted<'a>(fs: &'a Filesystem, list: &mut Vec<Pasted<'a>>) {
+    use Quoting::{Bare, Comment, DoubleQuoted};
+    list.push(Pasted {
+        base: &fs.path,
+        field: "device",
+        index: None,
+        value: &fs.device,
+        quoting: &[Comment, DoubleQuoted],
+        command: Cow::Borrowed("mkfs.<format> … \"<device>\""),
+    });
+    list.push(Pasted {
+        base: &fs.path,
+        field: "format",
+        index: None,
+        value: &fs.format,
+        quoting: &[Comment, Bare],
+        command: Cow::Borrowed("mkfs.<format> … \"<device>\""),
+    });
+    if let Some(mountpoint) = &fs.mountpoint {
+        list.push(Pasted {
+            base: &fs.path,
+            field: "mountpoint",
+            index: None,
+            value: mountpoint,
+            quoting: &[Comment, DoubleQuoted],
+            command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
+        });
+    }
+}
+
+/// A Btrfs filesystem's fields, its swap files and its subvolumes'.
+fn btrfs_pasted<'a>(btrfs: &'a Btrfs, list: &mut Vec<Pasted<'a>>) {
+    use Quoting::{Bare, Comment, DoubleQuoted};
+    let has_swap = !btrfs.swapfiles.is_empty();
+    list.push(Pasted {
+        base: &btrfs.path,
+        field: "device",
+        index: None,
+        value: &btrfs.device,
+        quoting: if has_swap {
+            &[Comment, DoubleQuoted, Bare]
+        } else {
+            &[Comment, DoubleQuoted]
+        },
+        command: if has_swap {
+            Cow::Borrowed("mount <device> \"$MNTPOINT\" -o subvol=/")
+        } else {
+            Cow::Borrowed("mkfs.btrfs \"<device>\" <extraArgs>")
+        },
+    });
+    for (index, arg) in btrfs.extra_args.iter().enumerate() {
+        list.push(Pasted {
+            base: &btrfs.path,
+            field: "extraArgs",
+            index: Some(index),
+            value: arg,
+            quoting: &[Bare],
+            command: Cow::Borrowed("mkfs.btrfs \"<device>\" <extraArgs>"),
+        });
+    }
+    if let Some(mountpoint) = &btrfs.mountpoint {
+        list.push(Pasted {
+            base: &btrfs.path,
+            field: "mountpoint",
+            index: None,
+            value: mountpoint,
+            quoting: &[Comment, DoubleQuoted],
+            command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
+        });
+        for (index, option) in btrfs.mount_options.iter().enumerate() {
+            list.push(Pasted {
+                base: &btrfs.path,
+                field: "mountOptions",
+                index: Some(index),
+                value: option,
+                quoting: &[Bare],
+                command: Cow::Borrowed("mount … -o <option>"),
+            });
+        }
+    }
+    for file in &btrfs.swapfiles {
+        list.push(Pasted {
+            base: &file.path,
+            field: "path",
+            index: None,
+            value: &file.file,
+            quoting: &[DoubleQuoted],
+            command: Cow::Borrowed("btrfs filesystem mkswapfile … \"$MNTPOINT/<path>\""),
+        });
+    }
+    for subvolume in &btrfs.subvolumes {
+        subvolume_pasted(subvolume, list);
+    }
+}
+
+/// A subvolume's name, arguments, mount and swap files.
+fn subvolume_pasted<'a>(subvolume: &'a Subvolume, list: &mut Vec<Pasted<'a>>) {
+    use Quoting::{Bare, DoubleQuoted};
+    list.push(Pasted {
+        base: &subvolume.path,
+        field: "name",
+        index: None,
+        value: &subvolume.name,
+        quoting: if subvolume.mountpoint.is_some() {
+            &[DoubleQuoted, Bare]
+        } else {
+            &[DoubleQuoted]
+        },
+        command: if subvolume.mountpoint.is_some() {
+            Cow::Borrowed("mount … -o subvol=<name>")
+        } else {
+            Cow::Borrowed("SUBVOL_ABS_PATH=\"$MNTPOINT/<name>\"")
+        },
+    });
+    for (index, arg) in subvolume.extra_args.iter().enumerate() {
+        list.push(Pasted {
+            base: &subvolume.path,
+            field: "extraArgs",
+            index: Some(index),
+            value: arg,
+            quoting: &[Bare],
+            command: Cow::Borrowed("btrfs subvolume create \"$SUBVOL_ABS_PATH\" <extraArgs>"),
+        });
+    }
+    if let Some(mountpoint) = &subvolume.mountpoint {
+        list.push(Pasted {
+            base: &subvolume.path,
+            field: "mountpoint",
+            index: None,
+            value: mountpoint,
+            quoting: &[DoubleQuoted],
+            command: Cow::Borrowed("mount \"<device>\" \"/mnt<mountpoint>\""),
+        });
+        for (index, option) in subvolume.mount_options.iter().enumerate() {
+            list.push(Pasted {
+                base: &subvolume.path,
+                field: "mountOptions",
+                index: Some(index),
+                value: option,
+                quoting: &[Bare],
+                command: Cow::Borrowed("mount … -o <option>"),
+            });
+        }
+    }
+    for file in &subvolume.swapfiles {
+        list.push(Pasted {
+            base: &file.path,
+            field: "path",
+            index: None,
+            value: &file.file,
+            quoting: &[DoubleQuoted],
+            command: Cow::Borrowed("btrfs filesystem mkswapfile … \"$SUBVOL_ABS_PATH/<path>\""),
+        });
+    }
+}
+
+/// A swap partition's device, and its arguments unless randomly encrypted.
+fn swap_pasted<'a>(swap: &'a Swap, list: &mut Vec<Pasted<'a>>) {
+    use Quoting::{Bare, Comment, DoubleQuoted};
+    list.push(Pasted {
+        base: &swap.path,
+        field: "device",
+        index: None,
+        value: &swap.device,
+        quoting: &[Comment, DoubleQuoted],
+        command: Cow::Borrowed("swapon … \"<device>\""),
+    });
+    // With randomEncryption disko neither formats nor enables it.
+    if !swap.random_encryption {
+        for (index, arg) in swap.extra_args.iter().enumerate() {
+            list.push(Pasted {
+                base: &swap.path,
+                field: "extraArgs",
+                index: Some(index),
+                value: arg,
+                quoting: &[Bare],
+                command: Cow::Borrowed("mkswap <extraArgs> \"<device>\""),
+            });
+        }
+        for (index, option) in swap.mount_options.iter().enumerate() {
+            list.push(Pasted {
+                base: &swap.path,
+                field: "mountOptions",
+                index: Some(index),
+                value: option,
+                quoting: &[Bare],
+                command: Cow::Borrowed("swapon --options=<options> \"<device>\""),
+            });
+        }
+    }
 }
 
 fn shown(c: char) -> String {

@@ -364,7 +364,7 @@ fn rollback_rules(
 ) -> Result<crate::vm::retention::Rules> {
     let host = crate::hosts::find_in(root, name)?;
     let nix = crate::nix::Nix::locate(context)?;
-    let loaded = crate::hosts::load(&nix, &host, &host.layout_file)?;
+    let loaded = crate::rules::load(&nix, &host, &host.layout_file)?;
     let settings = crate::vm::lab::rollback_settings(&host, &loaded)?;
     Ok(crate::vm::retention::Rules {
         retention_days: settings.retention_days,

@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`'s machinery: the layout booted in a VM.
 //!
-//! Data flows one way. The host evaluates the layout (`hosts::load`),
+//! Data flows one way. The host evaluates the layout (`rules::load`),
 //! derives geometry and effective options once, and turns them into one
 //! plan per boot (`realise`); the guest agent (crates/guest, built and
 //! found by `agent`, the VM's /init) executes the plan and reports events (`protocol`); the

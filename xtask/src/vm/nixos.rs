@@ -17,30 +17,9 @@ use crate::setup;
 
 pub const CHECK_ATTRIBUTE: &str = "checks.x86_64-linux.vm-test";
 
-/// The flake's NixOS VM tests (nix/checks.nix, which tests/host_modules.rs
-/// holds this list against): each check and what it proves. Only
-/// `vm-test` runs through `vm-test --backend nixos`; none runs without
-/// nixpkgs and KVM.
-pub const VM_TESTS: &[(&str, &str)] = &[
-    (
-        "vm-test",
-        "the host installed by disko and booted three times under SeaBIOS, then the checklist's procedures that need systemd",
-    ),
-    ("vm-test-uefi", "the same under OVMF (UEFI)"),
-    (
-        "vm-test-deletion",
-        "four boots under test-only retention (nix/tests/deletion.json): the systemd initrd's rollback deletes old roots and keeps the newest",
-    ),
-    (
-        "vm-test-scripted-initrd",
-        "the same with the scripted initrd (boot.initrd.systemd.enable = false, postResumeCommands)",
-    ),
-];
+/// The flake's NixOS VM tests and their command: the checklist lists them.
+pub use crate::checklist::disposition::{check_command, VM_TESTS};
 
-/// The command that runs one of `VM_TESTS` where nixpkgs and KVM are.
-pub fn check_command(check: &str) -> String {
-    format!("nix build -L .#checks.x86_64-linux.{check}")
-}
 /// Evaluating the test must not hang on a network that is not there.
 const EVAL_TIMEOUT: Duration = Duration::from_secs(180);
 /// What is kept of the evaluation's messages; the rest is read and dropped
@@ -101,7 +80,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
         .status
         .map_or_else(|| "stopped".to_owned(), |status| status.to_string());
     let results = VmTestResults {
-        header: Header::now("vm-test", host, passed),
+        header: Header::now(crate::results::Kind::VmTest, host, passed),
         backend: "nixos".to_owned(),
         accelerator: if std::path::Path::new("/dev/kvm").exists() {
             "kvm"
@@ -133,7 +112,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
     };
     // Shown as the last run; the NixOS test records no boots of the host's
     // disk, so it never becomes the deploy gate's proof.
-    let path = crate::results::record("vm-test", &results, false)?.run;
+    let path = crate::results::record(crate::results::Kind::VmTest, &results, false)?.run;
     eprintln!("results: {}", crate::project::display_path(&path));
     Ok(if passed {
         ExitCode::SUCCESS

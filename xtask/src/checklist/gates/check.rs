@@ -6,7 +6,7 @@ use super::proof::{decide, never_run_here, Proof};
 use super::{gate, Gate, Observed, Status, BLOCKING_WARNINGS};
 
 impl Proof for CheckResults {
-    const KIND: &'static str = "check";
+    const KIND: crate::results::Kind = crate::results::Kind::Check;
     fn header(&self) -> &Header {
         &self.header
     }

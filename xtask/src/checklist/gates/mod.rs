@@ -136,7 +136,7 @@ pub struct Observed {
     /// The size of the host's disk(s) from machine.nix, by disk key.
     pub disk_bytes: BTreeMap<String, u64>,
     /// The files each kind of result rests on, hashed as they are now.
-    pub current: BTreeMap<String, Inputs>,
+    pub current: BTreeMap<crate::results::Kind, Inputs>,
     /// Why the NixOS evaluation cannot run in this checkout, if it cannot.
     pub nixos_blocked: Option<String>,
     /// What runs the NixOS evaluation where it can run.
@@ -144,7 +144,7 @@ pub struct Observed {
     /// Where the results were read from, for messages.
     pub results_dir: String,
     /// The last `cargo xtask verify` of the host (verify-<host>.json).
-    pub verify: Found<crate::verify::record::Record>,
+    pub verify: Found<crate::verified::Record>,
 }
 
 /// A `vm-test --thorough` run as the `procedures` gate reads it.

@@ -7,7 +7,7 @@ use super::proof::{decide, Proof};
 use super::{gate, Gate, Observed, Status};
 
 impl Proof for FlakeEvalResults {
-    const KIND: &'static str = crate::flake_eval::KIND;
+    const KIND: crate::results::Kind = crate::flake_eval::KIND;
     fn header(&self) -> &Header {
         &self.header
     }

@@ -9,7 +9,7 @@ use super::proof::{decide, never_run_here, Proof};
 use super::{gate, Gate, Observed, Status, ThoroughResults};
 
 impl Proof for ThoroughResults {
-    const KIND: &'static str = crate::results::THOROUGH_KIND;
+    const KIND: crate::results::Kind = crate::results::THOROUGH_KIND;
     fn header(&self) -> &Header {
         &self.0.header
     }

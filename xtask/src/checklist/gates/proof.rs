@@ -8,7 +8,7 @@ use super::{short, Evidence, Found, Gate, Observed, Status};
 
 /// Why a result does not describe HEAD and the files as they are now, or
 /// `None` when it does.
-fn staleness(header: &Header, observed: &Observed, kind: &str) -> Option<String> {
+fn staleness(header: &Header, observed: &Observed, kind: crate::results::Kind) -> Option<String> {
     if header.schema != SCHEMA {
         return Some(format!(
             "written with results schema {}, this xtask reads schema {SCHEMA}",
@@ -26,7 +26,7 @@ fn staleness(header: &Header, observed: &Observed, kind: &str) -> Option<String>
     };
     let changed = observed
         .current
-        .get(kind)
+        .get(&kind)
         .map(|current| changed_inputs(&header.inputs, current))
         .unwrap_or_default();
     let files = |changed: &[String]| {
@@ -72,7 +72,7 @@ fn staleness(header: &Header, observed: &Observed, kind: &str) -> Option<String>
 
 /// What a kind of result says about its gate.
 pub(super) trait Proof {
-    const KIND: &'static str;
+    const KIND: crate::results::Kind;
     fn header(&self) -> &Header;
     /// Why this result cannot prove the gate even when it passed (a partial
     /// run, another disk size); `None` when it can.

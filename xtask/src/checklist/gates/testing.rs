@@ -6,7 +6,7 @@ use crate::results::{
     BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, ProcedureRecord,
     StepRecord, VmTestRequest,
 };
-use crate::results::{HostSummary, ProcedureStatus, SCHEMA};
+use crate::results::{HostSummary, Kind, ProcedureStatus, SCHEMA};
 
 pub const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
 pub const OLD: &str = "fedcba9876543210fedcba9876543210fedcba98";
@@ -19,7 +19,7 @@ pub fn revision(commit: &str, dirty: bool) -> Revision {
 }
 
 /// The files each kind rests on, as the tests pretend they are now.
-pub fn inputs(kind: &str) -> Inputs {
+pub fn inputs(kind: Kind) -> Inputs {
     Inputs::from([
         (
             "hosts/servers/hetzner-cloud/disko.nix".to_owned(),
@@ -29,10 +29,10 @@ pub fn inputs(kind: &str) -> Inputs {
     ])
 }
 
-pub fn header(kind: &str, commit: &str, passed: bool) -> Header {
+pub fn header(kind: Kind, commit: &str, passed: bool) -> Header {
     Header {
         schema: SCHEMA,
-        kind: kind.to_owned(),
+        kind: kind.to_string(),
         host: "hetzner-cloud".to_owned(),
         revision: revision(commit, false),
         finished_at: "2026-11-28T12:00:00Z".to_owned(),
@@ -43,7 +43,7 @@ pub fn header(kind: &str, commit: &str, passed: bool) -> Header {
 
 pub fn check_results(commit: &str, errors: usize) -> CheckResults {
     CheckResults {
-        header: header("check", commit, errors == 0),
+        header: header(Kind::Check, commit, errors == 0),
         disk_size_override: None,
         hosts: vec![HostSummary {
             host: "hetzner-cloud".to_owned(),
@@ -75,7 +75,7 @@ pub fn nixos_results(commit: &str, passed: bool) -> FlakeEvalResults {
 
 pub fn vm_results(commit: &str, passed: bool) -> VmTestResults {
     VmTestResults {
-        header: header("vm-test", commit, passed),
+        header: header(Kind::VmTest, commit, passed),
         backend: "lab".to_owned(),
         accelerator: "tcg".to_owned(),
         kernel: "6.1.0-56-cloud-amd64".to_owned(),
@@ -250,13 +250,13 @@ pub fn passing() -> Observed {
         docs: DocsState::Fresh,
         disk_bytes: BTreeMap::from([("main".to_owned(), 480_000_000_000)]),
         current: [
-            "check",
+            Kind::Check,
             crate::flake_eval::KIND,
-            "vm-test",
+            Kind::VmTest,
             crate::results::THOROUGH_KIND,
         ]
-        .iter()
-        .map(|kind| (kind.to_string(), inputs(kind)))
+        .into_iter()
+        .map(|kind| (kind, inputs(kind)))
         .collect(),
         nixos_blocked: None,
         nixos_how:

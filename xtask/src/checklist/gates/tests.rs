@@ -3,7 +3,7 @@
 use super::testing::*;
 use super::*;
 use crate::checklist::facts::testing::host_facts;
-use crate::results::SCHEMA;
+use crate::results::{Kind, SCHEMA};
 
 fn statuses(observed: &Observed) -> Vec<(&'static str, Status)> {
     gates(observed).iter().map(|g| (g.id, g.status)).collect()
@@ -246,8 +246,8 @@ fn results_of_another_revision_a_dirty_tree_or_another_schema_are_stale() {
 fn an_uncommitted_edit_to_an_input_makes_its_gates_stale() {
     let mut observed = passing();
     observed.head.dirty = true;
-    for kind in ["check", "vm-test", crate::flake_eval::KIND] {
-        observed.current.get_mut(kind).unwrap().insert(
+    for kind in [Kind::Check, Kind::VmTest, crate::flake_eval::KIND] {
+        observed.current.get_mut(&kind).unwrap().insert(
             "hosts/servers/hetzner-cloud/disko.nix".to_owned(),
             "d2".to_owned(),
         );
@@ -255,7 +255,7 @@ fn an_uncommitted_edit_to_an_input_makes_its_gates_stale() {
     // Only vm-test's own file changed for this one.
     observed
         .current
-        .get_mut("vm-test")
+        .get_mut(&Kind::VmTest)
         .unwrap()
         .insert("vm-test-only.nix".to_owned(), "k2".to_owned());
     let gates = gates(&observed);

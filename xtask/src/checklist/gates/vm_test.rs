@@ -6,7 +6,7 @@ use super::proof::{decide, never_run_here, Proof};
 use super::{gate, Gate, Observed, Status};
 
 impl Proof for VmTestResults {
-    const KIND: &'static str = "vm-test";
+    const KIND: crate::results::Kind = crate::results::Kind::VmTest;
     fn header(&self) -> &Header {
         &self.header
     }

@@ -30,7 +30,7 @@ use crate::hosts;
 use crate::hosts::Model;
 use crate::progress::Progress;
 use crate::project::{project_root, xtask_dir};
-use crate::results::{Header, VmTestResults};
+use crate::results::{Header, Kind, VmTestResults};
 mod host_checks;
 mod power_cuts;
 mod prepare;
@@ -59,44 +59,104 @@ pub fn rollback_script() -> Utf8PathBuf {
         .join("rollback.sh")
 }
 
-#[derive(Debug, Clone)]
+/// What a lab run boots and checks. These are `vm-test`'s flags (flattened
+/// into `vm_test::Args`), so each default is stated once, here; `bench`
+/// starts from [`Options::defaults`].
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The host whose layout is booted (a directory under hosts/).
+    #[arg(long, default_value = hosts::DEFAULT_HOST)]
     pub host: String,
+    /// Boots in all: the install boot, then rotation boots (the second is the
+    /// month: its clock jumps past the retention and it rotates several times).
+    #[arg(long, default_value_t = crate::results::FULL_VM_TEST_BOOTS, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub boots: u32,
+    /// The virtual disk's size, as sold (480GB) or binary (447GiB). Default: diskSize in machine.nix.
+    #[arg(long)]
     pub disk_size: Option<String>,
+    /// The kernel to boot (default: the NixOS system's, or /boot/vmlinuz-*).
+    #[arg(long, env = super::kernel::KERNEL_ENV)]
     pub kernel: Option<Utf8PathBuf>,
+    /// Its modules: the lib/modules/<version> directory (default: derived from the kernel).
+    #[arg(long, requires = "kernel", env = super::kernel::MODULES_ENV)]
     pub modules: Option<Utf8PathBuf>,
-    pub accel: Option<Choice>,
-    pub memory_mib: u32,
-    pub cpus: u32,
-    /// Overrides every boot's timeout.
-    pub boot_timeout: Option<Duration>,
+    /// Keep the console and protocol logs under target/xtask/ after a pass too.
+    #[arg(long)]
     pub keep_logs: bool,
+    /// KVM or TCG (default: KVM when a probe shows it works).
+    #[arg(long, value_enum, env = super::accel::ACCEL_ENV)]
+    pub accel: Option<Choice>,
+    /// Guest memory in MiB.
+    #[arg(long = "memory", value_name = "MEMORY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=1024))]
+    pub memory_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub cpus: u32,
+    /// Each boot's time limit in seconds, 1 to 3600 (default: 300 install / 150 rotate under TCG).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=3600), Duration::from_secs))]
+    pub boot_timeout: Option<Duration>,
+    /// Create something other than what is expected, to prove a check catches it
+    /// (drop-subvolume=NAME, drop-mount-option=/MOUNTPOINT:OPTION), or run a
+    /// wrong copy of a checklist procedure (procedure-expect=ID: an
+    /// expectation its first command cannot meet; procedure-drop-sudo=ID:
+    /// its first command without `sudo`; procedure-also-runs=ID:PROGRAM: its
+    /// first command also runs PROGRAM; procedure-fixed-names=ID: `<stamp>`
+    /// a fixed word and no `test ! -e` lines), or the lab's server PATH
+    /// without the host's own packages (server-path=without-host-packages).
+    /// For tests.
+    #[arg(long, hide = true)]
     pub tamper: Vec<Tamper>,
-    /// Power cuts during the rollback after the normal boots (`--power-cuts`).
+    /// After the normal boots, SIGKILL the VM at N instants spread over the
+    /// rollback of a rotation boot, boot again normally and check that
+    /// nothing was lost. Without N: 3. Each cut costs two boots; 20 makes a soak run.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "3", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=500))]
     pub power_cuts: u32,
-    /// A what-if layout: every Btrfs mount with this compression (`none`: without).
+    /// Boot a what-if layout whose Btrfs mounts all use this compression
+    /// (zstd:3, none, …) instead of the layout's; for comparisons such as
+    /// `cargo xtask bench`. Results go to target/xtask/vm-test-what-if.json.
+    #[arg(long, hide = true)]
     pub compression: Option<String>,
     /// Show a spinner with step names on stderr.
+    #[arg(skip = true)]
     pub progress: bool,
-    /// After the default boots: the checklist's procedures that reboot or
-    /// reinstall (§3.9, §4.3-4.5) and a calendar of short boots over more
-    /// than three retention periods.
+    /// After the default boots (and any power cuts), run the deploy
+    /// checklist's procedures that reboot, reinstall or change /persist, as
+    /// the checklist prints them (§3.9 the root wiped and /persist kept
+    /// across a reboot; §4.3 a file from an old root; §4.4 /persist from a
+    /// snapshot; §4.5 /persist sent to a second disk and received after a
+    /// reinstall) and the write latency while async discard releases a large
+    /// deletion (roadmap 7.2), then a calendar of short boots over three
+    /// retention periods. About 12 more boots; a pass is the proof of the
+    /// deploy checklist's `procedures` gate.
+    #[arg(long)]
     pub thorough: bool,
-    /// After the default boots (and `--thorough`'s): the drills from the
-    /// lab's rescue boot (§4.6 twice, 8 boots).
+    /// After the default boots (and `--thorough`'s): the drill for a server
+    /// that does not boot (§4.6), twice with /persist changed in between:
+    /// its root deleted, the lab's rescue system (nothing of the installed
+    /// system mounted, the rescue system's commands as root) saves /persist
+    /// to the second disk, then the reinstall and the restore, checked by
+    /// checksum. 8 more boots (about 4 minutes under TCG); the deploy
+    /// checklist's `procedures` gate asks for `--thorough --drills`.
+    #[arg(long)]
     pub drills: bool,
-    /// A rollback script other than nix/modules/btrfs-rollback/rollback.sh
-    /// (tests use tampered copies); the results go to vm-test-tampered.json.
+    /// Boot with this rollback script instead of
+    /// nix/modules/btrfs-rollback/rollback.sh, e.g. a modified copy; the
+    /// results go to target/xtask/vm-test-tampered.json.
+    #[arg(long, value_name = "PATH")]
     pub rollback_script: Option<Utf8PathBuf>,
     /// Roadmap 7.2's probe in the month's boot (`bench` asks for it;
     /// `--thorough` has it in its first boot). It waits about 10 s for
     /// Btrfs to release the deletion, too long for the default run.
+    #[arg(skip)]
     pub discard_probe: bool,
     /// Who hears of each boot as it ends (`Reporter::Quiet`: nobody).
+    #[arg(skip)]
     pub reporter: Reporter,
     /// `--serve-ssh`: the last default boot ends by serving the booted
-    /// system over sshd on the host's 127.0.0.1:port until stdin closes.
+    /// system over sshd on the host's 127.0.0.1:port until stdin closes
+    /// (`vm_test::Args` reads the keys' files into it).
+    #[arg(skip)]
     pub serve_ssh: Option<SshServing>,
 }
 
@@ -109,30 +169,18 @@ pub struct SshServing {
     pub authorized_key: String,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            host: hosts::DEFAULT_HOST.to_owned(),
-            boots: 2,
-            disk_size: None,
-            kernel: None,
-            modules: None,
-            accel: None,
-            memory_mib: 1024,
-            cpus: 2,
-            boot_timeout: None,
-            keep_logs: false,
-            tamper: Vec::new(),
-            power_cuts: 0,
-            compression: None,
-            progress: true,
-            thorough: false,
-            drills: false,
-            rollback_script: None,
-            discard_probe: false,
-            reporter: Reporter::Stderr,
-            serve_ssh: None,
-        }
+impl Options {
+    /// The flags' defaults, as `vm-test` without flags would run, except that
+    /// the environment (`XTASK_KERNEL`, …) is not read: what `bench` and the
+    /// tests start from.
+    pub fn defaults() -> Result<Options> {
+        use clap::{Args as _, FromArgMatches as _};
+        let command = Options::augment_args(clap::Command::new("lab"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["lab"])
+            .context("reading the lab's default options")?;
+        Options::from_arg_matches(&matches).context("reading the lab's default options")
     }
 }
 
@@ -292,6 +340,81 @@ impl Run<'_> {
     }
 }
 
+impl Run<'_> {
+    /// The default boots: the install, then rotations (the month's among
+    /// them), the last with the checklist's quick procedures of §3. False
+    /// when one did not complete.
+    fn default_boots(&mut self) -> Result<bool> {
+        let options = self.session.options;
+        let prepared = self.session.prepared;
+        let month = month::month(self.rules);
+        for boot in 1..=options.boots {
+            let is_month = boot == MONTH_BOOT;
+            if is_month {
+                // The install boot's root stays in use for the whole jump: a long uptime.
+                self.calendar.offset_s += month.jump_s;
+            }
+            let kind = if boot == 1 {
+                BootKind::Install
+            } else {
+                BootKind::Rotate
+            };
+            let extra_runs = if is_month {
+                month.extra_runs.clone()
+            } else {
+                Vec::new()
+            };
+            let mut spec = self.spec(kind, extra_runs);
+            // The checklist's quick read-only checks of §3 in the last default
+            // boot: the system as the server has it after a reboot.
+            if boot == options.boots {
+                let quick =
+                    procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
+                let mut schedule = Schedule::new(quick);
+                if let Some(parts) = schedule.next_boot(&self.tally.captured) {
+                    spec.procedures = parts.started;
+                }
+                if let Some(serving) = &options.serve_ssh {
+                    let found = crate::setup::require(&[crate::setup::SSHD])?;
+                    spec.serve_ssh = Some(crate::vm::plan::ServeSsh {
+                        sshd: found.path(crate::setup::SSHD)?.to_string(),
+                        host_key: serving.host_key.clone(),
+                        authorized_key: serving.authorized_key.clone(),
+                        login: prepared.lab.login.clone(),
+                        wait_s: SERVE_WAIT.as_secs(),
+                    });
+                }
+            }
+            // In the month's boot: after its mounts only light work runs (swap,
+            // checks), so the writes measure the release, not the install's
+            // own flushes.
+            if options.discard_probe && boot == MONTH_BOOT.min(options.boots) {
+                spec.discard_probe = Some(DiscardBudget {
+                    p99_ms: self.budgets.discard_p99_ms,
+                    max_ms: self.budgets.discard_max_ms,
+                });
+            }
+            // The install's root carries data into the month, whose rollback
+            // deletes it; the month measures whether its space reaches the
+            // image once the host's fstrim.service ran.
+            if options.boots >= MONTH_BOOT && (boot == 1 || is_month) {
+                spec.rollback_trim = Some(RollbackTrim {
+                    triggers: prepared.fstrim.triggers(),
+                });
+            }
+            let completed = self.boot(&spec, &format!("boot{boot}"))?;
+            if is_month {
+                // The last run set the clock on; later boots start after it.
+                self.calendar.offset_s += month.stepped_s();
+            }
+            if !completed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Runs the whole lab vm-test.
 pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outcome> {
     let started = Instant::now();
@@ -323,34 +446,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         keep_at_least: prepared.rollback_settings.keep_at_least,
     };
     let calendar_days = month::calendar(rules);
-    let thorough_boots = if options.thorough {
-        let counted = procedures::Lab {
-            lost: Some(LostFile {
-                path: "counted".to_owned(),
-                sha256: String::new(),
-            }),
-            ..prepared.lab.clone()
-        };
-        procedures::Schedule::new(procedures::of_tier(
-            &prepared.procedures,
-            Tier::Thorough,
-            &counted,
-        )?)
-        .boots()
-            + calendar_days.len() as u32
-    } else {
-        0
-    };
-    let drill_boots = if options.drills {
-        procedures::Schedule::new(procedures::of_tier(
-            &prepared.procedures,
-            Tier::Drill,
-            &prepared.lab,
-        )?)
-        .boots()
-    } else {
-        0
-    };
+    let (thorough_boots, drill_boots) = extra_boots(&prepared, options, calendar_days.len())?;
     let total_boots = options.boots + 2 * options.power_cuts + thorough_boots + drill_boots;
     let realisation = Realisation::new(
         &prepared.layout,
@@ -364,22 +460,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
             tamper: options.tamper.clone(),
         },
     )?;
-    // Only a run of the layout as it is may stand as the vm-test result.
-    // What the host does to a served system is not vm-test's to record;
-    // several may serve at once (verify --all's test), each on its port.
-    let served = options
-        .serve_ssh
-        .as_ref()
-        .map(|s| format!("vm-test-ssh-{}", s.port));
-    let kind = if !options.tamper.is_empty() || options.rollback_script.is_some() {
-        "vm-test-tampered"
-    } else if let Some(served) = &served {
-        served.as_str()
-    } else if options.compression.is_some() {
-        "vm-test-what-if"
-    } else {
-        "vm-test"
-    };
+    let kind = result_kind(options);
     let log_dir = xtask_dir().join(format!("{kind}-logs"));
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir).with_context(|| format!("clearing {log_dir}"))?;
@@ -430,71 +511,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         last_full_boot: 0,
         boot: 0,
     };
-    let month = month::month(rules);
-    let mut all_completed = true;
-    for boot in 1..=options.boots {
-        let is_month = boot == MONTH_BOOT;
-        if is_month {
-            // The install boot's root stays in use for the whole jump: a long uptime.
-            run.calendar.offset_s += month.jump_s;
-        }
-        let kind = if boot == 1 {
-            BootKind::Install
-        } else {
-            BootKind::Rotate
-        };
-        let extra_runs = if is_month {
-            month.extra_runs.clone()
-        } else {
-            Vec::new()
-        };
-        let mut spec = run.spec(kind, extra_runs);
-        // The checklist's quick read-only checks of §3 in the last default
-        // boot: the system as the server has it after a reboot.
-        if boot == options.boots {
-            let quick = procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
-            let mut schedule = Schedule::new(quick);
-            if let Some(parts) = schedule.next_boot(&run.tally.captured) {
-                spec.procedures = parts.started;
-            }
-            if let Some(serving) = &options.serve_ssh {
-                let found = crate::setup::require(&[crate::setup::SSHD])?;
-                spec.serve_ssh = Some(crate::vm::plan::ServeSsh {
-                    sshd: found.path(crate::setup::SSHD)?.to_string(),
-                    host_key: serving.host_key.clone(),
-                    authorized_key: serving.authorized_key.clone(),
-                    login: prepared.lab.login.clone(),
-                    wait_s: SERVE_WAIT.as_secs(),
-                });
-            }
-        }
-        // In the month's boot: after its mounts only light work runs (swap,
-        // checks), so the writes measure the release, not the install's
-        // own flushes.
-        if options.discard_probe && boot == MONTH_BOOT.min(options.boots) {
-            spec.discard_probe = Some(DiscardBudget {
-                p99_ms: budgets.discard_p99_ms,
-                max_ms: budgets.discard_max_ms,
-            });
-        }
-        // The install's root carries data into the month, whose rollback
-        // deletes it; the month measures whether its space reaches the
-        // image once the host's fstrim.service ran.
-        if options.boots >= MONTH_BOOT && (boot == 1 || is_month) {
-            spec.rollback_trim = Some(RollbackTrim {
-                triggers: prepared.fstrim.triggers(),
-            });
-        }
-        let completed = run.boot(&spec, &format!("boot{boot}"))?;
-        if is_month {
-            // The last run set the clock on; later boots start after it.
-            run.calendar.offset_s += month.stepped_s();
-        }
-        if !completed {
-            all_completed = false;
-            break;
-        }
-    }
+    let mut all_completed = run.default_boots()?;
     if all_completed && run.tally.could_not_run.is_none() && options.power_cuts > 0 {
         all_completed = power_cuts(&mut run)?;
     }
@@ -510,6 +527,50 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
     } = run;
     tally.settle_procedures(&prepared.procedures, options.thorough, options.drills);
     session.progress.finish_and_clear();
+    let failing_console = tally.failing_console.take();
+    let (verdict, results) = settle(tally, &prepared, options, kind, disk_bytes, started);
+    let passed = verdict == Verdict::Passed;
+    // The proof the deploy gate reads is only ever replaced by another full pass.
+    let host_disks: BTreeMap<String, u64> = prepared
+        .layout
+        .disks
+        .iter()
+        .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
+        .collect();
+    let proof = kind == Kind::VmTest && passed && results.shortfall(&host_disks).is_none();
+    let recorded = crate::results::record(kind, &results, proof)?;
+    // A thorough run is also kept as the procedures' own results: a later
+    // default run replaces vm-test.json, not these.
+    if kind == Kind::VmTest && options.thorough {
+        crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
+    }
+    let logs_kept = options.keep_logs || !passed;
+    if !logs_kept {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    drop(session);
+    drop(run_dir);
+    Ok(Outcome {
+        verdict,
+        results,
+        results_path: recorded.run,
+        proof_path: recorded.pass,
+        log_dir,
+        logs_kept,
+        failing_console,
+        setup,
+    })
+}
+
+/// The run's verdict and its results, from what the boots recorded.
+fn settle(
+    mut tally: Tally,
+    prepared: &Prepared,
+    options: &Options,
+    kind: Kind,
+    disk_bytes: u64,
+    started: Instant,
+) -> (Verdict, VmTestResults) {
     let mut figures = std::mem::take(&mut tally.figures);
     if tally.peak > 0 {
         figures.insert("vm.peak_rss_bytes".to_owned(), tally.peak as f64);
@@ -545,34 +606,55 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
         wall_ms: started.elapsed().as_millis() as u64,
         procedures: tally.procedures,
     };
-    // The proof the deploy gate reads is only ever replaced by another full pass.
-    let host_disks: BTreeMap<String, u64> = prepared
-        .layout
-        .disks
-        .iter()
-        .filter_map(|d| Some((d.key.clone(), prepared.machine.disk_bytes(&d.key).ok()??)))
-        .collect();
-    let proof = kind == "vm-test" && passed && results.shortfall(&host_disks).is_none();
-    let recorded = crate::results::record(kind, &results, proof)?;
-    // A thorough run is also kept as the procedures' own results: a later
-    // default run replaces vm-test.json, not these.
-    if kind == "vm-test" && options.thorough {
-        crate::results::record(crate::results::THOROUGH_KIND, &results, proof)?;
+    (verdict, results)
+}
+
+/// The boots `--thorough` and `--drills` add: their procedures' parts and
+/// the calendar's short boots (`calendar_days`).
+fn extra_boots(prepared: &Prepared, options: &Options, calendar_days: usize) -> Result<(u32, u32)> {
+    let thorough_boots = if options.thorough {
+        let counted = procedures::Lab {
+            lost: Some(LostFile {
+                path: "counted".to_owned(),
+                sha256: String::new(),
+            }),
+            ..prepared.lab.clone()
+        };
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Thorough,
+            &counted,
+        )?)
+        .boots()
+            + calendar_days as u32
+    } else {
+        0
+    };
+    let drill_boots = if options.drills {
+        procedures::Schedule::new(procedures::of_tier(
+            &prepared.procedures,
+            Tier::Drill,
+            &prepared.lab,
+        )?)
+        .boots()
+    } else {
+        0
+    };
+    Ok((thorough_boots, drill_boots))
+}
+
+/// What the run's results are recorded as. Only a run of the layout as it
+/// is may stand as the vm-test result. What the host does to a served system
+/// is not vm-test's to record; several may serve at once (verify --all's
+/// test), each on its port.
+fn result_kind(options: &Options) -> Kind {
+    if !options.tamper.is_empty() || options.rollback_script.is_some() {
+        Kind::VmTestTampered
+    } else if let Some(served) = &options.serve_ssh {
+        Kind::VmTestSsh(served.port)
+    } else if options.compression.is_some() {
+        Kind::VmTestWhatIf
+    } else {
+        Kind::VmTest
     }
-    let logs_kept = options.keep_logs || !passed;
-    if !logs_kept {
-        let _ = std::fs::remove_dir_all(&log_dir);
-    }
-    drop(session);
-    drop(run_dir);
-    Ok(Outcome {
-        verdict,
-        results,
-        results_path: recorded.run,
-        proof_path: recorded.pass,
-        log_dir,
-        logs_kept,
-        failing_console: tally.failing_console,
-        setup,
-    })
 }

@@ -59,7 +59,7 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
     let qemu_img = found.path(setup::QEMU_IMG)?.clone();
     let nix = Nix::locate(context)?;
     let host = hosts::find(&options.host)?;
-    let loaded = hosts::load(&nix, &host, &host.layout_file)?;
+    let loaded = crate::rules::load(&nix, &host, &host.layout_file)?;
     // Before the layout's errors: settings that would differ from the
     // server's stop the run even when the layout is fine.
     let rollback_settings = rollback_settings(&host, &loaded)?;
@@ -333,12 +333,15 @@ pub(super) fn checklist_procedures(
     ))
 }
 
-/// The host's `boot.btrfsRollback`, from rollback.nix as `hosts::load`
+/// The host's `boot.btrfsRollback`, from rollback.nix as `rules::load`
 /// evaluated it, or the module's defaults when the host has no rollback.nix.
 /// A rollback.nix that does not evaluate, or that check rejects (NIX002,
 /// NIX004, HOST004), stops vm-test: booting with the defaults instead would
 /// prove something about a server that is not ours.
-pub fn rollback_settings(host: &hosts::Host, loaded: &hosts::Loaded) -> Result<RollbackSettings> {
+pub fn rollback_settings(
+    host: &hosts::Host,
+    loaded: &crate::rules::Loaded,
+) -> Result<RollbackSettings> {
     let Some(file) = &host.rollback_file else {
         return Ok(RollbackSettings {
             source: format!(

@@ -74,7 +74,7 @@ fn a_boot_that_ran_to_the_end_is_recorded_with_the_hosts_check() {
         .completed(
             &install_plan(),
             &outcome(Ending::Exited { code: Some(0) }, true, true),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap();
@@ -95,7 +95,7 @@ fn a_boot_that_timed_out_ran_but_failed() {
         .completed(
             &install_plan(),
             &outcome(Ending::TimedOut, true, false),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap();
@@ -119,7 +119,7 @@ fn a_boot_whose_agent_never_started_could_not_run() {
         .completed(
             &install_plan(),
             &outcome(Ending::Exited { code: Some(1) }, false, false),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap();
@@ -140,7 +140,7 @@ fn an_interrupted_boot_stops_the_run() {
         .completed(
             &install_plan(),
             &outcome(Ending::Interrupted, true, false),
-            &Options::default(),
+            &Options::defaults().unwrap(),
             Accel::Tcg,
         )
         .unwrap_err();
@@ -213,4 +213,21 @@ fn a_stale_save_keeps_every_name_and_snapshots_an_earlier_copy() {
     ));
     let unknown: Vec<Tamper> = vec!["procedure-stale-save=verify.space".parse().unwrap()];
     assert!(prepare::tamper_procedures(&mut all, &unknown).is_err());
+}
+
+#[test]
+fn the_defaults_are_the_flags_defaults_without_the_environment() {
+    let options = Options::defaults().unwrap();
+    assert_eq!(options.host, hosts::DEFAULT_HOST);
+    assert_eq!(options.boots, crate::results::FULL_VM_TEST_BOOTS);
+    assert_eq!(
+        (options.memory_mib, options.cpus, options.power_cuts),
+        (1024, 2, 0)
+    );
+    assert!(options.progress);
+    assert!(!options.thorough && !options.drills && !options.discard_probe && !options.keep_logs);
+    assert_eq!(options.reporter, Reporter::Stderr);
+    assert!(options.kernel.is_none() && options.modules.is_none() && options.accel.is_none());
+    assert!(options.boot_timeout.is_none() && options.serve_ssh.is_none());
+    assert!(options.tamper.is_empty() && options.compression.is_none());
 }

@@ -4,12 +4,12 @@
 
 use anyhow::{bail, Result};
 
-use super::disposition::not_run;
 use super::harness::{harness, lab_command};
 use super::{
     disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, RESCUE_CONTINUES,
     RESCUE_DRILLS, TWICE, WORKSTATION,
 };
+use crate::checklist::disposition::not_run;
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Expect;
 use crate::checklist::Numbered;

@@ -37,15 +37,17 @@ use super::plan::{AdminCommand, AdminLogin};
 use crate::checklist::procedures::Names;
 
 mod convert;
-mod disposition;
 mod harness;
 mod nixos_test;
 mod schedule;
 
-pub use convert::{convert, convert_run, not_run_record, of_tier, placeholders};
-pub use disposition::{
-    disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then,
+/// What the lab does with each checklist command is the checklist's to say
+/// (it prints it); the lab follows it.
+pub use crate::checklist::disposition::{
+    disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then, Tier,
+    NIXOS_TEST_PROCEDURES, NIXOS_VM_TEST, RESCUE_DRILLS,
 };
+pub use convert::{convert, convert_run, not_run_record, of_tier, placeholders};
 pub use nixos_test::{nixos_test_json, NIXOS_TEST_FILE};
 pub use schedule::{step_of, BootProcedures, Schedule};
 
@@ -59,8 +61,6 @@ pub const WORKSTATION: &str = "/workstation";
 pub const BACKUP_DISK_BYTES: u64 = 8 << 30;
 /// `<IP>` in the VM: the lab's ssh runs the remote command here.
 pub const LAB_IP: &str = "127.0.0.1";
-/// The NixOS VM test, which runs the procedures that need systemd.
-pub const NIXOS_VM_TEST: &str = "the NixOS VM test (nix/tests/vm-test.nix: `nix build -L .#checks.x86_64-linux.vm-test`, needs nixpkgs and KVM), which runs this procedure from nix/tests/procedures.json";
 /// The drills `--thorough` runs twice, with /persist changed in between:
 /// the second run must restore the newer data.
 pub const TWICE: &[&str] = &[
@@ -68,13 +68,8 @@ pub const TWICE: &[&str] = &[
     "rollback.reinstall",
     "rollback.rescue-save",
 ];
-/// The procedures that start in the rescue system and that the lab runs
-/// from its rescue boot (`--drills`): §4.6, then §4.5 from where it says.
-pub const RESCUE_DRILLS: &[&str] = &["rollback.rescue-save"];
 /// Where §4.6 goes on: §4.5 from this line on.
 pub const RESCUE_CONTINUES: (&str, &str) = ("rollback.reinstall", "hcloud server enable-rescue");
-/// The procedures the NixOS VM test runs (those that need systemd).
-pub const NIXOS_TEST_PROCEDURES: &[&str] = &["verify.units", "verify.reboot"];
 
 /// What the lab knows about the run: the layout's names, the disk, the
 /// admin, and the file a boot lost (for §4.3).
@@ -98,19 +93,6 @@ pub struct LostFile {
     /// Relative to the root, e.g. `root/xtask/boot-3.txt`.
     pub path: String,
     pub sha256: String,
-}
-
-/// Where a procedure runs in vm-test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// In the default run's last boot: quick, read-only, no reboot.
-    Default,
-    /// With `--thorough`: reboots, reinstalls, changes to /persist.
-    Thorough,
-    /// With `--drills`: from the lab's rescue boot (§4.6).
-    Drill,
-    /// No command of it can run in the lab.
-    NotInLab,
 }
 
 /// A checklist procedure in the lab's terms: its commands in parts.

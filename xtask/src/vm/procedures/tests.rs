@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::disposition::ssh_has_command;
 use super::*;
+use crate::checklist::disposition::ssh_has_command;
 use crate::checklist::facts::testing::host_facts;
 use crate::checklist::facts::Where;
 use crate::checklist::procedures::Expect;

@@ -2,10 +2,56 @@
 //! or reports it NOT RUN with why), read from the programs a line calls; and
 //! so which vm-test run a procedure belongs to (`Tier`).
 
-use super::{Tier, NIXOS_TEST_PROCEDURES, NIXOS_VM_TEST, RESCUE_DRILLS};
-use crate::checklist::facts::Where;
-use crate::checklist::procedures::Command;
+use super::facts::Where;
+use super::procedures::Command;
+// The command record both sides of the lab declare (lab-protocol's plan).
 use crate::vm::plan::NotRun;
+
+/// The NixOS VM test, which runs the procedures that need systemd.
+pub const NIXOS_VM_TEST: &str = "the NixOS VM test (nix/tests/vm-test.nix: `nix build -L .#checks.x86_64-linux.vm-test`, needs nixpkgs and KVM), which runs this procedure from nix/tests/procedures.json";
+/// The procedures that start in the rescue system and that the lab runs
+/// from its rescue boot (`--drills`): §4.6, then §4.5 from where it says.
+pub const RESCUE_DRILLS: &[&str] = &["rollback.rescue-save"];
+/// The procedures the NixOS VM test runs (those that need systemd).
+pub const NIXOS_TEST_PROCEDURES: &[&str] = &["verify.units", "verify.reboot"];
+
+/// The flake's NixOS VM tests (nix/checks.nix, which tests/host_modules.rs
+/// holds this list against): each check and what it proves. Only
+/// `vm-test` runs through `vm-test --backend nixos`; none runs without
+/// nixpkgs and KVM.
+pub const VM_TESTS: &[(&str, &str)] = &[
+    (
+        "vm-test",
+        "the host installed by disko and booted three times under SeaBIOS, then the checklist's procedures that need systemd",
+    ),
+    ("vm-test-uefi", "the same under OVMF (UEFI)"),
+    (
+        "vm-test-deletion",
+        "four boots under test-only retention (nix/tests/deletion.json): the systemd initrd's rollback deletes old roots and keeps the newest",
+    ),
+    (
+        "vm-test-scripted-initrd",
+        "the same with the scripted initrd (boot.initrd.systemd.enable = false, postResumeCommands)",
+    ),
+];
+
+/// The command that runs one of `VM_TESTS` where nixpkgs and KVM are.
+pub fn check_command(check: &str) -> String {
+    format!("nix build -L .#checks.x86_64-linux.{check}")
+}
+
+/// Where a procedure runs in vm-test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// In the default run's last boot: quick, read-only, no reboot.
+    Default,
+    /// With `--thorough`: reboots, reinstalls, changes to /persist.
+    Thorough,
+    /// With `--drills`: from the lab's rescue boot (§4.6).
+    Drill,
+    /// No command of it can run in the lab.
+    NotInLab,
+}
 
 /// What the lab does with one checklist command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +76,7 @@ pub enum Then {
     Rescue,
 }
 
-pub(super) fn not_run(reason: &str, proven_by: Option<&str>) -> NotRun {
+pub(crate) fn not_run(reason: &str, proven_by: Option<&str>) -> NotRun {
     NotRun {
         reason: reason.to_owned(),
         proven_by: proven_by.map(str::to_owned),
@@ -172,7 +218,7 @@ fn is_assignment(word: &str) -> bool {
 }
 
 /// `ssh [options] DESTINATION [COMMAND…]`: whether a command follows.
-pub(super) fn ssh_has_command(words: &[String]) -> bool {
+pub(crate) fn ssh_has_command(words: &[String]) -> bool {
     let mut rest = &words[1..];
     while let Some(first) = rest.first() {
         if !first.starts_with('-') {
@@ -264,7 +310,7 @@ pub fn disposition(id: &str, command: &Command) -> Disposition {
 }
 
 /// Where `procedure` runs in vm-test.
-pub fn tier(procedure: &crate::checklist::procedures::Procedure) -> Tier {
+pub fn tier(procedure: &super::procedures::Procedure) -> Tier {
     let dispositions: Vec<Disposition> = procedure
         .commands
         .iter()
@@ -272,7 +318,7 @@ pub fn tier(procedure: &crate::checklist::procedures::Procedure) -> Tier {
         .collect();
     let rescue = procedure
         .needs
-        .contains(&crate::checklist::procedures::Need::RescueSystem);
+        .contains(&super::procedures::Need::RescueSystem);
     if rescue && RESCUE_DRILLS.contains(&procedure.id.as_str()) {
         // From the lab's rescue boot, with `--drills`.
         Tier::Drill

@@ -1,17 +1,20 @@
 //! Loading a host: evaluate its files with Nix (nix/lib/eval-host.nix),
 //! build the typed layout, read machine.nix and rollback.nix, and run the
-//! host rules. Every command that needs a host's layout starts here.
+//! host rules. Every command that needs a host's layout starts here. It sits
+//! with the rules (above `hosts`), because loading runs them.
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
 use camino::Utf8Path;
 use serde_json::Value;
 
-use super::{Host, Machine};
+use crate::context::Context;
+use crate::finding_text::render_finding;
 use crate::findings::{Finding, Severity};
+use crate::hosts::{Host, Machine, Subject};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::positions::Positions;
 use crate::layout::Layout;
-use crate::nix::Nix;
+use crate::nix::{HostFiles, Nix};
 use crate::project::display_path;
 use crate::rules;
 
@@ -29,7 +32,12 @@ pub struct Loaded {
 
 /// Evaluates and builds a host's layout (standalone mode).
 pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
-    let mut evaluation = match nix.evaluate_host(host, layout_file)? {
+    let mut evaluation = match nix.evaluate_host(&HostFiles {
+        layout: layout_file,
+        persistence: host.persistence_file.as_deref(),
+        machine: host.machine_file.as_deref(),
+        rollback: host.rollback_file.as_deref(),
+    })? {
         Ok(value) => value,
         Err(findings) => {
             return Ok(Loaded {
@@ -94,4 +102,36 @@ pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
         positions,
         rollback,
     })
+}
+
+/// Evaluates host `name` of the repository at `root` with nix-instantiate.
+/// Fails (exit 2) when the layout does not build: the docs would be fiction.
+pub fn load_subject(context: &Context, root: &Utf8Path, name: &str) -> Result<Subject> {
+    let host = crate::hosts::find_in(root, name)?;
+    let nix = Nix::locate(context)?;
+    let Loaded {
+        layout,
+        findings,
+        machine,
+        ..
+    } = load(&nix, &host, &host.layout_file)?;
+    let Some(layout) = layout else {
+        let mut shown = String::new();
+        for finding in findings.iter().filter(|f| f.severity == Severity::Error) {
+            render_finding(&mut shown, finding);
+        }
+        bail!(
+            "the layout of {name} does not build, so there is nothing true to document:\n{shown}run `cargo xtask check --host {name}` and fix it first"
+        );
+    };
+    let relative = |path: &Utf8Path| {
+        path.strip_prefix(root)
+            .map(Utf8Path::to_string)
+            .unwrap_or_else(|_| path.to_string())
+    };
+    let mut sources = vec![relative(&host.layout_file)];
+    sources.extend(host.persistence_file.as_deref().map(relative));
+    sources.extend(host.machine_file.as_deref().map(relative));
+    Subject::new(name, sources, layout, machine)
+        .with_context(|| format!("reading the machine facts of {name}"))
 }
