@@ -110,6 +110,8 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("nix_store", Tier::Quick),
     // A text scan: every host-side process goes through the one runner.
     ("one_runner", Tier::Quick),
+    // The imports drawn with syn: no circle between folders, no long function.
+    ("architecture", Tier::Quick),
     // The hostile corpus: memory bombs and endless evaluations, ~30 s.
     ("hostile", Tier::Full),
     // Btrfs on loop devices, as root.

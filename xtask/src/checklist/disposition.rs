@@ -5,7 +5,7 @@
 use super::facts::Where;
 use super::procedures::Command;
 // The command record both sides of the lab declare (lab-protocol's plan).
-use crate::vm::plan::NotRun;
+use lab_protocol::plan::NotRun;
 
 /// The NixOS VM test, which runs the procedures that need systemd.
 pub const NIXOS_VM_TEST: &str = "the NixOS VM test (nix/tests/vm-test.nix: `nix build -L .#checks.x86_64-linux.vm-test`, needs nixpkgs and KVM), which runs this procedure from nix/tests/procedures.json";
