@@ -14,7 +14,7 @@
 # the deploy checklist's procedures that need systemd (no failed unit, the
 # timers, the root wiped and the machine's identity kept across a reboot,
 # the rollback's line in the journal) from ./procedures.json, which is
-# generated from the checklist's one source (xtask/src/checklist/
+# generated from the checklist's one source (xtask/src/deploy_checklist/
 # procedures.rs): each server command as the admin, its output held against
 # the checklist's expectations. The lab vm-test runs the others.
 #

@@ -19,7 +19,7 @@ use crate::hosts::Model;
 use crate::hosts::{self, firmware, Host, DEFAULT_HOST};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::size::parse_disk_size;
-use crate::nix::{self, FlakeEvaluation, Nix};
+use crate::nix_eval::{self, FlakeEvaluation, Nix};
 use crate::project::{display_path, project_root};
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 use crate::results::{CheckResults, HostSummary};
@@ -278,7 +278,7 @@ fn check_host(
                 .flake_attribute
                 .clone()
                 .unwrap_or_else(|| host.name.clone());
-            match nix::evaluate_flake(context, &attribute, Duration::from_secs(300))? {
+            match nix_eval::evaluate_flake(context, &attribute, Duration::from_secs(300))? {
                 FlakeEvaluation::Evaluated(value) => {
                     let (flake_layout, flake_findings) = build(&Evaluated {
                         host: &host.name,

@@ -19,7 +19,7 @@ use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
-use crate::nix::{self, RawEvaluation};
+use crate::nix_eval::{self, RawEvaluation};
 use crate::project::Revision;
 use crate::results::{self, Header};
 
@@ -95,7 +95,7 @@ pub fn evaluate(context: &Context, root: &Utf8Path, attribute: &str) -> Result<S
         return Ok(SystemEvaluation::NotRun { reason });
     }
     Ok(
-        match nix::eval_raw(context, &installable(attribute), TIMEOUT)? {
+        match nix_eval::eval_raw(context, &installable(attribute), TIMEOUT)? {
             RawEvaluation::Printed(path) if path.starts_with('/') && path.ends_with(".drv") => {
                 SystemEvaluation::Evaluated { drv_path: path }
             }

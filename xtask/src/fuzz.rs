@@ -21,7 +21,7 @@ use crate::layout::size::{
     human, human_decimal, parse_disk_size, parse_partition_size, PartitionSize,
 };
 use crate::layout::{DiskContent, Gpt, Partition};
-use crate::nix::{read_evaluation, too_deep, MAX_DEPTH};
+use crate::nix_eval::{read_evaluation, too_deep, MAX_DEPTH};
 use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xtask::context::{Context, Install};
-use xtask::{bench, check, checklist, docs, fresh_machine, fuzz, setup, test_cmd, verify, vm_test};
+use xtask::{
+    bench, check, deploy_checklist, docs, fresh_machine, fuzz, setup, test, verify, vm_test,
+};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
@@ -26,7 +28,7 @@ struct Cli {
     #[arg(long, global = true, env = setup::NO_INSTALL_ENV, value_parser = clap::builder::FalseyValueParser::new())]
     no_install: bool,
     /// Seconds one nix-instantiate may run before it is stopped (exit 2).
-    #[arg(long, global = true, env = xtask::nix::TIMEOUT_ENV, value_name = "SECONDS",
+    #[arg(long, global = true, env = xtask::nix_eval::TIMEOUT_ENV, value_name = "SECONDS",
           value_parser = parse_nix_timeout)]
     nix_timeout: Option<u64>,
     #[command(subcommand)]
@@ -51,7 +53,7 @@ fn parse_nix_timeout(value: &str) -> Result<u64, String> {
         .ok_or_else(|| {
             format!(
                 "give a whole number of seconds (at least 1), e.g. --nix-timeout 300 or {}=300",
-                xtask::nix::TIMEOUT_ENV
+                xtask::nix_eval::TIMEOUT_ENV
             )
         })
 }
@@ -65,13 +67,13 @@ enum Command {
     /// Generate docs/reference/ from the config (--check: fail if it is stale).
     Docs(docs::Args),
     /// Print the deployment and rollback checklist, gated on real results.
-    DeployChecklist(checklist::Args),
+    DeployChecklist(deploy_checklist::Args),
     /// Prove over SSH, read-only, that the installed server matches the layout (exit 0 pass, 1 a check failed, 2 could not run).
     Verify(verify::Args),
     /// Measure check latency, rollback time, VM boots, compression and TRIM; write docs/benchmarks.md.
     Bench(bench::Args),
     /// Install what the tests need, then run every test (--quick: the everyday tier).
-    Test(test_cmd::Args),
+    Test(test::Args),
     /// Fuzz the size parsers, the model, the geometry and the JSON reader (cargo-fuzz; docs/fuzzing.md).
     Fuzz(fuzz::Args),
     /// Prove the README's two commands on a fresh Debian 12 root (debootstrap, then its own mount namespace with the root made / by pivot_root; root only).
@@ -94,10 +96,10 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(context, args),
         Command::VmTest(args) => vm_test::run(context, args),
         Command::Docs(args) => docs::run(context, args),
-        Command::DeployChecklist(args) => checklist::run(context, args),
+        Command::DeployChecklist(args) => deploy_checklist::run(context, args),
         Command::Verify(args) => verify::run(context, args),
         Command::Bench(args) => bench::run(context, args),
-        Command::Test(args) => test_cmd::run(context, args),
+        Command::Test(args) => test::run(context, args),
         Command::Fuzz(args) => fuzz::run(context, args),
         Command::FreshMachine(args) => fresh_machine::run(context, args),
     });

@@ -294,7 +294,7 @@ pub struct VmTestResults {
 }
 
 /// A checklist procedure (§3, §4) as vm-test ran it: the lines of
-/// xtask/src/checklist/procedures/, run in the lab VM as the admin would.
+/// xtask/src/deploy_checklist/procedures/, run in the lab VM as the admin would.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcedureRecord {
     /// The procedure's stable id (`rollback.restore-persist`) and its checklist step (`4.4`).

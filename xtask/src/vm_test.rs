@@ -17,8 +17,8 @@ use camino::Utf8PathBuf;
 use crate::context::Context;
 use crate::project::display_path;
 use crate::results::VmTestResults;
-use crate::vm::lab::{self, Verdict};
-use crate::vm::nixos;
+use crate::vm::lab_backend::{self, Verdict};
+use crate::vm::nixos_backend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -32,7 +32,7 @@ pub enum Backend {
 pub struct Args {
     /// What the lab boots and checks (the lab's own options, defaults and all).
     #[command(flatten)]
-    pub lab: lab::Options,
+    pub lab: lab_backend::Options,
     /// Print the results (target/xtask/vm-test.json) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -55,9 +55,9 @@ pub struct Args {
 
 impl Args {
     /// The lab's options with `--serve-ssh`'s key files read.
-    pub fn lab_options(&self) -> Result<lab::Options> {
+    pub fn lab_options(&self) -> Result<lab_backend::Options> {
         let serve_ssh = match (self.serve_ssh, &self.ssh_host_key, &self.ssh_authorized_key) {
-            (Some(port), Some(key), Some(authorized)) => Some(lab::SshServing {
+            (Some(port), Some(key), Some(authorized)) => Some(lab_backend::SshServing {
                 port,
                 host_key: std::fs::read_to_string(key)
                     .with_context(|| format!("reading --ssh-host-key {key}"))?,
@@ -66,7 +66,7 @@ impl Args {
             }),
             _ => None,
         };
-        Ok(lab::Options {
+        Ok(lab_backend::Options {
             serve_ssh,
             ..self.lab.clone()
         })
@@ -75,9 +75,9 @@ impl Args {
 
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     if args.backend == Backend::Nixos {
-        return nixos::run(context, &args.lab.host);
+        return nixos_backend::run(context, &args.lab.host);
     }
-    let outcome = lab::run(context, &args.lab_options()?)?;
+    let outcome = lab_backend::run(context, &args.lab_options()?)?;
     let results = &outcome.results;
     let failed: Vec<_> = results.checks.iter().filter(|c| !c.passed).collect();
     let passed = results.checks.len() - failed.len();

@@ -180,8 +180,8 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
 /// procedure of the checklist the lab runs passed (one command each), the
 /// others NOT RUN, as vm-test records them.
 fn stand_in_thorough(root: &Path) -> VmTestResults {
-    use xtask::vm::procedures::{not_run_record, tier, Tier};
-    let loaded = xtask::checklist::load(
+    use xtask::vm::procedure_runs::{not_run_record, tier, Tier};
+    let loaded = xtask::deploy_checklist::load(
         &xtask::context::Context::default(),
         &utf8(root),
         "hetzner-cloud",
@@ -190,7 +190,7 @@ fn stand_in_thorough(root: &Path) -> VmTestResults {
     let mut results = stand_in_vm_test(root, results::FULL_VM_TEST_BOOTS, 480_000_000_000);
     results.header = header(root, results::THOROUGH_KIND, true);
     results.requested.thorough = true;
-    results.procedures = xtask::checklist::server_procedures(&loaded.subject, &loaded.facts)
+    results.procedures = xtask::deploy_checklist::server_procedures(&loaded.subject, &loaded.facts)
         .iter()
         .map(|n| {
             if tier(&n.procedure) == Tier::NotInLab {

@@ -505,7 +505,7 @@ fn swap_grub_and_resume_match_disko() {
 /// The fixture describes the disko.nix in the tree, not an older one.
 #[test]
 fn fixture_is_of_the_current_disko_nix() {
-    let nix = xtask::nix::Nix::locate(&xtask::context::Context::default())
+    let nix = xtask::nix_eval::Nix::locate(&xtask::context::Context::default())
         .expect("nix-instantiate is needed for this test");
     let root = xtask::project::project_root();
     let output = Command::new(nix.instantiate.as_str())

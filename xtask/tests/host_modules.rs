@@ -402,8 +402,11 @@ fn the_nixos_vm_test_variants_are_wired_and_their_scripts_parse() {
             String::from_utf8_lossy(&parsed.stderr)
         );
     }
-    // deploy-checklist lists exactly these as NOT RUN (xtask::vm::nixos::VM_TESTS).
-    let listed: Vec<&str> = xtask::vm::nixos::VM_TESTS.iter().map(|(n, _)| *n).collect();
+    // deploy-checklist lists exactly these as NOT RUN (xtask::vm::nixos_backend::VM_TESTS).
+    let listed: Vec<&str> = xtask::vm::nixos_backend::VM_TESTS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     let mut listed_sorted = listed.clone();
     listed_sorted.sort();
     assert_eq!(listed_sorted, wanted);

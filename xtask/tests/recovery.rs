@@ -1,7 +1,7 @@
 //! The checklist's own save and restore lines (§4.4, §4.5) on a real Btrfs
 //! (a loop device, as root), run twice with /persist changed in between:
 //! the real btrfs-progs and GNU mv judge the hazard rules of
-//! xtask/src/checklist/hazards.rs. A snapshot onto a name that exists fails
+//! xtask/src/deploy_checklist/hazards.rs. A snapshot onto a name that exists fails
 //! (a read-only one: the old §2.2/§4.5 line, whose next line then sent the
 //! older data) or goes *inside* it (a writable one: a leftover
 //! `@persist.restored`, which the swap then brings back); `mv` without `-T`
@@ -12,8 +12,8 @@
 use std::process::Command;
 
 use camino::Utf8Path;
-use xtask::checklist::procedures::Procedure;
-use xtask::lab::loopback::{BtrfsFixture, Lab};
+use xtask::deploy_checklist::procedures::Procedure;
+use xtask::loop_btrfs::loopback::{BtrfsFixture, Lab};
 
 fn lab() -> Lab {
     Lab::prepare(&xtask::context::Context::default(), &[])
@@ -21,13 +21,13 @@ fn lab() -> Lab {
 }
 
 fn procedure(id: &str) -> Procedure {
-    let loaded = xtask::checklist::load(
+    let loaded = xtask::deploy_checklist::load(
         &xtask::context::Context::default(),
         &xtask::project::project_root(),
         "hetzner-cloud",
     )
     .expect("the host loads");
-    xtask::checklist::server_procedures(&loaded.subject, &loaded.facts)
+    xtask::deploy_checklist::server_procedures(&loaded.subject, &loaded.facts)
         .into_iter()
         .find(|n| n.procedure.id == id)
         .unwrap_or_else(|| panic!("no procedure {id}"))

@@ -12,8 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest as _, Sha256};
-use xtask::lab::loopback::{create_subvolume_in, is_mountpoint, is_subvolume, BtrfsFixture, Lab};
-use xtask::lab::rollback::{
+use xtask::loop_btrfs::loopback::{
+    create_subvolume_in, is_mountpoint, is_subvolume, BtrfsFixture, Lab,
+};
+use xtask::loop_btrfs::rollback_script::{
     old_root_name, required_tools, Interpreter, Run, Runner, Settings, Status,
 };
 use xtask::process::{Output, Supervised};
@@ -306,7 +308,12 @@ fn set_mtime(path: &Utf8Path, at: SystemTime) {
 }
 
 /// The run succeeded and deleted and kept these many old roots.
-fn assert_ok_with(run: &xtask::lab::rollback::Run, label: &str, deleted: u64, kept: u64) {
+fn assert_ok_with(
+    run: &xtask::loop_btrfs::rollback_script::Run,
+    label: &str,
+    deleted: u64,
+    kept: u64,
+) {
     let status = run.status().unwrap();
     assert_eq!(status.get("result"), "ok", "{label} {}", run.transcript());
     assert_eq!(

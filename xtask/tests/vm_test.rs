@@ -188,13 +188,13 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     // The checklist's procedures of §3 and §4, every command under its
     // step and id with its result: what ran passed, what the lab cannot
     // run is NOT RUN with the reason, nothing else.
-    let loaded = xtask::checklist::load(
+    let loaded = xtask::deploy_checklist::load(
         &xtask::context::Context::default(),
         &xtask::project::project_root(),
         "hetzner-cloud",
     )
     .expect("the host loads");
-    let all = xtask::checklist::server_procedures(&loaded.subject, &loaded.facts);
+    let all = xtask::deploy_checklist::server_procedures(&loaded.subject, &loaded.facts);
     let listed: Vec<(&str, &str)> = results
         .procedures
         .iter()
@@ -219,7 +219,7 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
             .map(|c| c.line.as_str())
             .collect();
         // The drills that restore /persist ran twice.
-        let wanted = if xtask::vm::procedures::TWICE.contains(&record.id.as_str())
+        let wanted = if xtask::vm::procedure_runs::TWICE.contains(&record.id.as_str())
             && record.status != ProcedureStatus::NotRun
         {
             [wanted.clone(), wanted].concat()

@@ -4,7 +4,7 @@
 //! leaves them), with GNU coreutils, findutils, grep, btrfs-progs and the
 //! rest of the image's programs bind-mounted read-only at their own paths.
 //! The admin's PATH holds exactly the commands of the place the line runs
-//! in (`crate::checklist::places`: the server's as its NixOS configuration
+//! in (`crate::deploy_checklist::places`: the server's as its NixOS configuration
 //! makes them, or the workstation's), one link each in
 //! `/run/xtask-path/<place>`: any other program is "command not found",
 //! as on the server.

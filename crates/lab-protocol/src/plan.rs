@@ -235,7 +235,7 @@ pub struct DiscardProbe {
 }
 
 /// One part of a checklist procedure, run in one boot: the checklist's
-/// command lines (xtask/src/checklist/procedures/) as the admin runs
+/// command lines (xtask/src/deploy_checklist/procedures/) as the admin runs
 /// them, by bash in a chroot of the booted system, each compared with its
 /// expectations; and the lab's own setup and verification around them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,7 +272,7 @@ pub struct AdminLogin {
     pub groups: Vec<u32>,
     pub home: String,
     /// The commands of each place the admin's lines run in (`server`,
-    /// `local`), from `crate::checklist::places`: the lab's PATH for a
+    /// `local`), from `crate::deploy_checklist::places`: the lab's PATH for a
     /// line of that place offers exactly these. Empty: the image's PATH.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub commands: std::collections::BTreeMap<String, Vec<String>>,

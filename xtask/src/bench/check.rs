@@ -7,7 +7,7 @@ use camino::Utf8PathBuf;
 use super::{median, time_ms, Figure, Section};
 use crate::context::Context;
 use crate::hosts::{self, DEFAULT_HOST};
-use crate::nix::Nix;
+use crate::nix_eval::Nix;
 use crate::process::Supervised;
 
 /// Runs `command` (check exits 1 on findings: that counts as a run).

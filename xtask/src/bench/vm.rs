@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::results::VmTestResults;
 use crate::vm::accel::Choice;
 use crate::vm::budgets::Budgets;
-use crate::vm::lab::{self, Verdict};
+use crate::vm::lab_backend::{self, Verdict};
 
 /// The phase a step belongs to, for a table that stays readable.
 pub fn phase(step: &str) -> &'static str {
@@ -42,14 +42,14 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     // The default run, as timed, and roadmap 7.2's probe in its month's
     // boot (it waits about 10 s for the release: measured, but not timed
     // with the default run).
-    let options = lab::Options {
+    let options = lab_backend::Options {
         accel: Some(Choice::Tcg),
         progress: true,
         // The bench prints its own lines; the boots' report is vm-test's.
-        reporter: lab::Reporter::Quiet,
-        ..lab::Options::defaults()?
+        reporter: lab_backend::Reporter::Quiet,
+        ..lab_backend::Options::defaults()?
     };
-    let with_probe = lab::Options {
+    let with_probe = lab_backend::Options {
         discard_probe: true,
         ..options.clone()
     };
@@ -58,7 +58,7 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
     let mut last: Option<VmTestResults> = None;
     for run in 1..=runs {
         eprintln!("bench vm: run {run}/{runs} (the default boots under TCG)");
-        let outcome = lab::run(context, &options)?;
+        let outcome = lab_backend::run(context, &options)?;
         if outcome.verdict != Verdict::Passed {
             bail!(
                 "vm-test did not pass ({:?}); `cargo xtask vm-test` shows why",
@@ -67,7 +67,7 @@ pub fn measure(context: &Context, runs: u32) -> Result<Vec<Figure>> {
         }
         let mut results = outcome.results;
         eprintln!("bench vm: run {run}/{runs} with the discard probe (roadmap 7.2)");
-        let probed = lab::run(context, &with_probe)?;
+        let probed = lab_backend::run(context, &with_probe)?;
         if probed.verdict != Verdict::Passed {
             bail!(
                 "vm-test with the discard probe did not pass ({:?})",
@@ -229,15 +229,15 @@ fn compression_settings(context: &Context) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for setting in ["zstd:1", "zstd:3", "none"] {
         eprintln!("bench vm: install boot with compress={setting}");
-        let options = lab::Options {
+        let options = lab_backend::Options {
             accel: Some(Choice::Tcg),
             progress: true,
             boots: 1,
             compression: Some(setting.to_owned()),
-            reporter: lab::Reporter::Quiet,
-            ..lab::Options::defaults()?
+            reporter: lab_backend::Reporter::Quiet,
+            ..lab_backend::Options::defaults()?
         };
-        let outcome = lab::run(context, &options)?;
+        let outcome = lab_backend::run(context, &options)?;
         if outcome.verdict != Verdict::Passed {
             bail!(
                 "the install boot with compress={setting} did not pass ({:?})",

@@ -4,10 +4,10 @@
 //! (`subject`). Loading one (evaluated, built, judged by the host rules) is
 //! `rules::load`.
 
-mod model;
+mod host_layout;
 mod subject;
 
-pub use model::{firmware, Firmware, Model};
+pub use host_layout::{firmware, Firmware, Model};
 #[cfg(test)]
 pub use subject::testing;
 pub use subject::Subject;

@@ -14,7 +14,7 @@ use crate::hosts::{Host, Machine, Subject};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::positions::Positions;
 use crate::layout::Layout;
-use crate::nix::{HostFiles, Nix};
+use crate::nix_eval::{HostFiles, Nix};
 use crate::project::display_path;
 use crate::rules;
 

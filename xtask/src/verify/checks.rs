@@ -1,5 +1,5 @@
 //! What `verify` checks on a server, planned from the one source of the
-//! checklist's procedures (§3, `crate::checklist::server_procedures`) plus
+//! checklist's procedures (§3, `crate::deploy_checklist::server_procedures`) plus
 //! two checks derived from the same model: the partition table and the old
 //! roots against the retention rules.
 //!
@@ -13,8 +13,8 @@
 use serde::Serialize;
 
 use super::allowlist;
-use crate::checklist::facts::{HostFacts, Where};
-use crate::checklist::procedures::{names, Expect, ROLLBACK_STATUS_DIR};
+use crate::deploy_checklist::facts::{HostFacts, Where};
+use crate::deploy_checklist::procedures::{names, Expect, ROLLBACK_STATUS_DIR};
 use crate::hosts::Subject;
 use crate::names::{partition_node, sgdisk_stored_name};
 use crate::vm::retention::{self, Fate, Rules, Stamp};
@@ -126,7 +126,7 @@ fn partitions(subject: &Subject) -> Vec<Check> {
 /// Every check verify runs on `subject`'s server, in report order.
 pub fn plan(subject: &Subject, facts: &HostFacts, rules: Rules) -> Vec<Check> {
     let mut checks = partitions(subject);
-    for numbered in crate::checklist::server_procedures(subject, facts) {
+    for numbered in crate::deploy_checklist::server_procedures(subject, facts) {
         let procedure = numbered.procedure;
         if !procedure.id.starts_with("verify.") {
             continue;
@@ -268,7 +268,7 @@ pub fn retention(rules: Rules, status: &str, listing: &str) -> Result<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::facts::testing::host_facts;
     use crate::hosts::testing::host_subject;
 
     fn rules() -> Rules {
@@ -284,7 +284,10 @@ mod tests {
     #[test]
     fn every_command_verify_can_send_is_read_only() {
         let subject = host_subject();
-        for facts in [host_facts(), crate::checklist::facts::testing::with_key()] {
+        for facts in [
+            host_facts(),
+            crate::deploy_checklist::facts::testing::with_key(),
+        ] {
             let checks = plan(&subject, &facts, rules());
             assert!(checks.len() >= 8, "{checks:#?}");
             for check in &checks {
@@ -355,11 +358,13 @@ mod tests {
         // (the uuid differs on every disk).
         let printed = "/dev/sda1 : start=        2048, size=        2048, type=21686148-6449-6E6F-744E-656564454649, uuid=9A1B8A0D-6A0B-4B0C-9D7E-0B5C8E2F6A11, name=\"disk-main-boot\"";
         assert!(
-            crate::checklist::procedures::matches(pattern, printed),
+            crate::deploy_checklist::procedures::matches(pattern, printed),
             "{pattern}"
         );
         let moved = printed.replace("start=        2048", "start=        4096");
-        assert!(!crate::checklist::procedures::matches(pattern, &moved));
+        assert!(!crate::deploy_checklist::procedures::matches(
+            pattern, &moved
+        ));
     }
 
     #[test]

@@ -200,7 +200,7 @@ fn verify_host(
     name: &str,
     target: Option<Target>,
 ) -> Result<Option<Record>> {
-    let loaded = crate::checklist::load(context, root, name)?;
+    let loaded = crate::deploy_checklist::load(context, root, name)?;
     let target = match target {
         Some(target) => target,
         None => {
@@ -268,9 +268,9 @@ fn verify(
             let mut expectations = probe.expect.clone();
             if !expectations
                 .iter()
-                .any(|e| matches!(e, crate::checklist::procedures::Expect::Exit { .. }))
+                .any(|e| matches!(e, crate::deploy_checklist::procedures::Expect::Exit { .. }))
             {
-                expectations.push(crate::checklist::procedures::Expect::Exit { status: 0 });
+                expectations.push(crate::deploy_checklist::procedures::Expect::Exit { status: 0 });
             }
             let problem = expectations
                 .iter()
@@ -363,9 +363,9 @@ fn rollback_rules(
     name: &str,
 ) -> Result<crate::vm::retention::Rules> {
     let host = crate::hosts::find_in(root, name)?;
-    let nix = crate::nix::Nix::locate(context)?;
+    let nix = crate::nix_eval::Nix::locate(context)?;
     let loaded = crate::rules::load(&nix, &host, &host.layout_file)?;
-    let settings = crate::vm::lab::rollback_settings(&host, &loaded)?;
+    let settings = crate::vm::lab_backend::rollback_settings(&host, &loaded)?;
     Ok(crate::vm::retention::Rules {
         retention_days: settings.retention_days,
         keep_at_least: settings.keep_at_least,

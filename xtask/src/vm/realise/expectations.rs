@@ -198,7 +198,7 @@ impl<'a> Realisation<'a> {
             steps.push(check(
                 "trim:fstrim-service",
                 Expect::FstrimService {
-                    args: crate::checklist::facts::FSTRIM_SERVICE_ARGS
+                    args: crate::deploy_checklist::facts::FSTRIM_SERVICE_ARGS
                         .iter()
                         .map(|a| (*a).to_owned())
                         .collect(),

@@ -50,7 +50,7 @@ const MARKER_NAME: &str = ".xtask-marker";
 mod disko;
 mod expectations;
 mod mounts;
-mod rollback;
+mod rotation;
 mod system;
 mod tamper;
 #[cfg(test)]
@@ -58,7 +58,7 @@ mod tests;
 
 pub use crate::layout::kernel_options::{kernel_forms, vfat_modes};
 pub use mounts::systemd_device_name;
-pub use rollback::RollbackSettings;
+pub use rotation::RollbackSettings;
 pub use tamper::Tamper;
 
 /// What the plans are made from: the layout and what `check` derived from it.

@@ -8,13 +8,13 @@ use anyhow::{bail, Context as _, Result};
 use camino::Utf8PathBuf;
 
 use super::*;
-use crate::checklist::facts::HostFacts;
-use crate::checklist::Numbered;
+use crate::deploy_checklist::facts::HostFacts;
+use crate::deploy_checklist::Numbered;
 use crate::findings::Severity;
 use crate::hosts;
 use crate::hosts::Model;
 use crate::layout::size::parse_disk_size;
-use crate::nix::Nix;
+use crate::nix_eval::Nix;
 use crate::project::xtask_dir;
 use crate::rules;
 use crate::setup;
@@ -25,7 +25,7 @@ use crate::vm::kernel::{self, Kernel};
 use crate::vm::modules::{self, Index};
 use crate::vm::month::{self, MONTH_BOOT};
 use crate::vm::plan::AdminLogin;
-use crate::vm::procedures::{self};
+use crate::vm::procedure_runs::{self};
 use crate::vm::realise::{RollbackSettings, Tamper};
 use crate::vm::retention::{Rules, DAY};
 
@@ -45,9 +45,9 @@ pub struct Prepared {
     /// The checklist's §3 and §4, from its one source, for this host.
     pub procedures: Vec<Numbered>,
     /// What the procedures need to know of the lab (no lost file yet).
-    pub lab: procedures::Lab,
+    pub lab: procedure_runs::Lab,
     /// The host's periodic TRIM (nix/lib/eval-facts.nix).
-    pub fstrim: crate::checklist::facts::Fstrim,
+    pub fstrim: crate::deploy_checklist::facts::Fstrim,
 }
 
 /// Evaluates the host, finds the kernel and tools, builds (or reuses) the image.
@@ -150,7 +150,7 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
         checklist_procedures(&nix, &host, &layout, &loaded.machine)?;
     tamper_procedures(&mut procedures, &options.tamper)?;
     if options.tamper.contains(&Tamper::ServerWithoutHostPackages) {
-        let nixos_only = crate::checklist::places::server_commands(&[]);
+        let nixos_only = crate::deploy_checklist::places::server_commands(&[]);
         lab.login
             .commands
             .insert(PLACE_SERVER.to_owned(), nixos_only.into_iter().collect());
@@ -254,7 +254,7 @@ pub(super) fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Resu
         } else {
             command
                 .expect
-                .push(crate::checklist::procedures::Expect::Line {
+                .push(crate::deploy_checklist::procedures::Expect::Line {
                     pattern: "a line no command prints (vm-test --tamper)".to_owned(),
                 });
         }
@@ -272,14 +272,14 @@ pub(super) fn checklist_procedures(
     machine: &hosts::Machine,
 ) -> Result<(
     Vec<Numbered>,
-    procedures::Lab,
-    crate::checklist::facts::Fstrim,
+    procedure_runs::Lab,
+    crate::deploy_checklist::facts::Fstrim,
 )> {
     let facts = HostFacts::load(nix, &crate::project::project_root(), &host.dir)?;
     let subject =
         crate::hosts::Subject::new(&host.name, Vec::new(), layout.clone(), machine.clone())?;
-    let all = crate::checklist::server_procedures(&subject, &facts);
-    let names = crate::checklist::procedures::names(&subject.tables());
+    let all = crate::deploy_checklist::server_procedures(&subject, &facts);
+    let names = crate::deploy_checklist::procedures::names(&subject.tables());
     let disk = layout
         .disks
         .first()
@@ -292,7 +292,7 @@ pub(super) fn checklist_procedures(
     }
     // The lab's PATH offers the admin exactly the server's (or the
     // workstation's) commands, as the configuration makes them.
-    let places = crate::checklist::places::Places::for_host(&host.dir)?;
+    let places = crate::deploy_checklist::places::Places::for_host(&host.dir)?;
     let commands = [
         (PLACE_SERVER, &places.server),
         (PLACE_LOCAL, &places.workstation),
@@ -311,12 +311,12 @@ pub(super) fn checklist_procedures(
     };
     Ok((
         all,
-        procedures::Lab {
+        procedure_runs::Lab {
             names,
             disk,
             login,
             lost: None,
-            erased: crate::checklist::procedures::erased_by_reinstall(&subject)
+            erased: crate::deploy_checklist::procedures::erased_by_reinstall(&subject)
                 .into_iter()
                 .map(|(_, mountpoint)| mountpoint)
                 .collect(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::nix::NixError;
+use crate::nix_eval::NixError;
 use crate::process::{Output, Supervised};
 use crate::project::project_root;
 use crate::results::{CheckRecord, Header, VmTestResults};
@@ -18,7 +18,7 @@ use crate::setup;
 pub const CHECK_ATTRIBUTE: &str = "checks.x86_64-linux.vm-test";
 
 /// The flake's NixOS VM tests and their command: the checklist lists them.
-pub use crate::checklist::disposition::{check_command, VM_TESTS};
+pub use crate::deploy_checklist::disposition::{check_command, VM_TESTS};
 
 /// Evaluating the test must not hang on a network that is not there.
 const EVAL_TIMEOUT: Duration = Duration::from_secs(180);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::*;
 use crate::vm::initramfs::{self};
 use crate::vm::plan::BootKind;
-use crate::vm::procedures::{self, LostFile, Schedule, Tier};
+use crate::vm::procedure_runs::{self, LostFile, Schedule, Tier};
 use crate::vm::realise::DiscardBudget;
 use crate::vm::retention::DAY;
 
@@ -54,11 +54,11 @@ fn procedures_of_tier(run: &mut Run, tier: Tier) -> Result<bool> {
         ))),
     };
     let prepared = run.session.prepared;
-    let lab = procedures::Lab {
+    let lab = procedure_runs::Lab {
         lost: Some(lost),
         ..prepared.lab.clone()
     };
-    let mut schedule = Schedule::new(procedures::of_tier(&prepared.procedures, tier, &lab)?);
+    let mut schedule = Schedule::new(procedure_runs::of_tier(&prepared.procedures, tier, &lab)?);
     let mut first = true;
     while let Some(boot_procedures) = schedule.next_boot(&run.tally.captured) {
         let kind = if boot_procedures.install {

@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 
 use super::{Lab, BACKUP_DISK, LAB_IP, WORKSTATION};
-use crate::checklist::procedures::Names;
+use crate::deploy_checklist::procedures::Names;
 use crate::layout::impermanence::PERSIST_MOUNTPOINT;
 use crate::vm::plan::{AdminCommand, Binding, CommandRole, Expectation};
 

@@ -130,7 +130,7 @@ fn expectations_say_what_differed() {
 #[test]
 fn the_scrub_timer_passes_under_either_nixpkgs_name() {
     let subject = crate::hosts::testing::host_subject();
-    let facts = crate::checklist::facts::testing::with_key();
+    let facts = crate::deploy_checklist::facts::testing::with_key();
     let steps = super::verification::verification(&subject, &facts, None);
     let units = steps.iter().find(|p| p.id == "verify.units").unwrap();
     let scrub = units

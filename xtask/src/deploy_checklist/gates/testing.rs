@@ -1,6 +1,6 @@
 //! Results as `check`, the NixOS evaluation and `vm-test` write them, for tests.
 use super::*;
-use crate::checklist::facts::testing::with_key;
+use crate::deploy_checklist::facts::testing::with_key;
 use crate::flake_eval::LockedInput;
 use crate::results::{
     BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, ProcedureRecord,

@@ -1,7 +1,7 @@
 //! nix/tests/procedures.json, the procedures the NixOS VM test runs.
 
-use crate::checklist::procedures::Expect;
-use crate::checklist::Numbered;
+use crate::deploy_checklist::procedures::Expect;
+use crate::deploy_checklist::Numbered;
 
 use super::NIXOS_TEST_PROCEDURES;
 
@@ -13,7 +13,7 @@ pub const NIXOS_TEST_FILE: &str = "nix/tests/procedures.json";
 /// prints them, each pattern also as a regular expression for Python's
 /// `re.fullmatch`. A unit test keeps the file equal to this.
 pub fn nixos_test_json(all: &[Numbered], admin: &str) -> String {
-    use crate::checklist::procedures::pattern_regex;
+    use crate::deploy_checklist::procedures::pattern_regex;
     let procedures: Vec<serde_json::Value> = all
         .iter()
         .filter(|n| NIXOS_TEST_PROCEDURES.contains(&n.procedure.id.as_str()))
@@ -58,7 +58,7 @@ pub fn nixos_test_json(all: &[Numbered], admin: &str) -> String {
         })
         .collect();
     let document = serde_json::json!({
-        "comment": "Generated from xtask/src/checklist/procedures/ (the deploy checklist's one source) for nix/tests/vm-test.nix; `UPDATE_GOLDEN=1 cargo test -p xtask --lib nixos_test_file` rewrites it.",
+        "comment": "Generated from xtask/src/deploy_checklist/procedures/ (the deploy checklist's one source) for nix/tests/vm-test.nix; `UPDATE_GOLDEN=1 cargo test -p xtask --lib nixos_test_file` rewrites it.",
         "admin": admin,
         "procedures": procedures,
     });

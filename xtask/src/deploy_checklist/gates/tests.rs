@@ -2,7 +2,7 @@
 
 use super::testing::*;
 use super::*;
-use crate::checklist::facts::testing::host_facts;
+use crate::deploy_checklist::facts::testing::host_facts;
 use crate::results::{Kind, SCHEMA};
 
 fn statuses(observed: &Observed) -> Vec<(&'static str, Status)> {

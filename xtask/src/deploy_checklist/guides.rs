@@ -309,9 +309,9 @@ pub fn problems_of(places: &Places, commands: &[DocCommand]) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checklist::facts::testing::host_facts;
-    use crate::checklist::plan::deployment;
-    use crate::checklist::procedures::{rollback, verification};
+    use crate::deploy_checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::plan::deployment;
+    use crate::deploy_checklist::procedures::{rollback, verification};
     use crate::hosts::testing::host_subject;
     use crate::project::project_root;
 
@@ -342,7 +342,7 @@ mod tests {
     fn every_procedure_and_guide_command_is_safe_where_it_runs() {
         let places = places();
         let subject = host_subject();
-        let facts = crate::checklist::facts::testing::with_key();
+        let facts = crate::deploy_checklist::facts::testing::with_key();
         let lines = |steps: &[Procedure]| -> Vec<Line> {
             steps
                 .iter()

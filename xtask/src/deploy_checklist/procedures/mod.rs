@@ -37,7 +37,7 @@
 //! (numbered: [`super::server_procedures`]), with the host's
 //! [`crate::hosts::Subject`] and
 //! [`HostFacts::load`](super::facts::HostFacts::load). vm-test is one
-//! (`crate::vm::procedures`: what it runs, what it cannot and why); the
+//! (`crate::vm::procedure_runs`: what it runs, what it cannot and why); the
 //! NixOS VM test runs the procedures that need systemd from
 //! nix/tests/procedures.json, generated from here.
 
@@ -54,11 +54,11 @@ use crate::report::{Lifecycle, Tables};
 use super::facts::Where;
 
 use lab_protocol::expect;
-mod rollback;
+mod rollback_plan;
 mod verification;
 
 pub use expect::{matches, pattern_regex, Expect};
-pub use rollback::{erased_by_reinstall, rollback};
+pub use rollback_plan::{erased_by_reinstall, rollback};
 pub use verification::verification;
 
 const SNAPSHOTS_MOUNTPOINT: &str = "/.snapshots";

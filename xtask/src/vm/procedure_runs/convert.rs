@@ -9,10 +9,10 @@ use super::{
     disposition, tier, Disposition, Lab, Part, Procedure, Then, Tier, RESCUE_CONTINUES,
     RESCUE_DRILLS, TWICE, WORKSTATION,
 };
-use crate::checklist::disposition::not_run;
-use crate::checklist::facts::Where;
-use crate::checklist::procedures::Expect;
-use crate::checklist::Numbered;
+use crate::deploy_checklist::disposition::not_run;
+use crate::deploy_checklist::facts::Where;
+use crate::deploy_checklist::procedures::Expect;
+use crate::deploy_checklist::Numbered;
 use crate::results::{CommandOutcome, CommandRecord, CommandStatus, ProcedureRecord};
 use crate::vm::plan::{AdminCommand, CommandRole, NotRun};
 
@@ -124,7 +124,7 @@ pub fn convert_run(numbered: &Numbered, lab: &Lab, run: u32) -> Result<Procedure
                         .find(|b| b.placeholder == placeholder)
                     else {
                         bail!(
-                            "checklist step {} ({id}): the lab VM has no value for {placeholder} in `{}`; give it one in xtask/src/vm/procedures/harness.rs",
+                            "checklist step {} ({id}): the lab VM has no value for {placeholder} in `{}`; give it one in xtask/src/vm/procedure_runs/harness.rs",
                             numbered.step,
                             command.line
                         );
@@ -256,7 +256,7 @@ pub fn not_run_record(numbered: &Numbered, instead: Option<&str>) -> ProcedureRe
                 (None, Disposition::Run)
                     if procedure
                         .needs
-                        .contains(&crate::checklist::procedures::Need::RescueSystem) =>
+                        .contains(&crate::deploy_checklist::procedures::Need::RescueSystem) =>
                 {
                     not_run(
                         "the procedure starts in the Hetzner rescue system, which the lab boots only for its rescue drills (`vm-test --drills`); this command works on what it saved",

@@ -13,14 +13,16 @@
 //! differences or a guide's command is unclassified, missing or hazardous;
 //! 2 could not run (Nix missing, layout does not evaluate, …).
 
+pub mod reference;
+
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use crate::context::Context;
+use crate::docs::reference::{compare, generate, write, REFERENCE_DIR};
 use crate::hosts::DEFAULT_HOST;
 use crate::project::project_root;
-use crate::reference::{compare, generate, write, REFERENCE_DIR};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,7 +48,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         let drift = compare(&dir, &generated)?;
         // The hand-written guides' commands: classified, available where
         // they run, without a hazard (checklist::guides).
-        let guides = crate::checklist::guides::check_host(context, &root, &args.host)?;
+        let guides = crate::deploy_checklist::guides::check_host(context, &root, &args.host)?;
         let guides_ok = guides.problems.is_empty();
         if args.json {
             let report = serde_json::json!({
@@ -75,7 +77,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
             print!("{guides_text}");
         } else {
             eprint!("{guides_text}");
-            eprintln!("the guides above have commands that are unclassified, lack a program where they run, or have a hazard (xtask/src/checklist/guides.rs, hazards.rs)");
+            eprintln!("the guides above have commands that are unclassified, lack a program where they run, or have a hazard (xtask/src/deploy_checklist/guides.rs, hazards.rs)");
         }
         if drift.is_empty() {
             println!(

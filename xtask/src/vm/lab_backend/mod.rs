@@ -22,7 +22,7 @@ use super::disk::{self};
 use super::initramfs::{self};
 use super::month::{self, MONTH_BOOT};
 use super::plan::BootKind;
-use super::procedures::{self, LostFile, Schedule, Tier};
+use super::procedure_runs::{self, LostFile, Schedule, Tier};
 use super::qemu::{self};
 use super::realise::{BootSpec, DiscardBudget, Realisation, RollbackTrim, RunInputs, Tamper};
 use super::retention::Rules;
@@ -369,7 +369,7 @@ impl Run<'_> {
             // boot: the system as the server has it after a reboot.
             if boot == options.boots {
                 let quick =
-                    procedures::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
+                    procedure_runs::of_tier(&prepared.procedures, Tier::Default, &prepared.lab)?;
                 let mut schedule = Schedule::new(quick);
                 if let Some(parts) = schedule.next_boot(&self.tally.captured) {
                     spec.procedures = parts.started;
@@ -478,7 +478,7 @@ pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outco
     disk::create(&prepared.qemu_img, &disk_path, disk_bytes)?;
     let second_disk = if options.thorough || options.drills {
         let path = run_dir_path.join("second-disk.qcow2");
-        disk::create(&prepared.qemu_img, &path, procedures::BACKUP_DISK_BYTES)?;
+        disk::create(&prepared.qemu_img, &path, procedure_runs::BACKUP_DISK_BYTES)?;
         Some(path)
     } else {
         None
@@ -613,14 +613,14 @@ fn settle(
 /// the calendar's short boots (`calendar_days`).
 fn extra_boots(prepared: &Prepared, options: &Options, calendar_days: usize) -> Result<(u32, u32)> {
     let thorough_boots = if options.thorough {
-        let counted = procedures::Lab {
+        let counted = procedure_runs::Lab {
             lost: Some(LostFile {
                 path: "counted".to_owned(),
                 sha256: String::new(),
             }),
             ..prepared.lab.clone()
         };
-        procedures::Schedule::new(procedures::of_tier(
+        procedure_runs::Schedule::new(procedure_runs::of_tier(
             &prepared.procedures,
             Tier::Thorough,
             &counted,
@@ -631,7 +631,7 @@ fn extra_boots(prepared: &Prepared, options: &Options, calendar_days: usize) -> 
         0
     };
     let drill_boots = if options.drills {
-        procedures::Schedule::new(procedures::of_tier(
+        procedure_runs::Schedule::new(procedure_runs::of_tier(
             &prepared.procedures,
             Tier::Drill,
             &prepared.lab,

@@ -149,9 +149,9 @@ fn an_interrupted_boot_stops_the_run() {
 
 #[test]
 fn a_save_with_fixed_names_is_what_the_second_run_must_catch() {
-    use crate::checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::facts::testing::host_facts;
     use crate::hosts::testing::host_subject;
-    let mut all = crate::checklist::server_procedures(&host_subject(), &host_facts());
+    let mut all = crate::deploy_checklist::server_procedures(&host_subject(), &host_facts());
     let tamper: Vec<Tamper> = vec![
         "procedure-fixed-names=rollback.reinstall".parse().unwrap(),
         "procedure-also-runs=verify.space:sgdisk".parse().unwrap(),
@@ -183,9 +183,9 @@ fn a_save_with_fixed_names_is_what_the_second_run_must_catch() {
 
 #[test]
 fn a_stale_save_keeps_every_name_and_snapshots_an_earlier_copy() {
-    use crate::checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::facts::testing::host_facts;
     use crate::hosts::testing::host_subject;
-    let mut all = crate::checklist::server_procedures(&host_subject(), &host_facts());
+    let mut all = crate::deploy_checklist::server_procedures(&host_subject(), &host_facts());
     let before = all
         .iter()
         .find(|n| n.procedure.id == "rollback.rescue-save")

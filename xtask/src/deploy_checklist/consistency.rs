@@ -185,9 +185,9 @@ pub fn text(name: &str, text: &str, facts: &HostFacts) -> Vec<Contradiction> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checklist::facts::testing::host_facts;
-    use crate::checklist::gates::testing::passing;
-    use crate::checklist::{build, render};
+    use crate::deploy_checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::gates::testing::passing;
+    use crate::deploy_checklist::{build, render};
     use crate::hosts::testing::host_subject;
     use crate::project::project_root;
 

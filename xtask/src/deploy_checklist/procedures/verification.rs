@@ -1,7 +1,7 @@
 //! §3 of the checklist: what to check on the installed server.
 
-use crate::checklist::facts::{HostFacts, Where};
-use crate::checklist::plan::{self, Measured};
+use crate::deploy_checklist::facts::{HostFacts, Where};
+use crate::deploy_checklist::plan::{self, Measured};
 use crate::hosts::Subject;
 use crate::layout::impermanence::PERSIST_MOUNTPOINT;
 use crate::layout::size::SECTOR_BYTES;

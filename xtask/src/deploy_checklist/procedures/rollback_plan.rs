@@ -8,7 +8,7 @@ use super::{
     kernel_node, local, local_to, names, procedure, reboot, rescue, sudo, Expect, Need, Procedure,
     SNAPSHOTS_MOUNTPOINT,
 };
-use crate::checklist::facts::{HostFacts, Where};
+use crate::deploy_checklist::facts::{HostFacts, Where};
 
 /// §4: the ways back, from the mildest to the most drastic.
 pub fn rollback(subject: &Subject, facts: &HostFacts) -> Vec<Procedure> {

@@ -397,9 +397,9 @@ fn machine(subject: &Subject, facts: &HostFacts) -> Procedure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checklist::facts::testing::host_facts;
-    use crate::checklist::gates::testing::{vm_results, HEAD};
-    use crate::checklist::procedures::{rollback, verification};
+    use crate::deploy_checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::gates::testing::{vm_results, HEAD};
+    use crate::deploy_checklist::procedures::{rollback, verification};
     use crate::hosts::testing::host_subject;
 
     pub fn all_text(steps: &[Procedure]) -> String {

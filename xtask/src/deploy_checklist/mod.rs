@@ -18,7 +18,7 @@
 //!
 //! Every command it prints takes the login, `sudo`, the port and the paths
 //! from the host (`facts`, the layout); `procedures` is the one source of
-//! the steps, which vm-test executes (`crate::vm::procedures`); under each
+//! the steps, which vm-test executes (`crate::vm::procedure_runs`); under each
 //! step the checklist shows what the last thorough run did with it.
 
 pub mod consistency;
@@ -40,11 +40,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::context::Context;
+use crate::docs::reference::{self, REFERENCE_DIR};
 use crate::flake_eval::{self, FlakeEvalResults};
 use crate::hosts::Subject;
 use crate::hosts::DEFAULT_HOST;
 use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
-use crate::reference::{self, REFERENCE_DIR};
 use crate::results::CheckResults;
 use crate::results::{self, Kind, VmTestResults};
 
@@ -359,7 +359,7 @@ pub fn load(context: &Context, root: &Utf8Path, name: &str) -> Result<Loaded> {
         .into_iter()
         .find(|h| h.name == name)
         .with_context(|| format!("no host {name:?} under {root}/hosts"))?;
-    let nix = crate::nix::Nix::locate(context)?;
+    let nix = crate::nix_eval::Nix::locate(context)?;
     let facts = HostFacts::load(&nix, root, &host.dir)?;
     Ok(Loaded {
         subject,

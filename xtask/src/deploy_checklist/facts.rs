@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::nix::Nix;
+use crate::nix_eval::Nix;
 
 /// The host's login facts, as nix/lib/eval-facts.nix evaluates them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -329,10 +329,10 @@ pub fn markdown(checklist: &Checklist) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checklist::build;
-    use crate::checklist::facts::testing::host_facts;
-    use crate::checklist::gates::testing::passing;
-    use crate::checklist::gates::Evidence;
+    use crate::deploy_checklist::build;
+    use crate::deploy_checklist::facts::testing::host_facts;
+    use crate::deploy_checklist::gates::testing::passing;
+    use crate::deploy_checklist::gates::Evidence;
     use crate::hosts::testing::host_subject;
 
     #[test]

@@ -3,4 +3,4 @@
 //! (`rollback`).
 
 pub mod loopback;
-pub mod rollback;
+pub mod rollback_script;

@@ -1,6 +1,6 @@
 //! The deploy checklist's server procedures (§3 post-deploy verification,
 //! §4 rollback plan) as vm-test runs them: read from the checklist's one
-//! source (`crate::checklist::server_procedures`), so the lines the VM runs
+//! source (`crate::deploy_checklist::server_procedures`), so the lines the VM runs
 //! are the lines the checklist prints, and the expectations it checks are
 //! the checklist's own (`Expect::check`).
 //!
@@ -34,7 +34,7 @@
 //! lines from `hcloud server enable-rescue`, as the checklist says.
 
 use super::plan::{AdminCommand, AdminLogin};
-use crate::checklist::procedures::Names;
+use crate::deploy_checklist::procedures::Names;
 
 mod convert;
 mod harness;
@@ -43,7 +43,7 @@ mod schedule;
 
 /// What the lab does with each checklist command is the checklist's to say
 /// (it prints it); the lab follows it.
-pub use crate::checklist::disposition::{
+pub use crate::deploy_checklist::disposition::{
     disposition, simple_commands, simple_commands_sudo, tier, Disposition, Then, Tier,
     NIXOS_TEST_PROCEDURES, NIXOS_VM_TEST, RESCUE_DRILLS,
 };

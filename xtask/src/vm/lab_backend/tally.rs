@@ -6,12 +6,12 @@ use anyhow::{bail, Result};
 use camino::Utf8PathBuf;
 
 use super::*;
-use crate::checklist::Numbered;
+use crate::deploy_checklist::Numbered;
 use crate::results::{BootRecord, CheckRecord, CommandRecord, ProcedureRecord, ProcedureStatus};
 use crate::vm::accel::Accel;
 use crate::vm::collect::Collected;
 use crate::vm::plan::{Action, Plan};
-use crate::vm::procedures::{self, Tier};
+use crate::vm::procedure_runs::{self, Tier};
 use crate::vm::qemu::{self, BootRun, Ending};
 
 /// How a boot that should have run to the end ended (`Tally::completed`).
@@ -213,7 +213,7 @@ impl Tally {
                     record
                 }
                 None => {
-                    let instead = match procedures::tier(&numbered.procedure) {
+                    let instead = match procedure_runs::tier(&numbered.procedure) {
                         Tier::NotInLab => None,
                         Tier::Thorough if !thorough => {
                             Some("runs with `cargo xtask vm-test --thorough`")
@@ -223,7 +223,7 @@ impl Tally {
                         ),
                         _ => Some("the run stopped before it"),
                     };
-                    procedures::not_run_record(numbered, instead)
+                    procedure_runs::not_run_record(numbered, instead)
                 }
             };
             records.push(record);

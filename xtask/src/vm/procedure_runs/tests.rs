@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::checklist::disposition::ssh_has_command;
-use crate::checklist::facts::testing::host_facts;
-use crate::checklist::facts::Where;
-use crate::checklist::procedures::Expect;
-use crate::checklist::server_procedures;
+use crate::deploy_checklist::disposition::ssh_has_command;
+use crate::deploy_checklist::facts::testing::host_facts;
+use crate::deploy_checklist::facts::Where;
+use crate::deploy_checklist::procedures::Expect;
+use crate::deploy_checklist::server_procedures;
 use crate::hosts::testing::host_subject;
 use crate::vm::plan::{AdminStep, CommandRole};
 
