@@ -134,16 +134,26 @@ pub fn clock_plausible(now: i64, newest: Option<Stamp>) -> bool {
 /// names in @old_roots after the move (this run's root included); names
 /// that are not old roots are not the model's business and are left out.
 pub fn apply(rules: Rules, roots: &[String], now: i64) -> Verdict {
+    // The clock check looks at the old roots before this run's move: all
+    // but the newest, which is the moved one.
+    let newest_before = roots
+        .iter()
+        .filter_map(|name| Stamp::parse(name))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .rev()
+        .nth(1);
+    apply_trusting(rules, roots, now, clock_plausible(now, newest_before))
+}
+
+/// `apply` with the clock trusted or not as `plausible` says (what a script
+/// with another clock check would do).
+pub fn apply_trusting(rules: Rules, roots: &[String], now: i64, plausible: bool) -> Verdict {
     let mut parsed: Vec<(Stamp, &String)> = roots
         .iter()
         .filter_map(|name| Some((Stamp::parse(name)?, name)))
         .collect();
     parsed.sort();
-    // The clock check looks at the old roots before this run's move; the
-    // newest of them is never later than the moved one, so the newest of all
-    // gives the same answer whenever the move itself named by the clock.
-    let newest_before = parsed.iter().rev().nth(1).map(|(s, _)| *s);
-    let plausible = clock_plausible(now, newest_before);
     let count = parsed.len() as u64;
     let oldest_kept_index = count.saturating_sub(rules.keep_at_least);
     let cutoff = now.saturating_sub(rules.retention_days as i64 * DAY);
