@@ -345,7 +345,10 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     // In bytes: what the rollback deleted left the image after fstrim.service,
     // and async discard alone had returned (almost) none of it.
     let rollback_trim = xtask::vm::realise::ROLLBACK_TRIM_BYTES as f64;
-    assert!(figure("trim.rollback_freed_bytes") >= rollback_trim * 0.9);
+    // Counted from the larger of the image before the rollback and after
+    // its deletions: the month's own writes do not hide it.
+    assert!(figure("trim.rollback_given_back_bytes") >= rollback_trim * 0.9);
+    assert!(figure("trim.rollback_freed_bytes") >= rollback_trim * 0.8);
     assert!(figure("trim.rollback_freed_without_fstrim_bytes") < rollback_trim * 0.5);
     assert!(figure("trim.after_boot_ms") > 0.0);
     assert!(figure("rotation_ms.boot2") < 10_000.0);

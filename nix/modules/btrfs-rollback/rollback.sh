@@ -979,8 +979,18 @@ explain_refused_move() {
 
 # Creates the new root; an empty subvolume that another run created at the
 # same moment does as well. On failure $create_cause says why (see
-# cause_of) and $create_error what failed.
+# cause_of) and $create_error what failed. A failure of no known cause is a
+# race with other runs (a root created, then moved away, between two of our
+# calls): tried again, up to 10 times.
 create_root() {
+	_ct=0
+	while ! create_root_once; do
+		_ct=$((_ct + 1))
+		[ "$create_cause" = other ] && [ "$_ct" -lt 10 ] || return 1
+	done
+}
+
+create_root_once() {
 	_err=$(btrfs subvolume create "$rp" 2>&1 >/dev/null) && return 0
 	cause_of "$_err"
 	create_cause=$cause
