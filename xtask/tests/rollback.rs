@@ -639,6 +639,43 @@ fn a_clock_in_the_far_future_deletes_nothing() {
     });
 }
 
+/// The plausible range to the second, with old roots past retention on
+/// hand so that a clock wrongly trusted deletes: a name from 2025 (names run
+/// from 1970) is not behind a clock a second before 2026.
+#[test]
+fn the_clock_floor_and_ceiling_to_the_second() {
+    const FLOOR: i64 = 1_767_225_600;
+    const CEILING: i64 = 4_102_444_800;
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let old_2025 = "20250601T000000Z";
+        case.old_root(old_2025, &[]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        let mut at = |now: i64, clock: &str, rotated_to: &str, deleted: u64| {
+            settings.now = Some(now);
+            let status = case.run_with(&settings);
+            assert_eq!(status.get("clock"), clock, "{l} at {now}");
+            assert_eq!(status.get("rotated_to"), rotated_to, "{l} at {now}");
+            assert_eq!(status.number("deleted"), Some(deleted), "{l} at {now}");
+            case.check_persist();
+        };
+        // 2025-12-31T23:59:59Z: before the floor, though after every name.
+        at(FLOOR - 1, "implausible", &format!("{old_2025}-01"), 0);
+        assert!(case.old(old_2025).exists(), "{l}");
+        // The floor's own second: trusted; both 2025 roots are past retention.
+        at(FLOOR, "ok", FLOOR_NAME, 2);
+        // The last second before 2100: trusted.
+        at(CEILING - 1, "ok", "20991231T235959Z", 1);
+        // 2100-01-01T00:00:00Z: not trusted; a root 40 days before the
+        // newest is kept.
+        case.old_root("20991122T000000Z", &[]);
+        at(CEILING, "implausible", "20991231T235959Z-01", 0);
+        assert!(case.old("20991122T000000Z").exists(), "{l}");
+    });
+}
+
 #[test]
 fn a_clock_behind_the_newest_old_root_deletes_nothing() {
     for_each_interpreter(|case| {
@@ -2413,6 +2450,7 @@ fn set_inode_flags(path: &Utf8Path, flags: libc::c_long) {
     );
 }
 const FS_APPEND_FL: libc::c_long = 0x20;
+const FS_IMMUTABLE_FL: libc::c_long = 0x10;
 
 /// A run that must fail, change nothing, and not go down the full
 /// filesystem's path; returns the message.
@@ -2492,6 +2530,178 @@ fn each_cause_of_a_failed_move_is_told_apart() {
             "{l}"
         );
         case.check_persist();
+    });
+}
+
+#[test]
+fn an_immutable_old_roots_or_root_is_named_and_changes_nothing() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &["var/lib/machines"]);
+        case.current_root("current", &[]);
+        for what in ["@old_roots", "@root"] {
+            set_inode_flags(&case.top().join(what), FS_IMMUTABLE_FL);
+            let message = refused(case, &case.settings, &past);
+            set_inode_flags(&case.top().join(what), 0);
+            assert!(
+                message.contains("Operation not permitted")
+                    && message.contains("append-only or immutable attribute"),
+                "{l} {what}: {message}"
+            );
+        }
+        // Once the attribute is cleared the next boot rotates.
+        let status = case.run_with(&case.settings);
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        assert!(case.intact(&name(NOW), "current", &[]), "{l}");
+    });
+}
+
+/// A write-protected device: mount(8) (util-linux and busybox) falls back to
+/// a read-only mount, which the script sees before it tries anything. The
+/// device is made read-only with BLKROSET (`blockdev --setro`) while nothing
+/// has the filesystem mounted, as in the initrd: with a mount already open
+/// the kernel only warns and Btrfs goes on writing through it.
+#[test]
+fn a_read_only_device_changes_nothing_and_says_so() {
+    let blockdev = |flag: &str, device: &Utf8Path| {
+        let out = std::process::Command::new("blockdev")
+            .args([flag, device.as_str()])
+            .output()
+            .expect("blockdev (util-linux: apt-get install util-linux)");
+        assert!(
+            out.status.success(),
+            "blockdev {flag} {device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &["var/lib/machines"]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        case.fs.sync().unwrap();
+        case.fs.unmount_all(case.top()).unwrap();
+        let device = case.fs.device();
+        wait_until_released(device);
+        blockdev("--setro", device);
+        let run = case.runner.run(device, &settings);
+        blockdev("--setrw", device);
+        case.fs.mount_top_level(case.top()).unwrap();
+        let run = run.unwrap();
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "failed", "{l} {}", run.transcript());
+        assert!(status.failed_marker, "{l}");
+        assert_ne!(run.code, Some(0), "{l}");
+        let message = status.get("message");
+        assert!(
+            message.contains("is read-only (a write-protected device")
+                && message.contains("changed nothing, this boot keeps its old root"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        assert!(
+            !run.stderr
+                .contains("deleting old roots past retention first"),
+            "{l} taken for a full filesystem: {}",
+            run.transcript()
+        );
+        assert!(case.intact(&past, &past, &["var/lib/machines"]), "{l}");
+        assert!(case.root().join("marker").exists(), "{l} @root moved");
+        assert!(!is_mountpoint(&settings.mountpoint), "{l}");
+        case.check_persist();
+        // Writable again, the next boot rotates and deletes.
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("rotated_to"), name(NOW), "{l}");
+        assert_eq!(status.number("deleted"), Some(1), "{l}");
+    });
+}
+
+/// Waits until the kernel has let go of the filesystem on `device` after
+/// its last unmount (its /sys/fs/btrfs/FSID goes): a mount while the old
+/// superblock lives on reuses it, writable, whatever the device says.
+fn wait_until_released(device: &Utf8Path) {
+    use std::io::{Read as _, Seek as _};
+    // The superblock at 64 KiB holds the fsid at byte 32.
+    let mut fsid = [0u8; 16];
+    let mut dev = fs::File::open(device).unwrap();
+    dev.seek(std::io::SeekFrom::Start(0x10000 + 32)).unwrap();
+    dev.read_exact(&mut fsid).unwrap();
+    let hex: String = fsid.iter().map(|b| format!("{b:02x}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    let sysfs = std::path::Path::new("/sys/fs/btrfs").join(&uuid);
+    let start = std::time::Instant::now();
+    while sysfs.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{device}: {} still there 30 s after the last unmount",
+            sysfs.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A case of the same kind nobody listed: the filesystem's top directory
+/// immutable (`chattr +i` on the mounted top level). With @root there the
+/// move out of it is refused; without one (a first boot, or a power cut
+/// right after the move) the new root cannot be created, and that is not a
+/// full filesystem either: nothing is deleted, and the message says why.
+#[test]
+fn an_immutable_top_level_is_named_and_never_taken_for_a_full_filesystem() {
+    for_each_interpreter(|case| {
+        let l = &case.label;
+        let past = name(NOW - 40 * DAY);
+        case.old_root(&past, &["var/lib/machines"]);
+        case.current_root("current", &[]);
+        let mut settings = case.settings.clone();
+        settings.keep_at_least = Some(0);
+        set_inode_flags(case.top(), FS_IMMUTABLE_FL);
+        let message = refused(case, &settings, &past);
+        set_inode_flags(case.top(), 0);
+        assert!(message.contains("the top level"), "{l} {message}");
+
+        // No @root: what a power cut between the move and the creation leaves.
+        let moved = name(NOW - 60);
+        fs::rename(case.root(), case.old(&moved)).unwrap();
+        set_inode_flags(case.top(), FS_IMMUTABLE_FL);
+        let run = case.runner.run(case.fs.device(), &settings).unwrap();
+        set_inode_flags(case.top(), 0);
+        let status = run.status().unwrap();
+        assert_eq!(status.get("result"), "failed", "{l} {}", run.transcript());
+        assert!(status.failed_marker, "{l}");
+        assert_eq!(status.number("deleted"), Some(0), "{l}");
+        assert!(
+            !run.stderr
+                .contains("deleting old roots past retention first"),
+            "{l} taken for a full filesystem: {}",
+            run.transcript()
+        );
+        let message = status.get("message");
+        assert!(
+            message.contains("cannot create @root: Operation not permitted")
+                && message.contains("immutable attribute")
+                && message.contains("no root to mount"),
+            "{l} {}",
+            run.transcript()
+        );
+        assert!(case.intact(&past, &past, &["var/lib/machines"]), "{l}");
+        assert!(case.intact(&moved, "current", &[]), "{l}");
+        assert!(!is_mountpoint(&settings.mountpoint), "{l}");
+        case.check_persist();
+        // Cleared, the next boot creates the root and applies retention.
+        let status = case.run_with(&settings);
+        assert_eq!(status.get("rotated_to"), "", "{l}");
+        assert_eq!(status.number("deleted"), Some(1), "{l}");
     });
 }
 

@@ -125,15 +125,29 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
             );
         }
         let mut outcome = Ok(());
+        let mut listed = list(top)?;
         for (index, offset) in step.extra_runs.iter().enumerate() {
             let run = index as u32 + 2;
             // Like `date -s`: the clock goes on from there.
             let clock = second + offset;
+            // The script must trust the clock exactly when the retention
+            // model does: in range and not behind the newest old root.
+            let newest = listed
+                .iter()
+                .filter_map(|n| lab_protocol::stamp::Stamp::parse(n))
+                .max();
+            let wanted = if lab_protocol::stamp::clock_plausible(clock, newest) {
+                "ok"
+            } else {
+                "implausible"
+            };
             set_clock(clock)?;
             let ran = run_script(step)?;
             let get = |k: &str| ran.fields.get(k).map(String::as_str).unwrap_or("");
-            let passed =
-                ran.ran.ok() && get("result") == "ok" && get("clock") == "ok" && !ran.failed_marker;
+            let passed = ran.ran.ok()
+                && get("result") == "ok"
+                && get("clock") == wanted
+                && !ran.failed_marker;
             report(
                 &format!("rollback-run:{run}"),
                 passed,
@@ -149,9 +163,10 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
                         .clone()
                         .unwrap_or_else(|| "no summary line".into())
                 ),
-                "exit 0, result=ok clock=ok: one more rotation at the clock the plan sets",
+                format!("exit 0, result=ok clock={wanted}: one more rotation at the clock the plan sets"),
             );
-            send_run(run, &ran, Some(list(top)?), Some(clock));
+            listed = list(top)?;
+            send_run(run, &ran, Some(listed.clone()), Some(clock));
             if !ran.ran.ok() {
                 outcome = Err(anyhow::anyhow!(
                     "run {run} of the rollback failed: {}",

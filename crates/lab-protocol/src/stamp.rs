@@ -73,3 +73,13 @@ pub fn old_root_name(epoch: i64, suffix: u8) -> Result<String> {
         format!("{base}-{suffix:02}")
     })
 }
+
+/// 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the script's plausible clock range.
+pub const CLOCK_FLOOR: i64 = 1_767_225_600;
+pub const CLOCK_CEILING: i64 = 4_102_444_800;
+
+/// Whether the script trusts `now`: in the plausible range and not earlier
+/// than the newest old root's name.
+pub fn clock_plausible(now: i64, newest: Option<Stamp>) -> bool {
+    (CLOCK_FLOOR..CLOCK_CEILING).contains(&now) && newest.is_none_or(|n| now >= n.epoch)
+}

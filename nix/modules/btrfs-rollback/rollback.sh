@@ -53,7 +53,8 @@
 # a metadata that is full because of the current root can grow); a
 # read-only root subvolume (btrfs receive makes them) has the flag
 # cleared and is moved; a read-only device, a read-only, append-only or
-# immutable old-roots subvolume and a qgroup limit change nothing and say so.
+# immutable old-roots subvolume, root or top level and a qgroup limit change
+# nothing and say so. The same holds for creating the new root.
 # Several runs at once cannot nest or lose a root: every rename refuses an
 # existing target (mv -T), so a run that finds a name taken takes the next.
 #
@@ -896,15 +897,27 @@ move_after_returning_chunks() {
 
 # --- Rotate ------------------------------------------------------------------
 
+# The cause of a failed move or create from its error text (LC_ALL=C:
+# strerror's words in glibc and musl), in $cause: nospace (ENOSPC), quota
+# (EDQUOT: a qgroup limit), readonly (EROFS), notpermitted (EPERM: an
+# append-only or immutable attribute), or other.
+cause_of() {
+	case $1 in
+	*"No space left on device"*) cause=nospace ;;
+	*"uota exceeded"*) cause=quota ;;
+	*"Read-only file system"*) cause=readonly ;;
+	*"Operation not permitted"*) cause=notpermitted ;;
+	*) cause=other ;;
+	esac
+}
+
 # Moves the root to the first free name from $target_num on. mv -T renames
 # and never moves into an existing directory, and the kernel refuses to
 # rename onto a subvolume or a non-empty directory, so a run that loses a
 # race for a name sees the move fail, and takes the next name. Returns 0
 # when moved, 2 when the root is gone (another run moved it), 3 when no name
-# is left, 1 when the move itself fails: then $move_cause says why, from the
-# error (LC_ALL=C: strerror's words in glibc and musl): nospace (ENOSPC),
-# quota (EDQUOT: a qgroup limit), readonly (EROFS), notpermitted (EPERM:
-# an append-only or immutable attribute), or other.
+# is left, 1 when the move itself fails: then $move_cause says why (see
+# cause_of).
 move_root() {
 	move_cause=other
 	_tries=0
@@ -930,12 +943,8 @@ move_root() {
 			target_num=$next
 			continue
 		fi
-		case $_err in
-		*"No space left on device"*) move_cause=nospace ;;
-		*"uota exceeded"*) move_cause=quota ;;
-		*"Read-only file system"*) move_cause=readonly ;;
-		*"Operation not permitted"*) move_cause=notpermitted ;;
-		esac
+		cause_of "$_err"
+		move_cause=$cause
 		move_error="cannot move $root_sv to $old_sv/$num_name: ${_err##*: }"
 		return 1
 	done
@@ -964,14 +973,28 @@ explain_refused_move() {
 	[ "$_ro" != ro=true ] ||
 		fail "$move_error: $old_sv is a read-only subvolume (btrfs property set -ts $mountpoint/$old_sv ro false makes it writable); changed nothing, this boot keeps its old root"
 	[ "$move_cause" != notpermitted ] ||
-		fail "$move_error: $old_sv or $root_sv has the append-only or immutable attribute (lsattr -d shows it, chattr -ai clears it); changed nothing, this boot keeps its old root"
+		fail "$move_error: the top level, $root_sv or $old_sv has the append-only or immutable attribute (lsattr -d on each shows which, chattr -ai clears it); changed nothing, this boot keeps its old root"
 	fail "$move_error: the filesystem refuses writes; changed nothing, this boot keeps its old root"
 }
 
 # Creates the new root; an empty subvolume that another run created at the
-# same moment does as well.
+# same moment does as well. On failure $create_cause says why (see
+# cause_of) and $create_error what failed. A failure of no known cause is a
+# race with other runs (a root created, then moved away, between two of our
+# calls): tried again, up to 10 times.
 create_root() {
-	btrfs subvolume create "$rp" >/dev/null && return 0
+	_ct=0
+	while ! create_root_once; do
+		_ct=$((_ct + 1))
+		[ "$create_cause" = other ] && [ "$_ct" -lt 10 ] || return 1
+	done
+}
+
+create_root_once() {
+	_err=$(btrfs subvolume create "$rp" 2>&1 >/dev/null) && return 0
+	cause_of "$_err"
+	create_cause=$cause
+	create_error="cannot create $root_sv: ${_err##*: }"
 	[ -d "$rp" ] && [ ! -L "$rp" ] || return 1
 	_i=$(stat -c %i "$rp") && [ "$_i" = 256 ] || return 1
 	set +f
@@ -1024,19 +1047,33 @@ if [ -n "$root_ino" ]; then
 	[ "$_moved" -ne 2 ] || warn "$root_sv was moved by another run at the same time"
 fi
 # No root here means a first boot, or a boot after a stop between the move
-# and this line: either way a new root is all that is missing.
+# and this line: either way a new root is all that is missing. As with the
+# move, only a full filesystem deletes old roots first.
+create_cause=''
+create_error=''
 if ! create_root; then
-	if [ -z "$deleted_done" ]; then
-		warn "cannot create $root_sv; deleting old roots past retention first, then trying again"
-		delete_selected
-		[ "$deleted" -eq 0 ] || wait_for_space
+	_created=''
+	if [ "$create_cause" = nospace ]; then
+		if [ -z "$deleted_done" ]; then
+			warn "$create_error; deleting old roots past retention first, then trying again"
+			delete_selected
+			[ "$deleted" -eq 0 ] || wait_for_space
+		fi
+		! create_root || _created=1
 	fi
-	if ! create_root; then
+	if [ -z "$_created" ]; then
+		case $create_cause in
+		quota) create_error="$create_error: a qgroup limit is exceeded (btrfs qgroup show -re shows which)" ;;
+		notpermitted) create_error="$create_error: the top level of $device has the immutable attribute (lsattr -d shows it, chattr -i clears it)" ;;
+		readonly) create_error="$create_error: the filesystem refuses writes" ;;
+		esac
 		if [ -n "$rotated_to" ] && mv -T "$op/$rotated_to" "$rp"; then
 			rotated_to=
-			fail "cannot create a new $root_sv; moved the old one back (this boot keeps its old root)"
+			fail "$create_error; moved the old one back (this boot keeps its old root)"
 		fi
-		fail "cannot create $root_sv"
+		[ -n "$rotated_to" ] ||
+			fail "$create_error; there is no $root_sv (a first boot, or the last run stopped right after its move): this boot has no root to mount"
+		fail "$create_error; $root_sv is $old_sv/$rotated_to now, and could not be moved back"
 	fi
 fi
 

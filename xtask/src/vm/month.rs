@@ -18,7 +18,12 @@
 //! past it (deleted); one more, `retentionDays` days and a second after that
 //! rotation, finds every root past the retention, and keeps exactly the
 //! newest `keepAtLeast` (counting its own). (A retention under 4 days keeps
-//! the simpler month: one rotation `retentionDays + 1` days on.)
+//! the simpler month: one rotation `retentionDays + 1` days on.) Then the
+//! clock checks: a run with the clock one second behind the newest old root
+//! (implausible: deletes nothing, names after the newest), one 20 years back
+//! (a dead RTC, before 2026), and one exactly at the newest's second
+//! (plausible: the roots past retention outside the newest go), each with the
+//! clock state the status must show.
 //! `--thorough` adds a calendar of short boots (rollback only) spread over
 //! more than three retention periods.
 
@@ -34,6 +39,9 @@ pub const UPTIME_BEYOND_RETENTION_DAYS: u64 = 10;
 pub const MONTH_BOOT: u32 = 2;
 /// The script's `-NN` suffixes end at 99 within one second.
 const MAX_SAME_SECOND_RUNS: u64 = 99;
+/// How far behind the month a run sets the clock, as a dead RTC battery
+/// would: 20 years, before 2026 whatever the lab's calendar.
+const DEAD_RTC_BEHIND_S: i64 = 20 * 365 * DAY;
 
 /// The default run's month, in boot `MONTH_BOOT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,15 +64,21 @@ pub fn month(rules: Rules) -> Month {
     let same_second = rules.keep_at_least.clamp(1, MAX_SAME_SECOND_RUNS) as usize;
     let retention = rules.retention_days as i64 * DAY;
     let mut extra_runs = vec![0; same_second];
-    if rules.retention_days >= 4 {
+    let last = if rules.retention_days >= 4 {
         extra_runs.extend([DAY - 1, DAY, 2 * DAY]);
         extra_runs.extend(std::iter::repeat_n(3 * DAY, same_second));
         let boundary = retention + DAY;
         extra_runs.push(boundary);
-        extra_runs.push(boundary + retention + 1);
+        boundary + retention + 1
     } else {
-        extra_runs.push(retention + DAY);
-    }
+        retention + DAY
+    };
+    extra_runs.push(last);
+    // The clock checks: one second behind the newest old root (implausible:
+    // nothing deleted, the name after the newest), a dead RTC's clock years
+    // before 2026, then exactly the newest's second (plausible: retention
+    // deletes), which also leaves the clock where the month ends.
+    extra_runs.extend([last - 1, last - DEAD_RTC_BEHIND_S, last]);
     Month {
         jump_s: (rules.retention_days + UPTIME_BEYOND_RETENTION_DAYS) as i64 * DAY,
         extra_runs,
@@ -98,7 +112,7 @@ pub fn predict(rules: Rules, before: &[String], now: i64, extra_runs: &[i64]) ->
         let moved = Stamp::parse(&name).map_or(at, |s| s.epoch);
         first.get_or_insert(moved);
         roots.push(name);
-        roots = retention::apply(rules, &roots, moved).kept();
+        roots = retention::apply(rules, &roots, at).kept();
     }
     roots
 }
@@ -138,6 +152,11 @@ pub fn runs(collected: &Collected) -> Vec<Run> {
 pub struct Judged {
     pub run: u32,
     pub moved: String,
+    /// The clock the run was given (`None`: the boot's own), the newest old
+    /// root before it, and whether the model trusts that clock.
+    pub clock_set_to: Option<i64>,
+    pub newest_before: Option<Stamp>,
+    pub plausible: bool,
     pub verdict: retention::Verdict,
     pub agreed: bool,
     /// Old roots after the run, oldest first.
@@ -198,9 +217,28 @@ pub fn judge(
                 ));
             }
         }
+        // The clock the script read: the one the guest set, else the first
+        // run's, which named the root by it (or after the newest).
+        let now = run.clock_set_to.unwrap_or(stamp.epoch);
+        let newest_before = before.iter().filter_map(|n| Stamp::parse(n)).max();
+        let plausible = retention::clock_plausible(now, newest_before);
+        if let Some(clock) = run.status.get("clock") {
+            let wanted = if plausible { "ok" } else { "implausible" };
+            if clock != wanted {
+                problems.push(format!(
+                    "clock={clock}, but the clock at {} against the newest old root {} is {wanted}",
+                    Stamp {
+                        epoch: now,
+                        suffix: 0
+                    }
+                    .name(),
+                    newest_before.map_or("(none)".to_owned(), |s| s.name())
+                ));
+            }
+        }
         let mut input = before.clone();
         input.push(moved.clone());
-        let verdict = retention::apply(rules, &input, stamp.epoch);
+        let verdict = retention::apply(rules, &input, now);
         let expected = verdict.kept();
         let observed: Vec<String> = {
             let mut list: Vec<String> = after
@@ -228,7 +266,15 @@ pub fn judge(
             format!(
                 "moved to {moved}{}; {} old roots: {}{}",
                 run.clock_set_to
-                    .map(|_| " (clock set back to its second)".to_owned())
+                    .map(|c| format!(
+                        " (clock set to {}{})",
+                        Stamp {
+                            epoch: c,
+                            suffix: 0
+                        }
+                        .name(),
+                        if plausible { "" } else { ", implausible" }
+                    ))
                     .unwrap_or_default(),
                 observed.len(),
                 observed.join(" "),
@@ -254,6 +300,9 @@ pub fn judge(
         judged.push(Judged {
             run: run.run,
             moved,
+            clock_set_to: run.clock_set_to,
+            newest_before,
+            plausible,
             verdict,
             agreed,
             after: observed.clone(),
@@ -388,6 +437,36 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             rules.retention_days
         ),
     ));
+    // Both sides of the check against the newest old root: a clock one
+    // second behind it deletes nothing, one at its very second deletes what
+    // retention says.
+    let behind = |j: &&&Judged, by: i64| {
+        j.clock_set_to
+            .zip(j.newest_before)
+            .is_some_and(|(c, n)| n.epoch - c == by)
+    };
+    let one_behind = agreed.iter().find(|j| behind(j, 1) && !j.plausible);
+    let at_newest = agreed
+        .iter()
+        .find(|j| behind(j, 0) && j.plausible && !j.verdict.deleted().is_empty());
+    checks.push(CheckRecord::new(
+        boot,
+        "month:clock-boundary",
+        one_behind.is_some() && at_newest.is_some(),
+        match (one_behind, at_newest) {
+            (Some(b), Some(a)) => format!(
+                "run {} (clock a second behind {}) deleted nothing; run {} (clock at {}'s second) deleted {}",
+                b.run,
+                b.newest_before.map(|s| s.name()).unwrap_or_default(),
+                a.run,
+                a.newest_before.map(|s| s.name()).unwrap_or_default(),
+                a.verdict.deleted().join(" ")
+            ),
+            (None, _) => "no agreed run with the clock a second behind the newest old root".to_owned(),
+            (_, None) => "no agreed run with the clock at the newest old root's second that deleted".to_owned(),
+        },
+        "a clock a second behind the newest old root is implausible (deletes nothing); one at its second is not".to_owned(),
+    ));
     let first = judged.first().and_then(|j| Stamp::parse(&j.moved));
     let burst: Vec<Option<Stamp>> = judged
         .iter()
@@ -448,6 +527,19 @@ mod tests {
         now: i64,
         keeps: impl Fn(&[String], i64) -> Vec<String>,
     ) -> Vec<Run> {
+        script_month_clock(before, now, retention::clock_plausible, |roots, at, _| {
+            keeps(roots, at)
+        })
+    }
+
+    /// `script_month` under a script whose clock check is `plausible`;
+    /// `keeps` learns what it said.
+    fn script_month_clock(
+        before: &[String],
+        now: i64,
+        plausible: impl Fn(i64, Option<Stamp>) -> bool,
+        keeps: impl Fn(&[String], i64, bool) -> Vec<String>,
+    ) -> Vec<Run> {
         let plan = month(RULES);
         let mut roots = before.to_vec();
         let mut runs = Vec::new();
@@ -456,18 +548,29 @@ mod tests {
             .collect();
         for (index, offset) in offsets.into_iter().enumerate() {
             let clock = offset.map(|o| now + o);
-            let moved = retention::next_name(&roots, clock.unwrap_or(now));
-            let at = Stamp::parse(&moved).unwrap().epoch;
+            let at = clock.unwrap_or(now);
+            let trusted = plausible(at, roots.iter().filter_map(|n| Stamp::parse(n)).max());
+            let moved = retention::next_name(&roots, at);
             roots.push(moved.clone());
-            roots = keeps(&roots, at);
+            roots = keeps(&roots, at, trusted);
+            let mut status = status(&moved);
+            status.insert(
+                "clock".to_owned(),
+                if trusted { "ok" } else { "implausible" }.to_owned(),
+            );
             runs.push(Run {
                 run: index as u32 + 1,
-                status: status(&moved),
+                status,
                 old_roots: Some(roots.clone()),
                 clock_set_to: clock,
             });
         }
         runs
+    }
+
+    /// Retention as the rules say, with the clock trusted as the script did.
+    fn trusting(roots: &[String], at: i64, trusted: bool) -> Vec<String> {
+        retention::apply_trusting(RULES, roots, at, trusted).kept()
     }
 
     /// Whether the month fails a script: a check or a coverage check.
@@ -498,6 +601,9 @@ mod tests {
                 3 * DAY,
                 3 * DAY,
                 31 * DAY,
+                61 * DAY + 1,
+                61 * DAY,
+                61 * DAY + 1 - 20 * 365 * DAY,
                 61 * DAY + 1
             ]
         );
@@ -506,10 +612,10 @@ mod tests {
         let runs = correct_month(&[], now);
         let (checks, judged) = judge(RULES, 2, &[], &runs, None);
         assert!(checks.iter().all(|c| c.passed), "{checks:#?}");
-        assert_eq!(checks.len(), 16);
+        assert_eq!(checks.len(), 19);
         let coverage = coverage(RULES, 2, &judged, 40);
         assert!(coverage.iter().all(|c| c.passed), "{coverage:#?}");
-        assert_eq!(coverage.len(), 5);
+        assert_eq!(coverage.len(), 6);
         // Run 15: the first second's six roots and the one a second past
         // the retention go; the one exactly at it and the one a day within
         // it stay, outside the newest five.
@@ -530,8 +636,22 @@ mod tests {
                 .len(),
             4
         );
+        // Runs 17 and 18: the clock a second behind the newest, then 20
+        // years back: implausible, nothing deleted, named after the newest.
+        // Run 19, at the newest's second: the three oldest go.
+        let newest = now + 61 * DAY + 1;
+        for (run, suffix) in [(16, 1), (17, 2)] {
+            assert!(!judged[run].plausible);
+            assert!(judged[run].verdict.deleted().is_empty());
+            assert_eq!(judged[run].moved, name(newest, suffix));
+            assert_eq!(runs[run].status["clock"], "implausible");
+        }
+        assert!(judged[18].plausible);
+        assert_eq!(judged[18].moved, name(newest, 3));
+        assert_eq!(judged[18].verdict.deleted().len(), 3);
+        assert_eq!(judged[18].after.len(), 5);
         // The prediction for the plan agrees.
-        assert_eq!(predict(RULES, &[], now, &plan.extra_runs), judged[15].after);
+        assert_eq!(predict(RULES, &[], now, &plan.extra_runs), judged[18].after);
         assert_eq!(predict(RULES, &[], now, &[]).len(), 1);
     }
 
@@ -579,6 +699,71 @@ mod tests {
                 "a cutoff shifted by {shift} s passes the month"
             );
         }
+        // The clock check against the newest old root a second off either
+        // way, or missing; the floor moved past the lab's calendar.
+        let off_by = |shift: i64| {
+            move |at: i64, newest: Option<Stamp>| retention::clock_plausible(at + shift, newest)
+        };
+        for (what, runs) in [
+            (
+                "a second lenient",
+                script_month_clock(&[], now, off_by(1), trusting),
+            ),
+            (
+                "a second strict",
+                script_month_clock(&[], now, off_by(-1), trusting),
+            ),
+            (
+                "no check against the newest",
+                script_month_clock(
+                    &[],
+                    now,
+                    |at, _| retention::clock_plausible(at, None),
+                    trusting,
+                ),
+            ),
+            (
+                "a floor in 2028",
+                script_month_clock(
+                    &[],
+                    now,
+                    |at, n| at >= 1_830_297_600 && retention::clock_plausible(at, n),
+                    trusting,
+                ),
+            ),
+        ] {
+            assert!(month_fails(&runs), "a clock check {what} passes the month");
+        }
+        // The one xtask/tests/vm_test.rs tampers the script with, with a
+        // 3-day retention in the same boot: each fails its own run.
+        let runs = script_month_clock(&[], now, off_by(1), |roots, at, trusted| {
+            retention::apply_trusting(
+                Rules {
+                    retention_days: 3,
+                    ..RULES
+                },
+                roots,
+                at,
+                trusted,
+            )
+            .kept()
+        });
+        let (checks, _) = judge(RULES, 2, &[], &runs, None);
+        assert!(
+            checks[14].measured.contains("deleted but must be kept"),
+            "{:?}",
+            checks[14]
+        );
+        assert!(
+            checks[16].measured.contains("clock=ok, but"),
+            "{:?}",
+            checks[16]
+        );
+        assert!(
+            checks[16].measured.contains("deleted but must be kept"),
+            "{:?}",
+            checks[16]
+        );
         // keepAtLeast not counting the root moved at this boot.
         let runs = script_month(&[], now, |roots, at| {
             let before = &roots[..roots.len() - 1];

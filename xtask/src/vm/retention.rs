@@ -9,9 +9,7 @@
 
 use std::fmt;
 
-/// 2026-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the script's plausible clock range.
-pub const CLOCK_FLOOR: i64 = 1_767_225_600;
-pub const CLOCK_CEILING: i64 = 4_102_444_800;
+pub use lab_protocol::stamp::{clock_plausible, CLOCK_CEILING, CLOCK_FLOOR};
 pub const DAY: i64 = 86_400;
 
 pub use lab_protocol::stamp::Stamp;
@@ -71,26 +69,30 @@ impl Verdict {
     }
 }
 
-/// Whether the script trusts `now`: in the plausible range and not earlier
-/// than the newest old root's name.
-pub fn clock_plausible(now: i64, newest: Option<Stamp>) -> bool {
-    (CLOCK_FLOOR..CLOCK_CEILING).contains(&now) && newest.is_none_or(|n| now >= n.epoch)
-}
-
 /// The fate of every old root after a rotation at `now`. `roots` are the
 /// names in @old_roots after the move (this run's root included); names
 /// that are not old roots are not the model's business and are left out.
 pub fn apply(rules: Rules, roots: &[String], now: i64) -> Verdict {
+    // The clock check looks at the old roots before this run's move: all
+    // but the newest, which is the moved one.
+    let newest_before = roots
+        .iter()
+        .filter_map(|name| Stamp::parse(name))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .rev()
+        .nth(1);
+    apply_trusting(rules, roots, now, clock_plausible(now, newest_before))
+}
+
+/// `apply` with the clock trusted or not as `plausible` says (what a script
+/// with another clock check would do).
+pub fn apply_trusting(rules: Rules, roots: &[String], now: i64, plausible: bool) -> Verdict {
     let mut parsed: Vec<(Stamp, &String)> = roots
         .iter()
         .filter_map(|name| Some((Stamp::parse(name)?, name)))
         .collect();
     parsed.sort();
-    // The clock check looks at the old roots before this run's move; the
-    // newest of them is never later than the moved one, so the newest of all
-    // gives the same answer whenever the move itself named by the clock.
-    let newest_before = parsed.iter().rev().nth(1).map(|(s, _)| *s);
-    let plausible = clock_plausible(now, newest_before);
     let count = parsed.len() as u64;
     let oldest_kept_index = count.saturating_sub(rules.keep_at_least);
     let cutoff = now.saturating_sub(rules.retention_days as i64 * DAY);
