@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod checklist;
 pub mod context;
+pub mod deep;
 pub mod docs;
 pub mod findings;
 pub mod flake_eval;
