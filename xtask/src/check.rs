@@ -230,16 +230,18 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
         .map(|given| parse_disk_size(given).with_context(|| format!("--disk-size {given:?}")))
         .transpose()?;
 
-    let mut files = hosts::nix_files(&root)?;
-    if let Some(path) = &disko_override {
-        if !files.contains(path) {
-            files.push(path.clone());
-        }
-    }
-
-    // Parsing every file and evaluating each host are independent: run them at once.
+    // Parsing every file and evaluating each host are independent: run them
+    // at once (the walk for the files too: the evaluation does not wait for it).
     let (parse_findings, reports) = std::thread::scope(|scope| {
-        let parsing = scope.spawn(|| nix.parse_files(&files));
+        let parsing = scope.spawn(|| {
+            let mut files = hosts::nix_files(&root)?;
+            if let Some(path) = &disko_override {
+                if !files.contains(path) {
+                    files.push(path.clone());
+                }
+            }
+            nix.parse_files(&files)
+        });
         let checks: Vec<_> = hosts
             .iter()
             .map(|host| {
