@@ -107,6 +107,20 @@ fn a_mounted_subvolume_is_read_back_from_mountinfo() {
     assert!(!stdout.contains("DISAGREES: mount /data"), "{stdout}");
 }
 
+/// dm-crypt: cryptsetup never runs (it would act on a device outside the
+/// sandbox, and the kernel may lack dm-crypt). NOT RUN, naming the command.
+#[test]
+fn luks_is_not_run_and_never_a_pass() {
+    let (code, stdout, stderr) = run(deep().args(["--disko", &fixture("luks-data")]));
+    assert!(
+        stdout.contains("NOT RUN: disko's create script reached a step this sandbox never runs")
+            && stdout.contains("cryptsetup -q luksFormat /dev/disk/by-partlabel/disk-main-crypted"),
+        "{code:?}\n{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("every mkfs ran and succeeded"), "{stdout}");
+    assert!(stdout.contains("1 step(s) NOT RUN"), "{stdout}");
+}
+
 /// Without the sources it cannot run: exit 2 with what to give.
 #[test]
 fn without_disko_source_it_exits_2_saying_what_to_give() {

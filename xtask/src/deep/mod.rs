@@ -238,9 +238,13 @@ fi"#;
         return Ok(report);
     }
     if real.create_exit == CREATE_NOT_RUN {
+        let step = real
+            .create_tail
+            .lines()
+            .find_map(|line| line.strip_prefix("NOT RUN: "))
+            .unwrap_or(real.create_tail.trim());
         report.not_run.push(format!(
-            "disko's create script stopped at a step this sandbox does not run: {}",
-            real.create_tail.trim()
+            "disko's create script reached a step this sandbox never runs, so it and everything after it (mkfs, mounts) is not run: {step}"
         ));
     } else if real.create_exit != 0 {
         report.ran.push(format!(

@@ -51,6 +51,8 @@ let
       swapDevices = opt (lib.types.listOf (lib.types.attrsOf lib.types.anything)) [ ];
       boot.loader.grub.devices = opt (lib.types.listOf lib.types.str) [ ];
       boot.resumeDevice = opt lib.types.str "";
+      # luks writes boot.initrd.luks.devices.<name>; NixOS declares it.
+      boot.initrd = opt (lib.types.lazyAttrsOf lib.types.anything) { };
       system.build = opt (lib.types.lazyAttrsOf lib.types.raw) { };
       assertions = opt (lib.types.listOf lib.types.unspecified) [ ];
       systemd = opt (lib.types.lazyAttrsOf lib.types.anything) { };

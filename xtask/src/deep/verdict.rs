@@ -211,3 +211,71 @@ fn about_mounts(layout: &Value, finding: &Finding, mountpoints: &BTreeSet<String
         .and_then(Value::as_str)
         .is_some_and(|m| mountpoints.contains(m))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::AttrPath;
+
+    fn mkfs_failed() -> Real {
+        Real {
+            evaluates: true,
+            error: String::new(),
+            create_exit: 1,
+            create_tail: "mkfs.vfat: Attempting to create a too small or a too large filesystem"
+                .to_owned(),
+            mounts: Vec::new(),
+        }
+    }
+
+    fn part011() -> Finding {
+        Finding::new(
+            "PART011",
+            Severity::Error,
+            AttrPath::new(["disko", "devices", "disk", "main", "content", "partitions", "ESP"]),
+            "mkfs.vfat refuses",
+            "Remove -F",
+        )
+    }
+
+    #[test]
+    fn a_stop_check_did_not_predict_is_a_disagreement_in_the_tools_words() {
+        let line = disagreement("esp.nix", &Value::Null, &mkfs_failed(), &[])
+            .expect("a disagreement");
+        assert!(line.contains("stops at Formatting"), "{line}");
+        assert!(line.contains("Attempting to create a too small"), "{line}");
+        assert!(line.contains("check predicts no stop"), "{line}");
+    }
+
+    #[test]
+    fn the_predicted_stop_agrees() {
+        assert_eq!(
+            disagreement("esp.nix", &Value::Null, &mkfs_failed(), &[part011()]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_predicted_stop_that_reality_passes_is_a_disagreement_naming_the_place() {
+        let real = Real {
+            create_exit: 0,
+            create_tail: String::new(),
+            ..mkfs_failed()
+        };
+        let line = disagreement("esp.nix", &Value::Null, &real, &[part011()])
+            .expect("a disagreement");
+        assert!(line.contains("the real install succeeds"), "{line}");
+        assert!(line.contains("partitions.ESP"), "{line}");
+    }
+
+    #[test]
+    fn a_step_not_run_is_never_judged() {
+        let real = Real {
+            create_exit: CREATE_NOT_RUN,
+            create_tail: "NOT RUN: cryptsetup luksFormat".to_owned(),
+            ..mkfs_failed()
+        };
+        assert_eq!(real_stop(&real), None);
+        assert_eq!(disagreement("luks.nix", &Value::Null, &real, &[part011()]), None);
+    }
+}
