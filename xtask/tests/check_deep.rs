@@ -16,7 +16,10 @@ fn corpus(name: &str) -> String {
 }
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/deep/{name}.nix", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/deep/{name}.nix",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// The binary with the checkouts, as root; fails with what to give otherwise.
@@ -27,7 +30,11 @@ fn deep() -> Command {
     );
     for (env, repository, revision) in [
         (DISKO_SRC_ENV, "nix-community/disko", PINNED_DISKO),
-        (NIXPKGS_LIB_ENV, "nix-community/nixpkgs.lib", PINNED_NIXPKGS_LIB),
+        (
+            NIXPKGS_LIB_ENV,
+            "nix-community/nixpkgs.lib",
+            PINNED_NIXPKGS_LIB,
+        ),
     ] {
         assert!(
             std::env::var_os(env).is_some(),
@@ -73,11 +80,17 @@ fn the_hosts_layout_agrees_with_the_real_tools() {
     assert!(stdout.contains("compress=zstd:1"), "{stdout}");
     // vfat is not in this kernel: not run, never a pass.
     if stdout.contains("NOT RUN: mount /boot") {
-        assert!(stdout.contains("unknown filesystem type 'vfat'"), "{stdout}");
+        assert!(
+            stdout.contains("unknown filesystem type 'vfat'"),
+            "{stdout}"
+        );
     } else {
         assert!(stdout.contains("ran: mount /boot: ok"), "{stdout}");
     }
-    assert!(stdout.contains("deep: agrees (0 disagreement(s)"), "{stdout}");
+    assert!(
+        stdout.contains("deep: agrees (0 disagreement(s)"),
+        "{stdout}"
+    );
 }
 
 /// Reality fails: mkfs.vfat refuses FAT12 on the 1 GiB ESP. The report
@@ -88,7 +101,8 @@ fn a_failing_mkfs_is_reported_with_the_tools_message() {
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("disko's create script (sgdisk, mkfs) failed")
-            && stdout.contains("mkfs.vfat: Attempting to create a too small or a too large filesystem"),
+            && stdout
+                .contains("mkfs.vfat: Attempting to create a too small or a too large filesystem"),
         "{stdout}"
     );
     assert!(stdout.contains("partitions.ESP"), "{stdout}");

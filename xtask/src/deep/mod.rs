@@ -95,12 +95,24 @@ pub fn prepare(
     anyhow::ensure!(
         disko.join("module.nix").is_file() && disko.join("lib").join("types").is_dir(),
         "--disko-src {disko}: not a disko checkout (no module.nix and lib/types/); {}",
-        how_to_get("disko's source", "nix-community/disko", PINNED_DISKO, "--disko-src", DISKO_SRC_ENV)
+        how_to_get(
+            "disko's source",
+            "nix-community/disko",
+            PINNED_DISKO,
+            "--disko-src",
+            DISKO_SRC_ENV
+        )
     );
     anyhow::ensure!(
         nixpkgs_lib.join("lib").join("default.nix").is_file(),
         "--nixpkgs-lib {nixpkgs_lib}: not a nixpkgs.lib checkout (no lib/default.nix); {}",
-        how_to_get("nixpkgs' lib", "nix-community/nixpkgs.lib", PINNED_NIXPKGS_LIB, "--nixpkgs-lib", NIXPKGS_LIB_ENV)
+        how_to_get(
+            "nixpkgs' lib",
+            "nix-community/nixpkgs.lib",
+            PINNED_NIXPKGS_LIB,
+            "--nixpkgs-lib",
+            NIXPKGS_LIB_ENV
+        )
     );
     setup::ensure(
         context,
@@ -184,7 +196,15 @@ else
   replay layout "$json"
 fi"#;
     let output = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", program, "deep"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            program,
+            "deep",
+        ])
         .args([
             sources.disko.as_str(),
             sources.nixpkgs_lib.as_str(),
@@ -202,8 +222,8 @@ fi"#;
         output.status,
         String::from_utf8_lossy(&output.stderr).trim()
     );
-    let record: BTreeMap<String, Real> = serde_json::from_slice(&output.stdout)
-        .with_context(|| {
+    let record: BTreeMap<String, Real> =
+        serde_json::from_slice(&output.stdout).with_context(|| {
             format!(
                 "reading the replay's JSON: {}",
                 String::from_utf8_lossy(&output.stdout)
@@ -232,9 +252,10 @@ fi"#;
         report.disagreements.push(line);
     }
     if !real.evaluates {
-        report
-            .ran
-            .push(format!("disko's evaluation (nix-instantiate): {}", real.error));
+        report.ran.push(format!(
+            "disko's evaluation (nix-instantiate): {}",
+            real.error
+        ));
         return Ok(report);
     }
     if real.create_exit == CREATE_NOT_RUN {
@@ -297,9 +318,7 @@ fi"#;
                     info["attributes"].as_str().unwrap_or("?"),
                 ));
                 if let Some(model) = &model {
-                    report
-                        .disagreements
-                        .extend(mount_differences(model, mount));
+                    report.disagreements.extend(mount_differences(model, mount));
                 }
             }
         }
@@ -346,14 +365,20 @@ fn mount_differences(model: &Model, mount: &verdict::Mount) -> Vec<String> {
             ));
         }
     }
-    let real_compress = super_options
-        .iter()
-        .find_map(|o| o.strip_prefix("compress=").or_else(|| o.strip_prefix("compress-force=")));
-    let model_compress = reading.compress.as_deref().filter(|c| *c != "no" && *c != "none");
+    let real_compress = super_options.iter().find_map(|o| {
+        o.strip_prefix("compress=")
+            .or_else(|| o.strip_prefix("compress-force="))
+    });
+    let model_compress = reading
+        .compress
+        .as_deref()
+        .filter(|c| *c != "no" && *c != "none");
     let same = match (model_compress, real_compress) {
         (None, None) => true,
         // The kernel prints a level only when one was given (zstd = zstd:3).
-        (Some(m), Some(r)) => m == r || m.split(':').next() == Some(r) || r.split(':').next() == Some(m),
+        (Some(m), Some(r)) => {
+            m == r || m.split(':').next() == Some(r) || r.split(':').next() == Some(m)
+        }
         _ => false,
     };
     if !same {

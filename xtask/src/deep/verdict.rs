@@ -100,7 +100,12 @@ pub fn not_run_mounts(real: &Real) -> BTreeSet<String> {
 /// check's disagreement with what the real tools did, as one line; `None`
 /// when they agree. `layout` is the evaluated layout (`disko.devices` …),
 /// `findings` what check found in it.
-pub fn disagreement(name: &str, layout: &Value, real: &Real, findings: &[Finding]) -> Option<String> {
+pub fn disagreement(
+    name: &str,
+    layout: &Value,
+    real: &Real,
+    findings: &[Finding],
+) -> Option<String> {
     let stops: BTreeMap<InstallStop, Vec<&Finding>> = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -232,7 +237,15 @@ mod tests {
         Finding::new(
             "PART011",
             Severity::Error,
-            AttrPath::new(["disko", "devices", "disk", "main", "content", "partitions", "ESP"]),
+            AttrPath::new([
+                "disko",
+                "devices",
+                "disk",
+                "main",
+                "content",
+                "partitions",
+                "ESP",
+            ]),
             "mkfs.vfat refuses",
             "Remove -F",
         )
@@ -240,8 +253,8 @@ mod tests {
 
     #[test]
     fn a_stop_check_did_not_predict_is_a_disagreement_in_the_tools_words() {
-        let line = disagreement("esp.nix", &Value::Null, &mkfs_failed(), &[])
-            .expect("a disagreement");
+        let line =
+            disagreement("esp.nix", &Value::Null, &mkfs_failed(), &[]).expect("a disagreement");
         assert!(line.contains("stops at Formatting"), "{line}");
         assert!(line.contains("Attempting to create a too small"), "{line}");
         assert!(line.contains("check predicts no stop"), "{line}");
@@ -262,8 +275,8 @@ mod tests {
             create_tail: String::new(),
             ..mkfs_failed()
         };
-        let line = disagreement("esp.nix", &Value::Null, &real, &[part011()])
-            .expect("a disagreement");
+        let line =
+            disagreement("esp.nix", &Value::Null, &real, &[part011()]).expect("a disagreement");
         assert!(line.contains("the real install succeeds"), "{line}");
         assert!(line.contains("partitions.ESP"), "{line}");
     }
@@ -276,6 +289,9 @@ mod tests {
             ..mkfs_failed()
         };
         assert_eq!(real_stop(&real), None);
-        assert_eq!(disagreement("luks.nix", &Value::Null, &real, &[part011()]), None);
+        assert_eq!(
+            disagreement("luks.nix", &Value::Null, &real, &[part011()]),
+            None
+        );
     }
 }
