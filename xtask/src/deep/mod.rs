@@ -148,10 +148,12 @@ pub fn prepare(
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeepReport {
+    /// The host whose machine.nix and persistence.nix went with the layout.
     pub host: String,
     /// The disko checkout that evaluated the layout.
     #[schemars(with = "String")]
     pub disko: Utf8PathBuf,
+    /// What the real tools did.
     pub real: Real,
     /// Where check's verdict and reality differ (exit 1), with the tool's words.
     pub disagreements: Vec<String>,

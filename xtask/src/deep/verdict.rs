@@ -21,13 +21,18 @@ use crate::rules::{install_stop, InstallStop};
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Real {
+    /// Whether disko's module evaluated the layout.
     pub evaluates: bool,
+    /// Nix's error when it did not.
     #[serde(default)]
     pub error: String,
+    /// The create scripts' exit status: 0 ran to the end, 97 stopped at a step the sandbox never runs.
     #[serde(default)]
     pub create_exit: i32,
+    /// The create scripts' last lines when they did not run to the end (the tool's own words).
     #[serde(default)]
     pub create_tail: String,
+    /// Every fileSystems entry, parents first, as the kernel mounted it.
     #[serde(default)]
     pub mounts: Vec<Mount>,
 }
@@ -38,9 +43,11 @@ pub const CREATE_NOT_RUN: i32 = 97;
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Mount {
+    /// The fileSystems entry's mountpoint.
     pub mountpoint: String,
     /// "ok", "failed" or "notRun".
     pub status: String,
+    /// mount(8)'s words when it did not mount (and the kernel log's, for a refusal).
     pub message: String,
     /// What /proc/self/mountinfo says of a mount that succeeded (a string
     /// when it is not there).
