@@ -51,10 +51,10 @@ pub struct Args {
     #[arg(long)]
     pub deep: bool,
     /// --deep: a local checkout of nix-community/disko (the flake pins 878ec37).
-    #[arg(long, env = crate::deep::DISKO_SRC_ENV, requires = "deep")]
+    #[arg(long, env = crate::deep::DISKO_SRC_ENV)]
     pub disko_src: Option<Utf8PathBuf>,
     /// --deep: a local checkout of nix-community/nixpkgs.lib, whose lib evaluates disko's module.
-    #[arg(long, env = crate::deep::NIXPKGS_LIB_ENV, requires = "deep")]
+    #[arg(long, env = crate::deep::NIXPKGS_LIB_ENV)]
     pub nixpkgs_lib: Option<Utf8PathBuf>,
 }
 

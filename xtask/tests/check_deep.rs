@@ -171,3 +171,16 @@ fn a_directory_that_is_not_disko_exits_2() {
         assert!(stderr.contains("not a disko checkout"), "{stderr}");
     }
 }
+
+/// Exporting the checkouts does not change a plain check: they are read only with --deep.
+#[test]
+fn the_checkouts_in_the_environment_do_not_change_a_plain_check() {
+    let mut command = Command::cargo_bin("xtask").expect("the xtask binary builds");
+    command
+        .env(DISKO_SRC_ENV, "/nonexistent/disko")
+        .env(NIXPKGS_LIB_ENV, "/nonexistent/nixpkgs.lib")
+        .args(["check", "--mode", "standalone"]);
+    let (code, stdout, stderr) = run(&mut command);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("== deep"), "{stdout}");
+}
