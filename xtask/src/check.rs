@@ -46,6 +46,17 @@ pub struct Args {
     /// Which evaluation to run.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+    /// Also judge the layout with the real tools, as root: disko's own create script against sparse
+    /// images with the real sgdisk and mkfs, and every mount on a loop device, read back from
+    /// /proc/self/mountinfo. Exit 1 when reality and check disagree, 2 when it cannot run.
+    #[arg(long)]
+    pub deep: bool,
+    /// --deep: a local checkout of nix-community/disko (the flake pins 878ec37).
+    #[arg(long, env = crate::deep::DISKO_SRC_ENV)]
+    pub disko_src: Option<Utf8PathBuf>,
+    /// --deep: a local checkout of nix-community/nixpkgs.lib, whose lib evaluates disko's module.
+    #[arg(long, env = crate::deep::NIXPKGS_LIB_ENV)]
+    pub nixpkgs_lib: Option<Utf8PathBuf>,
 }
 
 fn write_results(
@@ -91,9 +102,22 @@ fn write_results(
 }
 
 pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
+    // What --deep needs is known before anything runs (exit 2 says what to give).
+    let sources = if args.deep {
+        Some(crate::deep::prepare(
+            context,
+            args.disko_src.as_deref(),
+            args.nixpkgs_lib.as_deref(),
+        )?)
+    } else {
+        None
+    };
     // git takes as long as the check itself: ask it meanwhile.
     let revision = std::thread::spawn(crate::project::revision);
-    let report = check(context, &args)?;
+    let mut report = check(context, &args)?;
+    if let Some(sources) = &sources {
+        report.deep = Some(deep(context, &args, sources, &report)?);
+    }
     let revision = revision
         .join()
         .map_err(|_| anyhow::anyhow!("reading the git revision panicked"))?;
@@ -120,7 +144,48 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     } else {
         print!("{}", render(&report));
     }
+    if let Some(deep) = &report.deep {
+        if !args.json {
+            print!("{}", crate::deep::render(deep));
+        }
+    }
     Ok(report.exit_code())
+}
+
+/// `--deep`: each checked host's layout judged by the real tools.
+fn deep(
+    context: &Context,
+    args: &Args,
+    sources: &crate::deep::Sources,
+    report: &CheckReport,
+) -> Result<Vec<crate::deep::DeepReport>> {
+    let nix = Nix::locate(context)?;
+    let mut deep = Vec::new();
+    for host_report in &report.hosts {
+        let host = hosts::find(&host_report.host)?;
+        let layout_file = match &args.disko {
+            Some(path) => Utf8PathBuf::try_from(std::env::current_dir()?)
+                .context("the current directory is not UTF-8")?
+                .join(path),
+            None => host.layout_file.clone(),
+        };
+        // The disks as check sized them; disko's images get the same size.
+        let disk_bytes = host_report
+            .disk_sizes
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(crate::layout::generator::DISK_BYTES);
+        deep.push(crate::deep::judge(
+            &nix,
+            sources,
+            &host,
+            &layout_file,
+            disk_bytes,
+            &host_report.findings,
+        )?);
+    }
+    Ok(deep)
 }
 
 /// Runs the whole check; `Err` only when it could not run.
@@ -166,16 +231,18 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
         .map(|given| parse_disk_size(given).with_context(|| format!("--disk-size {given:?}")))
         .transpose()?;
 
-    let mut files = hosts::nix_files(&root)?;
-    if let Some(path) = &disko_override {
-        if !files.contains(path) {
-            files.push(path.clone());
-        }
-    }
-
-    // Parsing every file and evaluating each host are independent: run them at once.
+    // Parsing every file and evaluating each host are independent: run them
+    // at once (the walk for the files too: the evaluation does not wait for it).
     let (parse_findings, reports) = std::thread::scope(|scope| {
-        let parsing = scope.spawn(|| nix.parse_files(&files));
+        let parsing = scope.spawn(|| {
+            let mut files = hosts::nix_files(&root)?;
+            if let Some(path) = &disko_override {
+                if !files.contains(path) {
+                    files.push(path.clone());
+                }
+            }
+            nix.parse_files(&files)
+        });
         let checks: Vec<_> = hosts
             .iter()
             .map(|host| {
@@ -229,6 +296,7 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
         errors,
         warnings,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        deep: None,
     })
 }
 

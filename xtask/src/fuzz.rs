@@ -382,6 +382,7 @@ pub fn check_model(data: &[u8]) {
             errors: 0,
             warnings: 0,
             duration_ms: 0,
+            deep: None,
         };
         let _ = render(&report);
         if let Err(error) = serde_json::to_string(&report) {

@@ -8,6 +8,7 @@ pub use toolbox::{context, process, progress, project, setup};
 
 pub mod bench;
 pub mod check;
+pub mod deep;
 pub mod deploy_checklist;
 pub mod docs;
 pub mod finding_text;

@@ -119,6 +119,9 @@ pub const TIERS: &[(&str, Tier)] = &[
     ("recovery", Tier::Full),
     // Fresh generated layouts against mkfs and the kernel, as root (~25 s).
     ("generated_live", Tier::Full),
+    // check --deep: disko's create script, mkfs and mounts for real, as root
+    // (needs disko and nixpkgs.lib checkouts: XTASK_DISKO_SRC, XTASK_NIXPKGS_LIB).
+    ("check_deep", Tier::Full),
     // qemu boots.
     ("vm_test", Tier::Full),
     // A real sshd and sudo in network and mount namespaces, as root.

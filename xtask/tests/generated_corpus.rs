@@ -12,17 +12,18 @@
 //! here cannot do (vfat is not in every kernel) is not judged: the layouts
 //! whose only predicted stop is such a mount are counted, not compared.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use camino::Utf8Path;
 use serde::Deserialize;
 use serde_json::Value;
 use xtask::check::judge_evaluated;
-use xtask::findings::{Finding, Severity};
+use xtask::deep::verdict::{self, real_stop, Real};
+use xtask::findings::Finding;
 use xtask::hosts::{firmware, Machine};
 use xtask::layout::build::Evaluated;
 use xtask::layout::generator::{self, DISK_BYTES};
-use xtask::rules::{install_stop, InstallStop};
+use xtask::rules::InstallStop;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,27 +43,6 @@ struct Revision {
 struct Case {
     layout: Value,
     real: Real,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Real {
-    evaluates: bool,
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    create_exit: i32,
-    #[serde(default)]
-    create_tail: String,
-    #[serde(default)]
-    mounts: Vec<Mount>,
-}
-
-#[derive(Deserialize)]
-struct Mount {
-    mountpoint: String,
-    status: String,
-    message: String,
 }
 
 fn fixtures() -> String {
@@ -92,163 +72,9 @@ pub fn judge(layout: &Value, host: &Value) -> Vec<Finding> {
     )
 }
 
-/// Where the real install stopped, with the tool's words; `None` when it did not.
-fn real_stop(real: &Real) -> Option<(InstallStop, String)> {
-    if !real.evaluates {
-        return Some((InstallStop::Evaluation, real.error.clone()));
-    }
-    if real.create_exit != 0 {
-        let tail = &real.create_tail;
-        // The last lines of the create script name the tool that stopped it.
-        let stop = if tail.contains("swapfile") {
-            InstallStop::SwapFile
-        } else if [
-            "Could not create partition",
-            "Problem",
-            "sgdisk",
-            "Unable to",
-        ]
-        .iter()
-        .any(|w| tail.contains(w))
-        {
-            InstallStop::Partitioning
-        } else {
-            InstallStop::Formatting
-        };
-        return Some((stop, tail.clone()));
-    }
-    real.mounts.iter().find(|m| m.status == "failed").map(|m| {
-        // A fileSystems entry without a device: NixOS's own evaluation
-        // throws "No device specified for mount point" before any mount.
-        let stop = if m.message.contains("special device null does not exist") {
-            InstallStop::Evaluation
-        } else {
-            InstallStop::Mount
-        };
-        (stop, format!("{}: {}", m.mountpoint, m.message))
-    })
-}
-
-/// Paths (attribute-path prefixes) of filesystems whose mount the recorder could not run.
-fn not_run_mounts(real: &Real) -> BTreeSet<String> {
-    real.mounts
-        .iter()
-        .filter(|m| m.status == "notRun")
-        .map(|m| m.mountpoint.clone())
-        .collect()
-}
-
 /// The disagreements of check with one recorded case, as lines.
 pub fn disagreement(name: &str, layout: &Value, real: &Real, host: &Value) -> Option<String> {
-    let findings = judge(layout, host);
-    let stops: BTreeMap<InstallStop, Vec<&Finding>> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .filter_map(|f| install_stop(f.code).map(|s| (s, f)))
-        .fold(BTreeMap::new(), |mut map, (stop, f)| {
-            map.entry(stop).or_default().push(f);
-            map
-        });
-    let describe = |list: &[&Finding]| {
-        list.iter()
-            .map(|f| format!("{} {}: {}", f.code, f.path, f.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    match real_stop(real) {
-        Some((stop, words)) => {
-            // A feature only later mkfs.btrfs versions know: check warns
-            // (PART014); the recorded mkfs.btrfs (6.2) is one that refuses it.
-            let version = words.contains("unrecognized filesystem feature")
-                && findings.iter().any(|f| f.code == "PART014");
-            // disko's nodev devices are not modelled (MODEL007 says "not checked").
-            let nodev = stop == InstallStop::Mount
-                && findings.iter().any(|f| f.code == "MODEL007")
-                && real
-                    .mounts
-                    .iter()
-                    .filter(|m| m.status == "failed")
-                    .all(|m| {
-                        layout["disko"]["devices"]["nodev"]
-                            .as_object()
-                            .is_some_and(|n| {
-                                n.iter().any(|(k, v)| {
-                                    v["mountpoint"].as_str().unwrap_or(k) == m.mountpoint
-                                })
-                            })
-                    });
-            if stops.contains_key(&stop) || version || nodev {
-                None
-            } else {
-                Some(format!(
-                    "{name}: the real install stops at {stop:?} ({words}); check predicts {}",
-                    if stops.is_empty() {
-                        "no stop".to_owned()
-                    } else {
-                        stops
-                            .iter()
-                            .map(|(s, l)| format!("{s:?}: {}", describe(l)))
-                            .collect::<Vec<_>>()
-                            .join(" | ")
-                    }
-                ))
-            }
-        }
-        None => {
-            if stops.is_empty() {
-                return None;
-            }
-            // A mount the kernel here could not try is not judged.
-            let not_run = not_run_mounts(real);
-            let judged: Vec<(&InstallStop, &Vec<&Finding>)> = stops
-                .iter()
-                .filter(|(stop, list)| {
-                    !(**stop == InstallStop::Mount
-                        && !not_run.is_empty()
-                        && list.iter().all(|f| about_mounts(layout, f, &not_run)))
-                })
-                .collect();
-            // The recorder's disks are image files: one named like a
-            // partition still gets partitions there, which a real partition
-            // does not (DEV004 is the kernel's rule, not judged here).
-            let judged: Vec<_> = judged
-                .into_iter()
-                .filter(|(_, list)| !list.iter().all(|f| f.code == "DEV004"))
-                .collect();
-            if judged.is_empty() {
-                return None;
-            }
-            Some(format!(
-                "{name}: the real install succeeds; check predicts {}",
-                judged
-                    .iter()
-                    .map(|(s, l)| format!("{s:?}: {}", describe(l)))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ))
-        }
-    }
-}
-
-/// Whether a finding is about one of `mountpoints` (its attribute path leads to a content mounted there).
-fn about_mounts(layout: &Value, finding: &Finding, mountpoints: &BTreeSet<String>) -> bool {
-    let mut node = layout;
-    for segment in finding.path.segments() {
-        if let Some(mountpoint) = node.get("mountpoint").and_then(Value::as_str) {
-            if mountpoints.contains(mountpoint) {
-                return true;
-            }
-        }
-        node = match node.get(segment) {
-            Some(next) => next,
-            None => return false,
-        };
-    }
-    node.get("content")
-        .and_then(|c| c.get("mountpoint"))
-        .or_else(|| node.get("mountpoint"))
-        .and_then(Value::as_str)
-        .is_some_and(|m| mountpoints.contains(m))
+    verdict::disagreement(name, layout, real, &judge(layout, host))
 }
 
 fn corpus() -> Corpus {

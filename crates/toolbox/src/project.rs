@@ -56,15 +56,25 @@ pub fn revision() -> Revision {
             dirty: true,
         };
     };
-    let commit = Supervised::from_command(cmd!(sh, "git rev-parse --verify --quiet HEAD"))
-        .read()
-        .ok()
-        .filter(|c| !c.is_empty());
-    let dirty =
-        Supervised::from_command(cmd!(sh, "git status --porcelain --untracked-files=normal"))
-            .read()
-            .map(|status| !status.trim().is_empty())
-            .unwrap_or(true);
+    // One git process for both (check's latency counts every process):
+    // porcelain v2 names HEAD's commit in its "# branch.oid" header.
+    let Ok(status) = Supervised::from_command(cmd!(
+        sh,
+        "git status --porcelain=v2 --branch --untracked-files=normal"
+    ))
+    .read() else {
+        return Revision {
+            commit: None,
+            dirty: true,
+        };
+    };
+    let commit = status
+        .lines()
+        .find_map(|line| line.strip_prefix("# branch.oid "))
+        .map(str::trim)
+        .filter(|oid| !oid.is_empty() && *oid != "(initial)")
+        .map(str::to_owned);
+    let dirty = status.lines().any(|line| !line.starts_with('#'));
     Revision { commit, dirty }
 }
 

@@ -253,6 +253,8 @@ fn collect_nix_files(
         .read_dir_utf8()
         .with_context(|| format!("reading {dir}"))?;
     for entry in entries.filter_map(|e| e.ok()) {
+        // The directory entry's own type costs no stat; a symlink is followed.
+        let kind = entry.file_type().ok().filter(|t| !t.is_symlink());
         let path = entry.into_path();
         let name = path.file_name().unwrap_or_default();
         if dir == root && matches!(name, "target" | ".git" | "result") {
@@ -271,9 +273,13 @@ fn collect_nix_files(
         if path.starts_with(root.join("xtask").join("tests")) {
             continue;
         }
-        if path.is_dir() {
+        let (is_dir, is_file) = match kind {
+            Some(kind) => (kind.is_dir(), kind.is_file()),
+            None => (path.is_dir(), path.is_file()),
+        };
+        if is_dir {
             collect_nix_files(root, &path, depth + 1, visited, files)?;
-        } else if name.ends_with(".nix") && path.is_file() {
+        } else if name.ends_with(".nix") && is_file {
             files.push(path);
         }
     }

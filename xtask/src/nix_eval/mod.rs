@@ -86,8 +86,26 @@ impl Nix {
     }
 
     /// Parses the files (`nix-instantiate --parse`) and reports every syntax
-    /// error: one process for all files, and one more per broken file.
+    /// error. A set of files that parsed cleanly before, byte for byte, with
+    /// the same nix-instantiate, is not parsed again: a parse depends on
+    /// nothing else, and the cache under target/xtask/parse-cache spares
+    /// `check` a process (docs/benchmarks.md, check ÷ bare eval).
     pub fn parse_files(&self, files: &[Utf8PathBuf]) -> Result<Vec<Finding>> {
+        let marker = parse_cache_key(&self.instantiate, files)
+            .map(|key| crate::project::xtask_dir().join("parse-cache").join(key));
+        if marker.as_ref().is_some_and(|m| m.is_file()) {
+            return Ok(Vec::new());
+        }
+        let findings = self.parse_files_uncached(files)?;
+        if let (true, Some(marker)) = (findings.is_empty(), marker) {
+            // Only a clean parse is remembered; a failure to write it costs a process next time, nothing more.
+            remember_clean_parse(&marker);
+        }
+        Ok(findings)
+    }
+
+    /// One process for all files, and one more per broken file.
+    fn parse_files_uncached(&self, files: &[Utf8PathBuf]) -> Result<Vec<Finding>> {
         let mut findings = Vec::new();
         let mut remaining: &[Utf8PathBuf] = files;
         while !remaining.is_empty() {
@@ -214,6 +232,48 @@ pub struct HostFiles<'a> {
     pub persistence: Option<&'a Utf8Path>,
     pub machine: Option<&'a Utf8Path>,
     pub rollback: Option<&'a Utf8Path>,
+}
+
+/// How many clean parses the cache keeps before it starts over.
+const PARSE_CACHE_ENTRIES: usize = 64;
+
+/// The cache key of a clean parse: the parser (nix-instantiate's path, size
+/// and mtime) and every file's path and contents. `None` when a file cannot
+/// be read: then nix-instantiate says why.
+fn parse_cache_key(instantiate: &Utf8Path, files: &[Utf8PathBuf]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let binary = std::fs::metadata(instantiate.canonicalize_utf8().ok()?).ok()?;
+    let mtime = binary
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    hasher.update(format!("{instantiate}\0{}\0{}\0", binary.len(), mtime.as_nanos()).as_bytes());
+    for file in files {
+        let contents = std::fs::read(file).ok()?;
+        hasher.update(file.as_str().as_bytes());
+        hasher.update(b"\0");
+        hasher.update((contents.len() as u64).to_le_bytes());
+        hasher.update(&contents);
+    }
+    Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+fn remember_clean_parse(marker: &Utf8Path) {
+    let Some(dir) = marker.parent() else {
+        return;
+    };
+    if std::fs::read_dir(dir).is_ok_and(|entries| entries.count() >= PARSE_CACHE_ENTRIES) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(marker, b""));
 }
 
 /// Where our Nix wrappers live (nix/lib).

@@ -97,6 +97,40 @@ fn initialised(state: &Utf8Path) -> bool {
         && std::fs::symlink_metadata(state.join("gcroots").join("profiles")).is_ok()
 }
 
+/// Where a successful preparation of `state` is remembered: Nix 2.8 as
+/// Debian ships it never creates gcroots/profiles, so without this every
+/// `check` ran one more Nix process, alone, before its evaluation.
+fn prepared_marker() -> std::path::PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("xtask-nix-store-{uid}.prepared"))
+}
+
+/// This store's identity: its state directory and its database file (a
+/// store deleted and made again has a new database inode).
+fn store_identity(state: &Utf8Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let schema_written =
+        std::fs::metadata(state.join("db").join("schema")).is_ok_and(|m| m.len() > 0);
+    let database = std::fs::metadata(state.join("db").join("db.sqlite")).ok()?;
+    (schema_written && database.is_file())
+        .then(|| format!("{state}\n{}:{}\n", database.dev(), database.ino()))
+}
+
+/// Whether a Nix process of ours already ran to success on this very store.
+fn prepared_before(state: &Utf8Path) -> bool {
+    store_identity(state).is_some_and(|identity| {
+        std::fs::read_to_string(prepared_marker()).is_ok_and(|marker| marker == identity)
+    })
+}
+
+fn remember_prepared(state: &Utf8Path) {
+    if let Some(identity) = store_identity(state) {
+        // Not written: the next run prepares again, nothing worse.
+        let _ = std::fs::write(prepared_marker(), identity);
+    }
+}
+
 /// An exclusive lock held until dropped (flock on a file in the temp dir,
 /// shared by every xtask of this user on this machine).
 struct Lock(std::fs::File);
@@ -150,11 +184,11 @@ fn prepare_now(instantiate: &Utf8Path, timeout: Duration) -> Result<()> {
         return Ok(());
     }
     let state = state_dir();
-    if initialised(&state) {
+    if initialised(&state) || prepared_before(&state) {
         return Ok(());
     }
     let _lock = Lock::take()?;
-    if initialised(&state) {
+    if initialised(&state) || prepared_before(&state) {
         return Ok(());
     }
     let mut last = String::new();
@@ -164,6 +198,7 @@ fn prepare_now(instantiate: &Utf8Path, timeout: Duration) -> Result<()> {
             .timeout(timeout)
             .run()?;
         if ran.success() {
+            remember_prepared(&state);
             return Ok(());
         }
         if ran.stopped() {

@@ -97,11 +97,19 @@ pub struct CheckReport {
     pub warnings: usize,
     /// Wall time of the whole check.
     pub duration_ms: u64,
+    /// `--deep` only: what the real tools did, per host (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep: Option<Vec<crate::deep::DeepReport>>,
 }
 
 impl CheckReport {
     pub fn exit_code(&self) -> ExitCode {
-        if self.errors > 0 {
+        let disagreements = self
+            .deep
+            .iter()
+            .flatten()
+            .any(|d| !d.disagreements.is_empty());
+        if self.errors > 0 || disagreements {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS
