@@ -18,6 +18,7 @@ pub mod fuzz;
 pub mod hosts;
 pub mod loop_btrfs;
 pub mod nix_eval;
+pub mod reference;
 pub mod report;
 pub mod results;
 pub mod rules;

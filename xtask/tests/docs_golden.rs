@@ -13,7 +13,7 @@ use assert_cmd::Command;
 use camino::Utf8PathBuf;
 use predicates::prelude::*;
 use xtask::context::Context;
-use xtask::docs::reference::{self, REFERENCE_DIR};
+use xtask::reference::{self, REFERENCE_DIR};
 
 fn repo() -> Utf8PathBuf {
     Utf8PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -109,7 +109,7 @@ fn the_diagrams_are_well_formed_and_keep_tiny_partitions_visible() {
         .expect("docs/reference/disk.svg is committed");
     let document = assert_good_svg(&repo_svg);
     // The 1 MiB BIOS boot partition is drawn at the minimum width and labelled.
-    let min = xtask::docs::reference::svg::MIN_SEGMENT;
+    let min = xtask::reference::svg::MIN_SEGMENT;
     let bar: Vec<_> = document
         .descendants()
         .filter(|n| n.tag_name().name() == "rect" && n.attribute("height") == Some("40"))

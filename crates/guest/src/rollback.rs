@@ -38,53 +38,8 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
         format!("rotation_ms.boot{boot}"),
         (first.ms * 10.0).round() / 10.0,
     );
+    report_first_run(step, boot, &first);
     let get = |k: &str| first.fields.get(k).map(String::as_str).unwrap_or("");
-    report(
-        "rollback-exit",
-        first.ran.ok() && first.summary.is_some(),
-        format!(
-            "{}; {}",
-            first.ran.status,
-            first
-                .summary
-                .clone()
-                .unwrap_or_else(|| "no summary line".to_owned())
-        ),
-        "exit 0 and one line starting `btrfs-rollback: `",
-    );
-    send(&Event::Data {
-        name: "rollback_status".into(),
-        value: serde_json::json!(first.fields),
-    });
-    if let Ok(script_ms) = get("ms").parse::<f64>() {
-        figure(format!("rotation_script_ms.boot{boot}"), script_ms);
-    }
-    report(
-        "rollback-status",
-        get("result") == "ok"
-            && get("clock") == "ok"
-            && !first.failed_marker
-            && parse::is_old_root_name(get("rotated_to")),
-        if first.status_text.is_empty() {
-            format!("no {}/status", step.status_dir)
-        } else {
-            first.status_text.lines().collect::<Vec<_>>().join(" ")
-        },
-        if step.rotation_required {
-            "result=ok clock=ok rotated_to=YYYYMMDDTHHMMSSZ[-NN], no `failed` marker"
-        } else {
-            "result=ok clock=ok, rotated_to a name or empty (after a power cut), no `failed` marker"
-        },
-    );
-    report(
-        "rotation-time",
-        first.ms < step.max_ms as f64,
-        format!("{:.0} ms", first.ms),
-        format!(
-            "under {} ms (the roadmap's limit; expected far under 1 s)",
-            step.max_ms
-        ),
-    );
     if !first.ran.ok() {
         bail!("the rollback script failed: {}", first.ran.describe());
     }
@@ -100,30 +55,7 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
     with_top_level(plan, &step.old_roots.device, |top| {
         let list = |top: &str| list_old_roots(top, &step.old_roots.directory);
         send_run(1, &first, Some(list(top)?), None);
-        if !step.first_run_holds.is_empty() {
-            let moved = Path::new(top)
-                .join(&step.old_roots.directory)
-                .join(get("rotated_to"));
-            let missing: Vec<&String> = step
-                .first_run_holds
-                .iter()
-                .filter(|f| !moved.join(f).exists())
-                .collect();
-            report(
-                "first-run-root",
-                missing.is_empty(),
-                if missing.is_empty() {
-                    format!("{} holds {}", get("rotated_to"), step.first_run_holds.join(" "))
-                } else {
-                    format!(
-                        "{} lacks {}",
-                        get("rotated_to"),
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
-                    )
-                },
-                "the root the first run moved holds what the last boot wrote into / (the long-uptime root)",
-            );
-        }
+        report_first_run_root(top, step, get("rotated_to"));
         let mut outcome = Ok(());
         let mut listed = list(top)?;
         for (index, offset) in step.extra_runs.iter().enumerate() {
@@ -178,6 +110,90 @@ pub fn run(plan: &Plan, step: &RollbackStep) -> Result<Option<String>> {
         outcome
     })?;
     Ok(first.summary)
+}
+
+/// What the first run did: its exit, its status line, its time.
+fn report_first_run(step: &RollbackStep, boot: u32, first: &ScriptRun) {
+    let get = |k: &str| first.fields.get(k).map(String::as_str).unwrap_or("");
+    report(
+        "rollback-exit",
+        first.ran.ok() && first.summary.is_some(),
+        format!(
+            "{}; {}",
+            first.ran.status,
+            first
+                .summary
+                .clone()
+                .unwrap_or_else(|| "no summary line".to_owned())
+        ),
+        "exit 0 and one line starting `btrfs-rollback: `",
+    );
+    send(&Event::Data {
+        name: "rollback_status".into(),
+        value: serde_json::json!(first.fields),
+    });
+    if let Ok(script_ms) = get("ms").parse::<f64>() {
+        figure(format!("rotation_script_ms.boot{boot}"), script_ms);
+    }
+    report(
+        "rollback-status",
+        get("result") == "ok"
+            && get("clock") == "ok"
+            && !first.failed_marker
+            && parse::is_old_root_name(get("rotated_to")),
+        if first.status_text.is_empty() {
+            format!("no {}/status", step.status_dir)
+        } else {
+            first.status_text.lines().collect::<Vec<_>>().join(" ")
+        },
+        if step.rotation_required {
+            "result=ok clock=ok rotated_to=YYYYMMDDTHHMMSSZ[-NN], no `failed` marker"
+        } else {
+            "result=ok clock=ok, rotated_to a name or empty (after a power cut), no `failed` marker"
+        },
+    );
+    report(
+        "rotation-time",
+        first.ms < step.max_ms as f64,
+        format!("{:.0} ms", first.ms),
+        format!(
+            "under {} ms (the roadmap's limit; expected far under 1 s)",
+            step.max_ms
+        ),
+    );
+}
+
+/// The root the first run moved holds what the last boot wrote into /.
+fn report_first_run_root(top: &str, step: &RollbackStep, rotated_to: &str) {
+    if step.first_run_holds.is_empty() {
+        return;
+    }
+    let moved = Path::new(top)
+        .join(&step.old_roots.directory)
+        .join(rotated_to);
+    let missing: Vec<&String> = step
+        .first_run_holds
+        .iter()
+        .filter(|f| !moved.join(f).exists())
+        .collect();
+    report(
+        "first-run-root",
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!("{} holds {}", rotated_to, step.first_run_holds.join(" "))
+        } else {
+            format!(
+                "{} lacks {}",
+                rotated_to,
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        },
+        "the root the first run moved holds what the last boot wrote into / (the long-uptime root)",
+    );
 }
 
 /// One run of the rollback script and what it left.

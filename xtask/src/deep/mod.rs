@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::Command;
 
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -24,6 +23,7 @@ use crate::hosts::{self, firmware, Host, Model};
 use crate::layout::build::{build, Evaluated};
 use crate::layout::kernel_options::{self, Filesystem};
 use crate::nix_eval::Nix;
+use crate::process::{Output, Supervised};
 use crate::setup::{self, Tool};
 
 pub mod verdict;
@@ -173,68 +173,7 @@ pub fn judge(
     disk_bytes: u64,
     findings: &[Finding],
 ) -> Result<DeepReport> {
-    let scratch = tempfile::Builder::new()
-        .prefix("xtask-deep-")
-        .tempdir()
-        .context("creating a scratch directory")?;
-    let scratch_dir = Utf8Path::from_path(scratch.path())
-        .context("the temp directory is not UTF-8")?
-        .to_owned();
-    let script = scratch_dir.join("replay.sh");
-    std::fs::write(&script, REPLAY_SCRIPT).with_context(|| format!("writing {script}"))?;
-    let errors = scratch_dir.join("evaluation.err");
-    // Images on a tmpfs when there is one: they are sparse, and a disk is spared.
-    let images = if Utf8Path::new("/dev/shm").is_dir() {
-        Utf8PathBuf::from("/dev/shm")
-    } else {
-        scratch_dir.clone()
-    };
-    let program = r#"set -euo pipefail
-DISKO=$1 NIXPKGS_LIB=$2
-source "$3"
-if ! json=$(evaluate "$4" 2>"$5"); then
-  jq -n --arg err "$(grep -m1 -o 'error:.*' "$5" || tail -n3 "$5")" '{layout: {evaluates: false, error: $err}}'
-else
-  replay layout "$json"
-fi"#;
-    let output = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            program,
-            "deep",
-        ])
-        .args([
-            sources.disko.as_str(),
-            sources.nixpkgs_lib.as_str(),
-            script.as_str(),
-            layout_file.as_str(),
-            errors.as_str(),
-        ])
-        .env("DISK_BYTES", disk_bytes.to_string())
-        .env("RECORD_SCRATCH", images.as_str())
-        .output()
-        .context("running unshare (util-linux) for disko's create script")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "check --deep: the sandbox did not run ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let record: BTreeMap<String, Real> =
-        serde_json::from_slice(&output.stdout).with_context(|| {
-            format!(
-                "reading the replay's JSON: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })?;
-    let real = record
-        .into_values()
-        .next()
-        .context("the replay printed no record")?;
+    let real = replay(sources, layout_file, disk_bytes)?;
 
     // The evaluated layout, for placing findings, and check's model of the mounts.
     let evaluation = match nix.evaluate_host(&crate::nix_eval::HostFiles {
@@ -265,6 +204,102 @@ fi"#;
         ));
         return Ok(report);
     }
+    note_create(&real, &mut report);
+
+    let machine: hosts::Machine =
+        serde_json::from_value(evaluation["machine"].clone()).unwrap_or_default();
+    let (layout, _) = build(&Evaluated {
+        host: &host.name,
+        source: layout_file,
+        layout: layout_value,
+        persistence: &evaluation["persistence"],
+    });
+    let sizes: BTreeMap<String, u64> = layout
+        .iter()
+        .flat_map(|l| l.disks.iter())
+        .map(|d| (d.key.clone(), disk_bytes))
+        .collect();
+    let model = layout
+        .as_ref()
+        .map(|l| Model::new(l, &sizes, firmware(&machine)));
+    note_mounts(&real, model.as_ref(), &mut report);
+    Ok(report)
+}
+
+/// disko's evaluation and create script, every mkfs and mount, run by
+/// replay.sh in a private mount namespace on image files; its record.
+fn replay(sources: &Sources, layout_file: &Utf8Path, disk_bytes: u64) -> Result<Real> {
+    let scratch = tempfile::Builder::new()
+        .prefix("xtask-deep-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let scratch_dir = Utf8Path::from_path(scratch.path())
+        .context("the temp directory is not UTF-8")?
+        .to_owned();
+    let script = scratch_dir.join("replay.sh");
+    std::fs::write(&script, REPLAY_SCRIPT).with_context(|| format!("writing {script}"))?;
+    let errors = scratch_dir.join("evaluation.err");
+    // Images on a tmpfs when there is one: they are sparse, and a disk is spared.
+    let images = if Utf8Path::new("/dev/shm").is_dir() {
+        Utf8PathBuf::from("/dev/shm")
+    } else {
+        scratch_dir.clone()
+    };
+    let program = r#"set -euo pipefail
+DISKO=$1 NIXPKGS_LIB=$2
+source "$3"
+if ! json=$(evaluate "$4" 2>"$5"); then
+  jq -n --arg err "$(grep -m1 -o 'error:.*' "$5" || tail -n3 "$5")" '{layout: {evaluates: false, error: $err}}'
+else
+  replay layout "$json"
+fi"#;
+    let output = Supervised::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            program,
+            "deep",
+        ])
+        .args([
+            sources.disko.as_str(),
+            sources.nixpkgs_lib.as_str(),
+            script.as_str(),
+            layout_file.as_str(),
+            errors.as_str(),
+        ])
+        .env("DISK_BYTES", disk_bytes.to_string())
+        .env("RECORD_SCRATCH", images.as_str())
+        // The replay prints one JSON record; its logs can be long.
+        .stdout(Output::keep(64 << 20))
+        .stderr(Output::keep(4 << 20))
+        .run()
+        .context("running unshare (util-linux) for disko's create script")?;
+    anyhow::ensure!(
+        output.success(),
+        "check --deep: the sandbox did not run ({}): {}",
+        output
+            .status
+            .map_or_else(|| "stopped".to_owned(), |s| s.to_string()),
+        output.stderr_text().trim()
+    );
+    let record: BTreeMap<String, Real> =
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "reading the replay's JSON: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })?;
+    record
+        .into_values()
+        .next()
+        .context("the replay printed no record")
+}
+
+/// What became of disko's create script.
+fn note_create(real: &Real, report: &mut DeepReport) {
     if real.create_exit == CREATE_NOT_RUN {
         let step = real
             .create_tail
@@ -284,23 +319,10 @@ fi"#;
             .ran
             .push("disko's create script: sgdisk and every mkfs ran and succeeded".to_owned());
     }
+}
 
-    let machine: hosts::Machine =
-        serde_json::from_value(evaluation["machine"].clone()).unwrap_or_default();
-    let (layout, _) = build(&Evaluated {
-        host: &host.name,
-        source: layout_file,
-        layout: layout_value,
-        persistence: &evaluation["persistence"],
-    });
-    let sizes: BTreeMap<String, u64> = layout
-        .iter()
-        .flat_map(|l| l.disks.iter())
-        .map(|d| (d.key.clone(), disk_bytes))
-        .collect();
-    let model = layout
-        .as_ref()
-        .map(|l| Model::new(l, &sizes, firmware(&machine)));
+/// Each mount as the kernel made it, and where it differs from check's model.
+fn note_mounts(real: &Real, model: Option<&Model>, report: &mut DeepReport) {
     for mount in &real.mounts {
         match mount.status.as_str() {
             "notRun" => report.not_run.push(format!(
@@ -324,13 +346,12 @@ fi"#;
                     info["mode"].as_str().unwrap_or("?"),
                     info["attributes"].as_str().unwrap_or("?"),
                 ));
-                if let Some(model) = &model {
+                if let Some(model) = model {
                     report.disagreements.extend(mount_differences(model, mount));
                 }
             }
         }
     }
-    Ok(report)
 }
 
 /// Where a mount the kernel made differs from what check's model of its

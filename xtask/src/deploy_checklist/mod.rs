@@ -40,11 +40,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::docs::reference::{self, REFERENCE_DIR};
 use crate::flake_eval::{self, FlakeEvalResults};
 use crate::hosts::Subject;
 use crate::hosts::DEFAULT_HOST;
 use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
+use crate::reference::{self, REFERENCE_DIR};
 use crate::results::CheckResults;
 use crate::results::{self, Kind, VmTestResults};
 

@@ -339,9 +339,20 @@ fn describe_fates(verdict: &retention::Verdict) -> String {
 /// rule would pass a script that breaks it.
 pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) -> Vec<CheckRecord> {
     let agreed: Vec<&Judged> = judged.iter().filter(|j| j.agreed).collect();
-    let mut checks = Vec::new();
+    vec![
+        deletion(rules, boot, &agreed),
+        keep_at_least(rules, boot, &agreed),
+        long_uptime(rules, boot, judged, &agreed, uptime_days),
+        retention_boundary(rules, boot, &agreed),
+        clock_boundary(boot, &agreed),
+        same_second(boot, judged),
+    ]
+}
+
+/// The month deleted what retention says.
+fn deletion(rules: Rules, boot: u32, agreed: &[&Judged]) -> CheckRecord {
     let deleted = agreed.iter().find(|j| !j.verdict.deleted().is_empty());
-    checks.push(CheckRecord::new(
+    CheckRecord::new(
         boot,
         "month:deletion",
         deleted.is_some(),
@@ -358,11 +369,15 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             },
         ),
         "a run deletes the roots past retention that are not among the newest".to_owned(),
-    ));
+    )
+}
+
+/// keepAtLeast protected a root past retention.
+fn keep_at_least(rules: Rules, boot: u32, agreed: &[&Judged]) -> CheckRecord {
     let protected = agreed
         .iter()
         .find(|j| !j.verdict.with(|f| f == Fate::KeptAmongNewest).is_empty());
-    checks.push(CheckRecord::new(
+    CheckRecord::new(
         boot,
         "month:keep-at-least",
         protected.is_some() || rules.keep_at_least == 0,
@@ -380,7 +395,17 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             "a root past retention is kept while it is among the newest {}",
             rules.keep_at_least
         ),
-    ));
+    )
+}
+
+/// The long-uptime root is kept by its name's age.
+fn long_uptime(
+    rules: Rules,
+    boot: u32,
+    judged: &[Judged],
+    agreed: &[&Judged],
+    uptime_days: u64,
+) -> CheckRecord {
     // The root run 1 moved held the last boot's files, unchanged for the
     // whole uptime; it must be young by its name even outside the newest.
     let long = judged.first().map(|j| j.moved.clone()).unwrap_or_default();
@@ -390,7 +415,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             (i as u64) < (j.after.len() as u64).saturating_sub(rules.keep_at_least)
         })
     });
-    checks.push(CheckRecord::new(
+    CheckRecord::new(
         boot,
         "month:long-uptime",
         outside.is_some() && judged.iter().all(|j| j.agreed),
@@ -404,7 +429,11 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
         format!(
             "the root left after {uptime_days} days of uptime is kept by its name's age, also when it is not among the newest"
         ),
-    ));
+    )
+}
+
+/// Both sides of the retention.
+fn retention_boundary(rules: Rules, boot: u32, agreed: &[&Judged]) -> CheckRecord {
     // Both sides of the retention in one agreed run: a root exactly the
     // retention old kept, one a second older deleted.
     let retention = rules.retention_days as i64 * DAY;
@@ -420,7 +449,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
         fate_at(j, retention) == Some(Fate::Young)
             && fate_at(j, retention + 1) == Some(Fate::Deleted)
     });
-    checks.push(CheckRecord::new(
+    CheckRecord::new(
         boot,
         "month:retention-boundary",
         boundary.is_some() || rules.retention_days < 4,
@@ -436,7 +465,11 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             "a root exactly {} days old is kept, one a second older is deleted (when not among the newest)",
             rules.retention_days
         ),
-    ));
+    )
+}
+
+/// Both sides of the clock check.
+fn clock_boundary(boot: u32, agreed: &[&Judged]) -> CheckRecord {
     // Both sides of the check against the newest old root: a clock one
     // second behind it deletes nothing, one at its very second deletes what
     // retention says.
@@ -449,7 +482,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
     let at_newest = agreed
         .iter()
         .find(|j| behind(j, 0) && j.plausible && !j.verdict.deleted().is_empty());
-    checks.push(CheckRecord::new(
+    CheckRecord::new(
         boot,
         "month:clock-boundary",
         one_behind.is_some() && at_newest.is_some(),
@@ -466,7 +499,11 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             (_, None) => "no agreed run with the clock at the newest old root's second that deleted".to_owned(),
         },
         "a clock a second behind the newest old root is implausible (deletes nothing); one at its second is not".to_owned(),
-    ));
+    )
+}
+
+/// Rotations within one second, named in order.
+fn same_second(boot: u32, judged: &[Judged]) -> CheckRecord {
     let first = judged.first().and_then(|j| Stamp::parse(&j.moved));
     let burst: Vec<Option<Stamp>> = judged
         .iter()
@@ -481,7 +518,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
                 .enumerate()
                 .all(|(i, s)| s.is_some_and(|s| s.suffix as usize == i + 1 + f.suffix as usize))
     });
-    checks.push(CheckRecord::new(
+    CheckRecord::new(
         boot,
         "month:same-second",
         same && judged.iter().all(|j| j.agreed),
@@ -491,8 +528,7 @@ pub fn coverage(rules: Rules, boot: u32, judged: &[Judged], uptime_days: u64) ->
             .collect::<Vec<_>>()
             .join(" "),
         "rotations within one second get that second's name with -01, -02, … in order".to_owned(),
-    ));
-    checks
+    )
 }
 
 #[cfg(test)]

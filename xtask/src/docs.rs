@@ -13,16 +13,14 @@
 //! differences or a guide's command is unclassified, missing or hazardous;
 //! 2 could not run (Nix missing, layout does not evaluate, …).
 
-pub mod reference;
-
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use crate::context::Context;
-use crate::docs::reference::{compare, generate, write, REFERENCE_DIR};
 use crate::hosts::DEFAULT_HOST;
 use crate::project::project_root;
+use crate::reference::{compare, generate, write, REFERENCE_DIR};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
