@@ -1,11 +1,11 @@
-//! Prints generated layouts (xtask::layout::generator) as one JSON object,
+//! Prints generated layouts (layout::generator) as one JSON object,
 //! name → layout, for record-generated.sh:
 //!
 //!   cargo run -q -p xtask --example generate_layouts -- SEED FIRST COUNT
 
 use anyhow::{Context as _, Result};
+use layout::generator;
 use serde_json::{Map, Value};
-use xtask::layout::generator;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::context::Context;
-use crate::findings::{self, Finding, Severity};
 use crate::hosts::Model;
 use crate::hosts::{self, firmware, Host, DEFAULT_HOST};
-use crate::layout::build::{build, Evaluated};
-use crate::layout::size::parse_disk_size;
 use crate::nix_eval::{self, FlakeEvaluation, Nix};
-use crate::project::{display_path, project_root};
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
 use crate::results::{CheckResults, HostSummary};
 use crate::rules;
 use crate::rules::{load, Loaded};
+use layout::build::{build, Evaluated};
+use layout::findings::{self, Finding, Severity};
+use layout::size::parse_disk_size;
+use toolbox::context::Context;
+use toolbox::project::{display_path, project_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -62,7 +62,7 @@ pub struct Args {
 fn write_results(
     args: &Args,
     report: &CheckReport,
-    revision: crate::project::Revision,
+    revision: toolbox::project::Revision,
 ) -> Result<()> {
     // A check of another file says nothing about the repository's hosts.
     if args.disko.is_some() {
@@ -113,7 +113,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         None
     };
     // git takes as long as the check itself: ask it meanwhile.
-    let revision = std::thread::spawn(crate::project::revision);
+    let revision = std::thread::spawn(toolbox::project::revision);
     let mut report = check(context, &args)?;
     if let Some(sources) = &sources {
         report.deep = Some(deep(context, &args, sources, &report)?);
@@ -175,7 +175,7 @@ fn deep(
             .values()
             .copied()
             .max()
-            .unwrap_or(crate::layout::generator::DISK_BYTES);
+            .unwrap_or(layout::generator::DISK_BYTES);
         deep.push(crate::deep::judge(
             &nix,
             sources,
@@ -433,7 +433,7 @@ fn system_evaluation(
             Finding::new(
                 "NIX005",
                 Severity::Error,
-                crate::findings::AttrPath::new(["nixosConfigurations", attribute]),
+                layout::findings::AttrPath::new(["nixosConfigurations", attribute]),
                 format!(
                     "the NixOS system of {} does not evaluate, so it cannot be built or installed: {message}",
                     host.name
@@ -443,7 +443,7 @@ fn system_evaluation(
                     flake_eval::nix_command(attribute)
                 ),
             )
-            .at(Some(crate::findings::Location {
+            .at(Some(layout::findings::Location {
                 file: project_root().join("flake.nix"),
                 line: 0,
                 column: 0,

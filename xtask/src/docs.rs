@@ -17,10 +17,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::context::Context;
 use crate::hosts::DEFAULT_HOST;
-use crate::project::project_root;
 use crate::reference::{compare, generate, write, REFERENCE_DIR};
+use toolbox::context::Context;
+use toolbox::project::project_root;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

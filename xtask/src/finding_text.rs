@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::findings::Finding;
-use crate::project::display_path;
+use layout::findings::Finding;
+use toolbox::project::display_path;
 
 pub fn render_finding(out: &mut String, finding: &Finding) {
     let place = match &finding.location {

@@ -18,10 +18,10 @@ use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
 use crate::nix_eval::{self, RawEvaluation};
-use crate::project::Revision;
 use crate::results::{self, Header};
+use toolbox::context::Context;
+use toolbox::project::Revision;
 
 /// The results kind: target/xtask/flake-eval.json.
 pub const KIND: results::Kind = results::Kind::FlakeEval;

@@ -14,22 +14,20 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::Value;
 
-use crate::findings::{AttrPath, Severity};
-use crate::layout::build::{build, Evaluated};
-use crate::layout::geometry::{self, DiskGeometry};
-use crate::layout::size::{
-    human, human_decimal, parse_disk_size, parse_partition_size, PartitionSize,
-};
-use crate::layout::{DiskContent, Gpt, Partition};
 use crate::nix_eval::{read_evaluation, too_deep, MAX_DEPTH};
-use crate::process::{Output, Supervised};
-use crate::project::project_root;
 use crate::report::{render, CheckReport, FlakeStatus, HostReport, Mode, Tables, SCHEMA};
+use layout::build::{build, Evaluated};
+use layout::findings::{AttrPath, Severity};
+use layout::geometry::{self, DiskGeometry};
+use layout::size::{human, human_decimal, parse_disk_size, parse_partition_size, PartitionSize};
+use layout::{DiskContent, Gpt, Partition};
+use toolbox::process::{Output, Supervised};
+use toolbox::project::project_root;
 
-use crate::context::{Context, Install};
 use crate::hosts::{Firmware, Model};
 use crate::rules;
-use crate::setup::NO_INSTALL_ENV;
+use toolbox::context::{Context, Install};
+use toolbox::setup::NO_INSTALL_ENV;
 
 /// The fuzz targets, each a file fuzz/fuzz_targets/<name>.rs calling the check of the same name.
 pub const TARGETS: &[&str] = &["size", "model", "geometry", "evaluation"];
@@ -89,7 +87,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     };
     ensure_cargo_fuzz(context)?;
     let dir = project_root().join("fuzz");
-    let progress = crate::progress::Progress::lines("fuzz");
+    let progress = toolbox::progress::Progress::lines("fuzz");
     let mut reports = Vec::new();
     for (index, target) in targets.iter().copied().enumerate() {
         let corpus = dir.join("corpus").join(target);
@@ -487,7 +485,7 @@ mod tests {
         check_size(b"100%");
         check_geometry(b"480000000000\n1M\n1G\n32G\n100%\n");
         check_evaluation(br#"{"layout":{}}"#);
-        check_model(crate::layout::testing::HOST_EVALUATION.as_bytes());
+        check_model(layout::testing::HOST_EVALUATION.as_bytes());
     }
 
     #[test]

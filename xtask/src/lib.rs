@@ -1,10 +1,12 @@
-//! The xtask of the Hetzner CPX52 flake: one vocabulary (the layout, its own
-//! crate in crates/layout), one module per subcommand. `main.rs` only parses
-//! arguments.
-
-// Moved to crates/toolbox; re-exported so that `crate::process::…` and
-// `xtask::process::…` keep their paths.
-pub use toolbox::{context, process, progress, project, setup};
+//! The xtask of the Hetzner CPX52 flake: one module per subcommand (check,
+//! vm_test, docs, deploy_checklist, verify, bench, test, fuzz, fresh_machine,
+//! and deep for `check --deep`) over the domain below them. `main.rs` only
+//! parses arguments.
+//!
+//! Below this crate: `layout` (the pure model and the kernel's reading of
+//! mount options), `toolbox` (the one runner, progress, the project's paths,
+//! the context, tool provisioning) and `lab-protocol` (what vm-test's host
+//! side and the guest agent exchange); `guest` is the lab VM's own program.
 
 pub mod bench;
 pub mod check;
@@ -27,7 +29,3 @@ pub mod verified;
 pub mod verify;
 pub mod vm;
 pub mod vm_test;
-
-// The layout model is its own crate; re-exported under its old paths.
-pub use layout;
-pub use layout::{findings, names};

@@ -4,10 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xtask::context::{Context, Install};
-use xtask::{
-    bench, check, deploy_checklist, docs, fresh_machine, fuzz, setup, test, verify, vm_test,
-};
+use toolbox::context::{Context, Install, NIX_TIMEOUT_ENV, NO_INSTALL_ENV};
+use xtask::{bench, check, deploy_checklist, docs, fresh_machine, fuzz, test, verify, vm_test};
 
 /// Checks, tests, documents and plans the deployment of the Hetzner CPX52
 /// Btrfs + impermanence layout, before anything touches the real server.
@@ -25,10 +23,10 @@ use xtask::{
 struct Cli {
     /// Never install missing system packages; name them (with the exact apt
     /// command) and exit 2 instead.
-    #[arg(long, global = true, env = setup::NO_INSTALL_ENV, value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = NO_INSTALL_ENV, value_parser = clap::builder::FalseyValueParser::new())]
     no_install: bool,
     /// Seconds one nix-instantiate may run before it is stopped (exit 2).
-    #[arg(long, global = true, env = xtask::nix_eval::TIMEOUT_ENV, value_name = "SECONDS",
+    #[arg(long, global = true, env = NIX_TIMEOUT_ENV, value_name = "SECONDS",
           value_parser = parse_nix_timeout)]
     nix_timeout: Option<u64>,
     #[command(subcommand)]
@@ -53,7 +51,7 @@ fn parse_nix_timeout(value: &str) -> Result<u64, String> {
         .ok_or_else(|| {
             format!(
                 "give a whole number of seconds (at least 1), e.g. --nix-timeout 300 or {}=300",
-                xtask::nix_eval::TIMEOUT_ENV
+                NIX_TIMEOUT_ENV
             )
         })
 }

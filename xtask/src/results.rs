@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::project::{project_root, revision, write_atomically, xtask_dir, Revision};
+use toolbox::project::{project_root, revision, write_atomically, xtask_dir, Revision};
 
 /// Bumped when a results file changes incompatibly (2: `inputs` in the header,
 /// `requested` in vm-test results; 3: procedures by checklist id, each

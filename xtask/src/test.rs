@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use crate::context::Context;
-use crate::process::{Output, Supervised};
-use crate::project::project_root;
-use crate::setup::{self, Tool};
+use toolbox::context::Context;
+use toolbox::process::{Output, Supervised};
+use toolbox::project::project_root;
+use toolbox::setup::{self, Tool};
 
 /// Every program some test runs (the full suite). `cargo xtask test`
 /// installs them; `.ci/run` installs nothing itself, so CI proves this list.
@@ -188,7 +188,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     }
     let started = std::time::Instant::now();
     let outcome = run_cargo_test(&test_args, &context.child_env())?;
-    let took = crate::progress::seconds(started.elapsed());
+    let took = toolbox::progress::seconds(started.elapsed());
     Ok(match outcome {
         Outcome::Passed => {
             eprintln!(

@@ -5,7 +5,7 @@
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::project::{xtask_dir, Revision};
+use toolbox::project::{xtask_dir, Revision};
 
 /// Version of the record.
 pub const SCHEMA: u32 = 1;
@@ -145,7 +145,7 @@ pub fn write(path: &Utf8Path, record: &Record) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::project::write_readable(path, json.as_bytes())
+    toolbox::project::write_readable(path, json.as_bytes())
 }
 
 /// Reads a record; `None` when there is none.

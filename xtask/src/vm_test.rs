@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
 
-use crate::context::Context;
-use crate::project::display_path;
 use crate::results::VmTestResults;
 use crate::vm::lab_backend::{self, Verdict};
 use crate::vm::nixos_backend;
+use toolbox::context::Context;
+use toolbox::project::display_path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {

@@ -16,8 +16,8 @@ use std::process::Output;
 use assert_cmd::Command;
 use camino::Utf8PathBuf;
 use serde_json::Value;
+use toolbox::project::Revision;
 use xtask::flake_eval::{self, FlakeEvalResults};
-use xtask::project::Revision;
 use xtask::results::{
     self, BootRecord, CheckRecord, CommandOutcome, CommandRecord, CommandStatus, Header, Kind,
     VmTestRequest, VmTestResults, SCHEMA,
@@ -182,7 +182,7 @@ fn stand_in_vm_test(root: &Path, boots: u32, disk_bytes: u64) -> VmTestResults {
 fn stand_in_thorough(root: &Path) -> VmTestResults {
     use xtask::vm::procedure_runs::{not_run_record, tier, Tier};
     let loaded = xtask::deploy_checklist::load(
-        &xtask::context::Context::default(),
+        &toolbox::context::Context::default(),
         &utf8(root),
         "hetzner-cloud",
     )

@@ -1,5 +1,5 @@
 /*!
-Our model of disko (xtask::layout) against disko itself.
+Our model of disko (layout) against disko itself.
 
 tests/fixtures/disko-reference.json is what disko's own NixOS module
 (module.nix and the types in lib/types, evaluated with nixpkgs' lib) makes of
@@ -123,10 +123,10 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use camino::Utf8Path;
+use layout::build::{build, Evaluated};
+use layout::{Content, DiskContent, Layout, Partition};
 use serde::Deserialize;
 use serde_json::Value;
-use xtask::layout::build::{build, Evaluated};
-use xtask::layout::{Content, DiskContent, Layout, Partition};
 
 const FIXTURE: &str = include_str!("fixtures/disko-reference.json");
 const REGENERATE: &str =
@@ -254,7 +254,7 @@ fn model(reference: &Reference) -> Layout {
     layout.expect("the model builds")
 }
 
-fn partitions(disk: &xtask::layout::Disk) -> &[Partition] {
+fn partitions(disk: &layout::Disk) -> &[Partition] {
     match &disk.content {
         Some(DiskContent::Gpt(gpt)) => &gpt.partitions,
         other => panic!("disk {} is not GPT in the model: {other:?}", disk.key),
@@ -412,7 +412,7 @@ fn contents_match_disko() {
 /// behind what nixos/modules/tasks/filesystems.nix adds itself, which is
 /// "x-initrd.mount" for every file system stage 1 mounts (the submodule's
 /// own definition comes before those of disko's module).
-fn nixos_options(mount: &xtask::layout::Mount) -> Vec<String> {
+fn nixos_options(mount: &layout::Mount) -> Vec<String> {
     let added = mount.needed_for_boot.then(|| "x-initrd.mount".to_owned());
     added
         .into_iter()
@@ -505,9 +505,9 @@ fn swap_grub_and_resume_match_disko() {
 /// The fixture describes the disko.nix in the tree, not an older one.
 #[test]
 fn fixture_is_of_the_current_disko_nix() {
-    let nix = xtask::nix_eval::Nix::locate(&xtask::context::Context::default())
+    let nix = xtask::nix_eval::Nix::locate(&toolbox::context::Context::default())
         .expect("nix-instantiate is needed for this test");
-    let root = xtask::project::project_root();
+    let root = toolbox::project::project_root();
     let output = Command::new(nix.instantiate.as_str())
         .args(["--eval", "--strict", "--json"])
         .arg(root.join("hosts/servers/hetzner-cloud/disko.nix").as_str())

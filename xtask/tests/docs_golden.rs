@@ -12,7 +12,7 @@ use support::copy_tree;
 use assert_cmd::Command;
 use camino::Utf8PathBuf;
 use predicates::prelude::*;
-use xtask::context::Context;
+use toolbox::context::Context;
 use xtask::reference::{self, REFERENCE_DIR};
 
 fn repo() -> Utf8PathBuf {

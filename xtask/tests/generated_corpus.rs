@@ -1,6 +1,6 @@
 //! `check` against real disko on layouts nobody wrote by hand:
 //! tests/fixtures/disko-corpus/generated.json holds layouts of
-//! xtask::layout::generator and what real disko 878ec37 and the real tools
+//! layout::generator and what real disko 878ec37 and the real tools
 //! did with each (record-generated.sh: disko's evaluation, its `_create`
 //! under the real sgdisk on a sparse image, every mkfs/mkswap/btrfs for real
 //! on a file of the partition's size, every mount on the kernel).
@@ -15,14 +15,14 @@
 use std::collections::BTreeMap;
 
 use camino::Utf8Path;
+use layout::build::Evaluated;
+use layout::findings::Finding;
+use layout::generator::{self, DISK_BYTES};
 use serde::Deserialize;
 use serde_json::Value;
 use xtask::check::judge_evaluated;
 use xtask::deep::verdict::{self, real_stop, Real};
-use xtask::findings::Finding;
 use xtask::hosts::{firmware, Machine};
-use xtask::layout::build::Evaluated;
-use xtask::layout::generator::{self, DISK_BYTES};
 use xtask::rules::InstallStop;
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-//! Fresh generated layouts (xtask::layout::generator, a new seed each run,
+//! Fresh generated layouts (layout::generator, a new seed each run,
 //! printed) judged by `check` and, live, by the parts of the real install
 //! that need only mkfs, mount and loop devices (as root; CI is root):
 //!
@@ -19,13 +19,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use layout::build::{build, Evaluated};
+use layout::findings::{Finding, Severity};
+use layout::generator::{self, DISK_BYTES};
+use layout::Content;
 use serde_json::Value;
 use xtask::check::judge_evaluated;
-use xtask::findings::{Finding, Severity};
 use xtask::hosts::{firmware, Machine, Model};
-use xtask::layout::build::{build, Evaluated};
-use xtask::layout::generator::{self, DISK_BYTES};
-use xtask::layout::Content;
 use xtask::rules::{install_stop, InstallStop};
 
 /// How many fresh layouts one run judges (GENERATED_LAYOUTS changes it).
@@ -254,7 +254,7 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
             .filter(|f| f.code.starts_with("PART"))
             .collect();
         for disk in &model_layout.disks {
-            let Some(xtask::layout::DiskContent::Gpt(gpt)) = &disk.content else {
+            let Some(layout::DiskContent::Gpt(gpt)) = &disk.content else {
                 continue;
             };
             for partition in &gpt.partitions {
@@ -328,7 +328,7 @@ fn fresh_generated_layouts_agree_with_the_real_tools() {
             continue;
         }
         // The Btrfs and ext4 mounts, parents first.
-        let mut mounts: Vec<&xtask::layout::Mount> = model
+        let mut mounts: Vec<&layout::Mount> = model
             .mounts
             .iter()
             .filter(|m| m.fs_type == "btrfs" || m.fs_type == "ext4")

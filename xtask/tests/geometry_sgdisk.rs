@@ -9,11 +9,11 @@
 use std::process::Command;
 
 use camino::Utf8Path;
+use layout::build::{build, Evaluated};
+use layout::geometry::{compute, DiskGeometry, Problem};
+use layout::names;
+use layout::{DiskContent, Gpt};
 use serde_json::{json, Value};
-use xtask::layout::build::{build, Evaluated};
-use xtask::layout::geometry::{compute, DiskGeometry, Problem};
-use xtask::layout::{DiskContent, Gpt};
-use xtask::names;
 
 fn sgdisk() -> String {
     for candidate in ["/usr/sbin/sgdisk", "/sbin/sgdisk", "/usr/bin/sgdisk"] {

@@ -1,5 +1,5 @@
 //! One runner for child processes on the host side: toolbox's `process`
-//! module (`xtask::process::Supervised`). Every other file of the host side
+//! module (`toolbox::process::Supervised`). Every other file of the host side
 //! builds its commands with `Supervised::new`, or with xshell's `cmd!` or
 //! std's `Command` handed straight to `Supervised::from_command`, and never
 //! starts, pipes or waits for a process itself. A text scan, so that a new
@@ -132,7 +132,7 @@ fn no_host_side_file_starts_a_process_outside_the_runner() {
     }
     assert!(
         findings.is_empty(),
-        "run child processes through xtask::process::Supervised (toolbox's runner):\n{}",
+        "run child processes through toolbox::process::Supervised (toolbox's runner):\n{}",
         findings.join("\n")
     );
 }

@@ -16,14 +16,14 @@ use xtask::deploy_checklist::procedures::Procedure;
 use xtask::loop_btrfs::loopback::{BtrfsFixture, Lab};
 
 fn lab() -> Lab {
-    Lab::prepare(&xtask::context::Context::default(), &[])
+    Lab::prepare(&toolbox::context::Context::default(), &[])
         .expect("loop-device Btrfs (run as root; btrfs-progs, mount, losetup)")
 }
 
 fn procedure(id: &str) -> Procedure {
     let loaded = xtask::deploy_checklist::load(
-        &xtask::context::Context::default(),
-        &xtask::project::project_root(),
+        &toolbox::context::Context::default(),
+        &toolbox::project::project_root(),
         "hetzner-cloud",
     )
     .expect("the host loads");

@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest as _, Sha256};
+use toolbox::process::{Output, Supervised};
 use xtask::loop_btrfs::loopback::{
     create_subvolume_in, is_mountpoint, is_subvolume, BtrfsFixture, Lab,
 };
 use xtask::loop_btrfs::rollback_script::{
     old_root_name, required_tools, Interpreter, Run, Runner, Settings, Status,
 };
-use xtask::process::{Output, Supervised};
 
 const DAY: i64 = 86_400;
 /// The fake clock: 2026-05-28T20:26:40Z.
@@ -29,7 +29,7 @@ const FIXTURE_BYTES: u64 = 384 << 20;
 const SMALL_FIXTURE_BYTES: u64 = 256 << 20;
 
 fn lab() -> Lab {
-    Lab::prepare(&xtask::context::Context::default(), &required_tools())
+    Lab::prepare(&toolbox::context::Context::default(), &required_tools())
         .unwrap_or_else(|e| panic!("the rollback tests cannot run on this machine:\n{e:#}"))
 }
 
@@ -1913,7 +1913,7 @@ fn read_only_old_roots_and_names_with_newlines_are_deleted() {
 
 /// The subvolume id of `path` (`btrfs inspect-internal rootid`).
 fn subvolume_id(lab: &Lab, path: &Utf8Path) -> u64 {
-    let btrfs = lab.tool(xtask::setup::BTRFS).unwrap();
+    let btrfs = lab.tool(toolbox::setup::BTRFS).unwrap();
     let output = std::process::Command::new(btrfs.as_str())
         .args(["inspect-internal", "rootid", path.as_str()])
         .output()
@@ -1968,7 +1968,7 @@ fn an_old_root_that_cannot_be_deleted_is_left_with_a_warning() {
     for interpreter in Interpreter::ALL {
         let case = Case::new(&lab, interpreter);
         let l = &case.label;
-        let btrfs = lab.tool(xtask::setup::BTRFS).unwrap();
+        let btrfs = lab.tool(toolbox::setup::BTRFS).unwrap();
         let set_default = |args: &[&str]| {
             let status = std::process::Command::new(btrfs.as_str())
                 .args(["subvolume", "set-default"])

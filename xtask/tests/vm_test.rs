@@ -191,8 +191,8 @@ fn the_lab_vm_test_passes_on_the_real_layout_survives_power_cuts_and_runs_the_pr
     // step and id with its result: what ran passed, what the lab cannot
     // run is NOT RUN with the reason, nothing else.
     let loaded = xtask::deploy_checklist::load(
-        &xtask::context::Context::default(),
-        &xtask::project::project_root(),
+        &toolbox::context::Context::default(),
+        &toolbox::project::project_root(),
         "hetzner-cloud",
     )
     .expect("the host loads");
@@ -518,7 +518,7 @@ fn repository_without_fstrim() -> tempfile::TempDir {
     );
     std::fs::write(&services, tampered).unwrap();
     // The same image either way (its cache key is its content): built once.
-    let real_cache = xtask::project::xtask_dir().join("initramfs");
+    let real_cache = toolbox::project::xtask_dir().join("initramfs");
     std::fs::create_dir_all(&real_cache).unwrap();
     let cache = dir.path().join("target/xtask");
     std::fs::create_dir_all(&cache).unwrap();

@@ -7,10 +7,10 @@ use anyhow::{ensure, Context as _, Result};
 use camino::Utf8PathBuf;
 
 use super::{median, time_ms, Figure, Section};
-use crate::context::Context;
 use crate::hosts::{self, DEFAULT_HOST};
 use crate::nix_eval::Nix;
-use crate::process::Supervised;
+use toolbox::context::Context;
+use toolbox::process::Supervised;
 
 /// The target of check ÷ bare eval (issue 19).
 pub const TARGET_RATIO: f64 = 1.5;
@@ -31,7 +31,7 @@ fn run_quietly(command: Supervised) -> Result<()> {
 
 /// Drops the page cache (root only); whether it did.
 fn drop_page_cache() -> bool {
-    if !crate::setup::is_root() {
+    if !toolbox::setup::is_root() {
         return false;
     }
     let _ = Supervised::new("sync").status();

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::context::Context;
-use crate::project::{project_root, revision, write_atomically};
+use toolbox::context::Context;
+use toolbox::project::{project_root, revision, write_atomically};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,7 +50,7 @@ pub struct Args {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub machine: String,
-    pub revision: crate::project::Revision,
+    pub revision: toolbox::project::Revision,
     pub figures: Vec<Figure>,
 }
 
@@ -192,7 +192,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
         args.only.clone()
     };
     let mut figures = Vec::new();
-    let progress = crate::progress::Progress::lines("bench");
+    let progress = toolbox::progress::Progress::lines("bench");
     for (index, section) in sections.iter().enumerate() {
         let name = format!(
             "section {}/{} {section:?} ({} runs per figure)",

@@ -15,11 +15,11 @@ use anyhow::{ensure, Context as _, Result};
 use camino::Utf8Path;
 
 use super::{median, Figure, Section};
-use crate::context::Context;
 use crate::loop_btrfs::loopback::{BtrfsFixture, Lab};
 use crate::loop_btrfs::rollback_script::{
     old_root_name, required_tools, Interpreter, Runner, Settings,
 };
+use toolbox::context::Context;
 
 const DAY: i64 = 86_400;
 /// The fake clock: 2026-05-28T20:26:40Z.

@@ -6,11 +6,11 @@
 use anyhow::{bail, Result};
 
 use super::{median, Figure, Section};
-use crate::context::Context;
 use crate::results::VmTestResults;
 use crate::vm::accel::Choice;
 use crate::vm::budgets::Budgets;
 use crate::vm::lab_backend::{self, Verdict};
+use toolbox::context::Context;
 
 /// The phase a step belongs to, for a table that stays readable.
 pub fn phase(step: &str) -> &'static str {

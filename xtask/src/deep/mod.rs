@@ -17,14 +17,14 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::context::Context;
-use crate::findings::Finding;
 use crate::hosts::{self, firmware, Host, Model};
-use crate::layout::build::{build, Evaluated};
-use crate::layout::kernel_options::{self, Filesystem};
 use crate::nix_eval::Nix;
-use crate::process::{Output, Supervised};
-use crate::setup::{self, Tool};
+use layout::build::{build, Evaluated};
+use layout::findings::Finding;
+use layout::kernel_options::{self, Filesystem};
+use toolbox::context::Context;
+use toolbox::process::{Output, Supervised};
+use toolbox::setup::{self, Tool};
 
 pub mod verdict;
 

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::findings::{Finding, Severity};
 use crate::rules::{install_stop, InstallStop};
+use layout::findings::{Finding, Severity};
 
 /// replay.sh's record of one layout.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -227,7 +227,7 @@ fn about_mounts(layout: &Value, finding: &Finding, mountpoints: &BTreeSet<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::findings::AttrPath;
+    use layout::findings::AttrPath;
 
     fn mkfs_failed() -> Real {
         Real {

@@ -189,7 +189,7 @@ mod tests {
     use crate::deploy_checklist::gates::testing::passing;
     use crate::deploy_checklist::{build, render};
     use crate::hosts::testing::host_subject;
-    use crate::project::project_root;
+    use toolbox::project::project_root;
 
     fn show(found: &[Contradiction]) -> String {
         found.iter().map(|c| format!("{c}\n")).collect()

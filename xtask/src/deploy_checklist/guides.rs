@@ -235,7 +235,7 @@ pub fn check(
 /// [`check`] for host `name` of the repository at `root`: its places, and
 /// the checklist's §2 to §4 as the guides' commands are compared with.
 pub fn check_host(
-    context: &crate::context::Context,
+    context: &toolbox::context::Context,
     root: &Utf8Path,
     name: &str,
 ) -> Result<Report> {
@@ -313,7 +313,7 @@ mod tests {
     use crate::deploy_checklist::plan::deployment;
     use crate::deploy_checklist::procedures::{rollback, verification};
     use crate::hosts::testing::host_subject;
-    use crate::project::project_root;
+    use toolbox::project::project_root;
 
     fn places() -> Places {
         Places::for_host(&project_root().join("hosts/servers/hetzner-cloud")).unwrap()

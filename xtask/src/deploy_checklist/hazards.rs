@@ -365,7 +365,7 @@ fn call_hazards(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::project_root;
+    use toolbox::project::project_root;
 
     fn places() -> Places {
         Places::for_host(&project_root().join("hosts/servers/hetzner-cloud")).unwrap()

@@ -39,14 +39,14 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::context::Context;
 use crate::flake_eval::{self, FlakeEvalResults};
 use crate::hosts::Subject;
 use crate::hosts::DEFAULT_HOST;
-use crate::project::{display_path, project_root, revision, xtask_dir, Revision};
 use crate::reference::{self, REFERENCE_DIR};
 use crate::results::CheckResults;
 use crate::results::{self, Kind, VmTestResults};
+use toolbox::context::Context;
+use toolbox::project::{display_path, project_root, revision, xtask_dir, Revision};
 
 use facts::HostFacts;
 use gates::{DocsState, Evidence, Found, Gate, Observed, Status};
@@ -327,7 +327,7 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     };
     match &args.out {
         Some(path) => {
-            crate::project::write_readable(path, text.as_bytes())?;
+            toolbox::project::write_readable(path, text.as_bytes())?;
             eprintln!(
                 "wrote {} ({}); {}",
                 display_path(path),
@@ -546,7 +546,7 @@ mod tests {
     use super::gates::testing::{check_results, passing, vm_results, HEAD, OLD};
     use super::*;
     use crate::hosts::testing::host_subject;
-    use crate::project::write_atomically;
+    use toolbox::project::write_atomically;
 
     fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
         let dir = tempfile::tempdir().unwrap();

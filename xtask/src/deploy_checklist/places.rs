@@ -601,7 +601,7 @@ pub fn place_name(at: Where) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::project_root;
+    use toolbox::project::project_root;
 
     fn places() -> Places {
         Places::for_host(&project_root().join("hosts/servers/hetzner-cloud")).unwrap()

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::hosts::Subject;
-use crate::layout::impermanence::PERSIST_MOUNTPOINT;
-use crate::layout::size::human;
 use crate::results::{VmTestRequest, VmTestResults};
+use layout::impermanence::PERSIST_MOUNTPOINT;
+use layout::size::human;
 
 use super::facts::{HostFacts, Where};
 use super::procedures::{local, local_to, names, procedure, rescue, sudo, Expect, Need, Procedure};

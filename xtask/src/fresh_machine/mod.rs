@@ -31,16 +31,16 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::context::Context;
-use crate::process::{Interrupt, Supervised};
-use crate::progress::{seconds, Progress};
-use crate::project::{project_root, revision};
-use crate::setup;
 pub use root::mounts_below;
 use root::{
     ca_bundle, debian_sources, in_root, lock, private_mount_namespace, remove_root, rust_sysroot,
     Mounts,
 };
+use toolbox::context::Context;
+use toolbox::process::{Interrupt, Supervised};
+use toolbox::progress::{seconds, Progress};
+use toolbox::project::{project_root, revision};
+use toolbox::setup;
 
 /// Set by Ctrl-C / SIGTERM: the running step's process group is told to
 /// stop, and nothing more starts (the runner's `Interrupt`).

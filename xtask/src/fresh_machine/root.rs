@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::{run_ok, CA_IN_ROOT, RUST_IN_ROOT, SUITE};
-use crate::process::{Output, Supervised};
+use toolbox::process::{Output, Supervised};
 
 /// Mount points at or below `dir`, from /proc/self/mountinfo.
 pub fn mounts_below(mountinfo: &str, dir: &Utf8Path) -> Vec<String> {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Machine;
-use crate::layout::geometry::{self, DiskGeometry};
-use crate::layout::mount_options::{self, effective_per_mount, Effective};
-use crate::layout::{Disk, DiskContent, Layout, Mount, Partition};
+use layout::geometry::{self, DiskGeometry};
+use layout::mount_options::{self, effective_per_mount, Effective};
+use layout::{Disk, DiskContent, Layout, Mount, Partition};
 
 /// A host's layout on its machine: the layout, the machine's firmware and
 /// disk sizes, and what is derived from them once (mounts, the options in

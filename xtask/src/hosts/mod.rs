@@ -18,8 +18,8 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use crate::layout::size::parse_disk_size;
-use crate::project::project_root;
+use layout::size::parse_disk_size;
+use toolbox::project::project_root;
 
 pub const DEFAULT_HOST: &str = "hetzner-cloud";
 pub const LAYOUT_FILE: &str = "disko.nix";

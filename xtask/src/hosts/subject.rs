@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::Machine;
 use super::{Firmware, Model};
-use crate::layout::Layout;
+use layout::Layout;
 
 /// What the reference is generated from: one host's evaluated files.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub mod testing {
     //! The repo's host as a `Subject`, from the evaluation fixture (no Nix).
     use super::Subject;
     use crate::hosts::Machine;
-    use crate::layout::testing::{host_evaluation, host_layout};
+    use layout::testing::{host_evaluation, host_layout};
 
     pub fn host_subject() -> Subject {
         let machine: Machine =

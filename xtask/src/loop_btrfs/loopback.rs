@@ -12,9 +12,9 @@ use anyhow::{bail, ensure, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
-use crate::context::Context;
-use crate::process::Supervised;
-use crate::setup::{self, Found, Tool};
+use toolbox::context::Context;
+use toolbox::process::Supervised;
+use toolbox::setup::{self, Found, Tool};
 
 pub const UMOUNT: Tool = Tool {
     program: "umount",

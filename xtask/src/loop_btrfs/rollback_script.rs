@@ -12,9 +12,9 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::loopback::UMOUNT;
-use crate::process::{Output, Supervised};
-use crate::project::project_root;
-use crate::setup::{self, Tool};
+use toolbox::process::{Output, Supervised};
+use toolbox::project::project_root;
+use toolbox::setup::{self, Tool};
 
 /// The one rollback script; the NixOS module reads this same file.
 pub fn script_path() -> Utf8PathBuf {

@@ -2,7 +2,7 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::findings::Location;
+use layout::findings::Location;
 
 /// Nix's own message and the first position it names.
 #[derive(Debug, Clone, PartialEq, Eq)]

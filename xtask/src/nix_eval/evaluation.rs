@@ -7,7 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::Value;
 
 use super::{NixError, CANNOT_CALL, INVALID_MARKER, MAX_DEPTH, MAX_HEAP_BYTES, TIMEOUT_ENV};
-use crate::findings::{AttrPath, Finding, Location, Severity};
+use layout::findings::{AttrPath, Finding, Location, Severity};
 
 /// The finding for an evaluation that failed.
 pub(super) fn evaluation_finding(error: NixError) -> Finding {
@@ -42,7 +42,7 @@ pub(super) fn evaluation_finding(error: NixError) -> Finding {
     // Name the host file that fails (disko.nix, persistence.nix,
     // machine.nix, rollback.nix), as Nix's position shows it.
     let what = match &error.location {
-        Some(location) => format!("{} does", crate::project::display_path(&location.file)),
+        Some(location) => format!("{} does", toolbox::project::display_path(&location.file)),
         None => "the host's files do".to_owned(),
     };
     Finding::new(
@@ -106,7 +106,7 @@ pub fn read_evaluation(stdout: &[u8]) -> Result<Result<Value, Vec<Finding>>> {
     };
     let mut findings = Vec::new();
     let positions_of = |key: &str| {
-        crate::layout::positions::Positions::new(
+        layout::positions::Positions::new(
             value
                 .get(key)
                 .and_then(Value::as_array)

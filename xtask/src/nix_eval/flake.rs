@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::errors::whole_message;
 use super::run::{run_limited, run_retrying, Limits};
 use super::{read_evaluation, MAX_OUTPUT_BYTES};
-use crate::context::Context;
-use crate::project::project_root;
-use crate::setup;
+use toolbox::context::Context;
+use toolbox::project::project_root;
+use toolbox::setup;
 
 /// Flake mode: the merged NixOS configuration, where Nix and the flake's inputs are available.
 pub enum FlakeEvaluation {

@@ -12,10 +12,10 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::Value;
 
-use crate::context::Context;
-use crate::findings::{AttrPath, Finding, Location, Severity};
-use crate::project::project_root;
-use crate::setup;
+use layout::findings::{AttrPath, Finding, Location, Severity};
+use toolbox::context::Context;
+use toolbox::project::project_root;
+use toolbox::setup;
 
 mod errors;
 mod evaluation;
@@ -31,7 +31,9 @@ use run::{run_retrying, Limits, Ran};
 
 /// The time limit's variable and default belong to the context (which
 /// commands are handed); kept here under their old names.
-pub use crate::context::{DEFAULT_NIX_TIMEOUT as DEFAULT_TIMEOUT, NIX_TIMEOUT_ENV as TIMEOUT_ENV};
+pub use toolbox::context::{
+    DEFAULT_NIX_TIMEOUT as DEFAULT_TIMEOUT, NIX_TIMEOUT_ENV as TIMEOUT_ENV,
+};
 /// Boehm GC's heap limit for the evaluator (`GC_MAXIMUM_HEAP_SIZE`): a config
 /// that allocates without end stops with Nix's "out of memory" instead of
 /// taking the machine's memory. 100 000 subvolumes need about 300 MiB.
@@ -92,7 +94,7 @@ impl Nix {
     /// `check` a process (docs/benchmarks.md, check ÷ bare eval).
     pub fn parse_files(&self, files: &[Utf8PathBuf]) -> Result<Vec<Finding>> {
         let marker = parse_cache_key(&self.instantiate, files)
-            .map(|key| crate::project::xtask_dir().join("parse-cache").join(key));
+            .map(|key| toolbox::project::xtask_dir().join("parse-cache").join(key));
         if marker.as_ref().is_some_and(|m| m.is_file()) {
             return Ok(Vec::new());
         }
@@ -121,7 +123,7 @@ impl Nix {
                     "nix-instantiate --parse {}: {}",
                     remaining
                         .iter()
-                        .map(|f| crate::project::display_path(f))
+                        .map(|f| toolbox::project::display_path(f))
                         .collect::<Vec<_>>()
                         .join(" "),
                     ran.error().message
@@ -152,12 +154,12 @@ impl Nix {
             let message = if is_blank(&file) {
                 format!(
                     "{} is empty (nothing but whitespace and comments), so it is no Nix expression",
-                    crate::project::display_path(&file)
+                    toolbox::project::display_path(&file)
                 )
             } else {
                 format!(
                     "{} does not parse: {}",
-                    crate::project::display_path(&file),
+                    toolbox::project::display_path(&file),
                     error.message
                 )
             };
@@ -201,9 +203,9 @@ impl Nix {
         if let Some(rollback) = files.rollback {
             args.extend(["--argstr", "rollbackFile", rollback.as_str()]);
         }
-        let ran = self
-            .run(&args)
-            .with_context(|| format!("evaluating {}", crate::project::display_path(layout_file)))?;
+        let ran = self.run(&args).with_context(|| {
+            format!("evaluating {}", toolbox::project::display_path(layout_file))
+        })?;
         if !ran.success() {
             let error = match ran.status {
                 // Positions in our own wrapper are never where the config is wrong.
@@ -217,7 +219,7 @@ impl Nix {
         read_evaluation(&ran.stdout).with_context(|| {
             format!(
                 "reading the JSON nix-instantiate printed for {}",
-                crate::project::display_path(layout_file)
+                toolbox::project::display_path(layout_file)
             )
         })
     }

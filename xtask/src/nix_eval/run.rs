@@ -9,8 +9,8 @@ use anyhow::Result;
 use camino::Utf8Path;
 
 use super::{store, NixError, MAX_ERROR_BYTES, TIMEOUT_ENV};
-use crate::process::{Output, Supervised};
-use crate::project::project_root;
+use toolbox::process::{Output, Supervised};
+use toolbox::project::project_root;
 
 /// The limits of one run of a Nix program.
 #[derive(Debug, Clone, Copy)]

@@ -193,7 +193,7 @@ fn prepare_now(instantiate: &Utf8Path, timeout: Duration) -> Result<()> {
     }
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
-        let ran = crate::process::Supervised::new(instantiate)
+        let ran = toolbox::process::Supervised::new(instantiate)
             .args(["--eval", "--expr", "1"])
             .timeout(timeout)
             .run()?;

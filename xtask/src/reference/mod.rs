@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::context::Context;
-use crate::project::write_readable;
 use crate::rules::load_subject;
+use toolbox::context::Context;
+use toolbox::project::write_readable;
 
 pub use compare::{compare, Drift};
 pub use pages::pages;

@@ -3,12 +3,12 @@
 
 use std::fmt::Write as _;
 
-use crate::layout::kernel_options::{btrfs_scope, Scope};
-use crate::layout::size::{human, human_decimal};
-use crate::layout::{EntryKind, Layout};
-use crate::names::swap_mapper_name;
 use crate::report::{BtrfsTable, DiskTable, Lifecycle, PartitionRow, Tables};
 use crate::rules::{Family, RULES};
+use layout::kernel_options::{btrfs_scope, Scope};
+use layout::names::swap_mapper_name;
+use layout::size::{human, human_decimal};
+use layout::{EntryKind, Layout};
 
 use super::schema::{self, SCHEMA_FILE, SCHEMA_PAGE};
 use super::{svg, Generated};

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::layout::kernel_options::{btrfs_scope, Scope};
-use crate::layout::size::{human, human_decimal};
 use crate::report::{BtrfsTable, DiskTable, Lifecycle, SubvolumeRow, Tables};
+use layout::kernel_options::{btrfs_scope, Scope};
+use layout::size::{human, human_decimal};
 
 pub const WIDTH: f64 = 960.0;
 const PAD: f64 = 24.0;

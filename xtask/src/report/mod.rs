@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::findings::{Finding, Severity};
+use layout::findings::{Finding, Severity};
 
 pub use crate::finding_text::render_finding;
 pub use render::{render, table};

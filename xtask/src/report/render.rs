@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::bytes_cell;
 use super::{CheckReport, FlakeStatus, HostReport, Tables};
 use crate::finding_text::render_finding;
-use crate::layout::size::{human, human_decimal};
+use layout::size::{human, human_decimal};
 
 /// The human-readable report.
 pub fn render(report: &CheckReport) -> String {

@@ -9,11 +9,11 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::hosts::Model;
-use crate::layout::geometry::DiskGeometry;
-use crate::layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
-use crate::layout::kernel_options::{compression, has_nodatacow};
-use crate::layout::size::{human, parse_partition_size, PartitionSize};
-use crate::layout::{Content, DiskContent, Layout, Mount, MountSource};
+use layout::geometry::DiskGeometry;
+use layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
+use layout::kernel_options::{compression, has_nodatacow};
+use layout::size::{human, parse_partition_size, PartitionSize};
+use layout::{Content, DiskContent, Layout, Mount, MountSource};
 
 impl crate::hosts::Subject {
     /// The tables of the host (the report's view of it, derived once).
@@ -233,7 +233,7 @@ impl Tables {
     }
 }
 
-fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> DiskTable {
+fn disk_table(disk: &layout::Disk, geometry: Option<&DiskGeometry>) -> DiskTable {
     let partitions = match &disk.content {
         Some(DiskContent::Gpt(gpt)) => gpt
             .partitions
@@ -273,7 +273,7 @@ fn disk_table(disk: &crate::layout::Disk, geometry: Option<&DiskGeometry>) -> Di
 fn btrfs_tables(layout: &Layout, model: &Model) -> Vec<BtrfsTable> {
     // Each declaration's own mount, found once by its attribute path: layouts
     // may have thousands of subvolumes, and a mountpoint may be declared twice.
-    let by_path: BTreeMap<&crate::findings::AttrPath, (&Mount, &[String])> = model
+    let by_path: BTreeMap<&layout::findings::AttrPath, (&Mount, &[String])> = model
         .mounts_in_effect()
         .map(|(m, effective)| (&m.path, (m, effective.options.as_slice())))
         .collect();
@@ -287,32 +287,33 @@ fn btrfs_tables(layout: &Layout, model: &Model) -> Vec<BtrfsTable> {
         .map(|btrfs| {
             let nocow =
                 |mountpoint: Option<&str>| mountpoint.is_some_and(|mp| nocow_targets.contains(mp));
-            let row = |name: String, path: &crate::findings::AttrPath, mountpoint: Option<&str>| {
-                let found = mountpoint.and_then(|_| by_path.get(path).copied());
-                let mount = found.map(|(m, _)| m);
-                let options = found.map(|(_, o)| o.to_vec()).unwrap_or_default();
-                let lifecycle = if name == ROOT_SUBVOLUME {
-                    Lifecycle::WipedAtBoot
-                } else if name == OLD_ROOTS_SUBVOLUME {
-                    Lifecycle::Retained
-                } else {
-                    Lifecycle::Persistent
-                };
-                SubvolumeRow {
-                    purpose: purpose(&name, mountpoint),
-                    compression: if has_nodatacow(&options) || nocow(mountpoint) {
-                        None
+            let row =
+                |name: String, path: &layout::findings::AttrPath, mountpoint: Option<&str>| {
+                    let found = mountpoint.and_then(|_| by_path.get(path).copied());
+                    let mount = found.map(|(m, _)| m);
+                    let options = found.map(|(_, o)| o.to_vec()).unwrap_or_default();
+                    let lifecycle = if name == ROOT_SUBVOLUME {
+                        Lifecycle::WipedAtBoot
+                    } else if name == OLD_ROOTS_SUBVOLUME {
+                        Lifecycle::Retained
                     } else {
-                        compression(&options)
-                    },
-                    nocow: nocow(mountpoint) || has_nodatacow(&options),
-                    needed_for_boot: mount.is_some_and(|m| m.needed_for_boot),
-                    options_in_effect: options,
-                    mountpoint: mountpoint.map(str::to_owned),
-                    lifecycle,
-                    name,
-                }
-            };
+                        Lifecycle::Persistent
+                    };
+                    SubvolumeRow {
+                        purpose: purpose(&name, mountpoint),
+                        compression: if has_nodatacow(&options) || nocow(mountpoint) {
+                            None
+                        } else {
+                            compression(&options)
+                        },
+                        nocow: nocow(mountpoint) || has_nodatacow(&options),
+                        needed_for_boot: mount.is_some_and(|m| m.needed_for_boot),
+                        options_in_effect: options,
+                        mountpoint: mountpoint.map(str::to_owned),
+                        lifecycle,
+                        name,
+                    }
+                };
             let mut subvolumes = Vec::new();
             if btrfs.mountpoint.is_some() {
                 subvolumes.push(row(
@@ -404,7 +405,7 @@ mod tests {
 
     use super::*;
     use crate::hosts::{Firmware, Model};
-    use crate::layout::testing::host_layout;
+    use layout::testing::host_layout;
 
     #[test]
     fn the_hosts_tables() {
@@ -435,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_mountpoint_declared_twice_shows_each_mounts_own_options() {
-        use crate::layout::testing::{host_evaluation, layout_of};
+        use layout::testing::{host_evaluation, layout_of};
         let mut evaluation = host_evaluation();
         let subvolumes = &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]
             ["partitions"]["root"]["content"]["subvolumes"];

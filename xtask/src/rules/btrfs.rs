@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 
 use super::mount_facts::{consequence, decides};
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::kernel_options::{
+use layout::findings::AttrPath;
+use layout::kernel_options::{
     btrfs_scope, compress_value, judge_compression, key, read, Compression, Filesystem, Scope,
 };
-use crate::layout::paths::is_normalised_absolute;
-use crate::layout::{Content, MountSource};
+use layout::paths::is_normalised_absolute;
+use layout::{Content, MountSource};
 
 /// Options every Btrfs mount of this layout carries.
 pub const UNIVERSAL_OPTIONS: &[&str] = &["noatime", "ssd", "space_cache=v2", "discard=async"];
 
 pub fn unique_mountpoints(model: &Model) -> Vec<Issue> {
-    let mut seen: BTreeMap<&str, &crate::layout::Mount> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, &layout::Mount> = BTreeMap::new();
     let mut issues = Vec::new();
     for mount in &model.mounts {
         if let Some(first) = seen.insert(&mount.mountpoint, mount) {
@@ -279,7 +279,7 @@ fn subvolume_id(model: &Model, device: &str, name: &str) -> Option<u64> {
 
 /// Where a mount's own selectors are written: fileSystems' options when
 /// they carry one, else the mountOptions.
-fn selector_place(model: &Model, mount: &crate::layout::Mount) -> AttrPath {
+fn selector_place(model: &Model, mount: &layout::Mount) -> AttrPath {
     match model.layout.file_systems.get(&mount.mountpoint) {
         Some(flags)
             if flags

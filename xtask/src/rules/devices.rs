@@ -9,8 +9,8 @@
 //! partition table must be a whole disk.
 
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::{Content, DiskContent};
+use layout::findings::AttrPath;
+use layout::{Content, DiskContent};
 
 /// Linux's limits: a name (one path component) and a whole path, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -363,7 +363,7 @@ pub fn whole_disks(model: &Model) -> Vec<Issue> {
 pub fn labels_disko_escapes(model: &Model) -> Vec<Issue> {
     let mut issues = Vec::new();
     for disk in &model.layout.disks {
-        let Some(crate::layout::DiskContent::Gpt(gpt)) = &disk.content else {
+        let Some(layout::DiskContent::Gpt(gpt)) = &disk.content else {
             continue;
         };
         for partition in gpt.partitions.iter().filter(|p| p.content.is_some()) {

@@ -2,10 +2,10 @@
 //! readable by root only (kernels, initrds and GRUB's config live there).
 
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::kernel_options::{read, Filesystem};
-use crate::layout::size::{human, MIB};
-use crate::layout::{Content, Disk, Partition};
+use layout::findings::AttrPath;
+use layout::kernel_options::{read, Filesystem};
+use layout::size::{human, MIB};
+use layout::{Content, Disk, Partition};
 
 /// What GRUB keeps on the ESP when it is /boot, as NixOS installs it for
 /// BIOS and UEFI with efiInstallAsRemovable: its modules for i386-pc and

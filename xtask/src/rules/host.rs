@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::findings::{AttrPath, Finding, Location, Severity};
 use crate::hosts::{Deviation, Host, Machine};
 use crate::hosts::{Firmware, Model};
-use crate::layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
-use crate::layout::positions::Positions;
-use crate::layout::size::parse_partition_size;
-use crate::layout::{Content, Disk, Layout, Partition};
-use crate::project::display_path;
+use layout::findings::{AttrPath, Finding, Location, Severity};
+use layout::impermanence::{OLD_ROOTS_SUBVOLUME, ROOT_SUBVOLUME};
+use layout::positions::Positions;
+use layout::size::parse_partition_size;
+use layout::{Content, Disk, Layout, Partition};
+use toolbox::project::display_path;
 
 /// What the host rules read besides the layout.
 pub struct HostFiles<'a> {

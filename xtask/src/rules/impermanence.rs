@@ -4,14 +4,14 @@
 //! reach the top level where @root and @old_roots live.
 
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::impermanence::{
+use layout::findings::AttrPath;
+use layout::impermanence::{
     MANAGEMENT_MOUNTPOINT, NEEDED_FOR_BOOT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT,
     PERSIST_SUBVOLUME, ROOT_SUBVOLUME,
 };
-use crate::layout::kernel_options::{read, Filesystem};
-use crate::layout::paths::{is_at_or_below, is_normalised_absolute};
-use crate::layout::{Btrfs, Layout, Mount, MountSource};
+use layout::kernel_options::{read, Filesystem};
+use layout::paths::{is_at_or_below, is_normalised_absolute};
+use layout::{Btrfs, Layout, Mount, MountSource};
 
 fn mount_at<'a>(model: &'a Model, mountpoint: &str) -> Option<&'a Mount> {
     model.mounts.iter().find(|m| m.mountpoint == mountpoint)

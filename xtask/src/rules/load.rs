@@ -7,16 +7,16 @@ use anyhow::{bail, Context as _, Result};
 use camino::Utf8Path;
 use serde_json::Value;
 
-use crate::context::Context;
 use crate::finding_text::render_finding;
-use crate::findings::{Finding, Severity};
 use crate::hosts::{Host, Machine, Subject};
-use crate::layout::build::{build, Evaluated};
-use crate::layout::positions::Positions;
-use crate::layout::Layout;
 use crate::nix_eval::{HostFiles, Nix};
-use crate::project::display_path;
 use crate::rules;
+use layout::build::{build, Evaluated};
+use layout::findings::{Finding, Severity};
+use layout::positions::Positions;
+use layout::Layout;
+use toolbox::context::Context;
+use toolbox::project::display_path;
 
 /// The evaluated layout, its findings (the host rules' included), and
 /// where its attributes are written.
@@ -56,7 +56,7 @@ pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
             findings.push(Finding::new(
                 "MODEL001",
                 Severity::Error,
-                crate::findings::AttrPath::new(["machine"]),
+                layout::findings::AttrPath::new(["machine"]),
                 format!("{}: {error}", host.machine_file.as_deref().map(display_path).unwrap_or_default()),
                 "machine.nix holds plain data: strings for flakeAttribute and diskSize, a list of strings for firmware, partitionSizes with strings for biosBoot, esp, swap and btrfs, partitionSizeDeviations with { size; reason; } for those.",
             ));

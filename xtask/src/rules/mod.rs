@@ -20,8 +20,8 @@ use serde::Serialize;
 
 pub use load::{load, load_subject, Loaded};
 
-use crate::findings::{AttrPath, Finding, Severity};
 pub use crate::hosts::Model;
+use layout::findings::{AttrPath, Finding, Severity};
 
 /// What a rule found: the registry adds its code and severity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +268,7 @@ pub mod testing {
 
     use super::*;
     use crate::hosts::Firmware;
-    use crate::layout::testing::{host_evaluation, layout_of};
+    use layout::testing::{host_evaluation, layout_of};
 
     pub const CPX52_BYTES: u64 = 480_000_000_000;
 

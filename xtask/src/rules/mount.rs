@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use super::mount_facts::{consequence, decides};
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::kernel_options::{self, Filesystem, Verdict};
-use crate::layout::{Content, Mount};
+use layout::findings::AttrPath;
+use layout::kernel_options::{self, Filesystem, Verdict};
+use layout::{Content, Mount};
 
 /// One list of mount options as written, with the mount it belongs to.
 struct Written<'a> {

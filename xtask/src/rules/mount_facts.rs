@@ -2,7 +2,7 @@
 //! of a filesystem decides its options, and what a mount that fails means.
 
 use super::Model;
-use crate::layout::Mount;
+use layout::Mount;
 
 /// Whether `mount` is the one whose filesystem-wide options take effect.
 pub(super) fn decides(model: &Model, mount: &Mount) -> bool {

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::geometry::{DiskGeometry, Extent, Problem, Refusal, MAX_PARTITIONS};
-use crate::layout::size::{human, MIB, SECTOR_BYTES};
-use crate::layout::{Content, Disk, DiskContent, Filesystem, Gpt, Partition};
+use layout::findings::AttrPath;
+use layout::geometry::{DiskGeometry, Extent, Problem, Refusal, MAX_PARTITIONS};
+use layout::size::{human, MIB, SECTOR_BYTES};
+use layout::{Content, Disk, DiskContent, Filesystem, Gpt, Partition};
 
 /// The smallest device each mkfs accepts, in bytes. mkfs.btrfs (btrfs-progs
 /// 6.2, Debian 12) refuses less than 114294784 bytes ("minimum size for each
@@ -119,7 +119,7 @@ fn reaches_the_end(extent: &Extent, geometry: &DiskGeometry, gpt: &Gpt) -> bool 
         .iter()
         .find(|p| p.number == extent.number)
         .map_or(0, |p| p.alignment)
-        .max(crate::layout::geometry::DEFAULT_ALIGNMENT);
+        .max(layout::geometry::DEFAULT_ALIGNMENT);
     extent.end_sector.saturating_add(alignment) > geometry.last_usable_sector
 }
 
@@ -839,7 +839,7 @@ fn btrfs_argument_problems(args: &[String]) -> (Vec<String>, Vec<String>) {
     (refused, version)
 }
 
-fn btrfs_contents<'a>(model: &'a Model<'a>) -> impl Iterator<Item = &'a crate::layout::Btrfs> {
+fn btrfs_contents<'a>(model: &'a Model<'a>) -> impl Iterator<Item = &'a layout::Btrfs> {
     model
         .layout
         .contents()

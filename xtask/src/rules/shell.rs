@@ -10,8 +10,8 @@
 use std::borrow::Cow;
 
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::{Btrfs, Content, Disk, DiskContent, Filesystem, Subvolume, Swap};
+use layout::findings::AttrPath;
+use layout::{Btrfs, Content, Disk, DiskContent, Filesystem, Subvolume, Swap};
 
 /// How a string is pasted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

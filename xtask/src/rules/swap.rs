@@ -2,8 +2,8 @@
 //! outlives a reboot, and so it can never be resumed from.
 
 use super::{Issue, Model};
-use crate::findings::AttrPath;
-use crate::layout::{Content, Swap, Swapfile};
+use layout::findings::AttrPath;
+use layout::{Content, Swap, Swapfile};
 
 fn swaps<'a>(model: &'a Model) -> impl Iterator<Item = &'a Swap> {
     model

@@ -16,8 +16,8 @@ use super::allowlist;
 use crate::deploy_checklist::facts::{HostFacts, Where};
 use crate::deploy_checklist::procedures::{names, Expect, ROLLBACK_STATUS_DIR};
 use crate::hosts::Subject;
-use crate::names::{partition_node, sgdisk_stored_name};
 use crate::vm::retention::{self, Fate, Rules, Stamp};
+use layout::names::{partition_node, sgdisk_stored_name};
 
 /// One line of verify's report.
 #[derive(Debug, Clone, Serialize)]

@@ -26,12 +26,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
 
-use crate::context::Context;
-use crate::project::{display_path, project_root, revision};
-use crate::setup;
 use checks::{Check, Judge};
 use record::{CheckResult, Record, Status};
 use ssh::{Refused, Session, Target};
+use toolbox::context::Context;
+use toolbox::project::{display_path, project_root, revision};
+use toolbox::setup;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,8 +5,8 @@ pub use crate::verified::*;
 
 use super::checks::Check;
 use super::ssh::{Ran, Target};
-use crate::project::Revision;
 use crate::verified::clip;
+use toolbox::project::Revision;
 
 impl CheckResult {
     pub fn new(check: &Check) -> CheckResult {

@@ -13,7 +13,7 @@ use camino::Utf8PathBuf;
 use serde::Serialize;
 
 use super::allowlist;
-use crate::process::{Output, Supervised};
+use toolbox::process::{Output, Supervised};
 
 /// `ADMIN@ADDRESS[:PORT]` (an IPv6 address in brackets: `admin@[2a01::1]:22`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,7 +143,7 @@ pub struct Session {
     target: Target,
     config: Option<Utf8PathBuf>,
     control: tempfile::TempDir,
-    master: Option<crate::process::Running>,
+    master: Option<toolbox::process::Running>,
     master_log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 

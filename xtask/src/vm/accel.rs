@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::process::{Output, Supervised};
+use toolbox::process::{Output, Supervised};
 
 /// `auto`, `kvm` or `tcg`: overrides the probe (also `--accel`).
 pub const ACCEL_ENV: &str = "XTASK_VM_ACCEL";
@@ -143,7 +143,7 @@ impl ProbeCache {
     }
 
     fn path() -> camino::Utf8PathBuf {
-        crate::project::xtask_dir().join("accel-probe.json")
+        toolbox::project::xtask_dir().join("accel-probe.json")
     }
 
     fn read(&self) -> Option<(Accel, String)> {
@@ -234,11 +234,11 @@ mod tests {
 
     #[test]
     fn tcg_boots_the_vm_kernel_to_its_panic() {
-        let found = crate::setup::require(&[crate::setup::QEMU])
+        let found = toolbox::setup::require(&[toolbox::setup::QEMU])
             .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
         let kernel = crate::vm::kernel::discover(None, None)
             .expect("a VM kernel is needed: apt-get install linux-image-cloud-amd64");
-        let qemu = found.path(crate::setup::QEMU).unwrap();
+        let qemu = found.path(toolbox::setup::QEMU).unwrap();
         // TCG takes about 4 s on an idle machine; the margin is for a loaded one.
         probe_within(qemu, &kernel.image, Accel::Tcg, Duration::from_secs(120)).unwrap();
         let (accel, _) = choose(qemu, &kernel.image, Some(Choice::Tcg)).unwrap();
@@ -247,9 +247,9 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_kernel_fails_the_probe() {
-        let found = crate::setup::require(&[crate::setup::QEMU])
+        let found = toolbox::setup::require(&[toolbox::setup::QEMU])
             .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
-        let qemu = found.path(crate::setup::QEMU).unwrap();
+        let qemu = found.path(toolbox::setup::QEMU).unwrap();
         let not_a_kernel = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(not_a_kernel.path(), vec![0u8; 4096]).unwrap();
         let path = Utf8Path::from_path(not_a_kernel.path()).unwrap();

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::process::{Output, Supervised};
-use crate::progress::Progress;
+use toolbox::process::{Output, Supervised};
+use toolbox::progress::Progress;
 
 /// The guest's package and binary (crates/guest/Cargo.toml).
 pub const PACKAGE: &str = "guest";

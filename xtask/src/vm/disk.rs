@@ -8,11 +8,11 @@ use camino::Utf8Path;
 use serde::Deserialize;
 use xshell::cmd;
 
-use crate::process::{Output, Supervised};
+use toolbox::process::{Output, Supervised};
 
 /// Creates a sparse qcow2 image of `bytes`.
 pub fn create(qemu_img: &Utf8Path, path: &Utf8Path, bytes: u64) -> Result<()> {
-    let sh = crate::project::shell()?;
+    let sh = toolbox::project::shell()?;
     let size = bytes.to_string();
     Supervised::from_command(cmd!(sh, "{qemu_img} create -q -f qcow2 {path} {size}"))
         .checked()
@@ -37,7 +37,7 @@ struct MapEntry {
 
 /// Measures the image; `-U` because qemu has it open (the guest flushed first).
 pub fn allocation(qemu_img: &Utf8Path, path: &Utf8Path) -> Result<Allocation> {
-    let sh = crate::project::shell()?;
+    let sh = toolbox::project::shell()?;
     // One entry per run of clusters: a fragmented image maps long.
     let output = Supervised::from_command(cmd!(sh, "{qemu_img} map -U --output=json {path}"))
         .stdout(Output::keep(256 << 20))
@@ -73,17 +73,17 @@ mod tests {
 
     #[test]
     fn a_real_sparse_image() {
-        let found = crate::setup::require(&[crate::setup::QEMU_IMG])
+        let found = toolbox::setup::require(&[toolbox::setup::QEMU_IMG])
             .expect("qemu-img is needed: apt-get install qemu-utils");
         let dir = tempfile::tempdir().unwrap();
         let path = camino::Utf8PathBuf::from_path_buf(dir.path().join("d.qcow2")).unwrap();
         create(
-            found.path(crate::setup::QEMU_IMG).unwrap(),
+            found.path(toolbox::setup::QEMU_IMG).unwrap(),
             &path,
             480_000_000_000,
         )
         .unwrap();
-        let allocation = allocation(found.path(crate::setup::QEMU_IMG).unwrap(), &path).unwrap();
+        let allocation = allocation(found.path(toolbox::setup::QEMU_IMG).unwrap(), &path).unwrap();
         assert_eq!(allocation.data_bytes, 0);
         assert!(allocation.file_bytes < 1 << 20, "{allocation:?}");
     }

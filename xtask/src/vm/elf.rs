@@ -6,8 +6,8 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::cmd;
 
-use crate::process::Supervised;
-use crate::setup;
+use toolbox::process::Supervised;
+use toolbox::setup;
 
 /// What one program needs besides itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct Needs {
 pub fn needs(program: &Utf8Path) -> Result<Needs> {
     let found = setup::require(&[setup::LDD])?;
     let ldd = found.path(setup::LDD)?;
-    let sh = crate::project::shell()?;
+    let sh = toolbox::project::shell()?;
     let output = Supervised::from_command(cmd!(sh, "{ldd} {program}"))
         .run()
         .with_context(|| format!("running ldd {program}"))?;

@@ -18,8 +18,8 @@ use super::cpio::CpioWriter;
 use super::elf;
 use super::modules::ModuleFile;
 use super::plan::GuestTools;
-use crate::process::{Output, Supervised};
-use crate::setup::{self, Tool};
+use toolbox::process::{Output, Supervised};
+use toolbox::setup::{self, Tool};
 
 /// Bumped when the image's layout changes, so old cache entries are not reused.
 const FORMAT: &str = "xtask-initramfs-6";
@@ -431,7 +431,7 @@ fn write_image(spec: &Spec, path: &Utf8Path) -> Result<()> {
 }
 
 fn decompress(path: &Utf8Path) -> Result<Vec<u8>> {
-    let sh = crate::project::shell()?;
+    let sh = toolbox::project::shell()?;
     let tool = if path.as_str().ends_with(".xz") {
         setup::XZ
     } else if path.as_str().ends_with(".zst") {
@@ -462,7 +462,7 @@ fn stripped_agent(agent: &Utf8Path, cache_dir: &Utf8Path) -> Result<Utf8PathBuf>
         return Ok(stripped);
     }
     let temporary = cache_dir.join(format!("agent-{}.tmp{}", &hash[..32], std::process::id()));
-    let sh = crate::project::shell()?;
+    let sh = toolbox::project::shell()?;
     let result = Supervised::from_command(cmd!(sh, "{strip} --strip-debug -o {temporary} {agent}"))
         .checked();
     if result.is_err() {

@@ -413,7 +413,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_hint_names_setups_kernel_package() {
-        assert!(HOW_TO_GET_ONE.contains(crate::setup::KERNEL_PACKAGE));
+        assert!(HOW_TO_GET_ONE.contains(toolbox::setup::KERNEL_PACKAGE));
     }
 
     #[test]

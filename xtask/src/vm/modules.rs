@@ -10,8 +10,8 @@ use anyhow::{bail, Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::process::Supervised;
-use crate::setup;
+use toolbox::process::Supervised;
+use toolbox::setup;
 
 /// What the guest loads, and whether the boot can do without it.
 pub const WANTED: &[(&str, Need)] = &[
@@ -300,7 +300,7 @@ fn depmod_copy(modules: &Utf8Path, version: &str) -> Result<(Utf8PathBuf, tempfi
                 .with_context(|| format!("copying {}", entry.path()))?;
         }
     }
-    let sh = crate::project::shell()?;
+    let sh = toolbox::project::shell()?;
     Supervised::from_command(xshell::cmd!(sh, "{depmod} -b {base} {version}"))
         .checked()
         .with_context(|| format!("depmod for {modules} (it has no modules.dep)"))?;

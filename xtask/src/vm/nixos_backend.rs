@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::nix_eval::NixError;
-use crate::process::{Output, Supervised};
-use crate::project::project_root;
 use crate::results::{CheckRecord, Header, VmTestResults};
-use crate::setup;
+use toolbox::process::{Output, Supervised};
+use toolbox::project::project_root;
+use toolbox::setup;
 
 pub const CHECK_ATTRIBUTE: &str = "checks.x86_64-linux.vm-test";
 
@@ -26,7 +26,7 @@ const EVAL_TIMEOUT: Duration = Duration::from_secs(180);
 /// (a `throw` may carry a huge string).
 const EVAL_ERROR_BYTES: u64 = 4 << 20;
 
-/// `nix` on the supervised runner (`crate::process`), in the project, with
+/// `nix` on the supervised runner (`toolbox::process`), in the project, with
 /// flakes and a short connect timeout.
 fn nix_command(nix: &camino::Utf8Path) -> Supervised {
     Supervised::new(nix)
@@ -52,7 +52,7 @@ pub fn missing_prerequisites() -> Option<String> {
     None
 }
 
-pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
+pub fn run(context: &toolbox::context::Context, host: &str) -> Result<ExitCode> {
     if let Some(reason) = missing_prerequisites() {
         bail!("the NixOS backend cannot run here: {reason}");
     }
@@ -113,7 +113,7 @@ pub fn run(context: &crate::context::Context, host: &str) -> Result<ExitCode> {
     // Shown as the last run; the NixOS test records no boots of the host's
     // disk, so it never becomes the deploy gate's proof.
     let path = crate::results::record(crate::results::Kind::VmTest, &results, false)?.run;
-    eprintln!("results: {}", crate::project::display_path(&path));
+    eprintln!("results: {}", toolbox::project::display_path(&path));
     Ok(if passed {
         ExitCode::SUCCESS
     } else {

@@ -16,7 +16,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::accel::Accel;
 use super::plan::FW_CFG_NAME;
 use super::protocol::{self, Event, Line, LineBuffer};
-use crate::process::{Chunks, Output, Supervised};
+use toolbox::process::{Chunks, Output, Supervised};
 
 /// What is kept of qemu's own messages (stderr); the rest is read and dropped.
 const QEMU_STDERR_BYTES: u64 = 64 * 1024;
@@ -234,7 +234,7 @@ fn cpu_ms(pid: u32) -> Option<u64> {
 
 /// Boots the VM once and feeds every protocol event to `on_event`.
 ///
-/// qemu runs on the supervised runner (`crate::process`): its time limit,
+/// qemu runs on the supervised runner (`toolbox::process`): its time limit,
 /// its kill and reaping (also when this function returns early or the
 /// caller panics), and the reading of its outputs while it runs are the
 /// runner's. It cannot be a one-shot `Supervised::run`, which only waits

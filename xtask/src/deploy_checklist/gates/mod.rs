@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::flake_eval::FlakeEvalResults;
-use crate::project::Revision;
 use crate::results::{CheckResults, Header, Inputs, VmTestResults};
+use toolbox::project::Revision;
 
 use super::facts::HostFacts;
 

@@ -44,12 +44,12 @@
 use serde::Serialize;
 
 use crate::hosts::Subject;
-use crate::layout::impermanence::{
+use crate::report::{Lifecycle, Tables};
+use layout::impermanence::{
     MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT, PERSIST_SUBVOLUME,
 };
-use crate::layout::{Content, DiskContent};
-use crate::names::partition_node;
-use crate::report::{Lifecycle, Tables};
+use layout::names::partition_node;
+use layout::{Content, DiskContent};
 
 use super::facts::Where;
 

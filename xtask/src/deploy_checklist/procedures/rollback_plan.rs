@@ -1,8 +1,8 @@
 //! §4 of the checklist: the ways back, from the mildest to the most drastic.
 
 use crate::hosts::Subject;
-use crate::layout::impermanence::PERSIST_MOUNTPOINT;
 use crate::report::Lifecycle;
+use layout::impermanence::PERSIST_MOUNTPOINT;
 
 use super::{
     kernel_node, local, local_to, names, procedure, reboot, rescue, sudo, Expect, Need, Procedure,

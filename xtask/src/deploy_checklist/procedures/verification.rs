@@ -3,11 +3,11 @@
 use crate::deploy_checklist::facts::{HostFacts, Where};
 use crate::deploy_checklist::plan::{self, Measured};
 use crate::hosts::Subject;
-use crate::layout::impermanence::PERSIST_MOUNTPOINT;
-use crate::layout::size::SECTOR_BYTES;
-use crate::layout::EntryKind;
-use crate::names::{escape_systemd_path, swap_mapper_name};
 use crate::report::{BtrfsTable, Lifecycle, MountRow, SwapRow, Tables};
+use layout::impermanence::PERSIST_MOUNTPOINT;
+use layout::names::{escape_systemd_path, swap_mapper_name};
+use layout::size::SECTOR_BYTES;
+use layout::EntryKind;
 
 use super::{
     kernel_node, local, names, procedure, reboot, sudo, Expect, Names, Need, Procedure,

@@ -75,7 +75,7 @@ fn output_is_deterministic_and_undated() {
     let b = pages(&host_subject());
     assert_eq!(a, b);
     let today = crate::results::now_rfc3339();
-    let revision = crate::project::revision().commit.unwrap_or_default();
+    let revision = toolbox::project::revision().commit.unwrap_or_default();
     for (path, text) in &a {
         assert!(!text.contains(&today[..10]), "{path} holds today's date");
         assert!(

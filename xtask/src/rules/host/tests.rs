@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::hosts::{PartitionSizeDeviations, PartitionSizes};
-use crate::layout::testing::{host_evaluation, layout_of};
 use camino::Utf8PathBuf;
+use layout::testing::{host_evaluation, layout_of};
 use serde_json::json;
 
 fn host() -> Host {
@@ -260,7 +260,7 @@ fn rollback_settings_of_the_wrong_type_or_name_are_errors() {
 #[test]
 fn the_rollback_options_are_the_modules() {
     let module = std::fs::read_to_string(
-        crate::project::project_root().join("nix/modules/btrfs-rollback/default.nix"),
+        toolbox::project::project_root().join("nix/modules/btrfs-rollback/default.nix"),
     )
     .unwrap();
     let start = module.find("options.boot.btrfsRollback = {").unwrap();

@@ -28,9 +28,9 @@ use super::realise::{BootSpec, DiscardBudget, Realisation, RollbackTrim, RunInpu
 use super::retention::Rules;
 use crate::hosts;
 use crate::hosts::Model;
-use crate::progress::Progress;
-use crate::project::{project_root, xtask_dir};
 use crate::results::{Header, Kind, VmTestResults};
+use toolbox::progress::Progress;
+use toolbox::project::{project_root, xtask_dir};
 mod host_checks;
 mod power_cuts;
 mod prepare;
@@ -375,9 +375,9 @@ impl Run<'_> {
                     spec.procedures = parts.started;
                 }
                 if let Some(serving) = &options.serve_ssh {
-                    let found = crate::setup::require(&[crate::setup::SSHD])?;
+                    let found = toolbox::setup::require(&[toolbox::setup::SSHD])?;
                     spec.serve_ssh = Some(crate::vm::plan::ServeSsh {
-                        sshd: found.path(crate::setup::SSHD)?.to_string(),
+                        sshd: found.path(toolbox::setup::SSHD)?.to_string(),
                         host_key: serving.host_key.clone(),
                         authorized_key: serving.authorized_key.clone(),
                         login: prepared.lab.login.clone(),
@@ -416,7 +416,7 @@ impl Run<'_> {
 }
 
 /// Runs the whole lab vm-test.
-pub fn run(context: &crate::context::Context, options: &Options) -> Result<Outcome> {
+pub fn run(context: &toolbox::context::Context, options: &Options) -> Result<Outcome> {
     let started = Instant::now();
     qemu::handle_interrupts();
     anyhow::ensure!(options.boots >= 1, "--boots must be at least 1");

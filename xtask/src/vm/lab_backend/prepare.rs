@@ -10,14 +10,10 @@ use camino::Utf8PathBuf;
 use super::*;
 use crate::deploy_checklist::facts::HostFacts;
 use crate::deploy_checklist::Numbered;
-use crate::findings::Severity;
 use crate::hosts;
 use crate::hosts::Model;
-use crate::layout::size::parse_disk_size;
 use crate::nix_eval::Nix;
-use crate::project::xtask_dir;
 use crate::rules;
-use crate::setup;
 use crate::vm::accel::{self, Accel};
 use crate::vm::agent;
 use crate::vm::initramfs::{self, Image};
@@ -28,10 +24,14 @@ use crate::vm::plan::AdminLogin;
 use crate::vm::procedure_runs::{self};
 use crate::vm::realise::{RollbackSettings, Tamper};
 use crate::vm::retention::{Rules, DAY};
+use layout::findings::Severity;
+use layout::size::parse_disk_size;
+use toolbox::project::xtask_dir;
+use toolbox::setup;
 
 /// Everything a boot needs that does not change between boots.
 pub struct Prepared {
-    pub layout: crate::layout::Layout,
+    pub layout: layout::Layout,
     pub machine: hosts::Machine,
     pub disk_bytes: BTreeMap<String, u64>,
     pub kernel: Kernel,
@@ -51,7 +51,7 @@ pub struct Prepared {
 }
 
 /// Evaluates the host, finds the kernel and tools, builds (or reuses) the image.
-pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<Prepared> {
+pub fn prepare(context: &toolbox::context::Context, options: &Options) -> Result<Prepared> {
     // Every tool the run needs, installed in one transaction when missing;
     // the code below only looks them up.
     let found = setup::ensure(context, &initramfs::tools_for_vm_test())?;
@@ -124,7 +124,7 @@ pub fn prepare(context: &crate::context::Context, options: &Options) -> Result<P
     let index = Index::load(&kernel.modules)?;
     let resolved = index.resolve(modules::WANTED)?;
     let tools = initramfs::host_tools()?;
-    let progress = crate::progress::Progress::shown_if(options.progress, "vm-test");
+    let progress = toolbox::progress::Progress::shown_if(options.progress, "vm-test");
     let agent = agent::build(&progress)?;
     progress.finish_and_clear();
     let script = match &options.rollback_script {
@@ -268,14 +268,14 @@ pub(super) fn tamper_procedures(all: &mut [Numbered], tamper: &[Tamper]) -> Resu
 pub(super) fn checklist_procedures(
     nix: &Nix,
     host: &hosts::Host,
-    layout: &crate::layout::Layout,
+    layout: &layout::Layout,
     machine: &hosts::Machine,
 ) -> Result<(
     Vec<Numbered>,
     procedure_runs::Lab,
     crate::deploy_checklist::facts::Fstrim,
 )> {
-    let facts = HostFacts::load(nix, &crate::project::project_root(), &host.dir)?;
+    let facts = HostFacts::load(nix, &toolbox::project::project_root(), &host.dir)?;
     let subject =
         crate::hosts::Subject::new(&host.name, Vec::new(), layout.clone(), machine.clone())?;
     let all = crate::deploy_checklist::server_procedures(&subject, &facts);
@@ -346,13 +346,13 @@ pub fn rollback_settings(
         return Ok(RollbackSettings {
             source: format!(
                 "the module's defaults ({} has no {})",
-                crate::project::display_path(&host.dir),
+                toolbox::project::display_path(&host.dir),
                 hosts::ROLLBACK_FILE
             ),
             ..RollbackSettings::default()
         });
     };
-    let source = crate::project::display_path(file);
+    let source = toolbox::project::display_path(file);
     let refused: Vec<String> = loaded
         .findings
         .iter()
@@ -390,8 +390,8 @@ pub fn rollback_settings(
 /// The layout with every Btrfs mount's compression replaced by `setting`
 /// (`zstd:3`, `lzo`, …; `none` removes it). Steps and expectations are both
 /// made from the result, so the VM measures what that setting would do.
-pub fn with_compression(layout: &crate::layout::Layout, setting: &str) -> crate::layout::Layout {
-    use crate::layout::{Content, DiskContent};
+pub fn with_compression(layout: &layout::Layout, setting: &str) -> layout::Layout {
+    use layout::{Content, DiskContent};
     let is_compress = |o: &String| {
         o.starts_with("compress=") || o.starts_with("compress-force=") || o == "compress"
     };
@@ -447,7 +447,7 @@ pub(super) fn describe_setup(
             "initramfs".to_owned(),
             format!(
                 "{} ({} files, {:.1} MiB{})",
-                crate::project::display_path(&prepared.image.path),
+                toolbox::project::display_path(&prepared.image.path),
                 prepared.image.files,
                 prepared.image.bytes as f64 / 1048576.0,
                 if prepared.image.reused {
@@ -482,7 +482,7 @@ pub(super) fn describe_setup(
                     .image
                     .rollback
                     .as_ref()
-                    .map_or("none".to_owned(), |s| crate::project::display_path(&s.host_path))
+                    .map_or("none".to_owned(), |s| toolbox::project::display_path(&s.host_path))
             )
         }),
         (

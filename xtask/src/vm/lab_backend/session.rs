@@ -8,13 +8,13 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::*;
-use crate::progress::Progress;
 use crate::vm::accel::Accel;
 use crate::vm::collect::{collect, Collected};
 use crate::vm::disk::{self, Allocation};
 use crate::vm::plan::{BootKind, Plan};
 use crate::vm::protocol::Event;
 use crate::vm::qemu::{self, BootRun, VmConfig};
+use toolbox::progress::Progress;
 
 /// A boot's default time limit: generous, because CI machines are slow.
 pub(super) fn boot_timeout(options: &Options, accel: Accel, kind: BootKind) -> Duration {

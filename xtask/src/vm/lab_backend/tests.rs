@@ -1,11 +1,11 @@
 use super::*;
-use crate::layout::kernel_options::compression;
-use crate::layout::mount_options::effective;
-use crate::layout::testing::host_layout;
 use crate::vm::accel::Accel;
 use crate::vm::collect::collect;
 use crate::vm::plan::Plan;
 use crate::vm::qemu::{BootRun, Ending};
+use layout::kernel_options::compression;
+use layout::mount_options::effective;
+use layout::testing::host_layout;
 
 #[test]
 fn what_if_compression_changes_every_btrfs_mount() {

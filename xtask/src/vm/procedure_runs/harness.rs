@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 
 use super::{Lab, BACKUP_DISK, LAB_IP, WORKSTATION};
 use crate::deploy_checklist::procedures::Names;
-use crate::layout::impermanence::PERSIST_MOUNTPOINT;
 use crate::vm::plan::{AdminCommand, Binding, CommandRole, Expectation};
+use layout::impermanence::PERSIST_MOUNTPOINT;
 
 /// The lab's own commands around a procedure, and its placeholders' values.
 #[derive(Debug, Clone, Default)]

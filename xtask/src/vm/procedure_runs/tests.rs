@@ -247,7 +247,7 @@ fn the_conversion_keeps_the_printed_lines_and_their_expectations() {
 fn nixos_test_file_is_the_checklists() {
     let all = server_procedures(&host_subject(), &host_facts());
     let generated = nixos_test_json(&all, &host_facts().admin_user);
-    let path = crate::project::project_root().join(NIXOS_TEST_FILE);
+    let path = toolbox::project::project_root().join(NIXOS_TEST_FILE);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }

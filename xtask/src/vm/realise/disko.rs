@@ -1,7 +1,7 @@
 //! What disko does to the empty disk: partition, link and format.
 
 use super::*;
-use crate::layout::Content;
+use layout::Content;
 
 impl<'a> Realisation<'a> {
     /// disko's gpt `_create`: `sgdisk --clear` on a disk without a table,

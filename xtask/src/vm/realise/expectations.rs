@@ -2,8 +2,8 @@
 //! data, subvolumes, mount options, the trim probe.
 
 use super::*;
-use crate::layout::kernel_options::{compression, has_nodatacow};
-use crate::layout::{Mount, MountSource};
+use layout::kernel_options::{compression, has_nodatacow};
+use layout::{Mount, MountSource};
 
 impl<'a> Realisation<'a> {
     pub(super) fn marker_contents(&self, mount: &Mount) -> String {

@@ -24,8 +24,8 @@ use anyhow::{bail, Context as _, Result};
 use super::initramfs::{hex, EmbeddedScript};
 use super::plan::*;
 use crate::hosts::Model;
-use crate::layout::geometry::DiskGeometry;
-use crate::layout::{Btrfs, Content, Disk, DiskContent, Layout, Partition};
+use layout::geometry::DiskGeometry;
+use layout::{Btrfs, Content, Disk, DiskContent, Layout, Partition};
 
 /// The layout's disk is the VM's first virtio disk.
 pub const GUEST_DISK: &str = "/dev/vda";
@@ -56,7 +56,7 @@ mod tamper;
 #[cfg(test)]
 mod tests;
 
-pub use crate::layout::kernel_options::{kernel_forms, vfat_modes};
+pub use layout::kernel_options::{kernel_forms, vfat_modes};
 pub use mounts::systemd_device_name;
 pub use rotation::RollbackSettings;
 pub use tamper::Tamper;

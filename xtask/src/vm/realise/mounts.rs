@@ -2,7 +2,7 @@
 //! kernel shows them; randomly encrypted swap.
 
 use super::*;
-use crate::layout::{Content, Mount, MountSource};
+use layout::{Content, Mount, MountSource};
 
 impl<'a> Realisation<'a> {
     pub(super) fn mount_argv(&self, mount: &Mount) -> Vec<String> {

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::layout::impermanence::{MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT};
+use layout::impermanence::{MANAGEMENT_MOUNTPOINT, OLD_ROOTS_SUBVOLUME, PERSIST_MOUNTPOINT};
 
 /// `boot.btrfsRollback` of the host (hosts/<host>/rollback.nix), which the
 /// NixOS module turns into the script's environment; the module's defaults
@@ -152,9 +152,11 @@ impl<'a> Realisation<'a> {
         ]
         .into_iter()
         .filter(|path| {
-            !self.context.mounts.iter().any(|m| {
-                m.mountpoint != "/" && crate::layout::paths::is_at_or_below(path, &m.mountpoint)
-            })
+            !self
+                .context
+                .mounts
+                .iter()
+                .any(|m| m.mountpoint != "/" && layout::paths::is_at_or_below(path, &m.mountpoint))
         })
         .collect()
     }

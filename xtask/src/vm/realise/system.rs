@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::layout::EntryKind;
+use layout::EntryKind;
 
 impl<'a> Realisation<'a> {
     /// Stage 2 for the admin's commands (see `Action::EnterSystem`).

@@ -1,5 +1,5 @@
 use super::*;
-use crate::layout::testing::host_layout;
+use layout::testing::host_layout;
 
 fn realisation_of<'a>(
     layout: &'a Layout,
@@ -538,7 +538,7 @@ fn tampering_changes_the_steps_not_the_expectations() {
 fn hostile_strings_stay_single_arguments_and_no_shell_runs_them() {
     // Shell metacharacters in names, labels and options reach the guest as
     // data: each one argument of an argument vector, never shell text.
-    let mut evaluation = crate::layout::testing::host_evaluation();
+    let mut evaluation = layout::testing::host_evaluation();
     let hostile = "@x;$(reboot)`id` \"'|&>*";
     let btrfs = &mut evaluation["layout"]["disko"]["devices"]["disk"]["main"]["content"]
         ["partitions"]["root"]["content"];
@@ -547,7 +547,7 @@ fn hostile_strings_stay_single_arguments_and_no_shell_runs_them() {
         .as_array_mut()
         .unwrap()
         .push("x-note=$(halt)".into());
-    let (layout, _) = crate::layout::testing::layout_of(&evaluation);
+    let (layout, _) = layout::testing::layout_of(&evaluation);
     let layout = layout.unwrap();
     let context = context_of(&layout);
     let plan = realisation_of(&layout, &context, vec![]).plan(1).unwrap();
