@@ -63,6 +63,7 @@ fn write_results(
     args: &Args,
     report: &CheckReport,
     revision: toolbox::project::Revision,
+    inputs: Option<crate::results::Inputs>,
 ) -> Result<()> {
     // A check of another file says nothing about the repository's hosts.
     if args.disko.is_some() {
@@ -70,12 +71,21 @@ fn write_results(
     }
     let names: Vec<&str> = report.hosts.iter().map(|h| h.host.as_str()).collect();
     let results = CheckResults {
-        header: crate::results::Header::at_revision(
-            crate::results::Kind::Check,
-            &names.join(","),
-            report.errors == 0,
-            revision,
-        ),
+        header: match inputs {
+            Some(inputs) => crate::results::Header::with_inputs(
+                crate::results::Kind::Check,
+                &names.join(","),
+                report.errors == 0,
+                revision,
+                inputs,
+            ),
+            None => crate::results::Header::at_revision(
+                crate::results::Kind::Check,
+                &names.join(","),
+                report.errors == 0,
+                revision,
+            ),
+        },
         disk_size_override: args
             .disk_size
             .as_deref()
@@ -114,14 +124,14 @@ pub fn run(context: &Context, args: Args) -> Result<ExitCode> {
     };
     // git takes as long as the check itself: ask it meanwhile.
     let revision = std::thread::spawn(toolbox::project::revision);
-    let mut report = check(context, &args)?;
+    let (mut report, inputs) = check(context, &args)?;
     if let Some(sources) = &sources {
         report.deep = Some(deep(context, &args, sources, &report)?);
     }
     let revision = revision
         .join()
         .map_err(|_| anyhow::anyhow!("reading the git revision panicked"))?;
-    write_results(&args, &report, revision.clone())?;
+    write_results(&args, &report, revision.clone(), inputs)?;
     if args.disko.is_none() {
         for host in &report.hosts {
             if let FlakeStatus::Ran {
@@ -189,7 +199,13 @@ fn deep(
 }
 
 /// Runs the whole check; `Err` only when it could not run.
-pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
+/// The report, and the record's inputs: every .nix file of the repository
+/// hashed once, for the record and the parse cache (`None` when one could not
+/// be read; the record then hashes them itself, naming the error).
+pub fn check(
+    context: &Context,
+    args: &Args,
+) -> Result<(CheckReport, Option<crate::results::Inputs>)> {
     let started = Instant::now();
     let nix = Nix::locate(context)?;
     let root = project_root();
@@ -241,7 +257,9 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
                     files.push(path.clone());
                 }
             }
-            nix.parse_files(&files)
+            let digests = crate::results::digests(&files);
+            let inputs = crate::results::inputs_of(&root, &files, &digests);
+            Ok::<_, anyhow::Error>((nix.parse_files(&files, &digests)?, inputs))
         });
         let checks: Vec<_> = hosts
             .iter()
@@ -268,7 +286,7 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
             .collect();
         (parse_findings, reports)
     });
-    let parse_findings = parse_findings??;
+    let (parse_findings, inputs) = parse_findings??;
     let mut reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
 
     // Syntax errors belong to every host's report: any file may be imported.
@@ -289,7 +307,7 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
     }
     let errors = reports.iter().map(|r| r.count(Severity::Error)).sum();
     let warnings = reports.iter().map(|r| r.count(Severity::Warning)).sum();
-    Ok(CheckReport {
+    let report = CheckReport {
         schema: SCHEMA,
         mode: args.mode,
         hosts: reports,
@@ -297,7 +315,8 @@ pub fn check(context: &Context, args: &Args) -> Result<CheckReport> {
         warnings,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         deep: None,
-    })
+    };
+    Ok((report, inputs))
 }
 
 fn check_host(

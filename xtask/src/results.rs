@@ -118,6 +118,19 @@ impl Header {
 
     /// With a revision read earlier (e.g. in parallel with the work).
     pub fn at_revision(kind: Kind, host: &str, passed: bool, revision: Revision) -> Header {
+        let inputs = current_inputs(&project_root(), kind, host);
+        Header::with_inputs(kind, host, passed, revision, inputs)
+    }
+
+    /// As `at_revision`, with the inputs the caller hashed already (check
+    /// hashes the files it parses once, for its record and its parse cache).
+    pub fn with_inputs(
+        kind: Kind,
+        host: &str,
+        passed: bool,
+        revision: Revision,
+        inputs: Inputs,
+    ) -> Header {
         Header {
             schema: SCHEMA,
             kind: kind.to_string(),
@@ -125,7 +138,7 @@ impl Header {
             revision,
             finished_at: now_rfc3339(),
             passed,
-            inputs: current_inputs(&project_root(), kind, host),
+            inputs,
         }
     }
 }
@@ -205,6 +218,37 @@ fn files_below(dir: &Utf8Path, files: &mut Vec<Utf8PathBuf>) -> Result<()> {
         Ok(())
     }
     walk(dir, 0, files)
+}
+
+/// Each readable file's SHA-256 (hex), by its path.
+pub fn digests(files: &[Utf8PathBuf]) -> BTreeMap<Utf8PathBuf, String> {
+    files
+        .iter()
+        .filter_map(|file| {
+            let bytes = std::fs::read(file).ok()?;
+            let hex = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Some((file.clone(), hex))
+        })
+        .collect()
+}
+
+/// `files` as `hash_files` records them, from digests made already; `None`
+/// when one is missing (unreadable: `hash_files` then names the error).
+pub fn inputs_of(
+    root: &Utf8Path,
+    files: &[Utf8PathBuf],
+    digests: &BTreeMap<Utf8PathBuf, String>,
+) -> Option<Inputs> {
+    files
+        .iter()
+        .map(|file| {
+            let relative = file.strip_prefix(root).unwrap_or(file);
+            Some((relative.to_string(), digests.get(file)?.clone()))
+        })
+        .collect()
 }
 
 /// `files` hashed, by path relative to `root`.

@@ -176,7 +176,7 @@ pub fn judge(
     let real = replay(sources, layout_file, disk_bytes)?;
 
     // The evaluated layout, for placing findings, and check's model of the mounts.
-    let evaluation = match nix.evaluate_host(&crate::nix_eval::HostFiles {
+    let evaluation = match nix.evaluate_host(&crate::nix_eval::HostSources {
         layout: layout_file,
         persistence: host.persistence_file.as_deref(),
         machine: host.machine_file.as_deref(),

@@ -226,64 +226,87 @@ pub fn find_in(root: &Utf8Path, name: &str) -> Result<Host> {
 
 /// Every .nix file of the repository (not target/, .git/ or result links).
 pub fn nix_files(root: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    let walk = Walk {
+        root,
+        fuzz: root.join("fuzz"),
+        // Fixtures under xtask/tests are broken on purpose.
+        fixtures: root.join("xtask").join("tests"),
+    };
     let mut files = Vec::new();
     let mut visited = BTreeSet::new();
-    collect_nix_files(root, root, 0, &mut visited, &mut files)?;
+    let canonical = root
+        .canonicalize_utf8()
+        .with_context(|| format!("reading {root}"))?;
+    visited.insert(canonical.clone());
+    walk.collect(root, &canonical, 0, &mut visited, &mut files)?;
     files.sort();
     Ok(files)
 }
 
-fn collect_nix_files(
-    root: &Utf8Path,
-    dir: &Utf8Path,
-    depth: usize,
-    visited: &mut BTreeSet<Utf8PathBuf>,
-    files: &mut Vec<Utf8PathBuf>,
-) -> Result<()> {
-    if depth > 12 {
-        return Ok(());
+/// The walk for .nix files: what it leaves out, fixed once.
+struct Walk<'a> {
+    root: &'a Utf8Path,
+    fuzz: Utf8PathBuf,
+    fixtures: Utf8PathBuf,
+}
+
+impl Walk<'_> {
+    fn skips(&self, dir: &Utf8Path, path: &Utf8Path, name: &str) -> bool {
+        (dir == self.root && matches!(name, "target" | ".git" | "result"))
+            // cargo-fuzz's build, corpus and crash inputs: thousands of files, no Nix.
+            || (dir == self.fuzz
+                && matches!(name, "target" | "corpus" | "artifacts" | "coverage"))
+            || name.starts_with("result-")
+            || (name.starts_with('.') && name != ".ci")
+            || path == self.fixtures
     }
-    let Ok(canonical) = dir.canonicalize_utf8() else {
-        return Ok(());
-    };
-    if !visited.insert(canonical) {
-        return Ok(());
+
+    /// `canonical`: `dir` with every symlink resolved (a real directory's is
+    /// its parent's and its name: no system call).
+    fn collect(
+        &self,
+        dir: &Utf8Path,
+        canonical: &Utf8Path,
+        depth: usize,
+        visited: &mut BTreeSet<Utf8PathBuf>,
+        files: &mut Vec<Utf8PathBuf>,
+    ) -> Result<()> {
+        if depth > 12 {
+            return Ok(());
+        }
+        let entries = dir
+            .read_dir_utf8()
+            .with_context(|| format!("reading {dir}"))?;
+        for entry in entries.filter_map(|e| e.ok()) {
+            // The directory entry's own type costs no stat; a symlink is followed.
+            let kind = entry.file_type().ok().filter(|t| !t.is_symlink());
+            let path = entry.into_path();
+            let name = path.file_name().unwrap_or_default();
+            if self.skips(dir, &path, name) {
+                continue;
+            }
+            let (is_dir, is_file) = match kind {
+                Some(kind) => (kind.is_dir(), kind.is_file()),
+                None => (path.is_dir(), path.is_file()),
+            };
+            if is_dir {
+                let target = match kind {
+                    Some(_) => canonical.join(name),
+                    None => match path.canonicalize_utf8() {
+                        Ok(target) => target,
+                        Err(_) => continue,
+                    },
+                };
+                // Each directory once, however many symlinks lead to it.
+                if visited.insert(target.clone()) {
+                    self.collect(&path, &target, depth + 1, visited, files)?;
+                }
+            } else if name.ends_with(".nix") && is_file {
+                files.push(path);
+            }
+        }
+        Ok(())
     }
-    let entries = dir
-        .read_dir_utf8()
-        .with_context(|| format!("reading {dir}"))?;
-    for entry in entries.filter_map(|e| e.ok()) {
-        // The directory entry's own type costs no stat; a symlink is followed.
-        let kind = entry.file_type().ok().filter(|t| !t.is_symlink());
-        let path = entry.into_path();
-        let name = path.file_name().unwrap_or_default();
-        if dir == root && matches!(name, "target" | ".git" | "result") {
-            continue;
-        }
-        // cargo-fuzz's build, corpus and crash inputs: thousands of files, no Nix.
-        if dir == root.join("fuzz")
-            && matches!(name, "target" | "corpus" | "artifacts" | "coverage")
-        {
-            continue;
-        }
-        if name.starts_with("result-") || name.starts_with('.') && name != ".ci" {
-            continue;
-        }
-        // Fixtures under xtask/tests are broken on purpose.
-        if path.starts_with(root.join("xtask").join("tests")) {
-            continue;
-        }
-        let (is_dir, is_file) = match kind {
-            Some(kind) => (kind.is_dir(), kind.is_file()),
-            None => (path.is_dir(), path.is_file()),
-        };
-        if is_dir {
-            collect_nix_files(root, &path, depth + 1, visited, files)?;
-        } else if name.ends_with(".nix") && is_file {
-            files.push(path);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! (`XTASK_NIX_TIMEOUT`), a heap limit for its garbage collector and a limit
 //! on the output read, and what it prints is checked before it is trusted.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -92,8 +93,14 @@ impl Nix {
     /// the same nix-instantiate, is not parsed again: a parse depends on
     /// nothing else, and the cache under target/xtask/parse-cache spares
     /// `check` a process (docs/benchmarks.md, check ÷ bare eval).
-    pub fn parse_files(&self, files: &[Utf8PathBuf]) -> Result<Vec<Finding>> {
-        let marker = parse_cache_key(&self.instantiate, files)
+    /// `digests`: each file's SHA-256 (hex) by path, as the caller hashed
+    /// them; a file without one is never taken from the cache.
+    pub fn parse_files(
+        &self,
+        files: &[Utf8PathBuf],
+        digests: &BTreeMap<Utf8PathBuf, String>,
+    ) -> Result<Vec<Finding>> {
+        let marker = parse_cache_key(&self.instantiate, files, digests)
             .map(|key| toolbox::project::xtask_dir().join("parse-cache").join(key));
         if marker.as_ref().is_some_and(|m| m.is_file()) {
             return Ok(Vec::new());
@@ -180,7 +187,7 @@ impl Nix {
     /// Evaluates a host's standalone files to JSON through nix/lib/eval-host.nix.
     /// An evaluation error, or a value JSON cannot carry, is a finding, not a
     /// failure to run.
-    pub fn evaluate_host(&self, files: &HostFiles<'_>) -> Result<Result<Value, Vec<Finding>>> {
+    pub fn evaluate_host(&self, files: &HostSources<'_>) -> Result<Result<Value, Vec<Finding>>> {
         let layout_file = files.layout;
         let wrapper = project_root().join("nix").join("lib").join("eval-host.nix");
         let mut args: Vec<&str> = vec![
@@ -228,7 +235,7 @@ impl Nix {
 /// The files of one host that nix/lib/eval-host.nix reads: what Nix needs
 /// of a host, as plain paths (the host itself is a layer above).
 #[derive(Debug, Clone, Copy)]
-pub struct HostFiles<'a> {
+pub struct HostSources<'a> {
     /// disko.nix (or the file given in its place).
     pub layout: &'a Utf8Path,
     pub persistence: Option<&'a Utf8Path>,
@@ -240,9 +247,13 @@ pub struct HostFiles<'a> {
 const PARSE_CACHE_ENTRIES: usize = 64;
 
 /// The cache key of a clean parse: the parser (nix-instantiate's path, size
-/// and mtime) and every file's path and contents. `None` when a file cannot
-/// be read: then nix-instantiate says why.
-fn parse_cache_key(instantiate: &Utf8Path, files: &[Utf8PathBuf]) -> Option<String> {
+/// and mtime) and every file's path and contents (by their SHA-256). `None`
+/// when a file has no digest: then the files are parsed.
+fn parse_cache_key(
+    instantiate: &Utf8Path,
+    files: &[Utf8PathBuf],
+    digests: &BTreeMap<Utf8PathBuf, String>,
+) -> Option<String> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let binary = std::fs::metadata(instantiate.canonicalize_utf8().ok()?).ok()?;
@@ -253,11 +264,7 @@ fn parse_cache_key(instantiate: &Utf8Path, files: &[Utf8PathBuf]) -> Option<Stri
         .ok()?;
     hasher.update(format!("{instantiate}\0{}\0{}\0", binary.len(), mtime.as_nanos()).as_bytes());
     for file in files {
-        let contents = std::fs::read(file).ok()?;
-        hasher.update(file.as_str().as_bytes());
-        hasher.update(b"\0");
-        hasher.update((contents.len() as u64).to_le_bytes());
-        hasher.update(&contents);
+        hasher.update(format!("{file}\0{}\0", digests.get(file)?).as_bytes());
     }
     Some(
         hasher

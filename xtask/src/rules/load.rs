@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::finding_text::render_finding;
 use crate::hosts::{Host, Machine, Subject};
-use crate::nix_eval::{HostFiles, Nix};
+use crate::nix_eval::{HostSources, Nix};
 use crate::rules;
 use layout::build::{build, Evaluated};
 use layout::findings::{Finding, Severity};
@@ -32,7 +32,7 @@ pub struct Loaded {
 
 /// Evaluates and builds a host's layout (standalone mode).
 pub fn load(nix: &Nix, host: &Host, layout_file: &Utf8Path) -> Result<Loaded> {
-    let mut evaluation = match nix.evaluate_host(&HostFiles {
+    let mut evaluation = match nix.evaluate_host(&HostSources {
         layout: layout_file,
         persistence: host.persistence_file.as_deref(),
         machine: host.machine_file.as_deref(),
