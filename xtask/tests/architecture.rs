@@ -194,6 +194,24 @@ struct Functions {
     owner: String,
 }
 
+impl Functions {
+    /// Records a product function's length, from `fn` to its closing brace.
+    fn record(
+        &mut self,
+        attrs: &[syn::Attribute],
+        sig: &syn::Signature,
+        block: &syn::Block,
+    ) -> bool {
+        if is_test_only(attrs) {
+            return false;
+        }
+        let lines = block.brace_token.span.close().end().line + 1 - sig.fn_token.span.start().line;
+        self.found
+            .push((lines, format!("{}::{}", self.owner, sig.ident)));
+        true
+    }
+}
+
 impl<'ast> Visit<'ast> for Functions {
     fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
         if !is_test_only(&item.attrs) {
@@ -201,24 +219,14 @@ impl<'ast> Visit<'ast> for Functions {
         }
     }
     fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
-        if is_test_only(&item.attrs) {
-            return;
+        if self.record(&item.attrs, &item.sig, &item.block) {
+            syn::visit::visit_item_fn(self, item);
         }
-        let lines = item.block.brace_token.span.close().end().line + 1
-            - item.sig.fn_token.span.start().line;
-        self.found
-            .push((lines, format!("{}::{}", self.owner, item.sig.ident)));
-        syn::visit::visit_item_fn(self, item);
     }
     fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
-        if is_test_only(&item.attrs) {
-            return;
+        if self.record(&item.attrs, &item.sig, &item.block) {
+            syn::visit::visit_impl_item_fn(self, item);
         }
-        let lines = item.block.brace_token.span.close().end().line + 1
-            - item.sig.fn_token.span.start().line;
-        self.found
-            .push((lines, format!("{}::{}", self.owner, item.sig.ident)));
-        syn::visit::visit_impl_item_fn(self, item);
     }
 }
 

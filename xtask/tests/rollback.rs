@@ -1545,6 +1545,29 @@ fn is_enospc(error: &std::io::Error) -> bool {
     error.raw_os_error() == Some(libc::ENOSPC)
 }
 
+/// Empty files with 3.9 KB xattrs in `dir` until the metadata is full (the
+/// kind of small-item growth that fills metadata, not data); how many xattrs.
+fn fill_with_xattrs(l: &str, dir: &Utf8Path) -> usize {
+    let value = vec![b'm'; 3900];
+    let mut xattrs = 0;
+    'fill: for f in 0.. {
+        let file = dir.join(format!("xattrs-{f}"));
+        match fs::write(&file, "") {
+            Ok(()) => {}
+            Err(e) if is_enospc(&e) => break,
+            Err(e) => panic!("{l} {file}: {e}"),
+        }
+        for a in 0..100 {
+            match set_xattr(&file, &format!("user.m{a}"), &value) {
+                Ok(()) => xattrs += 1,
+                Err(e) if is_enospc(&e) => break 'fill,
+                Err(e) => panic!("{l} xattr on {file}: {e}"),
+            }
+        }
+    }
+    xattrs
+}
+
 /// Fills the filesystem the way a full one looks: data chunks over all the
 /// space, with room inside them, and the metadata full, mostly with xattrs
 /// on files in `holder` (a directory below the top level). Then checks that
@@ -1567,23 +1590,7 @@ fn fill_metadata(case: &Case, holder: &str) {
     }
     case.fs.sync().unwrap();
     let holder = case.top().join(holder);
-    let value = vec![b'm'; 3900];
-    let mut xattrs = 0;
-    'fill: for f in 0.. {
-        let file = holder.join(format!("xattrs-{f}"));
-        match fs::write(&file, "") {
-            Ok(()) => {}
-            Err(e) if is_enospc(&e) => break,
-            Err(e) => panic!("{l} {file}: {e}"),
-        }
-        for a in 0..100 {
-            match set_xattr(&file, &format!("user.m{a}"), &value) {
-                Ok(()) => xattrs += 1,
-                Err(e) if is_enospc(&e) => break 'fill,
-                Err(e) => panic!("{l} xattr on {file}: {e}"),
-            }
-        }
-    }
+    let xattrs = fill_with_xattrs(l, &holder);
     case.fs.sync().unwrap();
     let probe = case.old("probe");
     match fs::rename(case.root(), &probe) {
@@ -2173,22 +2180,7 @@ fn full_metadata_in_the_current_root(interpreter: Interpreter) {
         }
     }
     case.fs.sync().unwrap();
-    let value = vec![b'm'; 3900];
-    'fill: for f in 0.. {
-        let file = case.root().join(format!("xattrs-{f}"));
-        match fs::write(&file, "") {
-            Ok(()) => {}
-            Err(e) if is_enospc(&e) => break,
-            Err(e) => panic!("{l} {file}: {e}"),
-        }
-        for a in 0..100 {
-            match set_xattr(&file, &format!("user.m{a}"), &value) {
-                Ok(()) => {}
-                Err(e) if is_enospc(&e) => break 'fill,
-                Err(e) => panic!("{l} xattr on {file}: {e}"),
-            }
-        }
-    }
+    fill_with_xattrs(l, &case.root());
     case.fs.sync().unwrap();
     match fs::rename(case.root(), case.old("probe")) {
         Err(e) if is_enospc(&e) => {}
